@@ -1,0 +1,80 @@
+/*
+ * env.h — the engine's only door to the file system: a small table of function pointers.
+ *
+ * Every file operation of the engine goes through an lsm_env so that tests can substitute one that
+ * injects faults. lsm_env_posix() is the default. faultenv_* is an in-memory file system for tests
+ * that models what survives a power loss: file bytes survive only up to the last sync of that file,
+ * and a directory entry (creation, rename, unlink) survives only once its directory was synced.
+ *
+ * Conventions: functions return 0 (or a byte count) on success and a negative errno on failure;
+ * they never print. Paths are full paths (the engine joins dir + "/" + name).
+ */
+#ifndef LSM_ENV_H
+#define LSM_ENV_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+typedef struct lsm_file lsm_file;   /* defined by each env */
+typedef struct lsm_env lsm_env;
+
+enum {
+    LSM_O_READ   = 1,   /* open an existing file for pread */
+    LSM_O_CREATE = 2,   /* create or truncate a file for append (and pread) */
+    LSM_O_APPEND = 4    /* open an existing file for append (and pread) */
+};
+
+struct lsm_env {
+    int     (*open)(lsm_env *env, const char *path, int flags, lsm_file **out);
+    /* Reads up to n bytes at off; returns bytes read (fewer only at end of file) or -errno. */
+    ssize_t (*pread)(lsm_env *env, lsm_file *f, void *buf, size_t n, uint64_t off);
+    /* Appends at the end; returns bytes written (may be fewer than n: a short write) or -errno. */
+    ssize_t (*append)(lsm_env *env, lsm_file *f, const void *buf, size_t n);
+    int     (*sync)(lsm_env *env, lsm_file *f);                 /* file data durable */
+    int     (*size)(lsm_env *env, lsm_file *f, uint64_t *size);
+    int     (*close)(lsm_env *env, lsm_file *f);                /* accepts NULL */
+    int     (*rename)(lsm_env *env, const char *from, const char *to);
+    int     (*unlink)(lsm_env *env, const char *path);
+    int     (*mkdir)(lsm_env *env, const char *path);           /* mode 0700; -EEXIST if present */
+    int     (*sync_dir)(lsm_env *env, const char *dir);         /* entries of dir durable */
+    /* Names (not paths) in dir, without "." and "..": *names is an array of *n malloc'd strings,
+       freed by env_free_list(). */
+    int     (*list)(lsm_env *env, const char *dir, char ***names, int *n);
+    int     (*file_exists)(lsm_env *env, const char *path);     /* 1, 0, or -errno */
+    /* Takes an exclusive lock on path (created if missing). -EWOULDBLOCK when another handle or
+       process holds it; then, if holder_pid is non-NULL, *holder_pid is the holder's pid or 0. */
+    int     (*lock)(lsm_env *env, const char *path, lsm_file **out, long *holder_pid);
+    int     (*unlock)(lsm_env *env, lsm_file *f);               /* releases and closes */
+};
+
+lsm_env *lsm_env_posix(void);                 /* static; never freed */
+
+/* Helpers over any env. */
+int  env_append_all(lsm_env *env, lsm_file *f, const void *p, size_t n); /* retries short writes; 0 or -errno */
+int  env_pread_all(lsm_env *env, lsm_file *f, void *p, size_t n, uint64_t off); /* -EIO-free: returns -ENODATA if short */
+void env_free_list(char **names, int n);
+/* Writes data to path atomically and durably: path.tmp, sync, rename, sync_dir(dir). */
+int  env_write_file_atomic(lsm_env *env, const char *dir, const char *name, const void *p, size_t n);
+/* Reads the whole file into *out (malloc'd, caller frees) */
+int  env_read_file(lsm_env *env, const char *path, uint8_t **out, size_t *n);
+
+/* ---- fault-injecting in-memory env (tests) ---- */
+lsm_env *faultenv_new(void);
+void     faultenv_free(lsm_env *env);
+/* Power loss: every file loses the bytes written since its last sync; every directory loses the
+   creations, renames and unlinks made since its last sync_dir. Open files stay usable handles to
+   the (now truncated) files; locks are released. Clears any armed fault. */
+void     faultenv_power_loss(lsm_env *env);
+/* After `after` more mutating calls (append, sync, rename, unlink, create, sync_dir), every mutating
+   call fails with -err (EIO, ENOSPC) and changes nothing — the machine is "dead" — until
+   faultenv_clear or faultenv_power_loss. err = 0 disarms. */
+void     faultenv_fail_after(lsm_env *env, long after, int err);
+/* With short != 0, every append writes at most half of what it is given (at least 1 byte). */
+void     faultenv_short_writes(lsm_env *env, int on);
+void     faultenv_clear(lsm_env *env);
+long     faultenv_mutations(lsm_env *env);     /* mutating calls so far */
+/* Flips (xor 0xff) the byte at off of path, as both live and durable content; -ENOENT if none. */
+int      faultenv_corrupt(lsm_env *env, const char *path, uint64_t off);
+
+#endif /* LSM_ENV_H */

@@ -1,0 +1,169 @@
+/*
+ * lsm.h — the public interface of liblsm, an embeddable, crash-safe LSM-tree key-value engine.
+ *
+ * Conventions, stated once:
+ *  - Handles (lsm_db, lsm_iter, lsm_batch) are opaque; create them with the functions below.
+ *  - Keys and values are (pointer, length) pairs of arbitrary bytes. Keys are 1..LSM_MAX_KEY bytes
+ *    and compare bytewise (memcmp over the common prefix, then the shorter key first). Values are
+ *    0..LSM_MAX_VALUE bytes.
+ *  - Memory the library returns is either owned by the caller (said as "caller frees with free()")
+ *    or borrowed (said with how long it stays valid). Every free/close function accepts NULL.
+ *  - Every function that can fail returns int: LSM_OK (0) or a negative LSM_* code. lsm_strerror()
+ *    names a code; lsm_errmsg() gives the detail of the last failure on a handle (file, offset, why).
+ *    A call that fails because of misuse (LSM_INVALID) changes nothing.
+ *  - Thread safety: any number of threads may share one lsm_db. An lsm_iter or lsm_batch belongs to
+ *    one thread at a time.
+ *  - Out of memory inside the engine aborts the process (as LevelDB does), except where a call can
+ *    say LSM_NOMEM (a value buffer too large to allocate).
+ */
+#ifndef LSM_H
+#define LSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LSM_VERSION_STRING "0.1.0"
+
+#define LSM_MAX_KEY   65535u          /* longest key, bytes */
+#define LSM_MAX_VALUE (1u << 30)      /* longest value, bytes (1 GiB) */
+
+enum {
+    LSM_OK       = 0,
+    LSM_NOTFOUND = -1,  /* the key has no value (absent or deleted) */
+    LSM_CORRUPT  = -2,  /* a checksum, magic number or structure on disk is wrong */
+    LSM_IOERR    = -3,  /* the operating system reported an I/O failure (EIO, ENOSPC, ...) */
+    LSM_BUSY     = -4,  /* the directory is locked by another handle or process */
+    LSM_NOMEM    = -5,  /* an allocation failed */
+    LSM_INVALID  = -6,  /* bad argument or misuse: nothing was changed */
+    LSM_EXISTS   = -7,  /* the database exists and error_if_exists was set */
+    LSM_CLOSED   = -8   /* the handle failed hard earlier (I/O error); reopen to recover */
+};
+
+enum {
+    LSM_COMPRESSION_NONE = 0,
+    LSM_COMPRESSION_LZ4  = 1,
+    LSM_COMPRESSION_ZSTD = 2
+};
+
+struct lsm_env;                        /* file I/O table; see engine/env.h (tests, embedders) */
+
+typedef struct lsm_db lsm_db;
+typedef struct lsm_iter lsm_iter;
+typedef struct lsm_batch lsm_batch;
+
+typedef struct lsm_options {
+    size_t memtable_bytes;      /* a memtable this large is flushed to a table; default 4 MiB */
+    size_t cache_bytes;         /* block cache capacity; default 8 MiB; 0 = no cache */
+    int    bloom_bits_per_key;  /* bloom filter bits per key; default 10; 0 = no filter */
+    int    compression;         /* LSM_COMPRESSION_*; default NONE */
+    int    compression_level;   /* zstd level; default 1 (ignored for LZ4 and NONE) */
+    int    sync_writes;         /* 1: lsm_put/lsm_delete fsync the WAL before returning; default 0 */
+    int    create_if_missing;   /* default 1 */
+    int    error_if_exists;     /* default 0 */
+    int    max_open_files;      /* tables kept open at once; default 1000 */
+    size_t block_bytes;         /* target data block size; default 4 KiB */
+    size_t table_bytes;         /* target table size written by compaction; default 2 MiB */
+    size_t blob_threshold;      /* values at least this long go to blob files; 0 = never; default 64 KiB */
+    int    background_compaction; /* 1: compact in a background thread (default); 0: only lsm_compact */
+    struct lsm_env *env;        /* NULL = POSIX; tests substitute a fault-injecting one */
+} lsm_options;
+
+/* Fills *opt with the defaults above. */
+void lsm_options_init(lsm_options *opt);
+
+/* Opens (creating if allowed) the database in directory dir. opt NULL = defaults. On success *out is
+   a handle to close with lsm_close(). On failure *out is NULL; the message is in lsm_errmsg(NULL)
+   (kept per thread), e.g. "LOCK: held by another handle (pid 123)" for LSM_BUSY. */
+int  lsm_open(const char *dir, const lsm_options *opt, lsm_db **out);
+
+/* Waits for background work, syncs the WAL, releases the lock and frees db. Accepts NULL. Returns the
+   first error met while closing (the handle is freed regardless). */
+int  lsm_close(lsm_db *db);
+
+int  lsm_put(lsm_db *db, const void *key, size_t klen, const void *val, size_t vlen);
+int  lsm_delete(lsm_db *db, const void *key, size_t klen);
+
+/* *val is from malloc() (caller frees; NULL when vlen is 0 is never returned: a 0-length value gives
+   a valid 1-byte allocation); LSM_NOTFOUND if absent. */
+int  lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen);
+
+/* Like lsm_get without copying the value: only its length. */
+int  lsm_get_size(lsm_db *db, const void *key, size_t klen, uint64_t *vlen);
+
+/* Copies at most n bytes of the key's value starting at byte off into buf; *nread is how many were
+   copied (0 at or past the end) and *vlen (may be NULL) the value's full length. Reads only what it
+   must when the value sits in a blob file. */
+int  lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *buf, size_t n,
+                   size_t *nread, uint64_t *vlen);
+
+/* Every write committed so far is on stable storage when this returns LSM_OK. */
+int  lsm_sync(lsm_db *db);
+
+/* Batches: applied by lsm_write all or nothing, before and after a crash. lsm_batch_new aborts on
+   out of memory; put/delete copy key and value. Invalid lengths are remembered and make lsm_write
+   fail with LSM_INVALID. */
+lsm_batch *lsm_batch_new(void);
+void lsm_batch_put(lsm_batch *b, const void *key, size_t klen, const void *val, size_t vlen);
+void lsm_batch_delete(lsm_batch *b, const void *key, size_t klen);
+void lsm_batch_clear(lsm_batch *b);
+int  lsm_batch_count(const lsm_batch *b);
+int  lsm_write(lsm_db *db, lsm_batch *b, int sync);
+void lsm_batch_free(lsm_batch *b);
+
+/* Iterators see a snapshot taken at lsm_iter_new: later writes are invisible. Free every iterator
+   before lsm_close. After a failure (corrupt table, I/O error) lsm_iter_valid() turns 0 and
+   lsm_iter_status() says why. */
+int  lsm_iter_new(lsm_db *db, lsm_iter **out);
+void lsm_iter_seek(lsm_iter *it, const void *key, size_t klen);  /* first key >= key; klen 0 = first */
+int  lsm_iter_valid(const lsm_iter *it);
+void lsm_iter_next(lsm_iter *it);
+const void *lsm_iter_key(const lsm_iter *it, size_t *klen);    /* borrowed until the next call */
+const void *lsm_iter_value(const lsm_iter *it, size_t *vlen);  /* borrowed until the next call */
+int  lsm_iter_status(const lsm_iter *it);
+void lsm_iter_free(lsm_iter *it);
+
+/* Flushes the memtable to a table and waits for it. */
+int  lsm_flush(lsm_db *db);
+
+/* Merges everything into the fewest tables of the last level, dropping overwritten versions and
+   tombstones that no live iterator needs. Waits until done. */
+int  lsm_compact(lsm_db *db);
+
+#define LSM_MAX_LEVELS 7
+
+typedef struct lsm_stats {
+    int      tables[LSM_MAX_LEVELS];      /* tables per level */
+    uint64_t level_bytes[LSM_MAX_LEVELS]; /* bytes of tables per level */
+    uint64_t user_bytes_written;          /* key+value bytes given to put/delete/write */
+    uint64_t wal_bytes_written;           /* bytes appended to write-ahead logs */
+    uint64_t flush_bytes_written;         /* table bytes written by memtable flushes */
+    uint64_t compaction_bytes_written;    /* table bytes written by compactions */
+    uint64_t compaction_bytes_read;       /* table bytes read by compactions */
+    uint64_t blob_bytes_written;          /* bytes appended to blob files */
+    uint64_t blob_bytes_live;             /* bytes of blob files still referenced (estimate) */
+    uint64_t cache_hits, cache_misses;    /* block cache */
+    uint64_t stall_micros;                /* time writers spent slowed or stopped */
+    uint64_t pending_compaction_bytes;    /* estimate of bytes compaction still has to rewrite */
+    uint64_t flushes, compactions;        /* counts since open */
+    uint64_t last_sequence;               /* sequence number of the newest write */
+    uint64_t memtable_bytes;              /* bytes in the live memtable */
+    uint64_t disk_bytes;                  /* bytes of every live file of the database */
+} lsm_stats;
+
+/* Fills *st with a consistent view of the counters. */
+int  lsm_stats_get(lsm_db *db, lsm_stats *st);
+
+const char *lsm_strerror(int rc);
+
+/* Detail of the last failure on this handle (db NULL: of the last lsm_open in this thread). The text
+   is copied per thread: valid until this thread's next call to lsm_errmsg. "" if none. */
+const char *lsm_errmsg(lsm_db *db);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LSM_H */

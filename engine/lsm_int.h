@@ -1,0 +1,110 @@
+/*
+ * lsm_int.h — private types and helpers shared by every engine module: byte slices, growable
+ * buffers, little-endian and varint coding, internal keys, checksums and error messages.
+ *
+ * Internal keys: every stored entry is keyed by the user key followed by an 8-byte little-endian
+ * trailer (sequence << 8 | type). They sort by user key ascending (bytewise, then length), then by
+ * trailer descending, so the newest version of a key comes first. Nothing here allocates except
+ * buf_* (which aborts on out of memory, like every internal allocation: see xmalloc).
+ */
+#ifndef LSM_INT_H
+#define LSM_INT_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include "lsm.h"
+
+#define LSM_ERRLEN 512              /* size of every error-message buffer passed as `char *err` */
+
+typedef struct slice {
+    const uint8_t *p;
+    size_t n;
+} slice;
+
+/* Internal entry types, stored in the low byte of the trailer. Numbers are on disk: never reuse. */
+enum {
+    LSM_TYPE_DELETE = 0,
+    LSM_TYPE_VALUE  = 1,
+    LSM_TYPE_BLOB   = 2             /* value is a blob reference (file, offset, length) */
+};
+
+#define LSM_MAX_SEQ ((UINT64_C(1) << 56) - 1)
+#define LSM_TRAILER 8
+
+/* ---- allocation (aborts on failure) ---- */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t m);
+void *xrealloc(void *p, size_t n);
+void *xmemdup(const void *p, size_t n);
+
+/* ---- growable buffer ---- */
+typedef struct buf {
+    uint8_t *p;
+    size_t len, cap;
+} buf;
+
+void buf_reserve(buf *b, size_t extra);
+void buf_append(buf *b, const void *p, size_t n);
+void buf_putc(buf *b, uint8_t c);
+void buf_put_fixed32(buf *b, uint32_t v);
+void buf_put_fixed64(buf *b, uint64_t v);
+void buf_put_varint(buf *b, uint64_t v);
+void buf_put_lenslice(buf *b, const void *p, size_t n);    /* varint length, then bytes */
+void buf_free(buf *b);                                     /* frees and zeroes; accepts empty */
+
+/* ---- fixed-width little-endian and varint coding ---- */
+static inline void enc_fixed32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+static inline uint32_t dec_fixed32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static inline void enc_fixed64(uint8_t *p, uint64_t v)
+{
+    enc_fixed32(p, (uint32_t)v);
+    enc_fixed32(p + 4, (uint32_t)(v >> 32));
+}
+static inline uint64_t dec_fixed64(const uint8_t *p)
+{
+    return (uint64_t)dec_fixed32(p) | ((uint64_t)dec_fixed32(p + 4) << 32);
+}
+uint8_t *enc_varint(uint8_t *p, uint64_t v);                /* writes 1..10 bytes, returns end */
+size_t varint_len(uint64_t v);
+/* Decodes a varint from [p, limit); returns the byte after it, or NULL if malformed/truncated. */
+const uint8_t *dec_varint(const uint8_t *p, const uint8_t *limit, uint64_t *v);
+/* Decodes a varint length then that many bytes; NULL if it runs past limit. */
+const uint8_t *dec_lenslice(const uint8_t *p, const uint8_t *limit, slice *out);
+
+/* ---- checksums (xxHash XXH3, low 32 bits) ---- */
+uint32_t lsm_checksum(const void *p, size_t n);
+uint32_t lsm_checksum2(const void *a, size_t an, const void *b, size_t bn); /* over a then b */
+
+/* ---- keys ---- */
+int ukey_cmp(const void *a, size_t an, const void *b, size_t bn);     /* memcmp, then length */
+
+static inline uint64_t ikey_pack(uint64_t seq, int type) { return (seq << 8) | (uint64_t)type; }
+static inline uint64_t ikey_trailer(slice ik) { return dec_fixed64(ik.p + ik.n - LSM_TRAILER); }
+static inline uint64_t ikey_seq(slice ik) { return ikey_trailer(ik) >> 8; }
+static inline int ikey_type(slice ik) { return (int)(ikey_trailer(ik) & 0xff); }
+static inline slice ikey_user(slice ik) { slice s = { ik.p, ik.n - LSM_TRAILER }; return s; }
+
+/* Internal key order: user key ascending, then trailer descending (newest first). */
+int ikey_cmp(slice a, slice b);
+/* Appends ukey + trailer(seq, type) to b. */
+void ikey_build(buf *b, const void *ukey, size_t n, uint64_t seq, int type);
+
+/* ---- errors ---- */
+/* Formats a message into err (LSM_ERRLEN bytes; may be NULL) and returns code. */
+int lsm_err(char *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Maps a negative errno from the env to LSM_IOERR (or LSM_BUSY for a held lock), with a message
+   "what path: strerror". */
+int lsm_err_errno(char *err, int neg_errno, const char *what, const char *path);
+
+/* Monotonic microseconds. */
+uint64_t lsm_now_micros(void);
+
+#endif /* LSM_INT_H */

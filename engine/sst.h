@@ -1,0 +1,59 @@
+/*
+ * sst.h — sorted string tables: immutable files of internal keys in order (format: man/lsm-format.5).
+ *
+ * A table is data blocks (~block_bytes each, prefix-compressed keys with restart points), one bloom
+ * filter block over the user keys, an index block with one entry per data block, and a fixed-size
+ * footer with magic and format version. Every block carries a compression byte and a checksum.
+ * A point lookup reads at most one data block; reads of data blocks go through the block cache.
+ */
+#ifndef LSM_SST_H
+#define LSM_SST_H
+
+#include "cache.h"
+#include "env.h"
+#include "iter.h"
+
+typedef struct sst_options {
+    size_t block_bytes;        /* target uncompressed data block size */
+    int    restart_interval;   /* keys between restart points (16) */
+    int    bloom_bits_per_key; /* 0 = no filter */
+    int    compression;        /* LSM_COMPRESSION_* */
+    int    compression_level;  /* zstd level */
+} sst_options;
+
+typedef struct sst_builder sst_builder;
+
+/* Builds a table by appending to f (already created and empty; the builder neither syncs nor closes
+   it). path is only for messages. */
+sst_builder *sst_builder_new(lsm_env *env, lsm_file *f, const char *path, const sst_options *o);
+/* Adds an entry; internal keys must be strictly increasing. */
+int      sst_builder_add(sst_builder *b, slice ikey, slice val, char *err);
+uint64_t sst_builder_file_size(const sst_builder *b);   /* bytes written so far + pending block */
+uint64_t sst_builder_entries(const sst_builder *b);
+/* Writes the last data block, filter, index and footer. */
+int      sst_builder_finish(sst_builder *b, uint64_t *file_size, char *err);
+void     sst_builder_free(sst_builder *b);              /* accepts NULL; abandons if unfinished */
+
+typedef struct sst sst;
+
+/* Opens a table of file_size bytes: reads and checks the footer, index and filter. Data blocks are
+   cached in block_cache (may be NULL) under a fresh id. On failure returns LSM_CORRUPT / LSM_IOERR with
+   "path: offset N: why" in err. */
+int  sst_open(lsm_env *env, const char *path, uint64_t file_size, cache *block_cache, sst **out,
+              char *err);
+void sst_close(sst *t);                                 /* accepts NULL; no iterator may remain */
+
+/* Finds the newest entry for ukey with sequence <= snap. *found = 1 with *type set and, unless
+   the entry is a delete, *val (malloc'd copy: caller frees) and *vlen; *found = 0 if none. */
+int  sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, int *type,
+             void **val, size_t *vlen, char *err);
+/* Whether the bloom filter admits ukey (1 when there is no filter). */
+int  sst_may_contain(sst *t, const void *ukey, size_t uklen);
+
+/* Iterator over all entries, in internal order. Must be freed before sst_close. */
+iiter *sst_iter_new(sst *t);
+
+uint64_t sst_entries(const sst *t);
+uint64_t sst_file_size(const sst *t);
+
+#endif /* LSM_SST_H */

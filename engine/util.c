@@ -1,0 +1,217 @@
+/*
+ * util.c — the small helpers every module shares: aborting allocators, growable buffers, varint
+ * coding, checksums, key comparison and error formatting. Kept free of any engine state so that
+ * every module (and every unit test) can link it alone.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <xxhash.h>
+#include "lsm_int.h"
+
+static void oom(size_t n)
+{
+    fprintf(stderr, "liblsm: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        oom(n);
+    return p;
+}
+
+void *xcalloc(size_t n, size_t m)
+{
+    void *p = calloc(n ? n : 1, m ? m : 1);
+    if (!p)
+        oom(n * m);
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        oom(n);
+    return q;
+}
+
+void *xmemdup(const void *p, size_t n)
+{
+    void *q = xmalloc(n);
+    if (n)
+        memcpy(q, p, n);
+    return q;
+}
+
+void buf_reserve(buf *b, size_t extra)
+{
+    if (b->len + extra <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < b->len + extra)
+        cap *= 2;
+    b->p = xrealloc(b->p, cap);
+    b->cap = cap;
+}
+
+void buf_append(buf *b, const void *p, size_t n)
+{
+    buf_reserve(b, n);
+    if (n)
+        memcpy(b->p + b->len, p, n);
+    b->len += n;
+}
+
+void buf_putc(buf *b, uint8_t c)
+{
+    buf_reserve(b, 1);
+    b->p[b->len++] = c;
+}
+
+void buf_put_fixed32(buf *b, uint32_t v)
+{
+    buf_reserve(b, 4);
+    enc_fixed32(b->p + b->len, v);
+    b->len += 4;
+}
+
+void buf_put_fixed64(buf *b, uint64_t v)
+{
+    buf_reserve(b, 8);
+    enc_fixed64(b->p + b->len, v);
+    b->len += 8;
+}
+
+void buf_put_varint(buf *b, uint64_t v)
+{
+    buf_reserve(b, 10);
+    b->len = (size_t)(enc_varint(b->p + b->len, v) - b->p);
+}
+
+void buf_put_lenslice(buf *b, const void *p, size_t n)
+{
+    buf_put_varint(b, n);
+    buf_append(b, p, n);
+}
+
+void buf_free(buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}
+
+uint8_t *enc_varint(uint8_t *p, uint64_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *p++ = (uint8_t)v;
+    return p;
+}
+
+size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+const uint8_t *dec_varint(const uint8_t *p, const uint8_t *limit, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (int shift = 0; shift <= 63 && p < limit; shift += 7) {
+        uint64_t byte = *p++;
+        r |= (byte & 0x7f) << shift;
+        if (!(byte & 0x80)) {
+            *v = r;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+const uint8_t *dec_lenslice(const uint8_t *p, const uint8_t *limit, slice *out)
+{
+    uint64_t n;
+    p = dec_varint(p, limit, &n);
+    if (!p || n > (uint64_t)(limit - p))
+        return NULL;
+    out->p = p;
+    out->n = (size_t)n;
+    return p + n;
+}
+
+uint32_t lsm_checksum(const void *p, size_t n)
+{
+    return (uint32_t)XXH3_64bits(p, n);
+}
+
+uint32_t lsm_checksum2(const void *a, size_t an, const void *b, size_t bn)
+{
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    XXH3_64bits_update(&st, a, an);
+    XXH3_64bits_update(&st, b, bn);
+    return (uint32_t)XXH3_64bits_digest(&st);
+}
+
+int ukey_cmp(const void *a, size_t an, const void *b, size_t bn)
+{
+    size_t n = an < bn ? an : bn;
+    int c = n ? memcmp(a, b, n) : 0;
+    if (c)
+        return c;
+    return an < bn ? -1 : an > bn ? 1 : 0;
+}
+
+int ikey_cmp(slice a, slice b)
+{
+    int c = ukey_cmp(a.p, a.n - LSM_TRAILER, b.p, b.n - LSM_TRAILER);
+    if (c)
+        return c;
+    uint64_t ta = ikey_trailer(a), tb = ikey_trailer(b);
+    return ta > tb ? -1 : ta < tb ? 1 : 0;
+}
+
+void ikey_build(buf *b, const void *ukey, size_t n, uint64_t seq, int type)
+{
+    buf_reserve(b, n + LSM_TRAILER);
+    buf_append(b, ukey, n);
+    buf_put_fixed64(b, ikey_pack(seq, type));
+}
+
+int lsm_err(char *err, int code, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, LSM_ERRLEN, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+int lsm_err_errno(char *err, int neg_errno, const char *what, const char *path)
+{
+    int e = -neg_errno;
+    int code = (e == EWOULDBLOCK || e == EAGAIN) ? LSM_BUSY : e == ENOMEM ? LSM_NOMEM : LSM_IOERR;
+    return lsm_err(err, code, "%s %s: %s", what, path, strerror(e));
+}
+
+uint64_t lsm_now_micros(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}

@@ -1,0 +1,42 @@
+/*
+ * wal.h — append-only record logs, used for the write-ahead log and for the manifest.
+ *
+ * A log file is a 16-byte header (8-byte magic naming the kind of log, fixed32 format version,
+ * fixed32 reserved) followed by records: fixed32 checksum, fixed32 length, then length payload bytes;
+ * the checksum covers the length field and the payload (format: man/lsm-format.5). A crash can leave
+ * a torn last record: replay drops it. Damage anywhere before the last record is corruption and is
+ * reported with the file and offset, never skipped.
+ */
+#ifndef LSM_WAL_H
+#define LSM_WAL_H
+
+#include "env.h"
+#include "lsm_int.h"
+
+#define WAL_MAGIC      "lsmWAL\0\1"
+#define MANIFEST_MAGIC "lsmMAN\0\1"
+#define LOG_VERSION    1
+#define LOG_HEADER     16
+
+typedef struct logw logw;
+
+/* Creates path (truncating), writes the header. Not synced. */
+int  logw_create(lsm_env *env, const char *path, const char *magic, logw **out, char *err);
+/* Appends one record (no sync). On failure the log is unusable (later appends fail). */
+int  logw_append(logw *w, const void *payload, size_t n, char *err);
+/* Appends one record gathered from two pieces (header + body), without copying them together. */
+int  logw_append2(logw *w, const void *a, size_t an, const void *b, size_t bn, char *err);
+int  logw_sync(logw *w, char *err);
+uint64_t logw_size(const logw *w);                  /* bytes in the file so far */
+int  logw_close(logw *w, char *err);                /* closes without sync; accepts NULL */
+
+/* Replays path: calls fn for every intact record in order (payload borrowed for the call); fn
+   returning non-zero stops replay with that code. A torn tail (a partial header, a length past the
+   end, a bad checksum on the last record, or a zeroed tail) ends replay with LSM_OK and sets
+   *tail_dropped (may be NULL) to the bytes dropped. An empty file or one with a torn header counts
+   as an empty log. Other damage → LSM_CORRUPT "path: offset N: why". */
+int  log_replay(lsm_env *env, const char *path, const char *magic,
+                int (*fn)(void *arg, const uint8_t *p, size_t n, uint64_t off), void *arg,
+                uint64_t *tail_dropped, char *err);
+
+#endif /* LSM_WAL_H */
