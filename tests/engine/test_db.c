@@ -1,0 +1,1027 @@
+/*
+ * test_db.c — behaviour of the public API (lsm.h) on a real directory: open/create rules, point
+ * operations and their limits, batches, snapshots and seeks, flush/compact/reopen, the directory
+ * lock, statistics, error texts and concurrent use from several threads.
+ *
+ * Each test works in its own temporary directory under /tmp and removes it. Nothing here looks at
+ * engine internals or file formats: only what lsm.h promises.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "helper_model.h"
+#include "lsm.h"
+
+#define CHECK_OK(db, expr) do { \
+        int rc_ = (expr); \
+        if (rc_ != LSM_OK) \
+            fail_msg("%s = %d (%s): %s", #expr, rc_, lsm_strerror(rc_), lsm_errmsg(db)); \
+    } while (0)
+
+typedef struct fixture {
+    char *tmp;                /* the temp directory */
+    char *dir;                /* tmp/db, the database directory */
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->tmp = tmpdir_new("db");
+    f->dir = path_join(f->tmp, "db");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    tmpdir_remove(f->tmp);
+    free(f->tmp);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+static lsm_db *open_db(const char *dir, size_t memtable_bytes)
+{
+    lsm_options o;
+    lsm_options_init(&o);
+    if (memtable_bytes)
+        o.memtable_bytes = memtable_bytes;
+    lsm_db *db = NULL;
+    int rc = lsm_open(dir, &o, &db);
+    if (rc != LSM_OK)
+        fail_msg("lsm_open(%s) = %d (%s): %s", dir, rc, lsm_strerror(rc), lsm_errmsg(NULL));
+    assert_non_null(db);
+    return db;
+}
+
+static void put_str(lsm_db *db, const char *k, const char *v)
+{
+    CHECK_OK(db, lsm_put(db, k, strlen(k), v, strlen(v)));
+}
+
+/* Asserts k holds exactly v (v NULL: absent). */
+static void expect(lsm_db *db, const void *k, size_t kl, const void *v, size_t vl)
+{
+    void *got = NULL;
+    size_t gl = 12345;
+    int rc = lsm_get(db, k, kl, &got, &gl);
+    if (!v) {
+        if (rc != LSM_NOTFOUND)
+            fail_msg("get('%s') = %d (%s), expected LSM_NOTFOUND", show(k, kl), rc, lsm_strerror(rc));
+        free(got);
+        return;
+    }
+    if (rc != LSM_OK)
+        fail_msg("get('%s') = %d (%s) %s, expected a value", show(k, kl), rc, lsm_strerror(rc),
+                 lsm_errmsg(db));
+    assert_non_null(got);
+    if (gl != vl || (vl && memcmp(got, v, vl) != 0))
+        fail_msg("get('%s'): %zu bytes '%s', expected %zu bytes '%s'", show(k, kl), gl,
+                 show(got, gl < 32 ? gl : 32), vl, show(v, vl < 32 ? vl : 32));
+    free(got);
+}
+
+static void expect_str(lsm_db *db, const char *k, const char *v)
+{
+    expect(db, k, strlen(k), v, v ? strlen(v) : 0);
+}
+
+static int total_tables(const lsm_stats *st)
+{
+    int n = 0;
+    for (int i = 0; i < LSM_MAX_LEVELS; i++)
+        n += st->tables[i];
+    return n;
+}
+
+/* ---- open / create ---- */
+
+static void test_open_creates(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 0);
+    struct stat st;
+    assert_int_equal(stat(f->dir, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    put_str(db, "a", "1");
+    assert_int_equal(lsm_close(db), LSM_OK);
+    db = open_db(f->dir, 0);
+    expect_str(db, "a", "1");
+    assert_int_equal(lsm_close(db), LSM_OK);
+}
+
+static void test_open_missing_no_create(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    lsm_options_init(&o);
+    assert_int_equal(o.create_if_missing, 1);
+    o.create_if_missing = 0;
+    lsm_db *db = (lsm_db *)&o;  /* must be overwritten with NULL */
+    int rc = lsm_open(f->dir, &o, &db);
+    assert_int_not_equal(rc, LSM_OK);
+    assert_null(db);
+    assert_true(strlen(lsm_errmsg(NULL)) > 0);
+    struct stat st;
+    assert_int_not_equal(stat(f->dir, &st), 0);  /* a failed open creates nothing */
+
+    /* An empty existing directory is not a database either. */
+    assert_int_equal(mkdir(f->dir, 0700), 0);
+    rc = lsm_open(f->dir, &o, &db);
+    assert_int_not_equal(rc, LSM_OK);
+    assert_null(db);
+}
+
+static void test_error_if_exists(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    lsm_options_init(&o);
+    o.error_if_exists = 1;
+    lsm_db *db = NULL;
+    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));  /* new: fine */
+    put_str(db, "k", "v");
+    assert_int_equal(lsm_close(db), LSM_OK);
+    db = NULL;
+    assert_int_equal(lsm_open(f->dir, &o, &db), LSM_EXISTS);
+    assert_null(db);
+    db = open_db(f->dir, 0);  /* and the failed open changed nothing */
+    expect_str(db, "k", "v");
+    lsm_close(db);
+}
+
+/* ---- point operations ---- */
+
+static void test_put_get_delete(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 0);
+    expect_str(db, "missing", NULL);
+    put_str(db, "alpha", "one");
+    put_str(db, "beta", "two");
+    expect_str(db, "alpha", "one");
+    expect_str(db, "beta", "two");
+    CHECK_OK(db, lsm_delete(db, "alpha", 5));
+    expect_str(db, "alpha", NULL);
+    expect_str(db, "beta", "two");
+    CHECK_OK(db, lsm_delete(db, "never-there", 11));  /* deleting a missing key is fine */
+    expect_str(db, "never-there", NULL);
+    put_str(db, "alpha", "again");
+    expect_str(db, "alpha", "again");
+    /* Binary keys and values with NUL and 0xff bytes. */
+    const uint8_t bk[] = { 0, 0xff, 0, 1 }, bv[] = { 0xff, 0, 0, 0xfe, 0 };
+    CHECK_OK(db, lsm_put(db, bk, sizeof bk, bv, sizeof bv));
+    expect(db, bk, sizeof bk, bv, sizeof bv);
+    expect(db, bk, 1, NULL, 0);
+    expect(db, bk, 3, NULL, 0);
+    CHECK_OK(db, lsm_flush(db));
+    expect_str(db, "alpha", "again");
+    expect(db, bk, sizeof bk, bv, sizeof bv);
+    expect(db, bk, 3, NULL, 0);
+    assert_int_equal(lsm_close(db), LSM_OK);
+}
+
+static void test_empty_value(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 0);
+    CHECK_OK(db, lsm_put(db, "e", 1, "", 0));
+    CHECK_OK(db, lsm_put(db, "n", 1, NULL, 0));
+    for (int round = 0; round < 3; round++) {
+        expect(db, "e", 1, "", 0);
+        expect(db, "n", 1, "", 0);
+        uint64_t sz = 99;
+        CHECK_OK(db, lsm_get_size(db, "e", 1, &sz));
+        assert_int_equal(sz, 0);
+        /* An empty value is present: it shows up in a scan. */
+        lsm_iter *it;
+        CHECK_OK(db, lsm_iter_new(db, &it));
+        lsm_iter_seek(it, NULL, 0);
+        assert_true(lsm_iter_valid(it));
+        size_t kl, vl = 7;
+        const void *k = lsm_iter_key(it, &kl);
+        lsm_iter_value(it, &vl);
+        assert_int_equal(kl, 1);
+        assert_memory_equal(k, "e", 1);
+        assert_int_equal(vl, 0);
+        lsm_iter_free(it);
+        if (round == 0) {
+            CHECK_OK(db, lsm_flush(db));
+        } else if (round == 1) {
+            lsm_close(db);
+            db = open_db(f->dir, 0);
+        }
+    }
+    CHECK_OK(db, lsm_delete(db, "e", 1));
+    expect(db, "e", 1, NULL, 0);
+    lsm_close(db);
+}
+
+static void test_key_limits(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 0);
+    size_t max = LSM_MAX_KEY;
+    assert_int_equal(max, 65535);
+    uint8_t *big = malloc(max + 1);
+    for (size_t i = 0; i <= max; i++)
+        big[i] = (uint8_t)('a' + i % 26);
+
+    CHECK_OK(db, lsm_put(db, big, max, "max", 3));
+    expect(db, big, max, "max", 3);
+    lsm_stats st0, st1;
+    CHECK_OK(db, lsm_stats_get(db, &st0));
+
+    /* One byte too long: refused, nothing changes. */
+    assert_int_equal(lsm_put(db, big, max + 1, "toolong", 7), LSM_INVALID);
+    assert_int_equal(lsm_delete(db, big, max + 1), LSM_INVALID);
+    void *v = NULL;
+    size_t vl;
+    int rc = lsm_get(db, big, max + 1, &v, &vl);
+    assert_true(rc == LSM_INVALID || rc == LSM_NOTFOUND);
+    free(v);
+    v = NULL;
+    assert_int_equal(lsm_put(db, "", 0, "empty", 5), LSM_INVALID);
+    assert_int_equal(lsm_delete(db, "", 0), LSM_INVALID);
+    rc = lsm_get(db, "", 0, &v, &vl);
+    assert_true(rc == LSM_INVALID || rc == LSM_NOTFOUND);
+    free(v);
+    v = NULL;
+
+    /* A batch holding one bad key is refused as a whole. */
+    lsm_batch *b = lsm_batch_new();
+    lsm_batch_put(b, "good", 4, "1", 1);
+    lsm_batch_delete(b, big, max);
+    lsm_batch_put(b, big, max + 1, "x", 1);
+    assert_int_equal(lsm_write(db, b, 0), LSM_INVALID);
+    lsm_batch_clear(b);
+    lsm_batch_put(b, "good2", 5, "1", 1);
+    lsm_batch_put(b, "", 0, "x", 1);
+    assert_int_equal(lsm_write(db, b, 1), LSM_INVALID);
+    lsm_batch_free(b);
+
+    CHECK_OK(db, lsm_stats_get(db, &st1));
+    assert_int_equal(st1.last_sequence, st0.last_sequence);
+    expect(db, big, max, "max", 3);
+    expect_str(db, "good", NULL);
+    expect_str(db, "good2", NULL);
+    lsm_iter *it;
+    CHECK_OK(db, lsm_iter_new(db, &it));
+    int n = 0;
+    for (lsm_iter_seek(it, NULL, 0); lsm_iter_valid(it); lsm_iter_next(it)) {
+        size_t kl;
+        lsm_iter_key(it, &kl);
+        assert_int_equal(kl, max);
+        n++;
+    }
+    assert_int_equal(n, 1);
+    lsm_iter_free(it);
+
+    /* The longest key survives a flush, a compaction and a reopen. */
+    CHECK_OK(db, lsm_flush(db));
+    expect(db, big, max, "max", 3);
+    CHECK_OK(db, lsm_compact(db));
+    expect(db, big, max, "max", 3);
+    lsm_close(db);
+    db = open_db(f->dir, 0);
+    expect(db, big, max, "max", 3);
+    expect(db, big, max - 1, NULL, 0);
+    lsm_close(db);
+    free(big);
+}
+
+static void test_big_value(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 0);
+    size_t n = 10u << 20;
+    uint8_t *val = malloc(n);
+    trng r;
+    trng_seed(&r, 42);
+    trng_fill(&r, val, n);
+    CHECK_OK(db, lsm_put(db, "big", 3, val, n));
+    put_str(db, "small", "s");
+    for (int round = 0; round < 3; round++) {
+        expect(db, "big", 3, val, n);
+        uint64_t sz = 0;
+        CHECK_OK(db, lsm_get_size(db, "big", 3, &sz));
+        assert_int_equal(sz, n);
+        uint8_t part[100];
+        size_t nread = 0;
+        uint64_t vlen = 0;
+        CHECK_OK(db, lsm_get_range(db, "big", 3, 5000000, part, sizeof part, &nread, &vlen));
+        assert_int_equal(nread, sizeof part);
+        assert_int_equal(vlen, n);
+        assert_memory_equal(part, val + 5000000, sizeof part);
+        CHECK_OK(db, lsm_get_range(db, "big", 3, n - 10, part, sizeof part, &nread, NULL));
+        assert_int_equal(nread, 10);
+        assert_memory_equal(part, val + n - 10, 10);
+        expect_str(db, "small", "s");
+        if (round == 0) {
+            CHECK_OK(db, lsm_flush(db));
+        } else if (round == 1) {
+            lsm_close(db);
+            db = open_db(f->dir, 0);
+        }
+    }
+    lsm_close(db);
+    free(val);
+}
+
+static void test_overwrite(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 0);
+    char v[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(v, sizeof v, "version-%d", i);
+        put_str(db, "k", v);
+        put_str(db, "other", v);
+        if (i % 10 == 9)
+            CHECK_OK(db, lsm_flush(db));
+        expect_str(db, "k", v);
+    }
+    lsm_iter *it;
+    CHECK_OK(db, lsm_iter_new(db, &it));
+    int n = 0;
+    for (lsm_iter_seek(it, NULL, 0); lsm_iter_valid(it); lsm_iter_next(it)) {
+        size_t vl;
+        const void *val = lsm_iter_value(it, &vl);
+        assert_int_equal(vl, strlen("version-49"));
+        assert_memory_equal(val, "version-49", vl);
+        n++;
+    }
+    assert_int_equal(n, 2);
+    lsm_iter_free(it);
+    CHECK_OK(db, lsm_compact(db));
+    expect_str(db, "k", "version-49");
+    lsm_close(db);
+    db = open_db(f->dir, 0);
+    expect_str(db, "k", "version-49");
+    lsm_close(db);
+}
+
+static void check_ranges(lsm_db *db, const char *key, const uint8_t *val, size_t n)
+{
+    size_t kl = strlen(key);
+    uint64_t sz = 0;
+    CHECK_OK(db, lsm_get_size(db, key, kl, &sz));
+    assert_int_equal(sz, n);
+    uint8_t buf[300];
+    uint64_t offs[] = { 0, 1, n / 2, n - 1, n, n + 1, n + 100000 };
+    size_t lens[] = { 0, 1, 7, 300 };
+    for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++) {
+        for (size_t j = 0; j < sizeof lens / sizeof lens[0]; j++) {
+            size_t nread = 999;
+            uint64_t vlen = 0;
+            memset(buf, 0xaa, sizeof buf);
+            CHECK_OK(db, lsm_get_range(db, key, kl, offs[i], buf, lens[j], &nread, &vlen));
+            size_t want = offs[i] >= n ? 0 : (n - offs[i] < lens[j] ? n - offs[i] : lens[j]);
+            if (nread != want)
+                fail_msg("get_range(%s, off %llu, n %zu): nread %zu, want %zu", key,
+                         (unsigned long long)offs[i], lens[j], nread, want);
+            assert_int_equal(vlen, n);
+            if (want)
+                assert_memory_equal(buf, val + offs[i], want);
+            if (lens[j] < sizeof buf)
+                assert_int_equal(buf[lens[j]], 0xaa);  /* never writes past n */
+        }
+    }
+}
+
+static void test_get_size_range(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 0);
+    size_t sizes[] = { 1, 1000, 200000 };  /* the last is past the default blob threshold */
+    uint8_t *vals[3];
+    trng r;
+    trng_seed(&r, 7);
+    for (int i = 0; i < 3; i++) {
+        vals[i] = malloc(sizes[i]);
+        trng_fill(&r, vals[i], sizes[i]);
+        char k[8];
+        snprintf(k, sizeof k, "v%d", i);
+        CHECK_OK(db, lsm_put(db, k, strlen(k), vals[i], sizes[i]));
+    }
+    uint64_t sz;
+    assert_int_equal(lsm_get_size(db, "nope", 4, &sz), LSM_NOTFOUND);
+    size_t nread;
+    uint8_t b[4];
+    assert_int_equal(lsm_get_range(db, "nope", 4, 0, b, 4, &nread, NULL), LSM_NOTFOUND);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 3; i++) {
+            char k[8];
+            snprintf(k, sizeof k, "v%d", i);
+            check_ranges(db, k, vals[i], sizes[i]);
+        }
+        if (round == 0) {
+            CHECK_OK(db, lsm_flush(db));
+        } else if (round == 1) {
+            lsm_close(db);
+            db = open_db(f->dir, 0);
+        }
+    }
+    CHECK_OK(db, lsm_delete(db, "v1", 2));
+    assert_int_equal(lsm_get_size(db, "v1", 2, &sz), LSM_NOTFOUND);
+    lsm_close(db);
+    for (int i = 0; i < 3; i++)
+        free(vals[i]);
+}
+
+/* ---- batches ---- */
+
+static void test_batch_basic(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 0);
+    put_str(db, "gone", "x");
+    put_str(db, "keep", "old");
+    lsm_batch *b = lsm_batch_new();
+    assert_int_equal(lsm_batch_count(b), 0);
+    char k[16], v[16];
+    for (int i = 0; i < 100; i++) {
+        snprintf(k, sizeof k, "b%03d", i);
+        snprintf(v, sizeof v, "val%d", i);
+        lsm_batch_put(b, k, strlen(k), v, strlen(v));
+    }
+    lsm_batch_delete(b, "gone", 4);
+    lsm_batch_put(b, "keep", 4, "first", 5);
+    lsm_batch_put(b, "keep", 4, "second", 6);  /* later op in a batch wins */
+    lsm_batch_put(b, "tmp", 3, "t", 1);
+    lsm_batch_delete(b, "tmp", 3);
+    assert_int_equal(lsm_batch_count(b), 105);
+    lsm_iter *before;
+    CHECK_OK(db, lsm_iter_new(db, &before));
+    expect_str(db, "b000", NULL);  /* not applied until written */
+    CHECK_OK(db, lsm_write(db, b, 1));
+    for (int i = 0; i < 100; i++) {
+        snprintf(k, sizeof k, "b%03d", i);
+        snprintf(v, sizeof v, "val%d", i);
+        expect_str(db, k, v);
+    }
+    expect_str(db, "gone", NULL);
+    expect_str(db, "keep", "second");
+    expect_str(db, "tmp", NULL);
+    /* The iterator taken before sees none of it. */
+    int n = 0;
+    for (lsm_iter_seek(before, NULL, 0); lsm_iter_valid(before); lsm_iter_next(before))
+        n++;
+    assert_int_equal(n, 2);
+    lsm_iter_free(before);
+
+    lsm_batch_clear(b);
+    assert_int_equal(lsm_batch_count(b), 0);
+    CHECK_OK(db, lsm_write(db, b, 0));  /* an empty batch is fine */
+    lsm_batch_free(b);
+    lsm_batch_free(NULL);
+
+    lsm_close(db);
+    db = open_db(f->dir, 0);
+    expect_str(db, "keep", "second");
+    expect_str(db, "b099", "val99");
+    expect_str(db, "gone", NULL);
+    lsm_close(db);
+}
+
+#define ATOM_KEYS 32
+
+typedef struct atom_arg {
+    lsm_db *db;
+    volatile int stop;
+    long snapshots;
+    char bad[256];
+} atom_arg;
+
+/* Reader: every snapshot must show all ATOM_KEYS keys with the same batch number. */
+static void *atom_reader(void *p)
+{
+    atom_arg *a = p;
+    while (!a->stop && !a->bad[0]) {
+        lsm_iter *it;
+        if (lsm_iter_new(a->db, &it) != LSM_OK) {
+            snprintf(a->bad, sizeof a->bad, "lsm_iter_new failed");
+            break;
+        }
+        long first = -2;
+        int n = 0;
+        for (lsm_iter_seek(it, "a", 1); lsm_iter_valid(it); lsm_iter_next(it)) {
+            size_t kl, vl;
+            const char *k = lsm_iter_key(it, &kl);
+            const char *v = lsm_iter_value(it, &vl);
+            if (kl < 1 || k[0] != 'a')
+                break;
+            char tmp[32];
+            snprintf(tmp, sizeof tmp, "%.*s", (int)(vl < 31 ? vl : 31), v);
+            long b = strtol(tmp, NULL, 10);
+            if (first == -2)
+                first = b;
+            else if (b != first) {
+                snprintf(a->bad, sizeof a->bad, "snapshot mixes batch %ld and %ld (key %s)", first,
+                         b, show(k, kl));
+                break;
+            }
+            n++;
+        }
+        if (!a->bad[0] && n != 0 && n != ATOM_KEYS)
+            snprintf(a->bad, sizeof a->bad, "snapshot holds %d of %d keys", n, ATOM_KEYS);
+        lsm_iter_free(it);
+        a->snapshots++;
+    }
+    return NULL;
+}
+
+static void test_batch_atomic_visibility(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 64 << 10);
+    atom_arg a = { .db = db };
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, atom_reader, &a), 0);
+    lsm_batch *b = lsm_batch_new();
+    long rounds = test_scale(2000);
+    for (long i = 0; i < rounds && !a.bad[0]; i++) {
+        lsm_batch_clear(b);
+        char k[16], v[64];
+        snprintf(v, sizeof v, "%ld-padding-padding-padding-padding", i);
+        for (int j = 0; j < ATOM_KEYS; j++) {
+            snprintf(k, sizeof k, "a%02d", j);
+            lsm_batch_put(b, k, strlen(k), v, strlen(v));
+        }
+        CHECK_OK(db, lsm_write(db, b, 0));
+    }
+    a.stop = 1;
+    pthread_join(th, NULL);
+    lsm_batch_free(b);
+    if (a.bad[0])
+        fail_msg("%s", a.bad);
+    assert_true(a.snapshots > 0);
+    lsm_close(db);
+}
+
+/* ---- iterators ---- */
+
+static void test_iter_snapshot(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 32 << 10);
+    model *m = model_new();
+    char k[32], v[64];
+    for (int i = 0; i < 500; i++) {
+        snprintf(k, sizeof k, "key%04d", i);
+        snprintf(v, sizeof v, "first-%d", i);
+        put_str(db, k, v);
+        model_put(m, k, strlen(k), v, strlen(v));
+    }
+    lsm_iter *it;
+    CHECK_OK(db, lsm_iter_new(db, &it));
+    /* Overwrite, delete and add after the snapshot, across flushes and a compaction. */
+    for (int i = 0; i < 1000; i++) {
+        snprintf(k, sizeof k, "key%04d", i);
+        snprintf(v, sizeof v, "second-%d", i);
+        if (i % 3 == 0)
+            CHECK_OK(db, lsm_delete(db, k, strlen(k)));
+        else
+            put_str(db, k, v);
+    }
+    check_iter_equals_model(it, m, "snapshot before flush");
+    CHECK_OK(db, lsm_flush(db));
+    check_iter_equals_model(it, m, "snapshot after flush");
+    CHECK_OK(db, lsm_compact(db));
+    check_iter_equals_model(it, m, "snapshot after compact");
+    lsm_iter_free(it);
+    expect_str(db, "key0000", NULL);
+    expect_str(db, "key0001", "second-1");
+    expect_str(db, "key0999", NULL);
+    expect_str(db, "key0998", "second-998");
+    model_free(m);
+    lsm_close(db);
+}
+
+static void expect_at(lsm_iter *it, const char *want)
+{
+    if (!want) {
+        if (lsm_iter_valid(it)) {
+            size_t kl;
+            const void *k = lsm_iter_key(it, &kl);
+            fail_msg("iterator at '%s', expected the end", show(k, kl));
+        }
+        assert_int_equal(lsm_iter_status(it), LSM_OK);
+        return;
+    }
+    if (!lsm_iter_valid(it))
+        fail_msg("iterator at the end (status %d), expected '%s'", lsm_iter_status(it), want);
+    size_t kl;
+    const void *k = lsm_iter_key(it, &kl);
+    if (kl != strlen(want) || memcmp(k, want, kl) != 0)
+        fail_msg("iterator at '%s', expected '%s'", show(k, kl), want);
+}
+
+static void test_seek(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 0);
+    const char *keys[] = { "b", "d", "da", "f", "f\x01", "z\xff" };
+    for (int round = 0; round < 3; round++) {
+        if (round == 0) {
+            for (size_t i = 0; i < 6; i++)
+                put_str(db, keys[i], "v");
+            put_str(db, "c", "deleted");
+            CHECK_OK(db, lsm_delete(db, "c", 1));
+        } else if (round == 1) {
+            CHECK_OK(db, lsm_flush(db));
+        } else {
+            lsm_close(db);
+            db = open_db(f->dir, 0);
+        }
+        lsm_iter *it;
+        CHECK_OK(db, lsm_iter_new(db, &it));
+        lsm_iter_seek(it, NULL, 0);
+        expect_at(it, "b");
+        lsm_iter_seek(it, "a", 1);
+        expect_at(it, "b");
+        lsm_iter_seek(it, "b", 1);
+        expect_at(it, "b");
+        lsm_iter_seek(it, "b\x00", 2);
+        expect_at(it, "d");
+        lsm_iter_seek(it, "c", 1);  /* deleted key: skipped */
+        expect_at(it, "d");
+        lsm_iter_next(it);
+        expect_at(it, "da");
+        lsm_iter_seek(it, "d\x00", 2);
+        expect_at(it, "da");
+        lsm_iter_seek(it, "e", 1);
+        expect_at(it, "f");
+        lsm_iter_next(it);
+        expect_at(it, "f\x01");
+        lsm_iter_next(it);
+        expect_at(it, "z\xff");
+        lsm_iter_next(it);
+        expect_at(it, NULL);
+        lsm_iter_seek(it, "z\xff\x00", 3);
+        expect_at(it, NULL);
+        lsm_iter_seek(it, "\xff", 1);
+        expect_at(it, NULL);
+        lsm_iter_seek(it, "f", 1);  /* seeking backwards after the end works */
+        expect_at(it, "f");
+        lsm_iter_seek(it, "", 0);
+        expect_at(it, "b");
+        lsm_iter_free(it);
+    }
+    lsm_close(db);
+
+    /* An empty database: the iterator is at the end at once. */
+    char *d2 = path_join(f->tmp, "empty");
+    db = open_db(d2, 0);
+    lsm_iter *it;
+    CHECK_OK(db, lsm_iter_new(db, &it));
+    lsm_iter_seek(it, NULL, 0);
+    expect_at(it, NULL);
+    lsm_iter_seek(it, "a", 1);
+    expect_at(it, NULL);
+    lsm_iter_free(it);
+    lsm_iter_free(NULL);
+    lsm_close(db);
+    free(d2);
+}
+
+/* Overwrites and deletes spread over several tables and the memtable; scans must merge them. */
+static void test_iter_flush_compact_reopen(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 16 << 10);
+    model *m = model_new();
+    trng r;
+    trng_seed(&r, test_seed("iter_flush_compact_reopen", 1234));
+    char k[32], v[128];
+    for (int round = 0; round < 8; round++) {
+        for (int i = 0; i < 400; i++) {
+            int key = (int)trng_below(&r, 1000);
+            snprintf(k, sizeof k, "k%05d", key);
+            if (trng_chance(&r, 25)) {
+                CHECK_OK(db, lsm_delete(db, k, strlen(k)));
+                model_del(m, k, strlen(k));
+            } else {
+                int n = snprintf(v, sizeof v, "r%d-i%d-", round, i);
+                size_t vl = (size_t)n + trng_below(&r, 60);
+                memset(v + n, 'x', vl - (size_t)n);
+                CHECK_OK(db, lsm_put(db, k, strlen(k), v, vl));
+                model_put(m, k, strlen(k), v, vl);
+            }
+        }
+        if (round % 2 == 0)
+            CHECK_OK(db, lsm_flush(db));
+        check_db_equals_model(db, m, "after round");
+    }
+    lsm_stats st;
+    CHECK_OK(db, lsm_stats_get(db, &st));
+    assert_true(total_tables(&st) >= 1);
+    CHECK_OK(db, lsm_compact(db));
+    check_db_equals_model(db, m, "after compact");
+    lsm_close(db);
+    db = open_db(f->dir, 16 << 10);
+    check_db_equals_model(db, m, "after reopen");
+    /* Seek to every model key and to the gap just after it. */
+    lsm_iter *it;
+    CHECK_OK(db, lsm_iter_new(db, &it));
+    for (size_t i = 0; i < model_count(m); i++) {
+        const uint8_t *mk;
+        size_t mkl;
+        model_at(m, i, &mk, &mkl, NULL, NULL);
+        lsm_iter_seek(it, mk, mkl);
+        assert_true(lsm_iter_valid(it));
+        size_t kl;
+        const void *got = lsm_iter_key(it, &kl);
+        assert_int_equal(bytes_cmp(got, kl, mk, mkl), 0);
+        char gap[40];
+        memcpy(gap, mk, mkl);
+        gap[mkl] = 0;
+        lsm_iter_seek(it, gap, mkl + 1);
+        if (i + 1 < model_count(m)) {
+            const uint8_t *nk;
+            size_t nkl;
+            model_at(m, i + 1, &nk, &nkl, NULL, NULL);
+            assert_true(lsm_iter_valid(it));
+            got = lsm_iter_key(it, &kl);
+            assert_int_equal(bytes_cmp(got, kl, nk, nkl), 0);
+        } else {
+            assert_false(lsm_iter_valid(it));
+        }
+    }
+    lsm_iter_free(it);
+    model_free(m);
+    lsm_close(db);
+}
+
+static void test_reopen_keeps_everything(void **state)
+{
+    fixture *f = *state;
+    model *m = model_new();
+    char k[32], v[64];
+    for (int session = 0; session < 5; session++) {
+        lsm_db *db = open_db(f->dir, 8 << 10);
+        check_db_equals_model(db, m, "at reopen");
+        for (int i = 0; i < 300; i++) {
+            snprintf(k, sizeof k, "s%d-%d", session, i);
+            snprintf(v, sizeof v, "value of %s", k);
+            put_str(db, k, v);
+            model_put(m, k, strlen(k), v, strlen(v));
+            if (session > 0 && i % 7 == 0) {
+                snprintf(k, sizeof k, "s%d-%d", session - 1, i);
+                CHECK_OK(db, lsm_delete(db, k, strlen(k)));
+                model_del(m, k, strlen(k));
+            }
+        }
+        /* The last writes of each session are only in the log when it closes. */
+        put_str(db, "last", k);
+        model_put(m, "last", 4, k, strlen(k));
+        assert_int_equal(lsm_close(db), LSM_OK);
+    }
+    lsm_db *db = open_db(f->dir, 0);
+    check_db_equals_model(db, m, "final");
+    lsm_close(db);
+    model_free(m);
+}
+
+/* ---- lock ---- */
+
+static void test_lock_busy(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 0);
+    put_str(db, "k", "v");
+    lsm_db *db2 = (lsm_db *)f;
+    int rc = lsm_open(f->dir, NULL, &db2);
+    assert_int_equal(rc, LSM_BUSY);
+    assert_null(db2);
+    const char *msg = lsm_errmsg(NULL);
+    if (!strstr(msg, "LOCK"))
+        fail_msg("errmsg for LSM_BUSY does not name LOCK: '%s'", msg);
+    expect_str(db, "k", "v");  /* the first handle is unharmed */
+    put_str(db, "k2", "v2");
+    assert_int_equal(lsm_close(db), LSM_OK);
+    db = open_db(f->dir, 0);
+    expect_str(db, "k2", "v2");
+    lsm_close(db);
+}
+
+/* ---- stats, error texts, NULL ---- */
+
+static void test_stats(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    lsm_options_init(&o);
+    o.background_compaction = 0;  /* table counts depend only on our calls */
+    lsm_db *db = NULL;
+    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
+    lsm_stats st;
+    CHECK_OK(db, lsm_stats_get(db, &st));
+    assert_int_equal(total_tables(&st), 0);
+    uint64_t seq0 = st.last_sequence;
+    char k[32], v[100];
+    memset(v, 'v', sizeof v);
+    uint64_t user = 0;
+    for (int t = 0; t < 4; t++) {
+        for (int i = 0; i < 200; i++) {
+            snprintf(k, sizeof k, "key%06d", i * 4 + t);
+            CHECK_OK(db, lsm_put(db, k, strlen(k), v, sizeof v));
+            user += strlen(k) + sizeof v;
+        }
+        CHECK_OK(db, lsm_flush(db));
+        CHECK_OK(db, lsm_stats_get(db, &st));
+        if (total_tables(&st) < 1)
+            fail_msg("no table after flush %d", t);
+    }
+    CHECK_OK(db, lsm_stats_get(db, &st));
+    int before = total_tables(&st);
+    assert_true(before >= 2);
+    assert_true(st.flushes >= 4);
+    assert_true(st.last_sequence >= seq0 + 800);
+    assert_true(st.user_bytes_written >= user);
+    assert_true(st.wal_bytes_written >= user);
+    assert_true(st.flush_bytes_written > 0);
+    uint64_t lb = 0;
+    for (int i = 0; i < LSM_MAX_LEVELS; i++) {
+        assert_true(st.tables[i] >= 0);
+        lb += st.level_bytes[i];
+    }
+    assert_true(lb > 0);
+    assert_true(st.disk_bytes >= lb);
+    CHECK_OK(db, lsm_compact(db));
+    CHECK_OK(db, lsm_stats_get(db, &st));
+    int after = total_tables(&st);
+    if (after >= before)
+        fail_msg("compaction did not reduce the table count: %d before, %d after", before, after);
+    assert_true(after >= 1);
+    assert_true(st.compactions >= 1);
+    assert_true(st.compaction_bytes_written > 0);
+    assert_int_equal(st.tables[0], 0);
+    expect_str(db, "key000000", "vvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvvv");
+    lsm_close(db);
+}
+
+static void test_strerror(void **state)
+{
+    (void)state;
+    int codes[] = { LSM_OK, LSM_NOTFOUND, LSM_CORRUPT, LSM_IOERR, LSM_BUSY, LSM_NOMEM,
+                    LSM_INVALID, LSM_EXISTS, LSM_CLOSED };
+    int n = (int)(sizeof codes / sizeof codes[0]);
+    for (int i = 0; i < n; i++) {
+        const char *s = lsm_strerror(codes[i]);
+        assert_non_null(s);
+        assert_true(strlen(s) > 0);
+        for (int j = 0; j < i; j++)
+            if (!strcmp(s, lsm_strerror(codes[j])))
+                fail_msg("codes %d and %d share the text '%s'", codes[i], codes[j], s);
+    }
+    assert_non_null(lsm_strerror(-1000));
+    assert_non_null(lsm_strerror(12345));
+    assert_non_null(lsm_errmsg(NULL));
+}
+
+static void test_close_null(void **state)
+{
+    (void)state;
+    assert_int_equal(lsm_close(NULL), LSM_OK);
+    lsm_iter_free(NULL);
+    lsm_batch_free(NULL);
+}
+
+/* ---- threads ---- */
+
+typedef struct thr_arg {
+    lsm_db *db;
+    int id;
+    long n;
+    char bad[256];
+} thr_arg;
+
+static void thr_value(char *v, size_t cap, int id, long i)
+{
+    snprintf(v, cap, "thread %d item %ld payload %08lx", id, i, (unsigned long)(i * 2654435761u));
+}
+
+static void *thr_main(void *p)
+{
+    thr_arg *a = p;
+    trng r;
+    trng_seed(&r, (uint64_t)a->id * 977);
+    char k[32], v[96];
+    for (long i = 0; i < a->n && !a->bad[0]; i++) {
+        snprintf(k, sizeof k, "t%d-%06ld", a->id, i);
+        thr_value(v, sizeof v, a->id, i);
+        int rc = lsm_put(a->db, k, strlen(k), v, strlen(v));
+        if (rc != LSM_OK) {
+            snprintf(a->bad, sizeof a->bad, "put %s: %d", k, rc);
+            break;
+        }
+        /* Read back one of ours (must be there) and one of another thread's (may be). */
+        long j = (long)trng_below(&r, (uint64_t)i + 1);
+        snprintf(k, sizeof k, "t%d-%06ld", a->id, j);
+        thr_value(v, sizeof v, a->id, j);
+        void *got;
+        size_t gl;
+        rc = lsm_get(a->db, k, strlen(k), &got, &gl);
+        if (rc != LSM_OK || gl != strlen(v) || memcmp(got, v, gl) != 0) {
+            snprintf(a->bad, sizeof a->bad, "get %s: rc %d", k, rc);
+            if (rc == LSM_OK)
+                free(got);
+            break;
+        }
+        free(got);
+        int other = (a->id + 1 + (int)trng_below(&r, 3)) % 4;
+        j = (long)trng_below(&r, (uint64_t)i + 1);
+        snprintf(k, sizeof k, "t%d-%06ld", other, j);
+        thr_value(v, sizeof v, other, j);
+        rc = lsm_get(a->db, k, strlen(k), &got, &gl);
+        if (rc == LSM_OK) {
+            if (gl != strlen(v) || memcmp(got, v, gl) != 0)
+                snprintf(a->bad, sizeof a->bad, "get %s: wrong value", k);
+            free(got);
+        } else if (rc != LSM_NOTFOUND) {
+            snprintf(a->bad, sizeof a->bad, "get %s: rc %d", k, rc);
+        }
+    }
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 64 << 10);
+    thr_arg a[4];
+    pthread_t th[4];
+    long n = test_scale(20000);
+    for (int i = 0; i < 4; i++) {
+        memset(&a[i], 0, sizeof a[i]);
+        a[i].db = db;
+        a[i].id = i;
+        a[i].n = n;
+        assert_int_equal(pthread_create(&th[i], NULL, thr_main, &a[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < 4; i++)
+        if (a[i].bad[0])
+            fail_msg("thread %d: %s", i, a[i].bad);
+    for (int round = 0; round < 2; round++) {
+        char k[32], v[96];
+        for (int t = 0; t < 4; t++) {
+            for (long i = 0; i < n; i++) {
+                snprintf(k, sizeof k, "t%d-%06ld", t, i);
+                thr_value(v, sizeof v, t, i);
+                expect_str(db, k, v);
+            }
+        }
+        lsm_iter *it;
+        CHECK_OK(db, lsm_iter_new(db, &it));
+        long cnt = 0;
+        for (lsm_iter_seek(it, NULL, 0); lsm_iter_valid(it); lsm_iter_next(it))
+            cnt++;
+        assert_int_equal(lsm_iter_status(it), LSM_OK);
+        assert_int_equal(cnt, 4 * n);
+        lsm_iter_free(it);
+        lsm_close(db);
+        db = open_db(f->dir, 64 << 10);
+    }
+    lsm_close(db);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_open_creates, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_open_missing_no_create, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_error_if_exists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_put_get_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_empty_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_limits, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_big_value, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_overwrite, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_get_size_range, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_basic, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_atomic_visibility, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_iter_snapshot, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_seek, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_iter_flush_compact_reopen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_busy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
+        cmocka_unit_test(test_strerror),
+        cmocka_unit_test(test_close_null),
+        cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("engine api (test_db)", tests, NULL, NULL);
+}
