@@ -1,0 +1,350 @@
+/*
+ * compact.c — leveled compaction: choosing what to merge, merging it, and installing the result.
+ *
+ * Levels: L0 holds flushed memtables (tables may overlap, newest first); L1..L6 each hold disjoint
+ * tables sorted by key, L1 targeting 10 MiB and each deeper level ten times more. A compaction
+ * merges all of L0 (or one table of Ln, chosen round-robin) with the overlapping tables of the next
+ * level and writes new tables there, cut at table_bytes but never inside one user key's versions,
+ * so the tables of a level stay disjoint by user key. A table that overlaps nothing below is moved
+ * down by a manifest edit instead of being rewritten.
+ *
+ * What a merge drops: a version shadowed by a newer version that every live snapshot can see, and a
+ * tombstone every snapshot can see when no deeper level may hold the key. It must never drop the
+ * newest version visible to some live iterator, and never install outputs before they are durable.
+ * One compaction runs at a time (the background thread or lsm_compact), beside the flush thread.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "db_impl.h"
+
+typedef struct compaction {
+    version *v;                 /* pinned input version */
+    file_meta **in;             /* input tables */
+    int *in_level;
+    int n;
+    int out_level;
+    int trivial_move;           /* one input, nothing overlapping: just relink it */
+    int full;                   /* every table is an input: nothing below can hold a key */
+    uint64_t smallest_snapshot; /* oldest sequence a live reader may use */
+} compaction;
+
+static uint64_t level_target(int level)
+{
+    uint64_t t = L1_TARGET_BYTES;
+    for (int l = 1; l < level; l++)
+        t *= 10;
+    return t;
+}
+
+double compact_score(lsm_db *db, const version *v, int *level)
+{
+    double best = (double)v->nfiles[0] / L0_COMPACT_TRIGGER;
+    *level = 0;
+    for (int l = 1; l < LSM_MAX_LEVELS - 1; l++) {
+        double s = (double)version_level_bytes(v, l) / (double)level_target(l);
+        if (s > best) {
+            best = s;
+            *level = l;
+        }
+    }
+    return best;
+}
+
+static void compaction_add(compaction *c, file_meta *f, int level)
+{
+    c->in = xrealloc(c->in, (size_t)(c->n + 1) * sizeof *c->in);
+    c->in_level = xrealloc(c->in_level, (size_t)(c->n + 1) * sizeof *c->in_level);
+    c->in[c->n] = f;
+    c->in_level[c->n] = level;
+    c->n++;
+}
+
+static void compaction_free(compaction *c)
+{
+    version_unref(c->v);
+    free(c->in);
+    free(c->in_level);
+}
+
+/* Picks inputs for a compaction of `level` (caller holds mu). */
+static void compact_pick(lsm_db *db, int level, compaction *c)
+{
+    memset(c, 0, sizeof *c);
+    version *v = db->vs.current;
+    version_ref(v);
+    c->v = v;
+    c->out_level = level + 1;
+    c->smallest_snapshot = db_oldest_snapshot(db);
+    slice lo = { NULL, 0 }, hi = { NULL, 0 };
+    if (level == 0) {
+        for (int i = 0; i < v->nfiles[0]; i++) {
+            file_meta *f = v->files[0][i];
+            slice s = ikey_user((slice){ f->smallest.p, f->smallest.len });
+            slice l = ikey_user((slice){ f->largest.p, f->largest.len });
+            if (!lo.p || ukey_cmp(s.p, s.n, lo.p, lo.n) < 0)
+                lo = s;
+            if (!hi.p || ukey_cmp(l.p, l.n, hi.p, hi.n) > 0)
+                hi = l;
+            compaction_add(c, f, 0);
+        }
+    } else {
+        /* Round-robin through the level so every key range gets its turn. */
+        buf *ptr = &db->compact_pointer[level];
+        int pick = 0;
+        if (ptr->len) {
+            slice p = { ptr->p, ptr->len };
+            pick = version_find_file(v, level, p);
+            while (pick < v->nfiles[level] &&
+                   ikey_cmp((slice){ v->files[level][pick]->largest.p, v->files[level][pick]->largest.len }, p) <= 0)
+                pick++;
+            if (pick >= v->nfiles[level])
+                pick = 0;
+        }
+        file_meta *f = v->files[level][pick];
+        ptr->len = 0;
+        buf_append(ptr, f->largest.p, f->largest.len);
+        lo = ikey_user((slice){ f->smallest.p, f->smallest.len });
+        hi = ikey_user((slice){ f->largest.p, f->largest.len });
+        compaction_add(c, f, level);
+    }
+    file_meta **over = NULL;
+    int n = version_overlaps(v, c->out_level, &lo, &hi, &over);
+    for (int i = 0; i < n; i++)
+        compaction_add(c, over[i], c->out_level);
+    free(over);
+    c->trivial_move = c->n == 1;
+}
+
+/* Whether no level deeper than out_level may hold ukey (so a tombstone for it can go). */
+static int compact_is_base(const compaction *c, slice ukey)
+{
+    if (c->full)
+        return 1;
+    for (int l = c->out_level + 1; l < LSM_MAX_LEVELS; l++) {
+        const version *v = c->v;
+        int lo = 0, hi = v->nfiles[l];
+        while (lo < hi) {
+            int mid = lo + (hi - lo) / 2;
+            const file_meta *f = v->files[l][mid];
+            if (ukey_cmp(f->largest.p, f->largest.len - LSM_TRAILER, ukey.p, ukey.n) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        if (lo < v->nfiles[l]) {
+            const file_meta *f = v->files[l][lo];
+            if (ukey_cmp(f->smallest.p, f->smallest.len - LSM_TRAILER, ukey.p, ukey.n) <= 0)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+/* Merges c's inputs into new tables of c->out_level and installs the result. */
+static int compact_run(lsm_db *db, compaction *c, char *err)
+{
+    version_edit e;
+    edit_init(&e);
+    int rc = LSM_OK;
+    if (c->trivial_move) {
+        edit_delete(&e, c->in_level[0], c->in[0]->number);
+        edit_add(&e, c->out_level, c->in[0]);
+        goto apply;
+    }
+
+    /* One iterator per L0 table; the tables of a deeper level are disjoint, so one each. */
+    iiter **kids = xmalloc((size_t)(c->n + 1) * sizeof *kids);
+    int k = 0;
+    for (int i = 0; i < c->n;) {
+        int j = i;
+        if (c->in_level[i] == 0) {
+            kids[k++] = db_table_iter_new(db, c->in[i]);
+            i++;
+            continue;
+        }
+        while (j < c->n && c->in_level[j] == c->in_level[i])
+            j++;
+        kids[k++] = db_files_iter_new(db, c->in + i, j - i);
+        i = j;
+    }
+    for (int i = 0; i < c->n; i++)
+        atomic_fetch_add(&db->st_compact_read, c->in[i]->size);
+    iiter *m = merge_iter_new(kids, k);
+    free(kids);
+    iiter_seek_first(m);
+
+    table_writer tw;
+    int open = 0;
+    buf cur = { 0 };
+    int have_cur = 0;
+    uint64_t last_seq_for_key = 0, bytes = 0;
+    for (; rc == LSM_OK && iiter_valid(m); iiter_next(m)) {
+        slice key = iiter_key(m);
+        slice uk = ikey_user(key);
+        if (!have_cur || ukey_cmp(uk.p, uk.n, cur.p, cur.len) != 0) {
+            cur.len = 0;
+            buf_append(&cur, uk.p, uk.n);
+            have_cur = 1;
+            last_seq_for_key = LSM_MAX_SEQ + 1;
+            /* Cut tables only between user keys, so a level stays disjoint by user key. */
+            if (open && sst_builder_file_size(tw.b) >= db->opt.table_bytes) {
+                file_meta *f = NULL;
+                rc = tw_finish(&tw, &f, &bytes, err);
+                open = 0;
+                if (rc == LSM_OK) {
+                    edit_add(&e, c->out_level, f);
+                    file_meta_unref(f);
+                }
+                if (rc != LSM_OK)
+                    break;
+            }
+        }
+        uint64_t seq = ikey_seq(key);
+        int drop = 0;
+        if (last_seq_for_key <= c->smallest_snapshot)
+            drop = 1;       /* a newer version of this key is visible to every reader */
+        else if (ikey_type(key) == LSM_TYPE_DELETE && seq <= c->smallest_snapshot &&
+                 compact_is_base(c, uk))
+            drop = 1;       /* nothing older below to hide, and every reader sees the delete */
+        last_seq_for_key = seq;
+        if (drop)
+            continue;
+        if (!open) {
+            rc = tw_open(db, &tw, err);
+            if (rc != LSM_OK)
+                break;
+            open = 1;
+        }
+        rc = tw_add(&tw, key, iiter_value(m), err);
+    }
+    if (rc == LSM_OK)
+        rc = iiter_status(m, err);
+    iiter_free(m);
+    buf_free(&cur);
+    if (open) {
+        if (rc == LSM_OK) {
+            file_meta *f = NULL;
+            rc = tw_finish(&tw, &f, &bytes, err);
+            if (rc == LSM_OK) {
+                edit_add(&e, c->out_level, f);
+                file_meta_unref(f);
+            }
+        } else {
+            tw_abandon(&tw);
+        }
+    }
+    atomic_fetch_add(&db->st_compact_bytes, bytes);
+    if (rc == LSM_OK)
+        rc = db_sync_dir(db, err);
+    if (rc != LSM_OK)
+        goto fail;
+    for (int i = 0; i < c->n; i++)
+        edit_delete(&e, c->in_level[i], c->in[i]->number);
+
+apply:
+    pthread_mutex_lock(&db->manifest_mu);
+    rc = vset_apply(&db->vs, &e, err);
+    pthread_mutex_unlock(&db->manifest_mu);
+    if (rc == LSM_OK) {
+        atomic_fetch_add(&db->st_compactions, 1);
+        edit_free(&e);
+        return LSM_OK;
+    }
+fail:
+    /* Outputs no version names: remove them. A trivial move added no new file. */
+    if (!c->trivial_move)
+        for (int i = 0; i < e.nadded; i++) {
+            char path[4096];
+            db_table_path(db, e.added[i].f->number, path, sizeof path);
+            db->env->unlink(db->env, path);
+        }
+    edit_free(&e);
+    return rc;
+}
+
+void *compact_thread_main(void *arg)
+{
+    lsm_db *db = arg;
+    char err[LSM_ERRLEN];
+    pthread_mutex_lock(&db->mu);
+    for (;;) {
+        int level = 0;
+        while (!db->shutting_down &&
+               (db->bg_error || !db->opt.background_compaction || db->compacting ||
+                db->manual_waiting || compact_score(db, db->vs.current, &level) < 1))
+            pthread_cond_wait(&db->work_cv, &db->mu);
+        if (db->shutting_down)
+            break;
+        compaction c;
+        compact_pick(db, level, &c);
+        db->compacting = 1;
+        pthread_mutex_unlock(&db->mu);
+        int rc = compact_run(db, &c, err);
+        compaction_free(&c);
+        pthread_mutex_lock(&db->mu);
+        db->compacting = 0;
+        if (rc != LSM_OK)
+            db_set_bg_error(db, rc, err);
+        pthread_cond_broadcast(&db->bg_cv);
+        pthread_cond_broadcast(&db->work_cv);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
+}
+
+int compact_all(lsm_db *db, char *err)
+{
+    pthread_mutex_lock(&db->mu);
+    db->manual_waiting++;
+    while (db->compacting && !db->bg_error)
+        pthread_cond_wait(&db->bg_cv, &db->mu);
+    db->manual_waiting--;
+    if (db->bg_error) {
+        int rc = lsm_err(err, db->bg_error, "%s", db->bg_errmsg);
+        pthread_mutex_unlock(&db->mu);
+        return rc;
+    }
+    db->compacting = 1;
+    compaction c;
+    memset(&c, 0, sizeof c);
+    c.v = db->vs.current;
+    version_ref(c.v);
+    c.smallest_snapshot = db_oldest_snapshot(db);
+    pthread_mutex_unlock(&db->mu);
+
+    uint64_t total = 0;
+    int deepest = 1;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++)
+        for (int i = 0; i < c.v->nfiles[l]; i++) {
+            compaction_add(&c, c.v->files[l][i], l);
+            total += c.v->files[l][i]->size;
+        }
+    /* The shallowest level that holds everything without asking for another compaction. */
+    while (deepest < LSM_MAX_LEVELS - 1 && level_target(deepest) < total)
+        deepest++;
+    c.out_level = deepest;
+    c.full = 1;
+    int rc = c.n ? compact_run(db, &c, err) : LSM_OK;
+    compaction_free(&c);
+
+    pthread_mutex_lock(&db->mu);
+    db->compacting = 0;
+    if (rc != LSM_OK)
+        db_set_bg_error(db, rc, err);
+    pthread_cond_broadcast(&db->bg_cv);
+    pthread_cond_broadcast(&db->work_cv);
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}
+
+int lsm_compact(lsm_db *db)
+{
+    if (!db)
+        return LSM_INVALID;
+    int rc = lsm_flush(db);
+    if (rc != LSM_OK)
+        return rc;
+    char err[LSM_ERRLEN] = "";
+    return db_fail(db, compact_all(db, err), err);
+}

@@ -1,0 +1,1564 @@
+/*
+ * db.c — the lsm_db handle: open and recovery, the write path with group commit, point reads,
+ * snapshot iterators and the memtable flush thread.
+ *
+ * Writes queue up under db->mu; the writer at the head becomes the leader, merges the batches
+ * queued behind it into one WAL record (one write, at most one fsync for all of them), applies them
+ * to the memtable without holding the mutex, then publishes the new last sequence number. Readers
+ * take a snapshot (memtables, version, sequence) under the mutex and search without it.
+ *
+ * A full memtable becomes immutable and a fresh WAL starts; the old WAL is synced first, so a log is
+ * always complete before a newer one receives writes (recovery then yields a prefix of history). The
+ * flush thread writes the immutable memtable as an L0 table, records it in the manifest, and only
+ * then deletes the old WAL. This module must never acknowledge a synced write before its WAL record
+ * is on stable storage, and never return a value from a record whose checksum failed.
+ *
+ * Batch representation (also the WAL record payload, see man/lsm-format.5):
+ *   fixed64 first sequence | fixed32 count | count × (type byte | lenslice key | [lenslice value])
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include "db_impl.h"
+
+#define BATCH_HEADER 12
+#define GROUP_MAX_BYTES (1u << 20)
+
+struct lsm_batch {
+    buf rep;                    /* header + entries */
+    int count;
+    int invalid;                /* a key or value had a bad length: lsm_write refuses */
+    uint64_t user_bytes;        /* key + value bytes, for statistics */
+};
+
+struct writer {
+    lsm_batch *b;
+    int sync;
+    int force_flush;            /* lsm_flush: switch the memtable even if not full */
+    int done;
+    int rc;
+    pthread_cond_t cv;
+    writer *next;
+};
+
+struct lsm_iter {
+    lsm_db *db;
+    iiter *m;                   /* merge of every source */
+    memtable *mem, *imm;        /* pinned */
+    version *v;                 /* pinned */
+    snapshot_node snap;         /* registered in db->snapshots */
+    int valid;
+    int rc;                     /* sticky failure */
+    buf key;                    /* user key of the current entry */
+    slice val;
+};
+
+static _Thread_local char tl_open_err[LSM_ERRLEN];
+static _Thread_local char tl_errmsg[LSM_ERRLEN];
+
+/* ---------- errors ---------- */
+
+const char *lsm_strerror(int rc)
+{
+    switch (rc) {
+    case LSM_OK: return "ok";
+    case LSM_NOTFOUND: return "not found";
+    case LSM_CORRUPT: return "corrupt data";
+    case LSM_IOERR: return "I/O error";
+    case LSM_BUSY: return "database is locked";
+    case LSM_NOMEM: return "out of memory";
+    case LSM_INVALID: return "invalid argument";
+    case LSM_EXISTS: return "database already exists";
+    case LSM_CLOSED: return "database failed earlier; reopen it";
+    default: return "unknown error";
+    }
+}
+
+const char *lsm_errmsg(lsm_db *db)
+{
+    if (!db) {
+        memcpy(tl_errmsg, tl_open_err, sizeof tl_errmsg);
+        return tl_errmsg;
+    }
+    pthread_mutex_lock(&db->errmu);
+    memcpy(tl_errmsg, db->errmsg, sizeof tl_errmsg);
+    pthread_mutex_unlock(&db->errmu);
+    return tl_errmsg;
+}
+
+int db_fail(lsm_db *db, int rc, const char *msg)
+{
+    if (rc == LSM_OK || rc == LSM_NOTFOUND)
+        return rc;
+    pthread_mutex_lock(&db->errmu);
+    snprintf(db->errmsg, sizeof db->errmsg, "%s", msg && *msg ? msg : lsm_strerror(rc));
+    pthread_mutex_unlock(&db->errmu);
+    return rc;
+}
+
+void db_set_bg_error(lsm_db *db, int rc, const char *msg)
+{
+    if (!db->bg_error) {
+        db->bg_error = rc;
+        snprintf(db->bg_errmsg, sizeof db->bg_errmsg, "%s", msg);
+    }
+    pthread_cond_broadcast(&db->bg_cv);
+}
+
+/* ---------- options ---------- */
+
+void lsm_options_init(lsm_options *opt)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->memtable_bytes = 4u << 20;
+    opt->cache_bytes = 8u << 20;
+    opt->bloom_bits_per_key = 10;
+    opt->compression = LSM_COMPRESSION_NONE;
+    opt->compression_level = 1;
+    opt->create_if_missing = 1;
+    opt->max_open_files = 1000;
+    opt->block_bytes = 4096;
+    opt->table_bytes = 2u << 20;
+    opt->blob_threshold = 0;
+    opt->background_compaction = 1;
+}
+
+/* ---------- batches ---------- */
+
+lsm_batch *lsm_batch_new(void)
+{
+    lsm_batch *b = xcalloc(1, sizeof *b);
+    lsm_batch_clear(b);
+    return b;
+}
+
+void lsm_batch_clear(lsm_batch *b)
+{
+    if (!b)
+        return;
+    b->rep.len = 0;
+    buf_reserve(&b->rep, BATCH_HEADER);
+    memset(b->rep.p, 0, BATCH_HEADER);
+    b->rep.len = BATCH_HEADER;
+    b->count = 0;
+    b->invalid = 0;
+    b->user_bytes = 0;
+}
+
+static void batch_add(lsm_batch *b, int type, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    if (!key || klen == 0 || klen > LSM_MAX_KEY || vlen > LSM_MAX_VALUE || (vlen && !val)) {
+        b->invalid = 1;
+        return;
+    }
+    buf_reserve(&b->rep, 1 + 10 + klen + 10 + vlen);
+    buf_putc(&b->rep, (uint8_t)type);
+    buf_put_lenslice(&b->rep, key, klen);
+    if (type == LSM_TYPE_VALUE)
+        buf_put_lenslice(&b->rep, val, vlen);
+    b->count++;
+    b->user_bytes += klen + vlen;
+}
+
+void lsm_batch_put(lsm_batch *b, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    if (b)
+        batch_add(b, LSM_TYPE_VALUE, key, klen, val, vlen);
+}
+
+void lsm_batch_delete(lsm_batch *b, const void *key, size_t klen)
+{
+    if (b)
+        batch_add(b, LSM_TYPE_DELETE, key, klen, NULL, 0);
+}
+
+int lsm_batch_count(const lsm_batch *b)
+{
+    return b ? b->count : 0;
+}
+
+void lsm_batch_free(lsm_batch *b)
+{
+    if (!b)
+        return;
+    buf_free(&b->rep);
+    free(b);
+}
+
+/* Applies a batch representation to m; LSM_CORRUPT if it is malformed. *last is the sequence number
+   of its last entry (first - 1 for an empty batch). */
+static int batch_apply(memtable *m, const uint8_t *p, size_t n, uint64_t *last)
+{
+    if (n < BATCH_HEADER)
+        return LSM_CORRUPT;
+    uint64_t seq = dec_fixed64(p);
+    uint32_t count = dec_fixed32(p + 8);
+    const uint8_t *q = p + BATCH_HEADER, *end = p + n;
+    for (uint32_t i = 0; i < count; i++) {
+        slice k, v = { NULL, 0 };
+        if (q >= end)
+            return LSM_CORRUPT;
+        int type = *q++;
+        if (!(q = dec_lenslice(q, end, &k)) || k.n == 0)
+            return LSM_CORRUPT;
+        if (type == LSM_TYPE_VALUE) {
+            if (!(q = dec_lenslice(q, end, &v)))
+                return LSM_CORRUPT;
+        } else if (type != LSM_TYPE_DELETE) {
+            return LSM_CORRUPT;
+        }
+        memtable_add(m, seq + i, type, k.p, k.n, v.p, v.n);
+    }
+    if (q != end)
+        return LSM_CORRUPT;
+    *last = seq + count - 1;
+    return LSM_OK;
+}
+
+/* ---------- files ---------- */
+
+void db_table_path(const lsm_db *db, uint64_t number, char *path, size_t n)
+{
+    snprintf(path, n, "%s/%06" PRIu64 ".sst", db->dir, number);
+}
+
+static void db_log_path(const lsm_db *db, uint64_t number, char *path, size_t n)
+{
+    snprintf(path, n, "%s/%06" PRIu64 ".log", db->dir, number);
+}
+
+uint64_t db_new_file_number(lsm_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    uint64_t n = db->vs.next_file++;
+    pthread_mutex_unlock(&db->mu);
+    return n;
+}
+
+static void db_table_deleter(uint64_t id, uint64_t off, void *value)
+{
+    sst_close(value);
+}
+
+int db_table_open(lsm_db *db, uint64_t number, uint64_t size, sst **t, cache_handle **h, char *err)
+{
+    cache_handle *ch = cache_lookup(db->tcache, 0, number);
+    if (!ch) {
+        char path[4096];
+        sst *nt = NULL;
+        db_table_path(db, number, path, sizeof path);
+        int rc = sst_open(db->env, path, size, db->bcache, &nt, err);
+        if (rc != LSM_OK)
+            return rc;
+        ch = cache_insert(db->tcache, 0, number, nt, 1, db_table_deleter);
+    }
+    *t = cache_value(ch);
+    *h = ch;
+    return LSM_OK;
+}
+
+/* Called when no version names table `number` any more. */
+static void db_drop_table(void *arg, uint64_t number)
+{
+    lsm_db *db = arg;
+    char path[4096];
+    cache_erase(db->tcache, 0, number);
+    db_table_path(db, number, path, sizeof path);
+    db->env->unlink(db->env, path);
+}
+
+int db_write_table(lsm_db *db, iiter *in, file_meta **out, uint64_t *bytes, char *err)
+{
+    table_writer tw;
+    *out = NULL;
+    int rc = LSM_OK;
+    int opened = 0;
+    for (; iiter_valid(in) && rc == LSM_OK; iiter_next(in)) {
+        if (!opened) {
+            rc = tw_open(db, &tw, err);
+            if (rc != LSM_OK)
+                return rc;
+            opened = 1;
+        }
+        rc = tw_add(&tw, iiter_key(in), iiter_value(in), err);
+    }
+    if (rc == LSM_OK)
+        rc = iiter_status(in, err);
+    if (!opened)
+        return rc;
+    if (rc != LSM_OK) {
+        tw_abandon(&tw);
+        return rc;
+    }
+    return tw_finish(&tw, out, bytes, err);
+}
+
+int tw_open(lsm_db *db, table_writer *tw, char *err)
+{
+    memset(tw, 0, sizeof *tw);
+    tw->db = db;
+    tw->number = db_new_file_number(db);
+    db_table_path(db, tw->number, tw->path, sizeof tw->path);
+    int rc = db->env->open(db->env, tw->path, LSM_O_CREATE, &tw->f);
+    if (rc < 0)
+        return lsm_err_errno(err, rc, "creating", tw->path);
+    sst_options so = {
+        .block_bytes = db->opt.block_bytes,
+        .restart_interval = 16,
+        .bloom_bits_per_key = db->opt.bloom_bits_per_key,
+        .compression = db->opt.compression,
+        .compression_level = db->opt.compression_level,
+    };
+    tw->b = sst_builder_new(db->env, tw->f, tw->path, &so);
+    return LSM_OK;
+}
+
+int tw_add(table_writer *tw, slice k, slice v, char *err)
+{
+    if (tw->smallest.len == 0)
+        buf_append(&tw->smallest, k.p, k.n);
+    tw->largest.len = 0;
+    buf_append(&tw->largest, k.p, k.n);
+    return sst_builder_add(tw->b, k, v, err);
+}
+
+void tw_abandon(table_writer *tw)
+{
+    sst_builder_free(tw->b);
+    tw->db->env->close(tw->db->env, tw->f);
+    tw->db->env->unlink(tw->db->env, tw->path);
+    buf_free(&tw->smallest);
+    buf_free(&tw->largest);
+}
+
+int tw_finish(table_writer *tw, file_meta **out, uint64_t *bytes, char *err)
+{
+    lsm_env *env = tw->db->env;
+    uint64_t size = 0;
+    int rc = sst_builder_finish(tw->b, &size, err);
+    if (rc == LSM_OK) {
+        int e = env->sync(env, tw->f);
+        if (e < 0)
+            rc = lsm_err_errno(err, e, "syncing", tw->path);
+    }
+    if (rc != LSM_OK) {
+        tw_abandon(tw);
+        return rc;
+    }
+    sst_builder_free(tw->b);
+    env->close(env, tw->f);
+    slice lo = { tw->smallest.p, tw->smallest.len }, hi = { tw->largest.p, tw->largest.len };
+    *out = file_meta_new(tw->number, size, lo, hi);
+    if (bytes)
+        *bytes += size;
+    buf_free(&tw->smallest);
+    buf_free(&tw->largest);
+    return LSM_OK;
+}
+
+int db_sync_dir(lsm_db *db, char *err)
+{
+    int e = db->env->sync_dir(db->env, db->dir);
+    return e < 0 ? lsm_err_errno(err, e, "syncing directory", db->dir) : LSM_OK;
+}
+
+/* Creates WAL `number`, durable (header and directory entry) before any write is acknowledged. */
+static int db_new_wal(lsm_db *db, uint64_t number, logw **out, char *err)
+{
+    char path[4096];
+    db_log_path(db, number, path, sizeof path);
+    int rc = logw_create(db->env, path, WAL_MAGIC, out, err);
+    if (rc == LSM_OK)
+        rc = logw_sync(*out, err);
+    if (rc == LSM_OK)
+        rc = db_sync_dir(db, err);
+    if (rc != LSM_OK) {
+        logw_close(*out, NULL);
+        *out = NULL;
+        db->env->unlink(db->env, path);
+    }
+    return rc;
+}
+
+/* ---------- snapshots ---------- */
+
+uint64_t db_oldest_snapshot(lsm_db *db)
+{
+    return db->snapshots.next != &db->snapshots ? db->snapshots.next->seq : db->last_seq;
+}
+
+/* ---------- flush ---------- */
+
+/* Writes imm as an L0 table and records it; log_number is the oldest WAL still needed afterwards. */
+static int db_flush_memtable(lsm_db *db, memtable *imm, uint64_t log_number, uint64_t last_seq,
+                             char *err)
+{
+    iiter *it = memtable_iter_new(imm);
+    iiter_seek_first(it);
+    file_meta *f = NULL;
+    uint64_t bytes = 0;
+    int rc = db_write_table(db, it, &f, &bytes, err);
+    iiter_free(it);
+    if (rc == LSM_OK && f)
+        rc = db_sync_dir(db, err);
+    if (rc != LSM_OK) {
+        file_meta_unref(f);
+        return rc;
+    }
+    version_edit e;
+    edit_init(&e);
+    if (f) {
+        edit_add(&e, 0, f);
+        file_meta_unref(f);
+    }
+    e.has_log_number = 1;
+    e.log_number = log_number;
+    e.has_last_seq = 1;
+    e.last_seq = last_seq;
+    pthread_mutex_lock(&db->manifest_mu);
+    rc = vset_apply(&db->vs, &e, err);
+    pthread_mutex_unlock(&db->manifest_mu);
+    if (rc != LSM_OK && f) {
+        char path[4096];
+        db_table_path(db, f->number, path, sizeof path);
+        db->env->unlink(db->env, path);
+    }
+    edit_free(&e);
+    atomic_fetch_add(&db->st_flush_bytes, bytes);
+    atomic_fetch_add(&db->st_flushes, 1);
+    return rc;
+}
+
+static void *db_flush_main(void *arg)
+{
+    lsm_db *db = arg;
+    char err[LSM_ERRLEN];
+    pthread_mutex_lock(&db->mu);
+    for (;;) {
+        while (!db->shutting_down && (!db->imm || db->bg_error))
+            pthread_cond_wait(&db->work_cv, &db->mu);
+        if (!db->imm || db->bg_error)
+            break;
+        memtable *imm = db->imm;
+        uint64_t old_log = db->imm_log, log_number = db->wal_number, seq = db->last_seq;
+        pthread_mutex_unlock(&db->mu);
+        int rc = db_flush_memtable(db, imm, log_number, seq, err);
+        if (rc == LSM_OK) {
+            char path[4096];
+            db_log_path(db, old_log, path, sizeof path);
+            db->env->unlink(db->env, path);
+        }
+        pthread_mutex_lock(&db->mu);
+        if (rc != LSM_OK) {
+            db_set_bg_error(db, rc, err);
+            break;
+        }
+        db->imm = NULL;
+        memtable_unref(imm);
+        pthread_cond_broadcast(&db->bg_cv);
+        pthread_cond_broadcast(&db->work_cv);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
+}
+
+/* ---------- writes ---------- */
+
+/* Makes room in the memtable for the leader's write (caller holds mu, is the leader). */
+static int db_make_room(lsm_db *db, int force, char *err)
+{
+    int allow_delay = !force && db->opt.background_compaction;
+    for (;;) {
+        if (db->bg_error)
+            return lsm_err(err, db->bg_error, "%s", db->bg_errmsg);
+        int l0 = db->vs.current->nfiles[0];
+        if (allow_delay && l0 >= L0_SLOWDOWN) {
+            /* Many L0 tables: give the compactor a millisecond per write instead of a long stall. */
+            pthread_mutex_unlock(&db->mu);
+            usleep(1000);
+            atomic_fetch_add(&db->st_stall_micros, 1000);
+            pthread_mutex_lock(&db->mu);
+            allow_delay = 0;
+            continue;
+        }
+        if (!force && memtable_usage(db->mem) < db->opt.memtable_bytes)
+            return LSM_OK;
+        if (force && memtable_entries(db->mem) == 0)
+            return LSM_OK;
+        if (db->imm || (db->opt.background_compaction && l0 >= L0_STOP)) {
+            uint64_t t0 = lsm_now_micros();
+            pthread_cond_broadcast(&db->work_cv);
+            pthread_cond_wait(&db->bg_cv, &db->mu);
+            atomic_fetch_add(&db->st_stall_micros, lsm_now_micros() - t0);
+            continue;
+        }
+        /* Switch: finish the old WAL durably, then start a new one. */
+        uint64_t num = db->vs.next_file++;
+        logw *old = db->wal, *nw = NULL;
+        pthread_mutex_unlock(&db->mu);
+        int rc = logw_sync(old, err);
+        if (rc == LSM_OK)
+            rc = db_new_wal(db, num, &nw, err);
+        pthread_mutex_lock(&db->mu);
+        if (rc != LSM_OK) {
+            db_set_bg_error(db, rc, err);
+            return rc;
+        }
+        logw_close(old, NULL);
+        db->wal = nw;
+        db->imm = db->mem;
+        db->imm_log = db->wal_number;
+        db->wal_number = num;
+        db->mem = memtable_new();
+        force = 0;
+        pthread_cond_broadcast(&db->work_cv);
+    }
+}
+
+static int db_write(lsm_db *db, lsm_batch *b, int sync, int force_flush)
+{
+    writer w = { .b = b, .sync = sync, .force_flush = force_flush };
+    char err[LSM_ERRLEN] = "";
+    pthread_cond_init(&w.cv, NULL);
+    pthread_mutex_lock(&db->mu);
+    if (db->wq_tail)
+        db->wq_tail->next = &w;
+    else
+        db->wq_head = &w;
+    db->wq_tail = &w;
+    while (!w.done && db->wq_head != &w)
+        pthread_cond_wait(&w.cv, &db->mu);
+    if (w.done) {
+        pthread_mutex_unlock(&db->mu);
+        pthread_cond_destroy(&w.cv);
+        return w.rc;
+    }
+
+    int rc = db_make_room(db, force_flush, err);
+    writer *last = &w;
+    if (rc == LSM_OK) {
+        /* Gather the group: batches queued behind us, up to a size bound that keeps a small
+           write's latency small. */
+        size_t total = b ? b->rep.len : BATCH_HEADER;
+        size_t limit = total <= (128u << 10) ? total + (128u << 10) : GROUP_MAX_BYTES;
+        int gsync = sync;
+        for (writer *x = w.next; x && !x->force_flush; x = x->next) {
+            size_t n = x->b ? x->b->rep.len - BATCH_HEADER : 0;
+            if (total + n > limit)
+                break;
+            total += n;
+            gsync |= x->sync;
+            last = x;
+        }
+        const uint8_t *rep;
+        size_t replen;
+        uint32_t count = 0;
+        uint64_t seq = db->last_seq + 1, ubytes = 0;
+        if (last == &w && b) {
+            rep = b->rep.p;
+            replen = b->rep.len;
+            count = (uint32_t)b->count;
+            ubytes = b->user_bytes;
+            enc_fixed64(b->rep.p, seq);
+            enc_fixed32(b->rep.p + 8, count);
+        } else {
+            db->group.len = 0;
+            buf_reserve(&db->group, total);
+            db->group.len = BATCH_HEADER;
+            for (writer *x = &w;; x = x->next) {
+                if (x->b) {
+                    buf_append(&db->group, x->b->rep.p + BATCH_HEADER, x->b->rep.len - BATCH_HEADER);
+                    count += (uint32_t)x->b->count;
+                    ubytes += x->b->user_bytes;
+                }
+                if (x == last)
+                    break;
+            }
+            enc_fixed64(db->group.p, seq);
+            enc_fixed32(db->group.p + 8, count);
+            rep = db->group.p;
+            replen = db->group.len;
+        }
+        memtable *mem = db->mem;
+        logw *wal = db->wal;
+        pthread_mutex_unlock(&db->mu);
+
+        if (count > 0) {
+            rc = logw_append(wal, rep, replen, err);
+            atomic_fetch_add(&db->st_wal_bytes, replen + 8);
+            atomic_fetch_add(&db->st_user_bytes, ubytes);
+        }
+        if (rc == LSM_OK && gsync)
+            rc = logw_sync(wal, err);
+        uint64_t lastseq = seq - 1;
+        if (rc == LSM_OK && count > 0 && batch_apply(mem, rep, replen, &lastseq) != LSM_OK)
+            rc = lsm_err(err, LSM_CORRUPT, "internal: malformed batch");
+
+        pthread_mutex_lock(&db->mu);
+        if (rc != LSM_OK)
+            db_set_bg_error(db, rc == LSM_CORRUPT ? rc : LSM_IOERR, err);
+        else
+            db->last_seq = lastseq;
+    }
+    for (;;) {
+        writer *x = db->wq_head;
+        db->wq_head = x->next;
+        if (!db->wq_head)
+            db->wq_tail = NULL;
+        x->rc = rc;
+        x->done = 1;
+        if (x != &w)
+            pthread_cond_signal(&x->cv);
+        if (x == last)
+            break;
+    }
+    if (db->wq_head)
+        pthread_cond_signal(&db->wq_head->cv);
+    pthread_mutex_unlock(&db->mu);
+    pthread_cond_destroy(&w.cv);
+    return db_fail(db, rc, err);
+}
+
+int lsm_write(lsm_db *db, lsm_batch *b, int sync)
+{
+    if (!db || !b)
+        return LSM_INVALID;
+    if (b->invalid)
+        return db_fail(db, LSM_INVALID, "batch holds an empty or too long key or a too long value");
+    return db_write(db, b, sync, 0);
+}
+
+int lsm_put(lsm_db *db, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    if (!db)
+        return LSM_INVALID;
+    if (!key || klen == 0 || klen > LSM_MAX_KEY)
+        return db_fail(db, LSM_INVALID, "key length must be 1..65535 bytes");
+    if (vlen > LSM_MAX_VALUE || (vlen && !val))
+        return db_fail(db, LSM_INVALID, "value longer than LSM_MAX_VALUE (1 GiB)");
+    lsm_batch b = { 0 };
+    uint8_t stackbuf[512];
+    size_t need = BATCH_HEADER + 1 + 20 + klen + vlen;
+    if (need <= sizeof stackbuf) {
+        /* Small writes build their batch on the stack: no allocation on the hot path. */
+        b.rep.p = stackbuf;
+        b.rep.cap = sizeof stackbuf;
+        b.rep.len = BATCH_HEADER;
+        batch_add(&b, LSM_TYPE_VALUE, key, klen, val, vlen);
+        return db_write(db, &b, db->opt.sync_writes, 0);
+    }
+    lsm_batch_clear(&b);
+    batch_add(&b, LSM_TYPE_VALUE, key, klen, val, vlen);
+    int rc = db_write(db, &b, db->opt.sync_writes, 0);
+    buf_free(&b.rep);
+    return rc;
+}
+
+int lsm_delete(lsm_db *db, const void *key, size_t klen)
+{
+    if (!db)
+        return LSM_INVALID;
+    if (!key || klen == 0 || klen > LSM_MAX_KEY)
+        return db_fail(db, LSM_INVALID, "key length must be 1..65535 bytes");
+    lsm_batch b = { 0 };
+    uint8_t stackbuf[512];
+    if (BATCH_HEADER + 1 + 10 + klen <= sizeof stackbuf) {
+        b.rep.p = stackbuf;
+        b.rep.cap = sizeof stackbuf;
+        b.rep.len = BATCH_HEADER;
+        batch_add(&b, LSM_TYPE_DELETE, key, klen, NULL, 0);
+        return db_write(db, &b, db->opt.sync_writes, 0);
+    }
+    lsm_batch_clear(&b);
+    batch_add(&b, LSM_TYPE_DELETE, key, klen, NULL, 0);
+    int rc = db_write(db, &b, db->opt.sync_writes, 0);
+    buf_free(&b.rep);
+    return rc;
+}
+
+int lsm_sync(lsm_db *db)
+{
+    if (!db)
+        return LSM_INVALID;
+    return db_write(db, NULL, 1, 0);
+}
+
+int lsm_flush(lsm_db *db)
+{
+    if (!db)
+        return LSM_INVALID;
+    int rc = db_write(db, NULL, 0, 1);
+    if (rc != LSM_OK)
+        return rc;
+    pthread_mutex_lock(&db->mu);
+    while (db->imm && !db->bg_error)
+        pthread_cond_wait(&db->bg_cv, &db->mu);
+    rc = db->bg_error;
+    char msg[LSM_ERRLEN];
+    memcpy(msg, db->bg_errmsg, sizeof msg);
+    pthread_mutex_unlock(&db->mu);
+    return db_fail(db, rc, msg);
+}
+
+/* ---------- reads ---------- */
+
+typedef struct read_view {
+    memtable *mem, *imm;
+    version *v;
+    uint64_t snap;
+} read_view;
+
+static void db_view_get(lsm_db *db, read_view *rv)
+{
+    pthread_mutex_lock(&db->mu);
+    rv->mem = db->mem;
+    memtable_ref(rv->mem);
+    rv->imm = db->imm;
+    if (rv->imm)
+        memtable_ref(rv->imm);
+    rv->v = db->vs.current;
+    version_ref(rv->v);
+    rv->snap = db->last_seq;
+    pthread_mutex_unlock(&db->mu);
+}
+
+static void db_view_put(read_view *rv)
+{
+    memtable_unref(rv->mem);
+    memtable_unref(rv->imm);
+    version_unref(rv->v);
+}
+
+/* Index of the file in sorted level whose user-key range may hold key, or -1. */
+static int db_level_find(const version *v, int level, const void *key, size_t klen)
+{
+    int lo = 0, hi = v->nfiles[level];
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        const file_meta *f = v->files[level][mid];
+        if (ukey_cmp(f->largest.p, f->largest.len - LSM_TRAILER, key, klen) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == v->nfiles[level])
+        return -1;
+    const file_meta *f = v->files[level][lo];
+    if (ukey_cmp(f->smallest.p, f->smallest.len - LSM_TRAILER, key, klen) > 0)
+        return -1;
+    return lo;
+}
+
+static int db_table_get(lsm_db *db, const file_meta *f, const void *key, size_t klen, uint64_t snap,
+                        int *found, int *type, void **val, size_t *vlen, char *err)
+{
+    sst *t;
+    cache_handle *h;
+    int rc = db_table_open(db, f->number, f->size, &t, &h, err);
+    if (rc != LSM_OK)
+        return rc;
+    rc = sst_get(t, key, klen, snap, found, type, val, vlen, err);
+    cache_release(db->tcache, h);
+    return rc;
+}
+
+/* The core lookup: LSM_OK with a malloc'd copy of the value, or LSM_NOTFOUND, or an error. */
+static int db_lookup(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen, char *err)
+{
+    read_view rv;
+    db_view_get(db, &rv);
+    int type, found = 0, rc = LSM_OK;
+    slice s;
+    memtable *mts[2] = { rv.mem, rv.imm };
+    for (int i = 0; i < 2 && !found; i++) {
+        if (mts[i] && memtable_get(mts[i], key, klen, rv.snap, &type, &s)) {
+            found = 1;
+            if (type == LSM_TYPE_VALUE) {
+                *val = xmemdup(s.p, s.n);
+                *vlen = s.n;
+            }
+        }
+    }
+    version *v = rv.v;
+    for (int i = 0; !found && rc == LSM_OK && i < v->nfiles[0]; i++) {
+        const file_meta *f = v->files[0][i];
+        if (ukey_cmp(key, klen, f->smallest.p, f->smallest.len - LSM_TRAILER) < 0 ||
+            ukey_cmp(key, klen, f->largest.p, f->largest.len - LSM_TRAILER) > 0)
+            continue;
+        rc = db_table_get(db, f, key, klen, rv.snap, &found, &type, val, vlen, err);
+    }
+    for (int l = 1; !found && rc == LSM_OK && l < LSM_MAX_LEVELS; l++) {
+        int i = db_level_find(v, l, key, klen);
+        if (i >= 0)
+            rc = db_table_get(db, v->files[l][i], key, klen, rv.snap, &found, &type, val, vlen, err);
+    }
+    db_view_put(&rv);
+    if (rc != LSM_OK)
+        return rc;
+    if (!found || type != LSM_TYPE_VALUE)
+        return LSM_NOTFOUND;
+    return LSM_OK;
+}
+
+int lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen)
+{
+    if (!db || !val || !vlen)
+        return LSM_INVALID;
+    *val = NULL;
+    *vlen = 0;
+    if (!key || klen == 0 || klen > LSM_MAX_KEY)
+        return db_fail(db, LSM_INVALID, "key length must be 1..65535 bytes");
+    char err[LSM_ERRLEN] = "";
+    int rc = db_lookup(db, key, klen, val, vlen, err);
+    return db_fail(db, rc, err);
+}
+
+int lsm_get_size(lsm_db *db, const void *key, size_t klen, uint64_t *vlen)
+{
+    void *v = NULL;
+    size_t n = 0;
+    int rc = lsm_get(db, key, klen, &v, &n);
+    free(v);
+    if (vlen)
+        *vlen = rc == LSM_OK ? n : 0;
+    return rc;
+}
+
+int lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *buf, size_t n,
+                  size_t *nread, uint64_t *vlen)
+{
+    if (!nread || (n && !buf))
+        return LSM_INVALID;
+    *nread = 0;
+    void *v = NULL;
+    size_t len = 0;
+    int rc = lsm_get(db, key, klen, &v, &len);
+    if (rc == LSM_OK) {
+        if (off < len) {
+            size_t m = len - off < n ? (size_t)(len - off) : n;
+            memcpy(buf, (uint8_t *)v + off, m);
+            *nread = m;
+        }
+        if (vlen)
+            *vlen = len;
+    }
+    free(v);
+    return rc;
+}
+
+/* ---------- file-list iterator (a sorted, disjoint run of tables: one level, or part of it) ---------- */
+
+typedef struct files_iter {
+    iiter base;
+    lsm_db *db;
+    file_meta **files;          /* copy of the array; the metas are pinned by the owner's version */
+    int n;
+    int idx;                    /* file index of cur */
+    iiter *cur;                 /* iterator of files[idx], or NULL */
+    cache_handle *h;            /* table cache handle of files[idx] */
+    int rc;
+    char err[LSM_ERRLEN];
+} files_iter;
+
+static void files_iter_close_file(files_iter *fi)
+{
+    iiter_free(fi->cur);
+    fi->cur = NULL;
+    cache_release(fi->db->tcache, fi->h);
+    fi->h = NULL;
+}
+
+static void files_iter_open_file(files_iter *fi, int idx)
+{
+    files_iter_close_file(fi);
+    fi->idx = idx;
+    if (idx >= fi->n || fi->rc != LSM_OK)
+        return;
+    const file_meta *f = fi->files[idx];
+    sst *t;
+    fi->rc = db_table_open(fi->db, f->number, f->size, &t, &fi->h, fi->err);
+    if (fi->rc == LSM_OK)
+        fi->cur = sst_iter_new(t);
+}
+
+/* Moves forward past exhausted files; stops (without skipping) at a file that failed. */
+static void files_iter_skip_empty(files_iter *fi)
+{
+    while (fi->cur && !iiter_valid(fi->cur)) {
+        fi->rc = iiter_status(fi->cur, fi->err);
+        if (fi->rc != LSM_OK)
+            return;
+        files_iter_open_file(fi, fi->idx + 1);
+        if (fi->cur)
+            iiter_seek_first(fi->cur);
+    }
+}
+
+static void files_iter_seek(iiter *it, slice k)
+{
+    files_iter *fi = (files_iter *)it;
+    int lo = 0, hi = fi->n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        slice large = { fi->files[mid]->largest.p, fi->files[mid]->largest.len };
+        if (ikey_cmp(large, k) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    files_iter_open_file(fi, lo);
+    if (fi->cur)
+        iiter_seek(fi->cur, k);
+    files_iter_skip_empty(fi);
+}
+
+static void files_iter_seek_first(iiter *it)
+{
+    files_iter *fi = (files_iter *)it;
+    files_iter_open_file(fi, 0);
+    if (fi->cur)
+        iiter_seek_first(fi->cur);
+    files_iter_skip_empty(fi);
+}
+
+static int files_iter_valid(const iiter *it)
+{
+    const files_iter *fi = (const files_iter *)it;
+    return fi->rc == LSM_OK && fi->cur && iiter_valid(fi->cur);
+}
+
+static void files_iter_next(iiter *it)
+{
+    files_iter *fi = (files_iter *)it;
+    iiter_next(fi->cur);
+    files_iter_skip_empty(fi);
+}
+
+static slice files_iter_key(const iiter *it) { return iiter_key(((const files_iter *)it)->cur); }
+static slice files_iter_value(const iiter *it) { return iiter_value(((const files_iter *)it)->cur); }
+
+static int files_iter_status(const iiter *it, char *err)
+{
+    const files_iter *fi = (const files_iter *)it;
+    if (fi->rc != LSM_OK)
+        return lsm_err(err, fi->rc, "%s", fi->err);
+    return fi->cur ? iiter_status(fi->cur, err) : LSM_OK;
+}
+
+static void files_iter_free(iiter *it)
+{
+    files_iter *fi = (files_iter *)it;
+    files_iter_close_file(fi);
+    free(fi->files);
+    free(fi);
+}
+
+static const iiter_ops files_iter_ops = {
+    files_iter_seek, files_iter_seek_first, files_iter_valid, files_iter_next,
+    files_iter_key, files_iter_value, files_iter_status, files_iter_free,
+};
+
+iiter *db_files_iter_new(lsm_db *db, file_meta *const *files, int n)
+{
+    files_iter *fi = xcalloc(1, sizeof *fi);
+    fi->base.ops = &files_iter_ops;
+    fi->db = db;
+    fi->files = xmalloc((size_t)(n ? n : 1) * sizeof *fi->files);
+    memcpy(fi->files, files, (size_t)n * sizeof *files);
+    fi->n = n;
+    fi->idx = n;
+    return &fi->base;
+}
+
+/* Iterator over one table, holding its table-cache handle. */
+typedef struct table_iter {
+    iiter base;
+    lsm_db *db;
+    iiter *in;
+    cache_handle *h;
+} table_iter;
+
+static void ti_seek(iiter *it, slice k) { iiter_seek(((table_iter *)it)->in, k); }
+static void ti_seek_first(iiter *it) { iiter_seek_first(((table_iter *)it)->in); }
+static int ti_valid(const iiter *it) { return iiter_valid(((const table_iter *)it)->in); }
+static void ti_next(iiter *it) { iiter_next(((table_iter *)it)->in); }
+static slice ti_key(const iiter *it) { return iiter_key(((const table_iter *)it)->in); }
+static slice ti_value(const iiter *it) { return iiter_value(((const table_iter *)it)->in); }
+static int ti_status(const iiter *it, char *err) { return iiter_status(((const table_iter *)it)->in, err); }
+static void ti_free(iiter *it)
+{
+    table_iter *ti = (table_iter *)it;
+    iiter_free(ti->in);
+    cache_release(ti->db->tcache, ti->h);
+    free(ti);
+}
+
+static const iiter_ops table_iter_ops = {
+    ti_seek, ti_seek_first, ti_valid, ti_next, ti_key, ti_value, ti_status, ti_free,
+};
+
+/* Iterator over table f (an error iterator if it cannot be opened). */
+iiter *db_table_iter_new(lsm_db *db, const file_meta *f)
+{
+    char err[LSM_ERRLEN];
+    sst *t;
+    cache_handle *h;
+    int rc = db_table_open(db, f->number, f->size, &t, &h, err);
+    if (rc != LSM_OK)
+        return error_iter_new(rc, err);
+    table_iter *ti = xcalloc(1, sizeof *ti);
+    ti->base.ops = &table_iter_ops;
+    ti->db = db;
+    ti->in = sst_iter_new(t);
+    ti->h = h;
+    return &ti->base;
+}
+
+/* ---------- user iterators ---------- */
+
+int lsm_iter_new(lsm_db *db, lsm_iter **out)
+{
+    if (!db || !out)
+        return LSM_INVALID;
+    lsm_iter *it = xcalloc(1, sizeof *it);
+    read_view rv;
+    it->db = db;
+    pthread_mutex_lock(&db->mu);
+    rv.mem = db->mem;
+    memtable_ref(rv.mem);
+    rv.imm = db->imm;
+    if (rv.imm)
+        memtable_ref(rv.imm);
+    rv.v = db->vs.current;
+    version_ref(rv.v);
+    rv.snap = db->last_seq;
+    it->snap.seq = rv.snap;
+    it->snap.prev = db->snapshots.prev;
+    it->snap.next = &db->snapshots;
+    db->snapshots.prev->next = &it->snap;
+    db->snapshots.prev = &it->snap;
+    pthread_mutex_unlock(&db->mu);
+
+    version *v = rv.v;
+    int n = 2 + v->nfiles[0] + LSM_MAX_LEVELS, k = 0;
+    iiter **kids = xmalloc((size_t)n * sizeof *kids);
+    kids[k++] = memtable_iter_new(rv.mem);
+    if (rv.imm)
+        kids[k++] = memtable_iter_new(rv.imm);
+    for (int i = 0; i < v->nfiles[0]; i++)
+        kids[k++] = db_table_iter_new(db, v->files[0][i]);
+    for (int l = 1; l < LSM_MAX_LEVELS; l++)
+        if (v->nfiles[l])
+            kids[k++] = db_files_iter_new(db, v->files[l], v->nfiles[l]);
+    it->m = merge_iter_new(kids, k);
+    free(kids);
+    it->mem = rv.mem;
+    it->imm = rv.imm;
+    it->v = rv.v;
+    *out = it;
+    return LSM_OK;
+}
+
+/* Advances the merge to the next visible user key, skipping versions newer than the snapshot,
+   versions shadowed by a newer one, and deleted keys. */
+static void lsm_iter_find_next(lsm_iter *it, int skipping)
+{
+    iiter *m = it->m;
+    it->valid = 0;
+    while (iiter_valid(m)) {
+        slice k = iiter_key(m);
+        if (k.n < LSM_TRAILER) {
+            it->rc = db_fail(it->db, LSM_CORRUPT, "internal key shorter than its trailer");
+            return;
+        }
+        if (ikey_seq(k) <= it->snap.seq) {
+            slice uk = ikey_user(k);
+            if (!(skipping && ukey_cmp(uk.p, uk.n, it->key.p, it->key.len) == 0)) {
+                it->key.len = 0;
+                buf_append(&it->key, uk.p, uk.n);
+                if (ikey_type(k) == LSM_TYPE_DELETE) {
+                    skipping = 1;
+                } else {
+                    it->val = iiter_value(m);
+                    it->valid = 1;
+                    return;
+                }
+            }
+        }
+        iiter_next(m);
+    }
+    char err[LSM_ERRLEN] = "";
+    int rc = iiter_status(m, err);
+    if (rc != LSM_OK)
+        it->rc = db_fail(it->db, rc, err);
+}
+
+void lsm_iter_seek(lsm_iter *it, const void *key, size_t klen)
+{
+    if (!it || it->rc != LSM_OK)
+        return;
+    if (!key || klen == 0) {
+        iiter_seek_first(it->m);
+    } else {
+        buf t = { 0 };
+        ikey_build(&t, key, klen, it->snap.seq, 0xff);
+        slice s = { t.p, t.len };
+        iiter_seek(it->m, s);
+        buf_free(&t);
+    }
+    lsm_iter_find_next(it, 0);
+}
+
+int lsm_iter_valid(const lsm_iter *it)
+{
+    return it && it->rc == LSM_OK && it->valid;
+}
+
+void lsm_iter_next(lsm_iter *it)
+{
+    if (!lsm_iter_valid(it))
+        return;
+    iiter_next(it->m);
+    lsm_iter_find_next(it, 1);
+}
+
+const void *lsm_iter_key(const lsm_iter *it, size_t *klen)
+{
+    if (!lsm_iter_valid(it)) {
+        if (klen)
+            *klen = 0;
+        return NULL;
+    }
+    if (klen)
+        *klen = it->key.len;
+    return it->key.p;
+}
+
+const void *lsm_iter_value(const lsm_iter *it, size_t *vlen)
+{
+    if (!lsm_iter_valid(it)) {
+        if (vlen)
+            *vlen = 0;
+        return NULL;
+    }
+    if (vlen)
+        *vlen = it->val.n;
+    return it->val.n ? it->val.p : (const void *)"";
+}
+
+int lsm_iter_status(const lsm_iter *it)
+{
+    return it ? it->rc : LSM_INVALID;
+}
+
+void lsm_iter_free(lsm_iter *it)
+{
+    if (!it)
+        return;
+    iiter_free(it->m);
+    lsm_db *db = it->db;
+    pthread_mutex_lock(&db->mu);
+    it->snap.prev->next = it->snap.next;
+    it->snap.next->prev = it->snap.prev;
+    pthread_mutex_unlock(&db->mu);
+    memtable_unref(it->mem);
+    memtable_unref(it->imm);
+    version_unref(it->v);
+    buf_free(&it->key);
+    free(it);
+}
+
+/* ---------- open / close ---------- */
+
+struct recover_state {
+    lsm_db *db;
+    memtable **mem;
+    uint64_t max_seq;
+    const char *path;
+    char *err;
+    version_edit *edit;
+    uint64_t *bytes;
+};
+
+static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off)
+{
+    struct recover_state *st = arg;
+    uint64_t last;
+    if (batch_apply(*st->mem, p, n, &last) != LSM_OK)
+        return lsm_err(st->err, LSM_CORRUPT, "%s: offset %" PRIu64 ": malformed batch record",
+                       st->path, off);
+    if (n >= BATCH_HEADER && dec_fixed32(p + 8) > 0 && last > st->max_seq)
+        st->max_seq = last;
+    if (memtable_usage(*st->mem) >= st->db->opt.memtable_bytes) {
+        /* Recovery flushes as it goes so a long log never needs more than one memtable. */
+        iiter *it = memtable_iter_new(*st->mem);
+        iiter_seek_first(it);
+        file_meta *f = NULL;
+        int rc = db_write_table(st->db, it, &f, st->bytes, st->err);
+        iiter_free(it);
+        if (rc != LSM_OK)
+            return rc;
+        if (f) {
+            edit_add(st->edit, 0, f);
+            file_meta_unref(f);
+        }
+        memtable_unref(*st->mem);
+        *st->mem = memtable_new();
+    }
+    return LSM_OK;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Parses "NNNNNN.ext"; returns 1 and the number if name has that shape. */
+static int db_parse_name(const char *name, const char *ext, uint64_t *num)
+{
+    size_t n = strlen(name), e = strlen(ext);
+    if (n <= e || strcmp(name + n - e, ext) != 0)
+        return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n - e; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(name[i] - '0');
+    }
+    *num = v;
+    return 1;
+}
+
+/* Replays every WAL at or after the manifest's log number into L0 tables added to edit. */
+static int db_replay_logs(lsm_db *db, version_edit *edit, char *err)
+{
+    char **names = NULL;
+    int n = 0;
+    int e = db->env->list(db->env, db->dir, &names, &n);
+    if (e < 0)
+        return lsm_err_errno(err, e, "listing", db->dir);
+    uint64_t *logs = xmalloc((size_t)(n + 1) * sizeof *logs);
+    int nlogs = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t num;
+        if (db_parse_name(names[i], ".log", &num)) {
+            if (num >= db->vs.log_number)
+                logs[nlogs++] = num;
+            if (num >= db->vs.next_file)
+                db->vs.next_file = num + 1;
+        } else if (db_parse_name(names[i], ".sst", &num) && num >= db->vs.next_file) {
+            db->vs.next_file = num + 1;
+        }
+    }
+    env_free_list(names, n);
+    qsort(logs, (size_t)nlogs, sizeof *logs, cmp_u64);
+
+    memtable *mem = memtable_new();
+    uint64_t bytes = 0;
+    struct recover_state st = { .db = db, .mem = &mem, .max_seq = db->vs.last_seq, .err = err,
+                                .edit = edit, .bytes = &bytes };
+    int rc = LSM_OK;
+    for (int i = 0; i < nlogs && rc == LSM_OK; i++) {
+        char path[4096];
+        uint64_t dropped = 0;
+        db_log_path(db, logs[i], path, sizeof path);
+        st.path = path;
+        rc = log_replay(db->env, path, WAL_MAGIC, db_recover_record, &st, &dropped, err);
+        if (rc == LSM_OK && dropped && i + 1 < nlogs)
+            rc = lsm_err(err, LSM_CORRUPT,
+                         "%s: its last %" PRIu64 " bytes are damaged although a newer log follows",
+                         path, dropped);
+    }
+    free(logs);
+    if (rc == LSM_OK && memtable_entries(mem) > 0) {
+        iiter *it = memtable_iter_new(mem);
+        iiter_seek_first(it);
+        file_meta *f = NULL;
+        rc = db_write_table(db, it, &f, &bytes, err);
+        iiter_free(it);
+        if (f) {
+            edit_add(edit, 0, f);
+            file_meta_unref(f);
+        }
+    }
+    memtable_unref(mem);
+    atomic_fetch_add(&db->st_flush_bytes, bytes);
+    if (rc == LSM_OK && edit->nadded)
+        rc = db_sync_dir(db, err);
+    db->last_seq = st.max_seq;
+    return rc;
+}
+
+/* Deletes every file of ours that the current state does not need. */
+static void db_remove_obsolete(lsm_db *db)
+{
+    char **names = NULL;
+    int n = 0;
+    if (db->env->list(db->env, db->dir, &names, &n) < 0)
+        return;
+    version *v = db->vs.current;
+    for (int i = 0; i < n; i++) {
+        uint64_t num;
+        int drop = 0;
+        if (db_parse_name(names[i], ".log", &num)) {
+            drop = num != db->wal_number;
+        } else if (db_parse_name(names[i], ".sst", &num)) {
+            drop = 1;
+            for (int l = 0; l < LSM_MAX_LEVELS && drop; l++)
+                for (int j = 0; j < v->nfiles[l] && drop; j++)
+                    drop = v->files[l][j]->number != num;
+        } else if (strncmp(names[i], "MANIFEST-", 9) == 0) {
+            drop = strtoull(names[i] + 9, NULL, 10) != db->vs.manifest_number;
+        } else {
+            size_t len = strlen(names[i]);
+            drop = len > 4 && strcmp(names[i] + len - 4, ".tmp") == 0;
+        }
+        if (drop) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", db->dir, names[i]);
+            db->env->unlink(db->env, path);
+        }
+    }
+    env_free_list(names, n);
+}
+
+/* Checks that every table the version names exists, so a lost file is reported at open. */
+static int db_check_tables(lsm_db *db, char *err)
+{
+    version *v = db->vs.current;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++)
+        for (int j = 0; j < v->nfiles[l]; j++) {
+            char path[4096];
+            db_table_path(db, v->files[l][j]->number, path, sizeof path);
+            int e = db->env->file_exists(db->env, path);
+            if (e == 0)
+                return lsm_err(err, LSM_CORRUPT, "%s: missing table named by the manifest", path);
+            if (e < 0)
+                return lsm_err_errno(err, e, "checking", path);
+        }
+    return LSM_OK;
+}
+
+static void db_free(lsm_db *db)
+{
+    memtable_unref(db->mem);
+    memtable_unref(db->imm);
+    logw_close(db->wal, NULL);
+    vset_close(&db->vs);
+    cache_free(db->tcache);
+    cache_free(db->bcache);
+    if (db->lock)
+        db->env->unlock(db->env, db->lock);
+    buf_free(&db->group);
+    for (int l = 0; l < LSM_MAX_LEVELS; l++)
+        buf_free(&db->compact_pointer[l]);
+    pthread_mutex_destroy(&db->mu);
+    pthread_mutex_destroy(&db->manifest_mu);
+    pthread_mutex_destroy(&db->errmu);
+    pthread_cond_destroy(&db->bg_cv);
+    pthread_cond_destroy(&db->work_cv);
+    free(db->dir);
+    free(db);
+}
+
+int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
+{
+    char *err = tl_open_err;
+    err[0] = 0;
+    if (!out)
+        return lsm_err(err, LSM_INVALID, "lsm_open: out is NULL");
+    *out = NULL;
+    if (!dir || !*dir)
+        return lsm_err(err, LSM_INVALID, "lsm_open: no directory given");
+
+    lsm_db *db = xcalloc(1, sizeof *db);
+    if (opt)
+        db->opt = *opt;
+    else
+        lsm_options_init(&db->opt);
+    if (db->opt.memtable_bytes < 4096)
+        db->opt.memtable_bytes = 4096;
+    if (db->opt.block_bytes < 256)
+        db->opt.block_bytes = 256;
+    if (db->opt.table_bytes < 4096)
+        db->opt.table_bytes = 4096;
+    if (db->opt.max_open_files < 16)
+        db->opt.max_open_files = 16;
+    if (db->opt.bloom_bits_per_key < 0)
+        db->opt.bloom_bits_per_key = 0;
+    if (db->opt.compression < LSM_COMPRESSION_NONE || db->opt.compression > LSM_COMPRESSION_ZSTD) {
+        free(db);
+        return lsm_err(err, LSM_INVALID, "lsm_open: unknown compression %d", opt->compression);
+    }
+    db->env = db->opt.env ? db->opt.env : lsm_env_posix();
+    db->dir = xmemdup(dir, strlen(dir) + 1);
+    pthread_mutex_init(&db->mu, NULL);
+    pthread_mutex_init(&db->manifest_mu, NULL);
+    pthread_mutex_init(&db->errmu, NULL);
+    pthread_cond_init(&db->bg_cv, NULL);
+    pthread_cond_init(&db->work_cv, NULL);
+    db->snapshots.next = db->snapshots.prev = &db->snapshots;
+    db->vs.env = db->env;
+    db->vs.dir = db->dir;
+    db->vs.db_mu = &db->mu;
+    db->vs.drop = db_drop_table;
+    db->vs.drop_arg = db;
+
+    int rc = LSM_OK;
+    int e = db->env->file_exists(db->env, dir);
+    if (e == 0 && !db->opt.create_if_missing) {
+        rc = lsm_err(err, LSM_INVALID, "%s: no such directory (create_if_missing is off)", dir);
+        goto fail;
+    }
+    if (e == 0) {
+        e = db->env->mkdir(db->env, dir);
+        if (e < 0 && e != -EEXIST) {
+            rc = lsm_err_errno(err, e, "creating directory", dir);
+            goto fail;
+        }
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/LOCK", dir);
+    long holder = 0;
+    e = db->env->lock(db->env, path, &db->lock, &holder);
+    if (e < 0) {
+        db->lock = NULL;
+        if (e == -EWOULDBLOCK || e == -EAGAIN) {
+            if (holder > 0)
+                rc = lsm_err(err, LSM_BUSY, "%s: held by another handle or process (pid %ld)", path, holder);
+            else
+                rc = lsm_err(err, LSM_BUSY, "%s: held by another handle or process", path);
+        } else {
+            rc = lsm_err_errno(err, e, "locking", path);
+        }
+        goto fail;
+    }
+    db->bcache = cache_new(db->opt.cache_bytes);
+    db->tcache = cache_new((size_t)db->opt.max_open_files);
+
+    rc = vset_recover(&db->vs, err);
+    if (rc == LSM_NOTFOUND) {
+        if (!db->opt.create_if_missing) {
+            rc = lsm_err(err, LSM_INVALID, "%s: no database here (create_if_missing is off)", dir);
+            goto fail;
+        }
+        version *v = xcalloc(1, sizeof *v);
+        atomic_init(&v->refs, 1);
+        v->vs = &db->vs;
+        db->vs.current = v;
+        db->vs.next_file = 2;
+        rc = LSM_OK;
+    } else if (rc != LSM_OK) {
+        goto fail;
+    } else if (db->opt.error_if_exists) {
+        rc = lsm_err(err, LSM_EXISTS, "%s: a database exists here (error_if_exists is set)", dir);
+        goto fail;
+    }
+    if ((rc = db_check_tables(db, err)) != LSM_OK)
+        goto fail;
+
+    version_edit edit;
+    edit_init(&edit);
+    rc = db_replay_logs(db, &edit, err);
+    if (rc == LSM_OK) {
+        db->wal_number = db->vs.next_file++;
+        rc = db_new_wal(db, db->wal_number, &db->wal, err);
+    }
+    if (rc == LSM_OK)
+        rc = vset_write_snapshot(&db->vs, err);
+    if (rc == LSM_OK) {
+        edit.has_log_number = 1;
+        edit.log_number = db->wal_number;
+        edit.has_last_seq = 1;
+        edit.last_seq = db->last_seq;
+        rc = vset_apply(&db->vs, &edit, err);
+    }
+    edit_free(&edit);
+    if (rc != LSM_OK)
+        goto fail;
+    db_remove_obsolete(db);
+
+    db->mem = memtable_new();
+    if (pthread_create(&db->flush_thread, NULL, db_flush_main, db) != 0) {
+        rc = lsm_err(err, LSM_NOMEM, "cannot start the flush thread");
+        goto fail;
+    }
+    if (pthread_create(&db->compact_thread, NULL, compact_thread_main, db) != 0) {
+        pthread_mutex_lock(&db->mu);
+        db->shutting_down = 1;
+        pthread_cond_broadcast(&db->work_cv);
+        pthread_mutex_unlock(&db->mu);
+        pthread_join(db->flush_thread, NULL);
+        rc = lsm_err(err, LSM_NOMEM, "cannot start the compaction thread");
+        goto fail;
+    }
+    db->threads_started = 1;
+    *out = db;
+    return LSM_OK;
+
+fail:
+    db_free(db);
+    return rc;
+}
+
+int lsm_close(lsm_db *db)
+{
+    if (!db)
+        return LSM_OK;
+    char err[LSM_ERRLEN] = "";
+    pthread_mutex_lock(&db->mu);
+    db->shutting_down = 1;
+    pthread_cond_broadcast(&db->work_cv);
+    pthread_mutex_unlock(&db->mu);
+    if (db->threads_started) {
+        pthread_join(db->flush_thread, NULL);
+        pthread_join(db->compact_thread, NULL);
+    }
+    int rc = db->bg_error;
+    if (rc == LSM_OK && db->wal)
+        rc = logw_sync(db->wal, err);
+    db_free(db);
+    return rc;
+}
+
+/* ---------- stats ---------- */
+
+int lsm_stats_get(lsm_db *db, lsm_stats *st)
+{
+    if (!db || !st)
+        return LSM_INVALID;
+    memset(st, 0, sizeof *st);
+    pthread_mutex_lock(&db->mu);
+    version *v = db->vs.current;
+    version_ref(v);
+    st->last_sequence = db->last_seq;
+    st->memtable_bytes = memtable_usage(db->mem);
+    uint64_t wal = db->wal ? logw_size(db->wal) : 0;
+    int level;
+    double score = compact_score(db, v, &level);
+    pthread_mutex_unlock(&db->mu);
+    for (int l = 0; l < LSM_MAX_LEVELS; l++) {
+        st->tables[l] = v->nfiles[l];
+        st->level_bytes[l] = version_level_bytes(v, l);
+        st->disk_bytes += st->level_bytes[l];
+    }
+    if (score >= 1 && level > 0)
+        st->pending_compaction_bytes = st->level_bytes[level];
+    else if (score >= 1)
+        st->pending_compaction_bytes = st->level_bytes[0] + st->level_bytes[1];
+    version_unref(v);
+    st->disk_bytes += wal;
+    st->user_bytes_written = atomic_load(&db->st_user_bytes);
+    st->wal_bytes_written = atomic_load(&db->st_wal_bytes);
+    st->flush_bytes_written = atomic_load(&db->st_flush_bytes);
+    st->compaction_bytes_written = atomic_load(&db->st_compact_bytes);
+    st->compaction_bytes_read = atomic_load(&db->st_compact_read);
+    st->stall_micros = atomic_load(&db->st_stall_micros);
+    st->flushes = atomic_load(&db->st_flushes);
+    st->compactions = atomic_load(&db->st_compactions);
+    cache_stats(db->bcache, &st->cache_hits, &st->cache_misses);
+    return LSM_OK;
+}

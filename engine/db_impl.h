@@ -1,0 +1,115 @@
+/*
+ * db_impl.h — the lsm_db handle, shared by db.c (open, writes, reads, iterators, flush) and
+ * compact.c (picking and running compactions). Nothing outside the engine sees it.
+ *
+ * Locking: db->mu guards the memtables, the current version, the writer queue, sequence numbers,
+ * snapshots and background state. manifest_mu serialises version edits (flush and compaction
+ * threads); it is always taken before mu, never while holding mu.
+ */
+#ifndef LSM_DB_IMPL_H
+#define LSM_DB_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include "cache.h"
+#include "env.h"
+#include "iter.h"
+#include "memtable.h"
+#include "sst.h"
+#include "version.h"
+#include "wal.h"
+
+#define L0_COMPACT_TRIGGER 4      /* L0 tables that start a compaction */
+#define L0_SLOWDOWN        8      /* ...that delay each write by 1 ms */
+#define L0_STOP            12     /* ...that stop writes until compaction catches up */
+#define L1_TARGET_BYTES    (10u << 20)
+
+typedef struct writer writer;
+
+typedef struct snapshot_node {
+    uint64_t seq;
+    struct snapshot_node *prev, *next;
+} snapshot_node;
+
+struct lsm_db {
+    char *dir;
+    lsm_options opt;
+    lsm_env *env;
+    lsm_file *lock;                 /* LOCK, held while open */
+
+    pthread_mutex_t mu;
+    pthread_cond_t bg_cv;           /* background progress: flush done, compaction done, error */
+    pthread_cond_t work_cv;         /* wakes background threads */
+    pthread_mutex_t manifest_mu;    /* serialises vset_apply */
+
+    memtable *mem;                  /* guarded by mu */
+    memtable *imm;                  /* being flushed, or NULL; guarded by mu */
+    uint64_t imm_log;               /* WAL number holding imm's writes; guarded by mu */
+    logw *wal;                      /* live WAL; appended by the write leader only */
+    uint64_t wal_number;            /* guarded by mu */
+    uint64_t last_seq;              /* newest visible sequence; guarded by mu */
+    vset vs;                        /* current version in vs.current: guarded by mu */
+
+    writer *wq_head, *wq_tail;      /* writer queue; guarded by mu */
+    buf group;                      /* leader's merged batch; owned by the leader */
+
+    snapshot_node snapshots;        /* circular list of live iterator sequences; guarded by mu */
+
+    cache *bcache;                  /* data blocks */
+    cache *tcache;                  /* open tables by file number */
+
+    pthread_t flush_thread, compact_thread;
+    int threads_started;
+    int shutting_down;              /* guarded by mu */
+    int compacting;                 /* a compaction (background or manual) runs; guarded by mu */
+    int manual_waiting;             /* lsm_compact wants the compactor; guarded by mu */
+    int bg_error;                   /* sticky failure of a background write; guarded by mu */
+    char bg_errmsg[LSM_ERRLEN];     /* guarded by mu */
+    buf compact_pointer[LSM_MAX_LEVELS]; /* round-robin position per level; compactor only */
+
+    pthread_mutex_t errmu;
+    char errmsg[LSM_ERRLEN];        /* last failure on this handle; guarded by errmu */
+
+    /* statistics; atomics so the hot paths need no lock */
+    atomic_uint_fast64_t st_user_bytes, st_wal_bytes, st_flush_bytes, st_compact_bytes,
+        st_compact_read, st_stall_micros, st_flushes, st_compactions;
+};
+
+/* db.c */
+int  db_fail(lsm_db *db, int rc, const char *msg);  /* records msg for lsm_errmsg, returns rc */
+void db_set_bg_error(lsm_db *db, int rc, const char *msg); /* caller holds mu */
+uint64_t db_oldest_snapshot(lsm_db *db);            /* caller holds mu */
+int  db_table_open(lsm_db *db, uint64_t number, uint64_t size, sst **t, cache_handle **h, char *err);
+void db_table_path(const lsm_db *db, uint64_t number, char *path, size_t n);
+/* Iterator over a sorted, disjoint run of tables (part of a level), opening one table at a time;
+   the caller keeps the metas pinned (through a version). */
+iiter *db_files_iter_new(lsm_db *db, file_meta *const *files, int n);
+
+/* compact.c */
+void *compact_thread_main(void *arg);
+/* Picks the level most in need of compaction; score >= 1 means it needs one. Caller holds mu. */
+double compact_score(lsm_db *db, const version *v, int *level);
+/* Compacts everything into the fewest tables (lsm_compact). */
+int  compact_all(lsm_db *db, char *err);
+/* Writes tables one entry at a time: flush and compaction outputs. */
+typedef struct table_writer {
+    lsm_db *db;
+    lsm_file *f;
+    sst_builder *b;
+    uint64_t number;
+    buf smallest, largest;      /* internal keys of the first and last entry */
+    char path[4096];
+} table_writer;
+int  tw_open(lsm_db *db, table_writer *tw, char *err);
+int  tw_add(table_writer *tw, slice k, slice v, char *err);
+/* Finishes, syncs and closes the table (not its directory entry); *bytes += its size. */
+int  tw_finish(table_writer *tw, file_meta **out, uint64_t *bytes, char *err);
+void tw_abandon(table_writer *tw);
+int  db_sync_dir(lsm_db *db, char *err);
+iiter *db_table_iter_new(lsm_db *db, const file_meta *f);
+
+/* Writes every entry of `in` (positioned) into one new table; *out is NULL when in was empty. */
+int  db_write_table(lsm_db *db, iiter *in, file_meta **out, uint64_t *bytes, char *err);
+/* Allocates a file number (takes mu). */
+uint64_t db_new_file_number(lsm_db *db);
+#endif /* LSM_DB_IMPL_H */

@@ -1,0 +1,462 @@
+/*
+ * version.c — versions (the set of tables per level), version edits and the manifest.
+ *
+ * The manifest is a record log (wal.c framing, MANIFEST_MAGIC) of version edits; CURRENT names the
+ * live manifest and is replaced atomically (write temp, sync, rename, sync directory). At open we
+ * replay the manifest, then immediately start a fresh one holding a single snapshot edit, so a
+ * manifest never grows across sessions. Edit encoding (man/lsm-format.5): a sequence of fields, each
+ * a varint tag then its body:
+ *   1 log_number varint | 2 next_file varint | 3 last_seq varint |
+ *   4 deleted file: level varint, number varint |
+ *   5 new file: level varint, number varint, size varint, smallest lenslice, largest lenslice
+ * Tags are never reused. An unknown tag is corruption: we never skip what we do not understand.
+ *
+ * This module must never delete a table some version still names, and never install a version
+ * before its edit is durable.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "version.h"
+
+enum { TAG_LOG = 1, TAG_NEXT_FILE = 2, TAG_LAST_SEQ = 3, TAG_DELETED = 4, TAG_NEW_FILE = 5 };
+
+file_meta *file_meta_new(uint64_t number, uint64_t size, slice smallest, slice largest)
+{
+    file_meta *f = xcalloc(1, sizeof *f);
+    f->number = number;
+    f->size = size;
+    buf_append(&f->smallest, smallest.p, smallest.n);
+    buf_append(&f->largest, largest.p, largest.n);
+    atomic_init(&f->refs, 1);
+    atomic_init(&f->obsolete, 0);
+    return f;
+}
+
+void file_meta_unref(file_meta *f)
+{
+    if (!f || atomic_fetch_sub(&f->refs, 1) != 1)
+        return;
+    if (atomic_load(&f->obsolete) && f->vs && f->vs->drop)
+        f->vs->drop(f->vs->drop_arg, f->number);
+    buf_free(&f->smallest);
+    buf_free(&f->largest);
+    free(f);
+}
+
+static slice fm_small(const file_meta *f) { slice s = { f->smallest.p, f->smallest.len }; return s; }
+static slice fm_large(const file_meta *f) { slice s = { f->largest.p, f->largest.len }; return s; }
+
+void version_ref(version *v)
+{
+    atomic_fetch_add(&v->refs, 1);
+}
+
+void version_unref(version *v)
+{
+    if (!v || atomic_fetch_sub(&v->refs, 1) != 1)
+        return;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++) {
+        for (int i = 0; i < v->nfiles[l]; i++)
+            file_meta_unref(v->files[l][i]);
+        free(v->files[l]);
+    }
+    free(v);
+}
+
+uint64_t version_level_bytes(const version *v, int level)
+{
+    uint64_t n = 0;
+    for (int i = 0; i < v->nfiles[level]; i++)
+        n += v->files[level][i]->size;
+    return n;
+}
+
+void edit_init(version_edit *e)
+{
+    memset(e, 0, sizeof *e);
+}
+
+void edit_free(version_edit *e)
+{
+    for (int i = 0; i < e->nadded; i++)
+        file_meta_unref(e->added[i].f);
+    free(e->added);
+    free(e->deleted);
+    edit_init(e);
+}
+
+void edit_add(version_edit *e, int level, file_meta *f)
+{
+    if (e->nadded == e->capadded) {
+        e->capadded = e->capadded ? 2 * e->capadded : 8;
+        e->added = xrealloc(e->added, (size_t)e->capadded * sizeof *e->added);
+    }
+    atomic_fetch_add(&f->refs, 1);
+    e->added[e->nadded].level = level;
+    e->added[e->nadded].f = f;
+    e->nadded++;
+}
+
+void edit_delete(version_edit *e, int level, uint64_t number)
+{
+    if (e->ndeleted == e->capdeleted) {
+        e->capdeleted = e->capdeleted ? 2 * e->capdeleted : 8;
+        e->deleted = xrealloc(e->deleted, (size_t)e->capdeleted * sizeof *e->deleted);
+    }
+    e->deleted[e->ndeleted].level = level;
+    e->deleted[e->ndeleted].number = number;
+    e->ndeleted++;
+}
+
+void edit_encode(const version_edit *e, buf *out)
+{
+    if (e->has_log_number) {
+        buf_put_varint(out, TAG_LOG);
+        buf_put_varint(out, e->log_number);
+    }
+    if (e->has_next_file) {
+        buf_put_varint(out, TAG_NEXT_FILE);
+        buf_put_varint(out, e->next_file);
+    }
+    if (e->has_last_seq) {
+        buf_put_varint(out, TAG_LAST_SEQ);
+        buf_put_varint(out, e->last_seq);
+    }
+    for (int i = 0; i < e->ndeleted; i++) {
+        buf_put_varint(out, TAG_DELETED);
+        buf_put_varint(out, (uint64_t)e->deleted[i].level);
+        buf_put_varint(out, e->deleted[i].number);
+    }
+    for (int i = 0; i < e->nadded; i++) {
+        const file_meta *f = e->added[i].f;
+        buf_put_varint(out, TAG_NEW_FILE);
+        buf_put_varint(out, (uint64_t)e->added[i].level);
+        buf_put_varint(out, f->number);
+        buf_put_varint(out, f->size);
+        buf_put_lenslice(out, f->smallest.p, f->smallest.len);
+        buf_put_lenslice(out, f->largest.p, f->largest.len);
+    }
+}
+
+/* Decodes one edit; returns a static description of the problem, or NULL when it is well formed. */
+static const char *version_edit_decode(version_edit *e, const uint8_t *p, size_t n)
+{
+    const uint8_t *end = p + n;
+    while (p < end) {
+        uint64_t tag, a, b, c;
+        slice lo, hi;
+        if (!(p = dec_varint(p, end, &tag)))
+            return "truncated tag";
+        switch (tag) {
+        case TAG_LOG:
+            if (!(p = dec_varint(p, end, &e->log_number)))
+                return "bad log number";
+            e->has_log_number = 1;
+            break;
+        case TAG_NEXT_FILE:
+            if (!(p = dec_varint(p, end, &e->next_file)))
+                return "bad next file number";
+            e->has_next_file = 1;
+            break;
+        case TAG_LAST_SEQ:
+            if (!(p = dec_varint(p, end, &e->last_seq)))
+                return "bad last sequence";
+            e->has_last_seq = 1;
+            break;
+        case TAG_DELETED:
+            if (!(p = dec_varint(p, end, &a)) || !(p = dec_varint(p, end, &b)) || a >= LSM_MAX_LEVELS)
+                return "bad deleted-file field";
+            edit_delete(e, (int)a, b);
+            break;
+        case TAG_NEW_FILE:
+            if (!(p = dec_varint(p, end, &a)) || !(p = dec_varint(p, end, &b)) ||
+                !(p = dec_varint(p, end, &c)) || !(p = dec_lenslice(p, end, &lo)) ||
+                !(p = dec_lenslice(p, end, &hi)) || a >= LSM_MAX_LEVELS ||
+                lo.n < LSM_TRAILER || hi.n < LSM_TRAILER)
+                return "bad new-file field";
+            {
+                file_meta *f = file_meta_new(b, c, lo, hi);
+                edit_add(e, (int)a, f);
+                file_meta_unref(f);
+            }
+            break;
+        default:
+            return "unknown field tag";
+        }
+    }
+    return NULL;
+}
+
+static int cmp_by_smallest(const void *a, const void *b)
+{
+    const file_meta *x = *(file_meta *const *)a, *y = *(file_meta *const *)b;
+    return ikey_cmp(fm_small(x), fm_small(y));
+}
+
+static int cmp_newest_first(const void *a, const void *b)
+{
+    const file_meta *x = *(file_meta *const *)a, *y = *(file_meta *const *)b;
+    return x->number < y->number ? 1 : x->number > y->number ? -1 : 0;
+}
+
+/* Returns base + e as a new version (refs 1). Files deleted by e are marked obsolete only when
+   mark is set (the edit is being installed, not replayed). */
+static version *version_apply(vset *vs, const version *base, const version_edit *e, int mark)
+{
+    version *v = xcalloc(1, sizeof *v);
+    atomic_init(&v->refs, 1);
+    v->vs = vs;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++) {
+        int cap = (base ? base->nfiles[l] : 0), n = 0;
+        for (int i = 0; i < e->nadded; i++)
+            cap += e->added[i].level == l;
+        v->files[l] = xmalloc((size_t)(cap ? cap : 1) * sizeof(file_meta *));
+        for (int i = 0; base && i < base->nfiles[l]; i++) {
+            file_meta *f = base->files[l][i];
+            int gone = 0;
+            for (int d = 0; d < e->ndeleted && !gone; d++)
+                gone = e->deleted[d].level == l && e->deleted[d].number == f->number;
+            if (gone) {
+                if (mark)
+                    atomic_store(&f->obsolete, 1);
+                continue;
+            }
+            atomic_fetch_add(&f->refs, 1);
+            v->files[l][n++] = f;
+        }
+        for (int i = 0; i < e->nadded; i++) {
+            if (e->added[i].level != l)
+                continue;
+            file_meta *f = e->added[i].f;
+            f->vs = vs;
+            atomic_fetch_add(&f->refs, 1);
+            v->files[l][n++] = f;
+        }
+        v->nfiles[l] = n;
+        qsort(v->files[l], (size_t)n, sizeof(file_meta *), l == 0 ? cmp_newest_first : cmp_by_smallest);
+    }
+    return v;
+}
+
+static void vset_install(vset *vs, version *v)
+{
+    pthread_mutex_lock(vs->db_mu);
+    version *old = vs->current;
+    vs->current = v;
+    pthread_mutex_unlock(vs->db_mu);
+    version_unref(old);
+}
+
+struct replay_state {
+    vset *vs;
+    version *v;
+    const char *path;
+    char *err;
+    int have_log, have_next, have_seq;
+};
+
+static int vset_replay_record(void *arg, const uint8_t *p, size_t n, uint64_t off)
+{
+    struct replay_state *st = arg;
+    version_edit e;
+    edit_init(&e);
+    const char *why = version_edit_decode(&e, p, n);
+    if (why) {
+        edit_free(&e);
+        return lsm_err(st->err, LSM_CORRUPT, "%s: offset %" PRIu64 ": %s", st->path, off, why);
+    }
+    for (int d = 0; d < e.ndeleted; d++) {
+        int found = 0;
+        for (int i = 0; i < st->v->nfiles[e.deleted[d].level] && !found; i++)
+            found = st->v->files[e.deleted[d].level][i]->number == e.deleted[d].number;
+        if (!found) {
+            edit_free(&e);
+            return lsm_err(st->err, LSM_CORRUPT,
+                           "%s: offset %" PRIu64 ": edit deletes table %06" PRIu64 " that is not in level %d",
+                           st->path, off, e.deleted[d].number, e.deleted[d].level);
+        }
+    }
+    version *nv = version_apply(st->vs, st->v, &e, 0);
+    version_unref(st->v);
+    st->v = nv;
+    if (e.has_log_number) {
+        st->vs->log_number = e.log_number;
+        st->have_log = 1;
+    }
+    if (e.has_next_file) {
+        st->vs->next_file = e.next_file;
+        st->have_next = 1;
+    }
+    if (e.has_last_seq) {
+        st->vs->last_seq = e.last_seq;
+        st->have_seq = 1;
+    }
+    edit_free(&e);
+    return LSM_OK;
+}
+
+int vset_recover(vset *vs, char *err)
+{
+    char path[4096];
+    uint8_t *cur = NULL;
+    size_t n = 0;
+    snprintf(path, sizeof path, "%s/CURRENT", vs->dir);
+    int rc = env_read_file(vs->env, path, &cur, &n);
+    if (rc == -ENOENT)
+        return LSM_NOTFOUND;
+    if (rc < 0)
+        return lsm_err_errno(err, rc, "reading", path);
+    /* CURRENT holds "MANIFEST-NNNNNN\n". */
+    uint64_t num = 0;
+    int ok = n >= 11 && n < 64 && memcmp(cur, "MANIFEST-", 9) == 0 && cur[n - 1] == '\n';
+    for (size_t i = 9; ok && i < n - 1; i++) {
+        ok = cur[i] >= '0' && cur[i] <= '9';
+        num = num * 10 + (uint64_t)(cur[i] - '0');
+    }
+    free(cur);
+    if (!ok)
+        return lsm_err(err, LSM_CORRUPT, "%s: offset 0: expected \"MANIFEST-NNNNNN\\n\"", path);
+
+    char mpath[4096];
+    snprintf(mpath, sizeof mpath, "%s/MANIFEST-%06" PRIu64, vs->dir, num);
+    rc = vs->env->file_exists(vs->env, mpath);
+    if (rc == 0)
+        return lsm_err(err, LSM_CORRUPT, "%s names %s, which does not exist", path, mpath);
+    struct replay_state st = { .vs = vs, .path = mpath, .err = err };
+    st.v = xcalloc(1, sizeof *st.v);
+    atomic_init(&st.v->refs, 1);
+    st.v->vs = vs;
+    uint64_t dropped = 0;
+    rc = log_replay(vs->env, mpath, MANIFEST_MAGIC, vset_replay_record, &st, &dropped, err);
+    if (rc == LSM_OK && (!st.have_log || !st.have_next || !st.have_seq))
+        rc = lsm_err(err, LSM_CORRUPT, "%s: offset 0: manifest lacks %s", mpath,
+                     !st.have_log ? "a log number" : !st.have_next ? "the next file number"
+                                                                   : "the last sequence");
+    if (rc != LSM_OK) {
+        version_unref(st.v);
+        return rc;
+    }
+    vs->manifest_number = num;
+    if (vs->next_file <= num)
+        vs->next_file = num + 1;
+    vs->current = st.v;
+    return LSM_OK;
+}
+
+int vset_apply(vset *vs, version_edit *e, char *err)
+{
+    pthread_mutex_lock(vs->db_mu);
+    if (!e->has_next_file) {
+        e->has_next_file = 1;
+        e->next_file = vs->next_file;
+    }
+    pthread_mutex_unlock(vs->db_mu);
+    if (!e->has_log_number) {
+        e->has_log_number = 1;
+        e->log_number = vs->log_number;
+    }
+    if (!e->has_last_seq) {
+        e->has_last_seq = 1;
+        e->last_seq = vs->last_seq;
+    }
+    buf rec = { 0 };
+    edit_encode(e, &rec);
+    int rc = logw_append(vs->manifest, rec.p, rec.len, err);
+    if (rc == LSM_OK)
+        rc = logw_sync(vs->manifest, err);
+    buf_free(&rec);
+    if (rc != LSM_OK)
+        return rc;
+    vs->log_number = e->log_number;
+    vs->last_seq = e->last_seq;
+    vset_install(vs, version_apply(vs, vs->current, e, 1));
+    return LSM_OK;
+}
+
+int vset_write_snapshot(vset *vs, char *err)
+{
+    char path[4096], name[64];
+    pthread_mutex_lock(vs->db_mu);
+    uint64_t num = vs->next_file++;
+    version *v = vs->current;
+    version_ref(v);
+    pthread_mutex_unlock(vs->db_mu);
+
+    version_edit e;
+    edit_init(&e);
+    e.has_log_number = e.has_next_file = e.has_last_seq = 1;
+    e.log_number = vs->log_number;
+    e.next_file = num + 1;
+    e.last_seq = vs->last_seq;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++)
+        for (int i = 0; i < v->nfiles[l]; i++)
+            edit_add(&e, l, v->files[l][i]);
+    version_unref(v);
+
+    snprintf(path, sizeof path, "%s/MANIFEST-%06" PRIu64, vs->dir, num);
+    logw *w = NULL;
+    buf rec = { 0 };
+    edit_encode(&e, &rec);
+    edit_free(&e);
+    int rc = logw_create(vs->env, path, MANIFEST_MAGIC, &w, err);
+    if (rc == LSM_OK)
+        rc = logw_append(w, rec.p, rec.len, err);
+    if (rc == LSM_OK)
+        rc = logw_sync(w, err);
+    buf_free(&rec);
+    if (rc == LSM_OK) {
+        int n = snprintf(name, sizeof name, "MANIFEST-%06" PRIu64 "\n", num);
+        int erc = env_write_file_atomic(vs->env, vs->dir, "CURRENT", name, (size_t)n);
+        if (erc < 0)
+            rc = lsm_err_errno(err, erc, "writing", "CURRENT");
+    }
+    if (rc != LSM_OK) {
+        logw_close(w, NULL);
+        vs->env->unlink(vs->env, path);
+        return rc;
+    }
+    logw_close(vs->manifest, NULL);
+    vs->manifest = w;
+    vs->manifest_number = num;
+    return LSM_OK;
+}
+
+void vset_close(vset *vs)
+{
+    logw_close(vs->manifest, NULL);
+    vs->manifest = NULL;
+    version_unref(vs->current);
+    vs->current = NULL;
+}
+
+int version_find_file(const version *v, int level, slice ikey)
+{
+    int lo = 0, hi = v->nfiles[level];
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (ikey_cmp(fm_large(v->files[level][mid]), ikey) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int version_overlaps(const version *v, int level, const slice *lo, const slice *hi,
+                     file_meta ***out)
+{
+    int n = 0;
+    *out = xmalloc((size_t)(v->nfiles[level] + 1) * sizeof(file_meta *));
+    for (int i = 0; i < v->nfiles[level]; i++) {
+        file_meta *f = v->files[level][i];
+        slice fs = ikey_user(fm_small(f)), fl = ikey_user(fm_large(f));
+        if (lo && ukey_cmp(fl.p, fl.n, lo->p, lo->n) < 0)
+            continue;
+        if (hi && ukey_cmp(fs.p, fs.n, hi->p, hi->n) > 0)
+            continue;
+        (*out)[n++] = f;
+    }
+    return n;
+}

@@ -1,0 +1,104 @@
+/*
+ * version.h — which tables form each level (a "version"), the edits that change it, and the
+ * manifest that makes those edits durable.
+ *
+ * A version is immutable and reference-counted: readers and iterators pin the version they started
+ * with, so a compaction can replace tables without pulling files from under them. A table file is
+ * deleted when the last version naming it is released after an edit removed it.
+ */
+#ifndef LSM_VERSION_H
+#define LSM_VERSION_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include "env.h"
+#include "lsm_int.h"
+#include "wal.h"
+
+typedef struct file_meta {
+    uint64_t number;           /* NNNNNN.sst */
+    uint64_t size;             /* bytes */
+    buf smallest;              /* smallest internal key */
+    buf largest;               /* largest internal key */
+    atomic_int refs;           /* versions (and edits) holding this meta */
+    atomic_int obsolete;       /* set when an installed edit removed it: delete the file at refs 0 */
+    int being_compacted;       /* guarded by db->mu */
+    struct vset *vs;           /* for deleting the file */
+} file_meta;
+
+typedef struct version {
+    atomic_int refs;
+    int nfiles[LSM_MAX_LEVELS];
+    file_meta **files[LSM_MAX_LEVELS]; /* L0: newest first; L1+: sorted by key, disjoint */
+    struct vset *vs;
+} version;
+
+typedef struct new_file {
+    int level;
+    file_meta *f;              /* holds one reference */
+} new_file;
+
+typedef struct del_file {
+    int level;
+    uint64_t number;
+} del_file;
+
+typedef struct version_edit {
+    int has_log_number, has_next_file, has_last_seq;
+    uint64_t log_number;       /* WALs numbered below this are no longer needed */
+    uint64_t next_file;
+    uint64_t last_seq;
+    new_file *added;
+    int nadded, capadded;
+    del_file *deleted;
+    int ndeleted, capdeleted;
+} version_edit;
+
+/* Called (from any thread) when a file no table version needs any more is to be deleted. */
+typedef void (*vset_drop_fn)(void *arg, uint64_t number);
+
+typedef struct vset {
+    lsm_env *env;
+    const char *dir;
+    version *current;          /* guarded by db->mu (read), manifest_mu + db->mu (replace) */
+    uint64_t next_file;        /* guarded by db->mu */
+    uint64_t last_seq;         /* persisted in edits; the db keeps the live value */
+    uint64_t log_number;       /* guarded by manifest_mu */
+    uint64_t manifest_number;  /* guarded by manifest_mu */
+    logw *manifest;            /* guarded by manifest_mu */
+    pthread_mutex_t *db_mu;    /* the db's mutex, taken to swap current */
+    vset_drop_fn drop;         /* deletes a table file */
+    void *drop_arg;
+} vset;
+
+file_meta *file_meta_new(uint64_t number, uint64_t size, slice smallest, slice largest);
+void file_meta_unref(file_meta *f);
+
+void version_ref(version *v);
+void version_unref(version *v);         /* accepts NULL */
+uint64_t version_level_bytes(const version *v, int level);
+
+void edit_init(version_edit *e);
+void edit_free(version_edit *e);
+void edit_add(version_edit *e, int level, file_meta *f);   /* takes a new reference on f */
+void edit_delete(version_edit *e, int level, uint64_t number);
+void edit_encode(const version_edit *e, buf *out);
+
+/* Reads CURRENT and replays that manifest into vs->current. LSM_NOTFOUND if CURRENT is absent. */
+int vset_recover(vset *vs, char *err);
+/* Applies e to the current version (caller holds manifest_mu, not db->mu): appends e to the
+   manifest and syncs it, then installs the new version under db->mu. Sets e's log_number/next_file/
+   last_seq from vs if unset. */
+int vset_apply(vset *vs, version_edit *e, char *err);
+/* Starts a new manifest holding the whole current state and points CURRENT at it. */
+int vset_write_snapshot(vset *vs, char *err);
+void vset_close(vset *vs);
+
+/* Files of level (L1+) overlapping the user-key range [lo, hi] (NULL = unbounded). Caller frees
+   *out. */
+int version_overlaps(const version *v, int level, const slice *lo, const slice *hi,
+                     file_meta ***out);
+/* Index of the first file in sorted level whose largest key >= ikey (nfiles if none). */
+int version_find_file(const version *v, int level, slice ikey);
+
+#endif /* LSM_VERSION_H */
