@@ -3,11 +3,11 @@
  * coding, checksums, key comparison and error formatting. Kept free of any engine state so that
  * every module (and every unit test) can link it alone.
  */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
+#define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 #include "lsm_int.h"
 
