@@ -1,0 +1,434 @@
+/*
+ * wal.c — append-only record logs: the write-ahead log and the manifest are both such a log, told
+ * apart by their magic number.
+ *
+ * A log only ever grows at its end, so a crash can damage only its last record, and replay can tell
+ * a torn tail (normal after a crash: dropped quietly) from damage to data that was once complete
+ * (corruption: reported with file and offset, never skipped, since skipping would silently lose or
+ * reorder committed writes). The writer never buffers: each append is one record handed to the env
+ * at once (header and small payloads gathered into one write, large payloads written in place), and
+ * after any failed write or sync the writer refuses further appends, so a half-written record is
+ * never followed by a good one that replay would then have to treat as corruption.
+ *
+ * Format (all integers little-endian; described for users in man/lsm-format.5):
+ *
+ *   OFFSET  SIZE  FIELD
+ *   0       8     magic: "lsmWAL\0\1" (WAL_MAGIC) or "lsmMAN\0\1" (MANIFEST_MAGIC)
+ *   8       4     format version, fixed32: LOG_VERSION (1); readers reject any other
+ *   12      4     reserved, fixed32: 0; readers reject any other value
+ *   16      ...   records, back to back, to the end of the file:
+ *
+ *   record: OFFSET  SIZE    FIELD
+ *           0       4       checksum, fixed32: low 32 bits of XXH3-64 over bytes [4, 8 + length)
+ *                           of the record, i.e. the length field as stored, then the payload
+ *           4       4       length of the payload, fixed32
+ *           8       length  payload (opaque to this module)
+ *
+ * Replay rules, applied at each record offset N with S the file size:
+ *  - A file shorter than 16 bytes, or whose bytes are all zero, is an empty log (all bytes dropped).
+ *    A complete header with another magic is "offset 0: bad magic"; another version or a non-zero
+ *    reserved field is corruption too.
+ *  - Torn tail (replay ends with LSM_OK; the bytes from N to S are reported as dropped):
+ *      fewer than 8 bytes left; or
+ *      the length runs past S and no intact record starts after N (see below); or
+ *      the checksum fails and every byte after the record, up to S, is zero (this covers the
+ *      record that ends exactly at S and a zero-filled, preallocated tail).
+ *  - Anything else is LSM_CORRUPT "path: offset N: why": a checksum failure with non-zero bytes
+ *    after the record, or a length past S while an intact record does start later.
+ *  A single corrupted length field can make a middle record seem to run past the end, which would
+ *  pass for a torn tail and drop every later record. So before calling such a record torn, replay
+ *  looks for a later record that is intact (its checksum holds) and from which a chain of record
+ *  lengths lands exactly on S (or on a zero tail, or within 8 bytes of S). A real torn tail holds
+ *  only the prefix of one record, which contains such a chain only by a 2^-32 checksum accident or
+ *  if the payload is itself a log image; a false alarm then is a refusal to open, never wrong data.
+ *  The chain is found with one backward pass over the tail, so the search is linear in its size.
+ *  Not detected: a corrupted length in a log whose last record is also torn.
+ *
+ * This module must never return a record whose checksum failed, nor skip a damaged record and go on.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <stdlib.h>
+#ifndef XXH_STATIC_LINKING_ONLY
+#define XXH_STATIC_LINKING_ONLY     /* XXH3_state_t on the stack: no allocation per record */
+#endif
+#include <xxhash.h>
+#include "wal.h"
+
+#define LOG_REC_HEADER 8               /* checksum + length */
+#define LOGW_COPY_MAX  (32u << 10)     /* payloads up to this are copied to coalesce writes */
+#define LOG_CHUNK      (1u << 20)      /* replay reads the file in pieces this large */
+
+struct logw {
+    lsm_env *env;                      /* where the file lives */
+    lsm_file *f;                       /* open for append */
+    char *path;                        /* for messages */
+    uint64_t size;                     /* bytes written so far, header included */
+    int ioerr;                         /* first failure (-errno); once set, the log is dead */
+    buf scratch;                       /* record header + small pieces gathered into one write */
+};
+
+/* Checksum of one record: the stored length field followed by the payload pieces. */
+static uint32_t logw_checksum(const uint8_t len_field[4], const void *a, size_t an,
+                              const void *b, size_t bn)
+{
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    XXH3_64bits_update(&st, len_field, 4);
+    XXH3_64bits_update(&st, a, an);
+    XXH3_64bits_update(&st, b, bn);
+    return (uint32_t)XXH3_64bits_digest(&st);
+}
+
+int logw_create(lsm_env *env, const char *path, const char *magic, logw **out, char *err)
+{
+    lsm_file *f;
+    int r = env->open(env, path, LSM_O_CREATE, &f);
+    if (r < 0)
+        return lsm_err_errno(err, r, "create", path);
+    uint8_t hdr[LOG_HEADER];
+    memcpy(hdr, magic, 8);
+    enc_fixed32(hdr + 8, LOG_VERSION);
+    enc_fixed32(hdr + 12, 0);
+    r = env_append_all(env, f, hdr, sizeof hdr);
+    if (r < 0) {
+        env->close(env, f);
+        return lsm_err_errno(err, r, "write header of", path);
+    }
+    logw *w = xcalloc(1, sizeof *w);
+    w->env = env;
+    w->f = f;
+    w->path = xmemdup(path, strlen(path) + 1);
+    w->size = LOG_HEADER;
+    *out = w;
+    return LSM_OK;
+}
+
+static int logw_write(logw *w, const void *p, size_t n)
+{
+    int r = env_append_all(w->env, w->f, p, n);
+    if (r < 0)
+        w->ioerr = r;
+    return r;
+}
+
+/* Writes one record whose payload is a then b. Pieces small enough ride along with the header in
+   one write; a large piece is written from the caller's memory, never copied. */
+static int logw_put(logw *w, const void *a, size_t an, const void *b, size_t bn, char *err)
+{
+    if (w->ioerr)
+        return lsm_err_errno(err, w->ioerr, "append to failed log", w->path);
+    uint64_t total = (uint64_t)an + bn;
+    if (total > UINT32_MAX)
+        return lsm_err(err, LSM_INVALID, "%s: record of %llu bytes is too large for a log",
+                       w->path, (unsigned long long)total);
+    uint8_t hdr[LOG_REC_HEADER];
+    enc_fixed32(hdr + 4, (uint32_t)total);
+    enc_fixed32(hdr, logw_checksum(hdr + 4, a, an, b, bn));
+    w->scratch.len = 0;
+    buf_append(&w->scratch, hdr, sizeof hdr);
+    const void *piece[2] = { a, b };
+    size_t plen[2] = { an, bn };
+    int r = 0;
+    for (int i = 0; i < 2 && r == 0; i++) {
+        if (plen[i] == 0)
+            continue;
+        if (w->scratch.len + plen[i] <= LOGW_COPY_MAX) {
+            buf_append(&w->scratch, piece[i], plen[i]);
+            continue;
+        }
+        if (w->scratch.len > 0)
+            r = logw_write(w, w->scratch.p, w->scratch.len);
+        w->scratch.len = 0;
+        if (r == 0)
+            r = logw_write(w, piece[i], plen[i]);
+    }
+    if (r == 0 && w->scratch.len > 0)
+        r = logw_write(w, w->scratch.p, w->scratch.len);
+    if (r < 0)
+        return lsm_err_errno(err, r, "append to", w->path);
+    w->size += LOG_REC_HEADER + total;
+    return LSM_OK;
+}
+
+int logw_append(logw *w, const void *payload, size_t n, char *err)
+{
+    return logw_put(w, payload, n, NULL, 0, err);
+}
+
+int logw_append2(logw *w, const void *a, size_t an, const void *b, size_t bn, char *err)
+{
+    return logw_put(w, a, an, b, bn, err);
+}
+
+int logw_sync(logw *w, char *err)
+{
+    if (w->ioerr)
+        return lsm_err_errno(err, w->ioerr, "sync failed log", w->path);
+    int r = w->env->sync(w->env, w->f);
+    if (r < 0) {
+        /* After a failed fsync the kernel may have dropped the dirty pages: trust nothing more. */
+        w->ioerr = r;
+        return lsm_err_errno(err, r, "sync", w->path);
+    }
+    return LSM_OK;
+}
+
+uint64_t logw_size(const logw *w)
+{
+    return w->size;
+}
+
+int logw_close(logw *w, char *err)
+{
+    if (!w)
+        return LSM_OK;
+    int r = w->env->close(w->env, w->f);
+    int rc = r < 0 ? lsm_err_errno(err, r, "close", w->path) : LSM_OK;
+    buf_free(&w->scratch);
+    free(w->path);
+    free(w);
+    return rc;
+}
+
+/* ---- replay ---- */
+
+/* A window onto the file, so that replay needs memory for one chunk or one record, not the file. */
+typedef struct log_reader {
+    lsm_env *env;                      /* where the file lives */
+    lsm_file *f;                       /* open for reading */
+    const char *path;                  /* for messages */
+    uint64_t size;                     /* file size when replay began */
+    uint8_t *p;                        /* window bytes */
+    size_t cap;                        /* allocation of p */
+    uint64_t base;                     /* file offset of p[0] */
+    size_t len;                        /* valid bytes in p */
+} log_reader;
+
+/* Points *out at file bytes [off, off + n); n must not run past r->size. */
+static int log_reader_get(log_reader *r, uint64_t off, size_t n, const uint8_t **out, char *err)
+{
+    if (off >= r->base && off + n <= r->base + r->len) {
+        *out = r->p + (off - r->base);
+        return LSM_OK;
+    }
+    size_t want = n > LOG_CHUNK ? n : LOG_CHUNK;
+    if (want > r->size - off)
+        want = (size_t)(r->size - off);
+    if (want > r->cap) {
+        uint8_t *p = realloc(r->p, want);
+        if (!p)
+            return lsm_err(err, LSM_NOMEM, "%s: offset %llu: no memory for %zu bytes", r->path,
+                           (unsigned long long)off, want);
+        r->p = p;
+        r->cap = want;
+    }
+    /* Keep what the window already holds of the new range (a record split across chunks). */
+    size_t keep = 0;
+    if (off >= r->base && off < r->base + r->len) {
+        keep = (size_t)(r->base + r->len - off);
+        memmove(r->p, r->p + (off - r->base), keep);
+    }
+    r->base = off;
+    r->len = 0;
+    int rc = env_pread_all(r->env, r->f, r->p + keep, want - keep, off + keep);
+    if (rc < 0)
+        return lsm_err_errno(err, rc, "read", r->path);
+    r->len = want;
+    *out = r->p;
+    return LSM_OK;
+}
+
+/* 1 if every byte of [from, size) is zero, 0 if not, or a negative LSM code. */
+static int log_zero_to_end(log_reader *r, uint64_t from, char *err)
+{
+    while (from < r->size) {
+        uint64_t left = r->size - from;
+        size_t n = left > LOG_CHUNK ? LOG_CHUNK : (size_t)left;
+        const uint8_t *p;
+        int rc = log_reader_get(r, from, n, &p, err);
+        if (rc < 0)
+            return rc;
+        for (size_t i = 0; i < n; i++)
+            if (p[i])
+                return 0;
+        from += n;
+    }
+    return 1;
+}
+
+/* The record at off claims more bytes than the file has. Returns LSM_OK with *found set to the
+   offset of a later intact record that chains to the end of the file (see the header comment),
+   or to 0 if there is none and the record is a torn tail. */
+static int log_find_survivor(log_reader *r, uint64_t off, uint64_t *found, char *err)
+{
+    *found = 0;
+    uint64_t start = off + LOG_REC_HEADER;
+    if (r->size - start < LOG_REC_HEADER)
+        return LSM_OK;
+    size_t n = (size_t)(r->size - start);
+    const uint8_t *q;
+    int rc = log_reader_get(r, start, n, &q, err);
+    if (rc < 0)
+        return rc;
+    size_t zero_from = n;
+    while (zero_from > 0 && q[zero_from - 1] == 0)
+        zero_from--;
+    /* reach[i]: a chain of record lengths from q + i ends at the end of the file, in a zero tail,
+       or in a fragment too short to be a header. Computed from the back, so each i is O(1). */
+    uint8_t *reach = calloc(n / 8 + 1, 1);
+    if (!reach)
+        return lsm_err(err, LSM_NOMEM, "%s: no memory to check the tail at offset %llu", r->path,
+                       (unsigned long long)off);
+#define REACH_SET(i) (reach[(i) >> 3] |= (uint8_t)(1u << ((i) & 7)))
+#define REACH_GET(i) ((reach[(i) >> 3] >> ((i) & 7)) & 1u)
+    for (size_t i = n + 1; i-- > 0;) {
+        size_t left = n - i;
+        if (left < LOG_REC_HEADER || i >= zero_from) {
+            REACH_SET(i);
+            continue;
+        }
+        uint32_t len = dec_fixed32(q + i + 4);
+        if (len <= left - LOG_REC_HEADER && REACH_GET(i + LOG_REC_HEADER + len))
+            REACH_SET(i);
+    }
+    for (size_t i = 0; i + LOG_REC_HEADER <= n && i < zero_from; i++) {
+        if (!REACH_GET(i))
+            continue;
+        uint32_t len = dec_fixed32(q + i + 4);
+        if (len > n - i - LOG_REC_HEADER)
+            continue;
+        if (lsm_checksum(q + i + 4, 4 + (size_t)len) == dec_fixed32(q + i)) {
+            *found = start + i;
+            break;
+        }
+    }
+#undef REACH_SET
+#undef REACH_GET
+    free(reach);
+    return LSM_OK;
+}
+
+/* Checks the 16-byte header. Returns LSM_OK and sets *empty when the file is an empty log. */
+static int log_check_header(log_reader *r, const char *magic, int *empty, char *err)
+{
+    *empty = 0;
+    if (r->size < LOG_HEADER) {
+        *empty = 1;
+        return LSM_OK;
+    }
+    const uint8_t *h;
+    int rc = log_reader_get(r, 0, LOG_HEADER, &h, err);
+    if (rc < 0)
+        return rc;
+    if (memcmp(h, magic, 8) != 0) {
+        /* A file of zeros was never written (preallocated, or its data never reached the disk);
+           a zero header with data behind it is damage, not emptiness. */
+        rc = log_zero_to_end(r, 0, err);
+        if (rc < 0)
+            return rc;
+        if (rc == 1) {
+            *empty = 1;
+            return LSM_OK;
+        }
+        return lsm_err(err, LSM_CORRUPT, "%s: offset 0: bad magic", r->path);
+    }
+    uint32_t version = dec_fixed32(h + 8);
+    if (version != LOG_VERSION)
+        return lsm_err(err, LSM_CORRUPT, "%s: offset 8: unsupported log format version %u",
+                       r->path, (unsigned)version);
+    if (dec_fixed32(h + 12) != 0)
+        return lsm_err(err, LSM_CORRUPT, "%s: offset 12: reserved header field is not zero",
+                       r->path);
+    return LSM_OK;
+}
+
+static int log_replay_records(log_reader *r, int (*fn)(void *, const uint8_t *, size_t, uint64_t),
+                              void *arg, uint64_t *torn_at, char *err)
+{
+    uint64_t off = LOG_HEADER;
+    for (;;) {
+        *torn_at = off;
+        if (off == r->size)
+            return LSM_OK;
+        uint64_t left = r->size - off;
+        if (left < LOG_REC_HEADER)
+            return LSM_OK;
+        const uint8_t *h;
+        int rc = log_reader_get(r, off, LOG_REC_HEADER, &h, err);
+        if (rc < 0)
+            return rc;
+        uint32_t len = dec_fixed32(h + 4);
+        if (len > left - LOG_REC_HEADER) {
+            uint64_t survivor;
+            rc = log_find_survivor(r, off, &survivor, err);
+            if (rc < 0)
+                return rc;
+            if (survivor)
+                return lsm_err(err, LSM_CORRUPT, "%s: offset %llu: record length %u runs past "
+                               "the end of the file, but an intact record follows at offset %llu",
+                               r->path, (unsigned long long)off, (unsigned)len,
+                               (unsigned long long)survivor);
+            return LSM_OK;
+        }
+        const uint8_t *rec;
+        rc = log_reader_get(r, off, LOG_REC_HEADER + (size_t)len, &rec, err);
+        if (rc < 0)
+            return rc;
+        uint64_t end = off + LOG_REC_HEADER + len;
+        if (lsm_checksum(rec + 4, 4 + (size_t)len) != dec_fixed32(rec)) {
+            rc = log_zero_to_end(r, end, err);
+            if (rc < 0)
+                return rc;
+            if (rc == 1)
+                return LSM_OK;
+            return lsm_err(err, LSM_CORRUPT, "%s: offset %llu: record checksum mismatch", r->path,
+                           (unsigned long long)off);
+        }
+        rc = fn(arg, rec + LOG_REC_HEADER, len, off);
+        if (rc != 0) {
+            *torn_at = r->size;
+            return rc;
+        }
+        off = end;
+    }
+}
+
+int log_replay(lsm_env *env, const char *path, const char *magic,
+               int (*fn)(void *arg, const uint8_t *p, size_t n, uint64_t off), void *arg,
+               uint64_t *tail_dropped, char *err)
+{
+    if (tail_dropped)
+        *tail_dropped = 0;
+    log_reader r;
+    memset(&r, 0, sizeof r);
+    r.env = env;
+    r.path = path;
+    int rc = env->open(env, path, LSM_O_READ, &r.f);
+    if (rc < 0)
+        return lsm_err_errno(err, rc, "open", path);
+    rc = env->size(env, r.f, &r.size);
+    if (rc < 0) {
+        rc = lsm_err_errno(err, rc, "size of", path);
+        goto out;
+    }
+    int empty;
+    rc = log_check_header(&r, magic, &empty, err);
+    if (rc < 0)
+        goto out;
+    if (empty) {
+        if (tail_dropped)
+            *tail_dropped = r.size;
+        goto out;
+    }
+    uint64_t torn_at;
+    rc = log_replay_records(&r, fn, arg, &torn_at, err);
+    if (rc == LSM_OK && tail_dropped)
+        *tail_dropped = r.size - torn_at;
+out:
+    env->close(env, r.f);
+    free(r.p);
+    return rc;
+}
