@@ -1,0 +1,196 @@
+#!/usr/bin/env bats
+# t10 — mounting and unmounting: the command line, options, daemon lifecycle, mount(8) helpers.
+
+load helper
+
+setup() {
+    common_setup
+}
+
+teardown() {
+    common_teardown
+}
+
+@test "-V and --version print the version and exit 0" {
+    run "$LSMFS" -V
+    [ "$status" -eq 0 ]
+    [[ $output =~ [0-9]+\.[0-9]+ ]]
+    [[ $output == *lsmfs* ]]
+    run "$LSMFS" --version
+    [ "$status" -eq 0 ]
+    [[ $output =~ [0-9]+\.[0-9]+ ]]
+}
+
+@test "-h and --help describe usage and lsmfs's own options, exit 0" {
+    run "$LSMFS" -h
+    [ "$status" -eq 0 ]
+    [[ $output == *DATADIR* ]]
+    [[ $output == *MOUNTPOINT* ]]
+    for o in memtable_size cache_size compression sync max_file_size; do
+        [[ $output == *"$o"* ]] || { echo "-h does not mention $o" >&2; false; }
+    done
+    run "$LSMFS" --help
+    [ "$status" -eq 0 ]
+    [[ $output == *memtable_size* ]]
+}
+
+@test "no arguments or one argument: usage error, non-zero exit, nothing mounted" {
+    run "$LSMFS"
+    [ "$status" -ne 0 ]
+    [ -n "$output" ]
+    run "$LSMFS" "$DATA"
+    [ "$status" -ne 0 ]
+    [ -n "$output" ]
+    not_mounted "$MNT"
+}
+
+@test "daemon mode returns once mounted; DATADIR created 0700; fusermount3 -u ends the daemon" {
+    run "$LSMFS" "$DATA" "$MNT"
+    [ "$status" -eq 0 ]
+    MOUNTS+=("$MNT")
+    is_mounted "$MNT"                       # ready on return: no waiting
+    pid=$(find_daemon_pid "$DATA" "$MNT")
+    PIDS+=("$pid")
+    [ -d "$DATA" ]
+    assert_eq "$(stat -c %a "$DATA")" 700
+    [ -e "$DATA/LOCK" ]
+    echo hello >"$MNT/greeting"
+    fusermount3 -u "$MNT"
+    wait_gone "$pid" 100
+    not_mounted "$MNT"
+    mount_fs
+    assert_eq "$(cat "$MNT/greeting")" hello
+}
+
+@test "foreground -f: unmount makes the daemon exit with status 0" {
+    mount_fs
+    pid_alive "$LSMFS_PID"
+    echo x >"$MNT/k"
+    unmount_fs
+    assert_eq "$DAEMON_STATUS" 0
+    not_mounted "$MNT"
+}
+
+@test "-s (single-threaded) mount serves reads and writes" {
+    mount_fs -s
+    seq 1 1000 >"$MNT/numbers"
+    mkdir "$MNT/d"
+    echo y >"$MNT/d/y"
+    assert_eq "$(wc -l <"$MNT/numbers")" 1000
+    assert_eq "$(ls "$MNT")" "d
+numbers"
+}
+
+@test "-d prints FUSE debug output and still serves requests" {
+    mount_fs -d
+    echo z >"$MNT/z"
+    assert_eq "$(cat "$MNT/z")" z
+    unmount_fs
+    grep -qi init "$LOG"
+    [ "$(wc -l <"$LOG")" -gt 5 ]
+}
+
+@test "own options accepted: memtable_size, cache_size, compression, sync, max_file_size (K/M/G)" {
+    mount_fs -o memtable_size=64K,cache_size=1M,compression=lz4,sync=always,max_file_size=1G
+    echo a >"$MNT/a"
+    assert_eq "$(cat "$MNT/a")" a
+    remount -o sync=close,compression=zstd -o memtable_size=1M
+    assert_eq "$(cat "$MNT/a")" a
+    remount -o sync=fsync,compression=none,cache_size=0K,max_file_size=2M
+    assert_eq "$(cat "$MNT/a")" a
+}
+
+@test "data written under each compression reads back under the others" {
+    python3 - "$T/src" <<'EOF'
+import os, sys
+os.mkdir(sys.argv[1])
+for i in range(300):
+    with open(os.path.join(sys.argv[1], "f%03d" % i), "w") as f:
+        f.write(("line %d of file %d, compressible text\n" % (0, i)) * (50 + i))
+EOF
+    mount_fs -o compression=zstd,memtable_size=64K
+    mkdir "$MNT/z"
+    cp "$T"/src/* "$MNT/z/"
+    remount -o compression=lz4,memtable_size=64K
+    mkdir "$MNT/l"
+    cp "$T"/src/* "$MNT/l/"
+    remount -o compression=none,memtable_size=64K
+    mkdir "$MNT/n"
+    cp "$T"/src/* "$MNT/n/"
+    remount -o compression=zstd
+    diff -r "$T/src" "$MNT/z"
+    diff -r "$T/src" "$MNT/l"
+    diff -r "$T/src" "$MNT/n"
+}
+
+@test "standard FUSE options: fsname shows in /proc/mounts; allow_other, default_permissions accepted" {
+    mount_fs -o fsname=lsmtest42,allow_other,default_permissions
+    awk -v m="$MNT" '$2 == m { print $1, $4 }' /proc/mounts >"$T/line"
+    grep -q '^lsmtest42 ' "$T/line"
+    grep -q allow_other "$T/line"
+    grep -q default_permissions "$T/line"
+    echo v >"$MNT/k"
+    assert_eq "$(cat "$MNT/k")" v
+}
+
+@test "-o ro: files readable, writes refused with EROFS" {
+    mount_fs
+    echo keep >"$MNT/k"
+    remount -o ro
+    assert_eq "$(cat "$MNT/k")" keep
+    run bash -c "echo new >'$MNT/k'"
+    [ "$status" -ne 0 ]
+    [[ $output == *"Read-only file system"* ]]
+    run touch "$MNT/new"
+    [ "$status" -ne 0 ]
+    [[ $output == *"Read-only file system"* ]]
+    assert_eq "$(cat "$MNT/k")" keep
+}
+
+@test "mount.fuse3 'lsmfs#DATADIR' with lsmfs on PATH (fstab form)" {
+    PATH=$(dirname "$LSMFS"):$PATH run mount.fuse3 "lsmfs#$DATA" "$MNT" -o memtable_size=64K,sync=close
+    [ "$status" -eq 0 ]
+    MOUNTS+=("$MNT")
+    is_mounted "$MNT"
+    PIDS+=("$(find_daemon_pid "$DATA" "$MNT")")
+    echo via-helper >"$MNT/k"
+    assert_eq "$(cat "$MNT/k")" via-helper
+    fusermount3 -u "$MNT"
+    mount_fs
+    assert_eq "$(cat "$MNT/k")" via-helper
+}
+
+@test "mount -t fuse.lsmfs DATADIR MNT -o ... via /sbin/mount.fuse.lsmfs" {
+    require_root
+    helper=/sbin/mount.fuse.lsmfs
+    if [ -e "$helper" ] || [ -L "$helper" ]; then
+        skip "$helper already exists (installed lsmfs?): not replacing it"
+    fi
+    ln -s "$LSMFS" "$helper"
+    CLEANUPS+=("rm -f $helper")
+    run mount -t fuse.lsmfs "$DATA" "$MNT" -o memtable_size=64K,sync=fsync
+    [ "$status" -eq 0 ]
+    MOUNTS+=("$MNT")
+    is_mounted "$MNT"
+    awk -v m="$MNT" '$2 == m { print $3 }' /proc/mounts | grep -q '^fuse'
+    PIDS+=("$(find_daemon_pid "$DATA" "$MNT")")
+    echo via-mount >"$MNT/k"
+    umount "$MNT"
+    mount_fs
+    assert_eq "$(cat "$MNT/k")" via-mount
+}
+
+@test "data and directories persist across unmount and mount" {
+    mount_fs
+    mkdir -p "$MNT/a/b"
+    printf 'one\n' >"$MNT/a/b/one"
+    printf 'two\n' >"$MNT/two"
+    mkdir "$MNT/empty"
+    remount
+    assert_eq "$(cat "$MNT/a/b/one")" one
+    assert_eq "$(cat "$MNT/two")" two
+    [ -d "$MNT/empty" ]
+    assert_eq "$(ls "$MNT")" "a
+empty
+two"
+}

@@ -1,0 +1,356 @@
+#!/usr/bin/env bats
+# t20 — the mount used from the shell: what `echo v > k`, cat, ls, rm, mv, cp, chmod, touch, mkdir,
+# dd and friends do on lsmfs, each checked against what a POSIX filesystem gives.
+
+load helper
+
+setup() {
+    common_setup
+    mount_fs
+    umask 022
+}
+
+teardown() {
+    common_teardown
+}
+
+@test "echo > k, cat, >> append, shorter overwrite leaves no old tail" {
+    echo v >"$MNT/k"
+    assert_eq "$(cat "$MNT/k")" v
+    echo w >>"$MNT/k"
+    assert_eq "$(cat "$MNT/k")" "v
+w"
+    printf 'a long first value' >"$MNT/k"
+    printf 'short' >"$MNT/k"
+    assert_eq "$(cat "$MNT/k")" short
+    assert_eq "$(stat -c %s "$MNT/k")" 5
+    : >"$MNT/empty"
+    assert_eq "$(stat -c %s "$MNT/empty")" 0
+    [ -z "$(cat "$MNT/empty")" ]
+}
+
+@test "truncate grows with zeros and shrinks" {
+    printf 'abc' >"$MNT/t"
+    truncate -s 100000 "$MNT/t"
+    assert_eq "$(stat -c %s "$MNT/t")" 100000
+    { printf 'abc'; head -c 99997 /dev/zero; } >"$T/expect"
+    cmp "$T/expect" "$MNT/t"
+    truncate -s 2 "$MNT/t"
+    assert_eq "$(cat "$MNT/t")" ab
+    truncate -s 0 "$MNT/t"
+    assert_eq "$(stat -c %s "$MNT/t")" 0
+}
+
+@test "ls lists sorted; readdir order itself is bytewise key order" {
+    for n in zeta alpha 'Mid' 10 9 a.b a-b _u beta; do
+        echo "$n" >"$MNT/$n"
+    done
+    expect=$(printf '%s\n' zeta alpha Mid 10 9 a.b a-b _u beta | LC_ALL=C sort)
+    assert_eq "$(LC_ALL=C ls "$MNT")" "$expect"
+    assert_eq "$(LC_ALL=C ls -U "$MNT")" "$expect"
+    assert_eq "$(ls -a "$MNT" | grep -c '^\.\{1,2\}$')" 2
+}
+
+@test "rm removes the file; rm of a missing file says No such file" {
+    echo 1 >"$MNT/a"
+    echo 2 >"$MNT/b"
+    rm "$MNT/a"
+    [ ! -e "$MNT/a" ]
+    assert_eq "$(ls "$MNT")" b
+    run rm "$MNT/a"
+    [ "$status" -ne 0 ]
+    [[ $output == *"No such file or directory"* ]]
+    run cat "$MNT/a"
+    [ "$status" -ne 0 ]
+}
+
+@test "mv renames, moves between directories, replaces an existing target" {
+    mkdir "$MNT/d1" "$MNT/d2"
+    echo one >"$MNT/d1/f"
+    mv "$MNT/d1/f" "$MNT/d1/g"
+    [ ! -e "$MNT/d1/f" ]
+    assert_eq "$(cat "$MNT/d1/g")" one
+    mv "$MNT/d1/g" "$MNT/d2/h"
+    assert_eq "$(ls "$MNT/d1")" ""
+    assert_eq "$(cat "$MNT/d2/h")" one
+    echo target >"$MNT/d2/t"
+    mv "$MNT/d2/h" "$MNT/d2/t"
+    assert_eq "$(cat "$MNT/d2/t")" one
+    assert_eq "$(ls "$MNT/d2")" t
+}
+
+@test "mv of a directory with contents keeps the whole subtree" {
+    mkdir -p "$MNT/src/sub/deeper"
+    for i in 1 2 3; do echo "$i" >"$MNT/src/f$i"; done
+    echo deep >"$MNT/src/sub/deeper/x"
+    mv "$MNT/src" "$MNT/dst"
+    [ ! -e "$MNT/src" ]
+    assert_eq "$(cat "$MNT/dst/f2")" 2
+    assert_eq "$(cat "$MNT/dst/sub/deeper/x")" deep
+    assert_eq "$(cd "$MNT/dst" && find . | LC_ALL=C sort | tr '\n' ' ')" \
+        ". ./f1 ./f2 ./f3 ./sub ./sub/deeper ./sub/deeper/x "
+}
+
+@test "cp and cp -r copy bytes" {
+    head -c 50000 /dev/urandom >"$T/src"
+    cp "$T/src" "$MNT/c"
+    cmp "$T/src" "$MNT/c"
+    cp "$MNT/c" "$MNT/c2"
+    cmp "$T/src" "$MNT/c2"
+    mkdir -p "$T/tree/x/y"
+    echo p >"$T/tree/x/y/p"
+    echo q >"$T/tree/q"
+    cp -r "$T/tree" "$MNT/tree"
+    diff -r "$T/tree" "$MNT/tree"
+}
+
+@test "stat: size, type and default modes follow the umask" {
+    printf '12345' >"$MNT/f"
+    mkdir "$MNT/d"
+    assert_eq "$(stat -c '%s %a %F' "$MNT/f")" "5 644 regular file"
+    assert_eq "$(stat -c '%a %F' "$MNT/d")" "755 directory"
+    assert_eq "$(stat -c '%u %g' "$MNT/f")" "$(id -u) $(id -g)"
+    umask 077
+    echo x >"$MNT/private"
+    assert_eq "$(stat -c %a "$MNT/private")" 600
+    [ "$(stat -c %i "$MNT/f")" != "$(stat -c %i "$MNT/d")" ]
+}
+
+@test "touch -d sets mtime; a write moves mtime forward; touch creates empty files" {
+    echo x >"$MNT/f"
+    touch -d '2001-02-03 04:05:06 UTC' "$MNT/f"
+    assert_eq "$(stat -c %Y "$MNT/f")" "$(date -d '2001-02-03 04:05:06 UTC' +%s)"
+    touch -a -d '2002-01-01 00:00:00 UTC' "$MNT/f"
+    assert_eq "$(stat -c %X "$MNT/f")" "$(date -d '2002-01-01 00:00:00 UTC' +%s)"
+    assert_eq "$(stat -c %Y "$MNT/f")" "$(date -d '2001-02-03 04:05:06 UTC' +%s)"
+    echo more >>"$MNT/f"
+    [ "$(stat -c %Y "$MNT/f")" -ge "$(( $(date +%s) - 60 ))" ]
+    touch "$MNT/new"
+    [ -f "$MNT/new" ]
+    assert_eq "$(stat -c %s "$MNT/new")" 0
+}
+
+@test "chmod changes the mode of files and directories" {
+    echo x >"$MNT/f"
+    mkdir "$MNT/d"
+    chmod 600 "$MNT/f"
+    assert_eq "$(stat -c %a "$MNT/f")" 600
+    chmod 4751 "$MNT/f"
+    assert_eq "$(stat -c %a "$MNT/f")" 4751
+    chmod 700 "$MNT/d"
+    assert_eq "$(stat -c %a "$MNT/d")" 700
+    assert_eq "$(cat "$MNT/f")" x
+}
+
+@test "chown (root) changes owner and group" {
+    require_root
+    echo x >"$MNT/f"
+    mkdir "$MNT/d"
+    chown 1234:5678 "$MNT/f"
+    chown 42:43 "$MNT/d"
+    assert_eq "$(stat -c '%u %g' "$MNT/f")" "1234 5678"
+    assert_eq "$(stat -c '%u %g' "$MNT/d")" "42 43"
+}
+
+@test "mkdir -p, rmdir, ENOTEMPTY, rm -r" {
+    mkdir -p "$MNT/a/b/c"
+    [ -d "$MNT/a/b/c" ]
+    echo f >"$MNT/a/b/c/f"
+    run rmdir "$MNT/a/b/c"
+    [ "$status" -ne 0 ]
+    [[ $output == *"Directory not empty"* ]]
+    run rmdir "$MNT/a"
+    [ "$status" -ne 0 ]
+    [[ $output == *"Directory not empty"* ]]
+    rm "$MNT/a/b/c/f"
+    rmdir "$MNT/a/b/c"
+    [ ! -e "$MNT/a/b/c" ]
+    assert_eq "$(ls "$MNT/a")" b
+    mkdir -p "$MNT/a/b/c/d" "$MNT/a/e"
+    for i in $(seq 1 50); do echo "$i" >"$MNT/a/b/c/d/$i"; done
+    rm -r "$MNT/a"
+    [ ! -e "$MNT/a" ]
+    assert_eq "$(ls -A "$MNT")" ""
+}
+
+@test "errno of common mistakes: EEXIST, EISDIR, ENOTDIR, ENOENT" {
+    mkdir "$MNT/d"
+    echo x >"$MNT/f"
+    run mkdir "$MNT/d"
+    [[ $output == *"File exists"* ]]
+    run mkdir "$MNT/f"
+    [[ $output == *"File exists"* ]]
+    run cat "$MNT/d"
+    [[ $output == *"Is a directory"* ]]
+    run rmdir "$MNT/f"
+    [[ $output == *"Not a directory"* ]]
+    run bash -c "echo y >'$MNT/f/sub'"
+    [[ $output == *"Not a directory"* ]]
+    run bash -c "echo y >'$MNT/nodir/sub'"
+    [[ $output == *"No such file or directory"* ]]
+    run rm "$MNT/d"
+    [[ $output == *"Is a directory"* ]]
+}
+
+@test "binary 1 MiB and 5 MiB files from /dev/urandom read back identical" {
+    head -c 1048576 /dev/urandom >"$T/r1"
+    head -c 5242880 /dev/urandom >"$T/r5"
+    cp "$T/r1" "$MNT/r1"
+    dd if="$T/r5" of="$MNT/r5" bs=64k status=none
+    cmp "$T/r1" "$MNT/r1"
+    cmp "$T/r5" "$MNT/r5"
+    # reads in the middle, at odd offsets
+    python3 - "$T/r5" "$MNT/r5" <<'EOF'
+import os, sys
+a, b = os.open(sys.argv[1], os.O_RDONLY), os.open(sys.argv[2], os.O_RDONLY)
+for off, n in ((777777, 100001), (1, 3), (5242870, 100), (4096 * 300 - 7, 70000)):
+    assert os.pread(a, n, off) == os.pread(b, n, off), "pread mismatch at %d" % off
+assert os.pread(b, 10, 5242880) == b""
+EOF
+    remount
+    cmp "$T/r1" "$MNT/r1"
+    cmp "$T/r5" "$MNT/r5"
+}
+
+@test "names with spaces, UTF-8, shell-special characters and a newline" {
+    names=('with space' 'ünïcödé-日本語' 'user:123' '$dollar' '*star?' '[br]' "quote'\"" \
+           '-dash' '#hash' 'semi;amp&pipe|' 'back\slash' 'tab	tab' $'new\nline' '.hidden' '...')
+    for n in "${names[@]}"; do
+        printf '%s' "$n" >"$MNT/$n"
+    done
+    for n in "${names[@]}"; do
+        assert_eq "$(cat "$MNT/$n")" "$n"
+    done
+    find "$MNT" -mindepth 1 -print0 | sort -z >"$T/found"
+    for n in "${names[@]}"; do printf '%s\0' "$MNT/$n"; done | sort -z >"$T/expect"
+    cmp "$T/expect" "$T/found"
+    mkdir "$MNT/dir with space"
+    echo in >"$MNT/dir with space/f ü"
+    assert_eq "$(cat "$MNT/dir with space/f ü")" in
+}
+
+@test "255-byte name works; 256-byte name fails with File name too long" {
+    n255=$(printf 'n%.0s' $(seq 1 255))
+    n256=${n255}x
+    echo ok >"$MNT/$n255"
+    assert_eq "$(cat "$MNT/$n255")" ok
+    assert_eq "$(ls "$MNT")" "$n255"
+    run bash -c "echo no >'$MNT/$n256'"
+    [ "$status" -ne 0 ]
+    [[ $output == *"File name too long"* ]]
+    run mkdir "$MNT/$n256"
+    [ "$status" -ne 0 ]
+    [[ $output == *"File name too long"* ]]
+    run mv "$MNT/$n255" "$MNT/$n256"
+    [ "$status" -ne 0 ]
+    [[ $output == *"File name too long"* ]]
+    # 255 bytes of UTF-8 (2-byte characters + 1) is also fine
+    u=$(printf 'é%.0s' $(seq 1 127))a
+    assert_eq "$(printf '%s' "$u" | wc -c)" 255
+    echo u >"$MNT/$u"
+    assert_eq "$(cat "$MNT/$u")" u
+    assert_eq "$(ls "$MNT" | wc -l)" 2
+}
+
+@test "writes at offsets with gaps read as zeros (dd seek=)" {
+    printf 'A' | dd of="$MNT/sparse" bs=1 seek=0 conv=notrunc status=none
+    printf 'B' | dd of="$MNT/sparse" bs=1 seek=300000 conv=notrunc status=none
+    printf 'C' | dd of="$MNT/sparse" bs=1 seek=5000 conv=notrunc status=none
+    assert_eq "$(stat -c %s "$MNT/sparse")" 300001
+    python3 - "$MNT/sparse" <<'EOF'
+import sys
+d = open(sys.argv[1], "rb").read()
+want = bytearray(300001); want[0] = ord("A"); want[5000] = ord("C"); want[300000] = ord("B")
+assert d == bytes(want), "gap bytes are not zeros"
+EOF
+    printf '0123456789' >"$MNT/mid"
+    printf 'xy' | dd of="$MNT/mid" bs=1 seek=4 conv=notrunc status=none
+    assert_eq "$(cat "$MNT/mid")" 0123xy6789
+}
+
+@test "O_EXCL refuses an existing file; O_APPEND always writes at the end" {
+    echo old >"$MNT/e"
+    python3 - "$MNT" <<'EOF'
+import errno, os, sys
+m = sys.argv[1]
+try:
+    os.open(m + "/e", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    raise SystemExit("O_EXCL open of an existing file succeeded")
+except FileExistsError:
+    pass
+fd = os.open(m + "/x", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+os.write(fd, b"new")
+os.close(fd)
+assert open(m + "/x", "rb").read() == b"new"
+assert os.stat(m + "/x").st_mode & 0o777 == 0o640
+fd = os.open(m + "/x", os.O_WRONLY | os.O_APPEND)
+os.lseek(fd, 0, os.SEEK_SET)
+os.write(fd, b"+1")
+os.write(fd, b"+2")
+os.close(fd)
+with open(m + "/x", "ab") as f:
+    f.write(b"+3")
+assert open(m + "/x", "rb").read() == b"new+1+2+3", open(m + "/x", "rb").read()
+EOF
+    run bash -c "set -C; echo again >'$MNT/e'"
+    [ "$status" -ne 0 ]
+    assert_eq "$(cat "$MNT/e")" old
+}
+
+@test "hard link, mkfifo, mknod are refused with EPERM or ENOTSUP" {
+    echo x >"$MNT/f"
+    run ln "$MNT/f" "$MNT/hard"
+    [ "$status" -ne 0 ]
+    assert_output_has_one_of "Operation not permitted" "Operation not supported"
+    run mkfifo "$MNT/fifo"
+    [ "$status" -ne 0 ]
+    assert_output_has_one_of "Operation not permitted" "Operation not supported"
+    if [ "$(id -u)" = 0 ]; then
+        run mknod "$MNT/null" c 1 3
+        [ "$status" -ne 0 ]
+        assert_output_has_one_of "Operation not permitted" "Operation not supported"
+    fi
+    assert_eq "$(ls "$MNT")" f
+    assert_eq "$(cat "$MNT/f")" x
+}
+
+@test "attributes (mode, uid, gid, mtime, ctime, size) persist across remount" {
+    require_root
+    mkdir -p "$MNT/d/e"
+    printf 'content' >"$MNT/d/f"
+    chmod 640 "$MNT/d/f"
+    chown 1001:1002 "$MNT/d/f"
+    touch -d '1999-12-31 23:59:59 UTC' "$MNT/d/f"
+    chmod 711 "$MNT/d/e"
+    chown 7:8 "$MNT/d/e"
+    touch -d '2010-06-01 12:00:00 UTC' "$MNT/d/e"
+    sleep 1.1
+    fmt='%n %s %a %u %g %Y %Z %F'
+    before=$(cd "$MNT" && stat -c "$fmt" d/f d/e)
+    remount
+    after=$(cd "$MNT" && stat -c "$fmt" d/f d/e)
+    assert_eq "$after" "$before"
+    assert_eq "$(cat "$MNT/d/f")" content
+}
+
+@test "max_file_size: with 1M, a 2M write fails with File too large; 1M exactly fits" {
+    remount -o max_file_size=1M
+    head -c 1048576 /dev/urandom >"$T/one"
+    cp "$T/one" "$MNT/one"
+    cmp "$T/one" "$MNT/one"
+    run dd if=/dev/zero of="$MNT/two" bs=64k count=32 status=none
+    [ "$status" -ne 0 ]
+    [[ $output == *"File too large"* ]]
+    run truncate -s 2M "$MNT/one"
+    [ "$status" -ne 0 ]
+    [[ $output == *"File too large"* ]]
+    cmp "$T/one" "$MNT/one"
+}
+
+@test "df and stat -f work on the mount" {
+    run df "$MNT"
+    [ "$status" -eq 0 ]
+    run stat -f -c %b "$MNT"
+    [ "$status" -eq 0 ]
+    [ "$output" -gt 0 ]
+}

@@ -1,0 +1,235 @@
+#!/usr/bin/env bats
+# t30 — listing: a directory is a merged scan over the live memtable and every table on disk, with
+# the newest version of each key winning and deleted keys hidden; names come out sorted, each once,
+# however many readdir calls the kernel needs.  Databases are built offline with tests/tools/lsmtool
+# (through the public API) so the tables, overwrites and deletes are exactly the ones intended.
+
+load helper
+
+setup() {
+    common_setup
+}
+
+teardown() {
+    common_teardown
+}
+
+# Writes $T/load (lsmtool load commands: four generations of puts, overwrites and deletes, a flush
+# after the first three, so three tables on disk and the last generation only in the log) and the
+# expected results: $T/root (names in the mount root), $T/dir, $T/dir_sub (names in dir, dir/sub),
+# $T/values (key<TAB>value for every live key).
+make_history() {
+    python3 - "$T" <<'EOF'
+import random, sys
+t = sys.argv[1]
+rnd = random.Random(1234)
+live, cmds = {}, []
+def put(k, v):
+    live[k] = v; cmds.append("put %s %s" % (k, v))
+def delete(k):
+    live.pop(k, None); cmds.append("del %s" % k)
+# generation 1: base keys, a directory tree, names that sort around "dir/"
+for i in range(600):
+    put("k%04d" % i, "g1-%d" % i)
+for i in range(150):
+    put("dir/f%03d" % i, "d1-%d" % i)
+for i in range(40):
+    put("dir/sub/s%02d" % i, "s1-%d" % i)
+for k in ("dir-x", "dir0", "dir.z", "dis"):
+    put(k, "edge-" + k)
+put("gone/only", "deleted later")
+cmds.append("flush")
+# generation 2: overwrite every 3rd, delete every 7th, new n-keys
+for i in range(0, 600, 3):
+    put("k%04d" % i, "g2-%d" % i)
+for i in range(0, 600, 7):
+    delete("k%04d" % i)
+for i in range(200):
+    put("n%04d" % i, "n2-%d" % i)
+for i in range(0, 150, 5):
+    delete("dir/f%03d" % i)
+cmds.append("flush")
+# generation 3: re-put some deleted keys, overwrite again, delete some n-keys
+for i in range(0, 600, 14):
+    put("k%04d" % i, "g3-%d" % i)
+for i in range(1, 600, 10):
+    put("k%04d" % i, "g3-%d" % i)
+for i in range(0, 200, 4):
+    delete("n%04d" % i)
+delete("gone/only")
+cmds.append("flush")
+# generation 4 (log only -> memtable after open): more of everything, random order
+ops = []
+for i in range(0, 600, 11):
+    ops.append(("put", "k%04d" % i, "g4-%d" % i))
+for i in range(2, 600, 13):
+    ops.append(("del", "k%04d" % i, None))
+for i in range(100):
+    ops.append(("put", "m%03d" % i, "m4-%d" % i))
+for i in range(0, 200, 9):
+    ops.append(("put", "n%04d" % i, "n4-%d" % i))
+ops.append(("del", "dir/sub/s07", None))
+ops.append(("del", "dis", None))
+rnd.shuffle(ops)
+for op, k, v in ops:
+    put(k, v) if op == "put" else delete(k)
+open(t + "/load", "w").write("\n".join(cmds) + "\n")
+def names(prefix):
+    out = set()
+    for k in live:
+        if k.startswith(prefix):
+            out.add(k[len(prefix):].split("/")[0])
+    return sorted(out, key=lambda s: s.encode())
+for fname, prefix in (("root", ""), ("dir", "dir/"), ("dir_sub", "dir/sub/")):
+    open(t + "/" + fname, "w").write("".join(n + "\n" for n in names(prefix)))
+open(t + "/values", "w").write("".join("%s\t%s\n" % kv for kv in sorted(live.items())))
+EOF
+}
+
+# Checks the mount against the expected files of make_history.
+check_history() {
+    LC_ALL=C ls -U "$MNT" | LC_ALL=C sort >"$T/got_root"
+    diff "$T/root" "$T/got_root"
+    LC_ALL=C ls "$MNT" >"$T/got_root_sorted"
+    diff "$T/root" "$T/got_root_sorted"
+    LC_ALL=C ls -U "$MNT/dir" >"$T/got_dir"
+    diff "$T/dir" "$T/got_dir"                 # no name here is a prefix issue: raw order is sorted
+    LC_ALL=C ls -U "$MNT/dir/sub" >"$T/got_sub"
+    diff "$T/dir_sub" "$T/got_sub"
+    [ ! -e "$MNT/gone" ]
+    [ -d "$MNT/dir/sub" ]
+    python3 - "$T/values" "$MNT" <<'EOF'
+import sys
+bad = []
+for line in open(sys.argv[1]):
+    k, v = line.rstrip("\n").split("\t")
+    try:
+        got = open(sys.argv[2] + "/" + k).read()
+    except OSError as e:
+        got = repr(e)
+    if got != v:
+        bad.append("%s: want %r got %r" % (k, v, got))
+if bad:
+    sys.exit("%d wrong values, e.g.\n%s" % (len(bad), "\n".join(bad[:10])))
+EOF
+}
+
+@test "merged listing of keys from the API: 3 tables + live memtable, overwrites, deletes" {
+    require_lsmtool
+    make_history
+    "$LSMTOOL" "$DATA" load <"$T/load"
+    "$LSMTOOL" "$DATA" stats >"$T/stats"
+    [ "$(awk '$1 == "tables" { print $2 }' "$T/stats")" -ge 3 ]
+    [ "$(wc -l <"$T/root")" -gt 700 ]
+    mount_fs -o memtable_size=64K
+    check_history
+    remount -o memtable_size=64K
+    check_history
+}
+
+@test "offline tool and mount agree byte for byte: files are values, keys are paths" {
+    require_lsmtool
+    head -c 100000 /dev/urandom >"$T/blob"
+    printf 'api value' | "$LSMTOOL" "$DATA" put 'user:123'
+    "$LSMTOOL" "$DATA" put 'logs/2026/app' <"$T/blob"
+    mount_fs
+    assert_eq "$(cat "$MNT/user:123")" "api value"
+    [ -d "$MNT/logs" ] && [ -d "$MNT/logs/2026" ]
+    cmp "$T/blob" "$MNT/logs/2026/app"
+    assert_eq "$(ls "$MNT/logs/2026")" app
+    printf 'from the mount' >"$MNT/written"
+    mkdir -p "$MNT/a/b"
+    cp "$T/blob" "$MNT/a/b/c"
+    rm "$MNT/user:123"
+    unmount_fs
+    assert_eq "$("$LSMTOOL" "$DATA" get written)" "from the mount"
+    "$LSMTOOL" "$DATA" get a/b/c >"$T/back"
+    cmp "$T/blob" "$T/back"
+    run "$LSMTOOL" "$DATA" get 'user:123'
+    [ "$status" -eq 1 ]
+}
+
+@test "a few thousand files in one directory (several tables) list completely, each once" {
+    mount_fs -o memtable_size=64K
+    python3 - "$MNT/big" <<'EOF'
+import os, sys
+d = sys.argv[1]
+os.mkdir(d)
+for i in range(3000):
+    with open("%s/file-%05d-%s" % (d, (i * 7919) % 3000, "x" * (i % 40)), "w") as f:
+        f.write("%d\n" % i * 20)
+EOF
+    ls "$MNT/big" >"$T/l1"
+    assert_eq "$(wc -l <"$T/l1")" 3000
+    assert_eq "$(sort -u "$T/l1" | wc -l)" 3000
+    ls -U "$MNT/big" | LC_ALL=C sort -c
+    # delete every third through the mount, then check again after a remount
+    ls "$MNT/big" | awk 'NR % 3 == 0' | (cd "$MNT/big" && xargs rm)
+    assert_eq "$(ls "$MNT/big" | wc -l)" 2000
+    remount -o memtable_size=64K
+    assert_eq "$(ls "$MNT/big" | wc -l)" 2000
+    assert_eq "$(ls -U "$MNT/big" | sort -u | wc -l)" 2000
+    ls "$MNT/big" | awk 'NR % 3 == 0' | (cd "$MNT/big" && xargs cat) | wc -l >"$T/lines"
+    [ "$(cat "$T/lines")" -gt 0 ]
+}
+
+@test "find walks a nested tree completely; du and ls -lR see every file" {
+    mount_fs -o memtable_size=64K
+    python3 - "$MNT/tree" "$T/expect" <<'EOF'
+import os, sys
+root, paths = sys.argv[1], []
+for a in range(6):
+    for b in range(5):
+        d = "%s/a%d/b%d" % (root, a, b)
+        os.makedirs(d)
+        for c in range(40):
+            p = "%s/f%02d" % (d, c)
+            open(p, "w").write(p)
+            paths.append(p)
+os.makedirs(root + "/empty/deeper")
+open(sys.argv[2], "w").write("".join(p + "\n" for p in sorted(paths)))
+EOF
+    find "$MNT/tree" -type f | LC_ALL=C sort >"$T/found"
+    diff "$T/expect" "$T/found"
+    assert_eq "$(find "$MNT/tree" -type d | wc -l)" $((1 + 6 + 30 + 2))
+    assert_eq "$(ls -lR "$MNT/tree" | grep -c '^-')" 1200
+    remount
+    find "$MNT/tree" -type f | LC_ALL=C sort >"$T/found2"
+    diff "$T/expect" "$T/found2"
+    [ -d "$MNT/tree/empty/deeper" ]
+}
+
+@test "listing while the directory changes: untouched names appear exactly once" {
+    mount_fs -o memtable_size=64K
+    python3 - "$MNT/d" <<'EOF'
+import os, sys
+d = sys.argv[1]
+os.mkdir(d)
+keep = set()
+for i in range(2000):
+    name = "keep-%04d-%s" % (i, "p" * 60)
+    open(os.path.join(d, name), "w").write("k")
+    keep.add(name)
+for i in range(0, 2000, 2):
+    open(os.path.join(d, "tmp-%04d" % i), "w").write("t")
+seen, n = [], 0
+with os.scandir(d) as it:
+    for e in it:
+        seen.append(e.name)
+        n += 1
+        if n % 50 == 0:   # churn: delete some temporaries, create new names on both sides
+            for j in range(n // 50 * 20, n // 50 * 20 + 20, 2):
+                try:
+                    os.unlink(os.path.join(d, "tmp-%04d" % j))
+                except FileNotFoundError:
+                    pass
+            for j in range(5):
+                open(os.path.join(d, "a-new-%d-%d" % (n, j)), "w").close()
+                open(os.path.join(d, "z-new-%d-%d" % (n, j)), "w").close()
+got = [s for s in seen if s.startswith("keep-")]
+dups = len(got) - len(set(got))
+missing = keep - set(got)
+assert dups == 0, "%d names listed twice" % dups
+assert not missing, "%d untouched names missing, e.g. %s" % (len(missing), sorted(missing)[:3])
+EOF
+}

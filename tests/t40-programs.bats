@@ -1,0 +1,213 @@
+#!/usr/bin/env bats
+# t40 — real programs on the mount: tar, rsync, cp -p, and the editor's "write a temporary file,
+# fsync, rename over the target" save, plus renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE).
+
+load helper
+
+setup() {
+    common_setup
+    mount_fs
+}
+
+teardown() {
+    common_teardown
+}
+
+# Makes $T/src: a small real tree (this repository's sources, test scripts and man pages) with a
+# few modes, mtimes, an empty directory and an empty file.
+make_tree() {
+    mkdir "$T/src"
+    (cd "$REPO" && find engine fs man tests -type f \( -name '*.[ch15]' -o -name '*.bats' \
+        -o -name '*.bash' -o -name '*.sh' \) -exec cp --parents {} "$T/src/" \;)
+    cp "$REPO/Makefile" "$T/src/"
+    mkdir -p "$T/src/empty/dir"
+    : >"$T/src/empty-file"
+    head -c 300000 /dev/urandom >"$T/src/random.bin"
+    chmod 750 "$T/src/engine"
+    chmod 600 "$T/src/random.bin"
+    touch -d '2020-02-02 02:02:02 UTC' "$T/src/random.bin" "$T/src/empty"
+}
+
+@test "tar x of a real tree: contents, modes and mtimes match the source" {
+    make_tree
+    tar -C "$T/src" -cf "$T/src.tar" .
+    mkdir "$MNT/x"
+    tar -C "$MNT/x" -xf "$T/src.tar"
+    diff -r "$T/src" "$MNT/x"
+    (cd "$T/src" && find . -printf '%p %m %T@\n' | LC_ALL=C sort) >"$T/attr.src"
+    (cd "$MNT/x" && find . -mindepth 1 -printf '%p %m %T@\n' | LC_ALL=C sort) >"$T/attr.mnt"
+    sed -i '/^\. /d' "$T/attr.src"
+    # mtimes at whole seconds: tar keeps nanoseconds only with --format=posix
+    sed -i 's/\.[0-9]*$//' "$T/attr.src" "$T/attr.mnt"
+    diff "$T/attr.src" "$T/attr.mnt"
+    remount
+    diff -r "$T/src" "$MNT/x"
+    (cd "$MNT/x" && find . -mindepth 1 -printf '%p %m %T@\n' | LC_ALL=C sort) | sed 's/\.[0-9]*$//' >"$T/attr.mnt2"
+    diff "$T/attr.src" "$T/attr.mnt2"
+    # and tar c from the mount reproduces the tree
+    tar -C "$MNT/x" -cf "$T/back.tar" .
+    mkdir "$T/back"
+    tar -C "$T/back" -xf "$T/back.tar"
+    diff -r "$T/src" "$T/back"
+}
+
+@test "rsync -a copies a tree; a second rsync -a transfers nothing" {
+    make_tree
+    rsync -a "$T/src/" "$MNT/r/"
+    diff -r "$T/src" "$MNT/r"
+    run rsync -a --itemize-changes "$T/src/" "$MNT/r/"
+    [ "$status" -eq 0 ]
+    assert_eq "$output" ""
+    run rsync -a --stats "$T/src/" "$MNT/r/"
+    [[ $output == *"Number of regular files transferred: 0"* ]]
+    remount
+    run rsync -a --itemize-changes "$T/src/" "$MNT/r/"
+    [ "$status" -eq 0 ]
+    assert_eq "$output" ""
+    # a change on the source is the only thing transferred
+    echo changed >>"$T/src/empty-file"
+    run rsync -a --itemize-changes "$T/src/" "$MNT/r/"
+    assert_eq "$output" ">f.st...... empty-file"
+    diff -r "$T/src" "$MNT/r"
+}
+
+@test "cp -p keeps mode and mtime (and owner as root)" {
+    echo data >"$T/f"
+    chmod 640 "$T/f"
+    touch -d '2011-11-11 11:11:11.123456789 UTC' "$T/f"
+    cp -p "$T/f" "$MNT/f"
+    assert_eq "$(stat -c '%a %Y %s' "$MNT/f")" "$(stat -c '%a %Y %s' "$T/f")"
+    mkdir "$T/d"
+    chmod 710 "$T/d"
+    echo in >"$T/d/in"
+    touch -d '2012-12-12 12:12:12 UTC' "$T/d/in" "$T/d"
+    if [ "$(id -u)" = 0 ]; then chown -R 321:654 "$T/d"; fi
+    cp -a "$T/d" "$MNT/d"
+    assert_eq "$(stat -c '%a %Y %u %g' "$MNT/d" "$MNT/d/in")" "$(stat -c '%a %Y %u %g' "$T/d" "$T/d/in")"
+    remount
+    assert_eq "$(stat -c '%a %Y %s' "$MNT/f")" "$(stat -c '%a %Y %s' "$T/f")"
+    assert_eq "$(stat -c '%a %Y %u %g' "$MNT/d" "$MNT/d/in")" "$(stat -c '%a %Y %u %g' "$T/d" "$T/d/in")"
+}
+
+@test "editor-style save: write temp, fsync, rename over the target" {
+    printf 'version 1\n' >"$MNT/config"
+    python3 - "$MNT" <<'EOF'
+import os, sys
+m = sys.argv[1]
+target = os.path.join(m, "config")
+for v in range(2, 30):
+    tmp = os.path.join(m, ".config.swp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"version %d\n" % v + b"x" * (v * 100))
+    os.fsync(fd)
+    os.close(fd)
+    os.rename(tmp, target)
+    dfd = os.open(m, os.O_RDONLY | os.O_DIRECTORY)
+    os.fsync(dfd)
+    os.close(dfd)
+    with open(target, "rb") as f:
+        data = f.read()
+    assert data.startswith(b"version %d\n" % v) and len(data) == len("version %d\n" % v) + v * 100
+    assert not os.path.exists(tmp)
+assert sorted(os.listdir(m)) == ["config"], os.listdir(m)
+EOF
+    remount
+    assert_eq "$(head -n1 "$MNT/config")" "version 29"
+    assert_eq "$(ls -A "$MNT")" config
+}
+
+@test "renameat2: RENAME_NOREPLACE refuses an existing target, RENAME_EXCHANGE swaps" {
+    python3 - "$MNT" <<'EOF'
+import ctypes, errno, os, sys
+m = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD, NOREPLACE, EXCHANGE = -100, 1, 2
+def renameat2(a, b, flags):
+    r = libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), flags)
+    return 0 if r == 0 else ctypes.get_errno()
+def put(p, s):
+    with open(p, "w") as f:
+        f.write(s)
+def get(p):
+    with open(p) as f:
+        return f.read()
+a, b, c = m + "/a", m + "/b", m + "/c"
+put(a, "AAA"); put(b, "BBBBBB")
+assert renameat2(a, b, NOREPLACE) == errno.EEXIST
+assert get(a) == "AAA" and get(b) == "BBBBBB"
+assert renameat2(a, c, NOREPLACE) == 0
+assert not os.path.exists(a) and get(c) == "AAA"
+assert renameat2(c, b, EXCHANGE) == 0
+assert get(c) == "BBBBBB" and get(b) == "AAA"
+assert os.stat(c).st_size == 6 and os.stat(b).st_size == 3
+assert renameat2(c, m + "/missing", EXCHANGE) == errno.ENOENT
+assert get(c) == "BBBBBB"
+assert sorted(os.listdir(m)) == ["b", "c"], os.listdir(m)
+EOF
+    remount
+    assert_eq "$(cat "$MNT/c")" BBBBBB
+    assert_eq "$(cat "$MNT/b")" AAA
+}
+
+@test "renameat2 on directories: NOREPLACE move of a tree, EXCHANGE of a file and a directory" {
+    python3 - "$MNT" <<'EOF'
+import ctypes, errno, os, sys
+m = sys.argv[1]
+libc = ctypes.CDLL(None, use_errno=True)
+AT_FDCWD, NOREPLACE, EXCHANGE = -100, 1, 2
+def renameat2(a, b, flags):
+    r = libc.renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), flags)
+    return 0 if r == 0 else ctypes.get_errno()
+def put(p, s):
+    with open(p, "w") as f:
+        f.write(s)
+def get(p):
+    with open(p) as f:
+        return f.read()
+os.makedirs(m + "/d/sub"); put(m + "/d/in", "inside"); put(m + "/d/sub/deep", "deep")
+os.mkdir(m + "/e")
+put(m + "/file", "plain")
+assert renameat2(m + "/d", m + "/e", NOREPLACE) == errno.EEXIST
+assert renameat2(m + "/d", m + "/e/f", NOREPLACE) == 0
+assert get(m + "/e/f/in") == "inside" and get(m + "/e/f/sub/deep") == "deep"
+assert not os.path.exists(m + "/d")
+assert renameat2(m + "/file", m + "/e/f", EXCHANGE) == 0
+assert get(m + "/e/f") == "plain"
+assert get(m + "/file/in") == "inside" and get(m + "/file/sub/deep") == "deep"
+assert sorted(os.listdir(m)) == ["e", "file"], os.listdir(m)
+assert os.listdir(m + "/e") == ["f"]
+EOF
+    remount
+    assert_eq "$(cat "$MNT/e/f")" plain
+    assert_eq "$(cat "$MNT/file/sub/deep")" deep
+    assert_eq "$(ls "$MNT/file")" "in
+sub"
+}
+
+@test "rename is atomic for readers: a concurrent reader sees old or new, never missing or mixed" {
+    python3 - "$MNT" <<'EOF'
+import os, sys, threading
+m = sys.argv[1]
+target = m + "/t"
+with open(target, "wb") as f:
+    f.write(b"A" * 20000)
+stop, errors = False, []
+def reader():
+    while not stop:
+        try:
+            with open(target, "rb") as f:
+                d = f.read()
+        except FileNotFoundError:
+            errors.append("target missing during rename"); return
+        if len(d) != 20000 or d.count(d[:1]) != 20000:
+            errors.append("mixed content %r..." % d[:40]); return
+th = threading.Thread(target=reader); th.start()
+for i in range(300):
+    ch = b"ABCDEFGH"[i % 8:i % 8 + 1]
+    with open(m + "/tmp", "wb") as f:
+        f.write(ch * 20000)
+    os.rename(m + "/tmp", target)
+stop = True; th.join()
+assert not errors, errors[0]
+EOF
+}

@@ -1,0 +1,192 @@
+#!/usr/bin/env bats
+# t50 — crashes: the daemon is killed with SIGKILL (no chance to flush or close anything), the dead
+# mount is detached, and the data directory is mounted again.  Every file whose fsync returned must
+# be intact; no file may hold a torn value (part old, part new, or cut short).
+
+load helper
+
+setup() {
+    common_setup
+}
+
+teardown() {
+    common_teardown
+}
+
+# Self-checking file content: "LSMT <version> <length> <crc32>\n" + payload, where length and crc32
+# cover the payload.  check.py verifies every file in a directory and prints name and version.
+write_checker() {
+    cat >"$T/selfcheck.py" <<'EOF'
+import os, random, zlib
+def make(name, version, rnd):
+    n = rnd.choice((0, 1, 100, 4000, 4096, 20000, 70000))
+    payload = (("%s:%d:" % (name, version)).encode() * (n // 8 + 2))[:n]
+    return b"LSMT %d %d %08x\n" % (version, len(payload), zlib.crc32(payload)) + payload
+def check(data):
+    """Returns the version, or raises ValueError for a torn or foreign value."""
+    nl = data.find(b"\n")
+    if not data.startswith(b"LSMT ") or nl < 0:
+        raise ValueError("bad header %r (len %d)" % (data[:30], len(data)))
+    _, version, length, crc = data[:nl].split(b" ")
+    payload = data[nl + 1:]
+    if len(payload) != int(length) or zlib.crc32(payload) != int(crc, 16):
+        raise ValueError("torn: header %r, payload %d bytes" % (data[:nl], len(payload)))
+    return int(version)
+EOF
+}
+
+@test "fsynced files survive SIGKILL of the daemon (python fsync and dd conv=fsync)" {
+    mount_fs -o memtable_size=64K
+    mkdir "$MNT/d"
+    python3 - "$MNT" "$T/expect" <<'EOF'
+import hashlib, os, sys
+m, out = sys.argv[1], open(sys.argv[2], "w")
+for i in range(200):
+    p = "%s/%s" % (m, ("f%03d" if i % 2 else "d/g%03d") % i)
+    data = os.urandom(1 + (i * 997) % 9000)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, data)
+    os.fsync(fd) if i % 3 else os.fdatasync(fd)
+    os.close(fd)
+    out.write("%s %s\n" % (hashlib.sha256(data).hexdigest(), p[len(m) + 1:]))
+out.close()
+EOF
+    head -c 300000 /dev/urandom >"$T/big"
+    dd if="$T/big" of="$MNT/big" bs=32k conv=fsync status=none
+    echo "$(sha256sum <"$T/big" | cut -d' ' -f1) big" >>"$T/expect"
+    kill_daemon
+    not_mounted "$MNT"
+    mount_fs -o memtable_size=64K
+    (cd "$MNT" && sha256sum -c --quiet "$T/expect")
+    assert_eq "$(ls "$MNT" | wc -l)" $((100 + 2))
+}
+
+@test "closed but never fsynced files after SIGKILL: each absent or complete" {
+    mount_fs
+    write_checker
+    python3 - "$MNT" "$T" <<'EOF'
+import random, sys
+sys.path.insert(0, sys.argv[2]); import selfcheck
+m, rnd = sys.argv[1], random.Random(7)
+for v in (1, 2):
+    for i in range(60):
+        with open("%s/w%02d" % (m, i), "wb") as f:
+            f.write(selfcheck.make("w%02d" % i, v, rnd))
+EOF
+    kill_daemon
+    mount_fs
+    python3 - "$MNT" "$T" <<'EOF'
+import os, sys
+sys.path.insert(0, sys.argv[2]); import selfcheck
+names = os.listdir(sys.argv[1])
+assert set(names) <= {"w%02d" % i for i in range(60)}, names
+for n in names:
+    selfcheck.check(open(os.path.join(sys.argv[1], n), "rb").read())
+print("%d of 60 files survived, all complete" % len(names))
+EOF
+}
+
+@test "SIGKILL at random moments during overwrites: no torn value, fsynced versions kept" {
+    write_checker
+    rounds=6
+    for round in $(seq 1 $rounds); do
+        mount_fs -o memtable_size=64K
+        # writer: overwrites 40 files with growing versions, in several write() calls each; after
+        # an fsync returns, records "name version" (on the ordinary disk) as durable
+        python3 - "$MNT" "$T" "$round" >"$T/writer.$round.log" 2>&1 3>&- <<'EOF' &
+import os, random, sys
+sys.path.insert(0, sys.argv[2]); import selfcheck
+m, t, rnd = sys.argv[1], sys.argv[2], random.Random(int(sys.argv[3]))
+durable = open(t + "/durable", "a")
+version = int(sys.argv[3]) * 100000
+try:
+    while True:
+        version += 1
+        name = "f%02d" % rnd.randrange(40)
+        data = selfcheck.make(name, version, rnd)
+        fd = os.open(os.path.join(m, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        for i in range(0, len(data), 3000):
+            os.write(fd, data[i:i + 3000])
+        sync = rnd.random() < 0.2
+        if sync:
+            os.fsync(fd)
+        os.close(fd)
+        if sync:
+            durable.write("%s %d\n" % (name, version)); durable.flush(); os.fsync(durable.fileno())
+except OSError as e:
+    print("writer stopped:", e)
+EOF
+        writer=$!
+        sleep "0.$((RANDOM % 9 + 1))"
+        kill_daemon
+        wait_gone "$writer" 100
+        wait "$writer" || true
+        grep -q 'writer stopped' "$T/writer.$round.log"
+        mount_fs -o memtable_size=64K
+        python3 - "$MNT" "$T" <<'EOF'
+import os, sys
+sys.path.insert(0, sys.argv[2]); import selfcheck
+m, t = sys.argv[1], sys.argv[2]
+need = {}
+if os.path.exists(t + "/durable"):
+    for line in open(t + "/durable"):
+        name, v = line.split()
+        need[name] = max(need.get(name, 0), int(v))
+bad = []
+for name in sorted(os.listdir(m)):
+    try:
+        v = selfcheck.check(open(os.path.join(m, name), "rb").read())
+    except (ValueError, OSError) as e:
+        bad.append("%s: %s" % (name, e)); continue
+    if v < need.get(name, 0):
+        bad.append("%s: version %d but %d was fsynced" % (name, v, need[name]))
+for name in need:
+    if not os.path.exists(os.path.join(m, name)):
+        bad.append("%s: fsynced, now missing" % name)
+if bad:
+    sys.exit("\n".join(bad))
+print("checked %d files, %d with fsynced versions" % (len(os.listdir(m)), len(need)))
+EOF
+        unmount_fs
+    done
+    [ -s "$T/durable" ]
+}
+
+@test "concurrent reader never sees a mixture of old and new bytes" {
+    mount_fs
+    write_checker
+    python3 - "$MNT" "$T" <<'EOF'
+import os, random, sys, threading
+sys.path.insert(0, sys.argv[2]); import selfcheck
+m = sys.argv[1]
+rnd = random.Random(3)
+for i in range(5):
+    with open("%s/c%d" % (m, i), "wb") as f:
+        f.write(selfcheck.make("c%d" % i, 0, rnd))
+stop, errors, reads = False, [], [0]
+def reader():
+    r = random.Random(4)
+    while not stop and not errors:
+        name = "%s/c%d" % (m, r.randrange(5))
+        with open(name, "rb") as f:
+            data = f.read()
+        try:
+            selfcheck.check(data)
+            reads[0] += 1
+        except ValueError as e:
+            errors.append("%s: %s" % (name, e))
+ths = [threading.Thread(target=reader) for _ in range(2)]
+for th in ths: th.start()
+for v in range(1, 400):
+    i = rnd.randrange(5)
+    data = selfcheck.make("c%d" % i, v, rnd)
+    fd = os.open("%s/c%d" % (m, i), os.O_WRONLY | os.O_TRUNC)
+    for off in range(0, len(data), 1000):
+        os.write(fd, data[off:off + 1000])
+    os.close(fd)
+stop = True
+for th in ths: th.join()
+assert not errors, errors[:3]
+assert reads[0] > 100, reads[0]
+EOF
+}

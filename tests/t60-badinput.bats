@@ -1,0 +1,211 @@
+#!/usr/bin/env bats
+# t60 — bad input: a second mount of a locked data directory, missing or unusable paths, bad
+# options, and damaged tables.  Each must fail clearly (non-zero exit, a message naming the cause)
+# or, for damage found only when reading, fail the read with EIO; never return wrong bytes.
+
+load helper
+
+setup() {
+    common_setup
+}
+
+teardown() {
+    common_teardown
+}
+
+@test "second mount of the same DATADIR fails, naming the lock file" {
+    mount_fs
+    echo first >"$MNT/k"
+    mkdir "$T/mnt2"
+    run "$LSMFS" "$DATA" "$T/mnt2"
+    MOUNTS+=("$T/mnt2")
+    [ "$status" -ne 0 ]
+    [[ $output == *LOCK* ]]
+    not_mounted "$T/mnt2"
+    # also in foreground mode, and the first mount is unharmed
+    run "$LSMFS" -f "$DATA" "$T/mnt2"
+    [ "$status" -ne 0 ]
+    [[ $output == *LOCK* ]]
+    not_mounted "$T/mnt2"
+    assert_eq "$(cat "$MNT/k")" first
+    echo second >"$MNT/k2"
+    remount
+    assert_eq "$(cat "$MNT/k2")" second
+}
+
+@test "offline tool refuses a DATADIR the daemon holds" {
+    require_lsmtool
+    mount_fs
+    run "$LSMTOOL" "$DATA" list
+    [ "$status" -ne 0 ]
+    [[ $output == *LOCK* ]]
+}
+
+@test "missing MOUNTPOINT: non-zero exit with a message naming it" {
+    run "$LSMFS" "$DATA" "$T/no/such/mnt"
+    [ "$status" -ne 0 ]
+    [[ $output == *"$T/no/such/mnt"* ]] || [[ $output == *"No such file or directory"* ]]
+    not_mounted "$T/no/such/mnt"
+}
+
+@test "DATADIR that is a regular file: non-zero exit with a message" {
+    echo not-a-dir >"$T/file"
+    run "$LSMFS" "$T/file" "$MNT"
+    [ "$status" -ne 0 ]
+    [ -n "$output" ]
+    not_mounted "$MNT"
+    assert_eq "$(cat "$T/file")" not-a-dir
+}
+
+@test "DATADIR to be created on a read-only filesystem: non-zero exit with a message" {
+    require_root
+    mkdir "$T/ro"
+    mount -t tmpfs -o ro,size=1m tmpfs "$T/ro"
+    MOUNTS+=("$T/ro")
+    CLEANUPS+=("umount '$T/ro' 2>/dev/null || umount -l '$T/ro' 2>/dev/null")
+    run "$LSMFS" "$T/ro/data" "$MNT"
+    [ "$status" -ne 0 ]
+    [[ $output == *"Read-only file system"* ]] || [[ $output == *"$T/ro/data"* ]]
+    not_mounted "$MNT"
+}
+
+@test "existing DATADIR on a filesystem remounted read-only: refuses to mount rw" {
+    require_root
+    mkdir "$T/ro"
+    mount -t tmpfs -o size=8m tmpfs "$T/ro"
+    MOUNTS+=("$T/ro")
+    CLEANUPS+=("umount '$T/ro' 2>/dev/null || umount -l '$T/ro' 2>/dev/null")
+    DATA=$T/ro/data
+    mount_fs
+    echo v >"$MNT/k"
+    unmount_fs
+    mount -o remount,ro "$T/ro"
+    run "$LSMFS" "$DATA" "$MNT"
+    [ "$status" -ne 0 ]
+    [ -n "$output" ]
+    not_mounted "$MNT"
+}
+
+@test "unknown -o option: non-zero exit naming the option" {
+    run "$LSMFS" -o no_such_option=1 "$DATA" "$MNT"
+    [ "$status" -ne 0 ]
+    [[ $output == *no_such_option* ]]
+    not_mounted "$MNT"
+    run "$LSMFS" -o memtable_size=64K,bogus_flag "$DATA" "$MNT"
+    [ "$status" -ne 0 ]
+    [[ $output == *bogus_flag* ]]
+    not_mounted "$MNT"
+}
+
+@test "bad values for lsmfs options: non-zero exit naming the option" {
+    for o in compression=gzip sync=never memtable_size=abc cache_size=12Q max_file_size=-1 \
+             memtable_size=; do
+        run "$LSMFS" -o "$o" "$DATA" "$MNT"
+        if [ "$status" -eq 0 ] || is_mounted "$MNT"; then
+            echo "-o $o was accepted" >&2
+            false
+        fi
+        [[ $output == *"${o%%=*}"* ]] || { echo "-o $o: message does not name the option: $output" >&2; false; }
+    done
+}
+
+@test "unknown command-line flag: non-zero exit" {
+    run "$LSMFS" --no-such-flag "$DATA" "$MNT"
+    [ "$status" -ne 0 ]
+    not_mounted "$MNT"
+}
+
+# Writes files through a mount with a small memtable so several tables exist, records their
+# sha256 in $T/expect, unmounts.
+write_tables() {
+    mount_fs -o memtable_size=64K
+    python3 - "$MNT" "$T/expect" <<'EOF'
+import hashlib, os, sys
+m, out = sys.argv[1], open(sys.argv[2], "w")
+for i in range(400):
+    data = os.urandom(4096)
+    with open("%s/f%03d" % (m, i), "wb") as f:
+        f.write(data)
+    out.write("%s f%03d\n" % (hashlib.sha256(data).hexdigest(), i))
+EOF
+    unmount_fs
+    ls "$DATA"/*.sst >/dev/null
+}
+
+# After damage: either the mount is refused with a message about corruption, or every read that
+# succeeds returns the original bytes and at least one read fails with EIO.
+check_damage_detected() {
+    "$LSMFS" -f -o memtable_size=64K "$DATA" "$MNT" >"$T/err" 2>&1 3>&- </dev/null &
+    LSMFS_PID=$!
+    PIDS+=("$LSMFS_PID")
+    MOUNTS+=("$MNT")
+    for i in $(seq 1 100); do
+        is_mounted "$MNT" && break
+        pid_alive "$LSMFS_PID" || break
+        sleep 0.1
+    done
+    if ! is_mounted "$MNT"; then
+        # refused: a non-zero exit and a message that says what is wrong
+        local st=0
+        wait "$LSMFS_PID" || st=$?
+        [ "$st" -ne 0 ] || { echo "daemon exited 0 without mounting" >&2; return 1; }
+        grep -Eiq 'corrupt|checksum|damaged' "$T/err" || { cat "$T/err" >&2; return 1; }
+        return 0
+    fi
+    python3 - "$MNT" "$T/expect" <<'EOF'
+import errno, hashlib, sys
+m, ok, eio, wrong = sys.argv[1], 0, 0, []
+for line in open(sys.argv[2]):
+    digest, name = line.split()
+    try:
+        data = open("%s/%s" % (m, name), "rb").read()
+    except OSError as e:
+        if e.errno != errno.EIO:
+            wrong.append("%s: %s (want EIO)" % (name, e))
+        eio += 1
+        continue
+    if hashlib.sha256(data).hexdigest() != digest:
+        wrong.append("%s: WRONG BYTES (%d bytes)" % (name, len(data)))
+    ok += 1
+print("# %d reads intact, %d failed with EIO" % (ok, eio))
+assert not wrong, "\n".join(wrong[:10])
+assert eio > 0, "damage went unnoticed: every read succeeded"
+EOF
+}
+
+@test "damaged table (bytes flipped in the middle): mount refused or EIO, never wrong bytes" {
+    write_tables
+    python3 - "$DATA" <<'EOF'
+import glob, sys
+for p in sorted(glob.glob(sys.argv[1] + "/*.sst")):
+    with open(p, "r+b") as f:
+        data = bytearray(f.read())
+        for frac in (0.25, 0.5, 0.75):
+            i = int(len(data) * frac)
+            for j in range(i, min(i + 8, len(data))):
+                data[j] ^= 0x5A
+        f.seek(0); f.write(data)
+EOF
+    check_damage_detected
+}
+
+@test "damaged table footer (last bytes zeroed): mount refused or EIO, never wrong bytes" {
+    write_tables
+    python3 - "$DATA" <<'EOF'
+import glob, os, sys
+for p in sorted(glob.glob(sys.argv[1] + "/*.sst")):
+    n = os.path.getsize(p)
+    with open(p, "r+b") as f:
+        f.seek(n - 16)
+        f.write(b"\0" * 16)
+EOF
+    check_damage_detected
+}
+
+@test "truncated table: mount refused or EIO, never wrong bytes" {
+    write_tables
+    for f in "$DATA"/*.sst; do
+        truncate -s $(( $(stat -c %s "$f") / 2 )) "$f"
+    done
+    check_damage_detected
+}
