@@ -51,7 +51,7 @@ struct lsm_file {
 /* POSIX                                                                                      */
 /* ======================================================================================== */
 
-static int posix_open(lsm_env *env, const char *path, int flags, lsm_file **out)
+static int env_posix_open(lsm_env *env, const char *path, int flags, lsm_file **out)
 {
     int oflags;
     if (flags & LSM_O_CREATE)
@@ -72,7 +72,7 @@ static int posix_open(lsm_env *env, const char *path, int flags, lsm_file **out)
     return 0;
 }
 
-static ssize_t posix_pread(lsm_env *env, lsm_file *f, void *buf, size_t n, uint64_t off)
+static ssize_t env_posix_pread(lsm_env *env, lsm_file *f, void *buf, size_t n, uint64_t off)
 {
     size_t done = 0;
     /* Loop so that "fewer than n" means end of file, as env.h promises, not merely a short read. */
@@ -90,7 +90,7 @@ static ssize_t posix_pread(lsm_env *env, lsm_file *f, void *buf, size_t n, uint6
     return (ssize_t)done;
 }
 
-static ssize_t posix_append(lsm_env *env, lsm_file *f, const void *buf, size_t n)
+static ssize_t env_posix_append(lsm_env *env, lsm_file *f, const void *buf, size_t n)
 {
     ssize_t r;
     do
@@ -99,7 +99,7 @@ static ssize_t posix_append(lsm_env *env, lsm_file *f, const void *buf, size_t n
     return r < 0 ? -errno : r;
 }
 
-static int posix_sync(lsm_env *env, lsm_file *f)
+static int env_posix_sync(lsm_env *env, lsm_file *f)
 {
     int r;
     do
@@ -108,7 +108,7 @@ static int posix_sync(lsm_env *env, lsm_file *f)
     return r < 0 ? -errno : 0;
 }
 
-static int posix_size(lsm_env *env, lsm_file *f, uint64_t *size)
+static int env_posix_size(lsm_env *env, lsm_file *f, uint64_t *size)
 {
     struct stat st;
     if (fstat(f->fd, &st) < 0)
@@ -117,7 +117,7 @@ static int posix_size(lsm_env *env, lsm_file *f, uint64_t *size)
     return 0;
 }
 
-static int posix_close(lsm_env *env, lsm_file *f)
+static int env_posix_close(lsm_env *env, lsm_file *f)
 {
     if (!f)
         return 0;
@@ -128,22 +128,22 @@ static int posix_close(lsm_env *env, lsm_file *f)
     return r < 0 && e != EINTR ? -e : 0;
 }
 
-static int posix_rename(lsm_env *env, const char *from, const char *to)
+static int env_posix_rename(lsm_env *env, const char *from, const char *to)
 {
     return rename(from, to) < 0 ? -errno : 0;
 }
 
-static int posix_unlink(lsm_env *env, const char *path)
+static int env_posix_unlink(lsm_env *env, const char *path)
 {
     return unlink(path) < 0 ? -errno : 0;
 }
 
-static int posix_mkdir(lsm_env *env, const char *path)
+static int env_posix_mkdir(lsm_env *env, const char *path)
 {
     return mkdir(path, 0700) < 0 ? -errno : 0;
 }
 
-static int posix_sync_dir(lsm_env *env, const char *dir)
+static int env_posix_sync_dir(lsm_env *env, const char *dir)
 {
     int fd;
     do
@@ -160,7 +160,7 @@ static int posix_sync_dir(lsm_env *env, const char *dir)
     return r < 0 ? -e : 0;
 }
 
-static int posix_list(lsm_env *env, const char *dir, char ***names, int *n)
+static int env_posix_list(lsm_env *env, const char *dir, char ***names, int *n)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -193,7 +193,7 @@ static int posix_list(lsm_env *env, const char *dir, char ***names, int *n)
     return 0;
 }
 
-static int posix_file_exists(lsm_env *env, const char *path)
+static int env_posix_file_exists(lsm_env *env, const char *path)
 {
     struct stat st;
     if (stat(path, &st) == 0)
@@ -202,7 +202,7 @@ static int posix_file_exists(lsm_env *env, const char *path)
 }
 
 /* The holder's pid as written in the lock file, or 0 if it is unreadable (not yet written). */
-static long posix_lock_holder(int fd)
+static long env_posix_lock_holder(int fd)
 {
     char text[32];
     ssize_t r;
@@ -216,7 +216,7 @@ static long posix_lock_holder(int fd)
     return pid > 0 ? pid : 0;
 }
 
-static int posix_lock(lsm_env *env, const char *path, lsm_file **out, long *holder_pid)
+static int env_posix_lock(lsm_env *env, const char *path, lsm_file **out, long *holder_pid)
 {
     int fd;
     do
@@ -237,7 +237,7 @@ static int posix_lock(lsm_env *env, const char *path, lsm_file **out, long *hold
         if (e == EAGAIN || e == EACCES) {
             /* F_OFD_GETLK reports pid -1 for OFD locks, so the file's text is the only witness. */
             if (holder_pid)
-                *holder_pid = posix_lock_holder(fd);
+                *holder_pid = env_posix_lock_holder(fd);
             e = EWOULDBLOCK;
         }
         close(fd);
@@ -258,31 +258,31 @@ static int posix_lock(lsm_env *env, const char *path, lsm_file **out, long *hold
     return 0;
 }
 
-static int posix_unlock(lsm_env *env, lsm_file *f)
+static int env_posix_unlock(lsm_env *env, lsm_file *f)
 {
-    return posix_close(env, f);     /* closing the description releases its OFD lock */
+    return env_posix_close(env, f);     /* closing the description releases its OFD lock */
 }
 
-static lsm_env posix_env = {
-    .open = posix_open,
-    .pread = posix_pread,
-    .append = posix_append,
-    .sync = posix_sync,
-    .size = posix_size,
-    .close = posix_close,
-    .rename = posix_rename,
-    .unlink = posix_unlink,
-    .mkdir = posix_mkdir,
-    .sync_dir = posix_sync_dir,
-    .list = posix_list,
-    .file_exists = posix_file_exists,
-    .lock = posix_lock,
-    .unlock = posix_unlock,
+static lsm_env env_posix_env = {
+    .open = env_posix_open,
+    .pread = env_posix_pread,
+    .append = env_posix_append,
+    .sync = env_posix_sync,
+    .size = env_posix_size,
+    .close = env_posix_close,
+    .rename = env_posix_rename,
+    .unlink = env_posix_unlink,
+    .mkdir = env_posix_mkdir,
+    .sync_dir = env_posix_sync_dir,
+    .list = env_posix_list,
+    .file_exists = env_posix_file_exists,
+    .lock = env_posix_lock,
+    .unlock = env_posix_unlock,
 };
 
 lsm_env *lsm_env_posix(void)
 {
-    return &posix_env;
+    return &env_posix_env;
 }
 
 /* ======================================================================================== */
