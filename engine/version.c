@@ -219,7 +219,11 @@ static version *version_apply(vset *vs, const version *base, const version_edit 
             for (int d = 0; d < e->ndeleted && !gone; d++)
                 gone = e->deleted[d].level == l && e->deleted[d].number == f->number;
             if (gone) {
-                if (mark)
+                /* A file moved to another level by this edit is still live. */
+                int moved = 0;
+                for (int a = 0; a < e->nadded && !moved; a++)
+                    moved = e->added[a].f->number == f->number;
+                if (mark && !moved)
                     atomic_store(&f->obsolete, 1);
                 continue;
             }
