@@ -20,6 +20,8 @@ FS_OBJ     = $(FS_SRC:.c=.o)
 TEST_SRC   = $(wildcard tests/engine/test_*.c)
 TEST_BIN   = $(TEST_SRC:.c=)
 HELPER_SRC = $(wildcard tests/engine/helper_*.c)
+TOOL_SRC   = $(wildcard tests/tools/*.c)
+TOOL_BIN   = $(TOOL_SRC:.c=)
 BENCH_SRC  = $(wildcard tests/bench/*.c)
 BENCH_BIN  = $(BENCH_SRC:.c=)
 
@@ -29,7 +31,7 @@ BENCH_DEFS = $(if $(wildcard /usr/include/leveldb/c.h),-DHAVE_LEVELDB) \
 BENCH_LIBS = $(if $(wildcard /usr/include/leveldb/c.h),-lleveldb) \
              $(if $(wildcard /usr/include/rocksdb/c.h),-lrocksdb)
 
-all: engine/liblsm.a engine/liblsm.so fs/lsmfs $(TEST_BIN) $(BENCH_BIN)
+all: engine/liblsm.a engine/liblsm.so fs/lsmfs $(TEST_BIN) $(TOOL_BIN) $(BENCH_BIN)
 
 engine/%.o: engine/%.c
 	$(CC) $(CFLAGS) $(XCFLAGS) -c -o $@ $<
@@ -47,6 +49,9 @@ fs/lsmfs: $(FS_OBJ) engine/liblsm.a
 
 tests/engine/test_%: tests/engine/test_%.c $(HELPER_SRC) engine/liblsm.a
 	$(CC) $(CFLAGS) $(XCFLAGS) -Iengine -o $@ $< $(HELPER_SRC) engine/liblsm.a -lcmocka $(LIBS)
+
+tests/tools/%: tests/tools/%.c engine/liblsm.a
+	$(CC) $(CFLAGS) $(XCFLAGS) -Iengine -o $@ $< engine/liblsm.a $(LIBS)
 
 tests/bench/%: tests/bench/%.c engine/liblsm.a
 	$(CC) $(CFLAGS) $(XCFLAGS) $(BENCH_DEFS) -Iengine -o $@ $< engine/liblsm.a $(BENCH_LIBS) $(LIBS)
@@ -86,7 +91,7 @@ uninstall:
 clean:
 	rm -rf build-san
 	rm -f engine/*.o engine/*.d engine/liblsm.a engine/liblsm.so fs/*.o fs/*.d fs/lsmfs \
-	      $(TEST_BIN) tests/engine/*.d $(BENCH_BIN) tests/bench/*.d
+	      $(TEST_BIN) tests/engine/*.d $(TOOL_BIN) tests/tools/*.d $(BENCH_BIN) tests/bench/*.d
 
 .PHONY: all test check bench install uninstall clean
 -include $(ENGINE_SRC:.c=.d) $(FS_SRC:.c=.d)
