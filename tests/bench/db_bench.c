@@ -7,7 +7,7 @@
  * workload — the same keys in the same order from one fixed seed, the same values, the same knobs
  * (4 MiB write buffer, 10 bloom bits per key, 8 MiB block cache, 4 KiB blocks, max_open_files 1000,
  * no compression unless --compression says otherwise, sync off except fillsync), each in its own
- * fresh directory under one temporary directory. Knobs not named here stay at each engine's default.
+ * fresh directory under one temporary directory. Knobs not named here keep each engine's default.
  * Each engine runs in a forked child so that a crash or hang of the engine under construction still
  * leaves the other engines' numbers and a precise report of where it died. The harness also tracks
  * which pass last wrote every key, so each read checks presence and the exact value: a benchmark
@@ -38,8 +38,8 @@
  * Output: one line per workload and engine as it finishes, then a markdown table of ops/s with
  * liblsm's ratio to each other engine, a table per open..close session (user bytes, bytes the
  * process wrote per /proc/self/io wchar, their ratio, close time, du of the db after the close —
- * the fillrandom,overwrite row is the disk footprint), liblsm's lsm_stats before each close, and the
- * list of failed checks. Exit status: 0 all ran and all checks held; 1 a check failed, an engine
+ * the fillrandom,overwrite row is the disk footprint), liblsm's lsm_stats before each close, and
+ * the list of failed checks. Exit status: 0 all ran, all checks held; 1 a check failed, an engine
  * reported an error, crashed or hung; 2 bad usage; 3 the --scale check failed for liblsm.
  *
  * Usage (make bench runs it with the defaults through tests/bench/run.sh):
@@ -50,10 +50,10 @@
  * LevelDB has only snappy, so it gets snappy when lz4 or zstd is asked for (the output says so).
  * --fork=0 runs engines in-process (for gdb); --keep leaves the databases behind.
  *
- * The 10M-key scale check (fillrandom then readrandom at 10x the keys must keep >= 70% of the rates):
- *   tests/bench/db_bench --scale                 # fillrandom,readrandom at --num, then at 10x --num
- *   tests/bench/db_bench --scale --engines=lsm   # liblsm only (about 2.4 GB of disk at 10M)
- * or by hand: compare `--num=10000000 --benchmarks=fillrandom,readrandom` with the --num=1000000 run.
+ * The 10M-key scale check (fillrandom then readrandom at 10x the keys keep >= 70% of the rates):
+ *   tests/bench/db_bench --scale                 # fillrandom,readrandom at --num, then 10x --num
+ *   tests/bench/db_bench --scale --engines=lsm   # liblsm only (about 1.3 GB of disk at 10M)
+ * or by hand: compare `--num=10000000 --benchmarks=fillrandom,readrandom` with a --num=1000000 run.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -118,7 +118,7 @@ static struct {
     uint64_t seed;
     int fork;                  /* 1: each engine in a child process */
     int keep;                  /* 1: leave the databases behind */
-    double timeout;            /* seconds one workload may take before the child is killed; 0 = none */
+    double timeout;            /* seconds a workload may run before its child is killed; 0 = none */
     int scale;
     const char *dir;           /* parent of our temporary directory */
     int benches[MAX_BENCHES];
@@ -140,7 +140,7 @@ struct rec {
     double secs;               /* RESULT: time of the operations; SESSION: time of the close */
     uint64_t ops, bytes;       /* RESULT */
     uint64_t found, expected;  /* RESULT: reads that found a key / keys the harness wrote */
-    uint64_t wrong, ghost, errors; /* RESULT: bad values or order / found but never written / errors */
+    uint64_t wrong, ghost, errors; /* RESULT: bad value or order / found but not written / errors */
     uint64_t user_bytes, io_bytes, du_bytes; /* SESSION */
     int has_lsm_stats;         /* SESSION */
 #ifndef NO_LSM
@@ -341,8 +341,9 @@ static void *ldb_open(const char *dir, int sync)
     leveldb_options_set_filter_policy(l->opt, l->bloom);
     leveldb_options_set_block_size(l->opt, BLOCK_BYTES);
     leveldb_options_set_max_open_files(l->opt, MAX_OPEN_FILES);
-    leveldb_options_set_compression(l->opt, cfg.compression == COMP_NONE ? leveldb_no_compression
-                                                                          : leveldb_snappy_compression);
+    leveldb_options_set_compression(l->opt, cfg.compression == COMP_NONE
+                                                ? leveldb_no_compression
+                                                : leveldb_snappy_compression);
     leveldb_writeoptions_set_sync(l->wo, (uint8_t)sync);
     l->db = leveldb_open(l->opt, dir, &err);
     if (err != NULL) {
@@ -469,15 +470,16 @@ static void *rdb_open(const char *dir, int sync)
     r->wo = rocksdb_writeoptions_create();
     rocksdb_block_based_options_set_block_size(r->table, BLOCK_BYTES);
     rocksdb_block_based_options_set_block_cache(r->table, r->cache);
-    rocksdb_block_based_options_set_filter_policy(r->table,
-                                                  rocksdb_filterpolicy_create_bloom_full(BLOOM_BITS));
+    rocksdb_block_based_options_set_filter_policy(
+        r->table, rocksdb_filterpolicy_create_bloom_full(BLOOM_BITS));
     rocksdb_options_set_block_based_table_factory(r->opt, r->table);
     rocksdb_options_set_create_if_missing(r->opt, 1);
     rocksdb_options_set_write_buffer_size(r->opt, WRITE_BUFFER);
     rocksdb_options_set_max_open_files(r->opt, MAX_OPEN_FILES);
-    rocksdb_options_set_compression(r->opt, cfg.compression == COMP_LZ4 ? rocksdb_lz4_compression :
-                                            cfg.compression == COMP_ZSTD ? rocksdb_zstd_compression :
-                                                                           rocksdb_no_compression);
+    rocksdb_options_set_compression(r->opt,
+                                    cfg.compression == COMP_LZ4  ? rocksdb_lz4_compression :
+                                    cfg.compression == COMP_ZSTD ? rocksdb_zstd_compression :
+                                                                   rocksdb_no_compression);
     rocksdb_writeoptions_set_sync(r->wo, (unsigned char)sync);
     r->db = rocksdb_open(r->opt, dir, &err);
     if (err != NULL) {
@@ -875,8 +877,8 @@ static void do_get(struct run *R, struct rec *r)
                  key, got, missing ? "never written" : "absent or deleted");
         } else if (rc == GET_WRONG) {
             r->wrong++;
-            note(R, r, "get key %.16s: wrong value (%zu bytes; expected the %s one, %zu bytes)", key,
-                 got, bench_name[state[k] - 1], cfg.value_size);
+            note(R, r, "get key %.16s: wrong value (%zu bytes; expected the %s one, %zu bytes)",
+                 key, got, bench_name[state[k] - 1], cfg.value_size);
         }
     }
     r->secs = now() - t0;
@@ -972,7 +974,8 @@ static void do_seek(struct run *R, struct rec *r)
             for (uint64_t j = k; j < cfg.num; j++)
                 if (state[j]) {
                     r->wrong++;
-                    note(R, r, "seek %.16s: iterator invalid, but key %016" PRIu64 " exists", key, j);
+                    note(R, r, "seek %.16s: iterator invalid, but key %016" PRIu64 " exists",
+                         key, j);
                     break;
                 }
             continue;
@@ -1036,6 +1039,11 @@ static void run_engine(const struct engine *e, int ei, const char *dir, int wfd)
     R.ei = ei;
     R.dir = dir;
     R.wfd = wfd;
+    /* Engines run one after another, so a busy machine skews the comparison: say how busy. */
+    double load[1] = { -1 };
+    getloadavg(load, 1);
+    printf("%-8s start        : load average %.2f on %ld CPUs\n", e->name, load[0],
+           sysconf(_SC_NPROCESSORS_ONLN));
     rm_tree(dir);
     memset(state, 0, cfg.num);
     for (int slot = 0; slot < cfg.nbenches; slot++) {
@@ -1280,7 +1288,8 @@ static int summarize(void)
             if (!r->has_lsm_stats)
                 continue;
             if (!any++)
-                printf("\n## liblsm lsm_stats, taken before each close (counters since the open)\n");
+                printf("\n## liblsm lsm_stats, taken before each close "
+                       "(counters since the open)\n");
             uint64_t lookups = st->cache_hits + st->cache_misses;
             printf("\n%s:\n  write-amp (flush+compaction)/user = ", r->label);
             if (st->user_bytes_written)
@@ -1493,7 +1502,7 @@ int main(int argc, char **argv)
     if (cfg.nengines == 0 || cfg.nbenches == 0)
         usage();
 
-    /* Line buffering keeps a child's progress in order with the parent's and not lost in a crash. */
+    /* Line buffering keeps a child's output in order with the parent's, and not lost in a crash. */
     setvbuf(stdout, NULL, _IOLBF, 0);
     char base[4096];
     snprintf(base, sizeof base, "%s/db_bench.XXXXXX", cfg.dir);
