@@ -87,7 +87,7 @@ static void cache_list_append(cache_handle *list, cache_handle *e)
 static cache_handle **cache_find_slot(cache_shard *s, uint64_t id, uint64_t off, uint64_t hash)
 {
     cache_handle **slot = &s->table[hash & (s->nbuckets - 1)];
-    while (*slot && ((*slot)->id != id || (*slot)->off != off))
+    while (*slot && ((*slot)->hash != hash || (*slot)->id != id || (*slot)->off != off))
         slot = &(*slot)->next_hash;
     return slot;
 }

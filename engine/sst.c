@@ -1,0 +1,1140 @@
+/*
+ * sst.c — sorted string tables: writing them once, in order, and reading them many times.
+ *
+ * A table is an immutable file of internal keys in internal order, cut into data blocks that are
+ * the unit of I/O, checksum, compression and caching. A point lookup consults the pinned bloom
+ * filter, binary-searches the pinned index for the one data block that can hold the key, takes it
+ * from the block cache (or reads, verifies and caches it), binary-searches its restart points and
+ * scans at most one restart interval; it allocates nothing but the returned copy of the value. The
+ * index and filter are read and verified once at open and kept for the table's lifetime.
+ *
+ * Table format, version 1 (all integers little-endian; varints are LEB128, 7 bits per byte, low
+ * group first, high bit set on every byte but the last):
+ *
+ *     table   := data_block* filter_block? index_block footer
+ *
+ * Every block, whatever it holds, is stored as
+ *
+ *     OFFSET   SIZE  CONTENT
+ *     0        n     stored contents (the n bytes a block handle's size counts)
+ *     n        1     compression type: 0 none, 1 LZ4, 2 Zstandard
+ *     n+1      4     fixed32 checksum: low 32 bits of XXH3_64bits over the n+1 bytes before it
+ *
+ * For type 1 the stored contents are varint(uncompressed length) followed by one LZ4 block
+ * (LZ4_compress_default); for type 2 they are one Zstandard frame that records its content size.
+ * A writer compresses only when that saves at least 1/8 of the block, and never compresses the
+ * filter or the index. The uncompressed contents of a data block and of the index block are
+ *
+ *     entry*  restart*  fixed32 num_restarts
+ *     entry   := varint shared  varint non_shared  varint value_len  key_delta  value
+ *     restart := fixed32 offset of an entry, relative to the start of the block
+ *
+ * An entry's key is the first `shared` bytes of the previous entry's key followed by the
+ * non_shared bytes of key_delta. Every restart_interval-th entry (the first one included) is a
+ * restart point: shared is 0 there and its offset is in the restart array, which is increasing and
+ * starts at 0. An empty block is just fixed32 0. Keys are internal keys (user key + 8-byte trailer,
+ * see lsm_int.h); a writer cuts a data block once it reaches block_bytes, so one large value (up to
+ * 1 GiB) makes one large block. Blocks are below 2,113,929,216 bytes (LZ4_MAX_INPUT_SIZE).
+ *
+ * The index block has restart interval 1 (every key stored whole; readers reject anything else)
+ * and one entry per data block, in file order, keys strictly increasing. Its key is
+ * an internal key S with (last key of the block) <= S < (first key of the next block); writers
+ * pick a short S whose trailer is all ones when they shorten the user key. Its value is
+ * varint(offset of the data block) varint(n, its stored size without the 5-byte trailer).
+ *
+ * The filter block holds a bloom filter (layout in bloom.c) over every distinct user key in the
+ * table; it is absent, with offset and size 0 in the footer, when the table was built without one.
+ *
+ * The footer is the last 56 bytes of the file:
+ *
+ *     OFFSET  SIZE  CONTENT
+ *     0       8     filter block offset (0 when absent)
+ *     8       8     filter block stored size n (0 when absent)
+ *     16      8     index block offset
+ *     24      8     index block stored size n
+ *     32      8     number of entries in the table
+ *     40      4     format version: 1
+ *     44      4     checksum: low 32 bits of XXH3_64bits over footer bytes 0..43
+ *     48      8     magic 0x54535373666d736c, i.e. the bytes "lsmfsSST" on disk
+ *
+ * This module never trusts the file: every handle, varint, length and restart offset is checked
+ * against the block that contains it, so a damaged table yields LSM_CORRUPT ("path: offset N: why",
+ * N the offset of the damaged block or footer field) and never a crash, an out-of-bounds read or
+ * another key's bytes. It never holds a cache handle across calls except inside an iterator, and a
+ * table must outlive its iterators.
+ */
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <lz4.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <zstd.h>
+#include "bloom.h"
+#include "sst.h"
+
+#define SST_FOOTER       56
+#define SST_TRAILER      5
+#define SST_VERSION      1
+#define SST_MAGIC        UINT64_C(0x54535373666d736c)
+#define SST_MAX_BLOCK    ((size_t)LZ4_MAX_INPUT_SIZE)
+#define SST_KEY_INLINE   128
+#define SST_TYPE_NONE    0
+#define SST_TYPE_LZ4     1
+#define SST_TYPE_ZSTD    2
+
+/* ------------------------------------------------------------------------------------------------
+ * Blocks in memory and cursors over them
+ * --------------------------------------------------------------------------------------------- */
+
+typedef struct sst_block {
+    uint64_t off;                 /* file offset of the stored block, for messages and cache key */
+    const uint8_t *data;          /* uncompressed contents */
+    size_t size;                  /* bytes at data */
+    uint32_t limit;               /* end of the entries = start of the restart array */
+    uint32_t nrestarts;           /* entries in the restart array */
+    uint8_t mem[];                /* storage that data points into */
+} sst_block;
+
+/* A position in one block. The key is rebuilt here because of prefix compression; short keys live
+   in the inline array so that a lookup allocates nothing. Never copied by value. */
+typedef struct sst_cursor {
+    const sst_block *b;           /* block being read; NULL before the first */
+    uint32_t next;                /* offset of the entry after the current one */
+    uint8_t *key;                 /* current key: inl or a heap buffer of kcap bytes */
+    size_t klen, kcap;
+    slice val;                    /* current value, inside the block */
+    int valid;                    /* positioned on an entry */
+    int corrupt;                  /* the block's entries turned out malformed */
+    uint8_t inl[SST_KEY_INLINE];
+} sst_cursor;
+
+static void sst_cursor_init(sst_cursor *c)
+{
+    c->b = NULL;
+    c->next = 0;
+    c->key = c->inl;
+    c->klen = 0;
+    c->kcap = sizeof(c->inl);
+    c->val.p = NULL;
+    c->val.n = 0;
+    c->valid = 0;
+    c->corrupt = 0;
+}
+
+static void sst_cursor_done(sst_cursor *c)
+{
+    if (c->key != c->inl)
+        free(c->key);
+}
+
+static void sst_cursor_set(sst_cursor *c, const sst_block *b)
+{
+    c->b = b;
+    c->valid = 0;
+    c->corrupt = 0;
+    c->klen = 0;
+}
+
+static slice sst_cursor_key(const sst_cursor *c)
+{
+    slice s = { c->key, c->klen };
+    return s;
+}
+
+/* Decodes the three varints of the entry at off; on success *p points at its key delta. The
+   common case (three one-byte varints) is tested first. */
+static int sst_entry_header(const sst_block *b, uint32_t off, uint64_t *shared, uint64_t *non,
+                            uint64_t *vlen, const uint8_t **p)
+{
+    const uint8_t *q = b->data + off, *lim = b->data + b->limit;
+    if (lim - q >= 3 && (q[0] | q[1] | q[2]) < 0x80) {
+        *shared = q[0];
+        *non = q[1];
+        *vlen = q[2];
+        q += 3;
+    } else if (!(q = dec_varint(q, lim, shared)) || !(q = dec_varint(q, lim, non))
+               || !(q = dec_varint(q, lim, vlen))) {
+        return -1;
+    }
+    if (*non > (uint64_t)(lim - q) || *vlen > (uint64_t)(lim - q) - *non)
+        return -1;
+    *p = q;
+    return 0;
+}
+
+static void sst_cursor_reserve(sst_cursor *c, size_t n)
+{
+    if (n <= c->kcap)
+        return;
+    size_t cap = c->kcap * 2 > n ? c->kcap * 2 : n;
+    if (c->key == c->inl) {
+        c->key = xmalloc(cap);
+        memcpy(c->key, c->inl, c->klen);
+    } else {
+        c->key = xrealloc(c->key, cap);
+    }
+    c->kcap = cap;
+}
+
+/* Parses the entry at off, taking the shared prefix from the current key. */
+static void sst_cursor_parse(sst_cursor *c, uint32_t off)
+{
+    uint64_t shared, non, vlen;
+    const uint8_t *p;
+    if (sst_entry_header(c->b, off, &shared, &non, &vlen, &p) < 0 || shared > c->klen
+        || shared + non < LSM_TRAILER) {
+        c->valid = 0;
+        c->corrupt = 1;
+        return;
+    }
+    size_t n = (size_t)(shared + non);
+    sst_cursor_reserve(c, n);
+    memcpy(c->key + shared, p, (size_t)non);
+    c->klen = n;
+    c->val.p = p + non;
+    c->val.n = (size_t)vlen;
+    c->next = (uint32_t)(c->val.p + vlen - c->b->data);
+    c->valid = 1;
+}
+
+static uint32_t sst_restart(const sst_block *b, uint32_t i)
+{
+    return dec_fixed32(b->data + b->limit + 4 * (size_t)i);
+}
+
+static void sst_cursor_seek_first(sst_cursor *c)
+{
+    c->klen = 0;
+    c->valid = 0;
+    if (c->b->limit > 0)
+        sst_cursor_parse(c, 0);
+}
+
+static void sst_cursor_next(sst_cursor *c)
+{
+    if (c->next >= c->b->limit) {
+        c->valid = 0;
+        return;
+    }
+    sst_cursor_parse(c, c->next);
+}
+
+/* Positions at the first entry >= target, or invalid (corrupt set if the block is malformed). */
+static void sst_cursor_seek(sst_cursor *c, slice target)
+{
+    const sst_block *b = c->b;
+    c->valid = 0;
+    if (b->nrestarts == 0)
+        return;
+    /* The last restart point whose key is < target: scanning from there finds the answer. */
+    uint32_t lo = 0, hi = b->nrestarts - 1;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo + 1) / 2;
+        uint64_t shared, non, vlen;
+        const uint8_t *p;
+        if (sst_entry_header(b, sst_restart(b, mid), &shared, &non, &vlen, &p) < 0 || shared != 0
+            || non < LSM_TRAILER) {
+            c->corrupt = 1;
+            return;
+        }
+        slice k = { p, (size_t)non };
+        if (ikey_cmp(k, target) < 0)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    c->klen = 0;
+    sst_cursor_parse(c, sst_restart(b, lo));
+    while (c->valid && ikey_cmp(sst_cursor_key(c), target) < 0)
+        sst_cursor_next(c);
+}
+
+/* Checks the restart array of a freshly read block and fills limit/nrestarts. Entries themselves
+   are checked as cursors parse them. */
+static int sst_block_layout(sst_block *b)
+{
+    if (b->size < 4 || b->size > UINT32_MAX)
+        return -1;
+    uint32_t nr = dec_fixed32(b->data + b->size - 4);
+    if (nr > (b->size - 4) / 4)
+        return -1;
+    b->nrestarts = nr;
+    b->limit = (uint32_t)(b->size - 4 - 4 * (size_t)nr);
+    if (nr == 0)
+        return b->limit == 0 ? 0 : -1;
+    if (sst_restart(b, 0) != 0)
+        return -1;
+    for (uint32_t i = 1; i < nr; i++) {
+        uint32_t r = sst_restart(b, i);
+        if (r <= sst_restart(b, i - 1) || r >= b->limit)
+            return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Builder
+ * --------------------------------------------------------------------------------------------- */
+
+typedef struct sst_bb {
+    buf data;                     /* entries, then (after sst_bb_finish) the restart array */
+    uint32_t *restarts;           /* offsets of restart entries */
+    size_t nrestarts, caprestarts;
+    int since_restart;            /* entries added since the last restart point */
+    int interval;                 /* restart interval (>= 1) */
+    buf last;                     /* full key of the last entry */
+    uint64_t entries;             /* entries in this block */
+} sst_bb;
+
+struct sst_builder {
+    lsm_env *env;
+    lsm_file *f;                  /* borrowed: the caller creates, syncs and closes it */
+    char *path;                   /* for messages */
+    sst_options o;                /* normalised copy */
+    uint64_t offset;              /* bytes appended to f so far */
+    uint64_t entries;             /* entries added */
+    sst_bb data;                  /* data block being filled */
+    sst_bb index;                 /* index block, written at finish */
+    buf last_key;                 /* last internal key added, for order and separators */
+    int pending;                  /* the last flushed block still needs its index entry */
+    uint64_t pending_off, pending_size; /* its handle */
+    uint64_t *hashes;             /* bloom_hash of each distinct user key */
+    size_t nhashes, caphashes;
+    buf scratch;                  /* compression output and separators */
+    ZSTD_CCtx *zc;                /* created on first Zstandard block */
+    int status;                   /* sticky first error */
+    char msg[LSM_ERRLEN];         /* its message */
+    int finished;
+};
+
+static void sst_bb_init(sst_bb *bb, int interval)
+{
+    memset(bb, 0, sizeof(*bb));
+    bb->interval = interval;
+}
+
+static void sst_bb_free(sst_bb *bb)
+{
+    buf_free(&bb->data);
+    buf_free(&bb->last);
+    free(bb->restarts);
+}
+
+static void sst_bb_reset(sst_bb *bb, size_t keep_cap)
+{
+    if (bb->data.cap > keep_cap)
+        buf_free(&bb->data);
+    bb->data.len = 0;
+    bb->nrestarts = 0;
+    bb->since_restart = 0;
+    bb->last.len = 0;
+    bb->entries = 0;
+}
+
+static size_t sst_bb_estimate(const sst_bb *bb)
+{
+    return bb->data.len + 4 * bb->nrestarts + 4;
+}
+
+static void sst_bb_add(sst_bb *bb, slice key, slice val)
+{
+    size_t shared = 0;
+    if (bb->nrestarts == 0 || bb->since_restart >= bb->interval) {
+        if (bb->nrestarts == bb->caprestarts) {
+            bb->caprestarts = bb->caprestarts ? bb->caprestarts * 2 : 64;
+            bb->restarts = xrealloc(bb->restarts, bb->caprestarts * sizeof(*bb->restarts));
+        }
+        bb->restarts[bb->nrestarts++] = (uint32_t)bb->data.len;
+        bb->since_restart = 0;
+    } else {
+        size_t n = bb->last.len < key.n ? bb->last.len : key.n;
+        while (shared < n && bb->last.p[shared] == key.p[shared])
+            shared++;
+    }
+    buf_reserve(&bb->data, 30 + key.n - shared + val.n);
+    buf_put_varint(&bb->data, shared);
+    buf_put_varint(&bb->data, key.n - shared);
+    buf_put_varint(&bb->data, val.n);
+    buf_append(&bb->data, key.p + shared, key.n - shared);
+    buf_append(&bb->data, val.p, val.n);
+    bb->last.len = 0;
+    buf_append(&bb->last, key.p, key.n);
+    bb->since_restart++;
+    bb->entries++;
+}
+
+static void sst_bb_finish(sst_bb *bb)
+{
+    buf_reserve(&bb->data, 4 * bb->nrestarts + 4);
+    for (size_t i = 0; i < bb->nrestarts; i++)
+        buf_put_fixed32(&bb->data, bb->restarts[i]);
+    buf_put_fixed32(&bb->data, (uint32_t)bb->nrestarts);
+}
+
+static int sst_builder_fail(sst_builder *b, int code, char *err)
+{
+    b->status = code;
+    if (err)
+        memcpy(err, b->msg, LSM_ERRLEN);
+    return code;
+}
+
+static int sst_builder_append(sst_builder *b, const void *p, size_t n, char *err)
+{
+    int rc = env_append_all(b->env, b->f, p, n);
+    if (rc < 0)
+        return sst_builder_fail(b, lsm_err_errno(b->msg, rc, "write", b->path), err);
+    b->offset += n;
+    return LSM_OK;
+}
+
+/* Compresses (when asked and worth it) and appends one block with its trailer in one write. The
+   trailer is appended to whichever buffer is written, so the checksum is one pass over contiguous
+   bytes, exactly as the reader computes it; raw gets its length back afterwards. */
+static int sst_write_block(sst_builder *b, buf *raw, int compression, uint64_t *off,
+                           uint64_t *size, char *err)
+{
+    size_t n = raw->len;
+    buf *out = raw;
+    uint8_t type = SST_TYPE_NONE;
+    size_t worth = n - n / 8;
+
+    if (compression == LSM_COMPRESSION_LZ4 && n <= SST_MAX_BLOCK) {
+        int bound = LZ4_compressBound((int)n);
+        b->scratch.len = 0;
+        buf_reserve(&b->scratch, 10 + (size_t)bound + SST_TRAILER);
+        buf_put_varint(&b->scratch, n);
+        int c = LZ4_compress_default((const char *)raw->p, (char *)b->scratch.p + b->scratch.len,
+                                     (int)n, bound);
+        if (c > 0 && b->scratch.len + (size_t)c <= worth) {
+            b->scratch.len += (size_t)c;
+            out = &b->scratch;
+            type = SST_TYPE_LZ4;
+        }
+    } else if (compression == LSM_COMPRESSION_ZSTD) {
+        size_t bound = ZSTD_compressBound(n);
+        if (!b->zc)
+            b->zc = ZSTD_createCCtx();
+        b->scratch.len = 0;
+        buf_reserve(&b->scratch, bound + SST_TRAILER);
+        size_t c = b->zc ? ZSTD_compressCCtx(b->zc, b->scratch.p, bound, raw->p, n,
+                                             b->o.compression_level) : 0;
+        if (b->zc && !ZSTD_isError(c) && c <= worth) {
+            b->scratch.len = c;
+            out = &b->scratch;
+            type = SST_TYPE_ZSTD;
+        }
+    }
+
+    size_t stored = out->len;
+    buf_putc(out, type);
+    buf_put_fixed32(out, lsm_checksum(out->p, stored + 1));
+    *off = b->offset;
+    *size = stored;
+    int rc = sst_builder_append(b, out->p, out->len, err);
+    raw->len = n;
+    if (b->scratch.cap > ((size_t)4 << 20))
+        buf_free(&b->scratch);
+    return rc;
+}
+
+static int sst_flush_block(sst_builder *b, char *err)
+{
+    sst_bb_finish(&b->data);
+    int rc = sst_write_block(b, &b->data.data, b->o.compression, &b->pending_off,
+                             &b->pending_size, err);
+    b->pending = rc == LSM_OK;
+    size_t keep = b->o.block_bytes * 4 > ((size_t)1 << 20) ? b->o.block_bytes * 4 : (size_t)1 << 20;
+    sst_bb_reset(&b->data, keep);
+    return rc;
+}
+
+static void sst_put_max_trailer(buf *out)
+{
+    buf_put_fixed64(out, ikey_pack(LSM_MAX_SEQ, 0xff));
+}
+
+/* A short internal key S with a <= S < b (b is NULL for the table's last block: then a <= S). */
+static slice sst_separator(buf *out, slice a, const slice *b)
+{
+    slice ua = ikey_user(a);
+    size_t i = 0;
+    out->len = 0;
+    if (b) {
+        slice ub = ikey_user(*b);
+        size_t n = ua.n < ub.n ? ua.n : ub.n;
+        while (i < n && ua.p[i] == ub.p[i])
+            i++;
+        if (i == n)
+            return a;            /* one user key is a prefix of the other: nothing shorter fits */
+        if (ua.p[i] < 0xff && ua.p[i] + 1 < ub.p[i]) {
+            buf_append(out, ua.p, i);
+            buf_putc(out, (uint8_t)(ua.p[i] + 1));
+            sst_put_max_trailer(out);
+            slice s = { out->p, out->len };
+            return s;
+        }
+        i++;                     /* S keeps ua[i] (< ub[i]) and grows a later byte instead */
+    }
+    for (; i < ua.n; i++) {
+        if (ua.p[i] != 0xff) {
+            buf_append(out, ua.p, i);
+            buf_putc(out, (uint8_t)(ua.p[i] + 1));
+            sst_put_max_trailer(out);
+            slice s = { out->p, out->len };
+            return s;
+        }
+    }
+    return a;
+}
+
+static void sst_add_index_entry(sst_builder *b, const slice *next_key)
+{
+    slice last = { b->last_key.p, b->last_key.len };
+    slice sep = sst_separator(&b->scratch, last, next_key);
+    uint8_t h[20], *e = enc_varint(h, b->pending_off);
+    e = enc_varint(e, b->pending_size);
+    slice v = { h, (size_t)(e - h) };
+    sst_bb_add(&b->index, sep, v);
+    b->pending = 0;
+}
+
+sst_builder *sst_builder_new(lsm_env *env, lsm_file *f, const char *path, const sst_options *o)
+{
+    sst_builder *b = xcalloc(1, sizeof(*b));
+    b->env = env;
+    b->f = f;
+    b->path = xmemdup(path, strlen(path) + 1);
+    b->o = *o;
+    if (b->o.block_bytes == 0)
+        b->o.block_bytes = 4096;
+    if (b->o.restart_interval < 1)
+        b->o.restart_interval = 16;
+    if (b->o.bloom_bits_per_key < 0)
+        b->o.bloom_bits_per_key = 0;
+    sst_bb_init(&b->data, b->o.restart_interval);
+    sst_bb_init(&b->index, 1);
+    return b;
+}
+
+int sst_builder_add(sst_builder *b, slice ikey, slice val, char *err)
+{
+    if (b->status)
+        return sst_builder_fail(b, b->status, err);
+    if (b->finished)
+        return lsm_err(err, LSM_INVALID, "%s: add after finish", b->path);
+    if (ikey.n < LSM_TRAILER || ikey.n - LSM_TRAILER > LSM_MAX_KEY || val.n > SST_MAX_BLOCK / 2)
+        return lsm_err(err, LSM_INVALID, "%s: bad entry size (key %zu, value %zu bytes)", b->path,
+                       ikey.n, val.n);
+    slice last = { b->last_key.p, b->last_key.len };
+    if (b->entries > 0 && ikey_cmp(ikey, last) <= 0)
+        return lsm_err(err, LSM_INVALID, "%s: keys added out of order", b->path);
+
+    if (b->data.entries > 0 && b->data.data.len + ikey.n + val.n + 64 > SST_MAX_BLOCK) {
+        int rc = sst_flush_block(b, err);
+        if (rc)
+            return rc;
+    }
+    if (b->pending)
+        sst_add_index_entry(b, &ikey);
+
+    if (b->o.bloom_bits_per_key > 0
+        && (b->entries == 0 || ukey_cmp(ikey.p, ikey.n - LSM_TRAILER, last.p, last.n - LSM_TRAILER))) {
+        if (b->nhashes == b->caphashes) {
+            b->caphashes = b->caphashes ? b->caphashes * 2 : 1024;
+            b->hashes = xrealloc(b->hashes, b->caphashes * sizeof(*b->hashes));
+        }
+        b->hashes[b->nhashes++] = bloom_hash(ikey.p, ikey.n - LSM_TRAILER);
+    }
+
+    sst_bb_add(&b->data, ikey, val);
+    b->last_key.len = 0;
+    buf_append(&b->last_key, ikey.p, ikey.n);
+    b->entries++;
+    if (sst_bb_estimate(&b->data) >= b->o.block_bytes)
+        return sst_flush_block(b, err);
+    return LSM_OK;
+}
+
+uint64_t sst_builder_file_size(const sst_builder *b)
+{
+    return b->offset + (b->data.entries ? sst_bb_estimate(&b->data) : 0);
+}
+
+uint64_t sst_builder_entries(const sst_builder *b)
+{
+    return b->entries;
+}
+
+int sst_builder_finish(sst_builder *b, uint64_t *file_size, char *err)
+{
+    if (b->status)
+        return sst_builder_fail(b, b->status, err);
+    if (b->finished)
+        return lsm_err(err, LSM_INVALID, "%s: finished twice", b->path);
+    int rc;
+    if (b->data.entries > 0 && (rc = sst_flush_block(b, err)))
+        return rc;
+    if (b->pending)
+        sst_add_index_entry(b, NULL);
+
+    uint64_t filter_off = 0, filter_size = 0, index_off, index_size;
+    if (b->o.bloom_bits_per_key > 0) {
+        buf f = { 0 };
+        bloom_build(b->hashes, b->nhashes, b->o.bloom_bits_per_key, &f);
+        rc = sst_write_block(b, &f, LSM_COMPRESSION_NONE, &filter_off, &filter_size, err);
+        buf_free(&f);
+        if (rc)
+            return rc;
+    }
+    sst_bb_finish(&b->index);
+    rc = sst_write_block(b, &b->index.data, LSM_COMPRESSION_NONE, &index_off, &index_size, err);
+    if (rc)
+        return rc;
+
+    uint8_t ft[SST_FOOTER];
+    enc_fixed64(ft, filter_off);
+    enc_fixed64(ft + 8, filter_size);
+    enc_fixed64(ft + 16, index_off);
+    enc_fixed64(ft + 24, index_size);
+    enc_fixed64(ft + 32, b->entries);
+    enc_fixed32(ft + 40, SST_VERSION);
+    enc_fixed32(ft + 44, lsm_checksum(ft, 44));
+    enc_fixed64(ft + 48, SST_MAGIC);
+    if ((rc = sst_builder_append(b, ft, sizeof(ft), err)))
+        return rc;
+    b->finished = 1;
+    if (file_size)
+        *file_size = b->offset;
+    return LSM_OK;
+}
+
+void sst_builder_free(sst_builder *b)
+{
+    if (!b)
+        return;
+    sst_bb_free(&b->data);
+    sst_bb_free(&b->index);
+    buf_free(&b->last_key);
+    buf_free(&b->scratch);
+    free(b->hashes);
+    ZSTD_freeCCtx(b->zc);
+    free(b->path);
+    free(b);
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Reader
+ * --------------------------------------------------------------------------------------------- */
+
+struct sst {
+    lsm_env *env;
+    lsm_file *f;                  /* open for pread; pread is safe from many threads */
+    char *path;                   /* for messages */
+    uint64_t file_size;
+    uint64_t data_end;            /* file_size - footer: every block lies below it */
+    uint64_t entries;             /* from the footer */
+    cache *bc;                    /* block cache, or NULL */
+    uint64_t cache_id;            /* this table's key namespace in bc */
+    sst_block *index;             /* index block, pinned: idx[].key points into it */
+    uint64_t index_off;           /* its file offset, for messages */
+    struct sst_index_entry *idx;  /* the index decoded and checked at open, in file order */
+    size_t nidx;
+    sst_block *filter;            /* pinned; NULL when the table has no filter */
+    _Atomic int iters;            /* live iterators, which sst_close must not outlive */
+};
+
+/* One data block as the index names it. A flat array makes each binary-search probe one compare,
+   with no varint decoding and no restart-array indirection. */
+typedef struct sst_index_entry {
+    const uint8_t *key;           /* separator internal key, inside sst.index */
+    size_t klen;
+    uint64_t off, size;           /* the data block's handle */
+} sst_index_entry;
+
+/* A data block in use: either pinned in the cache (h) or owned because there is no cache. */
+typedef struct sst_blockref {
+    const sst_block *b;
+    cache_handle *h;
+    sst_block *owned;
+} sst_blockref;
+
+static int sst_corrupt(const sst *t, char *err, uint64_t off, const char *why)
+{
+    return lsm_err(err, LSM_CORRUPT, "%s: offset %" PRIu64 ": %s", t->path, off, why);
+}
+
+static int sst_read_error(const sst *t, char *err, int rc, uint64_t off)
+{
+    if (rc == -ENODATA)
+        return sst_corrupt(t, err, off, "file truncated");
+    return lsm_err_errno(err, rc, "read", t->path);
+}
+
+static int sst_handle_ok(const sst *t, uint64_t off, uint64_t size)
+{
+    return size <= t->data_end && off <= t->data_end - size && t->data_end - size - off >= SST_TRAILER;
+}
+
+static sst_block *sst_block_alloc(uint64_t off, size_t n)
+{
+    sst_block *b = xmalloc(sizeof(*b) + n);
+    b->off = off;
+    b->data = b->mem;
+    b->size = n;
+    b->limit = 0;
+    b->nrestarts = 0;
+    return b;
+}
+
+/* Reads, verifies and uncompresses the block stored at off (n bytes + trailer). With structured,
+   also checks it as an entries-and-restarts block. */
+static int sst_read_block(const sst *t, uint64_t off, uint64_t n, int structured, sst_block **out,
+                          char *err)
+{
+    *out = NULL;
+    if (!sst_handle_ok(t, off, n))
+        return sst_corrupt(t, err, off, "block handle out of range");
+    sst_block *raw = sst_block_alloc(off, (size_t)n + SST_TRAILER);
+    int rc = env_pread_all(t->env, t->f, raw->mem, (size_t)n + SST_TRAILER, off);
+    if (rc < 0) {
+        free(raw);
+        return sst_read_error(t, err, rc, off);
+    }
+    if (dec_fixed32(raw->mem + n + 1) != lsm_checksum(raw->mem, (size_t)n + 1)) {
+        free(raw);
+        return sst_corrupt(t, err, off, "block checksum mismatch");
+    }
+
+    sst_block *b = raw;
+    const uint8_t *src = raw->mem;
+    switch (raw->mem[n]) {
+    case SST_TYPE_NONE:
+        raw->size = (size_t)n;
+        break;
+    case SST_TYPE_LZ4: {
+        uint64_t ulen;
+        const uint8_t *p = dec_varint(src, src + n, &ulen);
+        if (!p || ulen > SST_MAX_BLOCK) {
+            free(raw);
+            return sst_corrupt(t, err, off, "bad LZ4 block length");
+        }
+        b = sst_block_alloc(off, (size_t)ulen);
+        int got = LZ4_decompress_safe((const char *)p, (char *)b->mem, (int)(src + n - p), (int)ulen);
+        free(raw);
+        if (got < 0 || (uint64_t)got != ulen) {
+            free(b);
+            return sst_corrupt(t, err, off, "LZ4 block does not decompress");
+        }
+        break;
+    }
+    case SST_TYPE_ZSTD: {
+        unsigned long long ulen = ZSTD_getFrameContentSize(src, (size_t)n);
+        if (ulen == ZSTD_CONTENTSIZE_UNKNOWN || ulen == ZSTD_CONTENTSIZE_ERROR || ulen > SST_MAX_BLOCK) {
+            free(raw);
+            return sst_corrupt(t, err, off, "bad Zstandard block length");
+        }
+        b = sst_block_alloc(off, (size_t)ulen);
+        size_t got = ZSTD_decompress(b->mem, (size_t)ulen, src, (size_t)n);
+        free(raw);
+        if (ZSTD_isError(got) || got != ulen) {
+            free(b);
+            return sst_corrupt(t, err, off, "Zstandard block does not decompress");
+        }
+        break;
+    }
+    default:
+        free(raw);
+        return sst_corrupt(t, err, off, "unknown compression type");
+    }
+    if (structured && sst_block_layout(b) < 0) {
+        free(b);
+        return sst_corrupt(t, err, off, "malformed block");
+    }
+    *out = b;
+    return LSM_OK;
+}
+
+static void sst_block_deleter(uint64_t id, uint64_t off, void *value)
+{
+    (void)id;
+    (void)off;
+    free(value);
+}
+
+static int sst_get_block(const sst *t, uint64_t off, uint64_t n, sst_blockref *ref, char *err)
+{
+    ref->h = NULL;
+    ref->owned = NULL;
+    ref->b = NULL;
+    if (t->bc && (ref->h = cache_lookup(t->bc, t->cache_id, off))) {
+        ref->b = cache_value(ref->h);
+        return LSM_OK;
+    }
+    sst_block *b;
+    int rc = sst_read_block(t, off, n, 1, &b, err);
+    if (rc)
+        return rc;
+    if (t->bc)
+        ref->h = cache_insert(t->bc, t->cache_id, off, b, b->size + sizeof(*b), sst_block_deleter);
+    else
+        ref->owned = b;
+    ref->b = b;
+    return LSM_OK;
+}
+
+static void sst_put_block(const sst *t, sst_blockref *ref)
+{
+    if (ref->h)
+        cache_release(t->bc, ref->h);
+    free(ref->owned);
+    ref->h = NULL;
+    ref->owned = NULL;
+    ref->b = NULL;
+}
+
+/* Decodes the index block into t->idx, checking everything a lookup will rely on: keys stored
+   whole (the index has restart interval 1) and strictly increasing, handles that decode and lie
+   inside the file. After this, the index can be trusted without further checks. */
+static int sst_load_index(sst *t, char *err)
+{
+    const sst_block *b = t->index;
+    size_t cap = b->nrestarts ? b->nrestarts : 1;
+    t->idx = xmalloc(cap * sizeof(*t->idx));
+    uint32_t off = 0;
+    while (off < b->limit) {
+        uint64_t shared, non, vlen, boff, bsize;
+        const uint8_t *p, *q;
+        if (sst_entry_header(b, off, &shared, &non, &vlen, &p) < 0 || shared != 0
+            || non < LSM_TRAILER)
+            return sst_corrupt(t, err, t->index_off, "malformed index block");
+        if (!(q = dec_varint(p + non, p + non + vlen, &boff))
+            || !dec_varint(q, p + non + vlen, &bsize) || !sst_handle_ok(t, boff, bsize))
+            return sst_corrupt(t, err, t->index_off, "bad block handle in index");
+        slice k = { p, (size_t)non };
+        if (t->nidx > 0) {
+            slice prev = { t->idx[t->nidx - 1].key, t->idx[t->nidx - 1].klen };
+            if (ikey_cmp(prev, k) >= 0)
+                return sst_corrupt(t, err, t->index_off, "index keys out of order");
+        }
+        if (t->nidx == cap) {
+            cap *= 2;
+            t->idx = xrealloc(t->idx, cap * sizeof(*t->idx));
+        }
+        t->idx[t->nidx++] = (sst_index_entry){ p, (size_t)non, boff, bsize };
+        off = (uint32_t)(p + non + vlen - b->data);
+    }
+    return LSM_OK;
+}
+
+/* The first data block whose separator is >= target: the only one that can hold target's first
+   entry >= target (t->nidx if target is past the table). */
+static size_t sst_index_find(const sst *t, slice target)
+{
+    size_t lo = 0, hi = t->nidx;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        slice k = { t->idx[mid].key, t->idx[mid].klen };
+        if (ikey_cmp(k, target) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int sst_open(lsm_env *env, const char *path, uint64_t file_size, cache *block_cache, sst **out,
+             char *err)
+{
+    *out = NULL;
+    if (file_size < SST_FOOTER)
+        return lsm_err(err, LSM_CORRUPT, "%s: offset 0: file too short for a table (%" PRIu64
+                       " bytes)", path, file_size);
+    lsm_file *f;
+    int rc = env->open(env, path, LSM_O_READ, &f);
+    if (rc < 0)
+        return lsm_err_errno(err, rc, "open", path);
+
+    sst *t = xcalloc(1, sizeof(*t));
+    t->env = env;
+    t->f = f;
+    t->path = xmemdup(path, strlen(path) + 1);
+    t->file_size = file_size;
+    t->data_end = file_size - SST_FOOTER;
+    t->bc = block_cache;
+    atomic_init(&t->iters, 0);
+
+    uint8_t ft[SST_FOOTER];
+    uint64_t foff = t->data_end;
+    if ((rc = env_pread_all(env, f, ft, sizeof(ft), foff)) < 0) {
+        rc = sst_read_error(t, err, rc, foff);
+        goto fail;
+    }
+    if (dec_fixed64(ft + 48) != SST_MAGIC) {
+        rc = sst_corrupt(t, err, foff + 48, "bad magic number (not a table)");
+        goto fail;
+    }
+    if (dec_fixed32(ft + 44) != lsm_checksum(ft, 44)) {
+        rc = sst_corrupt(t, err, foff, "footer checksum mismatch");
+        goto fail;
+    }
+    if (dec_fixed32(ft + 40) != SST_VERSION) {
+        rc = sst_corrupt(t, err, foff + 40, "unsupported table format version");
+        goto fail;
+    }
+    uint64_t filter_off = dec_fixed64(ft), filter_size = dec_fixed64(ft + 8);
+    uint64_t index_off = dec_fixed64(ft + 16), index_size = dec_fixed64(ft + 24);
+    t->entries = dec_fixed64(ft + 32);
+
+    t->index_off = index_off;
+    if ((rc = sst_read_block(t, index_off, index_size, 1, &t->index, err))
+        || (rc = sst_load_index(t, err)))
+        goto fail;
+    if ((filter_off || filter_size)
+        && (rc = sst_read_block(t, filter_off, filter_size, 0, &t->filter, err)))
+        goto fail;
+    if (block_cache)
+        t->cache_id = cache_new_id(block_cache);
+    *out = t;
+    return LSM_OK;
+
+fail:
+    free(t->idx);
+    free(t->index);
+    env->close(env, f);
+    free(t->path);
+    free(t);
+    return rc;
+}
+
+void sst_close(sst *t)
+{
+    if (!t)
+        return;
+    assert(atomic_load(&t->iters) == 0);
+    /* The cache id dies with this handle, so its blocks can never be hit again: free them now. */
+    if (t->bc)
+        for (size_t i = 0; i < t->nidx; i++)
+            cache_erase(t->bc, t->cache_id, t->idx[i].off);
+    t->env->close(t->env, t->f);
+    free(t->idx);
+    free(t->index);
+    free(t->filter);
+    free(t->path);
+    free(t);
+}
+
+int sst_may_contain(sst *t, const void *ukey, size_t uklen)
+{
+    if (!t->filter)
+        return 1;
+    return bloom_may_contain(t->filter->data, t->filter->size, bloom_hash(ukey, uklen));
+}
+
+int sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, int *type,
+            void **val, size_t *vlen, char *err)
+{
+    *found = 0;
+    if (!sst_may_contain(t, ukey, uklen))
+        return LSM_OK;
+
+    uint8_t stack[256];
+    uint8_t *tk = uklen + LSM_TRAILER <= sizeof(stack) ? stack : xmalloc(uklen + LSM_TRAILER);
+    memcpy(tk, ukey, uklen);
+    enc_fixed64(tk + uklen, ikey_pack(snap < LSM_MAX_SEQ ? snap : LSM_MAX_SEQ, 0xff));
+    slice target = { tk, uklen + LSM_TRAILER };
+
+    sst_cursor dc;
+    sst_cursor_init(&dc);
+    int rc = LSM_OK;
+    /* Normally the first block tried holds the answer or proves there is none; the loop only
+       continues when target falls after a block's last entry but not after its separator. */
+    for (size_t i = sst_index_find(t, target); i < t->nidx; i++) {
+        const sst_index_entry *ie = &t->idx[i];
+        sst_blockref ref;
+        if ((rc = sst_get_block(t, ie->off, ie->size, &ref, err)))
+            break;
+        sst_cursor_set(&dc, ref.b);
+        sst_cursor_seek(&dc, target);
+        if (dc.corrupt) {
+            rc = sst_corrupt(t, err, ie->off, "malformed block");
+        } else if (dc.valid) {
+            slice k = sst_cursor_key(&dc);
+            if (ukey_cmp(k.p, k.n - LSM_TRAILER, ukey, uklen) == 0) {
+                int ty = ikey_type(k);
+                if (ty != LSM_TYPE_VALUE && ty != LSM_TYPE_DELETE && ty != LSM_TYPE_BLOB) {
+                    rc = sst_corrupt(t, err, ie->off, "unknown entry type");
+                } else if (ty != LSM_TYPE_DELETE) {
+                    void *v = malloc(dc.val.n ? dc.val.n : 1);
+                    if (!v) {
+                        rc = lsm_err(err, LSM_NOMEM, "%s: no memory for a %zu-byte value",
+                                     t->path, dc.val.n);
+                    } else {
+                        memcpy(v, dc.val.p, dc.val.n);
+                        *val = v;
+                        *vlen = dc.val.n;
+                    }
+                }
+                if (rc == LSM_OK) {
+                    *found = 1;
+                    *type = ty;
+                }
+            }
+        }
+        sst_put_block(t, &ref);
+        if (rc || dc.valid)
+            break;
+    }
+    sst_cursor_done(&dc);
+    if (tk != stack)
+        free(tk);
+    return rc;
+}
+
+uint64_t sst_entries(const sst *t)
+{
+    return t->entries;
+}
+
+uint64_t sst_file_size(const sst *t)
+{
+    return t->file_size;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Two-level iterator: position in the index -> cursor in that data block
+ * --------------------------------------------------------------------------------------------- */
+
+typedef struct sst_iter {
+    iiter base;
+    sst *t;
+    size_t bi;                    /* index of the current data block in t->idx */
+    sst_cursor data;              /* over ref.b when ref.b is set */
+    sst_blockref ref;             /* the current data block, pinned */
+    int code;                     /* sticky first error */
+    char msg[LSM_ERRLEN];         /* its message */
+} sst_iter;
+
+static void sst_iter_fail(sst_iter *it, int code)
+{
+    it->code = code;
+    it->data.valid = 0;
+}
+
+/* Makes block bi the current data block (cursor unpositioned), or ends the iteration if bi is
+   past the last block. */
+static int sst_iter_load(sst_iter *it, size_t bi)
+{
+    it->bi = bi;
+    it->data.valid = 0;
+    if (bi >= it->t->nidx) {
+        sst_put_block(it->t, &it->ref);
+        return -1;
+    }
+    const sst_index_entry *ie = &it->t->idx[bi];
+    if (!it->ref.b || it->ref.b->off != ie->off) {
+        sst_put_block(it->t, &it->ref);
+        int rc = sst_get_block(it->t, ie->off, ie->size, &it->ref, it->msg);
+        if (rc) {
+            sst_iter_fail(it, rc);
+            return -1;
+        }
+    }
+    sst_cursor_set(&it->data, it->ref.b);
+    return 0;
+}
+
+/* After the data cursor ran off its block, moves to the first entry of the next non-empty one. */
+static void sst_iter_skip_forward(sst_iter *it)
+{
+    while (!it->data.valid && !it->code) {
+        if (it->data.corrupt) {
+            sst_iter_fail(it, sst_corrupt(it->t, it->msg, it->ref.b->off, "malformed block"));
+            return;
+        }
+        if (sst_iter_load(it, it->bi + 1) < 0)
+            return;
+        sst_cursor_seek_first(&it->data);
+    }
+}
+
+static void sst_iter_seek(iiter *base, slice ikey)
+{
+    sst_iter *it = (sst_iter *)base;
+    if (it->code || sst_iter_load(it, sst_index_find(it->t, ikey)) < 0)
+        return;
+    sst_cursor_seek(&it->data, ikey);
+    sst_iter_skip_forward(it);
+}
+
+static void sst_iter_seek_first(iiter *base)
+{
+    sst_iter *it = (sst_iter *)base;
+    if (it->code || sst_iter_load(it, 0) < 0)
+        return;
+    sst_cursor_seek_first(&it->data);
+    sst_iter_skip_forward(it);
+}
+
+static int sst_iter_valid(const iiter *base)
+{
+    const sst_iter *it = (const sst_iter *)base;
+    return it->data.valid && !it->code;
+}
+
+static void sst_iter_next(iiter *base)
+{
+    sst_iter *it = (sst_iter *)base;
+    assert(sst_iter_valid(base));
+    sst_cursor_next(&it->data);
+    sst_iter_skip_forward(it);
+}
+
+static slice sst_iter_key(const iiter *base)
+{
+    return sst_cursor_key(&((const sst_iter *)base)->data);
+}
+
+static slice sst_iter_value(const iiter *base)
+{
+    return ((const sst_iter *)base)->data.val;
+}
+
+static int sst_iter_status(const iiter *base, char *err)
+{
+    const sst_iter *it = (const sst_iter *)base;
+    if (it->code && err)
+        memcpy(err, it->msg, LSM_ERRLEN);
+    return it->code;
+}
+
+static void sst_iter_free(iiter *base)
+{
+    sst_iter *it = (sst_iter *)base;
+    sst_put_block(it->t, &it->ref);
+    sst_cursor_done(&it->data);
+    atomic_fetch_sub(&it->t->iters, 1);
+    free(it);
+}
+
+static const iiter_ops sst_iter_ops = {
+    .seek = sst_iter_seek,
+    .seek_first = sst_iter_seek_first,
+    .valid = sst_iter_valid,
+    .next = sst_iter_next,
+    .key = sst_iter_key,
+    .value = sst_iter_value,
+    .status = sst_iter_status,
+    .free = sst_iter_free,
+};
+
+iiter *sst_iter_new(sst *t)
+{
+    sst_iter *it = xcalloc(1, sizeof(*it));
+    it->base.ops = &sst_iter_ops;
+    it->t = t;
+    sst_cursor_init(&it->data);
+    atomic_fetch_add(&t->iters, 1);
+    return &it->base;
+}
