@@ -83,6 +83,9 @@
 #ifdef HAVE_ROCKSDB
 #include <rocksdb/c.h>
 #endif
+#if defined(NO_LSM) && !defined(HAVE_LEVELDB) && !defined(HAVE_ROCKSDB)
+#error "db_bench: no engine to benchmark (NO_LSM without HAVE_LEVELDB or HAVE_ROCKSDB)"
+#endif
 
 #define KEY_LEN        16
 #define WRITE_BUFFER   ((size_t)4 << 20)
