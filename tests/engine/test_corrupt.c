@@ -614,7 +614,7 @@ static void test_manifest_flips(void **state)
     free(mp);
     assert_true(n >= 1);
     int cases = (int)test_scale(40), lost = 0;
-    char lostwhat[400] = "", lostrecs[200] = "";
+    char lostwhat[800] = "", lostrecs[200] = "";
     for (int j = 0; j < cases; j++) {
         uint64_t off;
         if (j < 4)

@@ -411,7 +411,7 @@ static void test_get_size_range(void **state)
     for (int i = 0; i < 3; i++) {
         vals[i] = malloc(sizes[i]);
         trng_fill(&r, vals[i], sizes[i]);
-        char k[8];
+        char k[16];
         snprintf(k, sizeof k, "v%d", i);
         CHECK_OK(db, lsm_put(db, k, strlen(k), vals[i], sizes[i]));
     }
@@ -422,7 +422,7 @@ static void test_get_size_range(void **state)
     assert_int_equal(lsm_get_range(db, "nope", 4, 0, b, 4, &nread, NULL), LSM_NOTFOUND);
     for (int round = 0; round < 3; round++) {
         for (int i = 0; i < 3; i++) {
-            char k[8];
+            char k[16];
             snprintf(k, sizeof k, "v%d", i);
             check_ranges(db, k, vals[i], sizes[i]);
         }
@@ -977,7 +977,7 @@ static void test_threads(void **state)
         if (a[i].bad[0])
             fail_msg("thread %d: %s", i, a[i].bad);
     for (int round = 0; round < 2; round++) {
-        char k[32], v[96];
+        char k[48], v[96];
         for (int t = 0; t < 4; t++) {
             for (long i = 0; i < n; i++) {
                 snprintf(k, sizeof k, "t%d-%06ld", t, i);

@@ -217,14 +217,23 @@ static long wl_check_prefix(wl *w, long kmax)
     return -1;
 }
 
-/* Power loss, reopen (must succeed), prefix check; history restarts from the recovered state. */
-static long wl_crash_and_check(wl *w, long kmax)
+/* Power loss, reopen (must succeed), prefix check; history restarts from the recovered state.
+   With recovery_faults, the first reopen attempts meet a dead machine part way through recovery,
+   followed by another power loss, before the real reopen. */
+static long wl_crash_and_check_x(wl *w, long kmax, int recovery_faults)
 {
     if (w->db) {
         lsm_close(w->db);      /* may fail on a dead machine; must not crash or hang */
         w->db = NULL;
     }
     faultenv_power_loss(w->env);
+    for (int i = 0; i < recovery_faults; i++) {
+        faultenv_fail_after(w->env, (long)trng_below(&w->r, 40), EIO);
+        if (wl_open(w) == LSM_OK)
+            lsm_close(w->db);
+        w->db = NULL;
+        faultenv_power_loss(w->env);
+    }
     int rc = wl_open(w);
     if (rc != LSM_OK)
         FAILW(w, "reopen after power loss: %d (%s) %s", rc, lsm_strerror(rc), lsm_errmsg(NULL));
@@ -234,6 +243,11 @@ static long wl_crash_and_check(wl *w, long kmax)
     w->durable = 0;
     w->first_failed = -1;
     return k;
+}
+
+static long wl_crash_and_check(wl *w, long kmax)
+{
+    return wl_crash_and_check_x(w, kmax, 0);
 }
 
 /* ---- (a) power loss at random points ---- */
@@ -275,7 +289,7 @@ static void test_power_loss_random(void **state)
     (void)state;
     arm_watchdog();
     uint64_t seed0 = test_seed("power_loss_random", 9001);
-    int series = (int)test_scale(20), rounds = 10;
+    int series = (int)test_scale(40), rounds = 10;
     long found_total = 0, dead_rounds = 0;
     for (int s = 0; s < series; s++) {
         wl w;
@@ -290,12 +304,17 @@ static void test_power_loss_random(void **state)
         long per_round = faultenv_mutations(w.env) - m0;
         if (w.failures)
             FAILW(&w, "%d batches refused without any fault armed", w.failures);
+        lsm_stats st;
+        assert_int_equal(lsm_stats_get(w.db, &st), LSM_OK);
+        if (st.flushes < 3)   /* else this test would not test flushes */
+            FAILW(&w, "only %" PRIu64 " flushes in the calibration run", st.flushes);
         int rc = lsm_close(w.db);
         w.db = NULL;
         if (rc != LSM_OK)
             FAILW(&w, "clean lsm_close: %d (%s)", rc, lsm_strerror(rc));
         w.durable = w.h.n;  /* close syncs */
         wl_crash_and_check(&w, w.h.n);
+
         for (int round = 0; round < rounds; round++) {
             snprintf(w.ctx, sizeof w.ctx, "series %d round %d", s, round);
             snprintf(g_where, sizeof g_where, "power_loss_random seed %" PRIu64 " %s", w.seed, w.ctx);
@@ -306,7 +325,7 @@ static void test_power_loss_random(void **state)
             if (w.first_failed >= 0)
                 dead_rounds++;
             long kmax = w.first_failed >= 0 ? w.first_failed + 1 : w.h.n;
-            found_total += wl_crash_and_check(&w, kmax);
+            found_total += wl_crash_and_check_x(&w, kmax, trng_chance(&w.r, 30) ? 2 : 0);
         }
         wl_free(&w);
     }
@@ -480,7 +499,7 @@ static void test_failed_sync(void **state)
             int acked_after = 0;
             for (int i = 0; i < 30; i++) {
                 hbatch *nb = history_add(&w.h);
-                char k[16], v[32];
+                char k[32], v[64];
                 snprintf(k, sizeof k, "after%02d", i);
                 snprintf(v, sizeof v, "value after the failed sync %d", i);
                 hbatch_put(nb, k, strlen(k), v, strlen(v));
