@@ -224,13 +224,16 @@ uint64_t memtable_entries(const memtable *m)
 }
 
 /* First node >= (uk, trailer) in internal order, or NULL. A link already found to be too far at
-   the level above is not compared again (it is the same node). */
+   the level above is not compared again (it is the same node). Large memtables make every hop a
+   cache miss, so the candidate's own link is prefetched while its key is being compared. */
 static mt_node *memtable_seek_ge(memtable *m, const uint8_t *uk, size_t ul, uint64_t trailer)
 {
     mt_node *x = m->head, *bigger = NULL;
     int level = atomic_load_explicit(&m->height, memory_order_relaxed) - 1;
     for (;;) {
         mt_node *next = memtable_next(x, level);
+        if (next && next != bigger)
+            __builtin_prefetch(memtable_link(next, level));
         if (next && next != bigger && memtable_cmp(next, uk, ul, trailer) < 0) {
             x = next;
             continue;
@@ -250,6 +253,8 @@ static void memtable_find_splice(memtable *m, const uint8_t *uk, size_t ul, uint
     int level = atomic_load_explicit(&m->height, memory_order_relaxed) - 1;
     for (;;) {
         mt_node *next = memtable_next(x, level);
+        if (next && next != bigger)
+            __builtin_prefetch(memtable_link(next, level));
         if (next && next != bigger && memtable_cmp(next, uk, ul, trailer) < 0) {
             x = next;
             continue;
