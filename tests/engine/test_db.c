@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "helper_model.h"
 #include "lsm.h"
@@ -816,6 +818,102 @@ static void test_lock_busy(void **state)
     lsm_close(db);
 }
 
+/* A second process cannot open the directory either, and is told who holds it. */
+static void test_lock_other_process(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 0);
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        lsm_db *db2 = NULL;
+        int rc = lsm_open(f->dir, NULL, &db2);
+        char msg[600];
+        int n = snprintf(msg, sizeof msg, "%d %s", rc, lsm_errmsg(NULL));
+        if (write(pfd[1], msg, (size_t)n) < 0)
+            _exit(3);
+        _exit(db2 == NULL ? 0 : 1);
+    }
+    close(pfd[1]);
+    char msg[600] = "";
+    ssize_t n = read(pfd[0], msg, sizeof msg - 1);
+    close(pfd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    assert_true(n > 0);
+    msg[n] = 0;
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    int rc = atoi(msg);
+    if (rc != LSM_BUSY)
+        fail_msg("second process: lsm_open = %s, expected LSM_BUSY (%d)", msg, LSM_BUSY);
+    char pidstr[32];
+    snprintf(pidstr, sizeof pidstr, "%ld", (long)getpid());
+    if (!strstr(msg, "LOCK") || !strstr(msg, pidstr))
+        fail_msg("second process: message does not name LOCK and the holder's pid %s: '%s'", pidstr,
+                 msg);
+    put_str(db, "still", "works");
+    expect_str(db, "still", "works");
+    lsm_close(db);
+}
+
+/* Values at and past blob_threshold go to blob files when flushed; reads are the same. */
+static void test_blob_values(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    lsm_options_init(&o);
+    o.blob_threshold = 1000;
+    o.memtable_bytes = 256 << 10;
+    lsm_db *db = NULL;
+    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
+    size_t sizes[] = { 0, 1, 999, 1000, 1001, 65535, 65536, 65537, 200000, 1 << 20 };
+    int ns = (int)(sizeof sizes / sizeof sizes[0]);
+    model *m = model_new();
+    trng r;
+    trng_seed(&r, 99);
+    uint8_t *v = malloc(1 << 20);
+    char k[32];
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < ns; i++) {
+            snprintf(k, sizeof k, "blob%02d", (i * 7 + round * 3) % ns);
+            trng_fill(&r, v, sizes[i]);
+            CHECK_OK(db, lsm_put(db, k, strlen(k), v, sizes[i]));
+            model_put(m, k, strlen(k), v, sizes[i]);
+        }
+        snprintf(k, sizeof k, "blob%02d", round * 2);
+        CHECK_OK(db, lsm_delete(db, k, strlen(k)));
+        model_del(m, k, strlen(k));
+        CHECK_OK(db, lsm_flush(db));
+        check_db_equals_model(db, m, "blob values after flush");
+        for (size_t i = 0; i < model_count(m); i++) {
+            const uint8_t *mk, *mv;
+            size_t mkl, mvl;
+            model_at(m, i, &mk, &mkl, &mv, &mvl);
+            char key[32];
+            snprintf(key, sizeof key, "%.*s", (int)mkl, (const char *)mk);
+            check_ranges(db, key, mv, mvl);
+        }
+    }
+    lsm_stats st;
+    CHECK_OK(db, lsm_stats_get(db, &st));
+    if (st.blob_bytes_written < 65536)
+        fail_msg("blob_threshold 1000: only %llu blob bytes written after flushing values up to 1 MiB",
+                 (unsigned long long)st.blob_bytes_written);
+    CHECK_OK(db, lsm_compact(db));
+    check_db_equals_model(db, m, "blob values after compact");
+    lsm_close(db);
+    o.blob_threshold = 0;   /* reading old blobs does not depend on the current threshold */
+    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
+    check_db_equals_model(db, m, "blob values after reopen");
+    lsm_close(db);
+    free(v);
+    model_free(m);
+}
+
 /* ---- stats, error texts, NULL ---- */
 
 static void test_stats(void **state)
@@ -1018,6 +1116,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_iter_flush_compact_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reopen_keeps_everything, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_busy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lock_other_process, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_blob_values, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_close_null),

@@ -151,6 +151,8 @@ static void db_open(run *R)
     o.block_bytes = trng_chance(&R->r, 50) ? 512 : 4096;
     o.table_bytes = trng_chance(&R->r, 50) ? (64 << 10) : (2 << 20);
     o.cache_bytes = trng_chance(&R->r, 20) ? 0 : (1 << 20);
+    static const size_t blob[] = { 0, 512, 4096, 65536 };
+    o.blob_threshold = blob[trng_below(&R->r, 4)];
     int rc = lsm_open(R->dir, &o, &R->db);
     if (rc != LSM_OK)
         FAILR(R, "lsm_open: %d (%s) %s", rc, lsm_strerror(rc), lsm_errmsg(NULL));
