@@ -8,6 +8,10 @@
  * so the tables of a level stay disjoint by user key. A table that overlaps nothing below is moved
  * down by a manifest edit instead of being rewritten.
  *
+ * Blob garbage collection rides on compaction, by age: a compaction that meets a reference into
+ * the oldest quarter of the live blob files copies the value into a new blob file, so old files
+ * lose their references and are deleted once no table (of any pinned version) names them.
+ *
  * What a merge drops: a version shadowed by a newer version that every live snapshot can see, and a
  * tombstone every snapshot can see when no deeper level may hold the key. It must never drop the
  * newest version visible to some live iterator, and never install outputs before they are durable.
@@ -27,6 +31,7 @@ typedef struct compaction {
     int trivial_move;           /* one input, nothing overlapping: just relink it */
     int full;                   /* every table is an input: nothing below can hold a key */
     uint64_t smallest_snapshot; /* oldest sequence a live reader may use */
+    uint64_t gc_cutoff;         /* blob files numbered below this get their live values moved */
 } compaction;
 
 static uint64_t level_target(int level)
@@ -214,6 +219,7 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
             rc = tw_open(db, &tw, err);
             if (rc != LSM_OK)
                 break;
+            tw.gc_cutoff = c->gc_cutoff;
             open = 1;
         }
         rc = tw_add(&tw, key, iiter_value(m), err);
@@ -280,6 +286,7 @@ void *compact_thread_main(void *arg)
         compact_pick(db, level, &c);
         db->compacting = 1;
         pthread_mutex_unlock(&db->mu);
+        c.gc_cutoff = c.trivial_move ? 0 : db_blob_gc_cutoff(db);
         int rc = compact_run(db, &c, err);
         compaction_free(&c);
         pthread_mutex_lock(&db->mu);
@@ -325,6 +332,7 @@ int compact_all(lsm_db *db, char *err)
         deepest++;
     c.out_level = deepest;
     c.full = 1;
+    c.gc_cutoff = db_blob_gc_cutoff(db);
     int rc = c.n ? compact_run(db, &c, err) : LSM_OK;
     compaction_free(&c);
 

@@ -52,7 +52,9 @@ struct lsm_iter {
     int valid;
     int rc;                     /* sticky failure */
     buf key;                    /* user key of the current entry */
-    slice val;
+    slice val;                  /* stored value (a blob reference when val_is_blob) */
+    int val_is_blob;
+    buf blobval;                /* the resolved blob value */
 };
 
 static _Thread_local char tl_open_err[LSM_ERRLEN];
@@ -121,7 +123,7 @@ void lsm_options_init(lsm_options *opt)
     opt->max_open_files = 1000;
     opt->block_bytes = 4096;
     opt->table_bytes = 2u << 20;
-    opt->blob_threshold = 0;
+    opt->blob_threshold = 64u << 10;
     opt->background_compaction = 1;
 }
 
@@ -259,15 +261,160 @@ int db_table_open(lsm_db *db, uint64_t number, uint64_t size, sst **t, cache_han
     return LSM_OK;
 }
 
-/* Called when no version names table `number` any more. */
-static void db_drop_table(void *arg, uint64_t number)
+/* ---------- blob files ---------- */
+
+struct blob_ref_count {
+    uint64_t number;
+    int refs;                   /* tables in the current version (or pinned old ones) naming it */
+    uint64_t size;              /* bytes, for statistics */
+};
+
+static void db_blob_path(const lsm_db *db, uint64_t number, char *path, size_t n)
+{
+    snprintf(path, n, "%s/%06" PRIu64 ".blob", db->dir, number);
+}
+
+/* Finds number's slot (caller holds blob_mu); creates it when create is set. */
+static struct blob_ref_count *db_blob_slot(lsm_db *db, uint64_t number, int create)
+{
+    for (int i = 0; i < db->nblobs; i++)
+        if (db->blobs[i].number == number)
+            return &db->blobs[i];
+    if (!create)
+        return NULL;
+    if (db->nblobs == db->capblobs) {
+        db->capblobs = db->capblobs ? 2 * db->capblobs : 16;
+        db->blobs = xrealloc(db->blobs, (size_t)db->capblobs * sizeof *db->blobs);
+    }
+    struct blob_ref_count *b = &db->blobs[db->nblobs++];
+    b->number = number;
+    b->refs = 0;
+    b->size = 0;
+    return b;
+}
+
+/* A table entering the current version: count its blob references. */
+static void db_add_table(void *arg, file_meta *f)
+{
+    lsm_db *db = arg;
+    pthread_mutex_lock(&db->blob_mu);
+    for (int i = 0; i < f->nblobs; i++)
+        db_blob_slot(db, f->blobs[i], 1)->refs++;
+    pthread_mutex_unlock(&db->blob_mu);
+}
+
+/* Called when no version names table f any more: delete it, and every blob file no table names. */
+static void db_drop_table(void *arg, file_meta *f)
 {
     lsm_db *db = arg;
     char path[4096];
-    cache_erase(db->tcache, 0, number);
-    db_table_path(db, number, path, sizeof path);
+    cache_erase(db->tcache, 0, f->number);
+    db_table_path(db, f->number, path, sizeof path);
     db->env->unlink(db->env, path);
+    pthread_mutex_lock(&db->blob_mu);
+    for (int i = 0; i < f->nblobs; i++) {
+        struct blob_ref_count *b = db_blob_slot(db, f->blobs[i], 0);
+        if (!b || --b->refs > 0)
+            continue;
+        uint64_t number = b->number;
+        *b = db->blobs[--db->nblobs];
+        cache_erase(db->bfcache, 0, number);
+        db_blob_path(db, number, path, sizeof path);
+        db->env->unlink(db->env, path);
+    }
+    pthread_mutex_unlock(&db->blob_mu);
 }
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+uint64_t db_blob_gc_cutoff(lsm_db *db)
+{
+    uint64_t cutoff = 0;
+    pthread_mutex_lock(&db->blob_mu);
+    if (db->nblobs >= 4) {
+        uint64_t *nums = xmalloc((size_t)db->nblobs * sizeof *nums);
+        for (int i = 0; i < db->nblobs; i++)
+            nums[i] = db->blobs[i].number;
+        qsort(nums, (size_t)db->nblobs, sizeof *nums, cmp_u64);
+        cutoff = nums[db->nblobs / 4];
+        free(nums);
+    }
+    pthread_mutex_unlock(&db->blob_mu);
+    return cutoff;
+}
+
+typedef struct blob_file {
+    lsm_env *env;
+    lsm_file *f;
+} blob_file;
+
+static void db_blob_file_deleter(uint64_t id, uint64_t off, void *value)
+{
+    blob_file *bf = value;
+    bf->env->close(bf->env, bf->f);
+    free(bf);
+}
+
+/* Reads [pos, pos+n) of the blob value that ref points to. */
+static int db_blob_read(lsm_db *db, slice ref, uint64_t pos, void *dst, size_t n, uint64_t *len,
+                        char *err)
+{
+    uint64_t number, off;
+    char path[4096];
+    if (blob_ref_decode(ref, &number, &off, len) != 0)
+        return lsm_err(err, LSM_CORRUPT, "malformed blob reference in a table of %s", db->dir);
+    db_blob_path(db, number, path, sizeof path);
+    if (pos + n > *len)
+        return lsm_err(err, LSM_INVALID, "%s: range past the end of a value", path);
+    cache_handle *h = cache_lookup(db->bfcache, 0, number);
+    if (!h) {
+        blob_file *bf = xcalloc(1, sizeof *bf);
+        bf->env = db->env;
+        int e = db->env->open(db->env, path, LSM_O_READ, &bf->f);
+        if (e < 0) {
+            free(bf);
+            return e == -ENOENT ? lsm_err(err, LSM_CORRUPT, "%s: missing blob file", path)
+                                : lsm_err_errno(err, e, "opening", path);
+        }
+        int rc = blob_check_header(db->env, bf->f, path, err);
+        if (rc != LSM_OK) {
+            db_blob_file_deleter(0, 0, bf);
+            return rc;
+        }
+        h = cache_insert(db->bfcache, 0, number, bf, 1, db_blob_file_deleter);
+    }
+    blob_file *bf = cache_value(h);
+    int rc = blob_read(db->env, bf->f, path, off, *len, pos, dst, n, err);
+    cache_release(db->bfcache, h);
+    return rc;
+}
+
+/* Replaces *val (a blob reference, malloc'd) by the value it points to. */
+static int db_blob_resolve(lsm_db *db, void **val, size_t *vlen, char *err)
+{
+    slice ref = { *val, *vlen };
+    uint64_t number, off, len;
+    if (blob_ref_decode(ref, &number, &off, &len) != 0)
+        return lsm_err(err, LSM_CORRUPT, "malformed blob reference in a table of %s", db->dir);
+    void *v = malloc(len ? len : 1);
+    if (!v)
+        return lsm_err(err, LSM_NOMEM, "cannot allocate %" PRIu64 " bytes for a value", len);
+    int rc = db_blob_read(db, ref, 0, v, (size_t)len, &len, err);
+    if (rc != LSM_OK) {
+        free(v);
+        return rc;
+    }
+    free(*val);
+    *val = v;
+    *vlen = (size_t)len;
+    return LSM_OK;
+}
+
+/* ---------- table output ---------- */
 
 int db_write_table(lsm_db *db, iiter *in, file_meta **out, uint64_t *bytes, char *err)
 {
@@ -315,8 +462,76 @@ int tw_open(lsm_db *db, table_writer *tw, char *err)
     return LSM_OK;
 }
 
+static void tw_note_blob(table_writer *tw, uint64_t number)
+{
+    int i = tw->nblobs;
+    while (i > 0 && tw->blobs[i - 1] > number)
+        i--;
+    if (i > 0 && tw->blobs[i - 1] == number)
+        return;
+    tw->blobs = xrealloc(tw->blobs, (size_t)(tw->nblobs + 1) * sizeof *tw->blobs);
+    memmove(tw->blobs + i + 1, tw->blobs + i, (size_t)(tw->nblobs - i) * sizeof *tw->blobs);
+    tw->blobs[i] = number;
+    tw->nblobs++;
+}
+
+/* Appends a large value to this writer's blob file; the entry becomes a reference to it. */
+static int tw_store_blob(table_writer *tw, slice k, slice v, slice *nk, slice *nv, char *err)
+{
+    lsm_db *db = tw->db;
+    if (!tw->bw) {
+        char path[4096];
+        tw->bw_number = db_new_file_number(db);
+        db_blob_path(db, tw->bw_number, path, sizeof path);
+        int rc = blob_writer_open(db->env, path, &tw->bw, err);
+        if (rc != LSM_OK)
+            return rc;
+    }
+    uint64_t off;
+    int rc = blob_writer_add(tw->bw, v, &off, err);
+    if (rc != LSM_OK)
+        return rc;
+    atomic_fetch_add(&db->st_blob_bytes, v.n);
+    tw->key.len = 0;
+    ikey_build(&tw->key, k.p, k.n - LSM_TRAILER, ikey_seq(k), LSM_TYPE_BLOB);
+    tw->val.len = 0;
+    blob_ref_encode(&tw->val, tw->bw_number, off, v.n);
+    tw_note_blob(tw, tw->bw_number);
+    *nk = (slice){ tw->key.p, tw->key.len };
+    *nv = (slice){ tw->val.p, tw->val.len };
+    return LSM_OK;
+}
+
 int tw_add(table_writer *tw, slice k, slice v, char *err)
 {
+    lsm_db *db = tw->db;
+    int type = ikey_type(k);
+    int rc = LSM_OK;
+    if (type == LSM_TYPE_VALUE && db->opt.blob_threshold && v.n >= db->opt.blob_threshold) {
+        rc = tw_store_blob(tw, k, v, &k, &v, err);
+    } else if (type == LSM_TYPE_BLOB) {
+        uint64_t number, off, len;
+        if (blob_ref_decode(v, &number, &off, &len) != 0)
+            return lsm_err(err, LSM_CORRUPT, "malformed blob reference in a table of %s", db->dir);
+        if (number < tw->gc_cutoff) {
+            /* Garbage collection: move a live value out of an old blob file. */
+            void *data = malloc(len ? len : 1);
+            if (!data)
+                return lsm_err(err, LSM_NOMEM, "cannot allocate %" PRIu64 " bytes", len);
+            rc = db_blob_read(db, v, 0, data, (size_t)len, &len, err);
+            if (rc == LSM_OK) {
+                buf kc = { 0 };
+                ikey_build(&kc, k.p, k.n - LSM_TRAILER, ikey_seq(k), LSM_TYPE_VALUE);
+                rc = tw_store_blob(tw, (slice){ kc.p, kc.len }, (slice){ data, (size_t)len }, &k, &v, err);
+                buf_free(&kc);
+            }
+            free(data);
+        } else {
+            tw_note_blob(tw, number);
+        }
+    }
+    if (rc != LSM_OK)
+        return rc;
     if (tw->smallest.len == 0)
         buf_append(&tw->smallest, k.p, k.n);
     tw->largest.len = 0;
@@ -324,24 +539,44 @@ int tw_add(table_writer *tw, slice k, slice v, char *err)
     return sst_builder_add(tw->b, k, v, err);
 }
 
+static void tw_free(table_writer *tw)
+{
+    buf_free(&tw->smallest);
+    buf_free(&tw->largest);
+    buf_free(&tw->key);
+    buf_free(&tw->val);
+    free(tw->blobs);
+    tw->blobs = NULL;
+}
+
 void tw_abandon(table_writer *tw)
 {
     sst_builder_free(tw->b);
     tw->db->env->close(tw->db->env, tw->f);
     tw->db->env->unlink(tw->db->env, tw->path);
-    buf_free(&tw->smallest);
-    buf_free(&tw->largest);
+    blob_writer_abandon(tw->bw);
+    tw_free(tw);
 }
 
 int tw_finish(table_writer *tw, file_meta **out, uint64_t *bytes, char *err)
 {
     lsm_env *env = tw->db->env;
-    uint64_t size = 0;
+    uint64_t size = 0, blob_size = 0;
     int rc = sst_builder_finish(tw->b, &size, err);
     if (rc == LSM_OK) {
         int e = env->sync(env, tw->f);
         if (e < 0)
             rc = lsm_err_errno(err, e, "syncing", tw->path);
+    }
+    if (rc == LSM_OK && tw->bw) {
+        blob_size = blob_writer_size(tw->bw);
+        rc = blob_writer_finish(tw->bw, err);
+        tw->bw = NULL;
+        if (rc != LSM_OK) {
+            char path[4096];
+            db_blob_path(tw->db, tw->bw_number, path, sizeof path);
+            env->unlink(env, path);
+        }
     }
     if (rc != LSM_OK) {
         tw_abandon(tw);
@@ -351,10 +586,15 @@ int tw_finish(table_writer *tw, file_meta **out, uint64_t *bytes, char *err)
     env->close(env, tw->f);
     slice lo = { tw->smallest.p, tw->smallest.len }, hi = { tw->largest.p, tw->largest.len };
     *out = file_meta_new(tw->number, size, lo, hi);
+    file_meta_set_blobs(*out, tw->blobs, tw->nblobs);
+    if (tw->bw_number) {
+        pthread_mutex_lock(&tw->db->blob_mu);
+        db_blob_slot(tw->db, tw->bw_number, 1)->size = blob_size;
+        pthread_mutex_unlock(&tw->db->blob_mu);
+    }
     if (bytes)
         *bytes += size;
-    buf_free(&tw->smallest);
-    buf_free(&tw->largest);
+    tw_free(tw);
     return LSM_OK;
 }
 
@@ -764,8 +1004,10 @@ static int db_table_get(lsm_db *db, const file_meta *f, const void *key, size_t 
     return rc;
 }
 
-/* The core lookup: LSM_OK with a malloc'd copy of the value, or LSM_NOTFOUND, or an error. */
-static int db_lookup(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen, char *err)
+/* The core lookup: LSM_OK with a malloc'd copy of the stored value (a blob reference when *type
+   is LSM_TYPE_BLOB), or LSM_NOTFOUND, or an error. */
+static int db_lookup(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen, int *vtype,
+                     char *err)
 {
     read_view rv;
     db_view_get(db, &rv);
@@ -797,8 +1039,9 @@ static int db_lookup(lsm_db *db, const void *key, size_t klen, void **val, size_
     db_view_put(&rv);
     if (rc != LSM_OK)
         return rc;
-    if (!found || type != LSM_TYPE_VALUE)
+    if (!found || type == LSM_TYPE_DELETE)
         return LSM_NOTFOUND;
+    *vtype = type;
     return LSM_OK;
 }
 
@@ -811,41 +1054,63 @@ int lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen)
     if (!key || klen == 0 || klen > LSM_MAX_KEY)
         return db_fail(db, LSM_INVALID, "key length must be 1..65535 bytes");
     char err[LSM_ERRLEN] = "";
-    int rc = db_lookup(db, key, klen, val, vlen, err);
+    int type = LSM_TYPE_VALUE;
+    int rc = db_lookup(db, key, klen, val, vlen, &type, err);
+    if (rc == LSM_OK && type == LSM_TYPE_BLOB) {
+        rc = db_blob_resolve(db, val, vlen, err);
+        if (rc != LSM_OK) {
+            free(*val);
+            *val = NULL;
+            *vlen = 0;
+        }
+    }
     return db_fail(db, rc, err);
 }
 
 int lsm_get_size(lsm_db *db, const void *key, size_t klen, uint64_t *vlen)
 {
-    void *v = NULL;
-    size_t n = 0;
-    int rc = lsm_get(db, key, klen, &v, &n);
-    free(v);
-    if (vlen)
-        *vlen = rc == LSM_OK ? n : 0;
-    return rc;
+    return lsm_get_range(db, key, klen, 0, NULL, 0, NULL, vlen);
 }
 
 int lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *buf, size_t n,
                   size_t *nread, uint64_t *vlen)
 {
-    if (!nread || (n && !buf))
+    if (!db || (n && !buf))
         return LSM_INVALID;
-    *nread = 0;
+    if (nread)
+        *nread = 0;
+    if (vlen)
+        *vlen = 0;
+    if (!key || klen == 0 || klen > LSM_MAX_KEY)
+        return db_fail(db, LSM_INVALID, "key length must be 1..65535 bytes");
+    char err[LSM_ERRLEN] = "";
     void *v = NULL;
     size_t len = 0;
-    int rc = lsm_get(db, key, klen, &v, &len);
+    int type = LSM_TYPE_VALUE;
+    int rc = db_lookup(db, key, klen, &v, &len, &type, err);
     if (rc == LSM_OK) {
-        if (off < len) {
-            size_t m = len - off < n ? (size_t)(len - off) : n;
-            memcpy(buf, (uint8_t *)v + off, m);
-            *nread = m;
+        uint64_t full = len, m = 0;
+        if (type == LSM_TYPE_BLOB) {
+            uint64_t number, boff;
+            if (blob_ref_decode((slice){ v, len }, &number, &boff, &full) != 0)
+                rc = lsm_err(err, LSM_CORRUPT, "malformed blob reference in a table of %s", db->dir);
+            m = off < full ? (full - off < n ? full - off : n) : 0;
+            if (rc == LSM_OK && m)
+                rc = db_blob_read(db, (slice){ v, len }, off, buf, (size_t)m, &full, err);
+        } else {
+            m = off < full ? (full - off < n ? full - off : n) : 0;
+            if (m)
+                memcpy(buf, (uint8_t *)v + off, (size_t)m);
         }
-        if (vlen)
-            *vlen = len;
+        if (rc == LSM_OK) {
+            if (nread)
+                *nread = (size_t)m;
+            if (vlen)
+                *vlen = full;
+        }
     }
     free(v);
-    return rc;
+    return db_fail(db, rc, err);
 }
 
 /* ---------- file-list iterator (a sorted, disjoint run of tables: one level, or part of it) ---------- */
@@ -1082,6 +1347,7 @@ static void lsm_iter_find_next(lsm_iter *it, int skipping)
                     skipping = 1;
                 } else {
                     it->val = iiter_value(m);
+                    it->val_is_blob = ikey_type(k) == LSM_TYPE_BLOB;
                     it->valid = 1;
                     return;
                 }
@@ -1136,8 +1402,28 @@ const void *lsm_iter_key(const lsm_iter *it, size_t *klen)
     return it->key.p;
 }
 
-const void *lsm_iter_value(const lsm_iter *it, size_t *vlen)
+const void *lsm_iter_value(const lsm_iter *cit, size_t *vlen)
 {
+    /* Blob values are read only when asked for: a listing that wants keys never reads them. */
+    lsm_iter *it = (lsm_iter *)cit;
+    if (lsm_iter_valid(it) && it->val_is_blob) {
+        uint64_t number, off, len;
+        char err[LSM_ERRLEN] = "";
+        int rc = LSM_CORRUPT;
+        if (blob_ref_decode(it->val, &number, &off, &len) == 0) {
+            it->blobval.len = 0;
+            buf_reserve(&it->blobval, (size_t)len + 1);
+            rc = db_blob_read(it->db, it->val, 0, it->blobval.p, (size_t)len, &len, err);
+        } else {
+            lsm_err(err, rc, "malformed blob reference in a table of %s", it->db->dir);
+        }
+        if (rc != LSM_OK) {
+            it->rc = db_fail(it->db, rc, err);
+        } else {
+            it->val = (slice){ it->blobval.p, (size_t)len };
+            it->val_is_blob = 0;
+        }
+    }
     if (!lsm_iter_valid(it)) {
         if (vlen)
             *vlen = 0;
@@ -1167,6 +1453,7 @@ void lsm_iter_free(lsm_iter *it)
     memtable_unref(it->imm);
     version_unref(it->v);
     buf_free(&it->key);
+    buf_free(&it->blobval);
     free(it);
 }
 
@@ -1210,12 +1497,6 @@ static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off
     return LSM_OK;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Parses "NNNNNN.ext"; returns 1 and the number if name has that shape. */
 static int db_parse_name(const char *name, const char *ext, uint64_t *num)
 {
@@ -1249,7 +1530,8 @@ static int db_replay_logs(lsm_db *db, version_edit *edit, char *err)
                 logs[nlogs++] = num;
             if (num >= db->vs.next_file)
                 db->vs.next_file = num + 1;
-        } else if (db_parse_name(names[i], ".sst", &num) && num >= db->vs.next_file) {
+        } else if ((db_parse_name(names[i], ".sst", &num) || db_parse_name(names[i], ".blob", &num)) &&
+                   num >= db->vs.next_file) {
             db->vs.next_file = num + 1;
         }
     }
@@ -1310,6 +1592,24 @@ static void db_remove_obsolete(lsm_db *db)
             for (int l = 0; l < LSM_MAX_LEVELS && drop; l++)
                 for (int j = 0; j < v->nfiles[l] && drop; j++)
                     drop = v->files[l][j]->number != num;
+        } else if (db_parse_name(names[i], ".blob", &num)) {
+            pthread_mutex_lock(&db->blob_mu);
+            struct blob_ref_count *b = db_blob_slot(db, num, 0);
+            drop = !b || b->refs == 0;
+            pthread_mutex_unlock(&db->blob_mu);
+            if (!drop) {
+                char path[4096];
+                lsm_file *f;
+                uint64_t size = 0;
+                snprintf(path, sizeof path, "%s/%s", db->dir, names[i]);
+                if (db->env->open(db->env, path, LSM_O_READ, &f) == 0) {
+                    db->env->size(db->env, f, &size);
+                    db->env->close(db->env, f);
+                }
+                pthread_mutex_lock(&db->blob_mu);
+                b->size = size;
+                pthread_mutex_unlock(&db->blob_mu);
+            }
         } else if (strncmp(names[i], "MANIFEST-", 9) == 0) {
             drop = strtoull(names[i] + 9, NULL, 10) != db->vs.manifest_number;
         } else {
@@ -1323,6 +1623,34 @@ static void db_remove_obsolete(lsm_db *db)
         }
     }
     env_free_list(names, n);
+}
+
+/* With CURRENT missing: the name of a file that holds data (a table, a blob file, a log with
+   records), so open refuses instead of starting an empty database beside it; NULL if none. */
+static char *db_find_orphan_data(lsm_db *db)
+{
+    char **names = NULL, *found = NULL;
+    int n = 0;
+    if (db->env->list(db->env, db->dir, &names, &n) < 0)
+        return NULL;
+    for (int i = 0; i < n && !found; i++) {
+        uint64_t num, size = 0;
+        if (db_parse_name(names[i], ".sst", &num) || db_parse_name(names[i], ".blob", &num)) {
+            found = xmemdup(names[i], strlen(names[i]) + 1);
+        } else if (db_parse_name(names[i], ".log", &num)) {
+            char path[4096];
+            lsm_file *f;
+            snprintf(path, sizeof path, "%s/%s", db->dir, names[i]);
+            if (db->env->open(db->env, path, LSM_O_READ, &f) == 0) {
+                db->env->size(db->env, f, &size);
+                db->env->close(db->env, f);
+            }
+            if (size > LOG_HEADER)
+                found = xmemdup(names[i], strlen(names[i]) + 1);
+        }
+    }
+    env_free_list(names, n);
+    return found;
 }
 
 /* Checks that every table the version names exists, so a lost file is reported at open. */
@@ -1349,7 +1677,9 @@ static void db_free(lsm_db *db)
     logw_close(db->wal, NULL);
     vset_close(&db->vs);
     cache_free(db->tcache);
+    cache_free(db->bfcache);
     cache_free(db->bcache);
+    free(db->blobs);
     if (db->lock)
         db->env->unlock(db->env, db->lock);
     buf_free(&db->group);
@@ -1358,6 +1688,7 @@ static void db_free(lsm_db *db)
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->manifest_mu);
     pthread_mutex_destroy(&db->errmu);
+    pthread_mutex_destroy(&db->blob_mu);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->work_cv);
     free(db->dir);
@@ -1398,6 +1729,7 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->manifest_mu, NULL);
     pthread_mutex_init(&db->errmu, NULL);
+    pthread_mutex_init(&db->blob_mu, NULL);
     pthread_cond_init(&db->bg_cv, NULL);
     pthread_cond_init(&db->work_cv, NULL);
     db->snapshots.next = db->snapshots.prev = &db->snapshots;
@@ -1405,6 +1737,7 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     db->vs.dir = db->dir;
     db->vs.db_mu = &db->mu;
     db->vs.drop = db_drop_table;
+    db->vs.add = db_add_table;
     db->vs.drop_arg = db;
 
     int rc = LSM_OK;
@@ -1438,9 +1771,18 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     }
     db->bcache = cache_new(db->opt.cache_bytes);
     db->tcache = cache_new((size_t)db->opt.max_open_files);
+    db->bfcache = cache_new((size_t)db->opt.max_open_files / 4 + 16);
 
     rc = vset_recover(&db->vs, err);
     if (rc == LSM_NOTFOUND) {
+        char *orphan = db_find_orphan_data(db);
+        if (orphan) {
+            rc = lsm_err(err, LSM_CORRUPT,
+                         "%s/CURRENT: missing, but the directory holds database files (%s); "
+                         "refusing to start an empty database over them", dir, orphan);
+            free(orphan);
+            goto fail;
+        }
         if (!db->opt.create_if_missing) {
             rc = lsm_err(err, LSM_INVALID, "%s: no database here (create_if_missing is off)", dir);
             goto fail;
@@ -1459,6 +1801,9 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     }
     if ((rc = db_check_tables(db, err)) != LSM_OK)
         goto fail;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++)
+        for (int j = 0; j < db->vs.current->nfiles[l]; j++)
+            db_add_table(db, db->vs.current->files[l][j]);
 
     version_edit edit;
     edit_init(&edit);
@@ -1560,5 +1905,12 @@ int lsm_stats_get(lsm_db *db, lsm_stats *st)
     st->flushes = atomic_load(&db->st_flushes);
     st->compactions = atomic_load(&db->st_compactions);
     cache_stats(db->bcache, &st->cache_hits, &st->cache_misses);
+    st->blob_bytes_written = atomic_load(&db->st_blob_bytes);
+    pthread_mutex_lock(&db->blob_mu);
+    for (int i = 0; i < db->nblobs; i++)
+        if (db->blobs[i].refs > 0)
+            st->blob_bytes_live += db->blobs[i].size;
+    pthread_mutex_unlock(&db->blob_mu);
+    st->disk_bytes += st->blob_bytes_live;
     return LSM_OK;
 }

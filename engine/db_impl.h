@@ -11,6 +11,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include "blob.h"
 #include "cache.h"
 #include "env.h"
 #include "iter.h"
@@ -57,6 +58,11 @@ struct lsm_db {
 
     cache *bcache;                  /* data blocks */
     cache *tcache;                  /* open tables by file number */
+    cache *bfcache;                 /* open blob files by file number */
+
+    pthread_mutex_t blob_mu;
+    struct blob_ref_count *blobs;   /* live blob files: tables referencing each; guarded by blob_mu */
+    int nblobs, capblobs;           /* guarded by blob_mu */
 
     pthread_t flush_thread, compact_thread;
     int threads_started;
@@ -71,7 +77,7 @@ struct lsm_db {
     char errmsg[LSM_ERRLEN];        /* last failure on this handle; guarded by errmu */
 
     /* statistics; atomics so the hot paths need no lock */
-    atomic_uint_fast64_t st_user_bytes, st_wal_bytes, st_flush_bytes, st_compact_bytes,
+    atomic_uint_fast64_t st_blob_bytes, st_user_bytes, st_wal_bytes, st_flush_bytes, st_compact_bytes,
         st_compact_read, st_stall_micros, st_flushes, st_compactions;
 };
 
@@ -84,6 +90,9 @@ void db_table_path(const lsm_db *db, uint64_t number, char *path, size_t n);
 /* Iterator over a sorted, disjoint run of tables (part of a level), opening one table at a time;
    the caller keeps the metas pinned (through a version). */
 iiter *db_files_iter_new(lsm_db *db, file_meta *const *files, int n);
+
+/* Oldest-quarter blob file number for age-based blob garbage collection (0: none). */
+uint64_t db_blob_gc_cutoff(lsm_db *db);
 
 /* compact.c */
 void *compact_thread_main(void *arg);
@@ -99,6 +108,12 @@ typedef struct table_writer {
     uint64_t number;
     buf smallest, largest;      /* internal keys of the first and last entry */
     char path[4096];
+    blob_writer *bw;            /* blob file for this table's large values, created on demand */
+    uint64_t bw_number;
+    uint64_t *blobs;            /* blob files referenced, kept sorted */
+    int nblobs;
+    uint64_t gc_cutoff;         /* values in blob files numbered below this are rewritten */
+    buf key, val;               /* scratch for rewritten entries */
 } table_writer;
 int  tw_open(lsm_db *db, table_writer *tw, char *err);
 int  tw_add(table_writer *tw, slice k, slice v, char *err);

@@ -67,7 +67,8 @@ typedef struct lsm_options {
     int    max_open_files;      /* tables kept open at once; default 1000 */
     size_t block_bytes;         /* target data block size; default 4 KiB */
     size_t table_bytes;         /* target table size written by compaction; default 2 MiB */
-    size_t blob_threshold;      /* values at least this long go to blob files; 0 = never; default 64 KiB */
+    size_t blob_threshold;      /* values at least this long go to blob files when flushed; 0 = never;
+                                   default 64 KiB */
     int    background_compaction; /* 1: compact in a background thread (default); 0: only lsm_compact */
     struct lsm_env *env;        /* NULL = POSIX; tests substitute a fault-injecting one */
 } lsm_options;

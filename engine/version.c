@@ -8,7 +8,8 @@
  * a varint tag then its body:
  *   1 log_number varint | 2 next_file varint | 3 last_seq varint |
  *   4 deleted file: level varint, number varint |
- *   5 new file: level varint, number varint, size varint, smallest lenslice, largest lenslice
+ *   5 new file: level varint, number varint, size varint, smallest lenslice, largest lenslice |
+ *   6 new file with blob references: the fields of 5, then count varint, count × blob number varint
  * Tags are never reused. An unknown tag is corruption: we never skip what we do not understand.
  *
  * This module must never delete a table some version still names, and never install a version
@@ -20,7 +21,8 @@
 #include <stdlib.h>
 #include "version.h"
 
-enum { TAG_LOG = 1, TAG_NEXT_FILE = 2, TAG_LAST_SEQ = 3, TAG_DELETED = 4, TAG_NEW_FILE = 5 };
+enum { TAG_LOG = 1, TAG_NEXT_FILE = 2, TAG_LAST_SEQ = 3, TAG_DELETED = 4, TAG_NEW_FILE = 5,
+       TAG_NEW_FILE_BLOBS = 6 };
 
 file_meta *file_meta_new(uint64_t number, uint64_t size, slice smallest, slice largest)
 {
@@ -39,10 +41,18 @@ void file_meta_unref(file_meta *f)
     if (!f || atomic_fetch_sub(&f->refs, 1) != 1)
         return;
     if (atomic_load(&f->obsolete) && f->vs && f->vs->drop)
-        f->vs->drop(f->vs->drop_arg, f->number);
+        f->vs->drop(f->vs->drop_arg, f);
+    free(f->blobs);
     buf_free(&f->smallest);
     buf_free(&f->largest);
     free(f);
+}
+
+void file_meta_set_blobs(file_meta *f, const uint64_t *blobs, int n)
+{
+    free(f->blobs);
+    f->blobs = n ? xmemdup(blobs, (size_t)n * sizeof *blobs) : NULL;
+    f->nblobs = n;
 }
 
 static slice fm_small(const file_meta *f) { slice s = { f->smallest.p, f->smallest.len }; return s; }
@@ -131,12 +141,17 @@ void edit_encode(const version_edit *e, buf *out)
     }
     for (int i = 0; i < e->nadded; i++) {
         const file_meta *f = e->added[i].f;
-        buf_put_varint(out, TAG_NEW_FILE);
+        buf_put_varint(out, f->nblobs ? TAG_NEW_FILE_BLOBS : TAG_NEW_FILE);
         buf_put_varint(out, (uint64_t)e->added[i].level);
         buf_put_varint(out, f->number);
         buf_put_varint(out, f->size);
         buf_put_lenslice(out, f->smallest.p, f->smallest.len);
         buf_put_lenslice(out, f->largest.p, f->largest.len);
+        if (f->nblobs) {
+            buf_put_varint(out, (uint64_t)f->nblobs);
+            for (int b = 0; b < f->nblobs; b++)
+                buf_put_varint(out, f->blobs[b]);
+        }
     }
 }
 
@@ -171,6 +186,7 @@ static const char *version_edit_decode(version_edit *e, const uint8_t *p, size_t
             edit_delete(e, (int)a, b);
             break;
         case TAG_NEW_FILE:
+        case TAG_NEW_FILE_BLOBS:
             if (!(p = dec_varint(p, end, &a)) || !(p = dec_varint(p, end, &b)) ||
                 !(p = dec_varint(p, end, &c)) || !(p = dec_lenslice(p, end, &lo)) ||
                 !(p = dec_lenslice(p, end, &hi)) || a >= LSM_MAX_LEVELS ||
@@ -178,6 +194,19 @@ static const char *version_edit_decode(version_edit *e, const uint8_t *p, size_t
                 return "bad new-file field";
             {
                 file_meta *f = file_meta_new(b, c, lo, hi);
+                if (tag == TAG_NEW_FILE_BLOBS) {
+                    uint64_t nb;
+                    if (!(p = dec_varint(p, end, &nb)) || nb > (uint64_t)(end - p)) {
+                        file_meta_unref(f);
+                        return "bad blob reference count";
+                    }
+                    f->blobs = xmalloc((size_t)(nb ? nb : 1) * sizeof *f->blobs);
+                    for (f->nblobs = 0; (uint64_t)f->nblobs < nb; f->nblobs++)
+                        if (!(p = dec_varint(p, end, &f->blobs[f->nblobs]))) {
+                            file_meta_unref(f);
+                            return "bad blob reference";
+                        }
+                }
                 edit_add(e, (int)a, f);
                 file_meta_unref(f);
             }
@@ -375,6 +404,13 @@ int vset_apply(vset *vs, version_edit *e, char *err)
         return rc;
     vs->log_number = e->log_number;
     vs->last_seq = e->last_seq;
+    for (int i = 0; i < e->nadded && vs->add; i++) {
+        int moved = 0;
+        for (int d = 0; d < e->ndeleted && !moved; d++)
+            moved = e->deleted[d].number == e->added[i].f->number;
+        if (!moved)
+            vs->add(vs->drop_arg, e->added[i].f);
+    }
     vset_install(vs, version_apply(vs, vs->current, e, 1));
     return LSM_OK;
 }

@@ -22,7 +22,8 @@ typedef struct file_meta {
     buf largest;               /* largest internal key */
     atomic_int refs;           /* versions (and edits) holding this meta */
     atomic_int obsolete;       /* set when an installed edit removed it: delete the file at refs 0 */
-    int being_compacted;       /* guarded by db->mu */
+    uint64_t *blobs;           /* blob files this table references, ascending */
+    int nblobs;
     struct vset *vs;           /* for deleting the file */
 } file_meta;
 
@@ -54,8 +55,10 @@ typedef struct version_edit {
     int ndeleted, capdeleted;
 } version_edit;
 
-/* Called (from any thread) when a file no table version needs any more is to be deleted. */
-typedef void (*vset_drop_fn)(void *arg, uint64_t number);
+/* Called (from any thread) when a table no version needs any more is to be deleted. */
+typedef void (*vset_drop_fn)(void *arg, file_meta *f);
+/* Called when an installed edit brings a new table into the current version. */
+typedef void (*vset_add_fn)(void *arg, file_meta *f);
 
 typedef struct vset {
     lsm_env *env;
@@ -68,11 +71,13 @@ typedef struct vset {
     logw *manifest;            /* guarded by manifest_mu */
     pthread_mutex_t *db_mu;    /* the db's mutex, taken to swap current */
     vset_drop_fn drop;         /* deletes a table file */
-    void *drop_arg;
+    vset_add_fn add;           /* counts blob references of a new table */
+    void *drop_arg;            /* argument of drop and add */
 } vset;
 
 file_meta *file_meta_new(uint64_t number, uint64_t size, slice smallest, slice largest);
 void file_meta_unref(file_meta *f);
+void file_meta_set_blobs(file_meta *f, const uint64_t *blobs, int n);
 
 void version_ref(version *v);
 void version_unref(version *v);         /* accepts NULL */

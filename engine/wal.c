@@ -205,6 +205,7 @@ typedef struct log_reader {
     size_t cap;                        /* allocation of p */
     uint64_t base;                     /* file offset of p[0] */
     size_t len;                        /* valid bytes in p */
+    int strict;                        /* manifest: a complete record never counts as torn */
 } log_reader;
 
 /* Points *out at file bytes [off, off + n); n must not run past r->size. */
@@ -362,6 +363,20 @@ static int log_replay_records(log_reader *r, int (*fn)(void *, const uint8_t *, 
             return rc;
         uint32_t len = dec_fixed32(h + 4);
         if (len > left - LOG_REC_HEADER) {
+            if (r->strict) {
+                /* A torn manifest record is short of its stated length; a complete record whose
+                   length field was damaged still checksums with the length it really has. */
+                uint32_t crc = dec_fixed32(h);
+                uint8_t real[4];
+                const uint8_t *body;
+                enc_fixed32(real, (uint32_t)(left - LOG_REC_HEADER));
+                rc = log_reader_get(r, off + LOG_REC_HEADER, (size_t)(left - LOG_REC_HEADER), &body, err);
+                if (rc < 0)
+                    return rc;
+                if (lsm_checksum2(real, 4, body, (size_t)(left - LOG_REC_HEADER)) == crc)
+                    return lsm_err(err, LSM_CORRUPT, "%s: offset %llu: record length field damaged",
+                                   r->path, (unsigned long long)off);
+            }
             uint64_t survivor;
             rc = log_find_survivor(r, off, &survivor, err);
             if (rc < 0)
@@ -379,6 +394,11 @@ static int log_replay_records(log_reader *r, int (*fn)(void *, const uint8_t *, 
             return rc;
         uint64_t end = off + LOG_REC_HEADER + len;
         if (lsm_checksum(rec + 4, 4 + (size_t)len) != dec_fixed32(rec)) {
+            /* Every manifest record is synced before anything depends on it, so a crash can
+               truncate it but not leave it complete and wrong: that is damage, not a torn tail. */
+            if (r->strict && (len != 0 || dec_fixed32(rec) != 0))
+                return lsm_err(err, LSM_CORRUPT, "%s: offset %llu: record checksum mismatch",
+                               r->path, (unsigned long long)off);
             rc = log_zero_to_end(r, end, err);
             if (rc < 0)
                 return rc;
@@ -406,6 +426,7 @@ int log_replay(lsm_env *env, const char *path, const char *magic,
     memset(&r, 0, sizeof r);
     r.env = env;
     r.path = path;
+    r.strict = memcmp(magic, MANIFEST_MAGIC, 8) == 0;
     int rc = env->open(env, path, LSM_O_READ, &r.f);
     if (rc < 0)
         return lsm_err_errno(err, rc, "open", path);

@@ -4,7 +4,9 @@
  * A log file is a 16-byte header (8-byte magic naming the kind of log, fixed32 format version,
  * fixed32 reserved) followed by records: fixed32 checksum, fixed32 length, then length payload bytes;
  * the checksum covers the length field and the payload (format: man/lsm-format.5). A crash can leave
- * a torn last record: replay drops it. Damage anywhere before the last record is corruption and is
+ * a torn last record: replay drops it. In a manifest, whose every record is synced before anything
+ * depends on it, only a truncated last record counts as torn; a complete one with a bad checksum is
+ * corruption. Damage anywhere before the last record is corruption and is
  * reported with the file and offset, never skipped.
  */
 #ifndef LSM_WAL_H
