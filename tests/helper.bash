@@ -143,6 +143,7 @@ kill_daemon() {
 
 common_teardown() {
     local i m p
+    MOUNTS=("${MNT:-}" "${MOUNTS[@]}")     # $MNT even if a failed test mounted it unrecorded
     for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
         m=${MOUNTS[i]}
         if is_mounted "$m"; then
@@ -151,6 +152,7 @@ common_teardown() {
         fi
     done
     for p in "${PIDS[@]}"; do
+        [ -n "$p" ] || continue
         if ! wait_gone "$p" 50; then
             echo "# killing lsmfs pid $p: still running after unmount" >&2
             kill -9 "$p" 2>/dev/null || true
@@ -163,6 +165,12 @@ common_teardown() {
         echo "# lsmfs output:" >&2
         tail -n 40 "$LOG" | sed 's/^/#   /' >&2
     fi
+    for m in "${MOUNTS[@]}"; do
+        if [ -n "$m" ] && is_mounted "$m"; then
+            echo "# $m is still mounted: leaving $T in place" >&2
+            return 0
+        fi
+    done
     [ -n "${T:-}" ] && rm -rf "$T"
     return 0
 }

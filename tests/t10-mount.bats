@@ -12,40 +12,40 @@ teardown() {
 }
 
 @test "-V and --version print the version and exit 0" {
-    run "$LSMFS" -V
+    run "$LSMFS" -V 3>&-
     [ "$status" -eq 0 ]
     [[ $output =~ [0-9]+\.[0-9]+ ]]
     [[ $output == *lsmfs* ]]
-    run "$LSMFS" --version
+    run "$LSMFS" --version 3>&-
     [ "$status" -eq 0 ]
     [[ $output =~ [0-9]+\.[0-9]+ ]]
 }
 
 @test "-h and --help describe usage and lsmfs's own options, exit 0" {
-    run "$LSMFS" -h
+    run "$LSMFS" -h 3>&-
     [ "$status" -eq 0 ]
     [[ $output == *DATADIR* ]]
     [[ $output == *MOUNTPOINT* ]]
     for o in memtable_size cache_size compression sync max_file_size; do
         [[ $output == *"$o"* ]] || { echo "-h does not mention $o" >&2; false; }
     done
-    run "$LSMFS" --help
+    run "$LSMFS" --help 3>&-
     [ "$status" -eq 0 ]
     [[ $output == *memtable_size* ]]
 }
 
 @test "no arguments or one argument: usage error, non-zero exit, nothing mounted" {
-    run "$LSMFS"
+    run "$LSMFS" 3>&-
     [ "$status" -ne 0 ]
     [ -n "$output" ]
-    run "$LSMFS" "$DATA"
+    run "$LSMFS" "$DATA" 3>&-
     [ "$status" -ne 0 ]
     [ -n "$output" ]
     not_mounted "$MNT"
 }
 
 @test "daemon mode returns once mounted; DATADIR created 0700; fusermount3 -u ends the daemon" {
-    run "$LSMFS" "$DATA" "$MNT"
+    run "$LSMFS" "$DATA" "$MNT" 3>&-
     [ "$status" -eq 0 ]
     MOUNTS+=("$MNT")
     is_mounted "$MNT"                       # ready on return: no waiting
@@ -148,7 +148,7 @@ EOF
 }
 
 @test "mount.fuse3 'lsmfs#DATADIR' with lsmfs on PATH (fstab form)" {
-    PATH=$(dirname "$LSMFS"):$PATH run mount.fuse3 "lsmfs#$DATA" "$MNT" -o memtable_size=64K,sync=close
+    run env PATH="$(dirname "$LSMFS"):$PATH" mount.fuse3 "lsmfs#$DATA" "$MNT" -o memtable_size=64K,sync=close 3>&-
     [ "$status" -eq 0 ]
     MOUNTS+=("$MNT")
     is_mounted "$MNT"
@@ -168,7 +168,7 @@ EOF
     fi
     ln -s "$LSMFS" "$helper"
     CLEANUPS+=("rm -f $helper")
-    run mount -t fuse.lsmfs "$DATA" "$MNT" -o memtable_size=64K,sync=fsync
+    run mount -t fuse.lsmfs "$DATA" "$MNT" -o memtable_size=64K,sync=fsync 3>&-
     [ "$status" -eq 0 ]
     MOUNTS+=("$MNT")
     is_mounted "$MNT"

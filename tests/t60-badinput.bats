@@ -17,13 +17,13 @@ teardown() {
     mount_fs
     echo first >"$MNT/k"
     mkdir "$T/mnt2"
-    run "$LSMFS" "$DATA" "$T/mnt2"
+    run "$LSMFS" "$DATA" "$T/mnt2" 3>&-
     MOUNTS+=("$T/mnt2")
     [ "$status" -ne 0 ]
     [[ $output == *LOCK* ]]
     not_mounted "$T/mnt2"
     # also in foreground mode, and the first mount is unharmed
-    run "$LSMFS" -f "$DATA" "$T/mnt2"
+    run "$LSMFS" -f "$DATA" "$T/mnt2" 3>&-
     [ "$status" -ne 0 ]
     [[ $output == *LOCK* ]]
     not_mounted "$T/mnt2"
@@ -42,7 +42,7 @@ teardown() {
 }
 
 @test "missing MOUNTPOINT: non-zero exit with a message naming it" {
-    run "$LSMFS" "$DATA" "$T/no/such/mnt"
+    run "$LSMFS" "$DATA" "$T/no/such/mnt" 3>&-
     [ "$status" -ne 0 ]
     [[ $output == *"$T/no/such/mnt"* ]] || [[ $output == *"No such file or directory"* ]]
     not_mounted "$T/no/such/mnt"
@@ -50,7 +50,7 @@ teardown() {
 
 @test "DATADIR that is a regular file: non-zero exit with a message" {
     echo not-a-dir >"$T/file"
-    run "$LSMFS" "$T/file" "$MNT"
+    run "$LSMFS" "$T/file" "$MNT" 3>&-
     [ "$status" -ne 0 ]
     [ -n "$output" ]
     not_mounted "$MNT"
@@ -63,7 +63,7 @@ teardown() {
     mount -t tmpfs -o ro,size=1m tmpfs "$T/ro"
     MOUNTS+=("$T/ro")
     CLEANUPS+=("umount '$T/ro' 2>/dev/null || umount -l '$T/ro' 2>/dev/null")
-    run "$LSMFS" "$T/ro/data" "$MNT"
+    run "$LSMFS" "$T/ro/data" "$MNT" 3>&-
     [ "$status" -ne 0 ]
     [[ $output == *"Read-only file system"* ]] || [[ $output == *"$T/ro/data"* ]]
     not_mounted "$MNT"
@@ -80,18 +80,18 @@ teardown() {
     echo v >"$MNT/k"
     unmount_fs
     mount -o remount,ro "$T/ro"
-    run "$LSMFS" "$DATA" "$MNT"
+    run "$LSMFS" "$DATA" "$MNT" 3>&-
     [ "$status" -ne 0 ]
     [ -n "$output" ]
     not_mounted "$MNT"
 }
 
 @test "unknown -o option: non-zero exit naming the option" {
-    run "$LSMFS" -o no_such_option=1 "$DATA" "$MNT"
+    run "$LSMFS" -o no_such_option=1 "$DATA" "$MNT" 3>&-
     [ "$status" -ne 0 ]
     [[ $output == *no_such_option* ]]
     not_mounted "$MNT"
-    run "$LSMFS" -o memtable_size=64K,bogus_flag "$DATA" "$MNT"
+    run "$LSMFS" -o memtable_size=64K,bogus_flag "$DATA" "$MNT" 3>&-
     [ "$status" -ne 0 ]
     [[ $output == *bogus_flag* ]]
     not_mounted "$MNT"
@@ -100,7 +100,7 @@ teardown() {
 @test "bad values for lsmfs options: non-zero exit naming the option" {
     for o in compression=gzip sync=never memtable_size=abc cache_size=12Q max_file_size=-1 \
              memtable_size=; do
-        run "$LSMFS" -o "$o" "$DATA" "$MNT"
+        run "$LSMFS" -o "$o" "$DATA" "$MNT" 3>&-
         if [ "$status" -eq 0 ] || is_mounted "$MNT"; then
             echo "-o $o was accepted" >&2
             false
@@ -110,7 +110,7 @@ teardown() {
 }
 
 @test "unknown command-line flag: non-zero exit" {
-    run "$LSMFS" --no-such-flag "$DATA" "$MNT"
+    run "$LSMFS" --no-such-flag "$DATA" "$MNT" 3>&-
     [ "$status" -ne 0 ]
     not_mounted "$MNT"
 }
