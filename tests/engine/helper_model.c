@@ -413,6 +413,8 @@ int model_from_db(lsm_db *db, model **out)
         size_t kl, vl;
         const void *k = lsm_iter_key(it, &kl);
         const void *v = lsm_iter_value(it, &vl);
+        if (!v)   /* reading the value failed (a blob, say): the status says why */
+            break;
         /* Keys must come strictly increasing; appending keeps the model sorted. */
         if (m->n && bytes_cmp(pk, pkl, k, kl) >= 0) {
             lsm_iter_free(it);
@@ -431,8 +433,11 @@ int model_from_db(lsm_db *db, model **out)
         pkl = kl;
         m->n++;
     }
+    int stopped = lsm_iter_valid(it);   /* still valid: the loop broke on a NULL value */
     rc = lsm_iter_status(it);
     lsm_iter_free(it);
+    if (stopped && rc == LSM_OK)
+        fail_msg("lsm_iter_value returned NULL for a valid entry with status LSM_OK");
     if (rc != LSM_OK) {
         model_free(m);
         return rc;
@@ -448,6 +453,10 @@ void check_iter_equals_model(lsm_iter *it, const model *m, const char *ctx)
         size_t kl, vl;
         const void *k = lsm_iter_key(it, &kl);
         const void *v = lsm_iter_value(it, &vl);
+        if (!v)
+            fail_msg("%s: lsm_iter_value failed at key '%s' (index %zu): status %d (%s) %s", ctx,
+                     show(k, kl), i, lsm_iter_status(it), lsm_strerror(lsm_iter_status(it)),
+                     lsm_errmsg(NULL));
         if (i >= m->n)
             fail_msg("%s: iterator has extra key '%s' at index %zu (model has %zu keys)", ctx,
                      show(k, kl), i, m->n);
