@@ -1,0 +1,149 @@
+/*
+ * lsmfs.h — private declarations shared by the modules of the lsmfs daemon (fs/).
+ *
+ * The daemon is split in three: main.c parses options, opens the engine, mounts and daemonizes;
+ * meta.c owns the key layout (data keys, attribute records, directory records), the in-memory
+ * inode table and the write-back of open files; ops.c holds the FUSE low-level callbacks. Only
+ * engine/lsm.h is used from the engine.
+ *
+ * Key layout (the whole contract with the database; see lsmfs(1)):
+ *   PATH              the file's bytes, exactly (PATH has no leading '/').
+ *   "\0a" PATH        attribute record of the file or symlink at PATH (struct below, encoded).
+ *   "\0d" PATH "/"    an explicit directory (made by mkdir, or touched by chmod/utimens/...);
+ *                     the value is its attribute record. The root directory is "\0d/".
+ * Keys starting with a NUL byte can never be file names, so the reserved namespace never collides
+ * with a file. A directory is implicit while some key lies below it.
+ */
+#ifndef LSMFS_H
+#define LSMFS_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "lsm.h"
+
+#define LSMFS_NAME_MAX 255u                 /* longest path component, bytes */
+#define LSMFS_PATH_MAX (LSM_MAX_KEY - 4u)   /* longest path: room for the "\0d" prefix and '/' */
+
+enum { LSMFS_NONE = 0, LSMFS_REG, LSMFS_DIR, LSMFS_LNK };
+enum { LSMFS_SYNC_FSYNC = 0, LSMFS_SYNC_CLOSE, LSMFS_SYNC_ALWAYS };
+
+/* Attributes of one file or directory, as decoded from its record (or the defaults). */
+struct lsmfs_meta {
+    int      type;          /* LSMFS_REG, LSMFS_DIR, LSMFS_LNK or LSMFS_NONE (absent) */
+    int      explicit_dir;  /* directory has a "\0d" record */
+    uint32_t mode;          /* full st_mode, file type bits included */
+    uint32_t uid, gid;
+    int64_t  mtime_ns, ctime_ns;
+    uint64_t size;          /* value length (files, symlinks) */
+};
+
+/* One object the kernel knows (nlookup > 0) or that has open handles. The FUSE inode number is
+   the address of this struct (the root is FUSE_ROOT_ID). */
+struct lsmfs_inode {
+    struct lsmfs_inode *hnext;   /* hash chain; guarded by fs.tmu */
+    char    *path;               /* key (no leading '/'); root is ""; changed only with fs.ns held
+                                    for writing and fs.tmu held, so fs.ns held for reading pins it */
+    size_t   plen;               /* strlen(path); same guard as path */
+    uint64_t nlookup;            /* kernel lookup count; guarded by fs.tmu */
+    uint32_t nopen;              /* open handles; guarded by fs.tmu */
+    int      hashed;             /* reachable by path in the table; guarded by fs.tmu */
+    uint64_t stino;              /* number shown as st_ino; constant */
+
+    pthread_mutex_t mu;          /* guards everything below */
+    struct lsmfs_meta m;         /* current attributes; size follows the buffer when loaded */
+    int      deleted;            /* unlinked or replaced: never written back again */
+    int      dirty;              /* data or attributes differ from the engine */
+    char    *data;               /* whole content while loaded (being written), else NULL */
+    size_t   cap;                /* bytes allocated at data; counted in fs.buffered */
+    struct lsmfs_inode *bprev, *bnext; /* list of inodes holding a buffer; guarded by fs.bmu */
+};
+
+/* Per-open-file handle (fi->fh). */
+struct lsmfs_handle {
+    struct lsmfs_inode *ino;
+    int flags;                   /* open(2) flags */
+    int wrote;                   /* this handle wrote since its last flush */
+};
+
+/* Per-open-directory handle (fi->fh): where the listing stands. */
+struct lsmfs_dirh {
+    pthread_mutex_t mu;          /* guards all below */
+    char    *cursor;             /* resume position, relative to the directory's key prefix */
+    size_t   clen;
+    off_t    next_off;           /* offset of the next entry to return */
+    int      eof;
+};
+
+/* Daemon-wide state. */
+struct lsmfs {
+    lsm_db  *db;
+    char    *datadir;            /* absolute path */
+    struct fuse_session *se;
+
+    /* options */
+    size_t   memtable_size, cache_size, max_file_size, dirty_limit;
+    int      compression, sync_mode, writeback, foreground;
+    double   timeout;            /* entry/attr timeout, seconds */
+
+    uid_t    uid;                /* defaults for keys without a record */
+    gid_t    gid;
+    int64_t  mount_ns;
+
+    pthread_rwlock_t ns;         /* namespace lock: held for writing by operations that change
+                                    paths (create, unlink, rename, mkdir, rmdir, symlink) */
+    pthread_mutex_t  tmu;        /* inode table */
+    struct lsmfs_inode **tab;    /* guarded by tmu */
+    size_t   tabsize, count;     /* guarded by tmu */
+    struct lsmfs_inode *root;
+    uint64_t next_stino;         /* guarded by tmu */
+
+    pthread_mutex_t  bmu;        /* buffer budget */
+    size_t   buffered;           /* bytes of content buffers; guarded by bmu */
+    struct lsmfs_inode *blist;   /* inodes holding a buffer; guarded by bmu */
+};
+
+extern struct lsmfs fs;
+extern const struct fuse_lowlevel_ops lsmfs_ops;
+
+/* meta.c */
+int   lsmfs_errno(int rc, const char *what, const char *path);
+void  lsmfs_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int64_t lsmfs_now(void);
+char *lsmfs_key(char tag, const char *path, size_t plen, int slash, size_t *klen);
+int   lsmfs_name_check(const char *name);
+char *lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, size_t *plen);
+void  lsmfs_meta_default(struct lsmfs_meta *m, int type);
+int   lsmfs_stat_path(const char *path, size_t plen, struct lsmfs_meta *m);
+int   lsmfs_dir_has_children(const char *path, size_t plen, int *has);
+size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf);
+int   lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m);
+void  lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st);
+
+int   lsmfs_table_init(void);
+void  lsmfs_table_free(void);
+struct lsmfs_inode *lsmfs_ino(fuse_ino_t n);
+struct lsmfs_inode *lsmfs_table_find(const char *path, size_t plen);
+struct lsmfs_inode *lsmfs_table_get(char *path, size_t plen, const struct lsmfs_meta *m);
+void  lsmfs_table_unhash(struct lsmfs_inode *ino);
+void  lsmfs_table_rename(struct lsmfs_inode *ino, char *path, size_t plen);
+void  lsmfs_table_move_prefix(const char *from, size_t flen, const char *to, size_t tlen);
+void  lsmfs_table_forget(struct lsmfs_inode *ino, uint64_t n);
+void  lsmfs_table_open(struct lsmfs_inode *ino);
+void  lsmfs_table_close(struct lsmfs_inode *ino);
+void  lsmfs_table_flush_prefix(const char *path, size_t plen);
+void  lsmfs_table_flush_all(void);
+
+void  lsmfs_add_record(lsm_batch *b, struct lsmfs_inode *ino);
+int   lsmfs_write_batch(lsm_batch *b, int sync);
+int   lsmfs_buf_load(struct lsmfs_inode *ino);
+int   lsmfs_buf_reserve(struct lsmfs_inode *ino, size_t need);
+void  lsmfs_buf_drop(struct lsmfs_inode *ino);
+int   lsmfs_flush_locked(struct lsmfs_inode *ino, int sync);
+void  lsmfs_budget_enforce(void);
+
+#endif /* LSMFS_H */

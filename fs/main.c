@@ -1,0 +1,459 @@
+/*
+ * main.c — the lsmfs command: parse options, open the database, mount, detach, serve, close.
+ *
+ * What: `lsmfs [options] DATADIR MOUNTPOINT` (options may also follow the positionals, as
+ * mount.fuse3 passes them). Our -o options are taken out; everything else goes to libfuse.
+ *
+ * Why so: a failure must reach stderr with a non-zero exit before the command returns, but the
+ * engine's background threads do not survive fork(). So the command forks first: the child opens
+ * the engine, creates the session and mounts, then tells the parent through a pipe that it is
+ * ready (the parent exits 0) or dies after printing its error (the parent exits with the child's
+ * status). The engine's lock on DATADIR/LOCK is taken and kept by the child alone.
+ *
+ * Never: detach before the mount is in place; leave the engine open after the session ends
+ * (lsm_close runs on every unmount, so the last writes are synced and the lock released).
+ */
+#include "lsmfs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#define LSMFS_VERSION "0.1.0"
+
+struct cmdline {
+    char *datadir, *mountpoint;
+    char *memtable_size, *cache_size, *compression, *sync, *max_file_size, *dirty_limit,
+         *timeout;
+    int writeback;
+    int show_help, show_version, has_fsname;
+};
+
+enum { KEY_HELP, KEY_VERSION, KEY_FSNAME };
+
+#define OPT(t, f) { t, offsetof(struct cmdline, f), 1 }
+static const struct fuse_opt spec[] = {
+    OPT("memtable_size=%s", memtable_size),
+    OPT("cache_size=%s", cache_size),
+    OPT("compression=%s", compression),
+    OPT("sync=%s", sync),
+    OPT("max_file_size=%s", max_file_size),
+    OPT("dirty_limit=%s", dirty_limit),
+    OPT("timeout=%s", timeout),
+    { "writeback", offsetof(struct cmdline, writeback), 1 },
+    { "nowriteback", offsetof(struct cmdline, writeback), 0 },
+    FUSE_OPT_KEY("-h", KEY_HELP),
+    FUSE_OPT_KEY("--help", KEY_HELP),
+    FUSE_OPT_KEY("-V", KEY_VERSION),
+    FUSE_OPT_KEY("--version", KEY_VERSION),
+    FUSE_OPT_KEY("fsname=", KEY_FSNAME),
+    /* fstab and mount(8) words that mean nothing to a FUSE filesystem */
+    FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("owner", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("group", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("lazytime", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("nolazytime", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_END
+};
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *out)
+{
+    struct cmdline *c = data;
+    switch (key) {
+    case FUSE_OPT_KEY_NONOPT:
+        if (!c->datadir) {
+            c->datadir = strdup(arg);
+            return 0;
+        }
+        if (!c->mountpoint) {
+            c->mountpoint = strdup(arg);
+            return 0;
+        }
+        fprintf(stderr, "lsmfs: unexpected argument '%s' (usage: lsmfs [options] DATADIR "
+                        "MOUNTPOINT)\n", arg);
+        return -1;
+    case FUSE_OPT_KEY_OPT:
+        if (strncmp(arg, "x-", 2) == 0)
+            return 0;   /* x-systemd.* and friends are for other programs */
+        return 1;
+    case KEY_HELP:
+        c->show_help = 1;
+        return 0;
+    case KEY_VERSION:
+        c->show_version = 1;
+        return 0;
+    case KEY_FSNAME:
+        c->has_fsname = 1;
+        return 1;
+    }
+    return 1;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: lsmfs [options] DATADIR MOUNTPOINT\n"
+"\n"
+"Mounts the liblsm database in DATADIR (created if missing) at MOUNTPOINT: every key is a file.\n"
+"\n"
+"lsmfs options:\n"
+"    -o memtable_size=SIZE  memtable flushed to a table at this size (default 4M)\n"
+"    -o cache_size=SIZE     block cache (default 8M)\n"
+"    -o compression=none|lz4|zstd   table block compression (default none)\n"
+"    -o sync=fsync|close|always     when writes reach stable storage (default fsync)\n"
+"    -o max_file_size=SIZE  largest file; larger writes fail with EFBIG (default 64M)\n"
+"    -o dirty_limit=SIZE    memory for files being written (default 256M, at least\n"
+"                           max_file_size)\n"
+"    -o timeout=SECONDS     kernel cache time for names and attributes (default 3600)\n"
+"    -o writeback           use the kernel's writeback cache\n"
+"    SIZE takes a K, M or G suffix (powers of 1024).\n"
+"\n");
+}
+
+/* SIZE with an optional K/M/G suffix (KiB-style suffixes accepted too). */
+static int parse_size(const char *name, const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || errno || s[0] == '-')
+        goto bad;
+    unsigned long long mul = 1;
+    switch (*end) {
+    case 'k': case 'K': mul = 1ull << 10; end++; break;
+    case 'm': case 'M': mul = 1ull << 20; end++; break;
+    case 'g': case 'G': mul = 1ull << 30; end++; break;
+    }
+    if (mul > 1 && (*end == 'i' || *end == 'I') && (end[1] == 'b' || end[1] == 'B'))
+        end += 2;
+    else if (mul > 1 && (*end == 'b' || *end == 'B'))
+        end++;
+    if (*end || (v && v > SIZE_MAX / mul))
+        goto bad;
+    *out = (size_t)(v * mul);
+    return 0;
+bad:
+    fprintf(stderr, "lsmfs: invalid size for %s: '%s' (want a number with an optional K, M or G "
+                    "suffix)\n", name, s);
+    return -1;
+}
+
+static int apply_options(const struct cmdline *c)
+{
+    fs.memtable_size = 4u << 20;
+    fs.cache_size = 8u << 20;
+    fs.max_file_size = 64u << 20;
+    fs.dirty_limit = 256u << 20;
+    fs.timeout = 3600.0;
+    fs.compression = LSM_COMPRESSION_NONE;
+    fs.sync_mode = LSMFS_SYNC_FSYNC;
+    fs.writeback = c->writeback;
+    if ((c->memtable_size && parse_size("memtable_size", c->memtable_size, &fs.memtable_size)) ||
+        (c->cache_size && parse_size("cache_size", c->cache_size, &fs.cache_size)) ||
+        (c->max_file_size && parse_size("max_file_size", c->max_file_size, &fs.max_file_size)) ||
+        (c->dirty_limit && parse_size("dirty_limit", c->dirty_limit, &fs.dirty_limit)))
+        return -1;
+    if (fs.memtable_size < 4096) {
+        fprintf(stderr, "lsmfs: memtable_size must be at least 4K\n");
+        return -1;
+    }
+    if (fs.max_file_size > LSM_MAX_VALUE) {
+        fprintf(stderr, "lsmfs: max_file_size can be at most %uM (the engine's largest value)\n",
+                LSM_MAX_VALUE >> 20);
+        return -1;
+    }
+    if (fs.dirty_limit < fs.max_file_size)
+        fs.dirty_limit = fs.max_file_size;
+    if (c->compression) {
+        if (!strcmp(c->compression, "none"))
+            fs.compression = LSM_COMPRESSION_NONE;
+        else if (!strcmp(c->compression, "lz4"))
+            fs.compression = LSM_COMPRESSION_LZ4;
+        else if (!strcmp(c->compression, "zstd"))
+            fs.compression = LSM_COMPRESSION_ZSTD;
+        else {
+            fprintf(stderr, "lsmfs: invalid compression '%s' (want none, lz4 or zstd)\n",
+                    c->compression);
+            return -1;
+        }
+    }
+    if (c->sync) {
+        if (!strcmp(c->sync, "fsync"))
+            fs.sync_mode = LSMFS_SYNC_FSYNC;
+        else if (!strcmp(c->sync, "close"))
+            fs.sync_mode = LSMFS_SYNC_CLOSE;
+        else if (!strcmp(c->sync, "always"))
+            fs.sync_mode = LSMFS_SYNC_ALWAYS;
+        else {
+            fprintf(stderr, "lsmfs: invalid sync '%s' (want fsync, close or always)\n", c->sync);
+            return -1;
+        }
+    }
+    if (c->timeout) {
+        char *end;
+        fs.timeout = strtod(c->timeout, &end);
+        if (end == c->timeout || *end || fs.timeout < 0) {
+            fprintf(stderr, "lsmfs: invalid timeout '%s' (want seconds)\n", c->timeout);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Adds "-o<name>=<value>" with the commas and backslashes of value escaped for fuse_opt. */
+static int add_opt_escaped(struct fuse_args *args, const char *name, const char *value)
+{
+    size_t n = strlen(name), vl = strlen(value);
+    char *s = malloc(2 + n + 1 + 2 * vl + 1), *p = s;
+    if (!s)
+        return -1;
+    p += sprintf(p, "-o%s=", name);
+    for (const char *v = value; *v; v++) {
+        if (*v == ',' || *v == '\\')
+            *p++ = '\\';
+        *p++ = *v;
+    }
+    *p = '\0';
+    int rc = fuse_opt_add_arg(args, s);
+    free(s);
+    return rc;
+}
+
+/* Opens the engine, creates the session and mounts. Prints the reason on stderr on failure. */
+static int setup(struct fuse_args *args, const char *datadir_arg, const char *mountpoint)
+{
+    lsm_options lo;
+    int rc;
+
+    lsm_options_init(&lo);
+    lo.memtable_bytes = fs.memtable_size;
+    lo.cache_bytes = fs.cache_size;
+    lo.compression = fs.compression;
+    lo.sync_writes = fs.sync_mode == LSMFS_SYNC_ALWAYS;
+    lo.create_if_missing = 1;
+    rc = lsm_open(fs.datadir, &lo, &fs.db);
+    if (rc != LSM_OK) {
+        const char *msg = lsm_errmsg(NULL);
+        fprintf(stderr, "lsmfs: %s: %s\n", datadir_arg, msg && *msg ? msg : lsm_strerror(rc));
+        goto fail_0;
+    }
+    pthread_rwlock_init(&fs.ns, NULL);
+    pthread_mutex_init(&fs.tmu, NULL);
+    pthread_mutex_init(&fs.bmu, NULL);
+    if ((rc = lsmfs_table_init()) < 0) {
+        fprintf(stderr, "lsmfs: %s: cannot read the root directory: %s\n", datadir_arg,
+                strerror(-rc));
+        goto fail_1;
+    }
+    fs.se = fuse_session_new(args, &lsmfs_ops, sizeof lsmfs_ops, NULL);
+    if (!fs.se)
+        goto fail_2;   /* libfuse said why (e.g. an unknown option) */
+    if (fuse_set_signal_handlers(fs.se) != 0) {
+        fprintf(stderr, "lsmfs: cannot set signal handlers\n");
+        goto fail_3;
+    }
+    if (fuse_session_mount(fs.se, mountpoint) != 0) {
+        fprintf(stderr, "lsmfs: %s: mount failed\n", mountpoint);
+        goto fail_4;
+    }
+    return 0;
+
+fail_4:
+    fuse_remove_signal_handlers(fs.se);
+fail_3:
+    fuse_session_destroy(fs.se);
+    fs.se = NULL;
+fail_2:
+    lsmfs_table_free();
+fail_1:
+    lsm_close(fs.db);
+    fs.db = NULL;
+fail_0:
+    return -1;
+}
+
+/* Forks; the parent waits for the child's word and exits with it. Returns the pipe's write end
+   in the child. */
+static int start_daemon(void)
+{
+    int pfd[2];
+    if (pipe(pfd) != 0) {
+        perror("lsmfs: pipe");
+        exit(1);
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("lsmfs: fork");
+        exit(1);
+    }
+    if (pid > 0) {
+        char c;
+        ssize_t n;
+        close(pfd[1]);
+        do
+            n = read(pfd[0], &c, 1);
+        while (n < 0 && errno == EINTR);
+        if (n == 1 && c == 0)
+            _exit(0);
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        _exit(WIFEXITED(st) && WEXITSTATUS(st) ? WEXITSTATUS(st) : 1);
+    }
+    close(pfd[0]);
+    return pfd[1];
+}
+
+static void detach(int fd)
+{
+    int nul = open("/dev/null", O_RDWR);
+    setsid();
+    if (chdir("/") != 0)
+        perror("lsmfs: chdir /");
+    if (nul >= 0) {
+        dup2(nul, 0);
+        dup2(nul, 1);
+        dup2(nul, 2);
+        if (nul > 2)
+            close(nul);
+    }
+    char ok = 0;
+    if (write(fd, &ok, 1) != 1)
+        syslog(LOG_WARNING, "could not signal the parent");
+    close(fd);
+}
+
+int main(int argc, char *argv[])
+{
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    struct fuse_cmdline_opts copts;
+    struct cmdline c;
+    int ret = 1, fd = -1;
+
+    memset(&c, 0, sizeof c);
+    memset(&copts, 0, sizeof copts);
+    if (fuse_opt_parse(&args, &c, spec, opt_proc) != 0)
+        goto out;
+    if (c.show_help) {
+        usage(stdout);
+        printf("FUSE options:\n");
+        fflush(stdout);
+        fuse_cmdline_help();
+        fuse_lowlevel_help();
+        ret = 0;
+        goto out;
+    }
+    if (c.show_version) {
+        printf("lsmfs %s (liblsm %s, libfuse %s)\n", LSMFS_VERSION, LSM_VERSION_STRING,
+               fuse_pkgversion());
+        ret = 0;
+        goto out;
+    }
+    if (fuse_parse_cmdline(&args, &copts) != 0)
+        goto out;
+    if (!c.datadir || !c.mountpoint) {
+        fprintf(stderr, "lsmfs: missing %s\nusage: lsmfs [options] DATADIR MOUNTPOINT "
+                        "(lsmfs --help for options)\n", c.datadir ? "MOUNTPOINT" : "DATADIR");
+        goto out;
+    }
+    if (apply_options(&c) != 0)
+        goto out;
+    fs.foreground = copts.foreground;
+
+    struct stat st;
+    if (stat(c.mountpoint, &st) != 0) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c.mountpoint, strerror(errno));
+        goto out;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c.mountpoint, strerror(ENOTDIR));
+        goto out;
+    }
+    if (mkdir(c.datadir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "lsmfs: %s: cannot create: %s\n", c.datadir, strerror(errno));
+        goto out;
+    }
+    if (!(fs.datadir = realpath(c.datadir, NULL))) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c.datadir, strerror(errno));
+        goto out;
+    }
+    if (stat(fs.datadir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c.datadir, strerror(ENOTDIR));
+        goto out;
+    }
+    if (access(fs.datadir, R_OK | W_OK | X_OK) != 0) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c.datadir, strerror(errno));
+        goto out;
+    }
+    if (fuse_opt_add_arg(&args, "-odefault_permissions") != 0 ||
+        (!c.has_fsname && add_opt_escaped(&args, "fsname", fs.datadir) != 0)) {
+        fprintf(stderr, "lsmfs: out of memory\n");
+        goto out;
+    }
+    fs.uid = getuid();
+    fs.gid = getgid();
+    fs.mount_ns = lsmfs_now();
+
+    if (!fs.foreground) {
+        openlog("lsmfs", LOG_PID, LOG_DAEMON);
+        fd = start_daemon();
+    }
+    if (setup(&args, c.datadir, c.mountpoint) != 0)
+        goto out;
+    if (fd >= 0) {
+        detach(fd);
+        fd = -1;
+    }
+
+    if (copts.singlethread) {
+        ret = fuse_session_loop(fs.se);
+    } else {
+        struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+        fuse_loop_cfg_set_clone_fd(cfg, copts.clone_fd);
+        if (copts.max_idle_threads != UINT_MAX)
+            fuse_loop_cfg_set_idle_threads(cfg, copts.max_idle_threads);
+        fuse_loop_cfg_set_max_threads(cfg, copts.max_threads);
+        ret = fuse_session_loop_mt(fs.se, cfg);
+        fuse_loop_cfg_destroy(cfg);
+    }
+    ret = ret < 0 ? 1 : 0;
+    fuse_session_unmount(fs.se);
+    fuse_remove_signal_handlers(fs.se);
+    fuse_session_destroy(fs.se);
+    lsmfs_table_flush_all();
+    lsmfs_table_free();
+    int rc = lsm_close(fs.db);
+    if (rc != LSM_OK) {
+        lsmfs_log(LOG_ERR, "%s: closing the database: %s", c.datadir, lsm_strerror(rc));
+        ret = 1;
+    }
+out:
+    fuse_opt_free_args(&args);
+    free(copts.mountpoint);
+    free(c.datadir);
+    free(c.mountpoint);
+    free(c.memtable_size);
+    free(c.cache_size);
+    free(c.compression);
+    free(c.sync);
+    free(c.max_file_size);
+    free(c.dirty_limit);
+    free(c.timeout);
+    free(fs.datadir);
+    return ret;
+}
