@@ -72,8 +72,25 @@ static void compaction_free(compaction *c)
     free(c->in_level);
 }
 
-/* Picks inputs for a compaction of `level` (caller holds mu). */
-static void compact_pick(lsm_db *db, int level, compaction *c)
+/* Whether a seek-triggered compaction is due (caller holds mu); drops a stale request. */
+static int compact_seek_due(lsm_db *db)
+{
+    file_meta *f = db->seek_file;
+    if (!f)
+        return 0;
+    const version *v = db->vs.current;
+    int l = db->seek_level;
+    for (int i = 0; i < v->nfiles[l]; i++)
+        if (v->files[l][i] == f)
+            return l < LSM_MAX_LEVELS - 1;
+    db->seek_file = NULL;
+    file_meta_unref(f);
+    return 0;
+}
+
+/* Picks inputs for a compaction of `level`, starting from table `seed` when given (caller holds
+   mu). */
+static void compact_pick(lsm_db *db, int level, file_meta *seed, compaction *c)
 {
     memset(c, 0, sizeof *c);
     version *v = db->vs.current;
@@ -107,6 +124,9 @@ static void compact_pick(lsm_db *db, int level, compaction *c)
                 pick = 0;
         }
         file_meta *f = v->files[level][pick];
+        for (int i = 0; seed && i < v->nfiles[level]; i++)
+            if (v->files[level][i] == seed)
+                f = seed;
         ptr->len = 0;
         buf_append(ptr, f->largest.p, f->largest.len);
         lo = ikey_user((slice){ f->smallest.p, f->smallest.len });
@@ -278,12 +298,21 @@ void *compact_thread_main(void *arg)
         int level = 0;
         while (!db->shutting_down &&
                (db->bg_error || !db->opt.background_compaction || db->compacting ||
-                db->manual_waiting || compact_score(db, db->vs.current, &level) < 1))
+                db->manual_waiting ||
+                (compact_score(db, db->vs.current, &level) < 1 && !compact_seek_due(db))))
             pthread_cond_wait(&db->work_cv, &db->mu);
         if (db->shutting_down)
             break;
         compaction c;
-        compact_pick(db, level, &c);
+        file_meta *seek = NULL;
+        if (compact_score(db, db->vs.current, &level) < 1) {
+            /* Size is fine, but reads keep probing a table in vain: compact it down. */
+            seek = db->seek_file;
+            level = db->seek_level;
+            db->seek_file = NULL;
+        }
+        compact_pick(db, level, seek, &c);
+        file_meta_unref(seek);
         db->compacting = 1;
         pthread_mutex_unlock(&db->mu);
         c.gc_cutoff = c.trivial_move ? 0 : db_blob_gc_cutoff(db);

@@ -55,7 +55,36 @@ struct lsm_iter {
     slice val;                  /* stored value (a blob reference when val_is_blob) */
     int val_is_blob;
     buf blobval;                /* the resolved blob value */
+    int64_t sample_left;        /* bytes to read before the next read sample */
+    uint32_t rng;               /* for sample spacing */
 };
+
+#define READ_SAMPLE_BYTES (1 << 20)
+
+/* Every ~1 MiB an iterator reads, it checks how many tables hold the current key; when several
+   do, the first is charged a wasted probe, so a read-mostly database compacts its overlapping
+   tables as a write-heavy one would. */
+static void lsm_iter_sample(lsm_iter *it, slice ukey)
+{
+    it->rng = it->rng * 1103515245u + 12345u;
+    it->sample_left = (int64_t)((it->rng >> 8) % (2 * READ_SAMPLE_BYTES));
+    version *v = it->v;
+    file_meta *first = NULL;
+    int first_level = 0, n = 0;
+    for (int l = 0; l < LSM_MAX_LEVELS && n < 2; l++)
+        for (int i = 0; i < v->nfiles[l] && n < 2; i++) {
+            file_meta *f = v->files[l][i];
+            if (ukey_cmp(ukey.p, ukey.n, f->smallest.p, f->smallest.len - LSM_TRAILER) < 0 ||
+                ukey_cmp(ukey.p, ukey.n, f->largest.p, f->largest.len - LSM_TRAILER) > 0)
+                continue;
+            if (n++ == 0) {
+                first = f;
+                first_level = l;
+            }
+        }
+    if (n >= 2)
+        db_charge_seek(it->db, first, first_level);
+}
 
 static _Thread_local char tl_open_err[LSM_ERRLEN];
 static _Thread_local char tl_errmsg[LSM_ERRLEN];
@@ -944,6 +973,20 @@ int lsm_flush(lsm_db *db)
 
 /* ---------- reads ---------- */
 
+void db_charge_seek(lsm_db *db, file_meta *f, int level)
+{
+    if (atomic_fetch_sub(&f->allowed_seeks, 1) != 1)
+        return;
+    pthread_mutex_lock(&db->mu);
+    if (!db->seek_file) {
+        atomic_fetch_add(&f->refs, 1);
+        db->seek_file = f;
+        db->seek_level = level;
+        pthread_cond_broadcast(&db->work_cv);
+    }
+    pthread_mutex_unlock(&db->mu);
+}
+
 typedef struct read_view {
     memtable *mem, *imm;
     version *v;
@@ -1024,18 +1067,29 @@ static int db_lookup(lsm_db *db, const void *key, size_t klen, void **val, size_
         }
     }
     version *v = rv.v;
+    file_meta *first = NULL;    /* the first table probed, charged if it was probed in vain */
+    int first_level = 0, probes = 0;
     for (int i = 0; !found && rc == LSM_OK && i < v->nfiles[0]; i++) {
-        const file_meta *f = v->files[0][i];
+        file_meta *f = v->files[0][i];
         if (ukey_cmp(key, klen, f->smallest.p, f->smallest.len - LSM_TRAILER) < 0 ||
             ukey_cmp(key, klen, f->largest.p, f->largest.len - LSM_TRAILER) > 0)
             continue;
+        if (probes++ == 0)
+            first = f;
         rc = db_table_get(db, f, key, klen, rv.snap, &found, &type, val, vlen, err);
     }
     for (int l = 1; !found && rc == LSM_OK && l < LSM_MAX_LEVELS; l++) {
         int i = db_level_find(v, l, key, klen);
-        if (i >= 0)
-            rc = db_table_get(db, v->files[l][i], key, klen, rv.snap, &found, &type, val, vlen, err);
+        if (i < 0)
+            continue;
+        if (probes++ == 0) {
+            first = v->files[l][i];
+            first_level = l;
+        }
+        rc = db_table_get(db, v->files[l][i], key, klen, rv.snap, &found, &type, val, vlen, err);
     }
+    if (probes >= 2 && db->opt.background_compaction)
+        db_charge_seek(db, first, first_level);
     db_view_put(&rv);
     if (rc != LSM_OK)
         return rc;
@@ -1173,7 +1227,8 @@ static void files_iter_seek(iiter *it, slice k)
         else
             hi = mid;
     }
-    files_iter_open_file(fi, lo);
+    if (lo != fi->idx || !fi->cur)
+        files_iter_open_file(fi, lo);
     if (fi->cur)
         iiter_seek(fi->cur, k);
     files_iter_skip_empty(fi);
@@ -1322,6 +1377,8 @@ int lsm_iter_new(lsm_db *db, lsm_iter **out)
     it->mem = rv.mem;
     it->imm = rv.imm;
     it->v = rv.v;
+    it->rng = (uint32_t)(uintptr_t)it ^ (uint32_t)rv.snap;
+    it->sample_left = READ_SAMPLE_BYTES;
     *out = it;
     return LSM_OK;
 }
@@ -1338,6 +1395,9 @@ static void lsm_iter_find_next(lsm_iter *it, int skipping)
             it->rc = db_fail(it->db, LSM_CORRUPT, "internal key shorter than its trailer");
             return;
         }
+        it->sample_left -= (int64_t)(k.n + iiter_value(m).n);
+        if (it->sample_left < 0 && it->db->opt.background_compaction)
+            lsm_iter_sample(it, ikey_user(k));
         if (ikey_seq(k) <= it->snap.seq) {
             slice uk = ikey_user(k);
             if (!(skipping && ukey_cmp(uk.p, uk.n, it->key.p, it->key.len) == 0)) {
@@ -1368,11 +1428,16 @@ void lsm_iter_seek(lsm_iter *it, const void *key, size_t klen)
     if (!key || klen == 0) {
         iiter_seek_first(it->m);
     } else {
+        uint8_t stackbuf[256];
         buf t = { 0 };
+        if (klen + LSM_TRAILER <= sizeof stackbuf) {
+            t.p = stackbuf;
+            t.cap = sizeof stackbuf;
+        }
         ikey_build(&t, key, klen, it->snap.seq, 0xff);
-        slice s = { t.p, t.len };
-        iiter_seek(it->m, s);
-        buf_free(&t);
+        iiter_seek(it->m, (slice){ t.p, t.len });
+        if (t.p != stackbuf)
+            buf_free(&t);
     }
     lsm_iter_find_next(it, 0);
 }
@@ -1672,6 +1737,7 @@ static int db_check_tables(lsm_db *db, char *err)
 
 static void db_free(lsm_db *db)
 {
+    file_meta_unref(db->seek_file);
     memtable_unref(db->mem);
     memtable_unref(db->imm);
     logw_close(db->wal, NULL);

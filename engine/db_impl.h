@@ -69,6 +69,9 @@ struct lsm_db {
     int shutting_down;              /* guarded by mu */
     int compacting;                 /* a compaction (background or manual) runs; guarded by mu */
     int manual_waiting;             /* lsm_compact wants the compactor; guarded by mu */
+    file_meta *seek_file;           /* table whose wasted probes ask for a compaction (a ref), or
+                                       NULL; guarded by mu */
+    int seek_level;                 /* its level; guarded by mu */
     int bg_error;                   /* sticky failure of a background write; guarded by mu */
     char bg_errmsg[LSM_ERRLEN];     /* guarded by mu */
     buf compact_pointer[LSM_MAX_LEVELS]; /* round-robin position per level; compactor only */
@@ -82,6 +85,8 @@ struct lsm_db {
 };
 
 /* db.c */
+/* Charges one wasted probe to f; at the last one, asks the compactor to compact it. */
+void db_charge_seek(lsm_db *db, file_meta *f, int level);
 int  db_fail(lsm_db *db, int rc, const char *msg);  /* records msg for lsm_errmsg, returns rc */
 void db_set_bg_error(lsm_db *db, int rc, const char *msg); /* caller holds mu */
 uint64_t db_oldest_snapshot(lsm_db *db);            /* caller holds mu */

@@ -33,6 +33,8 @@ file_meta *file_meta_new(uint64_t number, uint64_t size, slice smallest, slice l
     buf_append(&f->largest, largest.p, largest.n);
     atomic_init(&f->refs, 1);
     atomic_init(&f->obsolete, 0);
+    /* A wasted probe costs about as much as compacting 16 KiB; past that, compacting is cheaper. */
+    atomic_init(&f->allowed_seeks, size / 16384 < 100 ? 100 : (int)(size / 16384));
     return f;
 }
 

@@ -22,6 +22,7 @@ typedef struct file_meta {
     buf largest;               /* largest internal key */
     atomic_int refs;           /* versions (and edits) holding this meta */
     atomic_int obsolete;       /* set when an installed edit removed it: delete the file at refs 0 */
+    atomic_int allowed_seeks;  /* reads that probed this table in vain before a compaction is due */
     uint64_t *blobs;           /* blob files this table references, ascending */
     int nblobs;
     struct vset *vs;           /* for deleting the file */
