@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include "env.h"
@@ -263,6 +264,22 @@ static int env_posix_unlock(lsm_env *env, lsm_file *f)
     return env_posix_close(env, f);     /* closing the description releases its OFD lock */
 }
 
+static int env_posix_mmap(lsm_env *env, lsm_file *f, uint64_t size, const void **addr)
+{
+    if (size == 0 || size > SIZE_MAX)
+        return -EINVAL;
+    void *p = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, f->fd, 0);
+    if (p == MAP_FAILED)
+        return -errno;
+    *addr = p;
+    return 0;
+}
+
+static int env_posix_munmap(lsm_env *env, const void *addr, uint64_t size)
+{
+    return munmap((void *)addr, (size_t)size) < 0 ? -errno : 0;
+}
+
 static lsm_env env_posix_env = {
     .open = env_posix_open,
     .pread = env_posix_pread,
@@ -278,6 +295,8 @@ static lsm_env env_posix_env = {
     .file_exists = env_posix_file_exists,
     .lock = env_posix_lock,
     .unlock = env_posix_unlock,
+    .mmap = env_posix_mmap,
+    .munmap = env_posix_munmap,
 };
 
 lsm_env *lsm_env_posix(void)

@@ -46,6 +46,10 @@ struct lsm_env {
        process holds it; then, if holder_pid is non-NULL, *holder_pid is the holder's pid or 0. */
     int     (*lock)(lsm_env *env, const char *path, lsm_file **out, long *holder_pid);
     int     (*unlock)(lsm_env *env, lsm_file *f);               /* releases and closes */
+    /* Optional (NULL where unsupported, as in the fault env): maps the first size bytes of an
+       immutable file read-only; *addr stays valid until munmap, even after close. */
+    int     (*mmap)(lsm_env *env, lsm_file *f, uint64_t size, const void **addr);
+    int     (*munmap)(lsm_env *env, const void *addr, uint64_t size);
 };
 
 lsm_env *lsm_env_posix(void);                 /* static; never freed */
