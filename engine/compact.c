@@ -100,16 +100,37 @@ static void compact_pick(lsm_db *db, int level, file_meta *seed, compaction *c)
     c->smallest_snapshot = db_oldest_snapshot(db);
     slice lo = { NULL, 0 }, hi = { NULL, 0 };
     if (level == 0) {
-        for (int i = 0; i < v->nfiles[0]; i++) {
-            file_meta *f = v->files[0][i];
-            slice s = ikey_user((slice){ f->smallest.p, f->smallest.len });
-            slice l = ikey_user((slice){ f->largest.p, f->largest.len });
-            if (!lo.p || ukey_cmp(s.p, s.n, lo.p, lo.n) < 0)
-                lo = s;
-            if (!hi.p || ukey_cmp(l.p, l.n, hi.p, hi.n) > 0)
-                hi = l;
-            compaction_add(c, f, 0);
+        /* Start from the oldest L0 table and take every L0 table overlapping the range, until
+           the range stops growing: the tables left behind overlap none of it, so L0 stays
+           newest-first for every key. Tables from a sequential load overlap nothing and move
+           down without being rewritten. */
+        int n0 = v->nfiles[0];
+        char *taken = xcalloc((size_t)n0 + 1, 1);
+        int grew = 1;
+        for (int pass = 0; grew; pass++) {
+            grew = 0;
+            for (int i = n0 - 1; i >= 0; i--) {
+                file_meta *f = v->files[0][i];
+                slice s = ikey_user((slice){ f->smallest.p, f->smallest.len });
+                slice l = ikey_user((slice){ f->largest.p, f->largest.len });
+                if (taken[i])
+                    continue;
+                if (pass > 0 || lo.p) {
+                    if (ukey_cmp(l.p, l.n, lo.p, lo.n) < 0 || ukey_cmp(s.p, s.n, hi.p, hi.n) > 0)
+                        continue;
+                }
+                if (!lo.p || ukey_cmp(s.p, s.n, lo.p, lo.n) < 0)
+                    lo = s;
+                if (!hi.p || ukey_cmp(l.p, l.n, hi.p, hi.n) > 0)
+                    hi = l;
+                taken[i] = 1;
+                grew = 1;
+            }
         }
+        for (int i = n0 - 1; i >= 0; i--)
+            if (taken[i])
+                compaction_add(c, v->files[0][i], 0);
+        free(taken);
     } else {
         /* Round-robin through the level so every key range gets its turn. */
         buf *ptr = &db->compact_pointer[level];

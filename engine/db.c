@@ -1555,6 +1555,7 @@ static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off
         if (f) {
             edit_add(st->edit, 0, f);
             file_meta_unref(f);
+            atomic_fetch_add(&st->db->st_flushes, 1);
         }
         memtable_unref(*st->mem);
         *st->mem = memtable_new();
@@ -1629,6 +1630,7 @@ static int db_replay_logs(lsm_db *db, version_edit *edit, char *err)
         if (f) {
             edit_add(edit, 0, f);
             file_meta_unref(f);
+            atomic_fetch_add(&db->st_flushes, 1);
         }
     }
     memtable_unref(mem);
