@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "helper_model.h"
 #include "lsm.h"
 
@@ -914,6 +916,124 @@ static void test_blob_values(void **state)
     model_free(m);
 }
 
+/* Reads of blob values while background compaction rewrites and collects blob files: every read
+   of a healthy database succeeds with the right bytes. Runs on the in-memory env to be fast
+   enough to meet the races. */
+typedef struct blobrd_arg {
+    lsm_db *db;
+    volatile int stop;
+    long reads;
+    char bad[300];
+} blobrd_arg;
+
+/* Checks a value written by the test below: "<i>:" then filler 'a' + i % 26. */
+static int blob_value_ok(const uint8_t *v, size_t n)
+{
+    int i = atoi((const char *)v);
+    const uint8_t *colon = memchr(v, ':', n < 16 ? n : 16);
+    if (!colon)
+        return 0;
+    for (size_t j = (size_t)(colon - v) + 1; j < n; j++)
+        if (v[j] != 0 && v[j] != (uint8_t)('a' + i % 26))
+            return 0;
+    return 1;
+}
+
+static void *blob_reader(void *p)
+{
+    blobrd_arg *a = p;
+    trng r;
+    trng_seed(&r, (uint64_t)(uintptr_t)p);
+    char k[32];
+    while (!a->stop && !a->bad[0]) {
+        snprintf(k, sizeof k, "key%04d", (int)trng_below(&r, 120));
+        void *g = NULL;
+        size_t gl = 0;
+        int rc = lsm_get(a->db, k, strlen(k), &g, &gl);
+        if (rc == LSM_OK && !blob_value_ok(g, gl))
+            snprintf(a->bad, sizeof a->bad, "reader: lsm_get(%s) returned a torn value", k);
+        else if (rc != LSM_OK && rc != LSM_NOTFOUND)
+            snprintf(a->bad, sizeof a->bad, "reader: lsm_get(%s) = %d (%s) %s", k, rc,
+                     lsm_strerror(rc), lsm_errmsg(a->db));
+        free(g);
+        a->reads++;
+    }
+    return NULL;
+}
+
+static void test_blob_reads_during_compaction(void **state)
+{
+    (void)state;
+    uint64_t seed = test_seed("blob_reads_during_compaction", 18);
+    int trials = (int)test_scale(40);
+    static uint8_t v[5000];
+    for (int t = 0; t < trials; t++) {
+        lsm_env *env = faultenv_new();
+        lsm_options o;
+        lsm_options_init(&o);
+        o.env = env;
+        o.memtable_bytes = 4096;
+        o.block_bytes = 1024;
+        o.table_bytes = 16 << 10;
+        o.blob_threshold = 2048;
+        lsm_db *db = NULL;
+        CHECK_OK(NULL, lsm_open("/db", &o, &db));
+        model *m = model_new();
+        trng r;
+        trng_seed(&r, seed + (uint64_t)t);
+        char k[32];
+        blobrd_arg ra[2];
+        pthread_t th[2];
+        for (int j = 0; j < 2; j++) {
+            memset(&ra[j], 0, sizeof ra[j]);
+            ra[j].db = db;
+            assert_int_equal(pthread_create(&th[j], NULL, blob_reader, &ra[j]), 0);
+        }
+        for (int i = 0; i < 3000 && !ra[0].bad[0] && !ra[1].bad[0]; i++) {
+            snprintf(k, sizeof k, "key%04d", (int)trng_below(&r, 120));
+            size_t vl = trng_chance(&r, 33) ? 2048 + trng_below(&r, 2000) : 8 + trng_below(&r, 200);
+            memset(v, 'a' + i % 26, vl);
+            snprintf((char *)v, 16, "%d:", i);
+            CHECK_OK(db, lsm_put(db, k, strlen(k), v, vl));
+            model_put(m, k, strlen(k), v, vl);
+            snprintf(k, sizeof k, "key%04d", (int)trng_below(&r, 120));
+            size_t ml = 0;
+            const uint8_t *mv = model_get(m, k, strlen(k), &ml);
+            void *g = NULL;
+            size_t gl = 0;
+            int rc = lsm_get(db, k, strlen(k), &g, &gl);
+            if (rc != (mv ? LSM_OK : LSM_NOTFOUND))
+                fail_msg("seed %" PRIu64 " trial %d op %d: lsm_get(%s) = %d (%s) %s", seed + (uint64_t)t,
+                         t, i, k, rc, lsm_strerror(rc), lsm_errmsg(db));
+            if (mv && (gl != ml || memcmp(g, mv, ml) != 0))
+                fail_msg("seed %" PRIu64 " trial %d op %d: lsm_get(%s): wrong value", seed + (uint64_t)t,
+                         t, i, k);
+            free(g);
+            if (mv && ml > 100) {
+                uint8_t part[64];
+                size_t nread = 0;
+                uint64_t off = trng_below(&r, ml - 64), vlen = 0;
+                rc = lsm_get_range(db, k, strlen(k), off, part, sizeof part, &nread, &vlen);
+                if (rc != LSM_OK || nread != sizeof part || vlen != ml ||
+                    memcmp(part, mv + off, sizeof part) != 0)
+                    fail_msg("seed %" PRIu64 " trial %d op %d: lsm_get_range(%s) = %d (%s) %s",
+                             seed + (uint64_t)t, t, i, k, rc, lsm_strerror(rc), lsm_errmsg(db));
+            }
+        }
+        for (int j = 0; j < 2; j++) {
+            ra[j].stop = 1;
+            pthread_join(th[j], NULL);
+        }
+        for (int j = 0; j < 2; j++)
+            if (ra[j].bad[0])
+                fail_msg("seed %" PRIu64 " trial %d: %s", seed + (uint64_t)t, t, ra[j].bad);
+        check_db_equals_model(db, m, "blob reads during compaction, final");
+        lsm_close(db);
+        model_free(m);
+        faultenv_free(env);
+    }
+}
+
 /* ---- stats, error texts, NULL ---- */
 
 static void test_stats(void **state)
@@ -1118,6 +1238,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lock_busy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lock_other_process, setup, teardown),
         cmocka_unit_test_setup_teardown(test_blob_values, setup, teardown),
+        cmocka_unit_test(test_blob_reads_during_compaction),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_close_null),

@@ -277,7 +277,8 @@ static void wl_run(wl *w, long nbatches, int extra)
             size_t vl;
             int g = lsm_get(w->db, k, (size_t)kl, &v, &vl);
             if (g != LSM_OK && g != LSM_NOTFOUND && g != LSM_IOERR && g != LSM_CLOSED)
-                FAILW(w, "lsm_get during the workload: %d", g);
+                FAILW(w, "lsm_get(%s) during the workload: %d (%s) %s", k, g, lsm_strerror(g),
+                      lsm_errmsg(w->db));
             free(v);
         }
     }
