@@ -68,6 +68,7 @@ static void open_opts(lsm_options *o)
     o->memtable_bytes = 32 << 10;
     o->table_bytes = 64 << 10;
     o->block_bytes = 1024;
+    o->blob_threshold = 400;   /* about half the values go to blob files at flush */
 }
 
 /* Child: continue the history from the database's state and write batches until killed. */
