@@ -67,6 +67,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <lz4.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <zstd.h>
@@ -87,14 +88,21 @@
  * Blocks in memory and cursors over them
  * --------------------------------------------------------------------------------------------- */
 
+/* A block's uncompressed contents, wherever they live: in a heap copy (sst_heap_block) or, for an
+   uncompressed block of a mapped table, in the mapping itself. */
 typedef struct sst_block {
     uint64_t off;                 /* file offset of the stored block, for messages and cache key */
     const uint8_t *data;          /* uncompressed contents */
     size_t size;                  /* bytes at data */
     uint32_t limit;               /* end of the entries = start of the restart array */
     uint32_t nrestarts;           /* entries in the restart array */
-    uint8_t mem[];                /* storage that data points into */
 } sst_block;
+
+/* A block read into (or decompressed into) memory of its own; freed with free(). */
+typedef struct sst_heap_block {
+    sst_block b;                  /* b.data points at mem */
+    uint8_t mem[];
+} sst_heap_block;
 
 /* A position in one block. The key is rebuilt here because of prefix compression; short keys live
    in the inline array so that a lookup allocates nothing. Never copied by value. */
@@ -642,6 +650,10 @@ struct sst {
     struct sst_index_entry *idx;  /* the index decoded and checked at open, in file order */
     size_t nidx;
     sst_block *filter;            /* pinned; NULL when the table has no filter */
+    const uint8_t *map;           /* the whole file mapped read-only, or NULL: then blocks are read
+                                     with pread into the block cache */
+    _Atomic uint8_t *checked;     /* with map: per data block, 1 once its mapped bytes passed the
+                                     checksum and layout checks (they never change after that) */
     _Atomic int iters;            /* live iterators, which sst_close must not outlive */
 };
 
@@ -653,11 +665,13 @@ typedef struct sst_index_entry {
     uint64_t off, size;           /* the data block's handle */
 } sst_index_entry;
 
-/* A data block in use: either pinned in the cache (h) or owned because there is no cache. */
+/* A data block in use: pinned in the cache (h), owned because there is no cache, or described by
+   mapped when its bytes are read in place from the table's mapping. */
 typedef struct sst_blockref {
-    const sst_block *b;
+    const sst_block *b;           /* &mapped, the cached value, or owned; NULL when none */
     cache_handle *h;
     sst_block *owned;
+    sst_block mapped;
 } sst_blockref;
 
 static int sst_corrupt(const sst *t, char *err, uint64_t off, const char *why)
@@ -677,52 +691,71 @@ static int sst_handle_ok(const sst *t, uint64_t off, uint64_t size)
     return size <= t->data_end && off <= t->data_end - size && t->data_end - size - off >= SST_TRAILER;
 }
 
-static sst_block *sst_block_alloc(uint64_t off, size_t n)
+static sst_heap_block *sst_block_alloc(uint64_t off, size_t n)
 {
-    sst_block *b = xmalloc(sizeof(*b) + n);
-    b->off = off;
-    b->data = b->mem;
-    b->size = n;
-    b->limit = 0;
-    b->nrestarts = 0;
-    return b;
+    sst_heap_block *hb = xmalloc(sizeof(*hb) + n);
+    hb->b.off = off;
+    hb->b.data = hb->mem;
+    hb->b.size = n;
+    hb->b.limit = 0;
+    hb->b.nrestarts = 0;
+    return hb;
 }
 
-/* Reads, verifies and uncompresses the block stored at off (n bytes + trailer). With structured,
-   also checks it as an entries-and-restarts block. */
-static int sst_read_block(const sst *t, uint64_t off, uint64_t n, int structured, sst_block **out,
-                          char *err)
+/* One decompression context per thread, made on first use and freed at thread exit: creating one
+   per block costs more than decompressing a 4 KiB block. */
+static pthread_key_t sst_dctx_key;
+static pthread_once_t sst_dctx_once = PTHREAD_ONCE_INIT;
+
+static void sst_dctx_free(void *p)
+{
+    ZSTD_freeDCtx(p);
+}
+
+static void sst_dctx_init(void)
+{
+    if (pthread_key_create(&sst_dctx_key, sst_dctx_free) != 0)
+        abort();
+}
+
+static ZSTD_DCtx *sst_dctx(void)
+{
+    pthread_once(&sst_dctx_once, sst_dctx_init);
+    ZSTD_DCtx *d = pthread_getspecific(sst_dctx_key);
+    if (!d && (d = ZSTD_createDCtx()) && pthread_setspecific(sst_dctx_key, d) != 0) {
+        ZSTD_freeDCtx(d);
+        d = NULL;
+    }
+    return d;
+}
+
+/* Verifies the stored block src (n bytes + trailer) and returns its uncompressed contents in *out,
+   copying or decompressing into fresh memory unless keep is given: then an uncompressed block is
+   handed back as keep itself (src must be keep's memory). */
+static int sst_decode_block(const sst *t, uint64_t off, uint64_t n, const uint8_t *src,
+                            sst_heap_block *keep, sst_heap_block **out, char *err)
 {
     *out = NULL;
-    if (!sst_handle_ok(t, off, n))
-        return sst_corrupt(t, err, off, "block handle out of range");
-    sst_block *raw = sst_block_alloc(off, (size_t)n + SST_TRAILER);
-    int rc = env_pread_all(t->env, t->f, raw->mem, (size_t)n + SST_TRAILER, off);
-    if (rc < 0) {
-        free(raw);
-        return sst_read_error(t, err, rc, off);
-    }
-    if (dec_fixed32(raw->mem + n + 1) != lsm_checksum(raw->mem, (size_t)n + 1)) {
-        free(raw);
+    if (dec_fixed32(src + n + 1) != lsm_checksum(src, (size_t)n + 1))
         return sst_corrupt(t, err, off, "block checksum mismatch");
-    }
-
-    sst_block *b = raw;
-    const uint8_t *src = raw->mem;
-    switch (raw->mem[n]) {
+    sst_heap_block *b;
+    switch (src[n]) {
     case SST_TYPE_NONE:
-        raw->size = (size_t)n;
+        if (keep) {
+            b = keep;
+        } else {
+            b = sst_block_alloc(off, (size_t)n);
+            memcpy(b->mem, src, (size_t)n);
+        }
+        b->b.size = (size_t)n;
         break;
     case SST_TYPE_LZ4: {
         uint64_t ulen;
         const uint8_t *p = dec_varint(src, src + n, &ulen);
-        if (!p || ulen > SST_MAX_BLOCK) {
-            free(raw);
+        if (!p || ulen > SST_MAX_BLOCK)
             return sst_corrupt(t, err, off, "bad LZ4 block length");
-        }
         b = sst_block_alloc(off, (size_t)ulen);
         int got = LZ4_decompress_safe((const char *)p, (char *)b->mem, (int)(src + n - p), (int)ulen);
-        free(raw);
         if (got < 0 || (uint64_t)got != ulen) {
             free(b);
             return sst_corrupt(t, err, off, "LZ4 block does not decompress");
@@ -731,13 +764,13 @@ static int sst_read_block(const sst *t, uint64_t off, uint64_t n, int structured
     }
     case SST_TYPE_ZSTD: {
         unsigned long long ulen = ZSTD_getFrameContentSize(src, (size_t)n);
-        if (ulen == ZSTD_CONTENTSIZE_UNKNOWN || ulen == ZSTD_CONTENTSIZE_ERROR || ulen > SST_MAX_BLOCK) {
-            free(raw);
+        if (ulen == ZSTD_CONTENTSIZE_UNKNOWN || ulen == ZSTD_CONTENTSIZE_ERROR || ulen > SST_MAX_BLOCK)
             return sst_corrupt(t, err, off, "bad Zstandard block length");
-        }
+        ZSTD_DCtx *d = sst_dctx();
+        if (!d)
+            return lsm_err(err, LSM_NOMEM, "%s: no memory for a Zstandard context", t->path);
         b = sst_block_alloc(off, (size_t)ulen);
-        size_t got = ZSTD_decompress(b->mem, (size_t)ulen, src, (size_t)n);
-        free(raw);
+        size_t got = ZSTD_decompressDCtx(d, b->mem, (size_t)ulen, src, (size_t)n);
         if (ZSTD_isError(got) || got != ulen) {
             free(b);
             return sst_corrupt(t, err, off, "Zstandard block does not decompress");
@@ -745,14 +778,43 @@ static int sst_read_block(const sst *t, uint64_t off, uint64_t n, int structured
         break;
     }
     default:
-        free(raw);
         return sst_corrupt(t, err, off, "unknown compression type");
     }
-    if (structured && sst_block_layout(b) < 0) {
+    *out = b;
+    return LSM_OK;
+}
+
+/* Reads, verifies and uncompresses the block stored at off (n bytes + trailer) into memory of its
+   own (freed with free()). With structured, also checks it as an entries-and-restarts block. */
+static int sst_read_block(const sst *t, uint64_t off, uint64_t n, int structured, sst_block **out,
+                          char *err)
+{
+    *out = NULL;
+    if (!sst_handle_ok(t, off, n))
+        return sst_corrupt(t, err, off, "block handle out of range");
+    sst_heap_block *raw = NULL, *b;
+    const uint8_t *src;
+    int rc;
+    if (t->map) {
+        src = t->map + off;
+    } else {
+        raw = sst_block_alloc(off, (size_t)n + SST_TRAILER);
+        if ((rc = env_pread_all(t->env, t->f, raw->mem, (size_t)n + SST_TRAILER, off)) < 0) {
+            free(raw);
+            return sst_read_error(t, err, rc, off);
+        }
+        src = raw->mem;
+    }
+    rc = sst_decode_block(t, off, n, src, raw, &b, err);
+    if (b != raw)
+        free(raw);
+    if (rc)
+        return rc;
+    if (structured && sst_block_layout(&b->b) < 0) {
         free(b);
         return sst_corrupt(t, err, off, "malformed block");
     }
-    *out = b;
+    *out = &b->b;
     return LSM_OK;
 }
 
@@ -763,11 +825,45 @@ static void sst_block_deleter(uint64_t id, uint64_t off, void *value)
     free(value);
 }
 
-static int sst_get_block(const sst *t, uint64_t off, uint64_t n, sst_blockref *ref, char *err)
+/* Serves data block bi of a mapped table in place when it is stored uncompressed: checked in full
+   the first time, then trusted (a mapping of an immutable file does not change). Returns 1 when
+   *ref is set up, 0 when the block must go through the cache (compressed), or an error. */
+static int sst_map_block(const sst *t, size_t bi, sst_blockref *ref, char *err)
 {
+    const sst_index_entry *ie = &t->idx[bi];
+    sst_block *b = &ref->mapped;
+    b->off = ie->off;
+    b->data = t->map + ie->off;
+    b->size = (size_t)ie->size;
+    if (atomic_load_explicit(&t->checked[bi], memory_order_relaxed)) {
+        b->nrestarts = dec_fixed32(b->data + b->size - 4);
+        b->limit = (uint32_t)(b->size - 4 - 4 * (size_t)b->nrestarts);
+    } else {
+        if (b->data[b->size] != SST_TYPE_NONE)
+            return 0;
+        if (dec_fixed32(b->data + b->size + 1) != lsm_checksum(b->data, b->size + 1))
+            return sst_corrupt(t, err, ie->off, "block checksum mismatch");
+        if (sst_block_layout(b) < 0)
+            return sst_corrupt(t, err, ie->off, "malformed block");
+        atomic_store_explicit(&t->checked[bi], 1, memory_order_relaxed);
+    }
+    ref->b = b;
+    return 1;
+}
+
+/* Makes data block bi available in *ref: in place from the mapping, from the block cache, or read
+   (and cached). Release with sst_put_block. */
+static int sst_get_block(const sst *t, size_t bi, sst_blockref *ref, char *err)
+{
+    uint64_t off = t->idx[bi].off, n = t->idx[bi].size;
     ref->h = NULL;
     ref->owned = NULL;
     ref->b = NULL;
+    if (t->map) {
+        int rc = sst_map_block(t, bi, ref, err);
+        if (rc)
+            return rc < 0 ? rc : LSM_OK;
+    }
     if (t->bc && (ref->h = cache_lookup(t->bc, t->cache_id, off))) {
         ref->b = cache_value(ref->h);
         return LSM_OK;
@@ -865,6 +961,14 @@ int sst_open(lsm_env *env, const char *path, uint64_t file_size, cache *block_ca
     t->bc = block_cache;
     atomic_init(&t->iters, 0);
 
+    /* Map the file when the env can, so that blocks are read in place instead of copied by pread
+       into the cache. Only a file at least as long as promised is mapped: touching a page past
+       the end of a mapped file would raise SIGBUS, where pread reports a clean truncation. */
+    uint64_t actual;
+    if (env->mmap && env->size(env, f, &actual) == 0 && actual >= file_size
+        && env->mmap(env, f, file_size, (const void **)&t->map) != 0)
+        t->map = NULL;
+
     uint8_t ft[SST_FOOTER];
     uint64_t foff = t->data_end;
     if ((rc = env_pread_all(env, f, ft, sizeof(ft), foff)) < 0) {
@@ -894,6 +998,8 @@ int sst_open(lsm_env *env, const char *path, uint64_t file_size, cache *block_ca
     if ((filter_off || filter_size)
         && (rc = sst_read_block(t, filter_off, filter_size, 0, &t->filter, err)))
         goto fail;
+    if (t->map)
+        t->checked = xcalloc(t->nidx ? t->nidx : 1, sizeof(*t->checked));
     if (block_cache)
         t->cache_id = cache_new_id(block_cache);
     *out = t;
@@ -902,6 +1008,8 @@ int sst_open(lsm_env *env, const char *path, uint64_t file_size, cache *block_ca
 fail:
     free(t->idx);
     free(t->index);
+    if (t->map)
+        env->munmap(env, t->map, file_size);
     env->close(env, f);
     free(t->path);
     free(t);
@@ -917,7 +1025,10 @@ void sst_close(sst *t)
     if (t->bc)
         for (size_t i = 0; i < t->nidx; i++)
             cache_erase(t->bc, t->cache_id, t->idx[i].off);
+    if (t->map)
+        t->env->munmap(t->env, t->map, t->file_size);
     t->env->close(t->env, t->f);
+    free((void *)t->checked);
     free(t->idx);
     free(t->index);
     free(t->filter);
@@ -953,7 +1064,7 @@ int sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, i
     for (size_t i = sst_index_find(t, target); i < t->nidx; i++) {
         const sst_index_entry *ie = &t->idx[i];
         sst_blockref ref;
-        if ((rc = sst_get_block(t, ie->off, ie->size, &ref, err)))
+        if ((rc = sst_get_block(t, i, &ref, err)))
             break;
         sst_cursor_set(&dc, ref.b);
         sst_cursor_seek(&dc, target);
@@ -1035,7 +1146,7 @@ static int sst_iter_load(sst_iter *it, size_t bi)
     const sst_index_entry *ie = &it->t->idx[bi];
     if (!it->ref.b || it->ref.b->off != ie->off) {
         sst_put_block(it->t, &it->ref);
-        int rc = sst_get_block(it->t, ie->off, ie->size, &it->ref, it->msg);
+        int rc = sst_get_block(it->t, bi, &it->ref, it->msg);
         if (rc) {
             sst_iter_fail(it, rc);
             return -1;
