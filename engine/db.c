@@ -1692,8 +1692,9 @@ static void db_remove_obsolete(lsm_db *db)
     env_free_list(names, n);
 }
 
-/* With CURRENT missing: the name of a file that holds data (a table, a blob file, a log with
-   records), so open refuses instead of starting an empty database beside it; NULL if none. */
+/* With CURRENT missing: the name of a file that may hold data (a table, a blob file, a log longer
+   than its header), so open refuses instead of starting an empty database beside it; NULL if
+   none. */
 static char *db_find_orphan_data(lsm_db *db)
 {
     char **names = NULL, *found = NULL;

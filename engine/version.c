@@ -3,8 +3,9 @@
  *
  * The manifest is a record log (wal.c framing, MANIFEST_MAGIC) of version edits; CURRENT names the
  * live manifest and is replaced atomically (write temp, sync, rename, sync directory). At open we
- * replay the manifest, then immediately start a fresh one holding a single snapshot edit, so a
- * manifest never grows across sessions. Edit encoding (man/lsm-format.5): a sequence of fields, each
+ * replay the manifest, then immediately start a fresh one holding one snapshot edit of the whole
+ * state (followed by the edit that records open's own recovery), so a manifest never carries the
+ * history of earlier sessions. Edit encoding (man/lsm-format.5): a sequence of fields, each
  * a varint tag then its body:
  *   1 log_number varint | 2 next_file varint | 3 last_seq varint |
  *   4 deleted file: level varint, number varint |
@@ -345,7 +346,7 @@ int vset_recover(vset *vs, char *err)
         return lsm_err_errno(err, rc, "reading", path);
     /* CURRENT holds "MANIFEST-NNNNNN\n". */
     uint64_t num = 0;
-    int ok = n >= 11 && n < 64 && memcmp(cur, "MANIFEST-", 9) == 0 && cur[n - 1] == '\n';
+    int ok = n >= 11 && n <= 9 + 19 + 1 && memcmp(cur, "MANIFEST-", 9) == 0 && cur[n - 1] == '\n';
     for (size_t i = 9; ok && i < n - 1; i++) {
         ok = cur[i] >= '0' && cur[i] <= '9';
         num = num * 10 + (uint64_t)(cur[i] - '0');
