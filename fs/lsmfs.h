@@ -61,6 +61,14 @@ struct lsmfs_inode {
     char    *data;               /* whole content while loaded (being written), else NULL */
     size_t   cap;                /* bytes allocated at data; counted in fs.buffered */
     struct lsmfs_inode *bprev, *bnext; /* list of inodes holding a buffer; guarded by fs.bmu */
+    struct lsmfs_handle *readers; /* read-only handles (see struct lsmfs_snap) */
+};
+
+/* The value a read-only handle opened, kept when a write-back replaces it. */
+struct lsmfs_snap {
+    int      refs;               /* handles sharing it; guarded by the inode's mu */
+    size_t   len;
+    char     data[];
 };
 
 /* Per-open-file handle (fi->fh). */
@@ -68,6 +76,8 @@ struct lsmfs_handle {
     struct lsmfs_inode *ino;
     int flags;                   /* open(2) flags */
     int wrote;                   /* this handle wrote since its last flush */
+    struct lsmfs_snap *snap;     /* read-only: the version it reads once replaced; ino->mu */
+    struct lsmfs_handle *rnext, *rprev; /* read-only handles of ino; guarded by ino->mu */
 };
 
 /* Per-open-directory handle (fi->fh): where the listing stands. */
@@ -87,7 +97,7 @@ struct lsmfs {
 
     /* options */
     size_t   memtable_size, cache_size, max_file_size, dirty_limit;
-    int      compression, sync_mode, writeback, foreground;
+    int      compression, sync_mode, writeback, kernel_cache, foreground;
     double   timeout;            /* entry/attr timeout, seconds */
 
     uid_t    uid;                /* defaults for keys without a record */
@@ -144,6 +154,7 @@ int   lsmfs_buf_load(struct lsmfs_inode *ino);
 int   lsmfs_buf_reserve(struct lsmfs_inode *ino, size_t need);
 void  lsmfs_buf_drop(struct lsmfs_inode *ino);
 int   lsmfs_flush_locked(struct lsmfs_inode *ino, int sync);
+void  lsmfs_snap_readers(struct lsmfs_inode *ino);
 void  lsmfs_budget_enforce(void);
 
 #endif /* LSMFS_H */

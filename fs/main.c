@@ -32,7 +32,7 @@ struct cmdline {
     char *datadir, *mountpoint;
     char *memtable_size, *cache_size, *compression, *sync, *max_file_size, *dirty_limit,
          *timeout;
-    int writeback;
+    int writeback, kernel_cache;
     int show_help, show_version, has_fsname;
 };
 
@@ -49,6 +49,8 @@ static const struct fuse_opt spec[] = {
     OPT("timeout=%s", timeout),
     { "writeback", offsetof(struct cmdline, writeback), 1 },
     { "nowriteback", offsetof(struct cmdline, writeback), 0 },
+    { "kernel_cache", offsetof(struct cmdline, kernel_cache), 1 },
+    { "nokernel_cache", offsetof(struct cmdline, kernel_cache), 0 },
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
     FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -120,7 +122,9 @@ static void usage(FILE *f)
 "    -o dirty_limit=SIZE    memory for files being written (default 256M, at least\n"
 "                           max_file_size)\n"
 "    -o timeout=SECONDS     kernel cache time for names and attributes (default 3600)\n"
-"    -o writeback           use the kernel's writeback cache\n"
+"    -o kernel_cache        keep file pages in the kernel's cache (faster reads, mmap;\n"
+"                           readers may see a writer's bytes before it closes)\n"
+"    -o writeback           kernel_cache plus the kernel's writeback cache\n"
 "    SIZE takes a K, M or G suffix (powers of 1024).\n"
 "\n");
 }
@@ -163,6 +167,7 @@ static int apply_options(const struct cmdline *c)
     fs.compression = LSM_COMPRESSION_NONE;
     fs.sync_mode = LSMFS_SYNC_FSYNC;
     fs.writeback = c->writeback;
+    fs.kernel_cache = c->kernel_cache || c->writeback;
     if ((c->memtable_size && parse_size("memtable_size", c->memtable_size, &fs.memtable_size)) ||
         (c->cache_size && parse_size("cache_size", c->cache_size, &fs.cache_size)) ||
         (c->max_file_size && parse_size("max_file_size", c->max_file_size, &fs.max_file_size)) ||
@@ -246,7 +251,9 @@ static int setup(struct fuse_args *args, const char *datadir_arg, const char *mo
     lo.compression = fs.compression;
     lo.sync_writes = fs.sync_mode == LSMFS_SYNC_ALWAYS;
     lo.create_if_missing = 1;
-    rc = lsm_open(fs.datadir, &lo, &fs.db);
+    /* A daemon that was just unmounted may still be closing the database: give it a moment. */
+    for (int tries = 0; (rc = lsm_open(fs.datadir, &lo, &fs.db)) == LSM_BUSY && tries < 40; tries++)
+        usleep(50000);
     if (rc != LSM_OK) {
         const char *msg = lsm_errmsg(NULL);
         fprintf(stderr, "lsmfs: %s: %s\n", datadir_arg, msg && *msg ? msg : lsm_strerror(rc));

@@ -750,6 +750,41 @@ int lsmfs_buf_load(struct lsmfs_inode *ino)
     return 0;
 }
 
+/* Before the value of ino changes in the engine: every read-only handle that still reads the
+   engine gets (a share of) a copy of the current value, so that it keeps reading the version it
+   opened. ino->mu and fs.ns held. */
+void lsmfs_snap_readers(struct lsmfs_inode *ino)
+{
+    struct lsmfs_snap *snap = NULL;
+    for (struct lsmfs_handle *h = ino->readers; h; h = h->rnext) {
+        if (h->snap)
+            continue;
+        if (!snap) {
+            void *v = NULL;
+            size_t vl = 0;
+            int rc = lsm_get(fs.db, ino->path, ino->plen, &v, &vl);
+            if (rc != LSM_OK && rc != LSM_NOTFOUND) {
+                lsmfs_errno(rc, "keep the old version of", ino->path);
+                return;   /* those readers will see the new value */
+            }
+            if (rc != LSM_OK)
+                vl = 0;
+            snap = malloc(sizeof *snap + vl);
+            if (!snap) {
+                free(v);
+                return;
+            }
+            snap->refs = 0;
+            snap->len = vl;
+            if (vl)
+                memcpy(snap->data, v, vl);
+            free(v);
+        }
+        snap->refs++;
+        h->snap = snap;
+    }
+}
+
 /* Writes back ino as one atomic batch: the value (when the buffer is loaded) and its record.
    With sync set (or nothing to write) the engine is synced before returning. ino->mu and fs.ns
    held. */
@@ -767,8 +802,10 @@ int lsmfs_flush_locked(struct lsmfs_inode *ino, int sync)
         return rc == LSM_OK ? 0 : -lsmfs_errno(rc, "sync", ino->path);
     }
     lsm_batch *b = lsm_batch_new();
-    if (ino->m.type != LSMFS_DIR && ino->data)
+    if (ino->m.type != LSMFS_DIR && ino->data) {
+        lsmfs_snap_readers(ino);
         lsm_batch_put(b, ino->path, ino->plen, ino->data, ino->m.size);
+    }
     lsmfs_add_record(b, ino);
     rc = lsmfs_write_batch(b, sync);
     lsm_batch_free(b);

@@ -449,6 +449,8 @@ static void preserve(struct lsmfs_inode *ino)
     int open = ino->nopen > 0;
     pthread_mutex_unlock(&fs.tmu);
     pthread_mutex_lock(&ino->mu);
+    if (ino->m.type != LSMFS_DIR)
+        lsmfs_snap_readers(ino);
     if (open && ino->m.type != LSMFS_DIR && lsmfs_buf_load(ino) < 0)
         lsmfs_log(LOG_WARNING, "%s: removed while open; its content could not be kept", ino->path);
     pthread_mutex_unlock(&ino->mu);
@@ -616,6 +618,10 @@ static int add_move(lsm_batch *b, int phase, const char *from, size_t flen, cons
                 continue;
             }
             const void *v = lsm_iter_value(it, &vl);
+            if (!v) {
+                rc = -lsmfs_errno(lsm_iter_status(it), "rename", from);
+                break;
+            }
             *bytes += n + vl;
             if (*bytes > fs.dirty_limit) {
                 rc = -EXDEV;   /* too big for one batch: mv(1) falls back to copy and remove */
@@ -834,14 +840,41 @@ static int open_handle(struct lsmfs_inode *ino, struct fuse_file_info *fi)
         }
         h->wrote = 1;
     }
+    if (!is_writable(fi->flags) && !fs.kernel_cache) {
+        pthread_mutex_lock(&ino->mu);
+        h->rnext = ino->readers;
+        if (ino->readers)
+            ino->readers->rprev = h;
+        ino->readers = h;
+        pthread_mutex_unlock(&ino->mu);
+    }
     fi->fh = (uint64_t)(uintptr_t)h;
-    fi->keep_cache = 1;   /* this daemon is the only writer: pages stay valid across opens */
+    if (fs.kernel_cache) {
+        fi->keep_cache = 1;   /* this daemon is the only writer: pages stay valid across opens */
+    } else {
+        /* The kernel keeps one size and one page cache per inode, so it cannot show a writer its
+           pending bytes and a reader the last flushed value: every read comes here instead. */
+        fi->direct_io = 1;
+        if (!is_writable(fi->flags))
+            fi->noflush = 1;   /* nothing to write back: spare the FLUSH request */
+    }
     return 0;
 }
 
 static void close_handle(struct lsmfs_handle *h)
 {
-    lsmfs_table_close(h->ino);
+    struct lsmfs_inode *ino = h->ino;
+    pthread_mutex_lock(&ino->mu);
+    if (h->rprev)
+        h->rprev->rnext = h->rnext;
+    else if (ino->readers == h)
+        ino->readers = h->rnext;
+    if (h->rnext)
+        h->rnext->rprev = h->rprev;
+    if (h->snap && --h->snap->refs == 0)
+        free(h->snap);
+    pthread_mutex_unlock(&ino->mu);
+    lsmfs_table_close(ino);
     free(h);
 }
 
@@ -918,21 +951,34 @@ static void lsmfs_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
 {
     struct lsmfs_inode *ino = lsmfs_ino(n);
     pthread_rwlock_rdlock(&fs.ns);
+    struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
     pthread_mutex_lock(&ino->mu);
-    if (ino->data) {
-        size_t len = (uint64_t)off >= ino->m.size ? 0 : ino->m.size - (uint64_t)off;
+    /* close-to-open: a read-only descriptor sees the last flushed value (or, once the file is
+       unlinked, what it held then); a descriptor open for writing sees the pending bytes */
+    const char *src = NULL;
+    size_t srclen = 0;
+    if (h->snap) {
+        src = h->snap->data;
+        srclen = h->snap->len;
+    } else if (ino->data && (is_writable(h->flags) || ino->deleted || fs.kernel_cache)) {
+        src = ino->data;
+        srclen = ino->m.size;
+    }
+    if (src) {
+        size_t len = (uint64_t)off >= srclen ? 0 : srclen - (uint64_t)off;
         if (len > size)
             len = size;
-        fuse_reply_buf(req, ino->data + (len ? off : 0), len);
+        fuse_reply_buf(req, src + (len ? off : 0), len);
         pthread_mutex_unlock(&ino->mu);
         pthread_rwlock_unlock(&fs.ns);
         return;
     }
-    pthread_mutex_unlock(&ino->mu);
+    /* from the engine, with ino->mu held so that no write-back lands in the middle of it */
     char *buf = malloc(size ? size : 1);
     size_t got = 0;
     int rc = buf ? lsm_get_range(fs.db, ino->path, ino->plen, (uint64_t)off, buf, size, &got, NULL)
                  : LSM_NOMEM;
+    pthread_mutex_unlock(&ino->mu);
     int err = rc == LSM_OK || rc == LSM_NOTFOUND ? 0 : lsmfs_errno(rc, "read", ino->path);
     pthread_rwlock_unlock(&fs.ns);
     if (err)
@@ -951,7 +997,7 @@ static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t si
     pthread_rwlock_rdlock(&fs.ns);
     pthread_mutex_lock(&ino->mu);
     if ((h->flags & O_APPEND) && !fs.writeback)
-        off = (off_t)ino->m.size;
+        off = (off_t)ino->m.size;   /* our size is the truth, not the kernel's cached one */
     if (off < 0 || (uint64_t)off >= fs.max_file_size) {
         rc = size ? -EFBIG : 0;
         size = 0;
