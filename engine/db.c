@@ -1048,12 +1048,14 @@ static int db_table_get(lsm_db *db, const file_meta *f, const void *key, size_t 
 }
 
 /* The core lookup: LSM_OK with a malloc'd copy of the stored value (a blob reference when *type
-   is LSM_TYPE_BLOB), or LSM_NOTFOUND, or an error. */
-static int db_lookup(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen, int *vtype,
-                     char *err)
+   is LSM_TYPE_BLOB), or LSM_NOTFOUND, or an error. The caller releases rv with db_view_put only
+   after it has read any blob the value points to: the pinned version keeps the blob file alive. */
+static int db_lookup(lsm_db *db, read_view *rv_, const void *key, size_t klen, void **val,
+                     size_t *vlen, int *vtype, char *err)
 {
     read_view rv;
     db_view_get(db, &rv);
+    *rv_ = rv;
     int type, found = 0, rc = LSM_OK;
     slice s;
     memtable *mts[2] = { rv.mem, rv.imm };
@@ -1090,7 +1092,6 @@ static int db_lookup(lsm_db *db, const void *key, size_t klen, void **val, size_
     }
     if (probes >= 2 && db->opt.background_compaction)
         db_charge_seek(db, first, first_level);
-    db_view_put(&rv);
     if (rc != LSM_OK)
         return rc;
     if (!found || type == LSM_TYPE_DELETE)
@@ -1109,7 +1110,8 @@ int lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen)
         return db_fail(db, LSM_INVALID, "key length must be 1..65535 bytes");
     char err[LSM_ERRLEN] = "";
     int type = LSM_TYPE_VALUE;
-    int rc = db_lookup(db, key, klen, val, vlen, &type, err);
+    read_view rv;
+    int rc = db_lookup(db, &rv, key, klen, val, vlen, &type, err);
     if (rc == LSM_OK && type == LSM_TYPE_BLOB) {
         rc = db_blob_resolve(db, val, vlen, err);
         if (rc != LSM_OK) {
@@ -1118,6 +1120,7 @@ int lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen)
             *vlen = 0;
         }
     }
+    db_view_put(&rv);
     return db_fail(db, rc, err);
 }
 
@@ -1141,7 +1144,8 @@ int lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *
     void *v = NULL;
     size_t len = 0;
     int type = LSM_TYPE_VALUE;
-    int rc = db_lookup(db, key, klen, &v, &len, &type, err);
+    read_view rv;
+    int rc = db_lookup(db, &rv, key, klen, &v, &len, &type, err);
     if (rc == LSM_OK) {
         uint64_t full = len, m = 0;
         if (type == LSM_TYPE_BLOB) {
@@ -1163,6 +1167,7 @@ int lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *
                 *vlen = full;
         }
     }
+    db_view_put(&rv);
     free(v);
     return db_fail(db, rc, err);
 }
