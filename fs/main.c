@@ -432,8 +432,9 @@ int main(int argc, char *argv[])
     } else {
         struct fuse_loop_config *cfg = fuse_loop_cfg_create();
         fuse_loop_cfg_set_clone_fd(cfg, copts.clone_fd);
-        if (copts.max_idle_threads != UINT_MAX)
-            fuse_loop_cfg_set_idle_threads(cfg, copts.max_idle_threads);
+        /* keep the workers alive between requests: spawning one per burst costs more than it */
+        fuse_loop_cfg_set_idle_threads(cfg, copts.max_idle_threads != UINT_MAX
+                                                ? copts.max_idle_threads : copts.max_threads);
         fuse_loop_cfg_set_max_threads(cfg, copts.max_threads);
         ret = fuse_session_loop_mt(fs.se, cfg);
         fuse_loop_cfg_destroy(cfg);
