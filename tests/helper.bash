@@ -43,12 +43,16 @@ common_setup() {
     mkdir "$MNT"
 }
 
-# True while pid runs (a zombie does not count).
+# True while any thread of pid runs (a zombie does not count; a zombie thread-group leader whose
+# other threads are still exiting does).
 pid_alive() {
-    local s
-    s=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    s=${s##*) }
-    [ "${s%% *}" != Z ]
+    local f s
+    for f in /proc/"$1"/task/*/stat; do
+        s=$(cat "$f" 2>/dev/null) || continue
+        s=${s##*) }
+        case ${s%% *} in Z | X) ;; *) return 0 ;; esac
+    done
+    return 1
 }
 
 is_mounted() {

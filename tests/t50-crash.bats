@@ -93,18 +93,21 @@ EOF
         mount_fs -o memtable_size=64K
         # writer: overwrites 40 files with growing versions, in several write() calls each; after
         # an fsync returns, records "name version" (on the ordinary disk) as durable
-        python3 - "$MNT" "$T" "$round" >"$T/writer.$round.log" 2>&1 3>&- <<'EOF' &
+        python3 - "$MNT" "$T" "$round" >"$T/writer.$round.log" 2>&1 3>&- 4>&- <<'EOF' &
 import os, random, sys
 sys.path.insert(0, sys.argv[2]); import selfcheck
 m, t, rnd = sys.argv[1], sys.argv[2], random.Random(int(sys.argv[3]))
 durable = open(t + "/durable", "a")
 version = int(sys.argv[3]) * 100000
+# names are opened relative to a descriptor of the mount's root, so that once the daemon is dead
+# every call fails instead of landing in the directory under the detached mount
+dfd = os.open(m, os.O_RDONLY | os.O_DIRECTORY)
 try:
     while True:
         version += 1
         name = "f%02d" % rnd.randrange(40)
         data = selfcheck.make(name, version, rnd)
-        fd = os.open(os.path.join(m, name), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=dfd)
         for i in range(0, len(data), 3000):
             os.write(fd, data[i:i + 3000])
         sync = rnd.random() < 0.2
@@ -117,6 +120,7 @@ except OSError as e:
     print("writer stopped:", e)
 EOF
         writer=$!
+        CLEANUPS+=("kill -9 $writer 2>/dev/null")
         sleep "0.$((RANDOM % 9 + 1))"
         kill_daemon
         wait_gone "$writer" 100
