@@ -102,6 +102,8 @@ version = int(sys.argv[3]) * 100000
 # names are opened relative to a descriptor of the mount's root, so that once the daemon is dead
 # every call fails instead of landing in the directory under the detached mount
 dfd = os.open(m, os.O_RDONLY | os.O_DIRECTORY)
+assert os.fstat(dfd).st_dev != os.stat(t).st_dev, "mount point is not mounted"
+open(t + "/writer.ready", "w").close()
 try:
     while True:
         version += 1
@@ -121,6 +123,11 @@ except OSError as e:
 EOF
         writer=$!
         CLEANUPS+=("kill -9 $writer 2>/dev/null")
+        for i in $(seq 1 100); do
+            [ -e "$T/writer.ready" ] || ! pid_alive "$writer" && break
+            sleep 0.05
+        done
+        rm "$T/writer.ready"
         sleep "0.$((RANDOM % 9 + 1))"
         kill_daemon
         wait_gone "$writer" 100
