@@ -154,8 +154,8 @@ static slice sst_cursor_key(const sst_cursor *c)
 }
 
 /* Decodes the three varints of the entry at off; on success *p points at its key delta. The
-   common case (three one-byte varints) is tested first. */
-static int sst_entry_header(const sst_block *b, uint32_t off, uint64_t *shared, uint64_t *non,
+   common case (three one-byte varints) is tested first. Inlined: it runs once per entry scanned. */
+static inline __attribute__((always_inline)) int sst_entry_header(const sst_block *b, uint32_t off, uint64_t *shared, uint64_t *non,
                             uint64_t *vlen, const uint8_t **p)
 {
     const uint8_t *q = b->data + off, *lim = b->data + b->limit;
@@ -209,6 +209,32 @@ static void sst_cursor_parse(sst_cursor *c, uint32_t off)
     c->valid = 1;
 }
 
+/* ikey_cmp, inlined and comparing 8 bytes at a time: block seeks compare on every step, with keys
+   short enough that a call to memcmp costs more than the comparison. */
+static inline int sst_ikey_cmp(slice a, slice b)
+{
+    size_t an = a.n - LSM_TRAILER, bn = b.n - LSM_TRAILER, n = an < bn ? an : bn, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a.p + i, 8);
+        memcpy(&y, b.p + i, 8);
+        if (x != y) {
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            x = __builtin_bswap64(x);
+            y = __builtin_bswap64(y);
+#endif
+            return x < y ? -1 : 1;
+        }
+    }
+    for (; i < n; i++)
+        if (a.p[i] != b.p[i])
+            return a.p[i] < b.p[i] ? -1 : 1;
+    if (an != bn)
+        return an < bn ? -1 : 1;
+    uint64_t ta = dec_fixed64(a.p + an), tb = dec_fixed64(b.p + bn);
+    return ta > tb ? -1 : ta < tb ? 1 : 0;
+}
+
 static uint32_t sst_restart(const sst_block *b, uint32_t i)
 {
     return dec_fixed32(b->data + b->limit + 4 * (size_t)i);
@@ -250,14 +276,14 @@ static void sst_cursor_seek(sst_cursor *c, slice target)
             return;
         }
         slice k = { p, (size_t)non };
-        if (ikey_cmp(k, target) < 0)
+        if (sst_ikey_cmp(k, target) < 0)
             lo = mid;
         else
             hi = mid - 1;
     }
     c->klen = 0;
     sst_cursor_parse(c, sst_restart(b, lo));
-    while (c->valid && ikey_cmp(sst_cursor_key(c), target) < 0)
+    while (c->valid && sst_ikey_cmp(sst_cursor_key(c), target) < 0)
         sst_cursor_next(c);
 }
 
@@ -652,6 +678,10 @@ struct sst {
     uint64_t index_off;           /* its file offset, for messages */
     struct sst_index_entry *idx;  /* the index decoded and checked at open, in file order */
     size_t nidx;
+    uint64_t *iwin;               /* per idx entry but the last: user-key bytes [icp, icp+8)
+                                     big-endian, zero padded; a probe compares these and reads the
+                                     key only on a tie */
+    size_t icp;                   /* length of the user-key prefix they all share */
     sst_block *filter;            /* pinned; NULL when the table has no filter */
     const uint8_t *map;           /* the whole file mapped read-only, or NULL: then blocks are read
                                      with pread into the block cache */
@@ -896,6 +926,8 @@ static void sst_put_block(const sst *t, sst_blockref *ref)
 /* Decodes the index block into t->idx, checking everything a lookup will rely on: keys stored
    whole (the index has restart interval 1) and strictly increasing, handles that decode and lie
    inside the file. After this, the index can be trusted without further checks. */
+static void sst_index_windows(sst *t);
+
 static int sst_load_index(sst *t, char *err)
 {
     const sst_block *b = t->index;
@@ -924,21 +956,81 @@ static int sst_load_index(sst *t, char *err)
         t->idx[t->nidx++] = (sst_index_entry){ p, (size_t)non, boff, bsize };
         off = (uint32_t)(p + non + vlen - b->data);
     }
+    sst_index_windows(t);
     return LSM_OK;
+}
+
+/* The 8 bytes of user key u from byte from on, as a big-endian integer, zero padded. Windows
+   taken at the same offset of two keys with equal bytes before it order like the keys whenever
+   they differ (a zero pad sorts like the shorter key), so only ties need the keys themselves. */
+static inline uint64_t sst_window(const uint8_t *u, size_t n, size_t from)
+{
+    uint64_t w = 0;
+    if (from + 8 <= n) {
+        for (size_t i = 0; i < 8; i++)     /* compilers turn this into one load and a bswap */
+            w = w << 8 | u[from + i];
+        return w;
+    }
+    for (size_t i = 0; i < 8; i++)
+        w = w << 8 | (from + i < n ? u[from + i] : 0);
+    return w;
+}
+
+/* Fills iwin and icp. Index keys are sorted, so the prefix the first and last user keys share is
+   shared by all between them: the windows start after it, where the keys differ. The last
+   separator is left out because writers shorten it to a successor of the table's last key ("1"
+   after "0999"), which would leave no shared prefix at all. */
+static void sst_index_windows(sst *t)
+{
+    size_t m = t->nidx ? t->nidx - 1 : 0;
+    t->iwin = xmalloc((m ? m : 1) * sizeof(*t->iwin));
+    t->icp = 0;
+    if (m == 0)
+        return;
+    const sst_index_entry *a = &t->idx[0], *z = &t->idx[m - 1];
+    size_t an = a->klen - LSM_TRAILER, zn = z->klen - LSM_TRAILER;
+    while (t->icp < an && t->icp < zn && a->key[t->icp] == z->key[t->icp])
+        t->icp++;
+    for (size_t i = 0; i < m; i++)
+        t->iwin[i] = sst_window(t->idx[i].key, t->idx[i].klen - LSM_TRAILER, t->icp);
 }
 
 /* The first data block whose separator is >= target: the only one that can hold target's first
    entry >= target (t->nidx if target is past the table). */
 static size_t sst_index_find(const sst *t, slice target)
 {
-    size_t lo = 0, hi = t->nidx;
+    if (t->nidx == 0)
+        return 0;
+    size_t m = t->nidx - 1, lo = 0, hi = m;
+    size_t un = target.n - LSM_TRAILER, cp = t->icp;
+    /* A target outside the shared prefix sorts before or after all of idx[0..m). */
+    if (m > 0 && cp > 0) {
+        int c = memcmp(target.p, t->idx[0].key, un < cp ? un : cp);
+        if (c < 0 || (c == 0 && un < cp))
+            hi = 0;
+        else if (c > 0)
+            lo = m;
+    }
+    uint64_t tw = sst_window(target.p, un, cp);
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        slice k = { t->idx[mid].key, t->idx[mid].klen };
-        if (ikey_cmp(k, target) < 0)
+        uint64_t w = t->iwin[mid];
+        int less;
+        if (w != tw) {
+            less = w < tw;
+        } else {
+            slice k = { t->idx[mid].key, t->idx[mid].klen };
+            less = sst_ikey_cmp(k, target) < 0;
+        }
+        if (less)
             lo = mid + 1;
         else
             hi = mid;
+    }
+    if (lo == m) {
+        slice k = { t->idx[m].key, t->idx[m].klen };
+        if (ikey_cmp(k, target) < 0)
+            lo = t->nidx;
     }
     return lo;
 }
@@ -1010,6 +1102,7 @@ int sst_open(lsm_env *env, const char *path, uint64_t file_size, cache *block_ca
 
 fail:
     free(t->idx);
+    free(t->iwin);
     free(t->index);
     if (t->map)
         env->munmap(env, t->map, file_size);
@@ -1033,6 +1126,7 @@ void sst_close(sst *t)
     t->env->close(t->env, t->f);
     free((void *)t->checked);
     free(t->idx);
+    free(t->iwin);
     free(t->index);
     free(t->filter);
     free(t->path);
