@@ -1343,35 +1343,46 @@ iiter *db_table_iter_new(lsm_db *db, const file_meta *f)
 
 /* ---------- user iterators ---------- */
 
-int lsm_iter_new(lsm_db *db, lsm_iter **out)
+/* Registers the iterator's snapshot (caller holds mu): nodes stay in sequence order, oldest first. */
+static void lsm_iter_register(lsm_iter *it)
 {
-    if (!db || !out)
-        return LSM_INVALID;
-    lsm_iter *it = xcalloc(1, sizeof *it);
-    read_view rv;
-    it->db = db;
-    pthread_mutex_lock(&db->mu);
-    rv.mem = db->mem;
-    memtable_ref(rv.mem);
-    rv.imm = db->imm;
-    if (rv.imm)
-        memtable_ref(rv.imm);
-    rv.v = db->vs.current;
-    version_ref(rv.v);
-    rv.snap = db->last_seq;
-    it->snap.seq = rv.snap;
+    lsm_db *db = it->db;
+    it->snap.seq = db->last_seq;
     it->snap.prev = db->snapshots.prev;
     it->snap.next = &db->snapshots;
     db->snapshots.prev->next = &it->snap;
     db->snapshots.prev = &it->snap;
-    pthread_mutex_unlock(&db->mu);
+}
 
-    version *v = rv.v;
+static void lsm_iter_unregister(lsm_iter *it)
+{
+    it->snap.prev->next = it->snap.next;
+    it->snap.next->prev = it->snap.prev;
+}
+
+/* Pins the current memtables and version and builds the merge over them (caller holds mu). */
+static void lsm_iter_attach(lsm_iter *it)
+{
+    lsm_db *db = it->db;
+    it->mem = db->mem;
+    memtable_ref(it->mem);
+    it->imm = db->imm;
+    if (it->imm)
+        memtable_ref(it->imm);
+    it->v = db->vs.current;
+    version_ref(it->v);
+    lsm_iter_register(it);
+}
+
+static void lsm_iter_build(lsm_iter *it)
+{
+    lsm_db *db = it->db;
+    version *v = it->v;
     int n = 2 + v->nfiles[0] + LSM_MAX_LEVELS, k = 0;
     iiter **kids = xmalloc((size_t)n * sizeof *kids);
-    kids[k++] = memtable_iter_new(rv.mem);
-    if (rv.imm)
-        kids[k++] = memtable_iter_new(rv.imm);
+    kids[k++] = memtable_iter_new(it->mem);
+    if (it->imm)
+        kids[k++] = memtable_iter_new(it->imm);
     for (int i = 0; i < v->nfiles[0]; i++)
         kids[k++] = db_table_iter_new(db, v->files[0][i]);
     for (int l = 1; l < LSM_MAX_LEVELS; l++)
@@ -1379,12 +1390,58 @@ int lsm_iter_new(lsm_db *db, lsm_iter **out)
             kids[k++] = db_files_iter_new(db, v->files[l], v->nfiles[l]);
     it->m = merge_iter_new(kids, k);
     free(kids);
-    it->mem = rv.mem;
-    it->imm = rv.imm;
-    it->v = rv.v;
-    it->rng = (uint32_t)(uintptr_t)it ^ (uint32_t)rv.snap;
+}
+
+/* Releases what attach pinned (the caller has unregistered the snapshot). */
+static void lsm_iter_release(lsm_iter *it)
+{
+    iiter_free(it->m);
+    it->m = NULL;
+    memtable_unref(it->mem);
+    memtable_unref(it->imm);
+    version_unref(it->v);
+    it->mem = it->imm = NULL;
+    it->v = NULL;
+}
+
+int lsm_iter_new(lsm_db *db, lsm_iter **out)
+{
+    if (!db || !out)
+        return LSM_INVALID;
+    lsm_iter *it = xcalloc(1, sizeof *it);
+    it->db = db;
+    pthread_mutex_lock(&db->mu);
+    lsm_iter_attach(it);
+    pthread_mutex_unlock(&db->mu);
+    lsm_iter_build(it);
+    it->rng = (uint32_t)(uintptr_t)it ^ (uint32_t)it->snap.seq;
     it->sample_left = READ_SAMPLE_BYTES;
     *out = it;
+    return LSM_OK;
+}
+
+int lsm_iter_refresh(lsm_iter *it)
+{
+    if (!it)
+        return LSM_INVALID;
+    lsm_db *db = it->db;
+    it->valid = 0;
+    pthread_mutex_lock(&db->mu);
+    lsm_iter_unregister(it);
+    if (it->rc == LSM_OK && it->mem == db->mem && it->imm == db->imm && it->v == db->vs.current) {
+        /* Same sources: the memtable iterators see newer entries by themselves, so only the
+           snapshot moves. This is what makes a refreshed iterator cheap. */
+        lsm_iter_register(it);
+        pthread_mutex_unlock(&db->mu);
+        return LSM_OK;
+    }
+    pthread_mutex_unlock(&db->mu);
+    lsm_iter_release(it);
+    it->rc = LSM_OK;
+    pthread_mutex_lock(&db->mu);
+    lsm_iter_attach(it);
+    pthread_mutex_unlock(&db->mu);
+    lsm_iter_build(it);
     return LSM_OK;
 }
 
@@ -1513,15 +1570,11 @@ void lsm_iter_free(lsm_iter *it)
 {
     if (!it)
         return;
-    iiter_free(it->m);
     lsm_db *db = it->db;
     pthread_mutex_lock(&db->mu);
-    it->snap.prev->next = it->snap.next;
-    it->snap.next->prev = it->snap.prev;
+    lsm_iter_unregister(it);
     pthread_mutex_unlock(&db->mu);
-    memtable_unref(it->mem);
-    memtable_unref(it->imm);
-    version_unref(it->v);
+    lsm_iter_release(it);
     buf_free(&it->key);
     buf_free(&it->blobval);
     free(it);

@@ -125,6 +125,9 @@ void lsm_iter_next(lsm_iter *it);
 const void *lsm_iter_key(const lsm_iter *it, size_t *klen);    /* borrowed until the next call */
 const void *lsm_iter_value(const lsm_iter *it, size_t *vlen);  /* borrowed until the next call */
 int  lsm_iter_status(const lsm_iter *it);
+/* Moves the iterator's snapshot to now, as if it were freed and made anew but cheaply: when no
+   flush or compaction happened since, only the snapshot moves. Unpositioned afterwards: seek. */
+int  lsm_iter_refresh(lsm_iter *it);
 void lsm_iter_free(lsm_iter *it);
 
 /* Flushes the memtable to a table and waits for it. */
