@@ -123,7 +123,9 @@ void lsm_iter_seek(lsm_iter *it, const void *key, size_t klen);  /* first key >=
 int  lsm_iter_valid(const lsm_iter *it);
 void lsm_iter_next(lsm_iter *it);
 const void *lsm_iter_key(const lsm_iter *it, size_t *klen);    /* borrowed until the next call */
-const void *lsm_iter_value(const lsm_iter *it, size_t *vlen);  /* borrowed until the next call */
+/* Borrowed until the next call. NULL when the value could not be read (a value kept in a blob file
+   is read here, and that can fail): the iterator is then invalid and lsm_iter_status says why. */
+const void *lsm_iter_value(const lsm_iter *it, size_t *vlen);
 int  lsm_iter_status(const lsm_iter *it);
 /* Moves the iterator's snapshot to now, as if it were freed and made anew but cheaply: when no
    flush or compaction happened since, only the snapshot moves. Unpositioned afterwards: seek. */
