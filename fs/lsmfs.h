@@ -130,6 +130,10 @@ char *lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, size_
 void  lsmfs_meta_default(struct lsmfs_meta *m, int type);
 int   lsmfs_stat_path(const char *path, size_t plen, struct lsmfs_meta *m);
 int   lsmfs_dir_has_children(const char *path, size_t plen, int *has);
+/* A refreshed iterator from a small pool (or a new one); give it back with lsmfs_iter_put. */
+int   lsmfs_iter_get(lsm_iter **out);
+void  lsmfs_iter_put(lsm_iter *it);
+void  lsmfs_iter_pool_free(void);        /* before lsm_close */
 size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf);
 int   lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m);
 void  lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st);

@@ -445,6 +445,7 @@ int main(int argc, char *argv[])
     fuse_session_destroy(fs.se);
     lsmfs_table_flush_all();
     lsmfs_table_free();
+    lsmfs_iter_pool_free();
     int rc = lsm_close(fs.db);
     if (rc != LSM_OK) {
         lsmfs_log(LOG_ERR, "%s: closing the database: %s", c.datadir, lsm_strerror(rc));

@@ -21,6 +21,7 @@
 #include "lsmfs.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,6 +226,50 @@ static int read_record(const char *key, size_t klen, struct lsmfs_meta *m, int *
     return 0;
 }
 
+/* Idle iterators kept for prefix probes: refreshing one costs a mutex and a pointer check when no
+   flush or compaction happened since, where a new one allocates and opens an iterator per table.
+   An idle iterator pins one past view of the database (memtables, tables, snapshot) until it is
+   reused or the pool is freed at unmount; the pool is small so that view is bounded. */
+#define ITER_POOL 4
+static pthread_mutex_t iter_pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static lsm_iter *iter_pool[ITER_POOL];      /* guarded by iter_pool_mu */
+static int iter_pool_n;                     /* guarded by iter_pool_mu */
+
+int lsmfs_iter_get(lsm_iter **out)
+{
+    lsm_iter *it = NULL;
+    pthread_mutex_lock(&iter_pool_mu);
+    if (iter_pool_n > 0)
+        it = iter_pool[--iter_pool_n];
+    pthread_mutex_unlock(&iter_pool_mu);
+    if (it) {
+        *out = it;
+        return lsm_iter_refresh(it);
+    }
+    return lsm_iter_new(fs.db, out);
+}
+
+void lsmfs_iter_put(lsm_iter *it)
+{
+    if (!it)
+        return;
+    pthread_mutex_lock(&iter_pool_mu);
+    if (iter_pool_n < ITER_POOL && lsm_iter_status(it) == LSM_OK) {
+        iter_pool[iter_pool_n++] = it;
+        it = NULL;
+    }
+    pthread_mutex_unlock(&iter_pool_mu);
+    lsm_iter_free(it);
+}
+
+void lsmfs_iter_pool_free(void)
+{
+    pthread_mutex_lock(&iter_pool_mu);
+    while (iter_pool_n > 0)
+        lsm_iter_free(iter_pool[--iter_pool_n]);
+    pthread_mutex_unlock(&iter_pool_mu);
+}
+
 /* Is there any key below directory path (data keys or directory records)? */
 int lsmfs_dir_has_children(const char *path, size_t plen, int *has)
 {
@@ -239,8 +284,9 @@ int lsmfs_dir_has_children(const char *path, size_t plen, int *has)
     char *pre = lsmfs_key(0, path, plen, 1, &kl);
     if (!pre)
         return -ENOMEM;
-    rc = lsm_iter_new(fs.db, &it);
+    rc = lsmfs_iter_get(&it);
     if (rc != LSM_OK) {
+        lsm_iter_free(it);
         free(pre);
         return -lsmfs_errno(rc, "iterate", path);
     }
@@ -255,7 +301,7 @@ int lsmfs_dir_has_children(const char *path, size_t plen, int *has)
     if (!*has) {
         char *dk = lsmfs_key('d', path, plen, 1, &kl);
         if (!dk) {
-            lsm_iter_free(it);
+            lsmfs_iter_put(it);
             return -ENOMEM;
         }
         lsm_iter_seek(it, dk, kl);
@@ -272,7 +318,7 @@ int lsmfs_dir_has_children(const char *path, size_t plen, int *has)
         free(dk);
     }
     rc = lsm_iter_status(it);
-    lsm_iter_free(it);
+    lsmfs_iter_put(it);
     if (rc != LSM_OK)
         return -lsmfs_errno(rc, "iterate", path);
     return 0;
