@@ -264,6 +264,11 @@ static void sst_cursor_seek(sst_cursor *c, slice target)
     c->valid = 0;
     if (b->nrestarts == 0)
         return;
+    /* A block read in place is usually not in the CPU cache: ask for every restart entry the
+       binary search may probe at once, so that their misses overlap instead of queueing. */
+    if (b->nrestarts <= 8)
+        for (uint32_t i = 1; i < b->nrestarts; i++)
+            __builtin_prefetch(b->data + sst_restart(b, i));
     /* The last restart point whose key is < target: scanning from there finds the answer. */
     uint32_t lo = 0, hi = b->nrestarts - 1;
     while (lo < hi) {
@@ -281,8 +286,13 @@ static void sst_cursor_seek(sst_cursor *c, slice target)
         else
             hi = mid - 1;
     }
+    /* Likewise for the interval the scan walks through. */
+    uint32_t from = sst_restart(b, lo);
+    uint32_t to = lo + 1 < b->nrestarts ? sst_restart(b, lo + 1) : b->limit;
+    for (uint32_t o = from + 64; o < to && o < from + 4096; o += 64)
+        __builtin_prefetch(b->data + o);
     c->klen = 0;
-    sst_cursor_parse(c, sst_restart(b, lo));
+    sst_cursor_parse(c, from);
     while (c->valid && sst_ikey_cmp(sst_cursor_key(c), target) < 0)
         sst_cursor_next(c);
 }
