@@ -347,6 +347,17 @@ EOF
     cmp "$T/one" "$MNT/one"
 }
 
+@test "default max_file_size is 64M: growing past it fails with File too large" {
+    run truncate -s $((64 * 1048576 + 1)) "$MNT/big"
+    [ "$status" -ne 0 ]
+    [[ $output == *"File too large"* ]]
+    truncate -s 64M "$MNT/big"
+    assert_eq "$(stat -c %s "$MNT/big")" $((64 * 1048576))
+    run dd if=/dev/zero of="$MNT/big" bs=4k count=1 seek=16384 conv=notrunc status=none
+    [ "$status" -ne 0 ]
+    [[ $output == *"File too large"* ]]
+}
+
 @test "df and stat -f work on the mount" {
     run df "$MNT"
     [ "$status" -eq 0 ]

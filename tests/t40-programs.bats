@@ -51,6 +51,21 @@ make_tree() {
     diff -r "$T/src" "$T/back"
 }
 
+@test "four tar x in parallel into separate directories, then diff -r each" {
+    make_tree
+    tar -C "$T/src" -cf "$T/src.tar" .
+    pids=()
+    for i in 1 2 3 4; do
+        mkdir "$MNT/p$i"
+        tar -C "$MNT/p$i" -xf "$T/src.tar" 3>&- &
+        pids+=($!)
+    done
+    for p in "${pids[@]}"; do wait "$p"; done
+    for i in 1 2 3 4; do diff -r "$T/src" "$MNT/p$i"; done
+    remount
+    for i in 1 2 3 4; do diff -r "$T/src" "$MNT/p$i"; done
+}
+
 @test "rsync -a copies a tree; a second rsync -a transfers nothing" {
     make_tree
     rsync -a "$T/src/" "$MNT/r/"

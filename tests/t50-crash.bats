@@ -86,6 +86,29 @@ print("%d of 60 files survived, all complete" % len(names))
 EOF
 }
 
+@test "sync=close: every closed file survives SIGKILL with its last version" {
+    mount_fs -o sync=close,memtable_size=64K
+    write_checker
+    python3 - "$MNT" "$T" <<'EOF'
+import random, sys
+sys.path.insert(0, sys.argv[2]); import selfcheck
+m, rnd = sys.argv[1], random.Random(11)
+for v in range(1, 4):
+    for i in range(40):
+        with open("%s/s%02d" % (m, i), "wb") as f:
+            f.write(selfcheck.make("s%02d" % i, v, rnd))
+EOF
+    kill_daemon
+    mount_fs
+    python3 - "$MNT" "$T" <<'EOF'
+import os, sys
+sys.path.insert(0, sys.argv[2]); import selfcheck
+for i in range(40):
+    v = selfcheck.check(open("%s/s%02d" % (sys.argv[1], i), "rb").read())
+    assert v == 3, "s%02d: version %d after close of version 3" % (i, v)
+EOF
+}
+
 @test "SIGKILL at random moments during overwrites: no torn value, fsynced versions kept" {
     write_checker
     rounds=6
