@@ -133,6 +133,8 @@ static void lsmfs_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_WRITEBACK_CACHE;
     if (conn->capable & FUSE_CAP_READDIRPLUS)
         conn->want |= FUSE_CAP_READDIRPLUS;
+    if (conn->capable & FUSE_CAP_READDIRPLUS_AUTO)
+        conn->want |= FUSE_CAP_READDIRPLUS_AUTO;   /* plain READDIR when attributes are cached */
     if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
         conn->want |= FUSE_CAP_PARALLEL_DIROPS;
     if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
@@ -1227,6 +1229,11 @@ static void lsmfs_opendir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *f
     }
     pthread_mutex_init(&d->mu, NULL);
     fi->fh = (uint64_t)(uintptr_t)d;
+    /* Every change to a directory comes through this mount, and the kernel drops its cached
+       listing of a directory whenever it creates, removes or renames an entry in it: so the kernel
+       may keep listings and answer repeated readdirs without asking us. */
+    fi->cache_readdir = 1;
+    fi->keep_cache = 1;
     if (fuse_reply_open(req, fi) != 0) {
         pthread_mutex_destroy(&d->mu);
         free(d);
