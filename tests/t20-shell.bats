@@ -314,6 +314,74 @@ EOF
     assert_eq "$(cat "$MNT/f")" x
 }
 
+@test "symbolic links are kept, also across a remount" {
+    echo target-bytes >"$MNT/t"
+    ln -s t "$MNT/rel"
+    ln -s /etc/hostname "$MNT/abs"
+    mkdir "$MNT/d"
+    ln -s ../t "$MNT/d/up"
+    assert_eq "$(readlink "$MNT/rel")" t
+    assert_eq "$(cat "$MNT/rel")" target-bytes
+    assert_eq "$(cat "$MNT/d/up")" target-bytes
+    [ -L "$MNT/abs" ]
+    remount
+    assert_eq "$(readlink "$MNT/abs")" /etc/hostname
+    assert_eq "$(readlink "$MNT/d/up")" ../t
+    assert_eq "$(cat "$MNT/rel")" target-bytes
+    assert_eq "$(stat -c %F "$MNT/rel")" "symbolic link"
+}
+
+@test "extended attributes and fallocate fail with EOPNOTSUPP (man lsmfs)" {
+    echo x >"$MNT/f"
+    run setfattr -n user.test -v 1 "$MNT/f"
+    [ "$status" -ne 0 ]
+    [[ $output == *"Operation not supported"* ]]
+    run fallocate -l 1M "$MNT/f"
+    [ "$status" -ne 0 ]
+    [[ $output == *"Operation not supported"* ]]
+    assert_eq "$(cat "$MNT/f")" x
+}
+
+@test "a copied executable runs from the mount; private mmap reads the file's bytes" {
+    cp /bin/echo "$MNT/myecho"
+    chmod 755 "$MNT/myecho"
+    assert_eq "$("$MNT/myecho" hello from lsmfs)" "hello from lsmfs"
+    head -c 200000 /dev/urandom >"$MNT/m"
+    python3 - "$MNT/m" <<'EOF'
+import mmap, sys
+with open(sys.argv[1], "rb") as f:
+    want = f.read()
+    f.seek(0)
+    m = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+    assert m[:] == want
+EOF
+}
+
+@test "unlinked open file stays usable through its fd and does not come back; rename while open" {
+    python3 - "$MNT" <<'EOF'
+import os, sys
+m = sys.argv[1]
+fd = os.open(m + "/u", os.O_RDWR | os.O_CREAT, 0o644)
+os.write(fd, b"before")
+os.unlink(m + "/u")
+os.write(fd, b"-after")
+assert os.pread(fd, 100, 0) == b"before-after"
+os.fsync(fd)
+os.close(fd)
+assert os.listdir(m) == [], os.listdir(m)
+fd = os.open(m + "/r1", os.O_RDWR | os.O_CREAT, 0o644)
+os.write(fd, b"one")
+os.rename(m + "/r1", m + "/r2")
+os.write(fd, b"two")
+os.close(fd)
+assert os.listdir(m) == ["r2"], os.listdir(m)
+assert open(m + "/r2", "rb").read() == b"onetwo"
+EOF
+    remount
+    assert_eq "$(ls -A "$MNT")" r2
+    assert_eq "$(cat "$MNT/r2")" onetwo
+}
+
 @test "attributes (mode, uid, gid, mtime, ctime, size) persist across remount" {
     require_root
     mkdir -p "$MNT/d/e"

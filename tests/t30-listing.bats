@@ -177,6 +177,33 @@ EOF
     [ "$status" -eq 1 ]
 }
 
+@test "API keys that cannot be paths are hidden (man lsmfs: Names); a file shadows keys below it" {
+    require_lsmtool
+    long=$(printf 'L%.0s' $(seq 1 256))
+    for k in good d/ok file file/below /lead e//f trail/ . .. x/./y x/../y "$long" "d/$long"; do
+        printf 'value of %s' "$k" | "$LSMTOOL" "$DATA" put "$k"
+    done
+    mount_fs
+    assert_eq "$(ls -A "$MNT" | tr '\n' ' ')" "d e file good trail x "
+    assert_eq "$(ls -A "$MNT/d")" ok
+    assert_eq "$(cat "$MNT/d/ok")" "value of d/ok"
+    [ -f "$MNT/file" ]
+    assert_eq "$(cat "$MNT/file")" "value of file"
+    run cat "$MNT/file/below"
+    [ "$status" -ne 0 ]
+    for d in e trail x; do
+        [ -d "$MNT/$d" ]
+        assert_eq "$(ls -A "$MNT/$d")" ""
+        run rmdir "$MNT/$d"
+        [ "$status" -ne 0 ]
+        [[ $output == *"Directory not empty"* ]]
+    done
+    unmount_fs
+    for k in file/below /lead e//f x/./y x/../y "$long"; do
+        assert_eq "$("$LSMTOOL" "$DATA" get "$k")" "value of $k"
+    done
+}
+
 @test "a few thousand files in one directory (several tables) list completely, each once" {
     mount_fs -o memtable_size=64K
     python3 - "$MNT/big" <<'EOF'

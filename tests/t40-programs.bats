@@ -199,6 +199,44 @@ EOF
 sub"
 }
 
+@test "git init, add, commit, fsck and clone inside the mount" {
+    make_tree
+    cp -r "$T/src" "$MNT/repo"
+    g() { git -C "$MNT/repo" -c user.email=t@example.org -c user.name=t "$@"; }
+    g init -q
+    g add -A
+    g commit -qm "import"
+    g fsck --strict
+    g gc -q
+    g fsck --strict
+    git clone -q "$MNT/repo" "$MNT/clone"
+    diff -r -x .git -x empty "$T/src" "$MNT/clone"   # git keeps no empty directories
+}
+
+@test "two processes appending with O_APPEND to one log: every line intact, none lost" {
+    python3 - "$MNT/log" <<'EOF'
+import os, subprocess, sys
+code = """
+import os, sys
+for i in range(400):
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, (sys.argv[2] * 30 + "%05d\\n" % i).encode())
+    if i % 2:
+        os.close(fd)
+    else:
+        os.write(fd, (sys.argv[2] * 30 + "%05d\\n" % (i + 50000)).encode()); os.close(fd)
+"""
+ps = [subprocess.Popen([sys.executable, "-c", code, sys.argv[1], tag]) for tag in "AB"]
+assert all(p.wait() == 0 for p in ps)
+lines = open(sys.argv[1]).read().split("\n")
+assert lines[-1] == "", "no trailing newline"
+lines = lines[:-1]
+bad = [l for l in lines if len(l) != 35 or l[:30] not in ("A" * 30, "B" * 30)]
+assert not bad, bad[:3]
+assert len(lines) == 1200, len(lines)
+EOF
+}
+
 @test "rename is atomic for readers: a concurrent reader sees old or new, never missing or mixed" {
     python3 - "$MNT" <<'EOF'
 import os, sys, threading

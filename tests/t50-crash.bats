@@ -186,6 +186,31 @@ EOF
     [ -s "$T/durable" ]
 }
 
+@test "a descriptor open for reading keeps the version it opened across reads" {
+    mount_fs
+    python3 - "$MNT" <<'EOF'
+import os, sys
+m = sys.argv[1]
+old = b"O" * 300000
+new = b"N" * 250000
+with open(m + "/v", "wb") as f:
+    f.write(old)
+fd = os.open(m + "/v", os.O_RDONLY)
+first = os.read(fd, 1000)
+with open(m + "/v", "wb") as f:       # overwrite while the reader is open
+    f.write(new)
+rest = b""
+while True:
+    b = os.read(fd, 65536)
+    if not b:
+        break
+    rest += b
+os.close(fd)
+assert first + rest == old, "reader saw %d bytes, %d of them old" % (len(first + rest), (first + rest).count(b"O"))
+assert open(m + "/v", "rb").read() == new
+EOF
+}
+
 @test "concurrent reader never sees a mixture of old and new bytes" {
     mount_fs
     write_checker
