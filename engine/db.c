@@ -55,6 +55,7 @@ struct lsm_iter {
     slice val;                  /* stored value (a blob reference when val_is_blob) */
     int val_is_blob;
     buf blobval;                /* the resolved blob value */
+    buf bound;                  /* exclusive upper bound on user keys; empty: none */
     int64_t sample_left;        /* bytes to read before the next read sample */
     uint32_t rng;               /* for sample spacing */
 };
@@ -1420,6 +1421,16 @@ int lsm_iter_new(lsm_db *db, lsm_iter **out)
     return LSM_OK;
 }
 
+void lsm_iter_set_upper_bound(lsm_iter *it, const void *key, size_t klen)
+{
+    if (!it)
+        return;
+    it->bound.len = 0;
+    if (key && klen)
+        buf_append(&it->bound, key, klen);
+    it->valid = 0;
+}
+
 int lsm_iter_refresh(lsm_iter *it)
 {
     if (!it)
@@ -1457,6 +1468,8 @@ static void lsm_iter_find_next(lsm_iter *it, int skipping)
             it->rc = db_fail(it->db, LSM_CORRUPT, "internal key shorter than its trailer");
             return;
         }
+        if (it->bound.len && ukey_cmp(k.p, k.n - LSM_TRAILER, it->bound.p, it->bound.len) >= 0)
+            return;     /* past the bound: stop here instead of walking over what lies beyond */
         it->sample_left -= (int64_t)(k.n + iiter_value(m).n);
         if (it->sample_left < 0 && it->db->opt.background_compaction)
             lsm_iter_sample(it, ikey_user(k));
@@ -1576,6 +1589,7 @@ void lsm_iter_free(lsm_iter *it)
     pthread_mutex_unlock(&db->mu);
     lsm_iter_release(it);
     buf_free(&it->key);
+    buf_free(&it->bound);
     buf_free(&it->blobval);
     free(it);
 }

@@ -127,6 +127,10 @@ const void *lsm_iter_key(const lsm_iter *it, size_t *klen);    /* borrowed until
    is read here, and that can fail): the iterator is then invalid and lsm_iter_status says why. */
 const void *lsm_iter_value(const lsm_iter *it, size_t *vlen);
 int  lsm_iter_status(const lsm_iter *it);
+/* Iteration stops (lsm_iter_valid turns 0) at the first key >= key; klen 0 removes the bound. A
+   bound lets a prefix scan stop at the prefix's end instead of stepping over the deleted keys that
+   follow it. Unpositioned afterwards: seek. */
+void lsm_iter_set_upper_bound(lsm_iter *it, const void *key, size_t klen);
 /* Moves the iterator's snapshot to now, as if it were freed and made anew but cheaply: when no
    flush or compaction happened since, only the snapshot moves. Unpositioned afterwards: seek. */
 int  lsm_iter_refresh(lsm_iter *it);

@@ -244,6 +244,7 @@ int lsmfs_iter_get(lsm_iter **out)
     pthread_mutex_unlock(&iter_pool_mu);
     if (it) {
         *out = it;
+        lsm_iter_set_upper_bound(it, NULL, 0);
         return lsm_iter_refresh(it);
     }
     return lsm_iter_new(fs.db, out);
@@ -290,6 +291,10 @@ int lsmfs_dir_has_children(const char *path, size_t plen, int *has)
         free(pre);
         return -lsmfs_errno(rc, "iterate", path);
     }
+    /* Bounded to the prefix: keys deleted just after it (a renamed sibling) are not walked. */
+    pre[kl - 1]++;
+    lsm_iter_set_upper_bound(it, pre, kl);
+    pre[kl - 1]--;
     lsm_iter_seek(it, pre, kl);
     if (lsm_iter_valid(it)) {
         size_t n;
@@ -304,6 +309,9 @@ int lsmfs_dir_has_children(const char *path, size_t plen, int *has)
             lsmfs_iter_put(it);
             return -ENOMEM;
         }
+        dk[kl - 1]++;
+        lsm_iter_set_upper_bound(it, dk, kl);
+        dk[kl - 1]--;
         lsm_iter_seek(it, dk, kl);
         for (int i = 0; i < 2 && lsm_iter_valid(it); i++, lsm_iter_next(it)) {
             size_t n;

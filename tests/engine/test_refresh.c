@@ -1,7 +1,8 @@
 /*
- * test_refresh.c — lsm_iter_refresh: a refreshed iterator sees exactly the database as it is now,
- * whether or not a flush or compaction changed its sources in between, and an unrefreshed one keeps
- * its old snapshot.
+ * test_refresh.c — lsm_iter_refresh and lsm_iter_set_upper_bound, the two calls that make
+ * short prefix probes cheap: a refreshed iterator sees exactly the database as it is now, whether
+ * or not a flush or compaction changed its sources in between (an unrefreshed one keeps its old
+ * snapshot), and a bound stops iteration at the end of a prefix.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -83,10 +84,50 @@ static void test_refresh_follows_writes(void **state)
     free(dir);
 }
 
+/* An upper bound ends iteration at the first key >= bound, also when deleted keys lie beyond it. */
+static void test_upper_bound(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new("bound");
+    lsm_db *db;
+    assert_int_equal(lsm_open(dir, NULL, &db), LSM_OK);
+    const char *keys[] = { "a/1", "a/2", "a0", "b", "b/x" };
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(lsm_put(db, keys[i], strlen(keys[i]), "v", 1), LSM_OK);
+    for (int i = 0; i < 1000; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "a/3-%04d", i);
+        assert_int_equal(lsm_put(db, k, strlen(k), "v", 1), LSM_OK);
+        assert_int_equal(lsm_delete(db, k, strlen(k)), LSM_OK);
+    }
+    lsm_iter *it;
+    assert_int_equal(lsm_iter_new(db, &it), LSM_OK);
+    lsm_iter_set_upper_bound(it, "a0", 2);
+    int n = 0;
+    for (lsm_iter_seek(it, "a/", 2); lsm_iter_valid(it); lsm_iter_next(it))
+        n++;
+    assert_int_equal(n, 2);                    /* a/1, a/2: not a0 and beyond */
+    lsm_iter_seek(it, "a/3", 3);               /* only deleted keys before the bound */
+    assert_false(lsm_iter_valid(it));
+    assert_int_equal(lsm_iter_status(it), LSM_OK);
+    lsm_iter_set_upper_bound(it, NULL, 0);
+    lsm_iter_seek(it, "a/3", 3);
+    assert_true(lsm_iter_valid(it));           /* unbounded: the walk reaches a0 */
+    size_t kl;
+    const char *k = lsm_iter_key(it, &kl);
+    assert_int_equal(kl, 2);
+    assert_memory_equal(k, "a0", 2);
+    lsm_iter_free(it);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refresh_follows_writes),
+        cmocka_unit_test(test_upper_bound),
     };
     return cmocka_run_group_tests_name("engine iterator refresh", tests, NULL, NULL);
 }
