@@ -70,9 +70,10 @@ check:
 bench: all
 	sh tests/bench/run.sh
 
+# mount -t fuse.lsmfs works through mount.fuse3(8), which runs lsmfs from PATH.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
-	           $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5 $(DESTDIR)/sbin
+	           $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 fs/lsmfs $(DESTDIR)$(PREFIX)/bin/lsmfs
 	install -m 644 engine/liblsm.a $(DESTDIR)$(PREFIX)/lib/liblsm.a
 	install -m 755 engine/liblsm.so $(DESTDIR)$(PREFIX)/lib/liblsm.so.0
@@ -80,13 +81,12 @@ install: all
 	install -m 644 engine/lsm.h $(DESTDIR)$(PREFIX)/include/lsm.h
 	install -m 644 man/lsmfs.1 $(DESTDIR)$(PREFIX)/share/man/man1/lsmfs.1
 	install -m 644 man/lsm-format.5 $(DESTDIR)$(PREFIX)/share/man/man5/lsm-format.5
-	ln -sf $(PREFIX)/bin/lsmfs $(DESTDIR)/sbin/mount.fuse.lsmfs
 
 uninstall:
 	rm -f $(DESTDIR)$(PREFIX)/bin/lsmfs $(DESTDIR)$(PREFIX)/lib/liblsm.a \
 	      $(DESTDIR)$(PREFIX)/lib/liblsm.so.0 $(DESTDIR)$(PREFIX)/lib/liblsm.so \
 	      $(DESTDIR)$(PREFIX)/include/lsm.h $(DESTDIR)$(PREFIX)/share/man/man1/lsmfs.1 \
-	      $(DESTDIR)$(PREFIX)/share/man/man5/lsm-format.5 $(DESTDIR)/sbin/mount.fuse.lsmfs
+	      $(DESTDIR)$(PREFIX)/share/man/man5/lsm-format.5
 
 clean:
 	rm -rf build-san
