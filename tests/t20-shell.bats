@@ -426,6 +426,51 @@ EOF
     [[ $output == *"File too large"* ]]
 }
 
+@test "dirty_limit: a directory rename above it fails with EXDEV and mv falls back to copying" {
+    remount -o max_file_size=1M,dirty_limit=1M
+    mkdir -p "$MNT/big/sub" "$MNT/small"
+    for i in $(seq 1 12); do head -c 200000 /dev/urandom >"$MNT/big/sub/f$i"; done
+    echo s >"$MNT/small/s"
+    (cd "$MNT/big" && sha256sum sub/*) >"$T/sums"
+    python3 - "$MNT" <<'EOF'
+import errno, os, sys
+m = sys.argv[1]
+try:
+    os.rename(m + "/big", m + "/big2")
+    raise SystemExit("rename of a 2.4 MB tree with dirty_limit=1M succeeded")
+except OSError as e:
+    assert e.errno == errno.EXDEV, e
+os.rename(m + "/small", m + "/small2")       # a small tree still moves in one batch
+assert open(m + "/small2/s").read() == "s\n"
+EOF
+    mv "$MNT/big" "$MNT/moved"
+    [ ! -e "$MNT/big" ]
+    (cd "$MNT/moved" && sha256sum -c --quiet "$T/sums")
+}
+
+@test "dirty_limit: many files written at once beyond the memory budget all end up complete" {
+    remount -o max_file_size=1M,dirty_limit=1M
+    python3 - "$MNT" <<'EOF'
+import hashlib, os, sys
+m = sys.argv[1]
+fds = [os.open("%s/w%d" % (m, i), os.O_WRONLY | os.O_CREAT, 0o644) for i in range(8)]
+want = [b""] * 8
+for chunk in range(16):                          # 8 files x 512 KiB, interleaved 32 KiB writes
+    for i, fd in enumerate(fds):
+        b = os.urandom(32768)
+        os.write(fd, b)
+        want[i] += b
+for fd in fds:
+    os.close(fd)
+for i in range(8):
+    got = open("%s/w%d" % (m, i), "rb").read()
+    assert got == want[i], "w%d: %d bytes, want %d" % (i, len(got), len(want[i]))
+open(m + "/../sums", "w").write("".join("%s  w%d\n" % (hashlib.sha256(w).hexdigest(), i) for i, w in enumerate(want)))
+EOF
+    remount
+    (cd "$MNT" && sha256sum -c --quiet "$T/sums")
+}
+
 @test "df and stat -f work on the mount" {
     run df "$MNT"
     [ "$status" -eq 0 ]
