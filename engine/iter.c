@@ -31,20 +31,9 @@ typedef struct merge_iter {
     int n;                                  /* number of children */
     int live;                               /* slots in use in heap */
     int failed;                             /* a child reported an error: stay invalid */
+    int second;                             /* 1 or 2: the root's smaller child, while slots 1 and
+                                               2 stay put; 0 when unknown */
 } merge_iter;
-
-/* Same order as ikey_cmp, inlined: the merge compares on every step. */
-static inline int merge_key_cmp(slice a, slice b)
-{
-    size_t al = a.n - LSM_TRAILER, bl = b.n - LSM_TRAILER, n = al < bl ? al : bl;
-    int c = n ? memcmp(a.p, b.p, n) : 0;
-    if (c)
-        return c;
-    if (al != bl)
-        return al < bl ? -1 : 1;
-    uint64_t ta = dec_fixed64(a.p + al), tb = dec_fixed64(b.p + bl);
-    return ta > tb ? -1 : ta < tb ? 1 : 0;
-}
 
 static void merge_sift_down(merge_iter *mi, int i)
 {
@@ -55,9 +44,9 @@ static void merge_sift_down(merge_iter *mi, int i)
         int c = 2 * i + 1;
         if (c >= live)
             break;
-        if (c + 1 < live && merge_key_cmp(h[c + 1].key, h[c].key) < 0)
+        if (c + 1 < live && iiter_key_cmp(h[c + 1].key, h[c].key) < 0)
             c++;
-        if (merge_key_cmp(h[c].key, s.key) >= 0)
+        if (iiter_key_cmp(h[c].key, s.key) >= 0)
             break;
         h[i] = h[c];
         i = c;
@@ -89,6 +78,7 @@ static void merge_rebuild(merge_iter *mi)
     }
     for (int i = mi->live / 2 - 1; i >= 0; i--)
         merge_sift_down(mi, i);
+    mi->second = 0;
 }
 
 static void merge_seek(iiter *it, slice ikey)
@@ -116,14 +106,27 @@ static int merge_valid(const iiter *it)
 static void merge_next(iiter *it)
 {
     merge_iter *mi = (merge_iter *)it;
-    iiter *top = mi->heap[0].it;
+    merge_slot *h = mi->heap;
+    iiter *top = h[0].it;
     iiter_next(top);
     if (iiter_valid(top)) {
-        mi->heap[0].key = iiter_key(top);
+        h[0].key = iiter_key(top);
+        /* In long runs from one child (a scan over a big level) the top stays on top: one compare
+           against the remembered smaller child of the root settles it, where sifting takes two. */
+        if (mi->live > 1) {
+            int c = mi->second;
+            if (!c)
+                c = mi->live > 2 && iiter_key_cmp(h[2].key, h[1].key) < 0 ? 2 : 1;
+            if (iiter_key_cmp(h[c].key, h[0].key) > 0) {
+                mi->second = c;
+                return;
+            }
+        }
     } else {
         merge_check_dead(mi, top);
-        mi->heap[0] = mi->heap[--mi->live];
+        h[0] = h[--mi->live];
     }
+    mi->second = 0;
     if (mi->live > 1)
         merge_sift_down(mi, 0);
 }
@@ -183,6 +186,7 @@ iiter *merge_iter_new(iiter **children, int n)
     mi->n = n;
     mi->live = 0;
     mi->failed = 0;
+    mi->second = 0;
     return &mi->base;
 }
 

@@ -209,32 +209,6 @@ static void sst_cursor_parse(sst_cursor *c, uint32_t off)
     c->valid = 1;
 }
 
-/* ikey_cmp, inlined and comparing 8 bytes at a time: block seeks compare on every step, with keys
-   short enough that a call to memcmp costs more than the comparison. */
-static inline int sst_ikey_cmp(slice a, slice b)
-{
-    size_t an = a.n - LSM_TRAILER, bn = b.n - LSM_TRAILER, n = an < bn ? an : bn, i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t x, y;
-        memcpy(&x, a.p + i, 8);
-        memcpy(&y, b.p + i, 8);
-        if (x != y) {
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-            x = __builtin_bswap64(x);
-            y = __builtin_bswap64(y);
-#endif
-            return x < y ? -1 : 1;
-        }
-    }
-    for (; i < n; i++)
-        if (a.p[i] != b.p[i])
-            return a.p[i] < b.p[i] ? -1 : 1;
-    if (an != bn)
-        return an < bn ? -1 : 1;
-    uint64_t ta = dec_fixed64(a.p + an), tb = dec_fixed64(b.p + bn);
-    return ta > tb ? -1 : ta < tb ? 1 : 0;
-}
-
 static uint32_t sst_restart(const sst_block *b, uint32_t i)
 {
     return dec_fixed32(b->data + b->limit + 4 * (size_t)i);
@@ -281,7 +255,7 @@ static void sst_cursor_seek(sst_cursor *c, slice target)
             return;
         }
         slice k = { p, (size_t)non };
-        if (sst_ikey_cmp(k, target) < 0)
+        if (iiter_key_cmp(k, target) < 0)
             lo = mid;
         else
             hi = mid - 1;
@@ -293,7 +267,7 @@ static void sst_cursor_seek(sst_cursor *c, slice target)
         __builtin_prefetch(b->data + o);
     c->klen = 0;
     sst_cursor_parse(c, from);
-    while (c->valid && sst_ikey_cmp(sst_cursor_key(c), target) < 0)
+    while (c->valid && iiter_key_cmp(sst_cursor_key(c), target) < 0)
         sst_cursor_next(c);
 }
 
@@ -1030,7 +1004,7 @@ static size_t sst_index_find(const sst *t, slice target)
             less = w < tw;
         } else {
             slice k = { t->idx[mid].key, t->idx[mid].klen };
-            less = sst_ikey_cmp(k, target) < 0;
+            less = iiter_key_cmp(k, target) < 0;
         }
         if (less)
             lo = mid + 1;
