@@ -81,6 +81,7 @@ make_tree() {
     assert_eq "$output" ""
     # a change on the source is the only thing transferred
     echo changed >>"$T/src/empty-file"
+    touch -d '2021-03-04 05:06:07 UTC' "$T/src/empty-file"   # a different second, whatever the clock
     run rsync -a --itemize-changes "$T/src/" "$MNT/r/"
     assert_eq "$output" ">f.st...... empty-file"
     diff -r "$T/src" "$MNT/r"
