@@ -156,18 +156,21 @@ EOF
     echo via-helper >"$MNT/k"
     assert_eq "$(cat "$MNT/k")" via-helper
     fusermount3 -u "$MNT"
+    wait_gone "${PIDS[-1]}" 100
     mount_fs
     assert_eq "$(cat "$MNT/k")" via-helper
 }
 
-@test "mount -t fuse.lsmfs DATADIR MNT -o ... via /sbin/mount.fuse.lsmfs" {
+@test "mount -t fuse.lsmfs DATADIR MNT -o ... (mount.fuse3 runs lsmfs from mount's PATH)" {
     require_root
-    helper=/sbin/mount.fuse.lsmfs
-    if [ -e "$helper" ] || [ -L "$helper" ]; then
-        skip "$helper already exists (installed lsmfs?): not replacing it"
+    # mount(8) gives helpers PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:...; make install puts
+    # lsmfs in /usr/local/bin, so a temporary link there stands for the installed program
+    link=/usr/local/bin/lsmfs
+    if [ -e "$link" ] || [ -L "$link" ]; then
+        skip "$link already exists (installed lsmfs?): not replacing it"
     fi
-    ln -s "$LSMFS" "$helper"
-    CLEANUPS+=("rm -f $helper")
+    ln -s "$LSMFS" "$link"
+    CLEANUPS+=("rm -f $link")
     run mount -t fuse.lsmfs "$DATA" "$MNT" -o memtable_size=64K,sync=fsync 3>&-
     [ "$status" -eq 0 ]
     MOUNTS+=("$MNT")
@@ -176,6 +179,7 @@ EOF
     PIDS+=("$(find_daemon_pid "$DATA" "$MNT")")
     echo via-mount >"$MNT/k"
     umount "$MNT"
+    wait_gone "${PIDS[-1]}" 100
     mount_fs
     assert_eq "$(cat "$MNT/k")" via-mount
 }
