@@ -258,3 +258,31 @@ EOF2
         unmount_fs
     done
 }
+
+@test "damaged MANIFEST or missing CURRENT: mount refused with a message; the data stays intact" {
+    write_tables
+    cp -a "$DATA" "$T/pristine"
+    python3 - "$DATA" <<'EOF2'
+import glob, sys
+p = glob.glob(sys.argv[1] + "/MANIFEST-*")[0]
+d = bytearray(open(p, "rb").read())
+for j in range(len(d) // 2, len(d) // 2 + 4):
+    d[j] ^= 0xFF
+open(p, "wb").write(d)
+EOF2
+    run "$LSMFS" "$DATA" "$MNT" 3>&-
+    [ "$status" -ne 0 ]
+    [[ $output == *MANIFEST* ]]
+    not_mounted "$MNT"
+    rm -rf "$DATA"
+    cp -a "$T/pristine" "$DATA"
+    rm "$DATA/CURRENT"
+    run "$LSMFS" "$DATA" "$MNT" 3>&-
+    [ "$status" -ne 0 ]
+    [[ $output == *CURRENT* ]]
+    not_mounted "$MNT"
+    [ ! -e "$DATA/CURRENT" ]               # refusing created nothing
+    cp "$T/pristine/CURRENT" "$DATA/CURRENT"
+    mount_fs
+    (cd "$MNT" && sha256sum -c --quiet "$T/expect")
+}
