@@ -99,6 +99,7 @@ typedef struct sst_block {
     size_t size;                  /* bytes at data */
     uint32_t limit;               /* end of the entries = start of the restart array */
     uint32_t nrestarts;           /* entries in the restart array */
+    const uint32_t *restarts;     /* a decoded copy of the restart array, or NULL: read at limit */
 } sst_block;
 
 /* A block read into (or decompressed into) memory of its own; freed with free(). */
@@ -211,7 +212,7 @@ static void sst_cursor_parse(sst_cursor *c, uint32_t off)
 
 static uint32_t sst_restart(const sst_block *b, uint32_t i)
 {
-    return dec_fixed32(b->data + b->limit + 4 * (size_t)i);
+    return b->restarts ? b->restarts[i] : dec_fixed32(b->data + b->limit + 4 * (size_t)i);
 }
 
 static void sst_cursor_seek_first(sst_cursor *c)
@@ -241,7 +242,7 @@ static void sst_cursor_seek(sst_cursor *c, slice target)
     /* A block read in place is usually not in the CPU cache: ask for every restart entry the
        binary search may probe at once, so that their misses overlap instead of queueing. */
     if (b->nrestarts <= 8)
-        for (uint32_t i = 1; i < b->nrestarts; i++)
+        for (uint32_t i = 0; i < b->nrestarts; i++)
             __builtin_prefetch(b->data + sst_restart(b, i));
     /* The last restart point whose key is < target: scanning from there finds the answer. */
     uint32_t lo = 0, hi = b->nrestarts - 1;
@@ -669,10 +670,18 @@ struct sst {
     sst_block *filter;            /* pinned; NULL when the table has no filter */
     const uint8_t *map;           /* the whole file mapped read-only, or NULL: then blocks are read
                                      with pread into the block cache */
-    _Atomic uint8_t *checked;     /* with map: per data block, 1 once its mapped bytes passed the
-                                     checksum and layout checks (they never change after that) */
+    _Atomic(struct sst_restarts *) *checked; /* with map: per data block, NULL until its mapped
+                                     bytes pass the checksum and layout checks (they never change
+                                     after that), then its restart array */
     _Atomic int iters;            /* live iterators, which sst_close must not outlive */
 };
+
+/* The restart array of a checked block of a mapped table, decoded and kept in memory: a seek can
+   then go straight to the restart entries without first fetching the block's tail. */
+typedef struct sst_restarts {
+    uint32_t n;
+    uint32_t off[];
+} sst_restarts;
 
 /* One data block as the index names it. A flat array makes each binary-search probe one compare,
    with no varint decoding and no restart-array indirection. */
@@ -716,6 +725,7 @@ static sst_heap_block *sst_block_alloc(uint64_t off, size_t n)
     hb->b.size = n;
     hb->b.limit = 0;
     hb->b.nrestarts = 0;
+    hb->b.restarts = NULL;
     return hb;
 }
 
@@ -852,18 +862,30 @@ static int sst_map_block(const sst *t, size_t bi, sst_blockref *ref, char *err)
     b->off = ie->off;
     b->data = t->map + ie->off;
     b->size = (size_t)ie->size;
-    if (atomic_load_explicit(&t->checked[bi], memory_order_relaxed)) {
-        b->nrestarts = dec_fixed32(b->data + b->size - 4);
-        b->limit = (uint32_t)(b->size - 4 - 4 * (size_t)b->nrestarts);
-    } else {
+    b->restarts = NULL;
+    sst_restarts *r = atomic_load_explicit(&t->checked[bi], memory_order_acquire);
+    if (!r) {
         if (b->data[b->size] != SST_TYPE_NONE)
             return 0;
         if (dec_fixed32(b->data + b->size + 1) != lsm_checksum(b->data, b->size + 1))
             return sst_corrupt(t, err, ie->off, "block checksum mismatch");
         if (sst_block_layout(b) < 0)
             return sst_corrupt(t, err, ie->off, "malformed block");
-        atomic_store_explicit(&t->checked[bi], 1, memory_order_relaxed);
+        r = xmalloc(sizeof(*r) + 4 * (size_t)b->nrestarts);
+        r->n = b->nrestarts;
+        for (uint32_t i = 0; i < r->n; i++)
+            r->off[i] = sst_restart(b, i);
+        /* Threads checking the same block race harmlessly: the first copy published wins. */
+        sst_restarts *won = NULL;
+        if (!atomic_compare_exchange_strong_explicit(&t->checked[bi], &won, r,
+                                                     memory_order_acq_rel, memory_order_acquire)) {
+            free(r);
+            r = won;
+        }
     }
+    b->nrestarts = r->n;
+    b->limit = (uint32_t)(b->size - 4 - 4 * (size_t)r->n);
+    b->restarts = r->off;
     ref->b = b;
     return 1;
 }
@@ -1108,6 +1130,9 @@ void sst_close(sst *t)
     if (t->map)
         t->env->munmap(t->env, t->map, t->file_size);
     t->env->close(t->env, t->f);
+    if (t->checked)
+        for (size_t i = 0; i < t->nidx; i++)
+            free(atomic_load_explicit(&t->checked[i], memory_order_relaxed));
     free((void *)t->checked);
     free(t->idx);
     free(t->iwin);
