@@ -186,6 +186,133 @@ EOF
     [ -s "$T/durable" ]
 }
 
+# start_writer ROUND SCRIPT: runs python SCRIPT (args MNT T ROUND) in the background on the mount,
+# waits until it holds a descriptor of the mount (it creates $T/writer.ready), sets $writer.
+start_writer() {
+    python3 "$2" "$MNT" "$T" "$1" >"$T/writer.$1.log" 2>&1 3>&- 4>&- &
+    writer=$!
+    CLEANUPS+=("kill -9 $writer 2>/dev/null")
+    for i in $(seq 1 100); do
+        [ -e "$T/writer.ready" ] || ! pid_alive "$writer" && break
+        sleep 0.05
+    done
+    rm -f "$T/writer.ready"
+}
+
+# stop_writer ROUND: after kill_daemon, the writer must stop by itself (its calls fail).
+stop_writer() {
+    wait_gone "$writer" 100
+    wait "$writer" || true
+    grep -q 'writer stopped' "$T/writer.$1.log" || { cat "$T/writer.$1.log" >&2; false; }
+    sed "s/^/# /" "$T/writer.$1.log"
+}
+
+@test "SIGKILL during editor-style saves (temp, fsync, rename): the target is always complete" {
+    write_checker
+    cat >"$T/saver.py" <<'EOF'
+import os, random, sys
+sys.path.insert(0, sys.argv[2]); import selfcheck
+m, t, rnd = sys.argv[1], sys.argv[2], random.Random(int(sys.argv[3]))
+dfd = os.open(m, os.O_RDONLY | os.O_DIRECTORY)
+assert os.fstat(dfd).st_dev != os.stat(t).st_dev, "mount point is not mounted"
+durable = open(t + "/durable", "a")
+version = int(sys.argv[3]) * 100000
+open(t + "/writer.ready", "w").close()
+try:
+    while True:
+        version += 1
+        name = "doc%d" % rnd.randrange(5)
+        tmp = ".%s.tmp%d" % (name, version)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd)
+        os.write(fd, selfcheck.make(name, version, rnd))
+        os.fsync(fd)
+        os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        os.fsync(dfd)
+        durable.write("%s %d\n" % (name, version)); durable.flush(); os.fsync(durable.fileno())
+except OSError as e:
+    print("writer stopped:", e)
+EOF
+    mount_fs
+    python3 - "$MNT" "$T" <<'EOF'
+import random, sys
+sys.path.insert(0, sys.argv[2]); import selfcheck
+rnd = random.Random(0)
+for i in range(5):
+    with open("%s/doc%d" % (sys.argv[1], i), "wb") as f:
+        f.write(selfcheck.make("doc%d" % i, 0, rnd))
+        f.flush(); __import__("os").fsync(f.fileno())
+EOF
+    for round in 1 2 3 4 5; do
+        start_writer "$round" "$T/saver.py"
+        sleep "0.$((RANDOM % 9 + 1))"
+        kill_daemon
+        stop_writer "$round"
+        mount_fs
+        python3 - "$MNT" "$T" <<'EOF'
+import os, sys
+sys.path.insert(0, sys.argv[2]); import selfcheck
+m, t = sys.argv[1], sys.argv[2]
+need = {}
+for line in open(t + "/durable"):
+    name, v = line.split()
+    need[name] = max(need.get(name, 0), int(v))
+for i in range(5):
+    name = "doc%d" % i
+    v = selfcheck.check(open(os.path.join(m, name), "rb").read())   # present and complete
+    assert v >= need.get(name, 0), "%s: version %d, but %d was renamed into place and synced" % (name, v, need[name])
+for n in os.listdir(m):
+    if n.startswith("."):
+        selfcheck.check(open(os.path.join(m, n), "rb").read())      # leftover temp: complete too
+        os.unlink(os.path.join(m, n))
+EOF
+    done
+    [ -s "$T/durable" ]
+}
+
+@test "SIGKILL during directory renames: the tree is whole under exactly one name" {
+    cat >"$T/mover.py" <<'EOF'
+import os, sys
+m, t = sys.argv[1], sys.argv[2]
+dfd = os.open(m, os.O_RDONLY | os.O_DIRECTORY)
+assert os.fstat(dfd).st_dev != os.stat(t).st_dev, "mount point is not mounted"
+open(t + "/writer.ready", "w").close()
+names = ["A", "B", "C"]
+n = 0
+try:
+    while True:
+        n += 1
+        src = [n for n in names if n in os.listdir(dfd)][0]
+        dst = names[(names.index(src) + 1) % 3]
+        os.rename(src, dst, src_dir_fd=dfd, dst_dir_fd=dfd)
+except OSError as e:
+    print("writer stopped after %d renames:" % n, e)
+EOF
+    mount_fs -o memtable_size=64K
+    python3 - "$MNT/A" "$T/expect" <<'EOF'
+import hashlib, os, sys
+root, out = sys.argv[1], open(sys.argv[2], "w")
+for d in range(10):
+    os.makedirs("%s/d%d/e" % (root, d))
+    for f in range(20):
+        p = "d%d/%s%02d" % (d, "e/" if f % 2 else "", f)
+        data = os.urandom(1000 + f)
+        open(os.path.join(root, p), "wb").write(data)
+        out.write("%s  %s\n" % (hashlib.sha256(data).hexdigest(), p))
+EOF
+    remount -o memtable_size=64K
+    for round in 1 2 3 4; do
+        start_writer "$round" "$T/mover.py"
+        sleep "0.$((RANDOM % 9 + 1))"
+        kill_daemon
+        stop_writer "$round"
+        mount_fs -o memtable_size=64K
+        assert_eq "$(ls "$MNT" | wc -l)" 1
+        (cd "$MNT"/* && sha256sum -c --quiet "$T/expect")
+        assert_eq "$(find "$MNT" -type f | wc -l)" 200
+    done
+}
+
 @test "a descriptor open for reading keeps the version it opened across reads" {
     require_strict_close_to_open
     mount_fs
