@@ -310,6 +310,17 @@ fail:
     return rc;
 }
 
+/* Ends a compaction (caller holds mu): a failure stops all background writes, and everyone
+   waiting on compaction progress looks again. */
+static void compact_done(lsm_db *db, int rc, const char *err)
+{
+    db->compacting = 0;
+    if (rc != LSM_OK)
+        db_set_bg_error(db, rc, err);
+    pthread_cond_broadcast(&db->bg_cv);
+    pthread_cond_broadcast(&db->work_cv);
+}
+
 void *compact_thread_main(void *arg)
 {
     lsm_db *db = arg;
@@ -340,11 +351,7 @@ void *compact_thread_main(void *arg)
         int rc = compact_run(db, &c, err);
         compaction_free(&c);
         pthread_mutex_lock(&db->mu);
-        db->compacting = 0;
-        if (rc != LSM_OK)
-            db_set_bg_error(db, rc, err);
-        pthread_cond_broadcast(&db->bg_cv);
-        pthread_cond_broadcast(&db->work_cv);
+        compact_done(db, rc, err);
     }
     pthread_mutex_unlock(&db->mu);
     return NULL;
@@ -387,11 +394,7 @@ int compact_all(lsm_db *db, char *err)
     compaction_free(&c);
 
     pthread_mutex_lock(&db->mu);
-    db->compacting = 0;
-    if (rc != LSM_OK)
-        db_set_bg_error(db, rc, err);
-    pthread_cond_broadcast(&db->bg_cv);
-    pthread_cond_broadcast(&db->work_cv);
+    compact_done(db, rc, err);
     pthread_mutex_unlock(&db->mu);
     return rc;
 }
