@@ -254,6 +254,79 @@ EOF
     [ -d "$MNT/tree/empty/deeper" ]
 }
 
+@test "names that sort around '/' (p-x, p.x, p/, p0), explicit and implicit dirs: each once" {
+    mount_fs -o memtable_size=64K
+    python3 - "$MNT" <<'EOF'
+import os, sys
+m = sys.argv[1]
+want_root = set()
+def f(p):
+    open(os.path.join(m, p), "w").write(p)
+os.mkdir(m + "/p")                       # explicit directory with children
+for i in range(400):
+    f("p/in%03d" % i)
+os.makedirs(m + "/q/deep")               # implicit parent? no: mkdir -p makes both explicit
+f("q/deep/z")
+for i in range(300):
+    for pre in ("p-", "p.", "p0", "o", "pa"):
+        f("%s%03d" % (pre, i)); want_root.add("%s%03d" % (pre, i))
+for d in ("p+", "p-dir", "p0dir", "empty"):
+    os.mkdir(os.path.join(m, d)); want_root.add(d)
+want_root |= {"p", "q"}
+def check():
+    got = os.listdir(m)
+    assert len(got) == len(set(got)), "duplicates: %s" % sorted(n for n in set(got) if got.count(n) > 1)[:5]
+    assert set(got) == want_root, (sorted(want_root - set(got))[:5], sorted(set(got) - want_root)[:5])
+    inner = os.listdir(m + "/p")
+    assert sorted(inner) == ["in%03d" % i for i in range(400)], len(inner)
+    assert os.listdir(m + "/q") == ["deep"] and os.listdir(m + "/empty") == []
+check()
+# empty the explicit dir p: it must stay (mkdir made it), and listed once
+for i in range(400):
+    os.unlink(m + "/p/in%03d" % i)
+assert os.listdir(m + "/p") == []
+got = os.listdir(m)
+assert got.count("p") == 1 and len(got) == len(want_root)
+EOF
+    remount -o memtable_size=64K
+    [ -d "$MNT/p" ]
+    assert_eq "$(ls "$MNT" | wc -l)" 1506
+    assert_eq "$(ls "$MNT" | sort -u | wc -l)" 1506
+    rmdir "$MNT/p"
+    [ ! -e "$MNT/p" ]
+}
+
+@test "a path longer than PATH_MAX (4096) through relative opens: created, listed, read back" {
+    mount_fs
+    python3 - "$MNT" <<'EOF'
+import os, sys
+m = sys.argv[1]
+fd = os.open(m, os.O_RDONLY | os.O_DIRECTORY)
+comp = "c" * 200
+for depth in range(30):                  # 30 x 201 bytes: a 6 KB path
+    os.mkdir(comp, dir_fd=fd)
+    nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    os.close(fd); fd = nfd
+w = os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+os.write(w, b"deep value")
+os.close(w)
+os.close(fd)
+EOF
+    remount
+    python3 - "$MNT" <<'EOF'
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+comp = "c" * 200
+for depth in range(30):
+    assert os.listdir(fd) == [comp], os.listdir(fd)
+    nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+    os.close(fd); fd = nfd
+assert os.listdir(fd) == ["leaf"]
+r = os.open("leaf", os.O_RDONLY, dir_fd=fd)
+assert os.read(r, 100) == b"deep value"
+EOF
+}
+
 @test "listing while the directory changes: untouched names appear exactly once" {
     mount_fs -o memtable_size=64K
     python3 - "$MNT/d" <<'EOF'

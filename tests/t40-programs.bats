@@ -238,6 +238,45 @@ assert len(lines) == 1200, len(lines)
 EOF
 }
 
+@test "8 threads of creates, writes, renames and unlinks in one directory: exact final state" {
+    python3 - "$MNT" <<'EOF'
+import os, sys, threading
+m = sys.argv[1]
+os.mkdir(m + "/shared")
+errors = []
+def worker(t):
+    try:
+        for i in range(150):
+            a = "%s/shared/t%d-%03d" % (m, t, i)
+            with open(a, "w") as f:
+                f.write("%d:%d" % (t, i))
+            if i % 3 == 0:
+                os.rename(a, a + ".r")
+            elif i % 3 == 1:
+                os.unlink(a)
+            os.stat(m + "/shared")
+            os.listdir(m + "/shared") if i % 25 == 0 else None
+    except Exception as e:
+        errors.append("thread %d: %r" % (t, e))
+ths = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+for th in ths: th.start()
+for th in ths: th.join()
+assert not errors, errors
+want = set()
+for t in range(8):
+    for i in range(150):
+        if i % 3 == 0: want.add("t%d-%03d.r" % (t, i))
+        elif i % 3 == 2: want.add("t%d-%03d" % (t, i))
+got = os.listdir(m + "/shared")
+assert len(got) == len(set(got)) and set(got) == want, (len(got), len(want))
+for n in got:
+    t, i = n.split(".")[0][1:].split("-")
+    assert open(m + "/shared/" + n).read() == "%d:%d" % (int(t), int(i)), n
+EOF
+    remount
+    assert_eq "$(ls "$MNT/shared" | wc -l)" $(( 8 * 100 ))
+}
+
 @test "rename is atomic for readers: a concurrent reader sees old or new, never missing or mixed" {
     python3 - "$MNT" <<'EOF'
 import os, sys, threading
