@@ -573,25 +573,35 @@ void lsmfs_table_rename(struct lsmfs_inode *ino, char *path, size_t plen)
 }
 
 /* After a directory rename: every inode at or below from gets the same place below to. */
+/* The inodes at or below path (every inode when all is set), caller holds fs.tmu. Returns a
+   malloc'd array of *n entries (NULL when out of memory). */
+static struct lsmfs_inode **table_collect(const char *path, size_t plen, int all, size_t *n)
+{
+    size_t cap = 16;
+    struct lsmfs_inode **v = malloc(cap * sizeof *v);
+    *n = 0;
+    for (size_t i = 0; v && i < fs.tabsize; i++) {
+        for (struct lsmfs_inode *e = fs.tab[i]; e; e = e->hnext) {
+            if (!all && (e->plen < plen || memcmp(e->path, path, plen) != 0 ||
+                         (e->plen > plen && e->path[plen] != '/')))
+                continue;
+            if (*n == cap) {
+                struct lsmfs_inode **nv = realloc(v, (cap *= 2) * sizeof *v);
+                if (!nv)
+                    return v;
+                v = nv;
+            }
+            v[(*n)++] = e;
+        }
+    }
+    return v;
+}
+
 void lsmfs_table_move_prefix(const char *from, size_t flen, const char *to, size_t tlen)
 {
     pthread_mutex_lock(&fs.tmu);
-    size_t n = 0, cap = 16;
-    struct lsmfs_inode **v = malloc(cap * sizeof *v);
-    for (size_t i = 0; v && i < fs.tabsize; i++) {
-        for (struct lsmfs_inode *e = fs.tab[i]; e; e = e->hnext) {
-            if (e->plen < flen || memcmp(e->path, from, flen) != 0 ||
-                (e->plen > flen && e->path[flen] != '/'))
-                continue;
-            if (n == cap) {
-                struct lsmfs_inode **nv = realloc(v, (cap *= 2) * sizeof *v);
-                if (!nv)
-                    break;
-                v = nv;
-            }
-            v[n++] = e;
-        }
-    }
+    size_t n;
+    struct lsmfs_inode **v = table_collect(from, flen, 0, &n);
     for (size_t i = 0; i < n; i++) {
         struct lsmfs_inode *e = v[i];
         char *p = malloc(tlen + e->plen - flen + 1);
@@ -661,22 +671,8 @@ void lsmfs_table_close(struct lsmfs_inode *ino)
 static void flush_matching(const char *path, size_t plen, int all)
 {
     pthread_mutex_lock(&fs.tmu);
-    size_t n = 0, cap = 16;
-    struct lsmfs_inode **v = malloc(cap * sizeof *v);
-    for (size_t i = 0; v && i < fs.tabsize; i++) {
-        for (struct lsmfs_inode *e = fs.tab[i]; e; e = e->hnext) {
-            if (!all && (e->plen < plen || memcmp(e->path, path, plen) != 0 ||
-                         (e->plen > plen && e->path[plen] != '/')))
-                continue;
-            if (n == cap) {
-                struct lsmfs_inode **nv = realloc(v, (cap *= 2) * sizeof *v);
-                if (!nv)
-                    break;
-                v = nv;
-            }
-            v[n++] = e;
-        }
-    }
+    size_t n;
+    struct lsmfs_inode **v = table_collect(path, plen, all, &n);
     pthread_mutex_unlock(&fs.tmu);
     for (size_t i = 0; i < n; i++) {
         pthread_mutex_lock(&v[i]->mu);
