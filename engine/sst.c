@@ -1348,9 +1348,17 @@ static const iiter_ops sst_iter_ops = {
 
 iiter *sst_iter_new(sst *t)
 {
-    sst_iter *it = xcalloc(1, sizeof(*it));
+    /* Not calloc: level iterators make one per table they enter, often once per seek, and
+       zeroing the message buffer would cost more than the rest; msg is written before it is read. */
+    sst_iter *it = xmalloc(sizeof(*it));
     it->base.ops = &sst_iter_ops;
     it->t = t;
+    it->bi = 0;
+    it->ref.b = NULL;
+    it->ref.h = NULL;
+    it->ref.owned = NULL;
+    it->code = LSM_OK;
+    it->msg[0] = '\0';
     sst_cursor_init(&it->data);
     atomic_fetch_add(&t->iters, 1);
     return &it->base;
