@@ -156,7 +156,7 @@ kill_daemon() {
 }
 
 common_teardown() {
-    local i m p
+    local i m p status=0
     MOUNTS=("${MNT:-}" "${MOUNTS[@]}")     # $MNT even if a failed test mounted it unrecorded
     for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do
         m=${MOUNTS[i]}
@@ -175,6 +175,13 @@ common_teardown() {
     for ((i = ${#CLEANUPS[@]} - 1; i >= 0; i--)); do
         eval "${CLEANUPS[i]}" || true
     done
+    # a sanitizer build of the daemon (make check) reports memory errors and leaks on stderr
+    if [ -s "${LOG:-/nonexistent}" ] &&
+       grep -Eq 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$LOG"; then
+        echo "# the daemon reported a sanitizer error:" >&2
+        grep -E -A12 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$LOG" | head -n 40 | sed 's/^/#   /' >&2
+        status=1
+    fi
     if [ -z "${BATS_TEST_COMPLETED:-}" ] && [ -s "${LOG:-/nonexistent}" ]; then
         echo "# lsmfs output:" >&2
         tail -n 40 "$LOG" | sed 's/^/#   /' >&2
@@ -186,7 +193,7 @@ common_teardown() {
         fi
     done
     [ -n "${T:-}" ] && rm -rf "$T"
-    return 0
+    return "$status"
 }
 
 # Checks that `run` ended with an errno-style message among the given ones.
