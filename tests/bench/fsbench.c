@@ -7,8 +7,8 @@
  * over D subdirectories (default 20) and runs, in order:
  *   create     open(O_CREAT|O_TRUNC) + write + close, file by file
  *   stat       stat() of every file, in a shuffled order
- *   readdir    opendir/readdir/closedir of every subdirectory, repeated R times (default 5);
- *              counted per name returned
+ *   readdir    opendir/readdir/closedir of every subdirectory, repeated R times (default: as
+ *              many full passes as fit in half a second, at least one); counted per name returned
  *   read       open + read + close of every file, shuffled, checking each file's own header
  *   overwrite  open(O_TRUNC) + write + close of every file, shuffled
  *   rename     rename() of every file to a new name in its directory
@@ -32,7 +32,7 @@
 static long nfiles = 20000;    /* -n */
 static long fsize = 4096;      /* -s */
 static long ndirs = 20;        /* -d */
-static int readdir_rounds = 5; /* -r */
+static int readdir_rounds;     /* -r; 0 = repeat for at least 0.5 s */
 static int sync_writes;        /* -S: fsync every created and overwritten file */
 static char root[4096];        /* the run's own subdirectory */
 static char *buf;              /* one file's content */
@@ -120,7 +120,7 @@ int main(int argc, char **argv)
         default: return usage();
         }
     }
-    if (optind != argc - 1 || nfiles < 1 || fsize < 32 || ndirs < 1 || readdir_rounds < 1)
+    if (optind != argc - 1 || nfiles < 1 || fsize < 32 || ndirs < 1 || readdir_rounds < 0)
         return usage();
     snprintf(root, sizeof root, "%s/fsbench.%ld", argv[optind], (long)getpid());
     buf = malloc((size_t)fsize + 1);
@@ -160,7 +160,7 @@ int main(int argc, char **argv)
 
     t = now();
     long names = 0;
-    for (int r = 0; r < readdir_rounds; r++) {
+    for (int r = 0; readdir_rounds ? r < readdir_rounds : (r == 0 || now() - t < 0.5); r++) {
         long seen = 0;
         for (long d = 0; d < ndirs; d++) {
             snprintf(path, sizeof path, "%s/d%03ld", root, d);
