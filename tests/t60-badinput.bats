@@ -286,3 +286,51 @@ EOF2
     mount_fs
     (cd "$MNT" && sha256sum -c --quiet "$T/expect")
 }
+
+@test "full disk: writes fail, the daemon stays up; with space again every closed file is intact" {
+    require_root
+    mkdir "$T/small"
+    mount -t tmpfs -o size=3m tmpfs "$T/small"
+    MOUNTS+=("$T/small")
+    CLEANUPS+=("umount '$T/small' 2>/dev/null || umount -l '$T/small' 2>/dev/null")
+    DATA=$T/small/data
+    mount_fs
+    python3 - "$MNT" "$T" <<'EOF2'
+import hashlib, os, sys
+m, t = sys.argv[1], sys.argv[2]
+ok, failed = open(t + "/ok", "w"), open(t + "/failed", "w")
+nfail = 0
+for i in range(40):
+    data = os.urandom(150000)
+    line = "%s  f%02d\n" % (hashlib.sha256(data).hexdigest(), i)
+    try:
+        with open("%s/f%02d" % (m, i), "wb") as f:
+            f.write(data)
+        ok.write(line)
+    except OSError as e:
+        failed.write(line)
+        nfail += 1
+        if nfail == 1:
+            print("# first failure at f%02d: %s" % (i, e))
+assert nfail > 0, "40 x 150 KB fit in a 3 MB filesystem?"
+EOF2
+    pid_alive "$LSMFS_PID"
+    stat "$MNT" >/dev/null
+    [ -s "$T/ok" ]
+    fusermount3 -u "$MNT"
+    wait_gone "$LSMFS_PID" 100
+    mount -o remount,size=64m "$T/small"
+    mount_fs
+    (cd "$MNT" && sha256sum -c --quiet "$T/ok")
+    python3 - "$MNT" "$T/failed" <<'EOF2'
+import hashlib, os, sys
+for line in open(sys.argv[2]):
+    digest, name = line.split()
+    p = os.path.join(sys.argv[1], name)
+    if os.path.exists(p):
+        d = open(p, "rb").read()
+        assert d == b"" or hashlib.sha256(d).hexdigest() == digest, "%s: %d wrong bytes" % (name, len(d))
+EOF2
+    echo again >"$MNT/again"
+    assert_eq "$(cat "$MNT/again")" again
+}
