@@ -72,6 +72,7 @@
 #include <lz4.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <zstd.h>
 #include "bloom.h"
@@ -232,7 +233,7 @@ static inline __attribute__((always_inline)) void sst_cursor_parse(sst_cursor *c
     c->valid = 1;
 }
 
-static uint32_t sst_restart(const sst_block *b, uint32_t i)
+static inline uint32_t sst_restart(const sst_block *b, uint32_t i)
 {
     return b->restarts ? b->restarts[i] : dec_fixed32(b->data + b->limit + 4 * (size_t)i);
 }
@@ -692,26 +693,30 @@ struct sst {
     sst_block *filter;            /* pinned; NULL when the table has no filter */
     const uint8_t *map;           /* the whole file mapped read-only, or NULL: then blocks are read
                                      with pread into the block cache */
-    _Atomic(struct sst_restarts *) *checked; /* with map: per data block, NULL until its mapped
-                                     bytes pass the checksum and layout checks (they never change
-                                     after that), then its restart array */
     _Atomic int iters;            /* live iterators, which sst_close must not outlive */
 };
 
-/* The restart array of a checked block of a mapped table, decoded and kept in memory: a seek can
-   then go straight to the restart entries without first fetching the block's tail. */
-typedef struct sst_restarts {
-    uint32_t n;
-    uint32_t off[];
-} sst_restarts;
+#define SST_INLINE_RESTARTS 8
 
-/* One data block as the index names it. A flat array makes each binary-search probe one compare,
-   with no varint decoding and no restart-array indirection. */
+/* Values of sst_index_entry.checked (beyond these, 2 + the block's number of restarts). */
+enum { SST_UNCHECKED = 0, SST_CHECKING = 1, SST_CHECKED = 2 };
+
+/* One data block as the index names it, in one 64-byte line. A flat array makes each binary-search
+   probe one compare, with no varint decoding and no restart-array indirection. For a mapped table
+   the line also records that the block's bytes passed their checks (they never change after that)
+   and, when short, a copy of its restart array: a seek then goes from this line straight to the
+   restart entries, without first waiting for the block's tail. */
 typedef struct sst_index_entry {
     const uint8_t *key;           /* separator internal key, inside sst.index */
-    size_t klen;
+    uint32_t klen;
+    _Atomic uint32_t checked;     /* SST_UNCHECKED; SST_CHECKING while one thread fills restarts;
+                                     SST_CHECKED + number of restarts once checked */
     uint64_t off, size;           /* the data block's handle */
+    uint32_t restarts[SST_INLINE_RESTARTS]; /* written once, by the thread that moved checked from
+                                     SST_UNCHECKED to SST_CHECKING; valid when checked says at
+                                     most SST_INLINE_RESTARTS restarts */
 } sst_index_entry;
+_Static_assert(sizeof(sst_index_entry) == 64, "an index entry is one cache line");
 
 /* A data block in use: pinned in the cache (h), owned because there is no cache, or described by
    mapped when its bytes are read in place from the table's mapping. */
@@ -879,35 +884,34 @@ static void sst_block_deleter(uint64_t id, uint64_t off, void *value)
    *ref is set up, 0 when the block must go through the cache (compressed), or an error. */
 static int sst_map_block(const sst *t, size_t bi, sst_blockref *ref, char *err)
 {
-    const sst_index_entry *ie = &t->idx[bi];
+    sst_index_entry *ie = &t->idx[bi];
     sst_block *b = &ref->mapped;
     b->off = ie->off;
     b->data = t->map + ie->off;
     b->size = (size_t)ie->size;
     b->restarts = NULL;
-    sst_restarts *r = atomic_load_explicit(&t->checked[bi], memory_order_acquire);
-    if (!r) {
+    uint32_t c = atomic_load_explicit(&ie->checked, memory_order_acquire);
+    if (c >= SST_CHECKED) {
+        b->nrestarts = c - SST_CHECKED;
+        b->limit = (uint32_t)(b->size - 4 - 4 * (size_t)b->nrestarts);
+        if (b->nrestarts <= SST_INLINE_RESTARTS)
+            b->restarts = ie->restarts;
+    } else {
+        /* Threads may check the same block at once; only the one that claims the entry writes. */
         if (b->data[b->size] != SST_TYPE_NONE)
             return 0;
         if (dec_fixed32(b->data + b->size + 1) != lsm_checksum(b->data, b->size + 1))
             return sst_corrupt(t, err, ie->off, "block checksum mismatch");
         if (sst_block_layout(b) < 0)
             return sst_corrupt(t, err, ie->off, "malformed block");
-        r = xmalloc(sizeof(*r) + 4 * (size_t)b->nrestarts);
-        r->n = b->nrestarts;
-        for (uint32_t i = 0; i < r->n; i++)
-            r->off[i] = sst_restart(b, i);
-        /* Threads checking the same block race harmlessly: the first copy published wins. */
-        sst_restarts *won = NULL;
-        if (!atomic_compare_exchange_strong_explicit(&t->checked[bi], &won, r,
-                                                     memory_order_acq_rel, memory_order_acquire)) {
-            free(r);
-            r = won;
+        uint32_t expect = SST_UNCHECKED;
+        if (atomic_compare_exchange_strong_explicit(&ie->checked, &expect, SST_CHECKING,
+                                                    memory_order_relaxed, memory_order_relaxed)) {
+            for (uint32_t i = 0; i < b->nrestarts && i < SST_INLINE_RESTARTS; i++)
+                ie->restarts[i] = sst_restart(b, i);
+            atomic_store_explicit(&ie->checked, SST_CHECKED + b->nrestarts, memory_order_release);
         }
     }
-    b->nrestarts = r->n;
-    b->limit = (uint32_t)(b->size - 4 - 4 * (size_t)r->n);
-    b->restarts = r->off;
     ref->b = b;
     return 1;
 }
@@ -956,11 +960,25 @@ static void sst_put_block(const sst *t, sst_blockref *ref)
    inside the file. After this, the index can be trusted without further checks. */
 static void sst_index_windows(sst *t);
 
+/* A cache-line-aligned array of cap index entries holding the n of old (freed). */
+static sst_index_entry *sst_index_alloc(sst_index_entry *old, size_t n, size_t cap)
+{
+    sst_index_entry *a = aligned_alloc(64, cap * sizeof(*a));
+    if (!a) {
+        fprintf(stderr, "liblsm: out of memory allocating %zu bytes\n", cap * sizeof(*a));
+        abort();
+    }
+    if (n)
+        memcpy(a, old, n * sizeof(*a));
+    free(old);
+    return a;
+}
+
 static int sst_load_index(sst *t, char *err)
 {
     const sst_block *b = t->index;
     size_t cap = b->nrestarts ? b->nrestarts : 1;
-    t->idx = xmalloc(cap * sizeof(*t->idx));
+    t->idx = sst_index_alloc(NULL, 0, cap);
     uint32_t off = 0;
     while (off < b->limit) {
         uint64_t shared, non, vlen, boff, bsize;
@@ -978,10 +996,15 @@ static int sst_load_index(sst *t, char *err)
                 return sst_corrupt(t, err, t->index_off, "index keys out of order");
         }
         if (t->nidx == cap) {
+            t->idx = sst_index_alloc(t->idx, t->nidx, cap * 2);
             cap *= 2;
-            t->idx = xrealloc(t->idx, cap * sizeof(*t->idx));
         }
-        t->idx[t->nidx++] = (sst_index_entry){ p, (size_t)non, boff, bsize };
+        sst_index_entry *ie = &t->idx[t->nidx++];
+        ie->key = p;
+        ie->klen = (uint32_t)non;
+        atomic_init(&ie->checked, SST_UNCHECKED);
+        ie->off = boff;
+        ie->size = bsize;
         off = (uint32_t)(p + non + vlen - b->data);
     }
     sst_index_windows(t);
@@ -1121,8 +1144,6 @@ int sst_open(lsm_env *env, const char *path, uint64_t file_size, cache *block_ca
     if ((filter_off || filter_size)
         && (rc = sst_read_block(t, filter_off, filter_size, 0, &t->filter, err)))
         goto fail;
-    if (t->map)
-        t->checked = xcalloc(t->nidx ? t->nidx : 1, sizeof(*t->checked));
     if (block_cache)
         t->cache_id = cache_new_id(block_cache);
     *out = t;
@@ -1152,10 +1173,6 @@ void sst_close(sst *t)
     if (t->map)
         t->env->munmap(t->env, t->map, t->file_size);
     t->env->close(t->env, t->f);
-    if (t->checked)
-        for (size_t i = 0; i < t->nidx; i++)
-            free(atomic_load_explicit(&t->checked[i], memory_order_relaxed));
-    free((void *)t->checked);
     free(t->idx);
     free(t->iwin);
     free(t->index);
