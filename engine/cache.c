@@ -45,12 +45,13 @@ typedef struct cache_shard {
     size_t count;                      /* entries in the table; guarded by mu */
     cache_handle lru;                  /* sentinel: unpinned entries, lru.next is oldest; guarded by mu */
     cache_handle in_use;               /* sentinel: pinned entries in the cache; guarded by mu */
+    uint64_t hits, misses;             /* lookup statistics; guarded by mu (counted under the lock
+                                          already held, so a lookup costs no extra atomic) */
 } cache_shard;
 
 struct cache {
     cache_shard shards[CACHE_SHARDS];  /* each guarded by its own mu */
     _Atomic uint64_t next_id;          /* cache_new_id counter */
-    _Atomic uint64_t hits, misses;     /* lookup statistics */
 };
 
 static uint64_t cache_hash(uint64_t id, uint64_t off)
@@ -162,8 +163,6 @@ cache *cache_new(size_t capacity)
         s->in_use.next = s->in_use.prev = &s->in_use;
     }
     atomic_init(&c->next_id, 1);
-    atomic_init(&c->hits, 0);
-    atomic_init(&c->misses, 0);
     return c;
 }
 
@@ -202,9 +201,11 @@ cache_handle *cache_lookup(cache *c, uint64_t id, uint64_t off)
             cache_list_append(&s->in_use, e);
         }
         e->refs++;
+        s->hits++;
+    } else {
+        s->misses++;
     }
     pthread_mutex_unlock(&s->mu);
-    atomic_fetch_add_explicit(e ? &c->hits : &c->misses, 1, memory_order_relaxed);
     return e;
 }
 
@@ -307,8 +308,16 @@ size_t cache_usage(cache *c)
 
 void cache_stats(cache *c, uint64_t *hits, uint64_t *misses)
 {
+    uint64_t h = 0, m = 0;
+    for (int i = 0; i < CACHE_SHARDS; i++) {
+        cache_shard *s = &c->shards[i];
+        pthread_mutex_lock(&s->mu);
+        h += s->hits;
+        m += s->misses;
+        pthread_mutex_unlock(&s->mu);
+    }
     if (hits)
-        *hits = atomic_load_explicit(&c->hits, memory_order_relaxed);
+        *hits = h;
     if (misses)
-        *misses = atomic_load_explicit(&c->misses, memory_order_relaxed);
+        *misses = m;
 }
