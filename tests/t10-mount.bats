@@ -198,3 +198,19 @@ EOF
 empty
 two"
 }
+
+@test "SIGTERM and SIGHUP unmount cleanly: the daemon exits 0 and every closed file is there" {
+    for sig in TERM HUP; do
+        mount_fs
+        echo "before $sig" >"$MNT/$sig"
+        kill -"$sig" "$LSMFS_PID"
+        wait_gone "$LSMFS_PID" 100
+        st=0
+        wait "$LSMFS_PID" || st=$?
+        assert_eq "$st" 0
+        not_mounted "$MNT"
+    done
+    mount_fs
+    assert_eq "$(cat "$MNT/TERM" "$MNT/HUP")" "before TERM
+before HUP"
+}
