@@ -198,6 +198,7 @@ w"
     cp "$T/r1" "$MNT/r1"
     dd if="$T/r5" of="$MNT/r5" bs=64k status=none
     cmp "$T/r1" "$MNT/r1"
+    [ "$(du -k "$MNT/r1" | cut -f1)" -ge 1000 ]      # st_blocks is real: du and cp --sparse rely on it
     cmp "$T/r5" "$MNT/r5"
     # reads in the middle, at odd offsets
     python3 - "$T/r5" "$MNT/r5" <<'EOF'
@@ -382,7 +383,7 @@ EOF
     assert_eq "$(cat "$MNT/r2")" onetwo
 }
 
-@test "attributes (mode, uid, gid, mtime, ctime, size) persist across remount" {
+@test "attributes (mode, uid, gid, mtime, ctime, size) persist across remount, the root's too" {
     require_root
     mkdir -p "$MNT/d/e"
     printf 'content' >"$MNT/d/f"
@@ -392,11 +393,13 @@ EOF
     chmod 711 "$MNT/d/e"
     chown 7:8 "$MNT/d/e"
     touch -d '2010-06-01 12:00:00 UTC' "$MNT/d/e"
+    chmod 750 "$MNT"
+    chown 12:34 "$MNT"
     sleep 1.1
     fmt='%n %s %a %u %g %Y %Z %F'
-    before=$(cd "$MNT" && stat -c "$fmt" d/f d/e)
+    before=$(cd "$MNT" && stat -c "$fmt" d/f d/e .)
     remount
-    after=$(cd "$MNT" && stat -c "$fmt" d/f d/e)
+    after=$(cd "$MNT" && stat -c "$fmt" d/f d/e .)
     assert_eq "$after" "$before"
     assert_eq "$(cat "$MNT/d/f")" content
 }
