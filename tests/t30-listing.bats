@@ -228,6 +228,27 @@ EOF
     [ "$(cat "$T/lines")" -gt 0 ]
 }
 
+@test "200000 keys from the API in one directory: listed completely, sorted, in one pass" {
+    require_lsmtool
+    python3 -c '
+for i in range(200000):
+    print("put big/k%07d v%d" % ((i * 7919) % 200000, i))
+    if i == 100000:
+        print("flush")
+print("flush")
+for i in range(0, 200000, 1000):
+    print("del big/k%07d" % i)' | "$LSMTOOL" "$DATA" load
+    mount_fs
+    start=$(date +%s)
+    ls -U "$MNT/big" >"$T/list"
+    elapsed=$(( $(date +%s) - start ))
+    assert_eq "$(wc -l <"$T/list")" 199800
+    LC_ALL=C sort -c -u "$T/list"
+    [ "$elapsed" -lt 20 ] || { echo "listing 200000 names took ${elapsed}s: not one pass?" >&2; false; }
+    [ ! -e "$MNT/big/k0001000" ]
+    assert_eq "$(cat "$MNT/big/k0001001")" "v$(python3 -c 'print([i for i in range(200000) if (i * 7919) % 200000 == 1001][0])')"
+}
+
 @test "find walks a nested tree completely; du and ls -lR see every file" {
     mount_fs -o memtable_size=64K
     python3 - "$MNT/tree" "$T/expect" <<'EOF'
