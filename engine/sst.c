@@ -328,7 +328,6 @@ typedef struct sst_bb {
     size_t nrestarts, caprestarts;
     int since_restart;            /* entries added since the last restart point */
     int interval;                 /* restart interval (>= 1) */
-    buf last;                     /* full key of the last entry */
     uint64_t entries;             /* entries in this block */
 } sst_bb;
 
@@ -362,7 +361,6 @@ static void sst_bb_init(sst_bb *bb, int interval)
 static void sst_bb_free(sst_bb *bb)
 {
     buf_free(&bb->data);
-    buf_free(&bb->last);
     free(bb->restarts);
 }
 
@@ -373,7 +371,6 @@ static void sst_bb_reset(sst_bb *bb, size_t keep_cap)
     bb->data.len = 0;
     bb->nrestarts = 0;
     bb->since_restart = 0;
-    bb->last.len = 0;
     bb->entries = 0;
 }
 
@@ -382,7 +379,36 @@ static size_t sst_bb_estimate(const sst_bb *bb)
     return bb->data.len + 4 * bb->nrestarts + 4;
 }
 
-static void sst_bb_add(sst_bb *bb, slice key, slice val)
+/* Length of the longest common prefix of a and b, eight bytes per step. */
+static inline size_t sst_common_prefix(slice a, slice b)
+{
+    size_t n = a.n < b.n ? a.n : b.n, i = 0;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, y;
+        memcpy(&x, a.p + i, 8);
+        memcpy(&y, b.p + i, 8);
+        if (x != y)
+            return i + (size_t)(__builtin_ctzll(x ^ y) >> 3);
+    }
+#endif
+    while (i < n && a.p[i] == b.p[i])
+        i++;
+    return i;
+}
+
+static inline uint8_t *sst_put_varint(uint8_t *p, uint64_t v)
+{
+    if (v < 0x80) {
+        *p = (uint8_t)v;
+        return p + 1;
+    }
+    return enc_varint(p, v);
+}
+
+/* Appends an entry; same is how many leading bytes key shares with the previous key added to this
+   block (the builder knows it already, having just compared the two). */
+static void sst_bb_add(sst_bb *bb, slice key, slice val, size_t same)
 {
     size_t shared = 0;
     if (bb->nrestarts == 0 || bb->since_restart >= bb->interval) {
@@ -393,18 +419,21 @@ static void sst_bb_add(sst_bb *bb, slice key, slice val)
         bb->restarts[bb->nrestarts++] = (uint32_t)bb->data.len;
         bb->since_restart = 0;
     } else {
-        size_t n = bb->last.len < key.n ? bb->last.len : key.n;
-        while (shared < n && bb->last.p[shared] == key.p[shared])
-            shared++;
+        shared = same;
     }
+    /* One reservation for the whole entry, then plain stores: this runs for every entry flushed
+       or compacted. */
     buf_reserve(&bb->data, 30 + key.n - shared + val.n);
-    buf_put_varint(&bb->data, shared);
-    buf_put_varint(&bb->data, key.n - shared);
-    buf_put_varint(&bb->data, val.n);
-    buf_append(&bb->data, key.p + shared, key.n - shared);
-    buf_append(&bb->data, val.p, val.n);
-    bb->last.len = 0;
-    buf_append(&bb->last, key.p, key.n);
+    uint8_t *p = bb->data.p + bb->data.len;
+    p = sst_put_varint(p, shared);
+    p = sst_put_varint(p, key.n - shared);
+    p = sst_put_varint(p, val.n);
+    memcpy(p, key.p + shared, key.n - shared);
+    p += key.n - shared;
+    if (val.n)
+        memcpy(p, val.p, val.n);
+    p += val.n;
+    bb->data.len = (size_t)(p - bb->data.p);
     bb->since_restart++;
     bb->entries++;
 }
@@ -541,7 +570,7 @@ static void sst_add_index_entry(sst_builder *b, const slice *next_key)
     uint8_t h[20], *e = enc_varint(h, b->pending_off);
     e = enc_varint(e, b->pending_size);
     slice v = { h, (size_t)(e - h) };
-    sst_bb_add(&b->index, sep, v);
+    sst_bb_add(&b->index, sep, v, 0);
     b->pending = 0;
 }
 
@@ -573,8 +602,11 @@ int sst_builder_add(sst_builder *b, slice ikey, slice val, char *err)
         return lsm_err(err, LSM_INVALID, "%s: bad entry size (key %zu, value %zu bytes)", b->path,
                        ikey.n, val.n);
     slice last = { b->last_key.p, b->last_key.len };
-    if (b->entries > 0 && ikey_cmp(ikey, last) <= 0)
+    if (b->entries > 0 && iiter_key_cmp(ikey, last) <= 0)
         return lsm_err(err, LSM_INVALID, "%s: keys added out of order", b->path);
+    /* How many leading bytes ikey shares with the previous key: the data block stores only the
+       rest, last_key copies only the rest, and the bloom filter skips a repeated user key. */
+    size_t same = b->entries > 0 ? sst_common_prefix(last, ikey) : 0;
 
     if (b->data.entries > 0 && b->data.data.len + ikey.n + val.n + 64 > SST_MAX_BLOCK) {
         int rc = sst_flush_block(b, err);
@@ -585,7 +617,7 @@ int sst_builder_add(sst_builder *b, slice ikey, slice val, char *err)
         sst_add_index_entry(b, &ikey);
 
     if (b->o.bloom_bits_per_key > 0
-        && (b->entries == 0 || ukey_cmp(ikey.p, ikey.n - LSM_TRAILER, last.p, last.n - LSM_TRAILER))) {
+        && (b->entries == 0 || last.n != ikey.n || same < ikey.n - LSM_TRAILER)) {
         if (b->nhashes == b->caphashes) {
             b->caphashes = b->caphashes ? b->caphashes * 2 : 1024;
             b->hashes = xrealloc(b->hashes, b->caphashes * sizeof(*b->hashes));
@@ -593,9 +625,9 @@ int sst_builder_add(sst_builder *b, slice ikey, slice val, char *err)
         b->hashes[b->nhashes++] = bloom_hash(ikey.p, ikey.n - LSM_TRAILER);
     }
 
-    sst_bb_add(&b->data, ikey, val);
-    b->last_key.len = 0;
-    buf_append(&b->last_key, ikey.p, ikey.n);
+    sst_bb_add(&b->data, ikey, val, same);
+    b->last_key.len = same;
+    buf_append(&b->last_key, ikey.p + same, ikey.n - same);
     b->entries++;
     if (sst_bb_estimate(&b->data) >= b->o.block_bytes)
         return sst_flush_block(b, err);
