@@ -144,6 +144,12 @@ EOF
     run touch "$MNT/new"
     [ "$status" -ne 0 ]
     [[ $output == *"Read-only file system"* ]]
+    for cmd in "mkdir $MNT/d" "rm $MNT/k" "chmod 600 $MNT/k" "mv $MNT/k $MNT/k2" "truncate -s 0 $MNT/k"; do
+        run $cmd
+        [ "$status" -ne 0 ]
+        [[ $output == *"Read-only file system"* ]] || { echo "$cmd: $output" >&2; false; }
+    done
+    assert_eq "$(ls "$MNT")" k
     assert_eq "$(cat "$MNT/k")" keep
 }
 
