@@ -20,6 +20,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 #include "db_impl.h"
 
@@ -149,6 +150,7 @@ void lsm_options_init(lsm_options *opt)
     opt->bloom_bits_per_key = 10;
     opt->compression = LSM_COMPRESSION_NONE;
     opt->compression_level = 1;
+    opt->wal_buffer_bytes = 64u << 10;
     opt->create_if_missing = 1;
     opt->max_open_files = 1000;
     opt->block_bytes = 4096;
@@ -640,8 +642,10 @@ static int db_new_wal(lsm_db *db, uint64_t number, logw **out, char *err)
     char path[4096];
     db_log_path(db, number, path, sizeof path);
     int rc = logw_create(db->env, path, WAL_MAGIC, out, err);
-    if (rc == LSM_OK)
+    if (rc == LSM_OK) {
+        logw_set_buffer(*out, db->opt.wal_buffer_bytes);
         rc = logw_sync(*out, err);
+    }
     if (rc == LSM_OK)
         rc = db_sync_dir(db, err);
     if (rc != LSM_OK) {
@@ -707,8 +711,19 @@ static void *db_flush_main(void *arg)
     char err[LSM_ERRLEN];
     pthread_mutex_lock(&db->mu);
     for (;;) {
-        while (!db->shutting_down && (!db->imm || db->bg_error))
-            pthread_cond_wait(&db->work_cv, &db->mu);
+        while (!db->shutting_down && (!db->imm || db->bg_error)) {
+            /* Between flushes, hand buffered WAL records to the OS at least every 100 ms, so
+               unsynced writes are not held in this process for long. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 100 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&db->work_cv, &db->mu, &ts) == ETIMEDOUT && db->wal)
+                logw_flush(db->wal, NULL);
+        }
         if (!db->imm || db->bg_error)
             break;
         memtable *imm = db->imm;

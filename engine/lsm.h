@@ -62,6 +62,11 @@ typedef struct lsm_options {
     int    compression;         /* LSM_COMPRESSION_*; default NONE */
     int    compression_level;   /* zstd level; default 1 (ignored for LZ4 and NONE) */
     int    sync_writes;         /* 1: lsm_put/lsm_delete fsync the WAL before returning; default 0 */
+    size_t wal_buffer_bytes;    /* unsynced writes gather in a user-space buffer of this size that
+                                   reaches the OS when full, at every sync and within 100 ms, so a
+                                   process crash can lose up to that much of the newest unsynced
+                                   writes (never a synced one); 0: every write reaches the OS before
+                                   it returns. Default 64 KiB */
     int    create_if_missing;   /* default 1 */
     int    error_if_exists;     /* default 0 */
     int    max_open_files;      /* tables kept open at once; default 1000 */

@@ -50,6 +50,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #ifndef XXH_STATIC_LINKING_ONLY
 #define XXH_STATIC_LINKING_ONLY     /* XXH3_state_t on the stack: no allocation per record */
@@ -68,6 +69,9 @@ struct logw {
     uint64_t size;                     /* bytes written so far, header included */
     int ioerr;                         /* first failure (-errno); once set, the log is dead */
     buf scratch;                       /* record header + small pieces gathered into one write */
+    pthread_mutex_t mu;                /* guards pending, ioerr and size for a background flusher */
+    buf pending;                       /* whole records not yet handed to the OS; guarded by mu */
+    size_t buffer_cap;                 /* hand pending over once it reaches this; 0: never buffer */
 };
 
 /* Checksum of one record: the stored length field followed by the payload pieces. */
@@ -98,6 +102,7 @@ int logw_create(lsm_env *env, const char *path, const char *magic, logw **out, c
         return lsm_err_errno(err, r, "write header of", path);
     }
     logw *w = xcalloc(1, sizeof *w);
+    pthread_mutex_init(&w->mu, NULL);
     w->env = env;
     w->f = f;
     w->path = xmemdup(path, strlen(path) + 1);
@@ -114,9 +119,35 @@ static int logw_write(logw *w, const void *p, size_t n)
     return r;
 }
 
-/* Writes one record whose payload is a then b. Pieces small enough ride along with the header in
-   one write; a large piece is written from the caller's memory, never copied. */
-static int logw_put(logw *w, const void *a, size_t an, const void *b, size_t bn, char *err)
+void logw_set_buffer(logw *w, size_t bytes)
+{
+    w->buffer_cap = bytes;
+}
+
+/* Hands the buffered records to the OS (caller holds mu). */
+static int logw_flush_locked(logw *w)
+{
+    if (w->pending.len == 0)
+        return 0;
+    if (w->ioerr)
+        return w->ioerr;
+    int r = logw_write(w, w->pending.p, w->pending.len);
+    w->pending.len = 0;
+    return r;
+}
+
+int logw_flush(logw *w, char *err)
+{
+    pthread_mutex_lock(&w->mu);
+    int r = logw_flush_locked(w);
+    pthread_mutex_unlock(&w->mu);
+    return r < 0 ? lsm_err_errno(err, r, "append to", w->path) : LSM_OK;
+}
+
+/* Writes one record whose payload is a then b (caller holds mu). A small record joins the buffer
+   when buffering is on. Otherwise pieces small enough ride along with the header in one write,
+   and a large piece is written from the caller's memory, never copied. */
+static int logw_put_locked(logw *w, const void *a, size_t an, const void *b, size_t bn, char *err)
 {
     if (w->ioerr)
         return lsm_err_errno(err, w->ioerr, "append to failed log", w->path);
@@ -127,6 +158,17 @@ static int logw_put(logw *w, const void *a, size_t an, const void *b, size_t bn,
     uint8_t hdr[LOG_REC_HEADER];
     enc_fixed32(hdr + 4, (uint32_t)total);
     enc_fixed32(hdr, logw_checksum(hdr + 4, a, an, b, bn));
+    if (w->buffer_cap && LOG_REC_HEADER + total <= w->buffer_cap / 2) {
+        buf_append(&w->pending, hdr, sizeof hdr);
+        buf_append(&w->pending, a, an);
+        buf_append(&w->pending, b, bn);
+        w->size += LOG_REC_HEADER + total;
+        int r = w->pending.len >= w->buffer_cap ? logw_flush_locked(w) : 0;
+        return r < 0 ? lsm_err_errno(err, r, "append to", w->path) : LSM_OK;
+    }
+    int fr = logw_flush_locked(w);
+    if (fr < 0)
+        return lsm_err_errno(err, fr, "append to", w->path);
     w->scratch.len = 0;
     buf_append(&w->scratch, hdr, sizeof hdr);
     const void *piece[2] = { a, b };
@@ -155,25 +197,32 @@ static int logw_put(logw *w, const void *a, size_t an, const void *b, size_t bn,
 
 int logw_append(logw *w, const void *payload, size_t n, char *err)
 {
-    return logw_put(w, payload, n, NULL, 0, err);
+    pthread_mutex_lock(&w->mu);
+    int rc = logw_put_locked(w, payload, n, NULL, 0, err);
+    pthread_mutex_unlock(&w->mu);
+    return rc;
 }
 
 int logw_append2(logw *w, const void *a, size_t an, const void *b, size_t bn, char *err)
 {
-    return logw_put(w, a, an, b, bn, err);
+    pthread_mutex_lock(&w->mu);
+    int rc = logw_put_locked(w, a, an, b, bn, err);
+    pthread_mutex_unlock(&w->mu);
+    return rc;
 }
 
 int logw_sync(logw *w, char *err)
 {
-    if (w->ioerr)
-        return lsm_err_errno(err, w->ioerr, "sync failed log", w->path);
-    int r = w->env->sync(w->env, w->f);
-    if (r < 0) {
+    pthread_mutex_lock(&w->mu);
+    int r = w->ioerr ? w->ioerr : logw_flush_locked(w);
+    if (r == 0) {
+        r = w->env->sync(w->env, w->f);
         /* After a failed fsync the kernel may have dropped the dirty pages: trust nothing more. */
-        w->ioerr = r;
-        return lsm_err_errno(err, r, "sync", w->path);
+        if (r < 0)
+            w->ioerr = r;
     }
-    return LSM_OK;
+    pthread_mutex_unlock(&w->mu);
+    return r < 0 ? lsm_err_errno(err, r, "sync", w->path) : LSM_OK;
 }
 
 uint64_t logw_size(const logw *w)
@@ -185,8 +234,14 @@ int logw_close(logw *w, char *err)
 {
     if (!w)
         return LSM_OK;
+    pthread_mutex_lock(&w->mu);
+    int fr = logw_flush_locked(w);
+    pthread_mutex_unlock(&w->mu);
     int r = w->env->close(w->env, w->f);
-    int rc = r < 0 ? lsm_err_errno(err, r, "close", w->path) : LSM_OK;
+    int rc = fr < 0 ? lsm_err_errno(err, fr, "append to", w->path)
+           : r < 0 ? lsm_err_errno(err, r, "close", w->path) : LSM_OK;
+    pthread_mutex_destroy(&w->mu);
+    buf_free(&w->pending);
     buf_free(&w->scratch);
     free(w->path);
     free(w);

@@ -28,6 +28,13 @@ int  logw_create(lsm_env *env, const char *path, const char *magic, logw **out, 
 int  logw_append(logw *w, const void *payload, size_t n, char *err);
 /* Appends one record gathered from two pieces (header + body), without copying them together. */
 int  logw_append2(logw *w, const void *a, size_t an, const void *b, size_t bn, char *err);
+/* With bytes > 0, records of up to bytes/2 collect in a user-space buffer that is handed to the OS
+   when it reaches bytes, at logw_flush, logw_sync and logw_close: one write(2) for many small
+   records. A process crash loses what is still buffered (never a synced record). */
+void logw_set_buffer(logw *w, size_t bytes);
+int  logw_flush(logw *w, char *err);
+/* Hands buffered records to the OS and makes everything appended durable. Thread-safe against
+   logw_flush; appends come from one thread at a time. */
 int  logw_sync(logw *w, char *err);
 uint64_t logw_size(const logw *w);                  /* bytes in the file so far */
 int  logw_close(logw *w, char *err);                /* closes without sync; accepts NULL */
