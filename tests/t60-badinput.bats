@@ -211,7 +211,7 @@ EOF
 }
 
 @test "torn log tail (log cut short at 30/60/90%): mount succeeds, files are a prefix of the writes" {
-    mount_fs
+    mount_fs -o memtable_size=16M
     python3 - "$MNT" "$T/expect" <<'EOF2'
 import hashlib, os, sys
 m, out = sys.argv[1], open(sys.argv[2], "w")
