@@ -493,6 +493,51 @@ static void wal_append2_equivalence(void **state)
     faultenv_free(env);
 }
 
+/* A buffering writer hands records to the OS only when the buffer fills, at flush and at sync:
+   a power loss keeps exactly the synced prefix, and replay sees every record after a flush. */
+static void wal_buffered_writer(void **state)
+{
+    (void)state;
+    lsm_env *env = test_wal_fault_db();
+    char err[LSM_ERRLEN];
+    logw *w;
+    assert_int_equal(logw_create(env, LOG_PATH, WAL_MAGIC, &w, err), LSM_OK);
+    assert_int_equal(logw_sync(w, err), LSM_OK);
+    assert_int_equal(env->sync_dir(env, "/db"), 0);
+    logw_set_buffer(w, 4096);
+    long before = faultenv_mutations(env);
+    assert_int_equal(logw_append(w, "one", 3, err), LSM_OK);
+    assert_int_equal(logw_append2(w, "tw", 2, "o", 1, err), LSM_OK);
+    assert_int_equal(faultenv_mutations(env), before);          /* nothing written yet */
+    assert_int_equal(logw_size(w), LOG_HEADER + 2 * (8 + 3));
+    assert_int_equal(logw_sync(w, err), LSM_OK);                /* both reach the disk */
+    assert_true(faultenv_mutations(env) > before);
+    assert_int_equal(logw_append(w, "lost", 4, err), LSM_OK);  /* buffered, never synced */
+    uint8_t big[3000];
+    memset(big, 'b', sizeof big);
+    assert_int_equal(logw_append(w, big, sizeof big, err), LSM_OK);  /* too big: written through */
+    faultenv_power_loss(env);
+    assert_int_equal(logw_close(w, err), LSM_OK);
+    test_wal_recs r = { .stop_at = -1 };
+    uint64_t dropped;
+    assert_int_equal(test_wal_replay(env, WAL_MAGIC, &r, &dropped, err), LSM_OK);
+    assert_int_equal(r.n, 2);                                   /* exactly the synced prefix */
+    assert_memory_equal(r.p[1], "two", 3);
+    test_wal_recs_free(&r);
+
+    /* Filling the buffer hands it over without a sync; logw_flush hands over the rest. */
+    assert_int_equal(logw_create(env, LOG_PATH, WAL_MAGIC, &w, err), LSM_OK);
+    logw_set_buffer(w, 1024);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(logw_append(w, "0123456789", 10, err), LSM_OK);
+    assert_int_equal(logw_flush(w, err), LSM_OK);
+    assert_int_equal(test_wal_replay(env, WAL_MAGIC, &r, &dropped, err), LSM_OK);
+    assert_int_equal(r.n, 300);
+    test_wal_recs_free(&r);
+    assert_int_equal(logw_close(w, err), LSM_OK);
+    faultenv_free(env);
+}
+
 static void wal_poisoned_writer(void **state)
 {
     lsm_env *env = test_wal_fault_db();
@@ -597,6 +642,7 @@ int main(void)
         cmocka_unit_test(wal_flip_in_last_is_dropped),
         cmocka_unit_test(wal_huge_length_in_middle),
         cmocka_unit_test(wal_append2_equivalence),
+        cmocka_unit_test(wal_buffered_writer),
         cmocka_unit_test(wal_poisoned_writer),
         cmocka_unit_test(wal_power_loss_keeps_synced_records),
         cmocka_unit_test(wal_callback_stops_replay),
