@@ -298,7 +298,7 @@ EOF
     assert_eq "$(cat "$MNT/e")" old
 }
 
-@test "hard link, mkfifo, mknod are refused with EPERM or ENOTSUP" {
+@test "hard link, mkfifo, mknod, unix socket are refused with EPERM or ENOTSUP" {
     echo x >"$MNT/f"
     run ln "$MNT/f" "$MNT/hard"
     [ "$status" -ne 0 ]
@@ -311,6 +311,9 @@ EOF
         [ "$status" -ne 0 ]
         assert_output_has_one_of "Operation not permitted" "Operation not supported"
     fi
+    run python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$MNT/sock"
+    [ "$status" -ne 0 ]
+    assert_output_has_one_of "Operation not permitted" "Operation not supported"
     assert_eq "$(ls "$MNT")" f
     assert_eq "$(cat "$MNT/f")" x
 }

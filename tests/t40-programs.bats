@@ -214,6 +214,57 @@ sub"
     diff -r -x .git -x empty "$T/src" "$MNT/clone"   # git keeps no empty directories
 }
 
+# sqlite_exercise MNT MODE...: builds a database per journal mode, 20 transactions of 200 rows.
+sqlite_exercise() {
+    python3 - "$@" <<'EOF'
+import sqlite3, sys
+m = sys.argv[1]
+for mode in sys.argv[2:]:
+    c = sqlite3.connect("%s/db-%s.sqlite" % (m, mode))
+    assert c.execute("pragma journal_mode=%s" % mode).fetchone()[0] == mode
+    c.execute("create table t(k integer primary key, v text)")
+    for i in range(20):
+        with c:
+            c.executemany("insert into t(v) values (?)", [("x" * (i % 50) + str(j),) for j in range(200)])
+        if i % 5 == 4:
+            with c:
+                c.execute("delete from t where k % 7 = ?", (i % 7,))
+    c.close()
+EOF
+}
+
+# sqlite_check MNT MODE...: every database passes integrity_check and holds the expected rows.
+sqlite_check() {
+    python3 - "$@" <<'EOF'
+import sqlite3, sys
+m = sys.argv[1]
+for mode in sys.argv[2:]:
+    c = sqlite3.connect("%s/db-%s.sqlite" % (m, mode))
+    assert c.execute("pragma integrity_check").fetchone()[0] == "ok", mode
+    keys = {k for (k,) in c.execute("select k from t")}
+    want = set(range(1, 4001))
+    for i in range(4, 20, 5):
+        want -= {k for k in range(1, (i + 1) * 200 + 1) if k % 7 == i % 7}
+    assert keys == want, (mode, len(keys), len(want))
+    c.close()
+EOF
+}
+
+@test "sqlite3 with a rollback journal (delete, truncate, persist): intact after a remount" {
+    sqlite_exercise "$MNT" delete truncate persist
+    sqlite_check "$MNT" delete truncate persist
+    remount
+    sqlite_check "$MNT" delete truncate persist
+}
+
+@test "sqlite3 in WAL mode with -o kernel_cache (shared mmap, man lsmfs): intact after a remount" {
+    remount -o kernel_cache
+    sqlite_exercise "$MNT" wal
+    sqlite_check "$MNT" wal
+    remount -o kernel_cache
+    sqlite_check "$MNT" wal
+}
+
 @test "two processes appending with O_APPEND to one log: every line intact, none lost" {
     python3 - "$MNT/log" <<'EOF'
 import os, subprocess, sys
