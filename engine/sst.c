@@ -346,6 +346,7 @@ struct sst_builder {
     uint64_t *hashes;             /* bloom_hash of each distinct user key */
     size_t nhashes, caphashes;
     buf scratch;                  /* compression output and separators */
+    buf out;                      /* blocks not yet handed to the OS (see sst_builder_append) */
     ZSTD_CCtx *zc;                /* created on first Zstandard block */
     int status;                   /* sticky first error */
     char msg[LSM_ERRLEN];         /* its message */
@@ -454,11 +455,37 @@ static int sst_builder_fail(sst_builder *b, int code, char *err)
     return code;
 }
 
-static int sst_builder_append(sst_builder *b, const void *p, size_t n, char *err)
+#define SST_OUT_BYTES (256u << 10)
+
+/* Hands the gathered blocks to the OS. */
+static int sst_builder_drain(sst_builder *b, char *err)
 {
-    int rc = env_append_all(b->env, b->f, p, n);
+    if (b->out.len == 0)
+        return LSM_OK;
+    int rc = env_append_all(b->env, b->f, b->out.p, b->out.len);
+    b->out.len = 0;
     if (rc < 0)
         return sst_builder_fail(b, lsm_err_errno(b->msg, rc, "write", b->path), err);
+    return LSM_OK;
+}
+
+/* Appends to the table. Blocks gather into 256 KiB writes: one system call per block would cost
+   flushes and compactions more than the bytes themselves. A block that large is written from
+   where it is, after what was gathered before it. */
+static int sst_builder_append(sst_builder *b, const void *p, size_t n, char *err)
+{
+    int rc;
+    if (n >= SST_OUT_BYTES) {
+        if ((rc = sst_builder_drain(b, err)) != LSM_OK)
+            return rc;
+        int e = env_append_all(b->env, b->f, p, n);
+        if (e < 0)
+            return sst_builder_fail(b, lsm_err_errno(b->msg, e, "write", b->path), err);
+    } else {
+        buf_append(&b->out, p, n);
+        if (b->out.len >= SST_OUT_BYTES && (rc = sst_builder_drain(b, err)) != LSM_OK)
+            return rc;
+    }
     b->offset += n;
     return LSM_OK;
 }
@@ -679,7 +706,7 @@ int sst_builder_finish(sst_builder *b, uint64_t *file_size, char *err)
     enc_fixed32(ft + 40, SST_VERSION);
     enc_fixed32(ft + 44, lsm_checksum(ft, 44));
     enc_fixed64(ft + 48, SST_MAGIC);
-    if ((rc = sst_builder_append(b, ft, sizeof(ft), err)))
+    if ((rc = sst_builder_append(b, ft, sizeof(ft), err)) || (rc = sst_builder_drain(b, err)))
         return rc;
     b->finished = 1;
     if (file_size)
@@ -695,6 +722,7 @@ void sst_builder_free(sst_builder *b)
     sst_bb_free(&b->index);
     buf_free(&b->last_key);
     buf_free(&b->scratch);
+    buf_free(&b->out);
     free(b->hashes);
     ZSTD_freeCCtx(b->zc);
     free(b->path);
