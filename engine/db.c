@@ -1050,15 +1050,17 @@ static int db_level_find(const version *v, int level, const void *key, size_t kl
     return lo;
 }
 
+/* Looks key up in table f; *read is set when the bloom filter let the lookup into the table. */
 static int db_table_get(lsm_db *db, const file_meta *f, const void *key, size_t klen, uint64_t snap,
-                        int *found, int *type, void **val, size_t *vlen, char *err)
+                        int *found, int *type, void **val, size_t *vlen, int *read, char *err)
 {
     sst *t;
     cache_handle *h;
     int rc = db_table_open(db, f->number, f->size, &t, &h, err);
     if (rc != LSM_OK)
         return rc;
-    rc = sst_get(t, key, klen, snap, found, type, val, vlen, err);
+    *read = sst_may_contain(t, key, klen);
+    rc = *read ? sst_get(t, key, klen, snap, found, type, val, vlen, err) : LSM_OK;
     cache_release(db->tcache, h);
     return rc;
 }
@@ -1086,25 +1088,27 @@ static int db_lookup(lsm_db *db, read_view *rv_, const void *key, size_t klen, v
     }
     version *v = rv.v;
     file_meta *first = NULL;    /* the first table probed, charged if it was probed in vain */
-    int first_level = 0, probes = 0;
+    int first_level = 0, probes = 0, read = 0;
+    /* Only probes that got past a table's bloom filter cost a block read: those are counted. */
     for (int i = 0; !found && rc == LSM_OK && i < v->nfiles[0]; i++) {
         file_meta *f = v->files[0][i];
         if (ukey_cmp(key, klen, f->smallest.p, f->smallest.len - LSM_TRAILER) < 0 ||
             ukey_cmp(key, klen, f->largest.p, f->largest.len - LSM_TRAILER) > 0)
             continue;
-        if (probes++ == 0)
+        rc = db_table_get(db, f, key, klen, rv.snap, &found, &type, val, vlen, &read, err);
+        if (read && probes++ == 0)
             first = f;
-        rc = db_table_get(db, f, key, klen, rv.snap, &found, &type, val, vlen, err);
     }
     for (int l = 1; !found && rc == LSM_OK && l < LSM_MAX_LEVELS; l++) {
         int i = db_level_find(v, l, key, klen);
         if (i < 0)
             continue;
-        if (probes++ == 0) {
+        rc = db_table_get(db, v->files[l][i], key, klen, rv.snap, &found, &type, val, vlen, &read,
+                          err);
+        if (read && probes++ == 0) {
             first = v->files[l][i];
             first_level = l;
         }
-        rc = db_table_get(db, v->files[l][i], key, klen, rv.snap, &found, &type, val, vlen, err);
     }
     if (probes >= 2 && db->opt.background_compaction)
         db_charge_seek(db, first, first_level);
