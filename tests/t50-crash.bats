@@ -343,6 +343,9 @@ try:
         c.execute("insert into t values (?, ?)", (n, "row %d " % n + "p" * (n % 300)))
         c.execute("update t set v = v || 'u' where k % 50 = ?", (n % 50,))
         c.execute("commit")
+        # sqlite ignores a directory it cannot open for its post-unlink sync (the daemon may be
+        # dead by then), so the commit counts as durable only once our own directory fsync returns
+        os.fsync(dfd)
         durable.write("%d\n" % n); durable.flush(); os.fsync(durable.fileno())
 except (OSError, sqlite3.Error) as e:
     print("writer stopped:", e)
