@@ -78,6 +78,7 @@ struct lsmfs_handle {
     int wrote;                   /* this handle wrote since its last flush */
     struct lsmfs_snap *snap;     /* read-only: the version it reads once replaced; ino->mu */
     struct lsmfs_handle *rnext, *rprev; /* read-only handles of ino; guarded by ino->mu */
+    struct lsmfs_handle *anext, *aprev; /* every open handle; guarded by the list's mutex */
 };
 
 /* Per-open-directory handle (fi->fh): where the listing stands. */
@@ -134,6 +135,8 @@ int   lsmfs_dir_has_children(const char *path, size_t plen, int *has);
 int   lsmfs_iter_get(lsm_iter **out);
 void  lsmfs_iter_put(lsm_iter *it);
 void  lsmfs_iter_pool_free(void);        /* before lsm_close */
+/* Frees the handles the kernel never released (a RELEASE can arrive after the session ended). */
+void  lsmfs_handles_free(void);
 size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf);
 int   lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m);
 void  lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st);

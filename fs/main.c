@@ -443,6 +443,7 @@ int main(int argc, char *argv[])
     fuse_session_unmount(fs.se);
     fuse_remove_signal_handlers(fs.se);
     fuse_session_destroy(fs.se);
+    lsmfs_handles_free();
     lsmfs_table_flush_all();
     lsmfs_table_free();
     lsmfs_iter_pool_free();

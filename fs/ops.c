@@ -817,6 +817,33 @@ static int is_writable(int flags)
     return (flags & O_ACCMODE) != O_RDONLY;
 }
 
+/* Every open handle, so those the kernel never released can be freed at unmount. */
+static pthread_mutex_t handles_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct lsmfs_handle *handles;        /* guarded by handles_mu */
+
+static void handle_link(struct lsmfs_handle *h)
+{
+    pthread_mutex_lock(&handles_mu);
+    h->aprev = NULL;
+    h->anext = handles;
+    if (handles)
+        handles->aprev = h;
+    handles = h;
+    pthread_mutex_unlock(&handles_mu);
+}
+
+static void handle_unlink(struct lsmfs_handle *h)
+{
+    pthread_mutex_lock(&handles_mu);
+    if (h->aprev)
+        h->aprev->anext = h->anext;
+    else
+        handles = h->anext;
+    if (h->anext)
+        h->anext->aprev = h->aprev;
+    pthread_mutex_unlock(&handles_mu);
+}
+
 /* Makes a handle for ino (which holds an open reference) and applies O_TRUNC. */
 static int open_handle(struct lsmfs_inode *ino, struct fuse_file_info *fi)
 {
@@ -851,6 +878,7 @@ static int open_handle(struct lsmfs_inode *ino, struct fuse_file_info *fi)
         pthread_mutex_unlock(&ino->mu);
     }
     fi->fh = (uint64_t)(uintptr_t)h;
+    handle_link(h);
     if (fs.kernel_cache) {
         fi->keep_cache = 1;   /* this daemon is the only writer: pages stay valid across opens */
     } else {
@@ -877,7 +905,14 @@ static void close_handle(struct lsmfs_handle *h)
         free(h->snap);
     pthread_mutex_unlock(&ino->mu);
     lsmfs_table_close(ino);
+    handle_unlink(h);
     free(h);
+}
+
+void lsmfs_handles_free(void)
+{
+    while (handles)
+        close_handle(handles);
 }
 
 static void lsmfs_open(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
