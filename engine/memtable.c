@@ -223,10 +223,13 @@ uint64_t memtable_entries(const memtable *m)
     return atomic_load_explicit(&m->entries, memory_order_relaxed);
 }
 
-/* First node >= (uk, trailer) in internal order, or NULL. A link already found to be too far at
-   the level above is not compared again (it is the same node). Large memtables make every hop a
-   cache miss, so the candidate's own link is prefetched while its key is being compared. */
-static mt_node *memtable_seek_ge(memtable *m, const uint8_t *uk, size_t ul, uint64_t trailer)
+/* First node >= (uk, trailer) in internal order, or NULL. With splice set (the writer only), also
+   records the neighbours of (uk, trailer) at every level for an insert; levels above the current
+   height keep head/NULL, which is right for them. A link already found to be too far at the level
+   above is not compared again (it is the same node). Large memtables make every hop a cache miss,
+   so the candidate's own link is prefetched while its key is being compared. */
+static mt_node *memtable_descend(memtable *m, const uint8_t *uk, size_t ul, uint64_t trailer,
+                                 int splice)
 {
     mt_node *x = m->head, *bigger = NULL;
     int level = atomic_load_explicit(&m->height, memory_order_relaxed) - 1;
@@ -237,32 +240,13 @@ static mt_node *memtable_seek_ge(memtable *m, const uint8_t *uk, size_t ul, uint
         if (next && next != bigger && memtable_cmp(next, uk, ul, trailer) < 0) {
             x = next;
             continue;
+        }
+        if (splice) {
+            m->sp_prev[level] = x;
+            m->sp_next[level] = next;
         }
         if (level == 0)
             return next;
-        bigger = next;
-        level--;
-    }
-}
-
-/* Fills the splice with the neighbours of (uk, trailer) at every level. Levels above the current
-   height keep head/NULL, which is right for them. */
-static void memtable_find_splice(memtable *m, const uint8_t *uk, size_t ul, uint64_t trailer)
-{
-    mt_node *x = m->head, *bigger = NULL;
-    int level = atomic_load_explicit(&m->height, memory_order_relaxed) - 1;
-    for (;;) {
-        mt_node *next = memtable_next(x, level);
-        if (next && next != bigger)
-            __builtin_prefetch(memtable_link(next, level));
-        if (next && next != bigger && memtable_cmp(next, uk, ul, trailer) < 0) {
-            x = next;
-            continue;
-        }
-        m->sp_prev[level] = x;
-        m->sp_next[level] = next;
-        if (level == 0)
-            return;
         bigger = next;
         level--;
     }
@@ -289,7 +273,7 @@ void memtable_add(memtable *m, uint64_t seq, int type, const void *key, size_t k
     const uint8_t *uk = n->data;
     if (!((p0 == m->head || memtable_cmp(p0, uk, klen, trailer) < 0) &&
           (!n0 || memtable_cmp(n0, uk, klen, trailer) > 0)))
-        memtable_find_splice(m, uk, klen, trailer);
+        memtable_descend(m, uk, klen, trailer, 1);
 
     int old = atomic_load_explicit(&m->height, memory_order_relaxed);
     if (height > old)
@@ -307,7 +291,7 @@ void memtable_add(memtable *m, uint64_t seq, int type, const void *key, size_t k
 
 int memtable_get(memtable *m, const void *key, size_t klen, uint64_t snap, int *type, slice *val)
 {
-    mt_node *n = memtable_seek_ge(m, key, klen, ikey_pack(snap, 0xff));
+    mt_node *n = memtable_descend(m, key, klen, ikey_pack(snap, 0xff), 0);
     if (!n || n->klen - LSM_TRAILER != klen || (klen && memcmp(n->data, key, klen) != 0))
         return 0;
     *type = (int)(dec_fixed64(n->data + klen) & 0xff);
@@ -318,7 +302,7 @@ int memtable_get(memtable *m, const void *key, size_t klen, uint64_t snap, int *
 static void memtable_iter_seek(iiter *it, slice ikey)
 {
     mt_iter *mi = (mt_iter *)it;
-    mi->node = memtable_seek_ge(mi->m, ikey.p, ikey.n - LSM_TRAILER, ikey_trailer(ikey));
+    mi->node = memtable_descend(mi->m, ikey.p, ikey.n - LSM_TRAILER, ikey_trailer(ikey), 0);
 }
 
 static void memtable_iter_seek_first(iiter *it)
