@@ -137,7 +137,7 @@ static void compact_pick(lsm_db *db, int level, file_meta *seed, compaction *c)
         int pick = 0;
         if (ptr->len) {
             slice p = { ptr->p, ptr->len };
-            pick = version_find_file(v, level, p);
+            pick = files_find(v->files[level], v->nfiles[level], p);
             while (pick < v->nfiles[level] &&
                    ikey_cmp((slice){ v->files[level][pick]->largest.p, v->files[level][pick]->largest.len }, p) <= 0)
                 pick++;
@@ -167,23 +167,9 @@ static int compact_is_base(const compaction *c, slice ukey)
 {
     if (c->full)
         return 1;
-    for (int l = c->out_level + 1; l < LSM_MAX_LEVELS; l++) {
-        const version *v = c->v;
-        int lo = 0, hi = v->nfiles[l];
-        while (lo < hi) {
-            int mid = lo + (hi - lo) / 2;
-            const file_meta *f = v->files[l][mid];
-            if (ukey_cmp(f->largest.p, f->largest.len - LSM_TRAILER, ukey.p, ukey.n) < 0)
-                lo = mid + 1;
-            else
-                hi = mid;
-        }
-        if (lo < v->nfiles[l]) {
-            const file_meta *f = v->files[l][lo];
-            if (ukey_cmp(f->smallest.p, f->smallest.len - LSM_TRAILER, ukey.p, ukey.n) <= 0)
-                return 0;
-        }
-    }
+    for (int l = c->out_level + 1; l < LSM_MAX_LEVELS; l++)
+        if (version_find_key(c->v, l, ukey.p, ukey.n) >= 0)
+            return 0;
     return 1;
 }
 

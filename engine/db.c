@@ -73,17 +73,20 @@ static void lsm_iter_sample(lsm_iter *it, slice ukey)
     version *v = it->v;
     file_meta *first = NULL;
     int first_level = 0, n = 0;
-    for (int l = 0; l < LSM_MAX_LEVELS && n < 2; l++)
-        for (int i = 0; i < v->nfiles[l] && n < 2; i++) {
+    for (int l = 0; l < LSM_MAX_LEVELS && n < 2; l++) {
+        /* L0 tables overlap: look at each; a deeper level holds at most one candidate. */
+        int i = l == 0 ? 0 : version_find_key(v, l, ukey.p, ukey.n);
+        int end = l == 0 ? v->nfiles[0] : i + 1;
+        for (; i >= 0 && i < end && n < 2; i++) {
             file_meta *f = v->files[l][i];
-            if (ukey_cmp(ukey.p, ukey.n, f->smallest.p, f->smallest.len - LSM_TRAILER) < 0 ||
-                ukey_cmp(ukey.p, ukey.n, f->largest.p, f->largest.len - LSM_TRAILER) > 0)
+            if (!file_meta_holds(f, ukey.p, ukey.n))
                 continue;
             if (n++ == 0) {
                 first = f;
                 first_level = l;
             }
         }
+    }
     if (n >= 2)
         db_charge_seek(it->db, first, first_level);
 }
@@ -448,23 +451,25 @@ static int db_blob_resolve(lsm_db *db, void **val, size_t *vlen, char *err)
 
 /* ---------- table output ---------- */
 
-int db_write_table(lsm_db *db, iiter *in, file_meta **out, uint64_t *bytes, char *err)
+int db_write_table(lsm_db *db, memtable *m, file_meta **out, uint64_t *bytes, char *err)
 {
     table_writer tw;
     *out = NULL;
     int rc = LSM_OK;
     int opened = 0;
-    for (; iiter_valid(in) && rc == LSM_OK; iiter_next(in)) {
+    iiter *in = memtable_iter_new(m);
+    for (iiter_seek_first(in); iiter_valid(in) && rc == LSM_OK; iiter_next(in)) {
         if (!opened) {
             rc = tw_open(db, &tw, err);
             if (rc != LSM_OK)
-                return rc;
+                break;
             opened = 1;
         }
         rc = tw_add(&tw, iiter_key(in), iiter_value(in), err);
     }
     if (rc == LSM_OK)
         rc = iiter_status(in, err);
+    iiter_free(in);
     if (!opened)
         return rc;
     if (rc != LSM_OK) {
@@ -669,12 +674,9 @@ uint64_t db_oldest_snapshot(lsm_db *db)
 static int db_flush_memtable(lsm_db *db, memtable *imm, uint64_t log_number, uint64_t last_seq,
                              char *err)
 {
-    iiter *it = memtable_iter_new(imm);
-    iiter_seek_first(it);
     file_meta *f = NULL;
     uint64_t bytes = 0;
-    int rc = db_write_table(db, it, &f, &bytes, err);
-    iiter_free(it);
+    int rc = db_write_table(db, imm, &f, &bytes, err);
     if (rc == LSM_OK && f)
         rc = db_sync_dir(db, err);
     if (rc != LSM_OK) {
@@ -915,52 +917,53 @@ int lsm_write(lsm_db *db, lsm_batch *b, int sync)
     return db_write(db, b, sync, 0);
 }
 
+/* LSM_OK if key has a valid length, else LSM_INVALID with a message on db. */
+static int db_check_key(lsm_db *db, const void *key, size_t klen)
+{
+    if (!key || klen == 0 || klen > LSM_MAX_KEY)
+        return db_fail(db, LSM_INVALID, "key length must be 1..65535 bytes");
+    return LSM_OK;
+}
+
+/* lsm_put and lsm_delete: a batch of one entry, built on the stack when small, so the hot path
+   allocates nothing. */
+static int db_write_one(lsm_db *db, int type, const void *key, size_t klen, const void *val,
+                        size_t vlen)
+{
+    lsm_batch b = { 0 };
+    uint8_t stackbuf[512];
+    if (BATCH_HEADER + 1 + 20 + klen + vlen <= sizeof stackbuf) {
+        b.rep.p = stackbuf;
+        b.rep.cap = sizeof stackbuf;
+        b.rep.len = BATCH_HEADER;
+    } else {
+        lsm_batch_clear(&b);
+    }
+    batch_add(&b, type, key, klen, val, vlen);
+    int rc = db_write(db, &b, db->opt.sync_writes, 0);
+    if (b.rep.p != stackbuf)
+        buf_free(&b.rep);
+    return rc;
+}
+
 int lsm_put(lsm_db *db, const void *key, size_t klen, const void *val, size_t vlen)
 {
     if (!db)
         return LSM_INVALID;
-    if (!key || klen == 0 || klen > LSM_MAX_KEY)
-        return db_fail(db, LSM_INVALID, "key length must be 1..65535 bytes");
+    int rc = db_check_key(db, key, klen);
+    if (rc != LSM_OK)
+        return rc;
     if (vlen > LSM_MAX_VALUE || (vlen && !val))
         return db_fail(db, LSM_INVALID, "value longer than LSM_MAX_VALUE (1 GiB)");
-    lsm_batch b = { 0 };
-    uint8_t stackbuf[512];
-    size_t need = BATCH_HEADER + 1 + 20 + klen + vlen;
-    if (need <= sizeof stackbuf) {
-        /* Small writes build their batch on the stack: no allocation on the hot path. */
-        b.rep.p = stackbuf;
-        b.rep.cap = sizeof stackbuf;
-        b.rep.len = BATCH_HEADER;
-        batch_add(&b, LSM_TYPE_VALUE, key, klen, val, vlen);
-        return db_write(db, &b, db->opt.sync_writes, 0);
-    }
-    lsm_batch_clear(&b);
-    batch_add(&b, LSM_TYPE_VALUE, key, klen, val, vlen);
-    int rc = db_write(db, &b, db->opt.sync_writes, 0);
-    buf_free(&b.rep);
-    return rc;
+    return db_write_one(db, LSM_TYPE_VALUE, key, klen, val, vlen);
 }
 
 int lsm_delete(lsm_db *db, const void *key, size_t klen)
 {
     if (!db)
         return LSM_INVALID;
-    if (!key || klen == 0 || klen > LSM_MAX_KEY)
-        return db_fail(db, LSM_INVALID, "key length must be 1..65535 bytes");
-    lsm_batch b = { 0 };
-    uint8_t stackbuf[512];
-    if (BATCH_HEADER + 1 + 10 + klen <= sizeof stackbuf) {
-        b.rep.p = stackbuf;
-        b.rep.cap = sizeof stackbuf;
-        b.rep.len = BATCH_HEADER;
-        batch_add(&b, LSM_TYPE_DELETE, key, klen, NULL, 0);
-        return db_write(db, &b, db->opt.sync_writes, 0);
-    }
-    lsm_batch_clear(&b);
-    batch_add(&b, LSM_TYPE_DELETE, key, klen, NULL, 0);
-    int rc = db_write(db, &b, db->opt.sync_writes, 0);
-    buf_free(&b.rep);
-    return rc;
+    int rc = db_check_key(db, key, klen);
+    return rc != LSM_OK ? rc : db_write_one(db, LSM_TYPE_DELETE, key, klen, NULL, 0);
 }
 
 int lsm_sync(lsm_db *db)
@@ -1030,26 +1033,6 @@ static void db_view_put(read_view *rv)
     version_unref(rv->v);
 }
 
-/* Index of the file in sorted level whose user-key range may hold key, or -1. */
-static int db_level_find(const version *v, int level, const void *key, size_t klen)
-{
-    int lo = 0, hi = v->nfiles[level];
-    while (lo < hi) {
-        int mid = lo + (hi - lo) / 2;
-        const file_meta *f = v->files[level][mid];
-        if (ukey_cmp(f->largest.p, f->largest.len - LSM_TRAILER, key, klen) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo == v->nfiles[level])
-        return -1;
-    const file_meta *f = v->files[level][lo];
-    if (ukey_cmp(f->smallest.p, f->smallest.len - LSM_TRAILER, key, klen) > 0)
-        return -1;
-    return lo;
-}
-
 /* Looks key up in table f; *read is set when the bloom filter let the lookup into the table. */
 static int db_table_get(lsm_db *db, const file_meta *f, const void *key, size_t klen, uint64_t snap,
                         int *found, int *type, void **val, size_t *vlen, int *read, char *err)
@@ -1092,15 +1075,14 @@ static int db_lookup(lsm_db *db, read_view *rv_, const void *key, size_t klen, v
     /* Only probes that got past a table's bloom filter cost a block read: those are counted. */
     for (int i = 0; !found && rc == LSM_OK && i < v->nfiles[0]; i++) {
         file_meta *f = v->files[0][i];
-        if (ukey_cmp(key, klen, f->smallest.p, f->smallest.len - LSM_TRAILER) < 0 ||
-            ukey_cmp(key, klen, f->largest.p, f->largest.len - LSM_TRAILER) > 0)
+        if (!file_meta_holds(f, key, klen))
             continue;
         rc = db_table_get(db, f, key, klen, rv.snap, &found, &type, val, vlen, &read, err);
         if (read && probes++ == 0)
             first = f;
     }
     for (int l = 1; !found && rc == LSM_OK && l < LSM_MAX_LEVELS; l++) {
-        int i = db_level_find(v, l, key, klen);
+        int i = version_find_key(v, l, key, klen);
         if (i < 0)
             continue;
         rc = db_table_get(db, v->files[l][i], key, klen, rv.snap, &found, &type, val, vlen, &read,
@@ -1126,8 +1108,8 @@ int lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen)
         return LSM_INVALID;
     *val = NULL;
     *vlen = 0;
-    if (!key || klen == 0 || klen > LSM_MAX_KEY)
-        return db_fail(db, LSM_INVALID, "key length must be 1..65535 bytes");
+    if (db_check_key(db, key, klen) != LSM_OK)
+        return LSM_INVALID;
     char err[LSM_ERRLEN] = "";
     int type = LSM_TYPE_VALUE;
     read_view rv;
@@ -1158,8 +1140,8 @@ int lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *
         *nread = 0;
     if (vlen)
         *vlen = 0;
-    if (!key || klen == 0 || klen > LSM_MAX_KEY)
-        return db_fail(db, LSM_INVALID, "key length must be 1..65535 bytes");
+    if (db_check_key(db, key, klen) != LSM_OK)
+        return LSM_INVALID;
     char err[LSM_ERRLEN] = "";
     void *v = NULL;
     size_t len = 0;
@@ -1243,15 +1225,7 @@ static void files_iter_skip_empty(files_iter *fi)
 static void files_iter_seek(iiter *it, slice k)
 {
     files_iter *fi = (files_iter *)it;
-    int lo = 0, hi = fi->n;
-    while (lo < hi) {
-        int mid = lo + (hi - lo) / 2;
-        slice large = { fi->files[mid]->largest.p, fi->files[mid]->largest.len };
-        if (ikey_cmp(large, k) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    int lo = files_find(fi->files, fi->n, k);
     if (lo != fi->idx || !fi->cur)
         files_iter_open_file(fi, lo);
     if (fi->cur)
@@ -1625,6 +1599,20 @@ struct recover_state {
     uint64_t *bytes;
 };
 
+/* Writes a memtable rebuilt from the logs as an L0 table added to edit. */
+static int db_recover_flush(lsm_db *db, memtable *mem, version_edit *edit, uint64_t *bytes,
+                            char *err)
+{
+    file_meta *f = NULL;
+    int rc = db_write_table(db, mem, &f, bytes, err);
+    if (f) {
+        edit_add(edit, 0, f);
+        file_meta_unref(f);
+        atomic_fetch_add(&db->st_flushes, 1);
+    }
+    return rc;
+}
+
 static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off)
 {
     struct recover_state *st = arg;
@@ -1636,18 +1624,9 @@ static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off
         st->max_seq = last;
     if (memtable_usage(*st->mem) >= st->db->opt.memtable_bytes) {
         /* Recovery flushes as it goes so a long log never needs more than one memtable. */
-        iiter *it = memtable_iter_new(*st->mem);
-        iiter_seek_first(it);
-        file_meta *f = NULL;
-        int rc = db_write_table(st->db, it, &f, st->bytes, st->err);
-        iiter_free(it);
+        int rc = db_recover_flush(st->db, *st->mem, st->edit, st->bytes, st->err);
         if (rc != LSM_OK)
             return rc;
-        if (f) {
-            edit_add(st->edit, 0, f);
-            file_meta_unref(f);
-            atomic_fetch_add(&st->db->st_flushes, 1);
-        }
         memtable_unref(*st->mem);
         *st->mem = memtable_new();
     }
@@ -1712,18 +1691,8 @@ static int db_replay_logs(lsm_db *db, version_edit *edit, char *err)
                          path, dropped);
     }
     free(logs);
-    if (rc == LSM_OK && memtable_entries(mem) > 0) {
-        iiter *it = memtable_iter_new(mem);
-        iiter_seek_first(it);
-        file_meta *f = NULL;
-        rc = db_write_table(db, it, &f, &bytes, err);
-        iiter_free(it);
-        if (f) {
-            edit_add(edit, 0, f);
-            file_meta_unref(f);
-            atomic_fetch_add(&db->st_flushes, 1);
-        }
-    }
+    if (rc == LSM_OK && memtable_entries(mem) > 0)
+        rc = db_recover_flush(db, mem, edit, &bytes, err);
     memtable_unref(mem);
     atomic_fetch_add(&db->st_flush_bytes, bytes);
     if (rc == LSM_OK && edit->nadded)

@@ -128,8 +128,8 @@ void tw_abandon(table_writer *tw);
 int  db_sync_dir(lsm_db *db, char *err);
 iiter *db_table_iter_new(lsm_db *db, const file_meta *f);
 
-/* Writes every entry of `in` (positioned) into one new table; *out is NULL when in was empty. */
-int  db_write_table(lsm_db *db, iiter *in, file_meta **out, uint64_t *bytes, char *err);
+/* Writes every entry of memtable m into one new table; *out is NULL when m was empty. */
+int  db_write_table(lsm_db *db, memtable *m, file_meta **out, uint64_t *bytes, char *err);
 /* Allocates a file number (takes mu). */
 uint64_t db_new_file_number(lsm_db *db);
 #endif /* LSM_DB_IMPL_H */

@@ -474,17 +474,39 @@ void vset_close(vset *vs)
     vs->current = NULL;
 }
 
-int version_find_file(const version *v, int level, slice ikey)
+int files_find(file_meta *const *files, int n, slice ikey)
 {
-    int lo = 0, hi = v->nfiles[level];
+    int lo = 0, hi = n;
     while (lo < hi) {
         int mid = lo + (hi - lo) / 2;
-        if (ikey_cmp(fm_large(v->files[level][mid]), ikey) < 0)
+        if (ikey_cmp(fm_large(files[mid]), ikey) < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
     return lo;
+}
+
+int version_find_key(const version *v, int level, const void *key, size_t klen)
+{
+    int lo = 0, hi = v->nfiles[level];
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        const file_meta *f = v->files[level][mid];
+        if (ukey_cmp(f->largest.p, f->largest.len - LSM_TRAILER, key, klen) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == v->nfiles[level] || !file_meta_holds(v->files[level][lo], key, klen))
+        return -1;
+    return lo;
+}
+
+int file_meta_holds(const file_meta *f, const void *key, size_t klen)
+{
+    return ukey_cmp(key, klen, f->smallest.p, f->smallest.len - LSM_TRAILER) >= 0 &&
+           ukey_cmp(key, klen, f->largest.p, f->largest.len - LSM_TRAILER) <= 0;
 }
 
 int version_overlaps(const version *v, int level, const slice *lo, const slice *hi,

@@ -79,6 +79,8 @@ typedef struct vset {
 file_meta *file_meta_new(uint64_t number, uint64_t size, slice smallest, slice largest);
 void file_meta_unref(file_meta *f);
 void file_meta_set_blobs(file_meta *f, const uint64_t *blobs, int n);
+/* Whether user key key lies within f's key range. */
+int  file_meta_holds(const file_meta *f, const void *key, size_t klen);
 
 void version_ref(version *v);
 void version_unref(version *v);         /* accepts NULL */
@@ -104,7 +106,9 @@ void vset_close(vset *vs);
    *out. */
 int version_overlaps(const version *v, int level, const slice *lo, const slice *hi,
                      file_meta ***out);
-/* Index of the first file in sorted level whose largest key >= ikey (nfiles if none). */
-int version_find_file(const version *v, int level, slice ikey);
+/* Index of the first of n files sorted by key whose largest key >= ikey (n if none). */
+int files_find(file_meta *const *files, int n, slice ikey);
+/* Index of the file of sorted level (L1+) whose user-key range holds key, or -1. */
+int version_find_key(const version *v, int level, const void *key, size_t klen);
 
 #endif /* LSM_VERSION_H */
