@@ -394,14 +394,24 @@ static void db_blob_file_deleter(uint64_t id, uint64_t off, void *value)
     free(bf);
 }
 
+/* Decodes a blob reference found in a table; LSM_CORRUPT with a message if it is malformed. */
+static int db_blob_ref(const lsm_db *db, slice ref, uint64_t *number, uint64_t *off, uint64_t *len,
+                       char *err)
+{
+    if (blob_ref_decode(ref, number, off, len) != 0)
+        return lsm_err(err, LSM_CORRUPT, "malformed blob reference in a table of %s", db->dir);
+    return LSM_OK;
+}
+
 /* Reads [pos, pos+n) of the blob value that ref points to. */
 static int db_blob_read(lsm_db *db, slice ref, uint64_t pos, void *dst, size_t n, uint64_t *len,
                         char *err)
 {
     uint64_t number, off;
     char path[4096];
-    if (blob_ref_decode(ref, &number, &off, len) != 0)
-        return lsm_err(err, LSM_CORRUPT, "malformed blob reference in a table of %s", db->dir);
+    int rc = db_blob_ref(db, ref, &number, &off, len, err);
+    if (rc != LSM_OK)
+        return rc;
     db_blob_path(db, number, path, sizeof path);
     if (pos + n > *len)
         return lsm_err(err, LSM_INVALID, "%s: range past the end of a value", path);
@@ -415,7 +425,7 @@ static int db_blob_read(lsm_db *db, slice ref, uint64_t pos, void *dst, size_t n
             return e == -ENOENT ? lsm_err(err, LSM_CORRUPT, "%s: missing blob file", path)
                                 : lsm_err_errno(err, e, "opening", path);
         }
-        int rc = blob_check_header(db->env, bf->f, path, err);
+        rc = blob_check_header(db->env, bf->f, path, err);
         if (rc != LSM_OK) {
             db_blob_file_deleter(0, 0, bf);
             return rc;
@@ -423,7 +433,7 @@ static int db_blob_read(lsm_db *db, slice ref, uint64_t pos, void *dst, size_t n
         h = cache_insert(db->bfcache, 0, number, bf, 1, db_blob_file_deleter);
     }
     blob_file *bf = cache_value(h);
-    int rc = blob_read(db->env, bf->f, path, off, *len, pos, dst, n, err);
+    rc = blob_read(db->env, bf->f, path, off, *len, pos, dst, n, err);
     cache_release(db->bfcache, h);
     return rc;
 }
@@ -433,12 +443,13 @@ static int db_blob_resolve(lsm_db *db, void **val, size_t *vlen, char *err)
 {
     slice ref = { *val, *vlen };
     uint64_t number, off, len;
-    if (blob_ref_decode(ref, &number, &off, &len) != 0)
-        return lsm_err(err, LSM_CORRUPT, "malformed blob reference in a table of %s", db->dir);
+    int rc = db_blob_ref(db, ref, &number, &off, &len, err);
+    if (rc != LSM_OK)
+        return rc;
     void *v = malloc(len ? len : 1);
     if (!v)
         return lsm_err(err, LSM_NOMEM, "cannot allocate %" PRIu64 " bytes for a value", len);
-    int rc = db_blob_read(db, ref, 0, v, (size_t)len, &len, err);
+    rc = db_blob_read(db, ref, 0, v, (size_t)len, &len, err);
     if (rc != LSM_OK) {
         free(v);
         return rc;
@@ -548,8 +559,8 @@ int tw_add(table_writer *tw, slice k, slice v, char *err)
         rc = tw_store_blob(tw, k, v, &k, &v, err);
     } else if (type == LSM_TYPE_BLOB) {
         uint64_t number, off, len;
-        if (blob_ref_decode(v, &number, &off, &len) != 0)
-            return lsm_err(err, LSM_CORRUPT, "malformed blob reference in a table of %s", db->dir);
+        if ((rc = db_blob_ref(db, v, &number, &off, &len, err)) != LSM_OK)
+            return rc;
         if (number < tw->gc_cutoff) {
             /* Garbage collection: move a live value out of an old blob file. */
             void *data = malloc(len ? len : 1);
@@ -1152,8 +1163,7 @@ int lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *
         uint64_t full = len, m = 0;
         if (type == LSM_TYPE_BLOB) {
             uint64_t number, boff;
-            if (blob_ref_decode((slice){ v, len }, &number, &boff, &full) != 0)
-                rc = lsm_err(err, LSM_CORRUPT, "malformed blob reference in a table of %s", db->dir);
+            rc = db_blob_ref(db, (slice){ v, len }, &number, &boff, &full, err);
             m = off < full ? (full - off < n ? full - off : n) : 0;
             if (rc == LSM_OK && m)
                 rc = db_blob_read(db, (slice){ v, len }, off, buf, (size_t)m, &full, err);
@@ -1542,13 +1552,11 @@ const void *lsm_iter_value(const lsm_iter *cit, size_t *vlen)
     if (lsm_iter_valid(it) && it->val_is_blob) {
         uint64_t number, off, len;
         char err[LSM_ERRLEN] = "";
-        int rc = LSM_CORRUPT;
-        if (blob_ref_decode(it->val, &number, &off, &len) == 0) {
+        int rc = db_blob_ref(it->db, it->val, &number, &off, &len, err);
+        if (rc == LSM_OK) {
             it->blobval.len = 0;
             buf_reserve(&it->blobval, (size_t)len + 1);
             rc = db_blob_read(it->db, it->val, 0, it->blobval.p, (size_t)len, &len, err);
-        } else {
-            lsm_err(err, rc, "malformed blob reference in a table of %s", it->db->dir);
         }
         if (rc != LSM_OK) {
             it->rc = db_fail(it->db, rc, err);
