@@ -1734,13 +1734,9 @@ static void db_remove_obsolete(lsm_db *db)
             pthread_mutex_unlock(&db->blob_mu);
             if (!drop) {
                 char path[4096];
-                lsm_file *f;
-                uint64_t size = 0;
+                uint64_t size;
                 snprintf(path, sizeof path, "%s/%s", db->dir, names[i]);
-                if (db->env->open(db->env, path, LSM_O_READ, &f) == 0) {
-                    db->env->size(db->env, f, &size);
-                    db->env->close(db->env, f);
-                }
+                env_file_size(db->env, path, &size);
                 pthread_mutex_lock(&db->blob_mu);
                 b->size = size;
                 pthread_mutex_unlock(&db->blob_mu);
@@ -1775,12 +1771,8 @@ static char *db_find_orphan_data(lsm_db *db)
             found = xmemdup(names[i], strlen(names[i]) + 1);
         } else if (db_parse_name(names[i], ".log", &num)) {
             char path[4096];
-            lsm_file *f;
             snprintf(path, sizeof path, "%s/%s", db->dir, names[i]);
-            if (db->env->open(db->env, path, LSM_O_READ, &f) == 0) {
-                db->env->size(db->env, f, &size);
-                db->env->close(db->env, f);
-            }
+            env_file_size(db->env, path, &size);
             if (size > LOG_HEADER)
                 found = xmemdup(names[i], strlen(names[i]) + 1);
         }

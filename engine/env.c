@@ -339,6 +339,18 @@ int env_pread_all(lsm_env *env, lsm_file *f, void *p, size_t n, uint64_t off)
     return 0;
 }
 
+int env_file_size(lsm_env *env, const char *path, uint64_t *size)
+{
+    lsm_file *f;
+    *size = 0;
+    int r = env->open(env, path, LSM_O_READ, &f);
+    if (r < 0)
+        return r;
+    r = env->size(env, f, size);
+    env->close(env, f);
+    return r;
+}
+
 void env_free_list(char **names, int n)
 {
     for (int i = 0; i < n; i++)

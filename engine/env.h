@@ -58,6 +58,8 @@ lsm_env *lsm_env_posix(void);                 /* static; never freed */
 int  env_append_all(lsm_env *env, lsm_file *f, const void *p, size_t n); /* retries short writes; 0 or -errno */
 int  env_pread_all(lsm_env *env, lsm_file *f, void *p, size_t n, uint64_t off); /* -EIO-free: returns -ENODATA if short */
 void env_free_list(char **names, int n);
+/* Size of the file at path (open, size, close); -errno if it cannot be opened. */
+int  env_file_size(lsm_env *env, const char *path, uint64_t *size);
 /* Writes data to path atomically and durably: path.tmp, sync, rename, sync_dir(dir). */
 int  env_write_file_atomic(lsm_env *env, const char *dir, const char *name, const void *p, size_t n);
 /* Reads the whole file into *out (malloc'd, caller frees) */

@@ -120,13 +120,9 @@ static void census_env(lsm_env *env, const char *dir, dir_census *c)
     assert_int_equal(env->list(env, dir, &names, &n), 0);
     for (int i = 0; i < n; i++) {
         char path[4096];
-        lsm_file *f;
-        uint64_t size = 0;
+        uint64_t size;
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        if (env->open(env, path, LSM_O_READ, &f) == 0) {
-            env->size(env, f, &size);
-            env->close(env, f);
-        }
+        env_file_size(env, path, &size);
         census_add(c, names[i], size);
     }
     env_free_list(names, n);
