@@ -107,7 +107,7 @@ static void compact_pick(lsm_db *db, int level, file_meta *seed, compaction *c)
         int n0 = v->nfiles[0];
         char *taken = xcalloc((size_t)n0 + 1, 1);
         int grew = 1;
-        for (int pass = 0; grew; pass++) {
+        while (grew) {
             grew = 0;
             for (int i = n0 - 1; i >= 0; i--) {
                 file_meta *f = v->files[0][i];
@@ -115,10 +115,8 @@ static void compact_pick(lsm_db *db, int level, file_meta *seed, compaction *c)
                 slice l = ikey_user((slice){ f->largest.p, f->largest.len });
                 if (taken[i])
                     continue;
-                if (pass > 0 || lo.p) {
-                    if (ukey_cmp(l.p, l.n, lo.p, lo.n) < 0 || ukey_cmp(s.p, s.n, hi.p, hi.n) > 0)
-                        continue;
-                }
+                if (lo.p && (ukey_cmp(l.p, l.n, lo.p, lo.n) < 0 || ukey_cmp(s.p, s.n, hi.p, hi.n) > 0))
+                    continue;
                 if (!lo.p || ukey_cmp(s.p, s.n, lo.p, lo.n) < 0)
                     lo = s;
                 if (!hi.p || ukey_cmp(l.p, l.n, hi.p, hi.n) > 0)
