@@ -6,7 +6,7 @@
  * to touch files, and every crash-safety argument the engine makes can be checked against a model
  * of what a real disk keeps. The POSIX env is a thin layer: it retries EINTR, returns -errno, and
  * adds nothing the kernel does not do (no caching, no buffering). Appends go through an O_APPEND
- * descriptor; "sync" is fdatasync; directory entries are made durable by fsync on the directory.
+ * descriptor; "sync" is fdatasync, "writeback" is sync_file_range(SYNC_FILE_RANGE_WRITE); directory entries are made durable by fsync on the directory.
  * The lock is an open-file-description (F_OFD_SETLK) write lock, so a second lock of the same file
  * conflicts even inside the same process (a second lsm_open of one directory must fail), and the
  * holder writes its pid into the lock file so that a loser can say who holds it.
@@ -105,6 +105,15 @@ static int env_posix_sync(lsm_env *env, lsm_file *f)
     int r;
     do
         r = fdatasync(f->fd);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : 0;
+}
+
+static int env_posix_writeback(lsm_env *env, lsm_file *f, uint64_t off, uint64_t n)
+{
+    int r;
+    do
+        r = sync_file_range(f->fd, (off_t)off, (off_t)n, SYNC_FILE_RANGE_WRITE);
     while (r < 0 && errno == EINTR);
     return r < 0 ? -errno : 0;
 }
@@ -297,6 +306,7 @@ static lsm_env env_posix_env = {
     .unlock = env_posix_unlock,
     .mmap = env_posix_mmap,
     .munmap = env_posix_munmap,
+    .writeback = env_posix_writeback,
 };
 
 lsm_env *lsm_env_posix(void)

@@ -50,6 +50,10 @@ struct lsm_env {
        immutable file read-only; *addr stays valid until munmap, even after close. */
     int     (*mmap)(lsm_env *env, lsm_file *f, uint64_t size, const void **addr);
     int     (*munmap)(lsm_env *env, const void *addr, uint64_t size);
+    /* Optional (NULL = nothing to do): starts writing bytes [off, off+n) of f to the device and
+       returns without waiting. Durability is not implied; only sync gives it. Writers call it as
+       they go so that the sync at the end finds little left to write. */
+    int     (*writeback)(lsm_env *env, lsm_file *f, uint64_t off, uint64_t n);
 };
 
 lsm_env *lsm_env_posix(void);                 /* static; never freed */

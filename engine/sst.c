@@ -347,6 +347,8 @@ struct sst_builder {
     size_t nhashes, caphashes;
     buf scratch;                  /* compression output and separators */
     buf out;                      /* blocks not yet handed to the OS (see sst_builder_append) */
+    uint64_t written;             /* bytes handed to the OS */
+    uint64_t wb_off;              /* bytes before this have been sent to env->writeback */
     ZSTD_CCtx *zc;                /* created on first Zstandard block */
     int status;                   /* sticky first error */
     char msg[LSM_ERRLEN];         /* its message */
@@ -456,17 +458,33 @@ static int sst_builder_fail(sst_builder *b, int code, char *err)
 }
 
 #define SST_OUT_BYTES (256u << 10)
+#define SST_WRITEBACK_BYTES (1u << 20)
+
+/* Writes p to the file, and every SST_WRITEBACK_BYTES starts the device writing what came before:
+   the table's final sync then waits for the last stretch only, and the disk works while the
+   builder goes on computing instead of all at once at the end. */
+static int sst_builder_write(sst_builder *b, const void *p, size_t n, char *err)
+{
+    int e = env_append_all(b->env, b->f, p, n);
+    if (e < 0)
+        return sst_builder_fail(b, lsm_err_errno(b->msg, e, "write", b->path), err);
+    b->written += n;
+    if (b->env->writeback && b->written - b->wb_off >= SST_WRITEBACK_BYTES) {
+        /* Only a hint: a failure here changes nothing, and the sync will report real trouble. */
+        b->env->writeback(b->env, b->f, b->wb_off, b->written - b->wb_off);
+        b->wb_off = b->written;
+    }
+    return LSM_OK;
+}
 
 /* Hands the gathered blocks to the OS. */
 static int sst_builder_drain(sst_builder *b, char *err)
 {
     if (b->out.len == 0)
         return LSM_OK;
-    int rc = env_append_all(b->env, b->f, b->out.p, b->out.len);
+    int rc = sst_builder_write(b, b->out.p, b->out.len, err);
     b->out.len = 0;
-    if (rc < 0)
-        return sst_builder_fail(b, lsm_err_errno(b->msg, rc, "write", b->path), err);
-    return LSM_OK;
+    return rc;
 }
 
 /* Appends to the table. Blocks gather into 256 KiB writes: one system call per block would cost
@@ -476,11 +494,8 @@ static int sst_builder_append(sst_builder *b, const void *p, size_t n, char *err
 {
     int rc;
     if (n >= SST_OUT_BYTES) {
-        if ((rc = sst_builder_drain(b, err)) != LSM_OK)
+        if ((rc = sst_builder_drain(b, err)) != LSM_OK || (rc = sst_builder_write(b, p, n, err)) != LSM_OK)
             return rc;
-        int e = env_append_all(b->env, b->f, p, n);
-        if (e < 0)
-            return sst_builder_fail(b, lsm_err_errno(b->msg, e, "write", b->path), err);
     } else {
         buf_append(&b->out, p, n);
         if (b->out.len >= SST_OUT_BYTES && (rc = sst_builder_drain(b, err)) != LSM_OK)
