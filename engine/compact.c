@@ -2,9 +2,9 @@
  * compact.c — leveled compaction: choosing what to merge, merging it, and installing the result.
  *
  * Levels: L0 holds flushed memtables (tables may overlap, newest first); L1..L6 each hold disjoint
- * tables sorted by key, L1 targeting 10 MiB and each deeper level ten times more. A compaction
- * merges all of L0 (or one table of Ln, chosen round-robin) with the overlapping tables of the next
- * level and writes new tables there, cut at table_bytes but never inside one user key's versions,
+ * tables sorted by key, L1 targeting level1_bytes (default 10 MiB) and each deeper level ten times
+ * more. A compaction merges all of L0 (or one table of Ln, chosen round-robin) with the overlapping
+ * tables of the next level and writes new tables there, cut at table_bytes but never inside one user key's versions,
  * so the tables of a level stay disjoint by user key. A table that overlaps nothing below is moved
  * down by a manifest edit instead of being rewritten.
  *
@@ -15,10 +15,21 @@
  * What a merge drops: a version shadowed by a newer version that every live snapshot can see, and a
  * tombstone every snapshot can see when no deeper level may hold the key. It must never drop the
  * newest version visible to some live iterator, and never install outputs before they are durable.
- * One compaction runs at a time (the background thread or lsm_compact), beside the flush thread.
+ * Two background threads compact at once when their levels are disjoint (L0->L1 beside L2->L3, say:
+ * L0 keeps draining while a long deep compaction runs); a level's busy bit keeps every other
+ * compaction off the levels one reads and writes. Tables reach a level deeper than a compaction's
+ * output only from compactions deeper still, so its check that no deeper level holds a key stays
+ * true while it runs. lsm_compact waits for the background ones and holds every level.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include "db_impl.h"
 
@@ -34,20 +45,30 @@ typedef struct compaction {
     uint64_t gc_cutoff;         /* blob files numbered below this get their live values moved */
 } compaction;
 
-static uint64_t level_target(int level)
+static uint64_t level_target(const lsm_db *db, int level)
 {
-    uint64_t t = L1_TARGET_BYTES;
+    uint64_t t = db->opt.level1_bytes;
     for (int l = 1; l < level; l++)
         t *= 10;
     return t;
 }
 
-double compact_score(lsm_db *db, const version *v, int *level)
+/* The levels a compaction out of `level` reads and writes, as busy bits. */
+static unsigned level_bits(int level)
 {
-    double best = (double)v->nfiles[0] / L0_COMPACT_TRIGGER;
+    return 3u << level;
+}
+
+double compact_score(const lsm_db *db, const version *v, unsigned busy, int *level)
+{
+    double best = 0;
     *level = 0;
+    if (!(busy & level_bits(0)))
+        best = (double)v->nfiles[0] / L0_COMPACT_TRIGGER;
     for (int l = 1; l < LSM_MAX_LEVELS - 1; l++) {
-        double s = (double)version_level_bytes(v, l) / (double)level_target(l);
+        if (busy & level_bits(l))
+            continue;
+        double s = (double)version_level_bytes(v, l) / (double)level_target(db, l);
         if (s > best) {
             best = s;
             *level = l;
@@ -72,7 +93,7 @@ static void compaction_free(compaction *c)
     free(c->in_level);
 }
 
-/* Whether a seek-triggered compaction is due (caller holds mu); drops a stale request. */
+/* Whether a seek-triggered compaction can start now (caller holds mu); drops a stale request. */
 static int compact_seek_due(lsm_db *db)
 {
     file_meta *f = db->seek_file;
@@ -82,7 +103,7 @@ static int compact_seek_due(lsm_db *db)
     int l = db->seek_level;
     for (int i = 0; i < v->nfiles[l]; i++)
         if (v->files[l][i] == f)
-            return l < LSM_MAX_LEVELS - 1;
+            return l < LSM_MAX_LEVELS - 1 && !(db->level_busy & level_bits(l));
     db->seek_file = NULL;
     file_meta_unref(f);
     return 0;
@@ -171,6 +192,56 @@ static int compact_is_base(const compaction *c, slice ukey)
     return 1;
 }
 
+/* Outputs of one compaction that are finished but not yet synced. Syncing them together at the end
+   costs one journal commit instead of one per table, and their bytes were already on their way to
+   the device (the builder asks for writeback as it writes), so the wait is short. */
+#define UNSYNCED_MAX 32
+typedef struct {
+    lsm_file *f[UNSYNCED_MAX];
+    uint64_t number[UNSYNCED_MAX];
+    int n;
+} unsynced;
+
+/* Syncs and closes every file of u; returns the first failure, having closed them all. */
+static int unsynced_sync_close(lsm_db *db, unsynced *u, char *err)
+{
+    int rc = LSM_OK;
+    for (int i = 0; i < u->n; i++) {
+        int e = rc == LSM_OK ? db->env->sync(db->env, u->f[i]) : 0;
+        if (e < 0) {
+            char path[4096];
+            db_table_path(db, u->number[i], path, sizeof path);
+            rc = lsm_err_errno(err, e, "syncing", path);
+        }
+        db->env->close(db->env, u->f[i]);
+    }
+    u->n = 0;
+    return rc;
+}
+
+/* Finishes the output tw, names it in e and keeps it for the sync at the end (earlier when u is
+   full, so a huge compaction holds a bounded number of descriptors). */
+static int compact_output_done(lsm_db *db, table_writer *tw, version_edit *e, int level,
+                               unsynced *u, uint64_t *bytes, char *err)
+{
+    if (u->n == UNSYNCED_MAX) {
+        int rc = unsynced_sync_close(db, u, err);
+        if (rc != LSM_OK) {
+            tw_abandon(tw);
+            return rc;
+        }
+    }
+    file_meta *f = NULL;
+    uint64_t number = tw->number;
+    int rc = tw_finish(tw, &f, bytes, &u->f[u->n], err);
+    if (rc != LSM_OK)
+        return rc;
+    u->number[u->n++] = number;
+    edit_add(e, level, f);
+    file_meta_unref(f);
+    return LSM_OK;
+}
+
 /* Merges c's inputs into new tables of c->out_level and installs the result. */
 static int compact_run(lsm_db *db, compaction *c, char *err)
 {
@@ -205,6 +276,7 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
     iiter_seek_first(m);
 
     table_writer tw;
+    unsynced u = { .n = 0 };
     int open = 0;
     buf cur = { 0 };
     int have_cur = 0;
@@ -219,14 +291,8 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
             last_seq_for_key = LSM_MAX_SEQ + 1;
             /* Cut tables only between user keys, so a level stays disjoint by user key. */
             if (open && sst_builder_file_size(tw.b) >= db->opt.table_bytes) {
-                file_meta *f = NULL;
-                rc = tw_finish(&tw, &f, &bytes, err);
                 open = 0;
-                if (rc == LSM_OK) {
-                    edit_add(&e, c->out_level, f);
-                    file_meta_unref(f);
-                }
-                if (rc != LSM_OK)
+                if ((rc = compact_output_done(db, &tw, &e, c->out_level, &u, &bytes, err)) != LSM_OK)
                     break;
             }
         }
@@ -254,18 +320,15 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
     iiter_free(m);
     buf_free(&cur);
     if (open) {
-        if (rc == LSM_OK) {
-            file_meta *f = NULL;
-            rc = tw_finish(&tw, &f, &bytes, err);
-            if (rc == LSM_OK) {
-                edit_add(&e, c->out_level, f);
-                file_meta_unref(f);
-            }
-        } else {
+        if (rc == LSM_OK)
+            rc = compact_output_done(db, &tw, &e, c->out_level, &u, &bytes, err);
+        else
             tw_abandon(&tw);
-        }
     }
     atomic_fetch_add(&db->st_compact_bytes, bytes);
+    int src = unsynced_sync_close(db, &u, err);
+    if (rc == LSM_OK)
+        rc = src;
     if (rc == LSM_OK)
         rc = db_sync_dir(db, err);
     if (rc != LSM_OK)
@@ -294,34 +357,41 @@ fail:
     return rc;
 }
 
-/* Ends a compaction (caller holds mu): a failure stops all background writes, and everyone
-   waiting on compaction progress looks again. */
-static void compact_done(lsm_db *db, int rc, const char *err)
+/* Ends a compaction that held the levels `busy` (caller holds mu): a failure stops all background
+   writes, and everyone waiting on compaction progress looks again. */
+static void compact_done(lsm_db *db, unsigned busy, int rc, const char *err)
 {
-    db->compacting = 0;
+    db->compacting--;
+    db->level_busy &= ~busy;
     if (rc != LSM_OK)
         db_set_bg_error(db, rc, err);
     pthread_cond_broadcast(&db->bg_cv);
-    pthread_cond_broadcast(&db->work_cv);
+    pthread_cond_broadcast(&db->compact_cv);
 }
 
 void *compact_thread_main(void *arg)
 {
     lsm_db *db = arg;
     char err[LSM_ERRLEN];
+    /* Below the caller's threads in the scheduler (Linux applies nice per thread): on a small
+       machine compaction takes the CPU that reads and writes leave, and the write stalls are what
+       stops writers from outrunning it. Best effort; a failure leaves the priority as it was. */
+    errno = 0;
+    int nice_now = getpriority(PRIO_PROCESS, 0);
+    if (errno == 0)
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice_now + COMPACT_NICE > 19 ? 19 : nice_now + COMPACT_NICE);
     pthread_mutex_lock(&db->mu);
     for (;;) {
         int level = 0;
         while (!db->shutting_down &&
-               (db->bg_error || !db->opt.background_compaction || db->compacting ||
-                db->manual_waiting ||
-                (compact_score(db, db->vs.current, &level) < 1 && !compact_seek_due(db))))
-            pthread_cond_wait(&db->work_cv, &db->mu);
+               (db->bg_error || !db->opt.background_compaction || db->manual_waiting ||
+                (compact_score(db, db->vs.current, db->level_busy, &level) < 1 && !compact_seek_due(db))))
+            pthread_cond_wait(&db->compact_cv, &db->mu);
         if (db->shutting_down)
             break;
         compaction c;
         file_meta *seek = NULL;
-        if (compact_score(db, db->vs.current, &level) < 1) {
+        if (compact_score(db, db->vs.current, db->level_busy, &level) < 1) {
             /* Size is fine, but reads keep probing a table in vain: compact it down. */
             seek = db->seek_file;
             level = db->seek_level;
@@ -329,13 +399,15 @@ void *compact_thread_main(void *arg)
         }
         compact_pick(db, level, seek, &c);
         file_meta_unref(seek);
-        db->compacting = 1;
+        if (db->compacting++ > 0)
+            atomic_fetch_add(&db->st_compactions_parallel, 1);
+        db->level_busy |= level_bits(level);
         pthread_mutex_unlock(&db->mu);
         c.gc_cutoff = c.trivial_move ? 0 : db_blob_gc_cutoff(db);
         int rc = compact_run(db, &c, err);
         compaction_free(&c);
         pthread_mutex_lock(&db->mu);
-        compact_done(db, rc, err);
+        compact_done(db, level_bits(level), rc, err);
     }
     pthread_mutex_unlock(&db->mu);
     return NULL;
@@ -353,7 +425,8 @@ int compact_all(lsm_db *db, char *err)
         pthread_mutex_unlock(&db->mu);
         return rc;
     }
-    db->compacting = 1;
+    db->compacting++;
+    db->level_busy = ~0u;
     compaction c;
     memset(&c, 0, sizeof c);
     c.v = db->vs.current;
@@ -369,7 +442,7 @@ int compact_all(lsm_db *db, char *err)
             total += c.v->files[l][i]->size;
         }
     /* The shallowest level that holds everything without asking for another compaction. */
-    while (deepest < LSM_MAX_LEVELS - 1 && level_target(deepest) < total)
+    while (deepest < LSM_MAX_LEVELS - 1 && level_target(db, deepest) < total)
         deepest++;
     c.out_level = deepest;
     c.full = 1;
@@ -378,7 +451,7 @@ int compact_all(lsm_db *db, char *err)
     compaction_free(&c);
 
     pthread_mutex_lock(&db->mu);
-    compact_done(db, rc, err);
+    compact_done(db, ~0u, rc, err);
     pthread_mutex_unlock(&db->mu);
     return rc;
 }

@@ -158,6 +158,7 @@ void lsm_options_init(lsm_options *opt)
     opt->max_open_files = 1000;
     opt->block_bytes = 4096;
     opt->table_bytes = 2u << 20;
+    opt->level1_bytes = 10u << 20;
     opt->blob_threshold = 64u << 10;
     opt->background_compaction = 1;
 }
@@ -487,7 +488,7 @@ int db_write_table(lsm_db *db, memtable *m, file_meta **out, uint64_t *bytes, ch
         tw_abandon(&tw);
         return rc;
     }
-    return tw_finish(&tw, out, bytes, err);
+    return tw_finish(&tw, out, bytes, NULL, err);
 }
 
 int tw_open(lsm_db *db, table_writer *tw, char *err)
@@ -606,12 +607,12 @@ void tw_abandon(table_writer *tw)
     tw_free(tw);
 }
 
-int tw_finish(table_writer *tw, file_meta **out, uint64_t *bytes, char *err)
+int tw_finish(table_writer *tw, file_meta **out, uint64_t *bytes, lsm_file **keep, char *err)
 {
     lsm_env *env = tw->db->env;
     uint64_t size = 0, blob_size = 0;
     int rc = sst_builder_finish(tw->b, &size, err);
-    if (rc == LSM_OK) {
+    if (rc == LSM_OK && !keep) {
         int e = env->sync(env, tw->f);
         if (e < 0)
             rc = lsm_err_errno(err, e, "syncing", tw->path);
@@ -631,7 +632,10 @@ int tw_finish(table_writer *tw, file_meta **out, uint64_t *bytes, char *err)
         return rc;
     }
     sst_builder_free(tw->b);
-    env->close(env, tw->f);
+    if (keep)
+        *keep = tw->f;
+    else
+        env->close(env, tw->f);
     slice lo = { tw->smallest.p, tw->smallest.len }, hi = { tw->largest.p, tw->largest.len };
     *out = file_meta_new(tw->number, size, lo, hi);
     file_meta_set_blobs(*out, tw->blobs, tw->nblobs);
@@ -756,7 +760,7 @@ static void *db_flush_main(void *arg)
         db->imm = NULL;
         memtable_unref(imm);
         pthread_cond_broadcast(&db->bg_cv);
-        pthread_cond_broadcast(&db->work_cv);
+        pthread_cond_broadcast(&db->compact_cv);
     }
     pthread_mutex_unlock(&db->mu);
     return NULL;
@@ -772,14 +776,23 @@ static int db_make_room(lsm_db *db, int force, char *err)
         if (db->bg_error)
             return lsm_err(err, db->bg_error, "%s", db->bg_errmsg);
         int l0 = db->vs.current->nfiles[0];
-        if (allow_delay && l0 >= L0_SLOWDOWN) {
-            /* Many L0 tables: give the compactor a millisecond per write instead of a long stall. */
-            pthread_mutex_unlock(&db->mu);
-            usleep(1000);
-            atomic_fetch_add(&db->st_stall_micros, 1000);
-            pthread_mutex_lock(&db->mu);
+        if (l0 < L0_SLOWDOWN)
+            db->paced_bytes = 0;
+        else if (allow_delay && l0 < L0_STOP) {
+            /* Many L0 tables: pace writes rather than stop them. The rate allowed falls linearly
+               from WRITE_RATE_MAX at L0_SLOWDOWN tables to nothing at L0_STOP; the bytes written
+               since the last pause are paid for in one sleep once they are worth a millisecond. */
+            double rate = (double)WRITE_RATE_MAX * (L0_STOP - l0) / (L0_STOP - L0_SLOWDOWN);
+            uint64_t us = (uint64_t)((double)db->paced_bytes * 1e6 / rate);
             allow_delay = 0;
-            continue;
+            if (us >= 1000) {
+                db->paced_bytes = 0;
+                pthread_mutex_unlock(&db->mu);
+                usleep((useconds_t)(us > 100000 ? 100000 : us));
+                atomic_fetch_add(&db->st_stall_micros, us > 100000 ? 100000 : us);
+                pthread_mutex_lock(&db->mu);
+                continue;
+            }
         }
         if (!force && memtable_usage(db->mem) < db->opt.memtable_bytes)
             return LSM_OK;
@@ -850,6 +863,7 @@ static int db_write(lsm_db *db, lsm_batch *b, int sync, int force_flush)
             gsync |= x->sync;
             last = x;
         }
+        db->paced_bytes += total;
         const uint8_t *rep;
         size_t replen;
         uint32_t count = 0;
@@ -1012,7 +1026,7 @@ void db_charge_seek(lsm_db *db, file_meta *f, int level)
         atomic_fetch_add(&f->refs, 1);
         db->seek_file = f;
         db->seek_level = level;
-        pthread_cond_broadcast(&db->work_cv);
+        pthread_cond_broadcast(&db->compact_cv);
     }
     pthread_mutex_unlock(&db->mu);
 }
@@ -1820,6 +1834,7 @@ static void db_free(lsm_db *db)
     pthread_mutex_destroy(&db->blob_mu);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->work_cv);
+    pthread_cond_destroy(&db->compact_cv);
     free(db->dir);
     free(db);
 }
@@ -1845,6 +1860,8 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
         db->opt.block_bytes = 256;
     if (db->opt.table_bytes < 4096)
         db->opt.table_bytes = 4096;
+    if (db->opt.level1_bytes < 4096)
+        db->opt.level1_bytes = 4096;
     if (db->opt.max_open_files < 16)
         db->opt.max_open_files = 16;
     if (db->opt.bloom_bits_per_key < 0)
@@ -1861,6 +1878,7 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     pthread_mutex_init(&db->blob_mu, NULL);
     pthread_cond_init(&db->bg_cv, NULL);
     pthread_cond_init(&db->work_cv, NULL);
+    pthread_cond_init(&db->compact_cv, NULL);
     db->snapshots.next = db->snapshots.prev = &db->snapshots;
     db->vs.env = db->env;
     db->vs.dir = db->dir;
@@ -1960,15 +1978,19 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
         rc = lsm_err(err, LSM_NOMEM, "cannot start the flush thread");
         goto fail;
     }
-    if (pthread_create(&db->compact_thread, NULL, compact_thread_main, db) != 0) {
-        pthread_mutex_lock(&db->mu);
-        db->shutting_down = 1;
-        pthread_cond_broadcast(&db->work_cv);
-        pthread_mutex_unlock(&db->mu);
-        pthread_join(db->flush_thread, NULL);
-        rc = lsm_err(err, LSM_NOMEM, "cannot start the compaction thread");
-        goto fail;
-    }
+    for (; db->nthreads < COMPACT_THREADS; db->nthreads++)
+        if (pthread_create(&db->compact_thread[db->nthreads], NULL, compact_thread_main, db) != 0) {
+            pthread_mutex_lock(&db->mu);
+            db->shutting_down = 1;
+            pthread_cond_broadcast(&db->work_cv);
+            pthread_cond_broadcast(&db->compact_cv);
+            pthread_mutex_unlock(&db->mu);
+            pthread_join(db->flush_thread, NULL);
+            for (int i = 0; i < db->nthreads; i++)
+                pthread_join(db->compact_thread[i], NULL);
+            rc = lsm_err(err, LSM_NOMEM, "cannot start a compaction thread");
+            goto fail;
+        }
     db->threads_started = 1;
     *out = db;
     return LSM_OK;
@@ -1986,10 +2008,12 @@ int lsm_close(lsm_db *db)
     pthread_mutex_lock(&db->mu);
     db->shutting_down = 1;
     pthread_cond_broadcast(&db->work_cv);
+    pthread_cond_broadcast(&db->compact_cv);
     pthread_mutex_unlock(&db->mu);
     if (db->threads_started) {
         pthread_join(db->flush_thread, NULL);
-        pthread_join(db->compact_thread, NULL);
+        for (int i = 0; i < db->nthreads; i++)
+            pthread_join(db->compact_thread[i], NULL);
     }
     int rc = db->bg_error;
     if (rc == LSM_OK && db->wal)
@@ -2012,7 +2036,7 @@ int lsm_stats_get(lsm_db *db, lsm_stats *st)
     st->memtable_bytes = memtable_usage(db->mem);
     uint64_t wal = db->wal ? logw_size(db->wal) : 0;
     int level;
-    double score = compact_score(db, v, &level);
+    double score = compact_score(db, v, 0, &level);
     pthread_mutex_unlock(&db->mu);
     for (int l = 0; l < LSM_MAX_LEVELS; l++) {
         st->tables[l] = v->nfiles[l];
@@ -2033,6 +2057,7 @@ int lsm_stats_get(lsm_db *db, lsm_stats *st)
     st->stall_micros = atomic_load(&db->st_stall_micros);
     st->flushes = atomic_load(&db->st_flushes);
     st->compactions = atomic_load(&db->st_compactions);
+    st->compactions_parallel = atomic_load(&db->st_compactions_parallel);
     cache_stats(db->bcache, &st->cache_hits, &st->cache_misses);
     st->blob_bytes_written = atomic_load(&db->st_blob_bytes);
     pthread_mutex_lock(&db->blob_mu);

@@ -21,9 +21,11 @@
 #include "wal.h"
 
 #define L0_COMPACT_TRIGGER 4      /* L0 tables that start a compaction */
-#define L0_SLOWDOWN        8      /* ...that delay each write by 1 ms */
-#define L0_STOP            12     /* ...that stop writes until compaction catches up */
-#define L1_TARGET_BYTES    (10u << 20)
+#define L0_SLOWDOWN        20     /* ...that start pacing writes (see db_make_room) */
+#define L0_STOP            36     /* ...that stop writes until compaction catches up */
+#define WRITE_RATE_MAX     (64u << 20) /* bytes/s allowed at L0_SLOWDOWN, falling to 0 at L0_STOP */
+#define COMPACT_THREADS    2      /* compactions that may run at once, on disjoint levels */
+#define COMPACT_NICE       5      /* how much nicer than the process compaction threads run */
 
 typedef struct writer writer;
 
@@ -40,7 +42,9 @@ struct lsm_db {
 
     pthread_mutex_t mu;
     pthread_cond_t bg_cv;           /* background progress: flush done, compaction done, error */
-    pthread_cond_t work_cv;         /* wakes background threads */
+    pthread_cond_t work_cv;         /* wakes the flush thread */
+    pthread_cond_t compact_cv;      /* wakes the compaction threads: a flush or a compaction
+                                       ended, a seek compaction was asked for, or shutdown */
     pthread_mutex_t manifest_mu;    /* serialises vset_apply */
 
     memtable *mem;                  /* guarded by mu */
@@ -53,6 +57,7 @@ struct lsm_db {
 
     writer *wq_head, *wq_tail;      /* writer queue; guarded by mu */
     buf group;                      /* leader's merged batch; owned by the leader */
+    uint64_t paced_bytes;           /* written since the last pacing pause (db_make_room); guarded by mu */
 
     snapshot_node snapshots;        /* circular list of live iterator sequences; guarded by mu */
 
@@ -64,24 +69,28 @@ struct lsm_db {
     struct blob_ref_count *blobs;   /* live blob files: tables referencing each; guarded by blob_mu */
     int nblobs, capblobs;           /* guarded by blob_mu */
 
-    pthread_t flush_thread, compact_thread;
+    pthread_t flush_thread, compact_thread[COMPACT_THREADS];
+    int nthreads;                   /* compaction threads started */
     int threads_started;
     int shutting_down;              /* guarded by mu */
-    int compacting;                 /* a compaction (background or manual) runs; guarded by mu */
+    int compacting;                 /* compactions (background or manual) running; guarded by mu */
+    unsigned level_busy;            /* bit l: a running compaction reads or writes level l; guarded
+                                       by mu */
     int manual_waiting;             /* lsm_compact wants the compactor; guarded by mu */
     file_meta *seek_file;           /* table whose wasted probes ask for a compaction (a ref), or
                                        NULL; guarded by mu */
     int seek_level;                 /* its level; guarded by mu */
     int bg_error;                   /* sticky failure of a background write; guarded by mu */
     char bg_errmsg[LSM_ERRLEN];     /* guarded by mu */
-    buf compact_pointer[LSM_MAX_LEVELS]; /* round-robin position per level; compactor only */
+    buf compact_pointer[LSM_MAX_LEVELS]; /* round-robin position per level; only the compaction
+                                            that holds the level's busy bit */
 
     pthread_mutex_t errmu;
     char errmsg[LSM_ERRLEN];        /* last failure on this handle; guarded by errmu */
 
     /* statistics; atomics so the hot paths need no lock */
     atomic_uint_fast64_t st_blob_bytes, st_user_bytes, st_wal_bytes, st_flush_bytes, st_compact_bytes,
-        st_compact_read, st_stall_micros, st_flushes, st_compactions;
+        st_compact_read, st_stall_micros, st_flushes, st_compactions, st_compactions_parallel;
 };
 
 /* db.c */
@@ -101,8 +110,9 @@ uint64_t db_blob_gc_cutoff(lsm_db *db);
 
 /* compact.c */
 void *compact_thread_main(void *arg);
-/* Picks the level most in need of compaction; score >= 1 means it needs one. Caller holds mu. */
-double compact_score(lsm_db *db, const version *v, int *level);
+/* Picks the level most in need of compaction among those whose compaction would touch no level of
+   `busy` (a bit per level); score >= 1 means it needs one. Caller holds mu. */
+double compact_score(const lsm_db *db, const version *v, unsigned busy, int *level);
 /* Compacts everything into the fewest tables (lsm_compact). */
 int  compact_all(lsm_db *db, char *err);
 /* Writes tables one entry at a time: flush and compaction outputs. */
@@ -122,8 +132,11 @@ typedef struct table_writer {
 } table_writer;
 int  tw_open(lsm_db *db, table_writer *tw, char *err);
 int  tw_add(table_writer *tw, slice k, slice v, char *err);
-/* Finishes, syncs and closes the table (not its directory entry); *bytes += its size. */
-int  tw_finish(table_writer *tw, file_meta **out, uint64_t *bytes, char *err);
+/* Finishes the table; *bytes += its size. With keep NULL it is synced and closed (its directory
+   entry is not synced). Otherwise the open file goes to *keep unsynced, and the caller must sync and
+   close it before any version names the table: a compaction syncs its outputs together at its end,
+   so one journal commit serves them all. */
+int  tw_finish(table_writer *tw, file_meta **out, uint64_t *bytes, lsm_file **keep, char *err);
 void tw_abandon(table_writer *tw);
 int  db_sync_dir(lsm_db *db, char *err);
 iiter *db_table_iter_new(lsm_db *db, const file_meta *f);

@@ -72,6 +72,8 @@ typedef struct lsm_options {
     int    max_open_files;      /* tables kept open at once; default 1000 */
     size_t block_bytes;         /* target data block size; default 4 KiB */
     size_t table_bytes;         /* target table size written by compaction; default 2 MiB */
+    size_t level1_bytes;        /* size that makes level 1 compact into level 2; each deeper level
+                                   holds ten times its parent; default 10 MiB */
     size_t blob_threshold;      /* values at least this long go to blob files when flushed; 0 = never;
                                    default 64 KiB */
     int    background_compaction; /* 1: compact in a background thread (default); 0: only lsm_compact */
@@ -164,6 +166,8 @@ typedef struct lsm_stats {
     uint64_t stall_micros;                /* time writers spent slowed or stopped */
     uint64_t pending_compaction_bytes;    /* estimate of bytes compaction still has to rewrite */
     uint64_t flushes, compactions;        /* counts since open */
+    uint64_t compactions_parallel;        /* compactions that started while another ran (on other
+                                             levels) */
     uint64_t last_sequence;               /* sequence number of the newest write */
     uint64_t memtable_bytes;              /* bytes in the live memtable */
     uint64_t disk_bytes;                  /* bytes of every live file of the database */

@@ -1090,6 +1090,59 @@ static void test_stats(void **state)
     lsm_close(db);
 }
 
+/* With level1_bytes small, levels fill up quickly: the background threads must run compactions on
+   disjoint levels at the same time (L0->L1 beside L2->L3), honour the level sizes, and lose
+   nothing while doing so. */
+static void test_parallel_compactions(void **state)
+{
+    (void)state;
+    lsm_env *env = faultenv_new();     /* in memory: a thousand compactions cost no fsyncs */
+    lsm_options o;
+    lsm_options_init(&o);
+    o.env = env;
+    o.memtable_bytes = 16 << 10;
+    o.table_bytes = 4 << 10;
+    o.level1_bytes = 16 << 10;          /* L2 160 KiB, L3 1.6 MiB */
+    lsm_db *db = NULL;
+    CHECK_OK(NULL, lsm_open("/db", &o, &db));
+    model *m = model_new();
+    uint64_t seed = test_seed("parallel_compactions", 77);
+    trng r;
+    trng_seed(&r, seed);
+    char k[32], v[120];
+    lsm_stats st;
+    int n = (int)test_scale(50000);
+    for (int i = 0; i < n; i++) {
+        snprintf(k, sizeof k, "k%08u", (unsigned)trng_below(&r, 25000));
+        size_t vl = 40 + trng_below(&r, 80);
+        memset(v, 'a' + i % 26, vl);
+        snprintf(v, 16, "%d:", i);
+        if (trng_chance(&r, 10)) {
+            CHECK_OK(db, lsm_delete(db, k, strlen(k)));
+            model_del(m, k, strlen(k));
+        } else {
+            CHECK_OK(db, lsm_put(db, k, strlen(k), v, vl));
+            model_put(m, k, strlen(k), v, vl);
+        }
+        if (i % 25000 == 24999)
+            check_db_equals_model(db, m, "parallel compactions, live");
+    }
+    CHECK_OK(db, lsm_stats_get(db, &st));
+    if (st.compactions_parallel == 0)
+        fail_msg("%" PRIu64 " compactions, none of them beside another (seed %" PRIu64 ")",
+                 st.compactions, seed);
+    if (st.tables[3] == 0)
+        fail_msg("nothing reached level 3 with a 16 KiB level 1 (seed %" PRIu64 ")", seed);
+    check_db_equals_model(db, m, "parallel compactions, before reopen");
+    CHECK_OK(db, lsm_close(db));
+    db = NULL;
+    CHECK_OK(NULL, lsm_open("/db", &o, &db));
+    check_db_equals_model(db, m, "parallel compactions, after reopen");
+    CHECK_OK(db, lsm_close(db));
+    model_free(m);
+    faultenv_free(env);
+}
+
 static void test_strerror(void **state)
 {
     (void)state;
@@ -1240,6 +1293,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_blob_values, setup, teardown),
         cmocka_unit_test(test_blob_reads_during_compaction),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
+        cmocka_unit_test(test_parallel_compactions),
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_close_null),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
