@@ -15,8 +15,9 @@
  * What a merge drops: a version shadowed by a newer version that every live snapshot can see, and a
  * tombstone every snapshot can see when no deeper level may hold the key. It must never drop the
  * newest version visible to some live iterator, and never install outputs before they are durable.
- * Two background threads compact at once when their levels are disjoint (L0->L1 beside L2->L3, say:
- * L0 keeps draining while a long deep compaction runs); a level's busy bit keeps every other
+ * Two background threads compact at once when their levels are disjoint and writes are arriving
+ * (L0->L1 beside L2->L3, say: L0 keeps draining while a long deep compaction runs); with only reads
+ * arriving one compacts at a time, leaving the CPU to them. A level's busy bit keeps every other
  * compaction off the levels one reads and writes. Tables reach a level deeper than a compaction's
  * output only from compactions deeper still, so its check that no deeper level holds a key stays
  * true while it runs. lsm_compact waits for the background ones and holds every level.
@@ -369,6 +370,14 @@ static void compact_done(lsm_db *db, unsigned busy, int rc, const char *err)
     pthread_cond_broadcast(&db->compact_cv);
 }
 
+/* Whether writers switched memtables in the last second (caller holds mu). A second compaction
+   starts only then: it is there to keep level 0 from stalling writers, and when only reads arrive
+   it would take their CPU for work that can wait. */
+static int compact_writes_recent(const lsm_db *db)
+{
+    return lsm_now_micros() - db->last_switch_micros < 1000000;
+}
+
 void *compact_thread_main(void *arg)
 {
     lsm_db *db = arg;
@@ -385,6 +394,7 @@ void *compact_thread_main(void *arg)
         int level = 0;
         while (!db->shutting_down &&
                (db->bg_error || !db->opt.background_compaction || db->manual_waiting ||
+                (db->compacting > 0 && !compact_writes_recent(db)) ||
                 (compact_score(db, db->vs.current, db->level_busy, &level) < 1 && !compact_seek_due(db))))
             pthread_cond_wait(&db->compact_cv, &db->mu);
         if (db->shutting_down)

@@ -823,6 +823,7 @@ static int db_make_room(lsm_db *db, int force, char *err)
         db->imm_log = db->wal_number;
         db->wal_number = num;
         db->mem = memtable_new();
+        db->last_switch_micros = lsm_now_micros();
         force = 0;
         pthread_cond_broadcast(&db->work_cv);
     }

@@ -21,8 +21,8 @@
 #include "wal.h"
 
 #define L0_COMPACT_TRIGGER 4      /* L0 tables that start a compaction */
-#define L0_SLOWDOWN        20     /* ...that start pacing writes (see db_make_room) */
-#define L0_STOP            36     /* ...that stop writes until compaction catches up */
+#define L0_SLOWDOWN        8      /* ...that start pacing writes (see db_make_room) */
+#define L0_STOP            12     /* ...that stop writes until compaction catches up */
 #define WRITE_RATE_MAX     (64u << 20) /* bytes/s allowed at L0_SLOWDOWN, falling to 0 at L0_STOP */
 #define COMPACT_THREADS    2      /* compactions that may run at once, on disjoint levels */
 #define COMPACT_NICE       5      /* how much nicer than the process compaction threads run */
@@ -57,6 +57,7 @@ struct lsm_db {
 
     writer *wq_head, *wq_tail;      /* writer queue; guarded by mu */
     buf group;                      /* leader's merged batch; owned by the leader */
+    uint64_t last_switch_micros;    /* when writes last switched memtables; guarded by mu */
     uint64_t paced_bytes;           /* written since the last pacing pause (db_make_room); guarded by mu */
 
     snapshot_node snapshots;        /* circular list of live iterator sequences; guarded by mu */
