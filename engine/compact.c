@@ -370,12 +370,12 @@ static void compact_done(lsm_db *db, unsigned busy, int rc, const char *err)
     pthread_cond_broadcast(&db->compact_cv);
 }
 
-/* Whether writers switched memtables in the last second (caller holds mu). A second compaction
-   starts only then: it is there to keep level 0 from stalling writers, and when only reads arrive
-   it would take their CPU for work that can wait. */
+/* Whether writers are waiting on level 0 or switched memtables in the last second (caller holds
+   mu). A second compaction starts only then: it is there to keep level 0 from stalling writers,
+   and when only reads arrive it would take their CPU for work that can wait. */
 static int compact_writes_recent(const lsm_db *db)
 {
-    return lsm_now_micros() - db->last_switch_micros < 1000000;
+    return db->l0_stopped || lsm_now_micros() - db->last_switch_micros < 1000000;
 }
 
 void *compact_thread_main(void *arg)

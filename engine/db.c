@@ -800,8 +800,15 @@ static int db_make_room(lsm_db *db, int force, char *err)
             return LSM_OK;
         if (db->imm || (db->opt.background_compaction && l0 >= L0_STOP)) {
             uint64_t t0 = lsm_now_micros();
+            int stopped = !db->imm;
             pthread_cond_broadcast(&db->work_cv);
+            if (stopped) {
+                db->l0_stopped = 1;     /* lets a second compaction start beside a long one */
+                pthread_cond_broadcast(&db->compact_cv);
+            }
             pthread_cond_wait(&db->bg_cv, &db->mu);
+            if (stopped)
+                db->l0_stopped = 0;
             atomic_fetch_add(&db->st_stall_micros, lsm_now_micros() - t0);
             continue;
         }

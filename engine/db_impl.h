@@ -58,6 +58,7 @@ struct lsm_db {
     writer *wq_head, *wq_tail;      /* writer queue; guarded by mu */
     buf group;                      /* leader's merged batch; owned by the leader */
     uint64_t last_switch_micros;    /* when writes last switched memtables; guarded by mu */
+    int l0_stopped;                 /* a writer waits for level 0 to shrink; guarded by mu */
     uint64_t paced_bytes;           /* written since the last pacing pause (db_make_room); guarded by mu */
 
     snapshot_node snapshots;        /* circular list of live iterator sequences; guarded by mu */
