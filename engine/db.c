@@ -108,6 +108,7 @@ const char *lsm_strerror(int rc)
     case LSM_INVALID: return "invalid argument";
     case LSM_EXISTS: return "database already exists";
     case LSM_CLOSED: return "database failed earlier; reopen it";
+    case LSM_NOSPACE: return "no space left on device";
     default: return "unknown error";
     }
 }
@@ -918,7 +919,7 @@ static int db_write(lsm_db *db, lsm_batch *b, int sync, int force_flush)
 
         pthread_mutex_lock(&db->mu);
         if (rc != LSM_OK)
-            db_set_bg_error(db, rc == LSM_CORRUPT ? rc : LSM_IOERR, err);
+            db_set_bg_error(db, rc == LSM_CORRUPT || rc == LSM_NOSPACE ? rc : LSM_IOERR, err);
         else
             db->last_seq = lastseq;
     }

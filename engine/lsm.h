@@ -35,12 +35,14 @@ enum {
     LSM_OK       = 0,
     LSM_NOTFOUND = -1,  /* the key has no value (absent or deleted) */
     LSM_CORRUPT  = -2,  /* a checksum, magic number or structure on disk is wrong */
-    LSM_IOERR    = -3,  /* the operating system reported an I/O failure (EIO, ENOSPC, ...) */
+    LSM_IOERR    = -3,  /* the operating system reported an I/O failure (EIO, EROFS, ...) */
     LSM_BUSY     = -4,  /* the directory is locked by another handle or process */
     LSM_NOMEM    = -5,  /* an allocation failed */
     LSM_INVALID  = -6,  /* bad argument or misuse: nothing was changed */
     LSM_EXISTS   = -7,  /* the database exists and error_if_exists was set */
-    LSM_CLOSED   = -8   /* the handle failed hard earlier (I/O error); reopen to recover */
+    LSM_CLOSED   = -8,  /* the handle failed hard earlier (I/O error); reopen to recover */
+    LSM_NOSPACE  = -9   /* the device is full (ENOSPC, EDQUOT). As after LSM_IOERR, writes keep
+                           failing with it until the database is reopened; reads still work */
 };
 
 enum {

@@ -205,7 +205,10 @@ int lsm_err(char *err, int code, const char *fmt, ...)
 int lsm_err_errno(char *err, int neg_errno, const char *what, const char *path)
 {
     int e = -neg_errno;
-    int code = (e == EWOULDBLOCK || e == EAGAIN) ? LSM_BUSY : e == ENOMEM ? LSM_NOMEM : LSM_IOERR;
+    int code = (e == EWOULDBLOCK || e == EAGAIN) ? LSM_BUSY
+             : e == ENOMEM                  ? LSM_NOMEM
+             : (e == ENOSPC || e == EDQUOT) ? LSM_NOSPACE
+             : LSM_IOERR;
     return lsm_err(err, code, "%s %s: %s", what, path, strerror(e));
 }
 

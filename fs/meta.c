@@ -43,6 +43,9 @@ int lsmfs_errno(int rc, const char *what, const char *path)
     case LSM_NOMEM:    return ENOMEM;
     case LSM_INVALID:  return EINVAL;
     case LSM_EXISTS:   return EEXIST;
+    case LSM_NOSPACE:
+        lsmfs_log(LOG_ERR, "%s %s: %s", what, path ? path : "", lsm_errmsg(fs.db));
+        return ENOSPC;
     case LSM_CORRUPT:
     case LSM_IOERR:
     case LSM_CLOSED:

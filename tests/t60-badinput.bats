@@ -287,7 +287,7 @@ EOF2
     (cd "$MNT" && sha256sum -c --quiet "$T/expect")
 }
 
-@test "full disk: writes fail, the daemon stays up; with space again every closed file is intact" {
+@test "full disk: writes fail with ENOSPC, the daemon stays up; with space again every closed file is intact" {
     require_root
     mkdir "$T/small"
     mount -t tmpfs -o size=3m tmpfs "$T/small"
@@ -296,7 +296,7 @@ EOF2
     DATA=$T/small/data
     mount_fs
     python3 - "$MNT" "$T" <<'EOF2'
-import hashlib, os, sys
+import errno, hashlib, os, sys
 m, t = sys.argv[1], sys.argv[2]
 ok, failed = open(t + "/ok", "w"), open(t + "/failed", "w")
 nfail = 0
@@ -312,6 +312,7 @@ for i in range(40):
         nfail += 1
         if nfail == 1:
             print("# first failure at f%02d: %s" % (i, e))
+        assert e.errno == errno.ENOSPC, "f%02d: %s, expected ENOSPC" % (i, e)
 assert nfail > 0, "40 x 150 KB fit in a 3 MB filesystem?"
 EOF2
     pid_alive "$LSMFS_PID"

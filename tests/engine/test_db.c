@@ -1193,7 +1193,7 @@ static void test_strerror(void **state)
 {
     (void)state;
     int codes[] = { LSM_OK, LSM_NOTFOUND, LSM_CORRUPT, LSM_IOERR, LSM_BUSY, LSM_NOMEM,
-                    LSM_INVALID, LSM_EXISTS, LSM_CLOSED };
+                    LSM_INVALID, LSM_EXISTS, LSM_CLOSED, LSM_NOSPACE };
     int n = (int)(sizeof codes / sizeof codes[0]);
     for (int i = 0; i < n; i++) {
         const char *s = lsm_strerror(codes[i]);

@@ -584,10 +584,10 @@ static void test_builder_errors(void **state)
             rc = sst_builder_add(b, ent_key(&es.e[i]), (slice){ es.e[i].v, es.e[i].vn }, err);
         if (rc == LSM_OK)
             rc = sst_builder_finish(b, &size, err);
-        assert_int_equal(rc, LSM_IOERR);
+        assert_int_equal(rc, LSM_NOSPACE);
         assert_non_null(strstr(err, "/fail.sst"));
         err[0] = 0;
-        assert_int_equal(sst_builder_finish(b, &size, err), LSM_IOERR);
+        assert_int_equal(sst_builder_finish(b, &size, err), LSM_NOSPACE);
         assert_non_null(strstr(err, "/fail.sst"));
         sst_builder_free(b);
         faultenv_clear(env);

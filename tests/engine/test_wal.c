@@ -582,7 +582,7 @@ static void wal_poisoned_writer(void **state)
 
     /* Creation on a dead disk fails cleanly. */
     faultenv_fail_after(env, 1, ENOSPC);
-    assert_int_equal(logw_create(env, "/db/2.log", WAL_MAGIC, &w, err), LSM_IOERR);
+    assert_int_equal(logw_create(env, "/db/2.log", WAL_MAGIC, &w, err), LSM_NOSPACE);
     faultenv_clear(env);
     test_wal_recs_free(&r);
     faultenv_free(env);
