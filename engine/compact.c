@@ -4,9 +4,9 @@
  * Levels: L0 holds flushed memtables (tables may overlap, newest first); L1..L6 each hold disjoint
  * tables sorted by key, L1 targeting level1_bytes (default 10 MiB) and each deeper level ten times
  * more. A compaction merges all of L0 (or one table of Ln, chosen round-robin) with the overlapping
- * tables of the next level and writes new tables there, cut at table_bytes but never inside one user key's versions,
- * so the tables of a level stay disjoint by user key. A table that overlaps nothing below is moved
- * down by a manifest edit instead of being rewritten.
+ * tables of the next level and writes new tables there, cut at table_bytes but never inside one
+ * user key's versions, so the tables of a level stay disjoint by user key. A table that overlaps
+ * nothing below is moved down by a manifest edit instead of being rewritten.
  *
  * Blob garbage collection rides on compaction, by age: a compaction that meets a reference into
  * the oldest quarter of the live blob files copies the value into a new blob file, so old files
@@ -293,7 +293,8 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
             /* Cut tables only between user keys, so a level stays disjoint by user key. */
             if (open && sst_builder_file_size(tw.b) >= db->opt.table_bytes) {
                 open = 0;
-                if ((rc = compact_output_done(db, &tw, &e, c->out_level, &u, &bytes, err)) != LSM_OK)
+                rc = compact_output_done(db, &tw, &e, c->out_level, &u, &bytes, err);
+                if (rc != LSM_OK)
                     break;
             }
         }
@@ -327,7 +328,8 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
             tw_abandon(&tw);
     }
     atomic_fetch_add(&db->st_compact_bytes, bytes);
-    int src = unsynced_sync_close(db, &u, err);
+    char serr[LSM_ERRLEN];
+    int src = unsynced_sync_close(db, &u, rc == LSM_OK ? err : serr);   /* keep the first message */
     if (rc == LSM_OK)
         rc = src;
     if (rc == LSM_OK)
@@ -387,15 +389,18 @@ void *compact_thread_main(void *arg)
        stops writers from outrunning it. Best effort; a failure leaves the priority as it was. */
     errno = 0;
     int nice_now = getpriority(PRIO_PROCESS, 0);
-    if (errno == 0)
-        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice_now + COMPACT_NICE > 19 ? 19 : nice_now + COMPACT_NICE);
+    if (errno == 0) {
+        int nice_to = nice_now + COMPACT_NICE > 19 ? 19 : nice_now + COMPACT_NICE;
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice_to);
+    }
     pthread_mutex_lock(&db->mu);
     for (;;) {
         int level = 0;
         while (!db->shutting_down &&
                (db->bg_error || !db->opt.background_compaction || db->manual_waiting ||
                 (db->compacting > 0 && !compact_writes_recent(db)) ||
-                (compact_score(db, db->vs.current, db->level_busy, &level) < 1 && !compact_seek_due(db))))
+                (compact_score(db, db->vs.current, db->level_busy, &level) < 1 &&
+                 !compact_seek_due(db))))
             pthread_cond_wait(&db->compact_cv, &db->mu);
         if (db->shutting_down)
             break;

@@ -59,7 +59,8 @@ struct lsm_db {
     buf group;                      /* leader's merged batch; owned by the leader */
     uint64_t last_switch_micros;    /* when writes last switched memtables; guarded by mu */
     int l0_stopped;                 /* a writer waits for level 0 to shrink; guarded by mu */
-    uint64_t paced_bytes;           /* written since the last pacing pause (db_make_room); guarded by mu */
+    uint64_t paced_bytes;           /* written since the last pacing pause (db_make_room);
+                                       guarded by mu */
 
     snapshot_node snapshots;        /* circular list of live iterator sequences; guarded by mu */
 
@@ -135,9 +136,9 @@ typedef struct table_writer {
 int  tw_open(lsm_db *db, table_writer *tw, char *err);
 int  tw_add(table_writer *tw, slice k, slice v, char *err);
 /* Finishes the table; *bytes += its size. With keep NULL it is synced and closed (its directory
-   entry is not synced). Otherwise the open file goes to *keep unsynced, and the caller must sync and
-   close it before any version names the table: a compaction syncs its outputs together at its end,
-   so one journal commit serves them all. */
+   entry is not synced). Otherwise the open file goes to *keep unsynced, and the caller must sync
+   and close it before any version names the table: a compaction syncs its outputs together at its
+   end, so one journal commit serves them all. */
 int  tw_finish(table_writer *tw, file_meta **out, uint64_t *bytes, lsm_file **keep, char *err);
 void tw_abandon(table_writer *tw);
 int  db_sync_dir(lsm_db *db, char *err);

@@ -6,7 +6,8 @@
  * to touch files, and every crash-safety argument the engine makes can be checked against a model
  * of what a real disk keeps. The POSIX env is a thin layer: it retries EINTR, returns -errno, and
  * adds nothing the kernel does not do (no caching, no buffering). Appends go through an O_APPEND
- * descriptor; "sync" is fdatasync, "writeback" is sync_file_range(SYNC_FILE_RANGE_WRITE); directory entries are made durable by fsync on the directory.
+ * descriptor; "sync" is fdatasync, "writeback" is sync_file_range(SYNC_FILE_RANGE_WRITE);
+ * directory entries are made durable by fsync on the directory.
  * The lock is an open-file-description (F_OFD_SETLK) write lock, so a second lock of the same file
  * conflicts even inside the same process (a second lsm_open of one directory must fail), and the
  * holder writes its pid into the lock file so that a loser can say who holds it.

@@ -494,7 +494,9 @@ static int sst_builder_append(sst_builder *b, const void *p, size_t n, char *err
 {
     int rc;
     if (n >= SST_OUT_BYTES) {
-        if ((rc = sst_builder_drain(b, err)) != LSM_OK || (rc = sst_builder_write(b, p, n, err)) != LSM_OK)
+        if ((rc = sst_builder_drain(b, err)) != LSM_OK)
+            return rc;
+        if ((rc = sst_builder_write(b, p, n, err)) != LSM_OK)
             return rc;
     } else {
         buf_append(&b->out, p, n);

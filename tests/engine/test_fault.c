@@ -142,8 +142,8 @@ static int wl_batch(wl *w, lsm_batch *lb, int sync)
         if (w->first_failed < 0)
             w->first_failed = idx;
         if (rc != LSM_IOERR && rc != LSM_NOSPACE && rc != LSM_CLOSED)
-            FAILW(w, "lsm_write of batch %ld: %d (%s), expected LSM_IOERR, LSM_NOSPACE or LSM_CLOSED",
-                  idx, rc, lsm_strerror(rc));
+            FAILW(w, "lsm_write of batch %ld: %d (%s), expected LSM_IOERR, LSM_NOSPACE or "
+                  "LSM_CLOSED", idx, rc, lsm_strerror(rc));
         if (!lsm_errmsg(w->db)[0])
             FAILW(w, "lsm_write failed with %d but lsm_errmsg is empty", rc);
     }
