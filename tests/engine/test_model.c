@@ -150,6 +150,8 @@ static void db_open(run *R)
     o.bloom_bits_per_key = trng_chance(&R->r, 20) ? 0 : 10;
     o.block_bytes = trng_chance(&R->r, 50) ? 512 : 4096;
     o.table_bytes = trng_chance(&R->r, 50) ? (64 << 10) : (2 << 20);
+    /* A small level 1 makes deep levels, and compactions that run side by side, even here. */
+    o.level1_bytes = trng_chance(&R->r, 50) ? (64 << 10) : (10 << 20);
     o.cache_bytes = trng_chance(&R->r, 20) ? 0 : (1 << 20);
     static const size_t blob[] = { 0, 512, 4096, 65536 };
     o.blob_threshold = blob[trng_below(&R->r, 4)];
