@@ -44,11 +44,17 @@ struct writer {
     writer *next;
 };
 
+/* What a read sees: memtables and version pinned together, and the newest sequence they hold. */
+typedef struct read_view {
+    memtable *mem, *imm;
+    version *v;
+    uint64_t snap;
+} read_view;
+
 struct lsm_iter {
     lsm_db *db;
     iiter *m;                   /* merge of every source */
-    memtable *mem, *imm;        /* pinned */
-    version *v;                 /* pinned */
+    read_view rv;               /* pinned; rv.snap is the sequence snap registers */
     snapshot_node snap;         /* registered in db->snapshots */
     int valid;
     int rc;                     /* sticky failure */
@@ -70,7 +76,7 @@ static void lsm_iter_sample(lsm_iter *it, slice ukey)
 {
     it->rng = it->rng * 1103515245u + 12345u;
     it->sample_left = (int64_t)((it->rng >> 8) % (2 * READ_SAMPLE_BYTES));
-    version *v = it->v;
+    version *v = it->rv.v;
     file_meta *first = NULL;
     int first_level = 0, n = 0;
     for (int l = 0; l < LSM_MAX_LEVELS && n < 2; l++) {
@@ -1040,15 +1046,9 @@ void db_charge_seek(lsm_db *db, file_meta *f, int level)
     pthread_mutex_unlock(&db->mu);
 }
 
-typedef struct read_view {
-    memtable *mem, *imm;
-    version *v;
-    uint64_t snap;
-} read_view;
-
-static void db_view_get(lsm_db *db, read_view *rv)
+/* Pins what a read sees now (caller holds mu). */
+static void db_view_pin(lsm_db *db, read_view *rv)
 {
-    pthread_mutex_lock(&db->mu);
     rv->mem = db->mem;
     memtable_ref(rv->mem);
     rv->imm = db->imm;
@@ -1057,6 +1057,12 @@ static void db_view_get(lsm_db *db, read_view *rv)
     rv->v = db->vs.current;
     version_ref(rv->v);
     rv->snap = db->last_seq;
+}
+
+static void db_view_get(lsm_db *db, read_view *rv)
+{
+    pthread_mutex_lock(&db->mu);
+    db_view_pin(db, rv);
     pthread_mutex_unlock(&db->mu);
 }
 
@@ -1065,6 +1071,7 @@ static void db_view_put(read_view *rv)
     memtable_unref(rv->mem);
     memtable_unref(rv->imm);
     version_unref(rv->v);
+    memset(rv, 0, sizeof *rv);
 }
 
 /* Looks key up in table f; *read is set when the bloom filter let the lookup into the table. */
@@ -1370,11 +1377,12 @@ iiter *db_table_iter_new(lsm_db *db, const file_meta *f)
 
 /* ---------- user iterators ---------- */
 
-/* Registers the iterator's snapshot (caller holds mu): nodes stay in sequence order, oldest first. */
+/* Registers the snapshot of the iterator's pinned view (caller holds mu): nodes stay in sequence
+   order, oldest first. */
 static void lsm_iter_register(lsm_iter *it)
 {
     lsm_db *db = it->db;
-    it->snap.seq = db->last_seq;
+    it->snap.seq = it->rv.snap;
     it->snap.prev = db->snapshots.prev;
     it->snap.next = &db->snapshots;
     db->snapshots.prev->next = &it->snap;
@@ -1390,26 +1398,19 @@ static void lsm_iter_unregister(lsm_iter *it)
 /* Pins the current memtables and version and builds the merge over them (caller holds mu). */
 static void lsm_iter_attach(lsm_iter *it)
 {
-    lsm_db *db = it->db;
-    it->mem = db->mem;
-    memtable_ref(it->mem);
-    it->imm = db->imm;
-    if (it->imm)
-        memtable_ref(it->imm);
-    it->v = db->vs.current;
-    version_ref(it->v);
+    db_view_pin(it->db, &it->rv);
     lsm_iter_register(it);
 }
 
 static void lsm_iter_build(lsm_iter *it)
 {
     lsm_db *db = it->db;
-    version *v = it->v;
+    version *v = it->rv.v;
     int n = 2 + v->nfiles[0] + LSM_MAX_LEVELS, k = 0;
     iiter **kids = xmalloc((size_t)n * sizeof *kids);
-    kids[k++] = memtable_iter_new(it->mem);
-    if (it->imm)
-        kids[k++] = memtable_iter_new(it->imm);
+    kids[k++] = memtable_iter_new(it->rv.mem);
+    if (it->rv.imm)
+        kids[k++] = memtable_iter_new(it->rv.imm);
     for (int i = 0; i < v->nfiles[0]; i++)
         kids[k++] = db_table_iter_new(db, v->files[0][i]);
     for (int l = 1; l < LSM_MAX_LEVELS; l++)
@@ -1424,11 +1425,7 @@ static void lsm_iter_release(lsm_iter *it)
 {
     iiter_free(it->m);
     it->m = NULL;
-    memtable_unref(it->mem);
-    memtable_unref(it->imm);
-    version_unref(it->v);
-    it->mem = it->imm = NULL;
-    it->v = NULL;
+    db_view_put(&it->rv);
 }
 
 int lsm_iter_new(lsm_db *db, lsm_iter **out)
@@ -1465,9 +1462,10 @@ int lsm_iter_refresh(lsm_iter *it)
     it->valid = 0;
     pthread_mutex_lock(&db->mu);
     lsm_iter_unregister(it);
-    if (it->rc == LSM_OK && it->mem == db->mem && it->imm == db->imm && it->v == db->vs.current) {
+    if (it->rc == LSM_OK && it->rv.mem == db->mem && it->rv.imm == db->imm && it->rv.v == db->vs.current) {
         /* Same sources: the memtable iterators see newer entries by themselves, so only the
            snapshot moves. This is what makes a refreshed iterator cheap. */
+        it->rv.snap = db->last_seq;
         lsm_iter_register(it);
         pthread_mutex_unlock(&db->mu);
         return LSM_OK;

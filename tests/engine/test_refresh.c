@@ -85,6 +85,38 @@ static void test_refresh_follows_writes(void **state)
 }
 
 /* An upper bound ends iteration at the first key >= bound, also when deleted keys lie beyond it. */
+/* Writes that stay in the memtable the iterator already reads: refresh keeps its sources and only
+   moves the snapshot, which must then show every write made before it, and no later one. */
+static void test_refresh_same_memtable(void **state)
+{
+    (void)state;
+    char *dir = tmpdir_new("refresh");
+    lsm_db *db;
+    assert_int_equal(lsm_open(dir, NULL, &db), LSM_OK);      /* a 4 MiB memtable: no switch */
+    model *m = model_new();
+    lsm_iter *it;
+    assert_int_equal(lsm_iter_new(db, &it), LSM_OK);
+    for (int round = 0; round < 50; round++) {
+        char k[16], v[16];
+        snprintf(k, sizeof k, "k%03d", (round * 7) % 31);
+        snprintf(v, sizeof v, "v%d", round);
+        assert_int_equal(lsm_put(db, k, strlen(k), v, strlen(v)), LSM_OK);
+        model_put(m, k, strlen(k), v, strlen(v));
+        assert_int_equal(lsm_iter_refresh(it), LSM_OK);
+        assert_int_equal(lsm_put(db, "later", 5, "x", 1), LSM_OK);   /* after the refresh */
+        check_iter_equals(it, m, "after refresh, same memtable");
+        assert_int_equal(lsm_delete(db, "later", 5), LSM_OK);
+    }
+    lsm_stats st;
+    assert_int_equal(lsm_stats_get(db, &st), LSM_OK);
+    assert_int_equal(st.flushes, 0);                        /* the sources never changed */
+    lsm_iter_free(it);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    model_free(m);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
 static void test_upper_bound(void **state)
 {
     (void)state;
@@ -127,6 +159,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refresh_follows_writes),
+        cmocka_unit_test(test_refresh_same_memtable),
         cmocka_unit_test(test_upper_bound),
     };
     return cmocka_run_group_tests_name("engine iterator refresh", tests, NULL, NULL);
