@@ -319,6 +319,19 @@ lsm_env *lsm_env_posix(void)
 /* Helpers over any env                                                                       */
 /* ======================================================================================== */
 
+int env_append_wb(lsm_env *env, lsm_file *f, const void *p, size_t n, env_wb *wb)
+{
+    int r = env_append_all(env, f, p, n);
+    if (r < 0)
+        return r;
+    wb->written += n;
+    if (env->writeback && wb->written - wb->sent >= ENV_WRITEBACK_BYTES) {
+        env->writeback(env, f, wb->sent, wb->written - wb->sent);
+        wb->sent = wb->written;
+    }
+    return 0;
+}
+
 int env_append_all(lsm_env *env, lsm_file *f, const void *p, size_t n)
 {
     const uint8_t *s = p;

@@ -60,6 +60,15 @@ lsm_env *lsm_env_posix(void);                 /* static; never freed */
 
 /* Helpers over any env. */
 int  env_append_all(lsm_env *env, lsm_file *f, const void *p, size_t n); /* retries short writes; 0 or -errno */
+/* Bytes a writer has appended to one file, and how many of them it has sent to env->writeback. */
+typedef struct env_wb {
+    uint64_t written, sent;
+} env_wb;
+/* env_append_all, then, once ENV_WRITEBACK_BYTES are appended and not yet sent, env->writeback on
+   them (a hint: its failure is ignored; the final sync reports real trouble). Writers of large
+   files call it so that their final sync waits for a short tail only. */
+#define ENV_WRITEBACK_BYTES (1u << 20)
+int  env_append_wb(lsm_env *env, lsm_file *f, const void *p, size_t n, env_wb *wb);
 int  env_pread_all(lsm_env *env, lsm_file *f, void *p, size_t n, uint64_t off); /* -EIO-free: returns -ENODATA if short */
 void env_free_list(char **names, int n);
 /* Size of the file at path (open, size, close); -errno if it cannot be opened. */

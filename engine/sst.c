@@ -347,8 +347,7 @@ struct sst_builder {
     size_t nhashes, caphashes;
     buf scratch;                  /* compression output and separators */
     buf out;                      /* blocks not yet handed to the OS (see sst_builder_append) */
-    uint64_t written;             /* bytes handed to the OS */
-    uint64_t wb_off;              /* bytes before this have been sent to env->writeback */
+    env_wb wb;                    /* bytes handed to the OS, and to env->writeback */
     ZSTD_CCtx *zc;                /* created on first Zstandard block */
     int status;                   /* sticky first error */
     char msg[LSM_ERRLEN];         /* its message */
@@ -458,22 +457,13 @@ static int sst_builder_fail(sst_builder *b, int code, char *err)
 }
 
 #define SST_OUT_BYTES (256u << 10)
-#define SST_WRITEBACK_BYTES (1u << 20)
-
-/* Writes p to the file, and every SST_WRITEBACK_BYTES starts the device writing what came before:
-   the table's final sync then waits for the last stretch only, and the disk works while the
-   builder goes on computing instead of all at once at the end. */
+/* Writes p to the file. Writeback starts every MiB (env_append_wb): the table's final sync then
+   waits for the last stretch only, and the disk works while the builder goes on computing. */
 static int sst_builder_write(sst_builder *b, const void *p, size_t n, char *err)
 {
-    int e = env_append_all(b->env, b->f, p, n);
+    int e = env_append_wb(b->env, b->f, p, n, &b->wb);
     if (e < 0)
         return sst_builder_fail(b, lsm_err_errno(b->msg, e, "write", b->path), err);
-    b->written += n;
-    if (b->env->writeback && b->written - b->wb_off >= SST_WRITEBACK_BYTES) {
-        /* Only a hint: a failure here changes nothing, and the sync will report real trouble. */
-        b->env->writeback(b->env, b->f, b->wb_off, b->written - b->wb_off);
-        b->wb_off = b->written;
-    }
     return LSM_OK;
 }
 

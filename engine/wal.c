@@ -72,13 +72,11 @@ struct logw {
     pthread_mutex_t mu;                /* guards pending, ioerr and size for a background flusher */
     buf pending;                       /* whole records not yet handed to the OS; guarded by mu */
     size_t buffer_cap;                 /* hand pending over once it reaches this; 0: never buffer */
-    uint64_t written;                  /* bytes handed to the OS, the header included */
-    uint64_t wb_off;                   /* bytes before this were sent to env->writeback */
+    env_wb wb;                         /* bytes handed to the OS (header included) and to
+                                          env->writeback, so that the sync that ends a log, or a
+                                          synced write after many unsynced ones, waits for a short
+                                          tail */
 };
-
-/* Every LOGW_WRITEBACK_BYTES handed to the OS, the device is asked to start writing them, so the
-   sync that ends a log (or a synced write after many unsynced ones) waits for a short tail. */
-#define LOGW_WRITEBACK_BYTES (1u << 20)
 
 /* Checksum of one record: the stored length field followed by the payload pieces. */
 static uint32_t logw_checksum(const uint8_t len_field[4], const void *a, size_t an,
@@ -113,25 +111,17 @@ int logw_create(lsm_env *env, const char *path, const char *magic, logw **out, c
     w->f = f;
     w->path = xmemdup(path, strlen(path) + 1);
     w->size = LOG_HEADER;
-    w->written = w->wb_off = LOG_HEADER;
+    w->wb.written = w->wb.sent = LOG_HEADER;
     *out = w;
     return LSM_OK;
 }
 
 static int logw_write(logw *w, const void *p, size_t n)
 {
-    int r = env_append_all(w->env, w->f, p, n);
-    if (r < 0) {
+    int r = env_append_wb(w->env, w->f, p, n, &w->wb);
+    if (r < 0)
         w->ioerr = r;
-        return r;
-    }
-    w->written += n;
-    if (w->env->writeback && w->written - w->wb_off >= LOGW_WRITEBACK_BYTES) {
-        /* A hint only: sync reports real trouble. */
-        w->env->writeback(w->env, w->f, w->wb_off, w->written - w->wb_off);
-        w->wb_off = w->written;
-    }
-    return 0;
+    return r;
 }
 
 void logw_set_buffer(logw *w, size_t bytes)

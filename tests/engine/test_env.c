@@ -552,9 +552,55 @@ static void fault_threads(void **state)
     faultenv_free(env);
 }
 
+/* The writeback calls env_append_wb makes, recorded by a fault env given a writeback operation. */
+static uint64_t wb_calls[8][2];
+static int wb_ncalls;
+
+static int wb_record(lsm_env *env, lsm_file *f, uint64_t off, uint64_t n)
+{
+    if (wb_ncalls < 8) {
+        wb_calls[wb_ncalls][0] = off;
+        wb_calls[wb_ncalls][1] = n;
+    }
+    wb_ncalls++;
+    return -EIO;                        /* a failing hint must change nothing */
+}
+
+/* env_append_wb sends every byte to writeback once, in order, a MiB or more at a time, and the
+   data is written whatever writeback says. */
+static void append_wb_hints_every_mib(void **state)
+{
+    (void)state;
+    lsm_env *env = faultenv_new();
+    env->writeback = wb_record;
+    assert_int_equal(env->mkdir(env, "/d"), 0);
+    lsm_file *f;
+    assert_int_equal(env->open(env, "/d/f", LSM_O_CREATE, &f), 0);
+    static uint8_t chunk[300 << 10];
+    env_wb wb = { 0, 0 };
+    wb_ncalls = 0;
+    for (int i = 0; i < 12; i++) {      /* 12 x 300 KiB = 3.5 MiB */
+        memset(chunk, 'a' + i, sizeof chunk);
+        assert_int_equal(env_append_wb(env, f, chunk, sizeof chunk, &wb), 0);
+    }
+    assert_int_equal(wb.written, 12 * sizeof chunk);
+    assert_int_equal(wb_ncalls, 3);     /* after 4, 8 and 12 chunks: 1200 KiB each */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(wb_calls[i][0], (uint64_t)i * 4 * sizeof chunk);
+        assert_int_equal(wb_calls[i][1], 4 * sizeof chunk);
+    }
+    assert_int_equal(wb.sent, wb.written);
+    uint64_t size = 0;
+    assert_int_equal(env->size(env, f, &size), 0);
+    assert_int_equal(size, 12 * sizeof chunk);
+    env->close(env, f);
+    faultenv_free(env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(append_wb_hints_every_mib),
         cmocka_unit_test(posix_roundtrip),
         cmocka_unit_test(posix_lock_conflicts),
         cmocka_unit_test(posix_write_file_atomic),
