@@ -42,6 +42,14 @@ require_root() {
     [ "$(id -u)" = 0 ] || skip "needs root"
 }
 
+# Makes DIR and mounts a tmpfs there with OPTIONS (-o); teardown unmounts it.
+mount_tmpfs() {
+    mkdir "$1"
+    mount -t tmpfs -o "$2" tmpfs "$1"
+    MOUNTS+=("$1")
+    CLEANUPS+=("umount '$1' 2>/dev/null || umount -l '$1' 2>/dev/null")
+}
+
 # Creates $T, $DATA and $MNT for this test.
 common_setup() {
     require_fuse

@@ -22,6 +22,12 @@ def make(name, version, rnd):
     n = rnd.choice((0, 1, 100, 4000, 4096, 20000, 70000))
     payload = (("%s:%d:" % (name, version)).encode() * (n // 8 + 2))[:n]
     return b"LSMT %d %d %08x\n" % (version, len(payload), zlib.crc32(payload)) + payload
+def write_all(mnt, prefix, count, versions, rnd):
+    """Writes files prefix00.. of every version in turn, each closed after its write."""
+    for v in versions:
+        for i in range(count):
+            with open("%s/%s%02d" % (mnt, prefix, i), "wb") as f:
+                f.write(make("%s%02d" % (prefix, i), v, rnd))
 def check(data):
     """Returns the version, or raises ValueError for a torn or foreign value."""
     nl = data.find(b"\n")
@@ -67,11 +73,7 @@ EOF
     python3 - "$MNT" "$T" <<'EOF'
 import random, sys
 sys.path.insert(0, sys.argv[2]); import selfcheck
-m, rnd = sys.argv[1], random.Random(7)
-for v in (1, 2):
-    for i in range(60):
-        with open("%s/w%02d" % (m, i), "wb") as f:
-            f.write(selfcheck.make("w%02d" % i, v, rnd))
+selfcheck.write_all(sys.argv[1], "w", 60, (1, 2), random.Random(7))
 EOF
     kill_daemon
     mount_fs
@@ -97,11 +99,7 @@ EOF
     python3 - "$MNT" "$T" <<'EOF'
 import random, sys
 sys.path.insert(0, sys.argv[2]); import selfcheck
-m, rnd = sys.argv[1], random.Random(11)
-for v in range(1, 4):
-    for i in range(40):
-        with open("%s/s%02d" % (m, i), "wb") as f:
-            f.write(selfcheck.make("s%02d" % i, v, rnd))
+selfcheck.write_all(sys.argv[1], "s", 40, range(1, 4), random.Random(11))
 EOF
     kill_daemon
     mount_fs

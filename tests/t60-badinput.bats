@@ -59,10 +59,7 @@ teardown() {
 
 @test "DATADIR to be created on a read-only filesystem: non-zero exit with a message" {
     require_root
-    mkdir "$T/ro"
-    mount -t tmpfs -o ro,size=1m tmpfs "$T/ro"
-    MOUNTS+=("$T/ro")
-    CLEANUPS+=("umount '$T/ro' 2>/dev/null || umount -l '$T/ro' 2>/dev/null")
+    mount_tmpfs "$T/ro" ro,size=1m
     run "$LSMFS" "$T/ro/data" "$MNT" 3>&-
     [ "$status" -ne 0 ]
     [[ $output == *"Read-only file system"* ]] || [[ $output == *"$T/ro/data"* ]]
@@ -71,10 +68,7 @@ teardown() {
 
 @test "existing DATADIR on a filesystem remounted read-only: refuses to mount rw" {
     require_root
-    mkdir "$T/ro"
-    mount -t tmpfs -o size=8m tmpfs "$T/ro"
-    MOUNTS+=("$T/ro")
-    CLEANUPS+=("umount '$T/ro' 2>/dev/null || umount -l '$T/ro' 2>/dev/null")
+    mount_tmpfs "$T/ro" size=8m
     DATA=$T/ro/data
     mount_fs
     echo v >"$MNT/k"
@@ -289,10 +283,7 @@ EOF2
 
 @test "full disk: ENOSPC, the daemon stays up; with space again every closed file is intact" {
     require_root
-    mkdir "$T/small"
-    mount -t tmpfs -o size=3m tmpfs "$T/small"
-    MOUNTS+=("$T/small")
-    CLEANUPS+=("umount '$T/small' 2>/dev/null || umount -l '$T/small' 2>/dev/null")
+    mount_tmpfs "$T/small" size=3m
     DATA=$T/small/data
     mount_fs
     python3 - "$MNT" "$T" <<'EOF2'
