@@ -668,7 +668,7 @@ static int db_new_wal(lsm_db *db, uint64_t number, logw **out, char *err)
 {
     char path[4096];
     db_log_path(db, number, path, sizeof path);
-    int rc = logw_create(db->env, path, WAL_MAGIC, out, err);
+    int rc = logw_create_marked(db->env, path, WAL_MAGIC, out, err);
     if (rc == LSM_OK) {
         logw_set_buffer(*out, db->opt.wal_buffer_bytes);
         rc = logw_sync(*out, err);
@@ -823,7 +823,7 @@ static int db_make_room(lsm_db *db, int force, char *err)
         uint64_t num = db->vs.next_file++;
         logw *old = db->wal, *nw = NULL;
         pthread_mutex_unlock(&db->mu);
-        int rc = logw_sync(old, err);
+        int rc = logw_seal(old, err);
         if (rc == LSM_OK)
             rc = db_new_wal(db, num, &nw, err);
         pthread_mutex_lock(&db->mu);
@@ -1626,6 +1626,8 @@ struct recover_state {
     char *err;
     version_edit *edit;
     uint64_t *bytes;
+    char torn[4096];            /* an earlier log that ended in a torn tail, or "" */
+    uint64_t torn_bytes;        /* the bytes it dropped */
 };
 
 /* Writes a memtable rebuilt from the logs as an L0 table added to edit. */
@@ -1646,6 +1648,10 @@ static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off
 {
     struct recover_state *st = arg;
     uint64_t last;
+    if (st->torn[0])
+        return lsm_err(st->err, LSM_CORRUPT,
+                       "%s: its last %" PRIu64 " bytes are damaged although a newer log (%s) "
+                       "holds writes", st->torn, st->torn_bytes, st->path);
     if (batch_apply(*st->mem, p, n, &last) != LSM_OK)
         return lsm_err(st->err, LSM_CORRUPT, "%s: offset %" PRIu64 ": malformed batch record",
                        st->path, off);
@@ -1714,10 +1720,15 @@ static int db_replay_logs(lsm_db *db, version_edit *edit, char *err)
         db_log_path(db, logs[i], path, sizeof path);
         st.path = path;
         rc = log_replay(db->env, path, WAL_MAGIC, db_recover_record, &st, &dropped, err);
-        if (rc == LSM_OK && dropped && i + 1 < nlogs)
-            rc = lsm_err(err, LSM_CORRUPT,
-                         "%s: its last %" PRIu64 " bytes are damaged although a newer log follows",
-                         path, dropped);
+        /* A torn tail is normal only in the log that was live at the crash. An older log was
+           sealed before a newer one received writes, so a torn tail there is damage, once a
+           newer log shows writes. Newer logs without records were made by an open that crashed
+           before its manifest edit (it replays the torn log, makes a new log, and only then
+           retires the old one); they are no evidence. */
+        if (rc == LSM_OK && dropped && !st.torn[0]) {
+            snprintf(st.torn, sizeof st.torn, "%s", path);
+            st.torn_bytes = dropped;
+        }
     }
     free(logs);
     if (rc == LSM_OK && memtable_entries(mem) > 0)
@@ -2024,7 +2035,7 @@ int lsm_close(lsm_db *db)
     }
     int rc = db->bg_error;
     if (rc == LSM_OK && db->wal)
-        rc = logw_sync(db->wal, err);
+        rc = logw_seal(db->wal, err);
     db_free(db);
     return rc;
 }

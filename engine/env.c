@@ -6,7 +6,8 @@
  * to touch files, and every crash-safety argument the engine makes can be checked against a model
  * of what a real disk keeps. The POSIX env is a thin layer: it retries EINTR, returns -errno, and
  * adds nothing the kernel does not do (no caching, no buffering). Appends go through an O_APPEND
- * descriptor; "sync" is fdatasync, "writeback" is sync_file_range(SYNC_FILE_RANGE_WRITE);
+ * descriptor, positioned writes (LSM_O_WRITE_AT) through a plain one; "sync" is fdatasync,
+ * "writeback" is sync_file_range(SYNC_FILE_RANGE_WRITE), "preallocate" is fallocate(2) mode 0;
  * directory entries are made durable by fsync on the directory.
  * The lock is an open-file-description (F_OFD_SETLK) write lock, so a second lock of the same file
  * conflicts even inside the same process (a second lsm_open of one directory must fail), and the
@@ -16,13 +17,15 @@
  * the last sync, reference-counted by directory entries and open handles). Each directory has two
  * name->inode maps: `live`, which create/rename/unlink change, and `durable`, which sync_dir sets to
  * a copy of live. Power loss truncates every inode to its synced length and sets every live map back
- * to its durable map. Truncating an existing file with LSM_O_CREATE is durable at once (the old bytes
+ * to its durable map. Writing over synced bytes (pwrite) keeps a copy of the synced content until
+ * the next sync; at power loss each 4 KiB page that differs from it takes the old or the new
+ * content by a coin toss, as pages written back out of order would on a real disk. Truncating an existing file with LSM_O_CREATE is durable at once (the old bytes
  * are gone even if nothing is synced): the pessimistic choice, since a real disk may keep either.
  * Directories themselves are durable as soon as mkdir returns (they are not modelled as entries of
  * their parent); the engine makes its directory once, so the simplification hides no engine bug
  * that matters. A path's directory is everything before its last '/'; "" is the root, which always
- * exists. The mutating calls are open with LSM_O_CREATE, append, sync, rename, unlink, mkdir,
- * sync_dir and lock; close, unlock and every read keep working on a "dead" machine.
+ * exists. The mutating calls are open with LSM_O_CREATE, append, pwrite, preallocate, sync, rename,
+ * unlink, mkdir, sync_dir and lock; close, unlock and every read keep working on a "dead" machine.
  *
  * Neither env may ever print, or report success for an operation that did not happen.
  */
@@ -57,7 +60,7 @@ static int env_posix_open(lsm_env *env, const char *path, int flags, lsm_file **
 {
     int oflags;
     if (flags & LSM_O_CREATE)
-        oflags = O_RDWR | O_CREAT | O_TRUNC | O_APPEND;
+        oflags = O_RDWR | O_CREAT | O_TRUNC | (flags & LSM_O_WRITE_AT ? 0 : O_APPEND);
     else if (flags & LSM_O_APPEND)
         oflags = O_RDWR | O_APPEND;
     else
@@ -99,6 +102,26 @@ static ssize_t env_posix_append(lsm_env *env, lsm_file *f, const void *buf, size
         r = write(f->fd, buf, n);
     while (r < 0 && errno == EINTR);
     return r < 0 ? -errno : r;
+}
+
+static ssize_t env_posix_pwrite(lsm_env *env, lsm_file *f, const void *buf, size_t n, uint64_t off)
+{
+    ssize_t r;
+    do
+        r = pwrite(f->fd, buf, n, (off_t)off);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
+static int env_posix_preallocate(lsm_env *env, lsm_file *f, uint64_t off, uint64_t n)
+{
+    int r;
+    do
+        r = fallocate(f->fd, 0, (off_t)off, (off_t)n);
+    while (r < 0 && errno == EINTR);
+    if (r < 0 && errno == ENOSYS)
+        return -EOPNOTSUPP;
+    return r < 0 ? -errno : 0;
 }
 
 static int env_posix_sync(lsm_env *env, lsm_file *f)
@@ -308,6 +331,8 @@ static lsm_env env_posix_env = {
     .mmap = env_posix_mmap,
     .munmap = env_posix_munmap,
     .writeback = env_posix_writeback,
+    .pwrite = env_posix_pwrite,
+    .preallocate = env_posix_preallocate,
 };
 
 lsm_env *lsm_env_posix(void)
@@ -319,16 +344,41 @@ lsm_env *lsm_env_posix(void)
 /* Helpers over any env                                                                       */
 /* ======================================================================================== */
 
-int env_append_wb(lsm_env *env, lsm_file *f, const void *p, size_t n, env_wb *wb)
+/* Counts n more bytes written and starts writeback once a MiB or more has not been sent. */
+static void env_wb_note(lsm_env *env, lsm_file *f, size_t n, env_wb *wb)
 {
-    int r = env_append_all(env, f, p, n);
-    if (r < 0)
-        return r;
     wb->written += n;
     if (env->writeback && wb->written - wb->sent >= ENV_WRITEBACK_BYTES) {
         env->writeback(env, f, wb->sent, wb->written - wb->sent);
         wb->sent = wb->written;
     }
+}
+
+int env_append_wb(lsm_env *env, lsm_file *f, const void *p, size_t n, env_wb *wb)
+{
+    int r = env_append_all(env, f, p, n);
+    if (r < 0)
+        return r;
+    env_wb_note(env, f, n, wb);
+    return 0;
+}
+
+int env_pwrite_wb(lsm_env *env, lsm_file *f, const void *p, size_t n, env_wb *wb)
+{
+    const uint8_t *s = p;
+    size_t left = n;
+    uint64_t off = wb->written;
+    while (left > 0) {
+        ssize_t r = env->pwrite(env, f, s, left, off);
+        if (r < 0)
+            return (int)r;
+        if (r == 0)
+            return -EIO;        /* no progress: retrying would spin forever */
+        s += r;
+        off += (uint64_t)r;
+        left -= (size_t)r;
+    }
+    env_wb_note(env, f, n, wb);
     return 0;
 }
 
@@ -452,6 +502,8 @@ typedef struct fault_inode {
     uint8_t *data;                 /* live content */
     size_t len, cap;               /* live length and allocation */
     size_t synced;                 /* bytes that survive power loss; <= len */
+    uint8_t *old;                  /* content of [0, synced) as of the last sync, kept once a
+                                      pwrite lands below synced; NULL when nothing was */
     int refs;                      /* map entries (live and durable) + open handles */
     struct fault_inode *prev, *next; /* every inode, for power loss */
 } fault_inode;
@@ -489,11 +541,25 @@ typedef struct faultenv {
     int fail_err;                  /* positive errno to fail with, or 0 when disarmed */
     int short_writes;              /* appends write at most half */
     long mutations;                /* mutating calls attempted so far */
+    uint64_t rng;                  /* xorshift64 state for power loss's coin tosses */
 } faultenv;
+
+#define FAULT_PAGE 4096           /* the unit in which written-over bytes survive power loss */
 
 static faultenv *faultenv_of(lsm_env *env)
 {
     return (faultenv *)env;
+}
+
+/* xorshift64; caller holds mu. */
+static uint64_t faultenv_rand(faultenv *fe)
+{
+    uint64_t x = fe->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    fe->rng = x;
+    return x;
 }
 
 static fault_inode *faultenv_inode_new(faultenv *fe)
@@ -517,6 +583,7 @@ static void faultenv_inode_unref(faultenv *fe, fault_inode *ino)
     if (ino->next)
         ino->next->prev = ino->prev;
     free(ino->data);
+    free(ino->old);
     free(ino);
 }
 
@@ -646,8 +713,11 @@ static int faultenv_open(lsm_env *env, const char *path, int flags, lsm_file **o
     fault_inode *ino;
     if (e) {
         ino = e->ino;
-        if (flags & LSM_O_CREATE)
+        if (flags & LSM_O_CREATE) {
             ino->len = ino->synced = 0;
+            free(ino->old);
+            ino->old = NULL;
+        }
     } else if (flags & LSM_O_CREATE) {
         ino = faultenv_inode_new(fe);
         faultenv_map_put(fe, &d->live, name, ino);
@@ -677,32 +747,73 @@ static ssize_t faultenv_pread(lsm_env *env, lsm_file *f, void *buf, size_t n, ui
     return (ssize_t)got;
 }
 
-static ssize_t faultenv_append(lsm_env *env, lsm_file *f, const void *buf, size_t n)
+/* Makes the live content at least `end` bytes long, new bytes zero (caller holds mu). */
+static void faultenv_grow(fault_inode *ino, size_t end)
 {
-    faultenv *fe = faultenv_of(env);
-    pthread_mutex_lock(&fe->mu);
-    ssize_t r = faultenv_mutate(fe);
-    if (r < 0)
-        goto out;
-    if (!f->writable) {
-        r = -EBADF;
-        goto out;
-    }
-    if (fe->short_writes && n > 1)
-        n /= 2;
-    fault_inode *ino = f->ino;
-    if (ino->len + n > ino->cap) {
+    if (end <= ino->len)
+        return;
+    if (end > ino->cap) {
         size_t cap = ino->cap ? ino->cap : 256;
-        while (cap < ino->len + n)
+        while (cap < end)
             cap *= 2;
         ino->data = xrealloc(ino->data, cap);
         ino->cap = cap;
     }
+    memset(ino->data + ino->len, 0, end - ino->len);
+    ino->len = end;
+}
+
+/* Writes n bytes at off, keeping the synced content of any synced bytes written over. Returns
+   the bytes written (fewer under short_writes) or -errno. Caller holds mu. */
+static ssize_t faultenv_write_at(faultenv *fe, lsm_file *f, const void *buf, size_t n, uint64_t off)
+{
+    ssize_t r = faultenv_mutate(fe);
+    if (r < 0)
+        return r;
+    if (!f->writable)
+        return -EBADF;
+    if (fe->short_writes && n > 1)
+        n /= 2;
+    fault_inode *ino = f->ino;
+    if (off > SIZE_MAX / 2 || n > SIZE_MAX / 2)
+        return -EFBIG;
+    if (off < ino->synced && n > 0 && !ino->old)
+        ino->old = xmemdup(ino->data, ino->synced);
+    faultenv_grow(ino, (size_t)off + n);
     if (n)
-        memcpy(ino->data + ino->len, buf, n);
-    ino->len += n;
-    r = (ssize_t)n;
-out:
+        memcpy(ino->data + off, buf, n);
+    return (ssize_t)n;
+}
+
+static ssize_t faultenv_append(lsm_env *env, lsm_file *f, const void *buf, size_t n)
+{
+    faultenv *fe = faultenv_of(env);
+    pthread_mutex_lock(&fe->mu);
+    ssize_t r = faultenv_write_at(fe, f, buf, n, f->ino->len);
+    pthread_mutex_unlock(&fe->mu);
+    return r;
+}
+
+static ssize_t faultenv_pwrite(lsm_env *env, lsm_file *f, const void *buf, size_t n, uint64_t off)
+{
+    faultenv *fe = faultenv_of(env);
+    pthread_mutex_lock(&fe->mu);
+    ssize_t r = faultenv_write_at(fe, f, buf, n, off);
+    pthread_mutex_unlock(&fe->mu);
+    return r;
+}
+
+static int faultenv_preallocate(lsm_env *env, lsm_file *f, uint64_t off, uint64_t n)
+{
+    faultenv *fe = faultenv_of(env);
+    pthread_mutex_lock(&fe->mu);
+    int r = faultenv_mutate(fe);
+    if (r == 0 && !f->writable)
+        r = -EBADF;
+    else if (r == 0 && (off > SIZE_MAX / 2 || n > SIZE_MAX / 2))
+        r = -EFBIG;
+    if (r == 0)
+        faultenv_grow(f->ino, (size_t)(off + n));
     pthread_mutex_unlock(&fe->mu);
     return r;
 }
@@ -712,8 +823,11 @@ static int faultenv_sync(lsm_env *env, lsm_file *f)
     faultenv *fe = faultenv_of(env);
     pthread_mutex_lock(&fe->mu);
     int r = faultenv_mutate(fe);
-    if (r == 0)
+    if (r == 0) {
         f->ino->synced = f->ino->len;
+        free(f->ino->old);
+        f->ino->old = NULL;
+    }
     pthread_mutex_unlock(&fe->mu);
     return r;
 }
@@ -952,7 +1066,10 @@ lsm_env *faultenv_new(void)
         .file_exists = faultenv_file_exists,
         .lock = faultenv_lock,
         .unlock = faultenv_unlock,
+        .pwrite = faultenv_pwrite,
+        .preallocate = faultenv_preallocate,
     };
+    fe->rng = 0x9e3779b97f4a7c15ull;
     pthread_mutex_init(&fe->mu, NULL);
     faultenv_dir_add(fe, "");
     return &fe->base;
@@ -989,10 +1106,19 @@ void faultenv_free(lsm_env *env)
         fault_inode *ino = fe->inodes;
         fe->inodes = ino->next;
         free(ino->data);
+        free(ino->old);
         free(ino);
     }
     pthread_mutex_destroy(&fe->mu);
     free(fe);
+}
+
+void faultenv_seed(lsm_env *env, uint64_t seed)
+{
+    faultenv *fe = faultenv_of(env);
+    pthread_mutex_lock(&fe->mu);
+    fe->rng = seed ? seed : 0x9e3779b97f4a7c15ull;
+    pthread_mutex_unlock(&fe->mu);
 }
 
 void faultenv_power_loss(lsm_env *env)
@@ -1000,8 +1126,18 @@ void faultenv_power_loss(lsm_env *env)
     faultenv *fe = faultenv_of(env);
     pthread_mutex_lock(&fe->mu);
     /* Truncate first: restoring the maps below may free inodes, which would upset this walk. */
-    for (fault_inode *ino = fe->inodes; ino; ino = ino->next)
+    for (fault_inode *ino = fe->inodes; ino; ino = ino->next) {
+        if (ino->old) {
+            for (size_t p = 0; p < ino->synced; p += FAULT_PAGE) {
+                size_t n = ino->synced - p < FAULT_PAGE ? ino->synced - p : FAULT_PAGE;
+                if (memcmp(ino->data + p, ino->old + p, n) != 0 && (faultenv_rand(fe) & 1))
+                    memcpy(ino->data + p, ino->old + p, n);
+            }
+            free(ino->old);
+            ino->old = NULL;
+        }
         ino->len = ino->synced;
+    }
     for (fault_dir *d = fe->dirs; d; d = d->next)
         faultenv_map_copy(fe, &d->live, &d->durable);
     faultenv_drop_locks(fe);
@@ -1058,8 +1194,11 @@ int faultenv_corrupt(lsm_env *env, const char *path, uint64_t off)
         if (!e)
             e = faultenv_map_find(&d->durable, name);
         if (e && off < e->ino->len) {
-            /* One buffer holds both the live bytes and the synced prefix, so both see the flip. */
+            /* One buffer holds both the live bytes and the synced prefix, so both see the flip;
+               a kept copy of written-over synced bytes gets it too. */
             e->ino->data[off] ^= 0xff;
+            if (e->ino->old && off < e->ino->synced)
+                e->ino->old[off] ^= 0xff;
             r = 0;
         } else if (e) {
             r = -EINVAL;

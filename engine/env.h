@@ -22,7 +22,9 @@ typedef struct lsm_env lsm_env;
 enum {
     LSM_O_READ   = 1,   /* open an existing file for pread */
     LSM_O_CREATE = 2,   /* create or truncate a file for append (and pread) */
-    LSM_O_APPEND = 4    /* open an existing file for append (and pread) */
+    LSM_O_APPEND = 4,   /* open an existing file for append (and pread) */
+    LSM_O_WRITE_AT = 8  /* with LSM_O_CREATE: the file is written with pwrite at chosen offsets
+                           (never with append), so it can be preallocated and written over */
 };
 
 struct lsm_env {
@@ -54,6 +56,18 @@ struct lsm_env {
        returns without waiting. Durability is not implied; only sync gives it. Writers call it as
        they go so that the sync at the end finds little left to write. */
     int     (*writeback)(lsm_env *env, lsm_file *f, uint64_t off, uint64_t n);
+    /* Optional (NULL where unsupported): writes n bytes at off of a file opened with
+       LSM_O_CREATE | LSM_O_WRITE_AT, growing it if they end past its size; returns bytes written
+       (may be fewer than n) or -errno. */
+    ssize_t (*pwrite)(lsm_env *env, lsm_file *f, const void *buf, size_t n, uint64_t off);
+    /* Optional (NULL where unsupported): makes the file at least off + n bytes long, with blocks
+       allocated for [off, off + n) and any new bytes reading as zero, so that writing over them
+       later changes no file metadata and their fdatasync commits no journal (fallocate(2) mode 0).
+       -EOPNOTSUPP where the file system cannot. Like a write, the new size is durable after sync.
+       Bytes written over a preallocated range reach the disk page by page, in no particular
+       order, until the next sync: after a power loss some may read as zero while later ones
+       survive. */
+    int     (*preallocate)(lsm_env *env, lsm_file *f, uint64_t off, uint64_t n);
 };
 
 lsm_env *lsm_env_posix(void);                 /* static; never freed */
@@ -69,6 +83,9 @@ typedef struct env_wb {
    files call it so that their final sync waits for a short tail only. */
 #define ENV_WRITEBACK_BYTES (1u << 20)
 int  env_append_wb(lsm_env *env, lsm_file *f, const void *p, size_t n, env_wb *wb);
+/* The same for a file opened with LSM_O_WRITE_AT: env->pwrite of all n bytes at offset wb->written
+   (retrying short writes), then the same writeback hint. */
+int  env_pwrite_wb(lsm_env *env, lsm_file *f, const void *p, size_t n, env_wb *wb);
 int  env_pread_all(lsm_env *env, lsm_file *f, void *p, size_t n, uint64_t off); /* -EIO-free: returns -ENODATA if short */
 void env_free_list(char **names, int n);
 /* Size of the file at path (open, size, close); -errno if it cannot be opened. */
@@ -81,8 +98,10 @@ int  env_read_file(lsm_env *env, const char *path, uint8_t **out, size_t *n);
 /* ---- fault-injecting in-memory env (tests) ---- */
 lsm_env *faultenv_new(void);
 void     faultenv_free(lsm_env *env);
-/* Power loss: every file loses the bytes written since its last sync; every directory loses the
-   creations, renames and unlinks made since its last sync_dir. Open files stay usable handles to
+/* Power loss: every file loses the bytes appended since its last sync, and each 4 KiB page of its
+   synced length that was written over since then (pwrite) keeps its new or its old content, by a
+   coin toss of the env's generator (faultenv_seed), independently of the other pages; every
+   directory loses the creations, renames and unlinks made since its last sync_dir. Open files stay usable handles to
    the (now truncated) files; locks are released. Clears any armed fault. */
 void     faultenv_power_loss(lsm_env *env);
 /* After `after` more mutating calls (append, sync, rename, unlink, create, sync_dir), every mutating
@@ -92,6 +111,8 @@ void     faultenv_fail_after(lsm_env *env, long after, int err);
 /* With short != 0, every append writes at most half of what it is given (at least 1 byte). */
 void     faultenv_short_writes(lsm_env *env, int on);
 void     faultenv_clear(lsm_env *env);
+/* Seeds the generator behind power loss's coin tosses (a fixed seed is used until then). */
+void     faultenv_seed(lsm_env *env, uint64_t seed);
 long     faultenv_mutations(lsm_env *env);     /* mutating calls so far */
 /* Flips (xor 0xff) the byte at off of path, as both live and durable content; -ENOENT if none. */
 int      faultenv_corrupt(lsm_env *env, const char *path, uint64_t off);

@@ -17,13 +17,18 @@
 
 #define WAL_MAGIC      "lsmWAL\0\1"
 #define MANIFEST_MAGIC "lsmMAN\0\1"
-#define LOG_VERSION    1
+#define LOG_VERSION    1               /* append-only (the manifest) */
+#define LOG_VERSION_MARKED 2           /* preallocated, with sync marks (the write-ahead log) */
 #define LOG_HEADER     16
 
 typedef struct logw logw;
 
-/* Creates path (truncating), writes the header. Not synced. */
+/* Creates path (truncating), writes the header of a version-1 log. Not synced. */
 int  logw_create(lsm_env *env, const char *path, const char *magic, logw **out, char *err);
+/* The same for a version-2 log: preallocated and written over where the env can, so that a synced
+   write changes no file metadata, with sync marks that let replay tell the holes a crash may leave
+   from damage (wal.c). */
+int  logw_create_marked(lsm_env *env, const char *path, const char *magic, logw **out, char *err);
 /* Appends one record (no sync). On failure the log is unusable (later appends fail). */
 int  logw_append(logw *w, const void *payload, size_t n, char *err);
 /* Appends one record gathered from two pieces (header + body), without copying them together. */
@@ -36,7 +41,10 @@ int  logw_flush(logw *w, char *err);
 /* Hands buffered records to the OS and makes everything appended durable. Thread-safe against
    logw_flush; appends come from one thread at a time. */
 int  logw_sync(logw *w, char *err);
-uint64_t logw_size(const logw *w);                  /* bytes in the file so far */
+/* logw_sync, then (version 2) a sync mark for it and another sync, so that every record of the
+   log is vouched for by a mark: for a log about to be closed for good. */
+int  logw_seal(logw *w, char *err);
+uint64_t logw_size(const logw *w);                  /* bytes of records so far, header included */
 int  logw_close(logw *w, char *err);                /* closes without sync; accepts NULL */
 
 /* Replays path: calls fn for every intact record in order (payload borrowed for the call); fn

@@ -36,10 +36,11 @@
 
 #include "helper_model.h"
 #include "lsm.h"
+#include "lsm_int.h"
+#include "wal.h"
 
 #define NKEYS 600
 #define NWAL  24       /* synced writes left in the log */
-#define LOG_HEADER 16
 
 typedef struct base {
     char *tmp;                 /* temp root */
@@ -521,18 +522,37 @@ typedef struct logrec {
     uint64_t off, len;         /* record offset and payload length */
 } logrec;
 
-static int parse_log(const char *path, logrec *recs, int cap, uint64_t *size)
+static uint32_t le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Finds the records of a log (lsm-format(5)): a version-1 log ends at the end of the file; a
+   version-2 log (the WAL) ends where preallocated zeros begin, and its sync marks go to marks
+   (their offsets; may be NULL with cap 0), not recs. *size is where the records end. */
+static int parse_log(const char *path, logrec *recs, int cap, uint64_t *marks, int *nmarks,
+                     uint64_t *size)
 {
     uint8_t *p;
     size_t n;
     if (file_read(path, &p, &n) != 0)
         fail_msg("reading %s", path);
-    *size = n;
-    int cnt = 0;
+    int v2 = n >= LOG_HEADER && le32(p + 8) == 2;
+    int cnt = 0, nm = 0;
     uint64_t off = LOG_HEADER;
     while (off + 8 <= n) {
-        uint32_t len = (uint32_t)p[off + 4] | (uint32_t)p[off + 5] << 8 | (uint32_t)p[off + 6] << 16 |
-                       (uint32_t)p[off + 7] << 24;
+        uint32_t len = le32(p + off + 4);
+        if (v2 && len == 0 && le32(p + off) == 0)
+            break;                              /* preallocated zeros */
+        if (v2 && len == 0x80000008u) {
+            if (marks && nm == 64)
+                fail_msg("%s: too many sync marks", path);
+            if (marks)
+                marks[nm] = off;
+            nm++;
+            off += 16;
+            continue;
+        }
         if (off + 8 + len > n || cnt == cap)
             break;
         recs[cnt].off = off;
@@ -540,8 +560,15 @@ static int parse_log(const char *path, logrec *recs, int cap, uint64_t *size)
         cnt++;
         off += 8 + len;
     }
-    if (off != n)
+    for (uint64_t i = off; v2 && i < n; i++)
+        if (p[i])
+            fail_msg("%s: non-zero byte at %" PRIu64 " after the records, which end at %" PRIu64,
+                     path, i, off);
+    if (!v2 && off != n)
         fail_msg("%s: records do not end at the end of the file (%" PRIu64 " vs %zu)", path, off, n);
+    if (nmarks)
+        *nmarks = nm;
+    *size = off;
     free(p);
     return cnt;
 }
@@ -573,11 +600,21 @@ static void test_wal_flips(void **state)
     trng_seed(&r, test_seed("wal_flips", 7));
     char *lp = path_join(g->dir, g->log_name);
     logrec recs[NWAL + 8];
-    uint64_t size;
-    int n = parse_log(lp, recs, NWAL + 8, &size);
+    uint64_t size, marks[64];
+    int nmarks;
+    int n = parse_log(lp, recs, NWAL + 8, marks, &nmarks, &size);
     free(lp);
     if (n != NWAL)
         fail_msg("%s holds %d records, expected one per synced write (%d)", g->log_name, n, NWAL);
+    /* Each synced write follows the sync mark that vouches for what came before it (for the first,
+       the header, synced when the log was made). */
+    if (nmarks != NWAL)
+        fail_msg("%s holds %d sync marks, expected %d", g->log_name, nmarks, NWAL);
+    for (int i = 0; i < nmarks; i++)
+        if (marks[i] != (i ? recs[i - 1].off + 8 + recs[i - 1].len : LOG_HEADER) ||
+            marks[i] + 16 != recs[i].off)
+            fail_msg("%s: sync mark %d at %" PRIu64 " is not right before record %d",
+                     g->log_name, i, marks[i], i);
 
     /* The header, and records before the last: corruption, named with file and offset. */
     uint64_t hdr[] = { 0, 7, 8, 12, 15 };
@@ -625,8 +662,33 @@ static void test_wal_flips(void **state)
         copy_drop(c);
     }
 
-    /* The last record: a torn tail, dropped; everything before it intact. */
+    /* A damaged sync mark: corruption while a later mark vouches for the bytes it covers. */
     model *without_last = state_with(g, n - 1);
+    for (int j = 0; j < 6; j++) {
+        int i = j < 3 ? (int)trng_below(&r, (uint64_t)nmarks - 1) : nmarks - 1;
+        uint64_t off = marks[i] + trng_below(&r, 16);
+        char what[160];
+        snprintf(what, sizeof what, "sync mark %d of %d: byte at %" PRIu64 " flipped", i, nmarks,
+                 off);
+        char *c = copy_new(g);
+        flip_in(c, g->log_name, off);
+        if (i < nmarks - 1) {
+            lsm_db *db;
+            int rc = open_copy(c, &db);
+            if (rc != LSM_CORRUPT) {
+                if (rc == LSM_OK)
+                    lsm_close(db);
+                fail_msg("%s: open = %d (%s), expected LSM_CORRUPT", what, rc, lsm_strerror(rc));
+            }
+            expect_msg(lsm_errmsg(NULL), g->log_name, what);
+        } else {
+            /* The last mark has none after it: the last write is lost as a torn tail would be. */
+            expect_state(c, without_last, what);
+        }
+        copy_drop(c);
+    }
+
+    /* The last record: a torn tail, dropped; everything before it intact. */
     logrec last = recs[n - 1];
     uint64_t offs[] = { last.off, last.off + 3, last.off + 8, last.off + 8 + last.len / 2,
                         last.off + 8 + last.len - 1 };
@@ -667,7 +729,7 @@ static void test_wal_truncated(void **state)
     char *lp = path_join(g->dir, g->log_name);
     logrec recs[NWAL + 8];
     uint64_t size;
-    int n = parse_log(lp, recs, NWAL + 8, &size);
+    int n = parse_log(lp, recs, NWAL + 8, NULL, NULL, &size);
     free(lp);
     int cases = (int)test_scale(40);
     for (int j = 0; j < cases; j++) {
@@ -696,6 +758,59 @@ static void test_wal_truncated(void **state)
     }
 }
 
+/* A torn tail in a log that a newer log follows: normal while the newer logs hold no writes (an
+   open that crashed after making its new log), damage once one does. */
+static void test_wal_torn_then_newer(void **state)
+{
+    (void)state;
+    char *lp = path_join(g->dir, g->log_name);
+    logrec recs[NWAL + 8];
+    uint64_t size;
+    int n = parse_log(lp, recs, NWAL + 8, NULL, NULL, &size);
+    free(lp);
+    unsigned long long num = strtoull(g->log_name, NULL, 10);
+    char newer[64];
+    snprintf(newer, sizeof newer, "%06llu.log", num + 1000);
+    model *without_last = state_with(g, n - 1);
+    for (int writes = 0; writes < 2; writes++) {
+        char what[160];
+        snprintf(what, sizeof what, "last record of %s flipped, newer %s with%s writes",
+                 g->log_name, newer, writes ? "" : "out");
+        char *c = copy_new(g);
+        flip_in(c, g->log_name, recs[n - 1].off + 8 + recs[n - 1].len / 2);
+        char *np = path_join(c, newer), err[LSM_ERRLEN];
+        logw *w;
+        assert_int_equal(logw_create_marked(lsm_env_posix(), np, WAL_MAGIC, &w, err), LSM_OK);
+        if (writes) {
+            /* One batch: sequence 2^40, one put of "zz" = "v". */
+            uint8_t b[12 + 1 + 1 + 2 + 1 + 1];
+            enc_fixed64(b, 1ull << 40);
+            enc_fixed32(b + 8, 1);
+            memcpy(b + 12, "\x01\x02zz\x01v", 6);
+            assert_int_equal(logw_append(w, b, sizeof b, err), LSM_OK);
+        }
+        assert_int_equal(logw_seal(w, err), LSM_OK);
+        assert_int_equal(logw_close(w, err), LSM_OK);
+        free(np);
+        if (writes) {
+            lsm_db *db;
+            int rc = open_copy(c, &db);
+            if (rc != LSM_CORRUPT) {
+                if (rc == LSM_OK)
+                    lsm_close(db);
+                fail_msg("%s: open = %d (%s), expected LSM_CORRUPT", what, rc, lsm_strerror(rc));
+            }
+            g_need_offset = 0;
+            expect_msg(lsm_errmsg(NULL), g->log_name, what);
+            expect_msg(lsm_errmsg(NULL), newer, what);
+        } else {
+            expect_state(c, without_last, what);
+        }
+        copy_drop(c);
+    }
+    model_free(without_last);
+}
+
 /* ---- manifest, CURRENT, missing files ---- */
 
 static void test_manifest_flips(void **state)
@@ -706,7 +821,7 @@ static void test_manifest_flips(void **state)
     char *mp = path_join(g->dir, g->manifest_name);
     logrec recs[256];
     uint64_t size;
-    int n = parse_log(mp, recs, 256, &size);
+    int n = parse_log(mp, recs, 256, NULL, NULL, &size);
     free(mp);
     assert_true(n >= 1);
     int cases = (int)test_scale(40), lost = 0;
@@ -913,6 +1028,7 @@ int main(void)
         cmocka_unit_test(test_blob_damage),
         cmocka_unit_test(test_wal_flips),
         cmocka_unit_test(test_wal_truncated),
+        cmocka_unit_test(test_wal_torn_then_newer),
         cmocka_unit_test(test_manifest_flips),
         cmocka_unit_test(test_current_missing),
         cmocka_unit_test(test_current_bad),

@@ -251,10 +251,10 @@ static void wal_bad_magic_and_version(void **state)
     uint8_t *p;
     size_t n;
     test_wal_read(env, &p, &n);
-    enc_fixed32(p + 8, 2);
+    enc_fixed32(p + 8, 3);
     test_wal_put_bytes(env, p, n);
     assert_int_equal(test_wal_replay(env, WAL_MAGIC, &r, NULL, err), LSM_CORRUPT);
-    assert_non_null(strstr(err, "unsupported log format version 2"));
+    assert_non_null(strstr(err, "unsupported log format version 3"));
     assert_int_equal(r.n, 0);
 
     enc_fixed32(p + 8, LOG_VERSION);
@@ -628,6 +628,233 @@ static void wal_callback_stops_replay(void **state)
     faultenv_free(env);
 }
 
+/* ---- version 2: preallocated logs with sync marks ---- */
+
+/* Writes records 0..n-1 (payload test_wal_payload(i, sizes[i])) to a marked log, syncing after
+   record i when sync_after[i]; offs gets each record's offset. Leaves the writer open. */
+static logw *test_wal_marked(lsm_env *env, const char *path, const size_t *sizes,
+                             const int *sync_after, int n, uint64_t *offs)
+{
+    char err[LSM_ERRLEN];
+    logw *w;
+    assert_int_equal(logw_create_marked(env, path, WAL_MAGIC, &w, err), LSM_OK);
+    for (int i = 0; i < n; i++) {
+        uint8_t *p = test_wal_payload(i, sizes[i]);
+        uint64_t before = logw_size(w);
+        assert_int_equal(logw_append(w, p, sizes[i], err), LSM_OK);
+        /* A sync since the last record puts a 16-byte mark in front of this one. */
+        uint64_t mark = logw_size(w) - before - 8 - sizes[i];
+        assert_true(mark == 0 || mark == 16);
+        if (offs)
+            offs[i] = before + mark;
+        free(p);
+        if (sync_after && sync_after[i])
+            assert_int_equal(logw_sync(w, err), LSM_OK);
+    }
+    return w;
+}
+
+static void wal_marked_roundtrip_posix(void **state)
+{
+    char tmpl[] = "/tmp/lsm-test-wal-XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    assert_non_null(dir);
+    char path[300];
+    snprintf(path, sizeof path, "%s/000001.log", dir);
+    lsm_env *env = lsm_env_posix();
+    enum { N = 400 };
+    size_t sizes[N];
+    int sync_after[N];
+    uint64_t offs[N];
+    for (int i = 0; i < N; i++) {
+        sizes[i] = (size_t)(i * 97 % 3000);
+        sync_after[i] = i % 7 == 3;
+    }
+    sizes[200] = 3u << 20;                  /* past several preallocation steps at once */
+    logw *w = test_wal_marked(env, path, sizes, sync_after, N, offs);
+    char err[LSM_ERRLEN];
+    assert_int_equal(logw_seal(w, err), LSM_OK);
+    uint64_t logical = logw_size(w);
+    assert_int_equal(logw_close(w, err), LSM_OK);
+    uint64_t size;
+    assert_int_equal(env_file_size(env, path, &size), 0);
+    assert_true(size >= logical);           /* equal only where the file system cannot fallocate */
+
+    test_wal_recs r = { .stop_at = -1 };
+    uint64_t dropped = 99;
+    assert_int_equal(log_replay(env, path, WAL_MAGIC, test_wal_collect, &r, &dropped, err), LSM_OK);
+    assert_int_equal(dropped, 0);
+    assert_int_equal(r.n, N);               /* the marks are not records */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r.off[i], offs[i]);
+        test_wal_check_payload(&r, i, i, sizes[i]);
+    }
+    test_wal_recs_free(&r);
+    assert_int_equal(env->unlink(env, path), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+/* Buffered and short writes reach the same bytes through pwrite as through append. */
+static void wal_marked_buffered_short_writes(void **state)
+{
+    lsm_env *env = test_wal_fault_db();
+    faultenv_short_writes(env, 1);
+    char err[LSM_ERRLEN];
+    logw *w;
+    assert_int_equal(logw_create_marked(env, LOG_PATH, WAL_MAGIC, &w, err), LSM_OK);
+    logw_set_buffer(w, 4096);
+    enum { N = 300 };
+    for (int i = 0; i < N; i++) {
+        uint8_t *p = test_wal_payload(i, (size_t)(i * 13 % 5000));
+        assert_int_equal(logw_append(w, p, (size_t)(i * 13 % 5000), err), LSM_OK);
+        free(p);
+        if (i % 10 == 0)
+            assert_int_equal(logw_flush(w, err), LSM_OK);
+        if (i % 25 == 0)
+            assert_int_equal(logw_sync(w, err), LSM_OK);
+    }
+    assert_int_equal(logw_seal(w, err), LSM_OK);
+    assert_int_equal(logw_close(w, err), LSM_OK);
+    test_wal_recs r = { .stop_at = -1 };
+    uint64_t dropped = 99;
+    assert_int_equal(test_wal_replay(env, WAL_MAGIC, &r, &dropped, err), LSM_OK);
+    assert_int_equal(dropped, 0);
+    assert_int_equal(r.n, N);
+    for (int i = 0; i < N; i++)
+        test_wal_check_payload(&r, i, i, (size_t)(i * 13 % 5000));
+    test_wal_recs_free(&r);
+    faultenv_free(env);
+}
+
+/* Zeros or a flipped byte where the writer had not synced yet: a torn tail, even with intact
+   records after it. The same damage before a sync mark that covers it: corruption. */
+static void wal_marked_holes(void **state)
+{
+    enum { N = 10 };
+    size_t sizes[N] = { 40, 50, 60, 70, 80, 90, 100, 110, 120, 130 };
+    int sync_after[N] = { 0, 0, 0, 1, 0, 0, 1, 0, 0, 0 };  /* marks before records 4 and 7 */
+    uint64_t offs[N];
+    char err[LSM_ERRLEN];
+    test_wal_recs r = { .stop_at = -1 };
+    uint64_t dropped;
+    for (int sealed = 0; sealed < 2; sealed++) {
+        lsm_env *env = test_wal_fault_db();
+        logw *w = test_wal_marked(env, LOG_PATH, sizes, sync_after, N, offs);
+        if (sealed)
+            assert_int_equal(logw_seal(w, err), LSM_OK);
+        assert_int_equal(logw_close(w, err), LSM_OK);
+        uint8_t *full, *p;
+        size_t n;
+        test_wal_read(env, &full, &n);
+        uint64_t end = offs[N - 1] + 8 + sizes[N - 1];
+        assert_int_equal(offs[4], offs[3] + 8 + sizes[3] + 16);
+        assert_int_equal(offs[7], offs[6] + 8 + sizes[6] + 16);
+        p = xmalloc(n);
+
+        /* Intact: everything, and the preallocated zeros after the records drop nothing. */
+        assert_true(n > end);
+        assert_int_equal(test_wal_replay(env, WAL_MAGIC, &r, &dropped, err), LSM_OK);
+        assert_int_equal(r.n, N);
+        assert_int_equal(dropped, 0);
+
+        for (int victim = 0; victim < N; victim++) {
+            for (int how = 0; how < 2; how++) {
+                memcpy(p, full, n);
+                if (how == 0)
+                    memset(p + offs[victim], 0, 8 + sizes[victim]);   /* a page never written */
+                else
+                    p[offs[victim] + 8 + sizes[victim] / 2] ^= 0x40;  /* a byte gone wrong */
+                test_wal_put_bytes(env, p, n);
+                int rc = test_wal_replay(env, WAL_MAGIC, &r, &dropped, err);
+                int covered = victim < 7 || sealed;
+                char want[96];
+                snprintf(want, sizeof want, "offset %llu: ", (unsigned long long)offs[victim]);
+                if (covered) {
+                    assert_int_equal(rc, LSM_CORRUPT);
+                    assert_non_null(strstr(err, want));
+                    assert_non_null(strstr(err, "sync mark at offset"));
+                } else {
+                    assert_int_equal(rc, LSM_OK);
+                    assert_int_equal(r.n, victim);
+                    /* Dropped: from the victim to the last non-zero byte, if any is after it. */
+                    uint64_t nz = n;
+                    while (nz > 0 && p[nz - 1] == 0)
+                        nz--;
+                    assert_int_equal(dropped, nz > offs[victim] ? nz - offs[victim] : 0);
+                    assert_true(how == 1 || victim == N - 1 ? dropped <= end - offs[victim]
+                                                           : dropped == end - offs[victim]);
+                }
+            }
+        }
+        /* A forged mark claiming more than precedes it is damage, not a record. */
+        memcpy(p, full, n);
+        uint8_t *m = p + end;
+        enc_fixed32(m + 4, 0x80000008u);
+        enc_fixed64(m + 8, end + 1);
+        enc_fixed32(m, lsm_checksum(m + 4, 12));
+        test_wal_put_bytes(env, p, n);
+        if (!sealed) {
+            assert_int_equal(test_wal_replay(env, WAL_MAGIC, &r, &dropped, err), LSM_CORRUPT);
+            assert_non_null(strstr(err, "sync mark past its own offset"));
+        }
+        free(p);
+        free(full);
+        faultenv_free(env);
+    }
+    test_wal_recs_free(&r);
+}
+
+/* Power loss at random points of a marked log with random syncs: whatever pages survive, replay
+   never reports damage, returns a prefix of the records, and that prefix holds every record
+   written before the last sync that returned. Some rounds must leave intact bytes after a hole. */
+static void wal_marked_power_loss(void **state)
+{
+    int holes = 0;
+    char err[LSM_ERRLEN];
+    for (uint64_t seed = 1; seed <= 300; seed++) {
+        lsm_env *env = test_wal_fault_db();
+        faultenv_seed(env, seed * 7919);
+        uint64_t x = seed;
+        logw *w;
+        assert_int_equal(logw_create_marked(env, LOG_PATH, WAL_MAGIC, &w, err), LSM_OK);
+        assert_int_equal(logw_sync(w, err), LSM_OK);
+        assert_int_equal(env->sync_dir(env, "/db"), 0);
+        if (seed % 2)
+            logw_set_buffer(w, 8192);
+        int n = 20 + (int)(seed % 60), synced = 0;
+        size_t sizes[80];
+        for (int i = 0; i < n; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            sizes[i] = (size_t)(x >> 40) % 3000;
+            uint8_t *p = test_wal_payload(i, sizes[i]);
+            assert_int_equal(logw_append(w, p, sizes[i], err), LSM_OK);
+            free(p);
+            if ((x >> 20) % 9 == 0) {
+                assert_int_equal(logw_sync(w, err), LSM_OK);
+                synced = i + 1;
+            } else if ((x >> 24) % 4 == 0) {
+                assert_int_equal(logw_flush(w, err), LSM_OK);
+            }
+        }
+        assert_int_equal(logw_flush(w, err), LSM_OK);
+        faultenv_power_loss(env);
+        assert_int_equal(logw_close(w, err), LSM_OK);
+        test_wal_recs r = { .stop_at = -1 };
+        uint64_t dropped;
+        int rc = test_wal_replay(env, WAL_MAGIC, &r, &dropped, err);
+        if (rc != LSM_OK)
+            fail_msg("seed %llu: replay after power loss: %s", (unsigned long long)seed, err);
+        assert_true(r.n >= synced && r.n <= n);
+        for (int i = 0; i < r.n; i++)
+            test_wal_check_payload(&r, i, i, sizes[i]);
+        holes += dropped > 0;
+        test_wal_recs_free(&r);
+        faultenv_free(env);
+    }
+    printf("# wal_marked_power_loss: 300 rounds, %d with intact bytes after a hole\n", holes);
+    assert_true(holes > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -646,6 +873,10 @@ int main(void)
         cmocka_unit_test(wal_poisoned_writer),
         cmocka_unit_test(wal_power_loss_keeps_synced_records),
         cmocka_unit_test(wal_callback_stops_replay),
+        cmocka_unit_test(wal_marked_roundtrip_posix),
+        cmocka_unit_test(wal_marked_buffered_short_writes),
+        cmocka_unit_test(wal_marked_holes),
+        cmocka_unit_test(wal_marked_power_loss),
     };
     return cmocka_run_group_tests_name("wal", tests, NULL, NULL);
 }
