@@ -1074,16 +1074,18 @@ static void db_view_put(read_view *rv)
     memset(rv, 0, sizeof *rv);
 }
 
-/* Looks key up in table f; *read is set when the bloom filter let the lookup into the table. */
-static int db_table_get(lsm_db *db, const file_meta *f, const void *key, size_t klen, uint64_t snap,
-                        int *found, int *type, void **val, size_t *vlen, int *read, char *err)
+/* Looks key (whose sst_key_hash is hash) up in table f; *read is set when the bloom filter let
+   the lookup into the table. */
+static int db_table_get(lsm_db *db, const file_meta *f, const void *key, size_t klen, uint64_t hash,
+                        uint64_t snap, int *found, int *type, void **val, size_t *vlen, int *read,
+                        char *err)
 {
     sst *t;
     cache_handle *h;
     int rc = db_table_open(db, f->number, f->size, &t, &h, err);
     if (rc != LSM_OK)
         return rc;
-    *read = sst_may_contain(t, key, klen);
+    *read = sst_may_contain_hash(t, hash);
     rc = *read ? sst_get(t, key, klen, snap, found, type, val, vlen, err) : LSM_OK;
     cache_release(db->tcache, h);
     return rc;
@@ -1111,6 +1113,7 @@ static int db_lookup(lsm_db *db, read_view *rv_, const void *key, size_t klen, v
         }
     }
     version *v = rv.v;
+    uint64_t hash = found ? 0 : sst_key_hash(key, klen);
     file_meta *first = NULL;    /* the first table probed, charged if it was probed in vain */
     int first_level = 0, probes = 0, read = 0;
     /* Only probes that got past a table's bloom filter cost a block read: those are counted. */
@@ -1118,7 +1121,7 @@ static int db_lookup(lsm_db *db, read_view *rv_, const void *key, size_t klen, v
         file_meta *f = v->files[0][i];
         if (!file_meta_holds(f, key, klen))
             continue;
-        rc = db_table_get(db, f, key, klen, rv.snap, &found, &type, val, vlen, &read, err);
+        rc = db_table_get(db, f, key, klen, hash, rv.snap, &found, &type, val, vlen, &read, err);
         if (read && probes++ == 0)
             first = f;
     }
@@ -1126,8 +1129,8 @@ static int db_lookup(lsm_db *db, read_view *rv_, const void *key, size_t klen, v
         int i = version_find_key(v, l, key, klen);
         if (i < 0)
             continue;
-        rc = db_table_get(db, v->files[l][i], key, klen, rv.snap, &found, &type, val, vlen, &read,
-                          err);
+        rc = db_table_get(db, v->files[l][i], key, klen, hash, rv.snap, &found, &type, val, vlen,
+                          &read, err);
         if (read && probes++ == 0) {
             first = v->files[l][i];
             first_level = l;

@@ -1255,13 +1255,20 @@ int sst_may_contain(sst *t, const void *ukey, size_t uklen)
     return bloom_may_contain(t->filter->data, t->filter->size, bloom_hash(ukey, uklen));
 }
 
+uint64_t sst_key_hash(const void *ukey, size_t uklen)
+{
+    return bloom_hash(ukey, uklen);
+}
+
+int sst_may_contain_hash(sst *t, uint64_t hash)
+{
+    return !t->filter || bloom_may_contain(t->filter->data, t->filter->size, hash);
+}
+
 int sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, int *type,
             void **val, size_t *vlen, char *err)
 {
     *found = 0;
-    if (!sst_may_contain(t, ukey, uklen))
-        return LSM_OK;
-
     uint8_t stack[256];
     uint8_t *tk = uklen + LSM_TRAILER <= sizeof(stack) ? stack : xmalloc(uklen + LSM_TRAILER);
     memcpy(tk, ukey, uklen);

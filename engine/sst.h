@@ -44,11 +44,15 @@ int  sst_open(lsm_env *env, const char *path, uint64_t file_size, cache *block_c
 void sst_close(sst *t);                                 /* accepts NULL; no iterator may remain */
 
 /* Finds the newest entry for ukey with sequence <= snap. *found = 1 with *type set and, unless
-   the entry is a delete, *val (malloc'd copy: caller frees) and *vlen; *found = 0 if none. */
+   the entry is a delete, *val (malloc'd copy: caller frees) and *vlen; *found = 0 if none. It does
+   not consult the bloom filter: callers ask sst_may_contain first, once. */
 int  sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, int *type,
              void **val, size_t *vlen, char *err);
 /* Whether the bloom filter admits ukey (1 when there is no filter). */
 int  sst_may_contain(sst *t, const void *ukey, size_t uklen);
+/* The same with hash = sst_key_hash(ukey): a lookup through several tables hashes once. */
+uint64_t sst_key_hash(const void *ukey, size_t uklen);
+int  sst_may_contain_hash(sst *t, uint64_t hash);
 
 /* Iterator over all entries, in internal order. Must be freed before sst_close. */
 iiter *sst_iter_new(sst *t);
