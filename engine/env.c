@@ -15,17 +15,18 @@
  *
  * The fault env models power loss precisely. Files are inodes (data plus the length made durable by
  * the last sync, reference-counted by directory entries and open handles). Each directory has two
- * name->inode maps: `live`, which create/rename/unlink change, and `durable`, which sync_dir sets to
- * a copy of live. Power loss truncates every inode to its synced length and sets every live map back
- * to its durable map. Writing over synced bytes (pwrite) keeps a copy of the synced content until
- * the next sync; at power loss each 4 KiB page that differs from it takes the old or the new
- * content by a coin toss, as pages written back out of order would on a real disk. Truncating an existing file with LSM_O_CREATE is durable at once (the old bytes
- * are gone even if nothing is synced): the pessimistic choice, since a real disk may keep either.
- * Directories themselves are durable as soon as mkdir returns (they are not modelled as entries of
- * their parent); the engine makes its directory once, so the simplification hides no engine bug
- * that matters. A path's directory is everything before its last '/'; "" is the root, which always
- * exists. The mutating calls are open with LSM_O_CREATE, append, pwrite, preallocate, sync, rename,
- * unlink, mkdir, sync_dir and lock; close, unlock and every read keep working on a "dead" machine.
+ * name->inode maps: `live`, which create/rename/unlink change, and `durable`, which sync_dir sets
+ * to a copy of live. Power loss truncates every inode to its synced length and sets every live map
+ * back to its durable map. Writing over synced bytes (pwrite) keeps a copy of the synced content
+ * until the next sync; at power loss each 4 KiB page that differs from it takes the old or the new
+ * content by a coin toss, as pages written back out of order would on a real disk. Truncating an
+ * existing file with LSM_O_CREATE is durable at once (the old bytes are gone even if nothing is
+ * synced): the pessimistic choice, since a real disk may keep either. Directories themselves are
+ * durable as soon as mkdir returns (they are not modelled as entries of their parent); the engine
+ * makes its directory once, so the simplification hides no engine bug that matters. A path's
+ * directory is everything before its last '/'; "" is the root, which always exists. The mutating
+ * calls are open with LSM_O_CREATE, append, pwrite, preallocate, sync, rename, unlink, mkdir,
+ * sync_dir and lock; close, unlock and every read keep working on a "dead" machine.
  *
  * Neither env may ever print, or report success for an operation that did not happen.
  */

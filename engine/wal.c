@@ -2,15 +2,16 @@
  * wal.c — append-only record logs: the write-ahead log and the manifest are both such a log, told
  * apart by their magic number.
  *
- * A version-1 log only ever grows at its end, so a crash can damage only its last record, and replay
- * can tell a torn tail (normal after a crash: dropped quietly) from damage to data that was once
- * complete (corruption: reported with file and offset, never skipped, since skipping would silently
- * lose or reorder committed writes). A version-2 log (the write-ahead log) is preallocated and
- * written over, which makes each synced write cheaper (see "Version 2" below), at the price that a
- * crash can leave holes before later records; sync marks in the log tell those holes from damage. The writer never buffers: each append is one record handed to the env
- * at once (header and small payloads gathered into one write, large payloads written in place), and
- * after any failed write or sync the writer refuses further appends, so a half-written record is
- * never followed by a good one that replay would then have to treat as corruption.
+ * A version-1 log only ever grows at its end, so a crash can damage only its last record, and
+ * replay can tell a torn tail (normal after a crash: dropped quietly) from damage to data that was
+ * once complete (corruption: reported with file and offset, never skipped, since skipping would
+ * silently lose or reorder committed writes). A version-2 log (the write-ahead log) is preallocated
+ * and written over, which makes each synced write cheaper (see "Version 2" below), at the price
+ * that a crash can leave holes before later records; sync marks in the log tell those holes from
+ * damage. The writer never buffers: each append is one record handed to the env at once (header and
+ * small payloads gathered into one write, large payloads written in place), and after any failed
+ * write or sync the writer refuses further appends, so a half-written record is never followed by a
+ * good one that replay would then have to treat as corruption.
  *
  * Format (all integers little-endian; described for users in man/lsm-format.5):
  *
@@ -48,7 +49,7 @@
  *
  * Version 2 (LOG_VERSION_MARKED, made by logw_create_marked: the write-ahead log) has the same
  * header and record layout, with two differences:
- *  - Where the env can, the file is preallocated in growing steps (64 KiB doubling to 1 MiB) and
+ *  - Where the env can, the file is preallocated in growing steps (64 KiB doubling to 256 KiB) and
  *    records are written over the zeros with pwrite. The fdatasync of a synced write then finds no
  *    file size or block allocation to commit, which on ext4 saves a journal commit per sync. The
  *    file is longer than its records; the rest reads as zeros.
@@ -92,7 +93,7 @@
 #define LOG_MARK_FIELD (LOG_MARK_BIT | 8u)
 #define LOG_MARK_BYTES (LOG_REC_HEADER + 8)
 #define LOG_PREALLOC_MIN (64u << 10)   /* first preallocation step; each step doubles ... */
-#define LOG_PREALLOC_MAX (1u << 20)    /* ... up to this, so a log overshoots by at most 1 MiB */
+#define LOG_PREALLOC_MAX (256u << 10)  /* ... up to this, so a log overshoots by at most 256 KiB */
 
 struct logw {
     lsm_env *env;                      /* where the file lives */
@@ -539,8 +540,9 @@ static int log_marked_failure(log_reader *r, uint64_t off, const char *why, uint
             continue;
         uint64_t s = dec_fixed64(q + i + 8);
         if (s > off)
-            return lsm_err(err, LSM_CORRUPT, "%s: offset %llu: %s, but the sync mark at offset %llu "
-                           "shows it was synced", r->path, (unsigned long long)off, why,
+            return lsm_err(err, LSM_CORRUPT,
+                           "%s: offset %llu: %s, but the sync mark at offset %llu shows it was "
+                           "synced", r->path, (unsigned long long)off, why,
                            (unsigned long long)(off + i));
     }
     while (n > 0 && q[n - 1] == 0)
