@@ -552,16 +552,6 @@ static faultenv *faultenv_of(lsm_env *env)
     return (faultenv *)env;
 }
 
-/* xorshift64; caller holds mu. */
-static uint64_t faultenv_rand(faultenv *fe)
-{
-    uint64_t x = fe->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    fe->rng = x;
-    return x;
-}
 
 static fault_inode *faultenv_inode_new(faultenv *fe)
 {
@@ -1131,7 +1121,7 @@ void faultenv_power_loss(lsm_env *env)
         if (ino->old) {
             for (size_t p = 0; p < ino->synced; p += FAULT_PAGE) {
                 size_t n = ino->synced - p < FAULT_PAGE ? ino->synced - p : FAULT_PAGE;
-                if (memcmp(ino->data + p, ino->old + p, n) != 0 && (faultenv_rand(fe) & 1))
+                if (memcmp(ino->data + p, ino->old + p, n) != 0 && (lsm_xorshift64(&fe->rng) & 1))
                     memcpy(ino->data + p, ino->old + p, n);
             }
             free(ino->old);

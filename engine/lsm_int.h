@@ -54,6 +54,16 @@ void buf_put_varint(buf *b, uint64_t v);
 void buf_put_lenslice(buf *b, const void *p, size_t n);    /* varint length, then bytes */
 void buf_free(buf *b);                                     /* frees and zeroes; accepts empty */
 
+/* xorshift64 (Marsaglia): advances *state (never 0) and returns it. Not for anything secret. */
+static inline uint64_t lsm_xorshift64(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
+
 /* ---- fixed-width little-endian and varint coding ---- */
 static inline void enc_fixed32(uint8_t *p, uint32_t v)
 {

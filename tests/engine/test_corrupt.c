@@ -593,6 +593,20 @@ static void expect_state(const char *dir, const model *want, const char *what)
     lsm_close(db);
 }
 
+/* Opening dir must fail with LSM_CORRUPT and a message naming file (and an offset while
+   g_need_offset is set). */
+static void expect_corrupt(const char *dir, const char *file, const char *what)
+{
+    lsm_db *db;
+    int rc = open_copy(dir, &db);
+    if (rc == LSM_OK)
+        lsm_close(db);
+    if (rc != LSM_CORRUPT)
+        fail_msg("%s: open = %d (%s) %s, expected LSM_CORRUPT", what, rc, lsm_strerror(rc),
+                 rc == LSM_OK ? "" : lsm_errmsg(NULL));
+    expect_msg(lsm_errmsg(NULL), file, what);
+}
+
 static void test_wal_flips(void **state)
 {
     (void)state;
@@ -623,12 +637,7 @@ static void test_wal_flips(void **state)
         snprintf(what, sizeof what, "log header flipped at %" PRIu64, hdr[j]);
         char *c = copy_new(g);
         flip_in(c, g->log_name, hdr[j]);
-        lsm_db *db;
-        int rc = open_copy(c, &db);
-        if (rc != LSM_CORRUPT)
-            fail_msg("%s: open = %d (%s) %s, expected LSM_CORRUPT", what, rc, lsm_strerror(rc),
-                     rc == LSM_OK ? "" : lsm_errmsg(NULL));
-        expect_msg(lsm_errmsg(NULL), g->log_name, what);
+        expect_corrupt(c, g->log_name, what);
         copy_drop(c);
     }
     int cases = (int)test_scale(30);
@@ -651,14 +660,7 @@ static void test_wal_flips(void **state)
                  off);
         char *c = copy_new(g);
         flip_in(c, g->log_name, off);
-        lsm_db *db;
-        int rc = open_copy(c, &db);
-        if (rc != LSM_CORRUPT) {
-            if (rc == LSM_OK)
-                lsm_close(db);
-            fail_msg("%s: open = %d (%s), expected LSM_CORRUPT", what, rc, lsm_strerror(rc));
-        }
-        expect_msg(lsm_errmsg(NULL), g->log_name, what);
+        expect_corrupt(c, g->log_name, what);
         copy_drop(c);
     }
 
@@ -672,19 +674,10 @@ static void test_wal_flips(void **state)
                  off);
         char *c = copy_new(g);
         flip_in(c, g->log_name, off);
-        if (i < nmarks - 1) {
-            lsm_db *db;
-            int rc = open_copy(c, &db);
-            if (rc != LSM_CORRUPT) {
-                if (rc == LSM_OK)
-                    lsm_close(db);
-                fail_msg("%s: open = %d (%s), expected LSM_CORRUPT", what, rc, lsm_strerror(rc));
-            }
-            expect_msg(lsm_errmsg(NULL), g->log_name, what);
-        } else {
-            /* The last mark has none after it: the last write is lost as a torn tail would be. */
+        if (i < nmarks - 1)
+            expect_corrupt(c, g->log_name, what);
+        else    /* the last mark has none after it: the last write goes as a torn tail would */
             expect_state(c, without_last, what);
-        }
         copy_drop(c);
     }
 
@@ -793,15 +786,8 @@ static void test_wal_torn_then_newer(void **state)
         assert_int_equal(logw_close(w, err), LSM_OK);
         free(np);
         if (writes) {
-            lsm_db *db;
-            int rc = open_copy(c, &db);
-            if (rc != LSM_CORRUPT) {
-                if (rc == LSM_OK)
-                    lsm_close(db);
-                fail_msg("%s: open = %d (%s), expected LSM_CORRUPT", what, rc, lsm_strerror(rc));
-            }
             g_need_offset = 0;
-            expect_msg(lsm_errmsg(NULL), g->log_name, what);
+            expect_corrupt(c, g->log_name, what);
             expect_msg(lsm_errmsg(NULL), newer, what);
         } else {
             expect_state(c, without_last, what);

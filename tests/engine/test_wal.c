@@ -163,17 +163,26 @@ static void wal_roundtrip_fault(void **state)
     faultenv_free(env);
 }
 
+/* Makes a temporary directory in tmpl (a mkdtemp template) and puts its log's path in path. */
+static void test_wal_posix_path(char *tmpl, char path[300])
+{
+    assert_non_null(mkdtemp(tmpl));
+    snprintf(path, 300, "%s/000001.log", tmpl);
+}
+
+static void test_wal_posix_done(char *tmpl, const char *path)
+{
+    lsm_env *env = lsm_env_posix();
+    assert_int_equal(env->unlink(env, path), 0);
+    assert_int_equal(rmdir(tmpl), 0);
+}
+
 static void wal_roundtrip_posix(void **state)
 {
-    char tmpl[] = "/tmp/lsm-test-wal-XXXXXX";
-    char *dir = mkdtemp(tmpl);
-    assert_non_null(dir);
-    char path[300];
-    snprintf(path, sizeof path, "%s/000001.log", dir);
-    lsm_env *env = lsm_env_posix();
-    test_wal_roundtrip_on(env, path);
-    assert_int_equal(env->unlink(env, path), 0);
-    assert_int_equal(rmdir(dir), 0);
+    char tmpl[] = "/tmp/lsm-test-wal-XXXXXX", path[300];
+    test_wal_posix_path(tmpl, path);
+    test_wal_roundtrip_on(lsm_env_posix(), path);
+    test_wal_posix_done(tmpl, path);
 }
 
 static void wal_short_writes(void **state)
@@ -656,11 +665,8 @@ static logw *test_wal_marked(lsm_env *env, const char *path, const size_t *sizes
 
 static void wal_marked_roundtrip_posix(void **state)
 {
-    char tmpl[] = "/tmp/lsm-test-wal-XXXXXX";
-    char *dir = mkdtemp(tmpl);
-    assert_non_null(dir);
-    char path[300];
-    snprintf(path, sizeof path, "%s/000001.log", dir);
+    char tmpl[] = "/tmp/lsm-test-wal-XXXXXX", path[300];
+    test_wal_posix_path(tmpl, path);
     lsm_env *env = lsm_env_posix();
     enum { N = 400 };
     size_t sizes[N];
@@ -690,8 +696,7 @@ static void wal_marked_roundtrip_posix(void **state)
         test_wal_check_payload(&r, i, i, sizes[i]);
     }
     test_wal_recs_free(&r);
-    assert_int_equal(env->unlink(env, path), 0);
-    assert_int_equal(rmdir(dir), 0);
+    test_wal_posix_done(tmpl, path);
 }
 
 /* Buffered and short writes reach the same bytes through pwrite as through append. */
