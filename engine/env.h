@@ -62,7 +62,7 @@ struct lsm_env {
     ssize_t (*pwrite)(lsm_env *env, lsm_file *f, const void *buf, size_t n, uint64_t off);
     /* Optional (NULL where unsupported): makes the file at least off + n bytes long, with blocks
        allocated for [off, off + n) and any new bytes reading as zero, so that writing over them
-       later changes no file metadata and their fdatasync commits no journal (fallocate(2) mode 0).
+       later changes no file metadata and their fdatasync writes data only (fallocate(2) mode 0).
        -EOPNOTSUPP where the file system cannot. Like a write, the new size is durable after sync.
        Bytes written over a preallocated range reach the disk page by page, in no particular
        order, until the next sync: after a power loss some may read as zero while later ones

@@ -51,8 +51,9 @@
  * header and record layout, with two differences:
  *  - Where the env can, the file is preallocated in growing steps (64 KiB doubling to 256 KiB) and
  *    records are written over the zeros with pwrite. The fdatasync of a synced write then finds no
- *    file size or block allocation to commit, which on ext4 saves a journal commit per sync. The
- *    file is longer than its records; the rest reads as zeros.
+ *    file size or block allocation to make durable, so it writes data only: on ext4 no journal
+ *    commit, or without a journal no inode block write. The file is longer than its records; the
+ *    rest reads as zeros.
  *  - A record whose length field has bit 31 set is a sync mark: field 0x80000008, payload fixed64
  *    S, meaning "bytes [0, S) of this file were durable (a sync covering them had returned) before
  *    this mark was written". The writer puts one in front of the first record after each
