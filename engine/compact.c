@@ -21,6 +21,13 @@
  * compaction off the levels one reads and writes. Tables reach a level deeper than a compaction's
  * output only from compactions deeper still, so its check that no deeper level holds a key stays
  * true while it runs. lsm_compact waits for the background ones and holds every level.
+ *
+ * A compaction that reads SPLIT_MIN_TABLES tables' worth or more and has two or more tables in its
+ * output level is merged as two key ranges, split at the smallest user key of the middle output-
+ * level table, by its own thread and a helper thread (a subcompaction, as RocksDB calls it). Each
+ * half writes tables only inside its range, so the level stays disjoint, and one manifest edit
+ * installs both halves. L0->L1 and L1->L2 both hold L1 and cannot run side by side; splitting them
+ * shortens the time L1 is held, which is what the second compaction thread otherwise waits for.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -243,18 +250,31 @@ static int compact_output_done(lsm_db *db, table_writer *tw, version_edit *e, in
     return LSM_OK;
 }
 
-/* Merges c's inputs into new tables of c->out_level and installs the result. */
-static int compact_run(lsm_db *db, compaction *c, char *err)
-{
-    version_edit e;
-    edit_init(&e);
-    int rc = LSM_OK;
-    if (c->trivial_move) {
-        edit_delete(&e, c->in_level[0], c->in[0]->number);
-        edit_add(&e, c->out_level, c->in[0]);
-        goto apply;
-    }
+/* One key range of a compaction's merge: the user keys in [lo, hi), NULL meaning unbounded. A large
+   compaction is split in two ranges merged by two threads at once. */
+typedef struct subcompaction {
+    lsm_db *db;
+    const compaction *c;
+    const buf *lo, *hi;
+    version_edit e;             /* its outputs */
+    unsynced u;                 /* its outputs not yet synced */
+    uint64_t bytes;
+    int rc;
+    char err[LSM_ERRLEN];
+} subcompaction;
 
+/* A compaction is split when it reads at least this many tables' worth of bytes and has at least
+   two tables in its output level to split between. */
+#define SPLIT_MIN_TABLES 4
+
+/* Merges the inputs of s->c in s's key range into new tables of out_level (named in s->e, left in
+   s->u unsynced). */
+static int compact_merge(subcompaction *s)
+{
+    lsm_db *db = s->db;
+    const compaction *c = s->c;
+    char *err = s->err;
+    int rc = LSM_OK;
     /* One iterator per L0 table; the tables of a deeper level are disjoint, so one each. */
     iiter **kids = xmalloc((size_t)(c->n + 1) * sizeof *kids);
     int k = 0;
@@ -270,22 +290,30 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
         kids[k++] = db_files_iter_new(db, c->in + i, j - i);
         i = j;
     }
-    for (int i = 0; i < c->n; i++)
-        atomic_fetch_add(&db->st_compact_read, c->in[i]->size);
     iiter *m = merge_iter_new(kids, k);
     free(kids);
-    iiter_seek_first(m);
+    buf cur = { 0 };
+    if (s->lo) {
+        /* The first entry of user key lo: the largest trailer sorts first. */
+        buf_append(&cur, s->lo->p, s->lo->len);
+        uint8_t t[LSM_TRAILER];
+        enc_fixed64(t, ikey_pack(LSM_MAX_SEQ, 0xff));
+        buf_append(&cur, t, sizeof t);
+        iiter_seek(m, (slice){ cur.p, cur.len });
+        cur.len = 0;
+    } else {
+        iiter_seek_first(m);
+    }
 
     table_writer tw;
-    unsynced u = { .n = 0 };
-    int open = 0;
-    buf cur = { 0 };
-    int have_cur = 0;
-    uint64_t last_seq_for_key = 0, bytes = 0;
+    int open = 0, have_cur = 0;
+    uint64_t last_seq_for_key = 0;
     for (; rc == LSM_OK && iiter_valid(m); iiter_next(m)) {
         slice key = iiter_key(m);
         slice uk = ikey_user(key);
         if (!have_cur || ukey_cmp(uk.p, uk.n, cur.p, cur.len) != 0) {
+            if (s->hi && ukey_cmp(uk.p, uk.n, s->hi->p, s->hi->len) >= 0)
+                break;
             cur.len = 0;
             buf_append(&cur, uk.p, uk.n);
             have_cur = 1;
@@ -293,7 +321,7 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
             /* Cut tables only between user keys, so a level stays disjoint by user key. */
             if (open && sst_builder_file_size(tw.b) >= db->opt.table_bytes) {
                 open = 0;
-                rc = compact_output_done(db, &tw, &e, c->out_level, &u, &bytes, err);
+                rc = compact_output_done(db, &tw, &s->e, c->out_level, &s->u, &s->bytes, err);
                 if (rc != LSM_OK)
                     break;
             }
@@ -323,15 +351,101 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
     buf_free(&cur);
     if (open) {
         if (rc == LSM_OK)
-            rc = compact_output_done(db, &tw, &e, c->out_level, &u, &bytes, err);
+            rc = compact_output_done(db, &tw, &s->e, c->out_level, &s->u, &s->bytes, err);
         else
             tw_abandon(&tw);
     }
+    return rc;
+}
+
+static void *compact_merge_thread(void *arg)
+{
+    subcompaction *s = arg;     /* runs at its creator's nice value, which Linux passes on */
+    s->rc = compact_merge(s);
+    return NULL;
+}
+
+/* Where to split c, or NULL: the smallest user key of the middle input table of the output level,
+   so that each half rewrites about half of that level's tables. */
+static const buf *compact_split_key(const lsm_db *db, const compaction *c)
+{
+    uint64_t in = 0;
+    int first = -1, nout = 0;
+    for (int i = 0; i < c->n; i++) {
+        in += c->in[i]->size;
+        if (c->in_level[i] == c->out_level) {
+            if (first < 0)
+                first = i;
+            nout++;
+        }
+    }
+    if (nout < 2 || in < SPLIT_MIN_TABLES * db->opt.table_bytes)
+        return NULL;
+    return &c->in[first + nout / 2]->smallest;
+}
+
+/* Merges c's inputs into new tables of c->out_level and installs the result. */
+static int compact_run(lsm_db *db, compaction *c, char *err)
+{
+    version_edit e;
+    edit_init(&e);
+    int rc = LSM_OK;
+    if (c->trivial_move) {
+        edit_delete(&e, c->in_level[0], c->in[0]->number);
+        edit_add(&e, c->out_level, c->in[0]);
+        goto apply;
+    }
+    for (int i = 0; i < c->n; i++)
+        atomic_fetch_add(&db->st_compact_read, c->in[i]->size);
+
+    /* The split key is an internal key of a table in the output level: its user key starts the
+       upper half. Both halves' outputs stay within their range, so the level stays disjoint. */
+    const buf *split = compact_split_key(db, c);
+    buf hi = { 0 };
+    subcompaction sub[2];
+    int nsub = 1;
+    memset(sub, 0, sizeof sub);
+    for (int i = 0; i < 2; i++) {
+        sub[i].db = db;
+        sub[i].c = c;
+        edit_init(&sub[i].e);
+    }
+    pthread_t helper;
+    if (split) {
+        buf_append(&hi, split->p, split->len - LSM_TRAILER);
+        sub[0].hi = &hi;
+        sub[1].lo = &hi;
+        if (pthread_create(&helper, NULL, compact_merge_thread, &sub[1]) == 0) {
+            nsub = 2;
+            atomic_fetch_add(&db->st_compactions_split, 1);
+        } else {
+            sub[0].hi = NULL;   /* no thread to be had: merge it all here */
+        }
+    }
+    sub[0].rc = compact_merge(&sub[0]);
+    if (nsub == 2)
+        pthread_join(helper, NULL);
+    buf_free(&hi);
+
+    /* Gather both halves: the first failure wins, every output is synced or closed. */
+    uint64_t bytes = 0;
+    for (int i = 0; i < nsub; i++) {
+        if (rc == LSM_OK && sub[i].rc != LSM_OK) {
+            rc = sub[i].rc;
+            memcpy(err, sub[i].err, LSM_ERRLEN);
+        }
+        bytes += sub[i].bytes;
+        for (int j = 0; j < sub[i].e.nadded; j++)
+            edit_add(&e, sub[i].e.added[j].level, sub[i].e.added[j].f);
+        edit_free(&sub[i].e);
+    }
     atomic_fetch_add(&db->st_compact_bytes, bytes);
-    char serr[LSM_ERRLEN];
-    int src = unsynced_sync_close(db, &u, rc == LSM_OK ? err : serr);   /* keep the first message */
-    if (rc == LSM_OK)
-        rc = src;
+    for (int i = 0; i < nsub; i++) {
+        char serr[LSM_ERRLEN];
+        int src = unsynced_sync_close(db, &sub[i].u, rc == LSM_OK ? err : serr);
+        if (rc == LSM_OK)
+            rc = src;           /* keeps the first message */
+    }
     if (rc == LSM_OK)
         rc = db_sync_dir(db, err);
     if (rc != LSM_OK)

@@ -2079,6 +2079,7 @@ int lsm_stats_get(lsm_db *db, lsm_stats *st)
     st->flushes = atomic_load(&db->st_flushes);
     st->compactions = atomic_load(&db->st_compactions);
     st->compactions_parallel = atomic_load(&db->st_compactions_parallel);
+    st->compactions_split = atomic_load(&db->st_compactions_split);
     cache_stats(db->bcache, &st->cache_hits, &st->cache_misses);
     st->blob_bytes_written = atomic_load(&db->st_blob_bytes);
     pthread_mutex_lock(&db->blob_mu);

@@ -1323,9 +1323,10 @@ static int summarize(void)
                        (double)lookups, st->cache_hits, lookups);
             else
                 printf("-");
-            printf("; stall %.3f s; flushes %" PRIu64 "; compactions %" PRIu64
-                   "; disk %.1f MB\n  tables/level:", (double)st->stall_micros / 1e6, st->flushes,
-                   st->compactions, mb(st->disk_bytes));
+            printf("; stall %.3f s; flushes %" PRIu64 "; compactions %" PRIu64 " (%" PRIu64
+                   " beside another, %" PRIu64 " split in two); disk %.1f MB\n  tables/level:",
+                   (double)st->stall_micros / 1e6, st->flushes, st->compactions,
+                   st->compactions_parallel, st->compactions_split, mb(st->disk_bytes));
             for (int l = 0; l < LSM_MAX_LEVELS; l++)
                 printf(" L%d %d (%.1f MB)", l, st->tables[l], mb(st->level_bytes[l]));
             printf("\n");

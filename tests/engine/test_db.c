@@ -1180,6 +1180,12 @@ static void test_parallel_compactions(void **state)
                  st.compactions, seed);
     if (st.tables[3] == 0)
         fail_msg("nothing reached level 3 with a 16 KiB level 1 (seed %" PRIu64 ")", seed);
+    /* Merges of 4 or more tables' worth with 2 or more output-level tables run as two halves. */
+    if (st.compactions_split == 0)
+        fail_msg("%" PRIu64 " compactions, none of them split in two (seed %" PRIu64 ")",
+                 st.compactions, seed);
+    printf("# parallel_compactions: %" PRIu64 " compactions, %" PRIu64 " beside another, %" PRIu64
+           " split in two\n", st.compactions, st.compactions_parallel, st.compactions_split);
     check_db_equals_model(db, m, "parallel compactions, before reopen");
     CHECK_OK(db, lsm_close(db));
     db = NULL;
