@@ -66,7 +66,8 @@ static void open_opts(lsm_options *o)
 {
     lsm_options_init(o);
     o->memtable_bytes = 32 << 10;
-    o->table_bytes = 64 << 10;
+    o->table_bytes = 16 << 10;
+    o->level1_bytes = 64 << 10;    /* deep levels, and merges split between two threads */
     o->block_bytes = 1024;
     o->blob_threshold = 400;   /* about half the values go to blob files at flush */
 }

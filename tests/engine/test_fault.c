@@ -63,6 +63,8 @@ typedef struct wl {
     size_t memtable;
     int failures;           /* refused batches */
     int background;         /* lsm_options.background_compaction */
+    size_t table_bytes;     /* lsm_options.table_bytes */
+    uint64_t level1_bytes;  /* lsm_options.level1_bytes */
     char ctx[160];
 } wl;
 
@@ -84,6 +86,8 @@ static void wl_init(wl *w, uint64_t seed, int nkeys, size_t memtable)
     w->nkeys = nkeys;
     w->memtable = memtable;
     w->background = 1;
+    w->table_bytes = 16 << 10;
+    w->level1_bytes = 64 << 10;
 }
 
 static void wl_free(wl *w)
@@ -102,7 +106,8 @@ static int wl_open(wl *w)
     o.env = w->env;
     o.memtable_bytes = w->memtable;
     o.block_bytes = 1024;
-    o.table_bytes = 16 << 10;
+    o.table_bytes = w->table_bytes;
+    o.level1_bytes = w->level1_bytes;
     o.blob_threshold = 2048;   /* exercise blob files too */
     o.background_compaction = w->background;
     w->db = NULL;
@@ -292,9 +297,17 @@ static void test_power_loss_random(void **state)
     uint64_t seed0 = test_seed("power_loss_random", 9001);
     int series = (int)test_scale(40), rounds = 10;
     long found_total = 0, dead_rounds = 0;
+    uint64_t splits = 0;
     for (int s = 0; s < series; s++) {
         wl w;
-        wl_init(&w, seed0 + (uint64_t)s, 120, 4096);
+        /* Every fourth series is deep: more keys, 4 KiB tables and a 16 KiB level 1, so that
+           power fails in the middle of merges split between two threads, too. */
+        int deep = s % 4 == 3;
+        wl_init(&w, seed0 + (uint64_t)s, deep ? 1500 : 120, 4096);
+        if (deep) {
+            w.table_bytes = 4 << 10;
+            w.level1_bytes = 16 << 10;
+        }
         snprintf(w.ctx, sizeof w.ctx, "series %d calibration", s);
         snprintf(g_where, sizeof g_where, "power_loss_random seed %" PRIu64 " %s", w.seed, w.ctx);
         if (wl_open(&w) != LSM_OK)
@@ -309,6 +322,7 @@ static void test_power_loss_random(void **state)
         assert_int_equal(lsm_stats_get(w.db, &st), LSM_OK);
         if (st.flushes < 3)   /* else this test would not test flushes */
             FAILW(&w, "only %" PRIu64 " flushes in the calibration run", st.flushes);
+        splits += st.compactions_split;
         int rc = lsm_close(w.db);
         w.db = NULL;
         if (rc != LSM_OK)
@@ -330,8 +344,11 @@ static void test_power_loss_random(void **state)
         }
         wl_free(&w);
     }
-    printf("# power_loss_random: %d rounds, %ld with refused writes, %ld batches recovered\n",
-           series * (rounds + 1), dead_rounds, found_total);
+    printf("# power_loss_random: %d rounds, %ld with refused writes, %ld batches recovered, %"
+           PRIu64 " split merges in the calibration runs\n", series * (rounds + 1), dead_rounds,
+           found_total, splits);
+    if (series >= 4 && splits == 0)
+        fail_msg("no merge was split in two in the deep series' calibration runs");
     alarm(0);
 }
 

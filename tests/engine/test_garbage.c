@@ -36,7 +36,8 @@ static void garbage_options(lsm_options *o)
 {
     lsm_options_init(o);
     o->memtable_bytes = 16 << 10;
-    o->table_bytes = 16 << 10;
+    o->table_bytes = 4 << 10;
+    o->level1_bytes = 16 << 10;    /* deep levels, and merges split between two threads */
     o->blob_threshold = 700;
     o->cache_bytes = 256 << 10;
 }
