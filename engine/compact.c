@@ -22,12 +22,13 @@
  * output only from compactions deeper still, so its check that no deeper level holds a key stays
  * true while it runs. lsm_compact waits for the background ones and holds every level.
  *
- * A compaction that reads SPLIT_MIN_TABLES tables' worth or more and has two or more tables in its
- * output level is merged as two key ranges, split at the smallest user key of the middle output-
- * level table, by its own thread and a helper thread (a subcompaction, as RocksDB calls it). Each
- * half writes tables only inside its range, so the level stays disjoint, and one manifest edit
- * installs both halves. L0->L1 and L1->L2 both hold L1 and cannot run side by side; splitting them
- * shortens the time L1 is held, which is what the second compaction thread otherwise waits for.
+ * While writes arrive, a compaction that reads SPLIT_MIN_TABLES tables' worth or more and has two
+ * or more tables in its output level is merged as two key ranges, split at the smallest user key of
+ * the middle output-level table, by its own thread and a helper thread (a subcompaction, as RocksDB
+ * calls it). Each half writes tables only inside its range, so the level stays disjoint, and one
+ * manifest edit installs both halves. L0->L1 and L1->L2 both hold L1 and cannot run side by side;
+ * splitting them shortens the time L1 is held, which is what the second compaction thread otherwise
+ * waits for.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -51,6 +52,7 @@ typedef struct compaction {
     int full;                   /* every table is an input: nothing below can hold a key */
     uint64_t smallest_snapshot; /* oldest sequence a live reader may use */
     uint64_t gc_cutoff;         /* blob files numbered below this get their live values moved */
+    int may_split;              /* writes are arriving (or lsm_compact waits): two threads may merge */
 } compaction;
 
 static uint64_t level_target(const lsm_db *db, int level)
@@ -366,7 +368,8 @@ static void *compact_merge_thread(void *arg)
 }
 
 /* Where to split c, or NULL: the smallest user key of the middle input table of the output level,
-   so that each half rewrites about half of that level's tables. */
+   so that each half rewrites about half of that level's tables. Only while writes arrive: with
+   only reads arriving, one thread merges and the other core is left to them. */
 static const buf *compact_split_key(const lsm_db *db, const compaction *c)
 {
     uint64_t in = 0;
@@ -379,7 +382,7 @@ static const buf *compact_split_key(const lsm_db *db, const compaction *c)
             nout++;
         }
     }
-    if (nout < 2 || in < SPLIT_MIN_TABLES * db->opt.table_bytes)
+    if (!c->may_split || nout < 2 || in < SPLIT_MIN_TABLES * db->opt.table_bytes)
         return NULL;
     return &c->in[first + nout / 2]->smallest;
 }
@@ -527,6 +530,7 @@ void *compact_thread_main(void *arg)
             db->seek_file = NULL;
         }
         compact_pick(db, level, seek, &c);
+        c.may_split = compact_writes_recent(db);
         file_meta_unref(seek);
         if (db->compacting++ > 0)
             atomic_fetch_add(&db->st_compactions_parallel, 1);
@@ -561,6 +565,7 @@ int compact_all(lsm_db *db, char *err)
     c.v = db->vs.current;
     version_ref(c.v);
     c.smallest_snapshot = db_oldest_snapshot(db);
+    c.may_split = 1;
     pthread_mutex_unlock(&db->mu);
 
     uint64_t total = 0;
