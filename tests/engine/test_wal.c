@@ -860,6 +860,60 @@ static void wal_marked_power_loss(void **state)
     assert_true(holes > 0);
 }
 
+/* An env whose preallocate says the file system cannot (as some FUSE and network file systems
+   do), or that has no pwrite at all: the log falls back to plain writes, stays version 2, and
+   replays the same. The POSIX env's operations ignore the table they are called through, so a
+   copy of it with one entry changed is a working env. */
+static int test_wal_no_prealloc(lsm_env *env, lsm_file *f, uint64_t off, uint64_t n)
+{
+    (void)env, (void)f, (void)off, (void)n;
+    return -EOPNOTSUPP;
+}
+
+static void wal_marked_without_preallocation(void **state)
+{
+    for (int variant = 0; variant < 2; variant++) {
+        char tmpl[] = "/tmp/lsm-test-wal-XXXXXX", path[300];
+        test_wal_posix_path(tmpl, path);
+        lsm_env env = *lsm_env_posix();
+        if (variant == 0)
+            env.preallocate = test_wal_no_prealloc;
+        else
+            env.pwrite = NULL;
+        enum { N = 50 };
+        size_t sizes[N];
+        int sync_after[N];
+        for (int i = 0; i < N; i++) {
+            sizes[i] = (size_t)(i * 37 % 700);
+            sync_after[i] = i % 5 == 0;
+        }
+        char err[LSM_ERRLEN];
+        logw *w = test_wal_marked(&env, path, sizes, sync_after, N, NULL);
+        assert_int_equal(logw_seal(w, err), LSM_OK);
+        uint64_t logical = logw_size(w);
+        assert_int_equal(logw_close(w, err), LSM_OK);
+        uint64_t size;
+        assert_int_equal(env_file_size(&env, path, &size), 0);
+        assert_int_equal(size, logical);    /* nothing preallocated, nothing lost */
+        uint8_t v[4];
+        lsm_file *f;
+        assert_int_equal(env.open(&env, path, LSM_O_READ, &f), 0);
+        assert_int_equal(env.pread(&env, f, v, 4, 8), 4);
+        assert_int_equal(dec_fixed32(v), LOG_VERSION_MARKED);
+        env.close(&env, f);
+        test_wal_recs r = { .stop_at = -1 };
+        uint64_t dropped = 99;
+        assert_int_equal(log_replay(&env, path, WAL_MAGIC, test_wal_collect, &r, &dropped, err),
+                         LSM_OK);
+        assert_int_equal(dropped, 0);
+        assert_int_equal(r.n, N);
+        for (int i = 0; i < N; i++)
+            test_wal_check_payload(&r, i, i, sizes[i]);
+        test_wal_recs_free(&r);
+        test_wal_posix_done(tmpl, path);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -882,6 +936,7 @@ int main(void)
         cmocka_unit_test(wal_marked_buffered_short_writes),
         cmocka_unit_test(wal_marked_holes),
         cmocka_unit_test(wal_marked_power_loss),
+        cmocka_unit_test(wal_marked_without_preallocation),
     };
     return cmocka_run_group_tests_name("wal", tests, NULL, NULL);
 }
