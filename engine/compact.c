@@ -252,12 +252,12 @@ static int compact_output_done(lsm_db *db, table_writer *tw, version_edit *e, in
     return LSM_OK;
 }
 
-/* One key range of a compaction's merge: the user keys in [lo, hi), NULL meaning unbounded. A large
-   compaction is split in two ranges merged by two threads at once. */
+/* One key range of a compaction's merge: the user keys in [lo, hi), a bound with p NULL meaning
+   unbounded. A large compaction is split in two ranges merged by two threads at once. */
 typedef struct subcompaction {
     lsm_db *db;
     const compaction *c;
-    const buf *lo, *hi;
+    slice lo, hi;
     version_edit e;             /* its outputs */
     unsynced u;                 /* its outputs not yet synced */
     uint64_t bytes;
@@ -295,9 +295,9 @@ static int compact_merge(subcompaction *s)
     iiter *m = merge_iter_new(kids, k);
     free(kids);
     buf cur = { 0 };
-    if (s->lo) {
+    if (s->lo.p) {
         /* The first entry of user key lo: the largest trailer sorts first. */
-        buf_append(&cur, s->lo->p, s->lo->len);
+        buf_append(&cur, s->lo.p, s->lo.n);
         uint8_t t[LSM_TRAILER];
         enc_fixed64(t, ikey_pack(LSM_MAX_SEQ, 0xff));
         buf_append(&cur, t, sizeof t);
@@ -314,7 +314,7 @@ static int compact_merge(subcompaction *s)
         slice key = iiter_key(m);
         slice uk = ikey_user(key);
         if (!have_cur || ukey_cmp(uk.p, uk.n, cur.p, cur.len) != 0) {
-            if (s->hi && ukey_cmp(uk.p, uk.n, s->hi->p, s->hi->len) >= 0)
+            if (s->hi.p && ukey_cmp(uk.p, uk.n, s->hi.p, s->hi.n) >= 0)
                 break;
             cur.len = 0;
             buf_append(&cur, uk.p, uk.n);
@@ -367,10 +367,11 @@ static void *compact_merge_thread(void *arg)
     return NULL;
 }
 
-/* Where to split c, or NULL: the smallest user key of the middle input table of the output level,
-   so that each half rewrites about half of that level's tables. Only while writes arrive: with
-   only reads arriving, one thread merges and the other core is left to them. */
-static const buf *compact_split_key(const lsm_db *db, const compaction *c)
+/* Where to split c, or a slice with p NULL: the user key of the smallest entry of the middle input
+   table of the output level, so that each half rewrites about half of that level's tables. The
+   slice points into that table's file_meta, which c's pinned version keeps. Only while writes
+   arrive: with only reads arriving, one thread merges and the other core is left to them. */
+static slice compact_split_key(const lsm_db *db, const compaction *c)
 {
     uint64_t in = 0;
     int first = -1, nout = 0;
@@ -383,8 +384,9 @@ static const buf *compact_split_key(const lsm_db *db, const compaction *c)
         }
     }
     if (!c->may_split || nout < 2 || in < SPLIT_MIN_TABLES * db->opt.table_bytes)
-        return NULL;
-    return &c->in[first + nout / 2]->smallest;
+        return (slice){ NULL, 0 };
+    const buf *k = &c->in[first + nout / 2]->smallest;
+    return (slice){ k->p, k->len - LSM_TRAILER };
 }
 
 /* Merges c's inputs into new tables of c->out_level and installs the result. */
@@ -401,10 +403,9 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
     for (int i = 0; i < c->n; i++)
         atomic_fetch_add(&db->st_compact_read, c->in[i]->size);
 
-    /* The split key is an internal key of a table in the output level: its user key starts the
-       upper half. Both halves' outputs stay within their range, so the level stays disjoint. */
-    const buf *split = compact_split_key(db, c);
-    buf hi = { 0 };
+    /* The split key starts the upper half. Both halves' outputs stay within their range, so the
+       level stays disjoint. */
+    slice split = compact_split_key(db, c);
     subcompaction sub[2];
     int nsub = 1;
     memset(sub, 0, sizeof sub);
@@ -414,21 +415,19 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
         edit_init(&sub[i].e);
     }
     pthread_t helper;
-    if (split) {
-        buf_append(&hi, split->p, split->len - LSM_TRAILER);
-        sub[0].hi = &hi;
-        sub[1].lo = &hi;
+    if (split.p) {
+        sub[0].hi = split;
+        sub[1].lo = split;
         if (pthread_create(&helper, NULL, compact_merge_thread, &sub[1]) == 0) {
             nsub = 2;
             atomic_fetch_add(&db->st_compactions_split, 1);
         } else {
-            sub[0].hi = NULL;   /* no thread to be had: merge it all here */
+            sub[0].hi.p = NULL; /* no thread to be had: merge it all here */
         }
     }
     sub[0].rc = compact_merge(&sub[0]);
     if (nsub == 2)
         pthread_join(helper, NULL);
-    buf_free(&hi);
 
     /* Gather both halves: the first failure wins, every output is synced or closed. */
     uint64_t bytes = 0;
