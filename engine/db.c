@@ -793,10 +793,12 @@ static int db_make_room(lsm_db *db, int force, char *err)
             uint64_t us = (uint64_t)((double)db->paced_bytes * 1e6 / rate);
             allow_delay = 0;
             if (us >= 1000) {
+                if (us > 100000)
+                    us = 100000;    /* at most 0.1 s per pause */
                 db->paced_bytes = 0;
                 pthread_mutex_unlock(&db->mu);
-                usleep((useconds_t)(us > 100000 ? 100000 : us));
-                atomic_fetch_add(&db->st_stall_micros, us > 100000 ? 100000 : us);
+                usleep((useconds_t)us);
+                atomic_fetch_add(&db->st_stall_micros, us);
                 pthread_mutex_lock(&db->mu);
                 continue;
             }
@@ -1833,6 +1835,20 @@ static int db_check_tables(lsm_db *db, char *err)
     return LSM_OK;
 }
 
+/* Tells the flush thread and the db->nthreads compaction threads to stop, and waits for them (a
+   running compaction finishes first). */
+static void db_stop_threads(lsm_db *db)
+{
+    pthread_mutex_lock(&db->mu);
+    db->shutting_down = 1;
+    pthread_cond_broadcast(&db->work_cv);
+    pthread_cond_broadcast(&db->compact_cv);
+    pthread_mutex_unlock(&db->mu);
+    pthread_join(db->flush_thread, NULL);
+    for (int i = 0; i < db->nthreads; i++)
+        pthread_join(db->compact_thread[i], NULL);
+}
+
 static void db_free(lsm_db *db)
 {
     file_meta_unref(db->seek_file);
@@ -2001,14 +2017,7 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     }
     for (; db->nthreads < COMPACT_THREADS; db->nthreads++)
         if (pthread_create(&db->compact_thread[db->nthreads], NULL, compact_thread_main, db) != 0) {
-            pthread_mutex_lock(&db->mu);
-            db->shutting_down = 1;
-            pthread_cond_broadcast(&db->work_cv);
-            pthread_cond_broadcast(&db->compact_cv);
-            pthread_mutex_unlock(&db->mu);
-            pthread_join(db->flush_thread, NULL);
-            for (int i = 0; i < db->nthreads; i++)
-                pthread_join(db->compact_thread[i], NULL);
+            db_stop_threads(db);
             rc = lsm_err(err, LSM_NOMEM, "cannot start a compaction thread");
             goto fail;
         }
@@ -2026,16 +2035,8 @@ int lsm_close(lsm_db *db)
     if (!db)
         return LSM_OK;
     char err[LSM_ERRLEN] = "";
-    pthread_mutex_lock(&db->mu);
-    db->shutting_down = 1;
-    pthread_cond_broadcast(&db->work_cv);
-    pthread_cond_broadcast(&db->compact_cv);
-    pthread_mutex_unlock(&db->mu);
-    if (db->threads_started) {
-        pthread_join(db->flush_thread, NULL);
-        for (int i = 0; i < db->nthreads; i++)
-            pthread_join(db->compact_thread[i], NULL);
-    }
+    if (db->threads_started)
+        db_stop_threads(db);
     int rc = db->bg_error;
     if (rc == LSM_OK && db->wal)
         rc = logw_seal(db->wal, err);
