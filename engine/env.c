@@ -364,21 +364,28 @@ int env_append_wb(lsm_env *env, lsm_file *f, const void *p, size_t n, env_wb *wb
     return 0;
 }
 
-int env_pwrite_wb(lsm_env *env, lsm_file *f, const void *p, size_t n, env_wb *wb)
+/* env_append_all's twin for positioned writes: retries short writes; 0 or -errno. */
+static int env_pwrite_all(lsm_env *env, lsm_file *f, const void *p, size_t n, uint64_t off)
 {
     const uint8_t *s = p;
-    size_t left = n;
-    uint64_t off = wb->written;
-    while (left > 0) {
-        ssize_t r = env->pwrite(env, f, s, left, off);
+    while (n > 0) {
+        ssize_t r = env->pwrite(env, f, s, n, off);
         if (r < 0)
             return (int)r;
         if (r == 0)
             return -EIO;        /* no progress: retrying would spin forever */
         s += r;
         off += (uint64_t)r;
-        left -= (size_t)r;
+        n -= (size_t)r;
     }
+    return 0;
+}
+
+int env_pwrite_wb(lsm_env *env, lsm_file *f, const void *p, size_t n, env_wb *wb)
+{
+    int r = env_pwrite_all(env, f, p, n, wb->written);
+    if (r < 0)
+        return r;
     env_wb_note(env, f, n, wb);
     return 0;
 }
@@ -546,6 +553,7 @@ typedef struct faultenv {
 } faultenv;
 
 #define FAULT_PAGE 4096           /* the unit in which written-over bytes survive power loss */
+#define FAULT_SEED 0x9e3779b97f4a7c15ull /* the generator's state until faultenv_seed */
 
 static faultenv *faultenv_of(lsm_env *env)
 {
@@ -1060,7 +1068,7 @@ lsm_env *faultenv_new(void)
         .pwrite = faultenv_pwrite,
         .preallocate = faultenv_preallocate,
     };
-    fe->rng = 0x9e3779b97f4a7c15ull;
+    fe->rng = FAULT_SEED;
     pthread_mutex_init(&fe->mu, NULL);
     faultenv_dir_add(fe, "");
     return &fe->base;
@@ -1108,7 +1116,7 @@ void faultenv_seed(lsm_env *env, uint64_t seed)
 {
     faultenv *fe = faultenv_of(env);
     pthread_mutex_lock(&fe->mu);
-    fe->rng = seed ? seed : 0x9e3779b97f4a7c15ull;
+    fe->rng = seed ? seed : FAULT_SEED;   /* xorshift stays at 0 forever */
     pthread_mutex_unlock(&fe->mu);
 }
 

@@ -182,7 +182,6 @@ static int logw_create_v(lsm_env *env, const char *path, const char *magic, uint
     enc_fixed32(hdr + 12, 0);
     r = logw_write(w, hdr, sizeof hdr);
     if (r < 0) {
-        w->ioerr = 0;
         logw_close(w, NULL);
         return lsm_err_errno(err, r, "write header of", path);
     }
@@ -195,6 +194,11 @@ static int logw_create_v(lsm_env *env, const char *path, const char *magic, uint
 int logw_create(lsm_env *env, const char *path, const char *magic, logw **out, char *err)
 {
     return logw_create_v(env, path, magic, LOG_VERSION, out, err);
+}
+
+int logw_create_marked(lsm_env *env, const char *path, const char *magic, logw **out, char *err)
+{
+    return logw_create_v(env, path, magic, LOG_VERSION_MARKED, out, err);
 }
 
 /* Fills mark with a sync mark when a sync succeeded since the last one; returns its size or 0.
@@ -338,11 +342,6 @@ int logw_seal(logw *w, char *err)
     if (r < 0)
         return lsm_err_errno(err, r, "append to", w->path);
     return mlen ? logw_sync(w, err) : LSM_OK;
-}
-
-int logw_create_marked(lsm_env *env, const char *path, const char *magic, logw **out, char *err)
-{
-    return logw_create_v(env, path, magic, LOG_VERSION_MARKED, out, err);
 }
 
 uint64_t logw_size(const logw *w)
