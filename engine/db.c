@@ -2081,6 +2081,7 @@ int lsm_stats_get(lsm_db *db, lsm_stats *st)
     st->compactions = atomic_load(&db->st_compactions);
     st->compactions_parallel = atomic_load(&db->st_compactions_parallel);
     st->compactions_split = atomic_load(&db->st_compactions_split);
+    st->compactions_grouped = atomic_load(&db->st_compactions_grouped);
     cache_stats(db->bcache, &st->cache_hits, &st->cache_misses);
     st->blob_bytes_written = atomic_load(&db->st_blob_bytes);
     pthread_mutex_lock(&db->blob_mu);

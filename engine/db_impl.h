@@ -94,7 +94,7 @@ struct lsm_db {
     /* statistics; atomics so the hot paths need no lock */
     atomic_uint_fast64_t st_blob_bytes, st_user_bytes, st_wal_bytes, st_flush_bytes, st_compact_bytes,
         st_compact_read, st_stall_micros, st_flushes, st_compactions, st_compactions_parallel,
-        st_compactions_split;
+        st_compactions_split, st_compactions_grouped;
 };
 
 /* db.c */

@@ -171,6 +171,8 @@ typedef struct lsm_stats {
     uint64_t compactions_parallel;        /* compactions that started while another ran (on other
                                              levels) */
     uint64_t compactions_split;           /* compactions merged as two key ranges by two threads */
+    uint64_t compactions_grouped;         /* compactions that took several adjacent tables of a level
+                                             past its target (L1 and deeper) */
     uint64_t last_sequence;               /* sequence number of the newest write */
     uint64_t memtable_bytes;              /* bytes in the live memtable */
     uint64_t disk_bytes;                  /* bytes of every live file of the database */

@@ -233,9 +233,46 @@ static int cmp_newest_first(const void *a, const void *b)
     return x->number < y->number ? 1 : x->number > y->number ? -1 : 0;
 }
 
-/* Returns base + e as a new version (refs 1). Files deleted by e are marked obsolete only when
-   mark is set (the edit is being installed, not replayed). */
-static version *version_apply(vset *vs, const version *base, const version_edit *e, int mark)
+/* Whether table number is added back by e (moved to another level): then it stays live. */
+static int edit_moves(const version_edit *e, uint64_t number)
+{
+    for (int a = 0; a < e->nadded; a++)
+        if (e->added[a].f->number == number)
+            return 1;
+    return 0;
+}
+
+/* Marks the tables of base that e deletes, and does not move, obsolete (e is being installed). */
+static void version_mark_obsolete(const version *base, const version_edit *e)
+{
+    for (int d = 0; d < e->ndeleted; d++) {
+        int l = e->deleted[d].level;
+        for (int i = 0; base && i < base->nfiles[l]; i++)
+            if (base->files[l][i]->number == e->deleted[d].number &&
+                !edit_moves(e, e->deleted[d].number))
+                atomic_store(&base->files[l][i]->obsolete, 1);
+    }
+}
+
+/* The first level past 0 whose tables are not sorted and disjoint by user key, with two tables
+   that overlap in *a and *b; 0 when every level is sound. Compaction never cuts a table inside
+   one user key's versions, so neighbours never share a user key. */
+static int version_overlap(const version *v, uint64_t *a, uint64_t *b)
+{
+    for (int l = 1; l < LSM_MAX_LEVELS; l++)
+        for (int i = 1; i < v->nfiles[l]; i++) {
+            slice x = ikey_user(fm_large(v->files[l][i - 1])), y = ikey_user(fm_small(v->files[l][i]));
+            if (ukey_cmp(x.p, x.n, y.p, y.n) >= 0) {
+                *a = v->files[l][i - 1]->number;
+                *b = v->files[l][i]->number;
+                return l;
+            }
+        }
+    return 0;
+}
+
+/* Returns base + e as a new version (refs 1). */
+static version *version_apply(vset *vs, const version *base, const version_edit *e)
 {
     version *v = xcalloc(1, sizeof *v);
     atomic_init(&v->refs, 1);
@@ -250,15 +287,8 @@ static version *version_apply(vset *vs, const version *base, const version_edit 
             int gone = 0;
             for (int d = 0; d < e->ndeleted && !gone; d++)
                 gone = e->deleted[d].level == l && e->deleted[d].number == f->number;
-            if (gone) {
-                /* A file moved to another level by this edit is still live. */
-                int moved = 0;
-                for (int a = 0; a < e->nadded && !moved; a++)
-                    moved = e->added[a].f->number == f->number;
-                if (mark && !moved)
-                    atomic_store(&f->obsolete, 1);
+            if (gone)
                 continue;
-            }
             atomic_fetch_add(&f->refs, 1);
             v->files[l][n++] = f;
         }
@@ -314,7 +344,7 @@ static int vset_replay_record(void *arg, const uint8_t *p, size_t n, uint64_t of
                            st->path, off, e.deleted[d].number, e.deleted[d].level);
         }
     }
-    version *nv = version_apply(st->vs, st->v, &e, 0);
+    version *nv = version_apply(st->vs, st->v, &e);
     version_unref(st->v);
     st->v = nv;
     if (e.has_log_number) {
@@ -370,6 +400,11 @@ int vset_recover(vset *vs, char *err)
         rc = lsm_err(err, LSM_CORRUPT, "%s: offset 0: manifest lacks %s", mpath,
                      !st.have_log ? "a log number" : !st.have_next ? "the next file number"
                                                                    : "the last sequence");
+    uint64_t a, b;
+    int l = rc == LSM_OK ? version_overlap(st.v, &a, &b) : 0;
+    if (l)
+        rc = lsm_err(err, LSM_CORRUPT, "%s: level %d: tables %06" PRIu64 " and %06" PRIu64
+                     " overlap", mpath, l, a, b);
     if (rc != LSM_OK) {
         version_unref(st.v);
         return rc;
@@ -397,14 +432,26 @@ int vset_apply(vset *vs, version_edit *e, char *err)
         e->has_last_seq = 1;
         e->last_seq = vs->last_seq;
     }
+    /* A version whose levels overlap would answer reads wrongly for good: refuse it, as a bug,
+       before the manifest can record it. */
+    version *nv = version_apply(vs, vs->current, e);
+    uint64_t a, b;
+    int l = version_overlap(nv, &a, &b);
+    if (l) {
+        version_unref(nv);
+        return lsm_err(err, LSM_CORRUPT, "an edit would make tables %06" PRIu64 " and %06" PRIu64
+                       " of level %d overlap", a, b, l);
+    }
     buf rec = { 0 };
     edit_encode(e, &rec);
     int rc = logw_append(vs->manifest, rec.p, rec.len, err);
     if (rc == LSM_OK)
         rc = logw_sync(vs->manifest, err);
     buf_free(&rec);
-    if (rc != LSM_OK)
+    if (rc != LSM_OK) {
+        version_unref(nv);
         return rc;
+    }
     vs->log_number = e->log_number;
     vs->last_seq = e->last_seq;
     for (int i = 0; i < e->nadded && vs->add; i++) {
@@ -414,7 +461,8 @@ int vset_apply(vset *vs, version_edit *e, char *err)
         if (!moved)
             vs->add(vs->drop_arg, e->added[i].f);
     }
-    vset_install(vs, version_apply(vs, vs->current, e, 1));
+    version_mark_obsolete(vs->current, e);
+    vset_install(vs, nv);
     return LSM_OK;
 }
 

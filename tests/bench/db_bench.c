@@ -1324,9 +1324,11 @@ static int summarize(void)
             else
                 printf("-");
             printf("; stall %.3f s; flushes %" PRIu64 "; compactions %" PRIu64 " (%" PRIu64
-                   " beside another, %" PRIu64 " split in two); disk %.1f MB\n  tables/level:",
+                   " beside another, %" PRIu64 " split in two, %" PRIu64 " of several tables);"
+                   " disk %.1f MB\n  tables/level:",
                    (double)st->stall_micros / 1e6, st->flushes, st->compactions,
-                   st->compactions_parallel, st->compactions_split, mb(st->disk_bytes));
+                   st->compactions_parallel, st->compactions_split, st->compactions_grouped,
+                   mb(st->disk_bytes));
             for (int l = 0; l < LSM_MAX_LEVELS; l++)
                 printf(" L%d %d (%.1f MB)", l, st->tables[l], mb(st->level_bytes[l]));
             printf("\n");

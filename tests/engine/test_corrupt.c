@@ -12,7 +12,9 @@
  *  - a log byte flipped in a record before the last: open fails with LSM_CORRUPT naming the .log
  *    file and the offset. In the last record: open succeeds without that record (torn tail). Log
  *    truncated at any length: open succeeds with exactly the complete records before the cut.
- *  - a manifest byte flipped: LSM_CORRUPT naming the MANIFEST, or an open that lost nothing.
+ *  - a manifest byte flipped: LSM_CORRUPT naming the MANIFEST, or an open that lost nothing. A
+ *    well-formed manifest that moves overlapping tables into level 1: LSM_CORRUPT naming the
+ *    MANIFEST, the level and the tables.
  *  - CURRENT missing, garbled, or naming a missing manifest; a table named by the manifest missing:
  *    a clear error naming the file, and the failed open destroys nothing (putting the file back
  *    gives the full database again).
@@ -897,6 +899,97 @@ static void after_restore(const char *c, const char *what)
     expect_state(c, g->full, w);
 }
 
+/* A manifest whose edits put overlapping tables into level 1 (the fixture's L0 tables overlap)
+   describes a tree no compaction can make, and reads would answer from the wrong table: the open
+   must refuse it, naming the manifest and the level, and destroy nothing. The manifest is written
+   anew with the original edits and one more that moves two L0 tables to level 1. */
+static void test_manifest_overlap(void **state)
+{
+    (void)state;
+    char *mp = path_join(g->dir, g->manifest_name);
+    logrec recs[256];
+    uint64_t size;
+    int n = parse_log(mp, recs, 256, NULL, NULL, &size);
+    uint8_t *m;
+    size_t mn;
+    assert_int_equal(file_read(mp, &m, &mn), 0);
+    free(mp);
+    /* The tables the edits add to level 0 (tag 5: level, number, size, smallest, largest; tag 6:
+       the same, then the blob files it refers to), as their encoded bytes after the level. */
+    struct { const uint8_t *p; size_t n; uint64_t tag, number; } l0[64];
+    int nl0 = 0;
+    for (int i = 0; i < n; i++) {
+        const uint8_t *p = m + recs[i].off + 8, *end = p + recs[i].len;
+        while (p < end) {
+            uint64_t tag, v;
+            p = dec_varint(p, end, &tag);
+            assert_non_null(p);
+            if (tag == 1 || tag == 2 || tag == 3) {
+                p = dec_varint(p, end, &v);
+            } else if (tag == 4) {
+                p = dec_varint(p, end, &v);
+                p = dec_varint(p, end, &v);
+            } else if (tag == 5 || tag == 6) {
+                const uint8_t *start = p;
+                uint64_t level, number, len;
+                p = dec_varint(p, end, &level);
+                p = dec_varint(p, end, &number);
+                p = dec_varint(p, end, &v);
+                for (int k = 0; k < 2; k++) {
+                    p = dec_varint(p, end, &len);
+                    p += len;
+                }
+                for (uint64_t b = 0, nb = 0; tag == 6 && b <= nb; b++)
+                    p = dec_varint(p, end, b == 0 ? &nb : &v);
+                if (level == 0 && nl0 < 64) {
+                    l0[nl0].tag = tag;
+                    l0[nl0].p = start + 1;       /* level 0 is one byte */
+                    l0[nl0].n = (size_t)(p - start - 1);
+                    l0[nl0].number = number;
+                    nl0++;
+                }
+            } else {
+                fail_msg("%s: unexpected tag %" PRIu64 " in the fixture's manifest", g->manifest_name, tag);
+            }
+            assert_non_null(p);
+        }
+    }
+    if (nl0 < 2)
+        fail_msg("the fixture's manifest adds %d tables to level 0, expected 2 or more", nl0);
+    buf extra = { 0 };
+    for (int k = 0; k < 2; k++) {
+        buf_put_varint(&extra, 4);
+        buf_put_varint(&extra, 0);
+        buf_put_varint(&extra, l0[k].number);
+    }
+    for (int k = 0; k < 2; k++) {
+        buf_put_varint(&extra, l0[k].tag);
+        buf_put_varint(&extra, 1);
+        buf_append(&extra, l0[k].p, l0[k].n);
+    }
+    char *c = copy_new(g);
+    char *cp = path_join(c, g->manifest_name);
+    char err[LSM_ERRLEN];
+    logw *w;
+    assert_int_equal(logw_create(lsm_env_posix(), cp, MANIFEST_MAGIC, &w, err), LSM_OK);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(logw_append(w, m + recs[i].off + 8, recs[i].len, err), LSM_OK);
+    assert_int_equal(logw_append(w, extra.p, extra.len, err), LSM_OK);
+    assert_int_equal(logw_close(w, err), LSM_OK);
+    free(cp);
+    free(m);
+    buf_free(&extra);
+    char what[96];
+    snprintf(what, sizeof what, "tables %06" PRIu64 " and %06" PRIu64 " moved to level 1",
+             l0[0].number, l0[1].number);
+    expect_refused(c, g->manifest_name, what);
+    if (!strstr(lsm_errmsg(NULL), "level 1") || !strstr(lsm_errmsg(NULL), "overlap"))
+        fail_msg("%s: message does not say level 1 overlaps: '%s'", what, lsm_errmsg(NULL));
+    restore(c, g->manifest_name);
+    after_restore(c, what);
+    copy_drop(c);
+}
+
 static void test_current_missing(void **state)
 {
     (void)state;
@@ -1016,6 +1109,7 @@ int main(void)
         cmocka_unit_test(test_wal_truncated),
         cmocka_unit_test(test_wal_torn_then_newer),
         cmocka_unit_test(test_manifest_flips),
+        cmocka_unit_test(test_manifest_overlap),
         cmocka_unit_test(test_current_missing),
         cmocka_unit_test(test_current_bad),
     };

@@ -1184,8 +1184,13 @@ static void test_parallel_compactions(void **state)
     if (st.compactions_split == 0)
         fail_msg("%" PRIu64 " compactions, none of them split in two (seed %" PRIu64 ")",
                  st.compactions, seed);
+    /* A level swollen past its target gives up to four adjacent tables to one merge. */
+    if (st.compactions_grouped == 0)
+        fail_msg("%" PRIu64 " compactions, none of them of several tables of a level (seed %" PRIu64
+                 ")", st.compactions, seed);
     printf("# parallel_compactions: %" PRIu64 " compactions, %" PRIu64 " beside another, %" PRIu64
-           " split in two\n", st.compactions, st.compactions_parallel, st.compactions_split);
+           " split in two, %" PRIu64 " of several tables\n", st.compactions,
+           st.compactions_parallel, st.compactions_split, st.compactions_grouped);
     check_db_equals_model(db, m, "parallel compactions, before reopen");
     CHECK_OK(db, lsm_close(db));
     db = NULL;
