@@ -757,6 +757,9 @@ struct sst {
                                      big-endian, zero padded; a probe compares these and reads the
                                      key only on a tie */
     size_t icp;                   /* length of the user-key prefix they all share */
+    const uint64_t *itop;         /* inside the iwin allocation: for each group of SST_GROUP iwin
+                                     entries (one cache line), the window of its last entry */
+    size_t ngroups;
     sst_block *filter;            /* pinned; NULL when the table has no filter */
     const uint8_t *map;           /* the whole file mapped read-only, or NULL: then blocks are read
                                      with pread into the block cache */
@@ -1094,14 +1097,25 @@ static inline uint64_t sst_window(const uint8_t *u, size_t n, size_t from)
     return w;
 }
 
-/* Fills iwin and icp. Index keys are sorted, so the prefix the first and last user keys share is
-   shared by all between them: the windows start after it, where the keys differ. The last
-   separator is left out because writers shorten it to a successor of the table's last key ("1"
-   after "0999"), which would leave no shared prefix at all. */
+/* Windows per cache line: a lookup searches itop, then one line of iwin. */
+#define SST_GROUP 8
+
+/* Fills iwin, itop and icp. Index keys are sorted, so the prefix the first and last user keys
+   share is shared by all between them: the windows start after it, where the keys differ. The
+   last separator is left out because writers shorten it to a successor of the table's last key
+   ("1" after "0999"), which would leave no shared prefix at all. */
 static void sst_index_windows(sst *t)
 {
     size_t m = t->nidx ? t->nidx - 1 : 0;
-    t->iwin = xmalloc((m ? m : 1) * sizeof(*t->iwin));
+    size_t ng = (m + SST_GROUP - 1) / SST_GROUP, pad = ng * SST_GROUP;
+    size_t bytes = (pad + ng + 1) * sizeof(*t->iwin);
+    t->iwin = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!t->iwin) {
+        fprintf(stderr, "liblsm: out of memory allocating %zu bytes\n", bytes);
+        abort();
+    }
+    t->itop = t->iwin + pad;
+    t->ngroups = ng;
     t->icp = 0;
     if (m == 0)
         return;
@@ -1111,6 +1125,18 @@ static void sst_index_windows(sst *t)
         t->icp++;
     for (size_t i = 0; i < m; i++)
         t->iwin[i] = sst_window(t->idx[i].key, t->idx[i].klen - LSM_TRAILER, t->icp);
+    uint64_t *top = t->iwin + pad;
+    for (size_t g = 0; g < ng; g++)
+        top[g] = t->iwin[g * SST_GROUP + SST_GROUP - 1 < m ? g * SST_GROUP + SST_GROUP - 1 : m - 1];
+}
+
+/* Whether index entry i (< nidx - 1) sorts before target, whose window is tw. */
+static inline int sst_index_less(const sst *t, size_t i, uint64_t w, uint64_t tw, slice target)
+{
+    if (w != tw)
+        return w < tw;
+    slice k = { t->idx[i].key, t->idx[i].klen };
+    return iiter_key_cmp(k, target) < 0;
 }
 
 /* The first data block whose separator is >= target: the only one that can hold target's first
@@ -1130,17 +1156,28 @@ static size_t sst_index_find(const sst *t, slice target)
             lo = m;
     }
     uint64_t tw = sst_window(target.p, un, cp);
+    if (lo < hi) {
+        /* Two levels, so that a probe waits for two cache lines where a plain binary search over
+           a table's few hundred windows waits for six or seven: the group tops (asked for all at
+           once), then the one line of the group that holds the answer. */
+        const uint64_t *top = t->itop;
+        for (size_t g = 0; g < t->ngroups; g += 64 / sizeof(*top))
+            __builtin_prefetch(top + g);
+        size_t a = 0, b = t->ngroups;
+        while (a < b) {
+            size_t mid = a + (b - a) / 2;
+            size_t last = mid * SST_GROUP + SST_GROUP - 1 < m ? mid * SST_GROUP + SST_GROUP - 1 : m - 1;
+            if (sst_index_less(t, last, top[mid], tw, target))
+                a = mid + 1;
+            else
+                b = mid;
+        }
+        lo = a * SST_GROUP < m ? a * SST_GROUP : m;
+        hi = lo + SST_GROUP < m ? lo + SST_GROUP : m;
+    }
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        uint64_t w = t->iwin[mid];
-        int less;
-        if (w != tw) {
-            less = w < tw;
-        } else {
-            slice k = { t->idx[mid].key, t->idx[mid].klen };
-            less = iiter_key_cmp(k, target) < 0;
-        }
-        if (less)
+        if (sst_index_less(t, mid, t->iwin[mid], tw, target))
             lo = mid + 1;
         else
             hi = mid;

@@ -538,6 +538,45 @@ static void test_long_keys(void **state)
     faultenv_free(env);
 }
 
+/* The index search (sst.c): a probe compares 8-byte windows of the block separators taken after
+   the prefix all of them share, first over one window per group of 8 blocks, then inside the
+   group; only a tie reads a separator in full. Here tables of 1 to 3000 blocks (so every shape of
+   the last group) hold keys whose windows tie in runs of 50, and every key present is found while
+   every key between two of them, before the first and after the last is not. */
+static void test_index_groups(void **state)
+{
+    (void)state;
+    lsm_env *env = faultenv_new();
+    static const size_t counts[] = { 1, 2, 3, 8, 9, 10, 16, 17, 63, 64, 65, 200, 1001, 3000 };
+    for (size_t c = 0; c < sizeof(counts) / sizeof(counts[0]); c++) {
+        size_t n = counts[c];
+        ents es = { 0 };
+        char k[64];
+        for (size_t i = 0; i < n; i++) {
+            int kn = snprintf(k, sizeof k, "p%03zuSAMESAMESAMESAME%05zu", i / 50, i);
+            ents_add(&es, k, (size_t)kn, 7, LSM_TYPE_VALUE, &i, sizeof(i));
+        }
+        sst_options o = opts(LSM_COMPRESSION_NONE, 64, 10);  /* one entry per block */
+        char path[32];
+        snprintf(path, sizeof path, "/groups%zu.sst", n);
+        uint64_t size = build(env, path, &o, &es);
+        sst *t = open_ok(env, path, size, NULL);
+        check_gets(t, &es, 0, NULL);
+        for (size_t i = 0; i < n; i++) {
+            int kn = snprintf(k, sizeof k, "p%03zuSAMESAMESAMESAME%05zu+", i / 50, i);
+            expect_not_found(t, k, (size_t)kn, 9);                  /* just after key i */
+        }
+        expect_not_found(t, "p", 1, 9);
+        expect_not_found(t, "p000SAMESAMESAMESAMD", 20, 9);
+        expect_not_found(t, "q", 1, 9);
+        expect_not_found(t, "p999", 4, 9);
+        check_scan(t, &es, 0, NULL);
+        sst_close(t);
+        ents_free(&es);
+    }
+    faultenv_free(env);
+}
+
 /* ---- builder misuse and write failures ---- */
 
 static void test_builder_errors(void **state)
@@ -1035,6 +1074,7 @@ int main(void)
         cmocka_unit_test(test_versions_straddle_blocks),
         cmocka_unit_test(test_huge_value),
         cmocka_unit_test(test_long_keys),
+        cmocka_unit_test(test_index_groups),
         cmocka_unit_test(test_builder_errors),
         cmocka_unit_test(test_flip_every_byte_none),
         cmocka_unit_test(test_flip_every_byte_lz4),
