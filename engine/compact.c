@@ -61,6 +61,16 @@ typedef struct compaction {
     int grouped;                /* took several tables of a level past its target */
 } compaction;
 
+static slice fm_user_small(const file_meta *f)
+{
+    return ikey_user((slice){ f->smallest.p, f->smallest.len });
+}
+
+static slice fm_user_large(const file_meta *f)
+{
+    return ikey_user((slice){ f->largest.p, f->largest.len });
+}
+
 /* A compaction out of a level past its target takes up to this many tables' worth of it at once:
    fewer, larger merges (split between two threads) with fewer syncs and manifest edits. */
 #define GROUP_MAX_TABLES 4
@@ -160,6 +170,39 @@ static file_meta *compact_group(lsm_db *db, compaction *c, int level, int pick, 
     return f;
 }
 
+/* Adds to c every L0 table overlapping [*lo, *hi], widening the range to each table taken until
+   it stops growing: the tables left behind overlap none of it, so L0 stays newest-first for every
+   key. With lo->p NULL it starts from the oldest table. Tables from a sequential load overlap
+   nothing and move down without being rewritten. */
+static void compact_take_l0(version *v, compaction *c, slice *lo, slice *hi)
+{
+    int n0 = v->nfiles[0];
+    char *taken = xcalloc((size_t)n0 + 1, 1);
+    int grew = 1;
+    while (grew) {
+        grew = 0;
+        for (int i = n0 - 1; i >= 0; i--) {
+            file_meta *f = v->files[0][i];
+            slice s = ikey_user((slice){ f->smallest.p, f->smallest.len });
+            slice l = ikey_user((slice){ f->largest.p, f->largest.len });
+            if (taken[i])
+                continue;
+            if (lo->p && (ukey_cmp(l.p, l.n, lo->p, lo->n) < 0 || ukey_cmp(s.p, s.n, hi->p, hi->n) > 0))
+                continue;
+            if (!lo->p || ukey_cmp(s.p, s.n, lo->p, lo->n) < 0)
+                *lo = s;
+            if (!hi->p || ukey_cmp(l.p, l.n, hi->p, hi->n) > 0)
+                *hi = l;
+            taken[i] = 1;
+            grew = 1;
+        }
+    }
+    for (int i = n0 - 1; i >= 0; i--)
+        if (taken[i])
+            compaction_add(c, v->files[0][i], 0);
+    free(taken);
+}
+
 /* Picks inputs for a compaction of `level`, starting from table `seed` when given (caller holds
    mu). */
 static void compact_pick(lsm_db *db, int level, file_meta *seed, compaction *c)
@@ -172,35 +215,7 @@ static void compact_pick(lsm_db *db, int level, file_meta *seed, compaction *c)
     c->smallest_snapshot = db_oldest_snapshot(db);
     slice lo = { NULL, 0 }, hi = { NULL, 0 };
     if (level == 0) {
-        /* Start from the oldest L0 table and take every L0 table overlapping the range, until
-           the range stops growing: the tables left behind overlap none of it, so L0 stays
-           newest-first for every key. Tables from a sequential load overlap nothing and move
-           down without being rewritten. */
-        int n0 = v->nfiles[0];
-        char *taken = xcalloc((size_t)n0 + 1, 1);
-        int grew = 1;
-        while (grew) {
-            grew = 0;
-            for (int i = n0 - 1; i >= 0; i--) {
-                file_meta *f = v->files[0][i];
-                slice s = ikey_user((slice){ f->smallest.p, f->smallest.len });
-                slice l = ikey_user((slice){ f->largest.p, f->largest.len });
-                if (taken[i])
-                    continue;
-                if (lo.p && (ukey_cmp(l.p, l.n, lo.p, lo.n) < 0 || ukey_cmp(s.p, s.n, hi.p, hi.n) > 0))
-                    continue;
-                if (!lo.p || ukey_cmp(s.p, s.n, lo.p, lo.n) < 0)
-                    lo = s;
-                if (!hi.p || ukey_cmp(l.p, l.n, hi.p, hi.n) > 0)
-                    hi = l;
-                taken[i] = 1;
-                grew = 1;
-            }
-        }
-        for (int i = n0 - 1; i >= 0; i--)
-            if (taken[i])
-                compaction_add(c, v->files[0][i], 0);
-        free(taken);
+        compact_take_l0(v, c, &lo, &hi);
     } else {
         /* Round-robin through the level so every key range gets its turn. */
         buf *ptr = &db->compact_pointer[level];
@@ -590,20 +605,28 @@ void *compact_thread_main(void *arg)
     return NULL;
 }
 
-int compact_all(lsm_db *db, char *err)
+/* Waits until no compaction runs and takes every level (caller holds mu). */
+static int compact_take_all(lsm_db *db, char *err)
 {
-    pthread_mutex_lock(&db->mu);
     db->manual_waiting++;
     while (db->compacting && !db->bg_error)
         pthread_cond_wait(&db->bg_cv, &db->mu);
     db->manual_waiting--;
-    if (db->bg_error) {
-        int rc = lsm_err(err, db->bg_error, "%s", db->bg_errmsg);
+    if (db->bg_error)
+        return lsm_err(err, db->bg_error, "%s", db->bg_errmsg);
+    db->compacting++;
+    db->level_busy = ~0u;
+    return LSM_OK;
+}
+
+int compact_all(lsm_db *db, char *err)
+{
+    pthread_mutex_lock(&db->mu);
+    int rc = compact_take_all(db, err);
+    if (rc != LSM_OK) {
         pthread_mutex_unlock(&db->mu);
         return rc;
     }
-    db->compacting++;
-    db->level_busy = ~0u;
     compaction c;
     memset(&c, 0, sizeof c);
     c.v = db->vs.current;
@@ -625,13 +648,135 @@ int compact_all(lsm_db *db, char *err)
     c.out_level = deepest;
     c.full = 1;
     c.gc_cutoff = db_blob_gc_cutoff(db);
-    int rc = c.n ? compact_run(db, &c, err) : LSM_OK;
+    rc = c.n ? compact_run(db, &c, err) : LSM_OK;
     compaction_free(&c);
 
     pthread_mutex_lock(&db->mu);
     compact_done(db, ~0u, rc, err);
     pthread_mutex_unlock(&db->mu);
     return rc;
+}
+
+/* Whether level holds a table overlapping [lo, hi]. */
+static int level_overlaps(const version *v, int level, slice lo, slice hi)
+{
+    file_meta **over = NULL;
+    int n = version_overlaps(v, level, &lo, &hi, &over);
+    free(over);
+    return n > 0;
+}
+
+/* One step of compact_range: the tables of `level` overlapping [lo, hi] and what they overlap in
+   out_level, merged into it; out_level is level + 1, or level itself for the deepest level, whose
+   tables are then rewritten in place. Always rewritten, never moved: a moved table would keep the
+   versions the caller wants gone. */
+static int compact_range_step(lsm_db *db, int level, int out_level, slice lo, slice hi, char *err)
+{
+    pthread_mutex_lock(&db->mu);
+    int rc = compact_take_all(db, err);
+    if (rc != LSM_OK) {
+        pthread_mutex_unlock(&db->mu);
+        return rc;
+    }
+    compaction c;
+    memset(&c, 0, sizeof c);
+    c.v = db->vs.current;
+    version_ref(c.v);
+    c.smallest_snapshot = db_oldest_snapshot(db);
+    c.may_split = 1;
+    c.out_level = out_level;
+    pthread_mutex_unlock(&db->mu);
+
+    slice a = lo, b = hi;
+    if (level == 0) {
+        compact_take_l0(c.v, &c, &a, &b);
+    } else {
+        file_meta **over = NULL;
+        int n = version_overlaps(c.v, level, &lo, &hi, &over);
+        for (int i = 0; i < n; i++)
+            compaction_add(&c, over[i], level);
+        if (n > 0) {
+            slice s = fm_user_small(over[0]), l = fm_user_large(over[n - 1]);
+            if (ukey_cmp(s.p, s.n, a.p, a.n) < 0)
+                a = s;
+            if (ukey_cmp(l.p, l.n, b.p, b.n) > 0)
+                b = l;
+        }
+        free(over);
+    }
+    if (c.n > 0 && out_level != level) {
+        file_meta **over = NULL;
+        int n = version_overlaps(c.v, out_level, &a, &b, &over);
+        for (int i = 0; i < n; i++)
+            compaction_add(&c, over[i], out_level);
+        free(over);
+    }
+    if (c.n > 0) {
+        c.gc_cutoff = db_blob_gc_cutoff(db);
+        rc = compact_run(db, &c, err);
+    }
+    compaction_free(&c);
+    pthread_mutex_lock(&db->mu);
+    compact_done(db, ~0u, rc, err);
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}
+
+/* LevelDB's CompactRange, in outline: level by level from L0 down to the deepest level holding
+   any key of the range, the range's tables are merged into the next level, and then (as RocksDB
+   does when asked) the deepest level's tables of the range are rewritten in place; between steps
+   the background compactions may run. Open ends take the smallest and largest keys of the tree. */
+int compact_range(lsm_db *db, slice lo, slice hi, char *err)
+{
+    pthread_mutex_lock(&db->mu);
+    version *v = db->vs.current;
+    version_ref(v);
+    pthread_mutex_unlock(&db->mu);
+    int open_lo = !lo.p, open_hi = !hi.p;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++)
+        for (int i = 0; i < v->nfiles[l]; i++) {
+            slice s = fm_user_small(v->files[l][i]), g = fm_user_large(v->files[l][i]);
+            if (open_lo && (!lo.p || ukey_cmp(s.p, s.n, lo.p, lo.n) < 0))
+                lo = s;
+            if (open_hi && (!hi.p || ukey_cmp(g.p, g.n, hi.p, hi.n) > 0))
+                hi = g;
+        }
+    if (!hi.p)
+        lo.p = NULL;            /* an empty tree: nothing to do */
+    int deepest = 1;
+    for (int l = 1; lo.p && l < LSM_MAX_LEVELS; l++)
+        if (level_overlaps(v, l, lo, hi))
+            deepest = l;
+    /* lo and hi may point into v's tables: keep them while v is pinned. */
+    int rc = LSM_OK;
+    buf bl = { 0 }, bh = { 0 };
+    if (lo.p) {
+        buf_append(&bl, lo.p, lo.n);
+        buf_append(&bh, hi.p, hi.n);
+    }
+    version_unref(v);
+    slice L = { bl.p, bl.len }, H = { bh.p, bh.len };
+    for (int l = 0; lo.p && rc == LSM_OK && l < deepest; l++)
+        rc = compact_range_step(db, l, l + 1, L, H, err);
+    /* Versions a snapshot kept alive when they reached the deepest level sit there side by side:
+       one more pass drops those no snapshot needs now. */
+    if (lo.p && rc == LSM_OK)
+        rc = compact_range_step(db, deepest, deepest, L, H, err);
+    buf_free(&bl);
+    buf_free(&bh);
+    return rc;
+}
+
+int lsm_compact_range(lsm_db *db, const void *lo, size_t lon, const void *hi, size_t hin)
+{
+    if (!db || (lo && lon > LSM_MAX_KEY) || (hi && hin > LSM_MAX_KEY))
+        return LSM_INVALID;
+    int rc = lsm_flush(db);
+    if (rc != LSM_OK)
+        return rc;
+    char err[LSM_ERRLEN] = "";
+    slice a = { lo, lo ? lon : 0 }, b = { hi, hi ? hin : 0 };
+    return db_fail(db, compact_range(db, a, b, err), err);
 }
 
 int lsm_compact(lsm_db *db)

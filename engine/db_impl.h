@@ -119,6 +119,7 @@ void *compact_thread_main(void *arg);
 double compact_score(const lsm_db *db, const version *v, unsigned busy, int *level);
 /* Compacts everything into the fewest tables (lsm_compact). */
 int  compact_all(lsm_db *db, char *err);
+int  compact_range(lsm_db *db, slice lo, slice hi, char *err);
 /* Writes tables one entry at a time: flush and compaction outputs. */
 typedef struct table_writer {
     lsm_db *db;

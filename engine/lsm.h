@@ -152,6 +152,14 @@ int  lsm_flush(lsm_db *db);
    tombstones that no live iterator needs. Waits until done. */
 int  lsm_compact(lsm_db *db);
 
+/* Flushes the memtable, then merges the tables holding keys in [lo, hi] (lo NULL: from the first
+   key; hi NULL: to the last) level by level into the deepest level that holds any of them, as
+   LevelDB's CompactRange does: versions overwritten or deleted in that range, and the blob files
+   only they referred to, are freed. Background compactions may run between the steps. Waits until
+   done. Cost grows with the tables the range touches: a single key touches about one table per
+   level and what it overlaps below. */
+int  lsm_compact_range(lsm_db *db, const void *lo, size_t lon, const void *hi, size_t hin);
+
 #define LSM_MAX_LEVELS 7
 
 typedef struct lsm_stats {

@@ -58,6 +58,8 @@ struct lsmfs_inode {
     struct lsmfs_meta m;         /* current attributes; size follows the buffer when loaded */
     int      deleted;            /* unlinked or replaced: never written back again */
     int      dirty;              /* data or attributes differ from the engine */
+    int      replaces_big;       /* the next write-back supersedes a stored value of at least
+                                    LSMFS_RECLAIM_MIN bytes (reclaim.c) */
     char    *data;               /* whole content while loaded (being written), else NULL */
     size_t   cap;                /* bytes allocated at data; counted in fs.buffered */
     struct lsmfs_inode *bprev, *bnext; /* list of inodes holding a buffer; guarded by fs.bmu */
@@ -120,6 +122,14 @@ struct lsmfs {
 
 extern struct lsmfs fs;
 extern const struct fuse_lowlevel_ops lsmfs_ops;
+
+/* reclaim.c: after a value of this many bytes or more (a blob file in the engine) is deleted or
+   replaced, its key is noted, and a thread merges the noted keys a second after the last note so
+   that the blob files are freed. */
+#define LSMFS_RECLAIM_MIN ((uint64_t)64 << 10)
+void  lsmfs_reclaim_note(const char *key, size_t klen);
+int   lsmfs_reclaim_start(void);
+void  lsmfs_reclaim_stop(void);         /* merges what is noted, then joins; before lsm_close */
 
 /* meta.c */
 int   lsmfs_errno(int rc, const char *what, const char *path);

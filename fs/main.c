@@ -426,6 +426,9 @@ int main(int argc, char *argv[])
         detach(fd);
         fd = -1;
     }
+    if (lsmfs_reclaim_start() < 0)
+        lsmfs_log(LOG_WARNING, "cannot start the thread that frees the space of removed files; "
+                  "it will come back only as merges reach it");
 
     if (copts.singlethread) {
         ret = fuse_session_loop(fs.se);
@@ -445,6 +448,7 @@ int main(int argc, char *argv[])
     fuse_session_destroy(fs.se);
     lsmfs_handles_free();
     lsmfs_table_flush_all();
+    lsmfs_reclaim_stop();
     lsmfs_table_free();
     lsmfs_iter_pool_free();
     int rc = lsm_close(fs.db);

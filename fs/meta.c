@@ -800,6 +800,8 @@ int lsmfs_buf_load(struct lsmfs_inode *ino)
     ino->data = v;
     ino->cap = cap;
     ino->m.size = vl;
+    if (vl >= LSMFS_RECLAIM_MIN)
+        ino->replaces_big = 1;
     return 0;
 }
 
@@ -859,11 +861,16 @@ int lsmfs_flush_locked(struct lsmfs_inode *ino, int sync)
         lsmfs_snap_readers(ino);
         lsm_batch_put(b, ino->path, ino->plen, ino->data, ino->m.size);
     }
+    int put = ino->m.type != LSMFS_DIR && ino->data;
     lsmfs_add_record(b, ino);
     rc = lsmfs_write_batch(b, sync);
     lsm_batch_free(b);
     if (rc == 0)
         ino->dirty = 0;
+    if (rc == 0 && put && ino->replaces_big) {
+        ino->replaces_big = 0;
+        lsmfs_reclaim_note(ino->path, ino->plen);
+    }
     return rc;
 }
 

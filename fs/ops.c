@@ -207,6 +207,8 @@ static int resize_locked(struct lsmfs_inode *ino, uint64_t size)
     if (size > fs.max_file_size)
         return -EFBIG;
     if (size == 0) {
+        if (!ino->data && ino->m.size >= LSMFS_RECLAIM_MIN)
+            ino->replaces_big = 1;          /* superseded without being read */
         if ((rc = lsmfs_buf_reserve(ino, 1)) < 0)
             return rc;
     } else {
@@ -523,6 +525,8 @@ static int do_remove(struct lsmfs_inode *parent, const char *name, int dir)
     keep_parent(b, parent);
     rc = lsmfs_write_batch(b, 0);
     lsm_batch_free(b);
+    if (rc == 0 && m.type != LSMFS_DIR && m.size >= LSMFS_RECLAIM_MIN)
+        lsmfs_reclaim_note(path, plen);
     free(path);
     if (rc < 0)
         return -rc;
@@ -775,6 +779,12 @@ static int do_rename(struct lsmfs_inode *sp, const char *sname, struct lsmfs_ino
         err = -rc;
         goto out;
     }
+    /* The values moved were copied to their new keys: the old copies, and a file replaced, are
+       garbage. */
+    if (sm.type != LSMFS_DIR && sm.size >= LSMFS_RECLAIM_MIN)
+        lsmfs_reclaim_note(spath, slen);
+    if (texists && tm.type != LSMFS_DIR && tm.size >= LSMFS_RECLAIM_MIN)
+        lsmfs_reclaim_note(tpath, tlen);
 
     if (exchange) {
         static const char tmp[2] = { '\0', 'x' };   /* can never be a path */

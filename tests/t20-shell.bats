@@ -213,6 +213,48 @@ EOF
     cmp "$T/r5" "$MNT/r5"
 }
 
+# du_data: kilobytes the database directory takes on disk.
+du_data() {
+    du -sk "$DATA" | cut -f1
+}
+
+# wait_du_below KB: waits up to 15 s for the database to take less than KB kilobytes.
+wait_du_below() {
+    local i
+    for ((i = 0; i < 150; i++)); do
+        [ "$(du_data)" -lt "$1" ] && return 0
+        sleep 0.1
+    done
+    echo "the database still takes $(du_data) KiB, expected less than $1" >&2
+    return 1
+}
+
+@test "rm, mv over and rewriting of large files give their disk space back within seconds" {
+    mkdir "$MNT/keep"
+    for i in 1 2 3 4 5 6; do head -c 8388608 /dev/urandom >"$MNT/big$i"; done
+    for i in $(seq 1 100); do echo "small $i" >"$MNT/keep/s$i"; done
+    cp "$MNT/big6" "$T/big6"
+    sync
+    full=$(du_data)
+    [ "$full" -ge 49152 ]                      # 6 x 8 MiB are on disk
+    rm "$MNT/big1" "$MNT/big2"
+    wait_du_below $((full - 12288))            # at least 12 of their 16 MiB back
+    mv "$MNT/big3" "$MNT/big4"                 # big4's old content is garbage now
+    wait_du_below $((full - 20480))
+    head -c 1000 /dev/urandom >"$MNT/big5"     # rewritten in place, much smaller
+    wait_du_below $((full - 28672))
+    # nothing else was lost
+    cmp "$T/big6" "$MNT/big6"
+    [ "$(stat -c %s "$MNT/big4")" = 8388608 ]
+    [ "$(stat -c %s "$MNT/big5")" = 1000 ]
+    [ "$(ls "$MNT/keep" | wc -l)" = 100 ]
+    assert_eq "$(cat "$MNT/keep/s77")" "small 77"
+    [ ! -e "$MNT/big1" ] && [ ! -e "$MNT/big3" ]
+    remount
+    cmp "$T/big6" "$MNT/big6"
+    [ "$(du_data)" -lt $((full - 28672)) ]
+}
+
 @test "names with spaces, UTF-8, shell-special characters and a newline" {
     names=('with space' 'ünïcödé-日本語' 'user:123' '$dollar' '*star?' '[br]' "quote'\"" \
            '-dash' '#hash' 'semi;amp&pipe|' 'back\slash' 'tab	tab' $'new\nline' '.hidden' '...')

@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -1034,6 +1035,144 @@ static void test_blob_reads_during_compaction(void **state)
     }
 }
 
+/* Files of dir whose names end in suffix. */
+static int count_suffix(const char *dir, const char *suffix)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    size_t sl = strlen(suffix);
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t l = strlen(e->d_name);
+        n += l > sl && strcmp(e->d_name + l - sl, suffix) == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* lsm_compact_range frees what deletes and overwrites inside the range left behind, blob files
+   included, without rewriting the rest of the tree; open ends reach the whole tree. */
+static void test_compact_range(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    lsm_options_init(&o);
+    o.memtable_bytes = 32 << 10;
+    o.table_bytes = 8 << 10;
+    o.level1_bytes = 32 << 10;
+    o.blob_threshold = 4096;
+    lsm_db *db = NULL;
+    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
+    model *m = model_new();
+    char k[32];
+    static uint8_t big[20000], v[100];
+    /* 20 big values ("b..." keys, blob files), then enough small keys on both sides ("a...",
+       "c...") to spread the tree over levels 1 to 3. */
+    for (int i = 0; i < 20; i++) {
+        snprintf(k, sizeof k, "b%03d", i);
+        memset(big, 'A' + i, sizeof big);
+        CHECK_OK(db, lsm_put(db, k, strlen(k), big, sizeof big));
+        model_put(m, k, strlen(k), big, sizeof big);
+    }
+    CHECK_OK(db, lsm_flush(db));
+    for (int i = 0; i < 20000; i++) {
+        snprintf(k, sizeof k, "%c%06d", i % 2 ? 'a' : 'c', (i * 7919) % 10000);
+        memset(v, 'a' + i % 26, sizeof v);
+        CHECK_OK(db, lsm_put(db, k, strlen(k), v, sizeof v));
+        model_put(m, k, strlen(k), v, sizeof v);
+    }
+    CHECK_OK(db, lsm_flush(db));
+    /* Delete half the big values and overwrite the rest with small ones. */
+    for (int i = 0; i < 20; i++) {
+        snprintf(k, sizeof k, "b%03d", i);
+        if (i % 2) {
+            CHECK_OK(db, lsm_delete(db, k, strlen(k)));
+            model_del(m, k, strlen(k));
+        } else {
+            CHECK_OK(db, lsm_put(db, k, strlen(k), "small", 5));
+            model_put(m, k, strlen(k), "small", 5);
+        }
+    }
+    lsm_stats before, after;
+    CHECK_OK(db, lsm_stats_get(db, &before));
+    if (before.blob_bytes_live < 20 * sizeof big)
+        fail_msg("%llu blob bytes live before, expected the 20 values of %zu bytes",
+                 (unsigned long long)before.blob_bytes_live, sizeof big);
+    int deep = 0;
+    for (int l = 2; l < LSM_MAX_LEVELS; l++)
+        deep += before.tables[l];
+    if (deep == 0)
+        fail_msg("the tree never went past level 1: the test would not test levels");
+    CHECK_OK(db, lsm_compact_range(db, "b000", 4, "b019", 4));
+    CHECK_OK(db, lsm_stats_get(db, &after));
+    if (after.blob_bytes_live != 0 || count_suffix(f->dir, ".blob") != 0)
+        fail_msg("after lsm_compact_range over the big keys: %llu blob bytes live, %d blob files",
+                 (unsigned long long)after.blob_bytes_live, count_suffix(f->dir, ".blob"));
+    uint64_t rewritten = after.compaction_bytes_written - before.compaction_bytes_written;
+    if (rewritten * 2 > after.disk_bytes)
+        fail_msg("a range of 20 keys rewrote %llu bytes of a %llu-byte tree",
+                 (unsigned long long)rewritten, (unsigned long long)after.disk_bytes);
+    check_db_equals_model(db, m, "after lsm_compact_range");
+    /* A live iterator keeps what it can see: deleted big values stay readable through it, and
+       their blob files stay. Once it is gone, another pass (the versions now sit side by side in
+       the deepest level) frees them. */
+    for (int i = 100; i < 104; i++) {
+        snprintf(k, sizeof k, "b%03d", i);
+        memset(big, 'a' + i % 26, sizeof big);
+        CHECK_OK(db, lsm_put(db, k, strlen(k), big, sizeof big));
+    }
+    CHECK_OK(db, lsm_flush(db));
+    lsm_iter *it = NULL;
+    CHECK_OK(db, lsm_iter_new(db, &it));
+    for (int i = 100; i < 104; i++) {
+        snprintf(k, sizeof k, "b%03d", i);
+        CHECK_OK(db, lsm_delete(db, k, strlen(k)));
+    }
+    CHECK_OK(db, lsm_compact_range(db, "b100", 4, "b103", 4));
+    CHECK_OK(db, lsm_stats_get(db, &after));
+    if (after.blob_bytes_live < 4 * sizeof big)
+        fail_msg("blob files of values a live iterator sees were freed (%llu bytes live)",
+                 (unsigned long long)after.blob_bytes_live);
+    lsm_iter_seek(it, "b100", 4);
+    for (int i = 100; i < 104; i++, lsm_iter_next(it)) {
+        size_t kl = 0, vl = 0;
+        snprintf(k, sizeof k, "b%03d", i);
+        assert_true(lsm_iter_valid(it));
+        const void *ik = lsm_iter_key(it, &kl);
+        assert_int_equal(kl, 4);
+        assert_memory_equal(ik, k, 4);
+        const uint8_t *iv = lsm_iter_value(it, &vl);
+        if (!iv || vl != sizeof big || iv[0] != 'a' + i % 26 || iv[vl - 1] != 'a' + i % 26)
+            fail_msg("the iterator lost %s after lsm_compact_range: status %d", k,
+                     lsm_iter_status(it));
+    }
+    lsm_iter_free(it);
+    CHECK_OK(db, lsm_compact_range(db, "b100", 4, "b103", 4));
+    CHECK_OK(db, lsm_stats_get(db, &after));
+    if (after.blob_bytes_live != 0 || count_suffix(f->dir, ".blob") != 0)
+        fail_msg("with the iterator gone, lsm_compact_range left %llu blob bytes live, %d blob files",
+                 (unsigned long long)after.blob_bytes_live, count_suffix(f->dir, ".blob"));
+    check_db_equals_model(db, m, "after lsm_compact_range past an iterator");
+    /* Open ends: everything below the flushed memtable ends up in one level, with no L0. */
+    for (int i = 0; i < 500; i++) {
+        snprintf(k, sizeof k, "a%06d", i);
+        CHECK_OK(db, lsm_delete(db, k, strlen(k)));
+        model_del(m, k, strlen(k));
+    }
+    CHECK_OK(db, lsm_compact_range(db, NULL, 0, NULL, 0));
+    CHECK_OK(db, lsm_stats_get(db, &after));
+    if (after.tables[0] != 0)
+        fail_msg("%d tables left in level 0 after lsm_compact_range(NULL, NULL)", after.tables[0]);
+    check_db_equals_model(db, m, "after lsm_compact_range(NULL, NULL)");
+    assert_int_equal(lsm_compact_range(NULL, NULL, 0, NULL, 0), LSM_INVALID);
+    CHECK_OK(db, lsm_close(db));
+    db = NULL;
+    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
+    check_db_equals_model(db, m, "after lsm_compact_range, reopened");
+    CHECK_OK(db, lsm_close(db));
+    model_free(m);
+}
+
 /* ---- stats, error texts, NULL ---- */
 
 static void test_stats(void **state)
@@ -1351,6 +1490,7 @@ int main(void)
         cmocka_unit_test(test_blob_reads_during_compaction),
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallel_compactions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compact_range, setup, teardown),
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_close_null),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),

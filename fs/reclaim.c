@@ -1,0 +1,225 @@
+/*
+ * reclaim.c — giving back the space of large files that were removed or replaced.
+ *
+ * What: a value of LSMFS_RECLAIM_MIN bytes or more lives in an engine blob file, and a blob file is
+ * deleted only when no table refers to it any more. After rm (or a rename over, or a write-back
+ * replacing) such a file, its old reference still sits in some table until a merge meets it, and
+ * with no other writes arriving that may never happen: the disk space would not come back. So
+ * every such change notes the file's key here, and one second after the last note a thread asks
+ * the engine to merge the keys noted (lsm_compact_range), which drops the references and deletes
+ * the blob files they held.
+ *
+ * How the keys are grouped: they are sorted, and keys with the same parent directory form one
+ * range from the first to the last (rm -r of a directory is one merge of its key range); keys in
+ * different directories get ranges of their own, so that two removals far apart in the namespace
+ * do not make one merge of everything between them. At most RECLAIM_KEYS keys wait; past that the
+ * range of all of them is taken instead.
+ *
+ * Never: call the engine from a request thread (the merge waits for disk work); hold the lock
+ * while merging; outlive the engine (lsmfs_reclaim_stop merges what is still noted and joins the
+ * thread, before lsm_close).
+ */
+#include "lsmfs.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+
+#define RECLAIM_KEYS     64
+#define RECLAIM_QUIET_NS 1000000000LL   /* wait this long after the last note */
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    int started, stop;
+    char *keys[RECLAIM_KEYS];
+    size_t lens[RECLAIM_KEYS];
+    int n;
+    char *lo, *hi;              /* when more than RECLAIM_KEYS were noted: their range */
+    size_t lon, hin;
+    int64_t last;               /* CLOCK_MONOTONIC ns of the last note */
+} rec = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static int key_cmp(const char *a, size_t an, const char *b, size_t bn)
+{
+    int c = memcmp(a, b, an < bn ? an : bn);
+    return c ? c : (an > bn) - (an < bn);
+}
+
+/* Widens [rec.lo, rec.hi] to take k (rec.mu held). Returns -1 without memory. */
+static int widen(const char *k, size_t n)
+{
+    if (!rec.lo || key_cmp(k, n, rec.lo, rec.lon) < 0) {
+        char *c = malloc(n ? n : 1);
+        if (!c)
+            return -1;
+        memcpy(c, k, n);
+        free(rec.lo);
+        rec.lo = c;
+        rec.lon = n;
+    }
+    if (!rec.hi || key_cmp(k, n, rec.hi, rec.hin) > 0) {
+        char *c = malloc(n ? n : 1);
+        if (!c)
+            return -1;
+        memcpy(c, k, n);
+        free(rec.hi);
+        rec.hi = c;
+        rec.hin = n;
+    }
+    return 0;
+}
+
+void lsmfs_reclaim_note(const char *key, size_t klen)
+{
+    pthread_mutex_lock(&rec.mu);
+    if (rec.started && !rec.stop) {
+        rec.last = mono_ns();
+        char *c = NULL;
+        if (rec.n < RECLAIM_KEYS && !rec.lo && (c = malloc(klen ? klen : 1))) {
+            memcpy(c, key, klen);
+            rec.keys[rec.n] = c;
+            rec.lens[rec.n++] = klen;
+        } else {
+            /* Too many: fold everything noted into one range. Out of memory, the note is lost,
+               which costs space until merges get there by themselves, never data. */
+            for (int i = 0; i < rec.n; i++) {
+                widen(rec.keys[i], rec.lens[i]);
+                free(rec.keys[i]);
+            }
+            rec.n = 0;
+            widen(key, klen);
+        }
+        pthread_cond_signal(&rec.cv);
+    }
+    pthread_mutex_unlock(&rec.mu);
+}
+
+/* The directory part of a path key: up to its last '/'. */
+static size_t parent_len(const char *k, size_t n)
+{
+    while (n > 0 && k[n - 1] != '/')
+        n--;
+    return n;
+}
+
+struct keyref {
+    char *k;
+    size_t n;
+};
+
+static int keyref_cmp(const void *a, const void *b)
+{
+    const struct keyref *x = a, *y = b;
+    return key_cmp(x->k, x->n, y->k, y->n);
+}
+
+static void merge_range(const char *lo, size_t lon, const char *hi, size_t hin)
+{
+    int rc = lsm_compact_range(fs.db, lo, lon, hi, hin);
+    if (rc != LSM_OK)
+        lsmfs_log(LOG_WARNING, "reclaiming the space of removed files (%.*s .. %.*s): %s",
+                  (int)(lon < 200 ? lon : 200), lo, (int)(hin < 200 ? hin : 200), hi,
+                  lsm_errmsg(fs.db));
+}
+
+static void *reclaim_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&rec.mu);
+    for (;;) {
+        while (!rec.stop && rec.n == 0 && !rec.lo)
+            pthread_cond_wait(&rec.cv, &rec.mu);
+        if (rec.n == 0 && !rec.lo)
+            break;              /* stopping, nothing left */
+        /* Quiet for a second: rm -r and rename storms end before any merge starts. At unmount
+           what is noted is merged at once, so that rm then umount gives the space back. */
+        int64_t wait = rec.last + RECLAIM_QUIET_NS - mono_ns();
+        if (wait > 0 && !rec.stop) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            int64_t t = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + wait;
+            ts.tv_sec = (time_t)(t / 1000000000LL);
+            ts.tv_nsec = (long)(t % 1000000000LL);
+            pthread_cond_timedwait(&rec.cv, &rec.mu, &ts);
+            continue;
+        }
+        struct keyref keys[RECLAIM_KEYS];
+        int n = rec.n;
+        for (int i = 0; i < n; i++) {
+            keys[i].k = rec.keys[i];
+            keys[i].n = rec.lens[i];
+        }
+        rec.n = 0;
+        char *lo = rec.lo, *hi = rec.hi;
+        size_t lon = rec.lon, hin = rec.hin;
+        rec.lo = rec.hi = NULL;
+        pthread_mutex_unlock(&rec.mu);
+
+        /* An idle pooled iterator holds a snapshot, and a merge keeps every version a snapshot
+           can see: let the pool go first, or the old values would survive the merge. */
+        lsmfs_iter_pool_free();
+        if (lo)
+            merge_range(lo, lon, hi, hin);
+        qsort(keys, (size_t)n, sizeof keys[0], keyref_cmp);
+        for (int i = 0; i < n;) {
+            int j = i + 1;
+            size_t p = parent_len(keys[i].k, keys[i].n);
+            while (j < n && parent_len(keys[j].k, keys[j].n) == p && memcmp(keys[j].k, keys[i].k, p) == 0)
+                j++;
+            merge_range(keys[i].k, keys[i].n, keys[j - 1].k, keys[j - 1].n);
+            i = j;
+        }
+        for (int i = 0; i < n; i++)
+            free(keys[i].k);
+        free(lo);
+        free(hi);
+        /* Likewise an iterator pooled during the merges pins the tables (and blob files) they
+           replaced: let them go now, not at its next use. */
+        lsmfs_iter_pool_free();
+        pthread_mutex_lock(&rec.mu);
+    }
+    pthread_mutex_unlock(&rec.mu);
+    return NULL;
+}
+
+int lsmfs_reclaim_start(void)
+{
+    pthread_mutex_lock(&rec.mu);
+    rec.stop = 0;
+    int rc = pthread_create(&rec.thread, NULL, reclaim_main, NULL);
+    rec.started = rc == 0;
+    pthread_mutex_unlock(&rec.mu);
+    return rc == 0 ? 0 : -rc;
+}
+
+void lsmfs_reclaim_stop(void)
+{
+    pthread_mutex_lock(&rec.mu);
+    int started = rec.started;
+    rec.stop = 1;
+    pthread_cond_signal(&rec.cv);
+    pthread_mutex_unlock(&rec.mu);
+    if (started)
+        pthread_join(rec.thread, NULL);
+    pthread_mutex_lock(&rec.mu);
+    rec.started = 0;
+    for (int i = 0; i < rec.n; i++)
+        free(rec.keys[i]);
+    rec.n = 0;
+    free(rec.lo);
+    free(rec.hi);
+    rec.lo = rec.hi = NULL;
+    pthread_mutex_unlock(&rec.mu);
+}
