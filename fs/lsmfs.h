@@ -145,6 +145,7 @@ int   lsmfs_dir_has_children(const char *path, size_t plen, int *has);
 int   lsmfs_iter_get(lsm_iter **out);
 void  lsmfs_iter_put(lsm_iter *it);
 void  lsmfs_iter_pool_free(void);        /* before lsm_close */
+void  lsmfs_iter_pool_trim(int64_t idle_ns);   /* frees the pool when unused that long */
 /* Frees the handles the kernel never released (a RELEASE can arrive after the session ended). */
 void  lsmfs_handles_free(void);
 size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf);

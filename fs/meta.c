@@ -237,6 +237,14 @@ static int read_record(const char *key, size_t klen, struct lsmfs_meta *m, int *
 static pthread_mutex_t iter_pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static lsm_iter *iter_pool[ITER_POOL];      /* guarded by iter_pool_mu */
 static int iter_pool_n;                     /* guarded by iter_pool_mu */
+static int64_t iter_pool_last;              /* CLOCK_MONOTONIC ns of the last put; same guard */
+
+static int64_t mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 int lsmfs_iter_get(lsm_iter **out)
 {
@@ -260,10 +268,22 @@ void lsmfs_iter_put(lsm_iter *it)
     pthread_mutex_lock(&iter_pool_mu);
     if (iter_pool_n < ITER_POOL && lsm_iter_status(it) == LSM_OK) {
         iter_pool[iter_pool_n++] = it;
+        iter_pool_last = mono_now();
         it = NULL;
     }
     pthread_mutex_unlock(&iter_pool_mu);
     lsm_iter_free(it);
+}
+
+/* A pooled iterator holds the snapshot and version of its last use, and with them tables (and
+   blob files) that merges have since replaced: when none was put back for idle_ns, let them go. */
+void lsmfs_iter_pool_trim(int64_t idle_ns)
+{
+    pthread_mutex_lock(&iter_pool_mu);
+    if (iter_pool_n > 0 && mono_now() - iter_pool_last >= idle_ns)
+        while (iter_pool_n > 0)
+            lsm_iter_free(iter_pool[--iter_pool_n]);
+    pthread_mutex_unlock(&iter_pool_mu);
 }
 
 void lsmfs_iter_pool_free(void)

@@ -15,6 +15,10 @@
  * do not make one merge of everything between them. At most RECLAIM_KEYS keys wait; past that the
  * range of all of them is taken instead.
  *
+ * The same thread lets idle pooled iterators go (lsmfs_iter_pool_trim): each holds a snapshot and
+ * the version of its last use, so without this the tables and blob files merges replaced since
+ * would stay on disk until the next directory listing.
+ *
  * Never: call the engine from a request thread (the merge waits for disk work); hold the lock
  * while merging; outlive the engine (lsmfs_reclaim_stop merges what is still noted and joins the
  * thread, before lsm_close).
@@ -30,6 +34,7 @@
 
 #define RECLAIM_KEYS     64
 #define RECLAIM_QUIET_NS 1000000000LL   /* wait this long after the last note */
+#define RECLAIM_TRIM_NS  2000000000LL   /* idle pooled iterators go after this long */
 
 static struct {
     pthread_mutex_t mu;
@@ -139,8 +144,18 @@ static void *reclaim_main(void *arg)
     (void)arg;
     pthread_mutex_lock(&rec.mu);
     for (;;) {
-        while (!rec.stop && rec.n == 0 && !rec.lo)
-            pthread_cond_wait(&rec.cv, &rec.mu);
+        while (!rec.stop && rec.n == 0 && !rec.lo) {
+            /* Meanwhile, every RECLAIM_TRIM_NS, pooled iterators nobody used for as long give
+               back the versions they pin (meta.c). */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += RECLAIM_TRIM_NS / 1000000000LL;
+            if (pthread_cond_timedwait(&rec.cv, &rec.mu, &ts) == ETIMEDOUT) {
+                pthread_mutex_unlock(&rec.mu);
+                lsmfs_iter_pool_trim(RECLAIM_TRIM_NS);
+                pthread_mutex_lock(&rec.mu);
+            }
+        }
         if (rec.n == 0 && !rec.lo)
             break;              /* stopping, nothing left */
         /* Quiet for a second: rm -r and rename storms end before any merge starts. At unmount

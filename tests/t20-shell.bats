@@ -255,6 +255,40 @@ wait_du_below() {
     [ "$(du_data)" -lt $((full - 28672)) ]
 }
 
+# sst_list: the table files of the database, one name per line.
+sst_list() {
+    (cd "$DATA" && ls -- *.sst 2>/dev/null | sort)
+}
+
+@test "an idle mount keeps no table that merges replaced: unmounting deletes none" {
+    unmount_fs
+    mount_fs -o memtable_size=64K
+    mkdir "$MNT/d"
+    for i in $(seq 1 3000); do echo "file $i" >"$MNT/d/f$i"; done
+    # overwriting existing files takes no iterator: the pooled ones stay idle while these writes
+    # make the engine flush and merge
+    for i in $(seq 1 3000); do echo "file $i again" >"$MNT/d/f$i"; done
+    # wait until merging is over: the table files stay the same for 3 s (at most 30 s)
+    local prev="" cur stable=0 i
+    for ((i = 0; i < 300 && stable < 30; i++)); do
+        cur=$(sst_list)
+        if [ "$cur" = "$prev" ]; then stable=$((stable + 1)); else stable=0; fi
+        prev=$cur
+        sleep 0.1
+    done
+    [ "$stable" -ge 30 ]
+    [ "$(echo "$cur" | wc -l)" -ge 2 ]
+    unmount_fs
+    after=$(sst_list)
+    if [ "$cur" != "$after" ]; then
+        echo "tables deleted only at unmount: $(comm -23 <(echo "$cur") <(echo "$after") | tr '\n' ' ')" >&2
+        false
+    fi
+    mount_fs
+    [ "$(ls "$MNT/d" | wc -l)" = 3000 ]
+    assert_eq "$(cat "$MNT/d/f2999")" "file 2999 again"
+}
+
 @test "names with spaces, UTF-8, shell-special characters and a newline" {
     names=('with space' 'ünïcödé-日本語' 'user:123' '$dollar' '*star?' '[br]' "quote'\"" \
            '-dash' '#hash' 'semi;amp&pipe|' 'back\slash' 'tab	tab' $'new\nline' '.hidden' '...')
