@@ -619,22 +619,40 @@ static int compact_take_all(lsm_db *db, char *err)
     return LSM_OK;
 }
 
-int compact_all(lsm_db *db, char *err)
+/* Starts a compaction the caller asked for: takes every level, then pins the current version in
+   an empty c, which may split. */
+static int compact_manual_begin(lsm_db *db, compaction *c, char *err)
 {
     pthread_mutex_lock(&db->mu);
     int rc = compact_take_all(db, err);
-    if (rc != LSM_OK) {
-        pthread_mutex_unlock(&db->mu);
-        return rc;
+    if (rc == LSM_OK) {
+        memset(c, 0, sizeof *c);
+        c->v = db->vs.current;
+        version_ref(c->v);
+        c->smallest_snapshot = db_oldest_snapshot(db);
+        c->may_split = 1;
     }
-    compaction c;
-    memset(&c, 0, sizeof c);
-    c.v = db->vs.current;
-    version_ref(c.v);
-    c.smallest_snapshot = db_oldest_snapshot(db);
-    c.may_split = 1;
     pthread_mutex_unlock(&db->mu);
+    return rc;
+}
 
+/* Runs c when it has inputs, frees it and gives the levels back. */
+static int compact_manual_end(lsm_db *db, compaction *c, char *err)
+{
+    int rc = c->n ? compact_run(db, c, err) : LSM_OK;
+    compaction_free(c);
+    pthread_mutex_lock(&db->mu);
+    compact_done(db, ~0u, rc, err);
+    pthread_mutex_unlock(&db->mu);
+    return rc;
+}
+
+int compact_all(lsm_db *db, char *err)
+{
+    compaction c;
+    int rc = compact_manual_begin(db, &c, err);
+    if (rc != LSM_OK)
+        return rc;
     uint64_t total = 0;
     int deepest = 1;
     for (int l = 0; l < LSM_MAX_LEVELS; l++)
@@ -648,13 +666,7 @@ int compact_all(lsm_db *db, char *err)
     c.out_level = deepest;
     c.full = 1;
     c.gc_cutoff = db_blob_gc_cutoff(db);
-    rc = c.n ? compact_run(db, &c, err) : LSM_OK;
-    compaction_free(&c);
-
-    pthread_mutex_lock(&db->mu);
-    compact_done(db, ~0u, rc, err);
-    pthread_mutex_unlock(&db->mu);
-    return rc;
+    return compact_manual_end(db, &c, err);
 }
 
 /* Whether level holds a table overlapping [lo, hi]. */
@@ -672,21 +684,11 @@ static int level_overlaps(const version *v, int level, slice lo, slice hi)
    versions the caller wants gone. */
 static int compact_range_step(lsm_db *db, int level, int out_level, slice lo, slice hi, char *err)
 {
-    pthread_mutex_lock(&db->mu);
-    int rc = compact_take_all(db, err);
-    if (rc != LSM_OK) {
-        pthread_mutex_unlock(&db->mu);
-        return rc;
-    }
     compaction c;
-    memset(&c, 0, sizeof c);
-    c.v = db->vs.current;
-    version_ref(c.v);
-    c.smallest_snapshot = db_oldest_snapshot(db);
-    c.may_split = 1;
+    int rc = compact_manual_begin(db, &c, err);
+    if (rc != LSM_OK)
+        return rc;
     c.out_level = out_level;
-    pthread_mutex_unlock(&db->mu);
-
     slice a = lo, b = hi;
     if (level == 0) {
         compact_take_l0(c.v, &c, &a, &b);
@@ -711,15 +713,8 @@ static int compact_range_step(lsm_db *db, int level, int out_level, slice lo, sl
             compaction_add(&c, over[i], out_level);
         free(over);
     }
-    if (c.n > 0) {
-        c.gc_cutoff = db_blob_gc_cutoff(db);
-        rc = compact_run(db, &c, err);
-    }
-    compaction_free(&c);
-    pthread_mutex_lock(&db->mu);
-    compact_done(db, ~0u, rc, err);
-    pthread_mutex_unlock(&db->mu);
-    return rc;
+    c.gc_cutoff = c.n ? db_blob_gc_cutoff(db) : 0;
+    return compact_manual_end(db, &c, err);
 }
 
 /* LevelDB's CompactRange, in outline: level by level from L0 down to the deepest level holding

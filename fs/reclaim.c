@@ -62,27 +62,26 @@ static int key_cmp(const char *a, size_t an, const char *b, size_t bn)
     return c ? c : (an > bn) - (an < bn);
 }
 
+/* Replaces *dst (of *dn bytes) by a copy of k. Returns -1 without memory, leaving *dst. */
+static int set_copy(char **dst, size_t *dn, const char *k, size_t n)
+{
+    char *c = malloc(n ? n : 1);
+    if (!c)
+        return -1;
+    memcpy(c, k, n);
+    free(*dst);
+    *dst = c;
+    *dn = n;
+    return 0;
+}
+
 /* Widens [rec.lo, rec.hi] to take k (rec.mu held). Returns -1 without memory. */
 static int widen(const char *k, size_t n)
 {
-    if (!rec.lo || key_cmp(k, n, rec.lo, rec.lon) < 0) {
-        char *c = malloc(n ? n : 1);
-        if (!c)
-            return -1;
-        memcpy(c, k, n);
-        free(rec.lo);
-        rec.lo = c;
-        rec.lon = n;
-    }
-    if (!rec.hi || key_cmp(k, n, rec.hi, rec.hin) > 0) {
-        char *c = malloc(n ? n : 1);
-        if (!c)
-            return -1;
-        memcpy(c, k, n);
-        free(rec.hi);
-        rec.hi = c;
-        rec.hin = n;
-    }
+    if ((!rec.lo || key_cmp(k, n, rec.lo, rec.lon) < 0) && set_copy(&rec.lo, &rec.lon, k, n) < 0)
+        return -1;
+    if ((!rec.hi || key_cmp(k, n, rec.hi, rec.hin) > 0) && set_copy(&rec.hi, &rec.hin, k, n) < 0)
+        return -1;
     return 0;
 }
 

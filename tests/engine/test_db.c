@@ -1035,6 +1035,18 @@ static void test_blob_reads_during_compaction(void **state)
     }
 }
 
+/* Closes db, opens dir again with o, checks it against m, closes it and frees m. */
+static void close_reopen_check(lsm_db *db, const char *dir, const lsm_options *o, model *m,
+                               const char *what)
+{
+    CHECK_OK(db, lsm_close(db));
+    db = NULL;
+    CHECK_OK(NULL, lsm_open(dir, o, &db));
+    check_db_equals_model(db, m, what);
+    CHECK_OK(db, lsm_close(db));
+    model_free(m);
+}
+
 /* Files of dir whose names end in suffix. */
 static int count_suffix(const char *dir, const char *suffix)
 {
@@ -1177,12 +1189,7 @@ static void test_compact_range(void **state)
         fail_msg("%d tables left in level 0 after lsm_compact_range(NULL, NULL)", after.tables[0]);
     check_db_equals_model(db, m, "after lsm_compact_range(NULL, NULL)");
     assert_int_equal(lsm_compact_range(NULL, NULL, 0, NULL, 0), LSM_INVALID);
-    CHECK_OK(db, lsm_close(db));
-    db = NULL;
-    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
-    check_db_equals_model(db, m, "after lsm_compact_range, reopened");
-    CHECK_OK(db, lsm_close(db));
-    model_free(m);
+    close_reopen_check(db, f->dir, &o, m, "after lsm_compact_range, reopened");
 }
 
 /* ---- stats, error texts, NULL ---- */
@@ -1343,12 +1350,7 @@ static void test_parallel_compactions(void **state)
            " split in two, %" PRIu64 " of several tables\n", st.compactions,
            st.compactions_parallel, st.compactions_split, st.compactions_grouped);
     check_db_equals_model(db, m, "parallel compactions, before reopen");
-    CHECK_OK(db, lsm_close(db));
-    db = NULL;
-    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
-    check_db_equals_model(db, m, "parallel compactions, after reopen");
-    CHECK_OK(db, lsm_close(db));
-    model_free(m);
+    close_reopen_check(db, f->dir, &o, m, "parallel compactions, after reopen");
 }
 
 static void test_strerror(void **state)
