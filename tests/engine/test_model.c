@@ -3,9 +3,10 @@
  * gets over a small key space, checked op by op against the reference map of helper_model.c.
  *
  * The memtable is tiny so that many tables are written and merged; the database is reopened (with
- * varied compression, bloom and block settings) every so often, compacted now and then, scanned in
- * full, probed with random seeks, and snapshot iterators are checked to keep seeing their old state
- * while writes go on. Every run prints its seed; LSM_SEED=<n> repeats it exactly.
+ * varied compression, bloom and block settings) every so often, compacted now and then (in full,
+ * or over a random key range with lsm_compact_range), scanned in full, probed with random seeks,
+ * and snapshot iterators are checked to keep seeing their old state while writes go on. Every run
+ * prints its seed; LSM_SEED=<n> repeats it exactly.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -53,6 +54,7 @@ typedef struct run {
     model *snap_model;
     long snap_until;
     uint64_t flushes, compactions; /* summed over the sessions so far */
+    int ranges;                    /* lsm_compact_range calls */
 } run;
 
 #define FAILR(R, ...) do { \
@@ -338,6 +340,29 @@ static void one_op(run *R)
     }
 }
 
+/* lsm_compact_range over a random stretch of the key space between two picked keys, now and then
+   open at one end, while a snapshot iterator may be live. */
+static void compact_some_range(run *R)
+{
+    const uint8_t *a, *b;
+    size_t al, bl;
+    pick_key(R, &a, &al);
+    pick_key(R, &b, &bl);
+    int c = memcmp(a, b, al < bl ? al : bl);
+    if (c > 0 || (c == 0 && al > bl)) {
+        const uint8_t *t = a;
+        size_t tl = al;
+        a = b, al = bl, b = t, bl = tl;
+    }
+    if (trng_chance(&R->r, 15))
+        a = NULL, al = 0;
+    if (trng_chance(&R->r, 15))
+        b = NULL, bl = 0;
+    int rc = lsm_compact_range(R->db, a, al, b, bl);
+    if (rc != LSM_OK)
+        FAILR(R, "lsm_compact_range: %d (%s) %s", rc, lsm_strerror(rc), lsm_errmsg(R->db));
+}
+
 static void model_run(const cfg *c)
 {
     run R_, *R = &R_;
@@ -372,6 +397,10 @@ static void model_run(const cfg *c)
             if (rc != LSM_OK)
                 FAILR(R, "lsm_compact: %d (%s) %s", rc, lsm_strerror(rc), lsm_errmsg(R->db));
             check_db_equals_model(R->db, R->m, ctx(R, "after compact"));
+        } else if (R->op % (c->compact_every / 7) == 0) {
+            compact_some_range(R);
+            R->ranges++;
+            check_db_equals_model(R->db, R->m, ctx(R, "after compact_range"));
         }
         if (R->op % c->reopen_every == 0) {
             snapshot_end(R);
@@ -383,8 +412,9 @@ static void model_run(const cfg *c)
     snapshot_end(R);
     check_db_equals_model(R->db, R->m, ctx(R, "final"));
     db_close(R);
-    printf("# %s: %ld ops, %zu live keys, %" PRIu64 " flushes, %" PRIu64 " compactions\n", c->name,
-           ops, model_count(R->m), R->flushes, R->compactions);
+    printf("# %s: %ld ops, %zu live keys, %" PRIu64 " flushes, %" PRIu64 " compactions, %d "
+           "lsm_compact_range calls\n", c->name, ops, model_count(R->m), R->flushes,
+           R->compactions, R->ranges);
     db_open(R);
     check_db_equals_model(R->db, R->m, ctx(R, "final reopen"));
     db_close(R);
