@@ -128,6 +128,9 @@ extern const struct fuse_lowlevel_ops lsmfs_ops;
    that the blob files are freed. */
 #define LSMFS_RECLAIM_MIN ((uint64_t)64 << 10)
 void  lsmfs_reclaim_note(const char *key, size_t klen);
+void  lsmfs_reclaim_removed(uint64_t bytes);   /* a small file of that many bytes was removed */
+/* Directory path was removed: notes the key range below it when enough small files went first. */
+void  lsmfs_reclaim_note_dir(const char *path, size_t plen);
 int   lsmfs_reclaim_start(void);
 void  lsmfs_reclaim_stop(void);         /* merges what is noted, then joins; before lsm_close */
 

@@ -525,8 +525,12 @@ static int do_remove(struct lsmfs_inode *parent, const char *name, int dir)
     keep_parent(b, parent);
     rc = lsmfs_write_batch(b, 0);
     lsm_batch_free(b);
-    if (rc == 0 && m.type != LSMFS_DIR && m.size >= LSMFS_RECLAIM_MIN)
+    if (rc == 0 && m.type == LSMFS_DIR)
+        lsmfs_reclaim_note_dir(path, plen);
+    else if (rc == 0 && m.size >= LSMFS_RECLAIM_MIN)
         lsmfs_reclaim_note(path, plen);
+    else if (rc == 0)
+        lsmfs_reclaim_removed(m.size + plen);
     free(path);
     if (rc < 0)
         return -rc;

@@ -9,6 +9,11 @@
  * the engine to merge the keys noted (lsm_compact_range), which drops the references and deletes
  * the blob files they held.
  *
+ * Small files removed leave dead versions in the tables themselves, which the ordinary merging
+ * clears as long as writes go on. When a directory is removed after 1 MiB or more of small files
+ * were (rm -r of a tree of small files, say), the key range below it is noted too, so that their
+ * space also comes back without further writes.
+ *
  * How the keys are grouped: they are sorted, and keys with the same parent directory form one
  * range from the first to the last (rm -r of a directory is one merge of its key range); keys in
  * different directories get ranges of their own, so that two removals far apart in the namespace
@@ -35,6 +40,8 @@
 #define RECLAIM_KEYS     64
 #define RECLAIM_QUIET_NS 1000000000LL   /* wait this long after the last note */
 #define RECLAIM_TRIM_NS  2000000000LL   /* idle pooled iterators go after this long */
+#define RECLAIM_DIR_MIN  ((uint64_t)1 << 20)  /* small files removed before an rmdir counts */
+#define NAME_MAX_BYTES   255
 
 static struct {
     pthread_mutex_t mu;
@@ -47,6 +54,7 @@ static struct {
     char *lo, *hi;              /* when more than RECLAIM_KEYS were noted: their range */
     size_t lon, hin;
     int64_t last;               /* CLOCK_MONOTONIC ns of the last note */
+    uint64_t small_removed;     /* bytes of small files removed since the last rmdir note */
 } rec = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
 
 static int64_t mono_ns(void)
@@ -108,6 +116,35 @@ void lsmfs_reclaim_note(const char *key, size_t klen)
         pthread_cond_signal(&rec.cv);
     }
     pthread_mutex_unlock(&rec.mu);
+}
+
+void lsmfs_reclaim_removed(uint64_t bytes)
+{
+    pthread_mutex_lock(&rec.mu);
+    rec.small_removed += bytes;
+    pthread_mutex_unlock(&rec.mu);
+}
+
+void lsmfs_reclaim_note_dir(const char *path, size_t plen)
+{
+    pthread_mutex_lock(&rec.mu);
+    int due = rec.small_removed >= RECLAIM_DIR_MIN;
+    if (due)
+        rec.small_removed = 0;
+    pthread_mutex_unlock(&rec.mu);
+    if (!due)
+        return;
+    /* From "path/" to "path/" and the greatest name: every key below the directory. Both bounds
+       have the parent "path/", so they make one range. */
+    char *k = malloc(plen + 1 + NAME_MAX_BYTES);
+    if (!k)
+        return;
+    memcpy(k, path, plen);
+    k[plen] = '/';
+    lsmfs_reclaim_note(k, plen + 1);
+    memset(k + plen + 1, 0xff, NAME_MAX_BYTES);
+    lsmfs_reclaim_note(k, plen + 1 + NAME_MAX_BYTES);
+    free(k);
 }
 
 /* The directory part of a path key: up to its last '/'. */

@@ -255,6 +255,23 @@ wait_du_below() {
     [ "$(du_data)" -lt $((full - 28672)) ]
 }
 
+@test "rm -r of a tree of small files gives its disk space back within seconds" {
+    mkdir -p "$MNT/tree/sub"
+    head -c 8192 /dev/urandom >"$T/blob8k"
+    for i in $(seq 1 600); do cp "$T/blob8k" "$MNT/tree/f$i"; cp "$T/blob8k" "$MNT/tree/sub/g$i"; done
+    echo keep >"$MNT/other"
+    sync
+    full=$(du_data)
+    [ "$full" -ge 9000 ]                       # 1200 x 8 KiB
+    rm -r "$MNT/tree"
+    wait_du_below $((full - 6144))             # at least 6 of the 9.4 MiB back
+    [ ! -e "$MNT/tree" ]
+    assert_eq "$(cat "$MNT/other")" keep
+    remount
+    [ ! -e "$MNT/tree" ]
+    assert_eq "$(cat "$MNT/other")" keep
+}
+
 # sst_list: the table files of the database, one name per line.
 sst_list() {
     (cd "$DATA" && ls -- *.sst 2>/dev/null | sort)
