@@ -131,6 +131,8 @@ void  lsmfs_reclaim_note(const char *key, size_t klen);
 void  lsmfs_reclaim_removed(uint64_t bytes);   /* a small file of that many bytes was removed */
 /* Directory path was removed: notes the key range below it when enough small files went first. */
 void  lsmfs_reclaim_note_dir(const char *path, size_t plen);
+/* Notes the key range below directory path (its keys were moved or removed). */
+void  lsmfs_reclaim_note_tree(const char *path, size_t plen);
 int   lsmfs_reclaim_start(void);
 void  lsmfs_reclaim_stop(void);         /* merges what is noted, then joins; before lsm_close */
 

@@ -785,9 +785,13 @@ static int do_rename(struct lsmfs_inode *sp, const char *sname, struct lsmfs_ino
     }
     /* The values moved were copied to their new keys: the old copies, and a file replaced, are
        garbage. */
-    if (sm.type != LSMFS_DIR && sm.size >= LSMFS_RECLAIM_MIN)
+    if (sm.type == LSMFS_DIR)
+        lsmfs_reclaim_note_tree(spath, slen);
+    else if (sm.size >= LSMFS_RECLAIM_MIN)
         lsmfs_reclaim_note(spath, slen);
-    if (texists && tm.type != LSMFS_DIR && tm.size >= LSMFS_RECLAIM_MIN)
+    if (texists && tm.type == LSMFS_DIR && exchange)
+        lsmfs_reclaim_note_tree(tpath, tlen);
+    else if (texists && tm.type != LSMFS_DIR && tm.size >= LSMFS_RECLAIM_MIN)
         lsmfs_reclaim_note(tpath, tlen);
 
     if (exchange) {

@@ -14,6 +14,9 @@
  * were (rm -r of a tree of small files, say), the key range below it is noted too, so that their
  * space also comes back without further writes.
  *
+ * A directory renamed is copied key by key to its new name, so the range below its old name is
+ * noted as well.
+ *
  * How the keys are grouped: they are sorted, and keys with the same parent directory form one
  * range from the first to the last (rm -r of a directory is one merge of its key range); keys in
  * different directories get ranges of their own, so that two removals far apart in the namespace
@@ -132,8 +135,12 @@ void lsmfs_reclaim_note_dir(const char *path, size_t plen)
     if (due)
         rec.small_removed = 0;
     pthread_mutex_unlock(&rec.mu);
-    if (!due)
-        return;
+    if (due)
+        lsmfs_reclaim_note_tree(path, plen);
+}
+
+void lsmfs_reclaim_note_tree(const char *path, size_t plen)
+{
     /* From "path/" to "path/" and the greatest name: every key below the directory. Both bounds
        have the parent "path/", so they make one range. */
     char *k = malloc(plen + 1 + NAME_MAX_BYTES);

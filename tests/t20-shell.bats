@@ -229,7 +229,7 @@ wait_du_below() {
     return 1
 }
 
-@test "rm, mv over and rewriting of large files give their disk space back within seconds" {
+@test "rm, mv over, rewriting of large files and renaming their directory give the space back" {
     mkdir "$MNT/keep"
     for i in 1 2 3 4 5 6; do head -c 8388608 /dev/urandom >"$MNT/big$i"; done
     for i in $(seq 1 100); do echo "small $i" >"$MNT/keep/s$i"; done
@@ -250,9 +250,21 @@ wait_du_below() {
     [ "$(ls "$MNT/keep" | wc -l)" = 100 ]
     assert_eq "$(cat "$MNT/keep/s77")" "small 77"
     [ ! -e "$MNT/big1" ] && [ ! -e "$MNT/big3" ]
+    # a directory renamed is copied to its new name: the old copies go too
+    mkdir "$MNT/dir"
+    mv "$MNT/big6" "$MNT/dir/big6"
+    head -c 8388608 /dev/urandom >"$MNT/dir/big7"
+    sync
+    sleep 3                                    # what was noted before is merged by now
+    moved=$(du_data)
+    mv "$MNT/dir" "$MNT/dir2"
+    wait_du_below $((moved + 4096))           # not the 16 MiB of a second copy
+    cmp "$T/big6" "$MNT/dir2/big6"
+    [ "$(stat -c %s "$MNT/dir2/big7")" = 8388608 ]
+    [ ! -e "$MNT/dir" ]
     remount
-    cmp "$T/big6" "$MNT/big6"
-    [ "$(du_data)" -lt $((full - 28672)) ]
+    cmp "$T/big6" "$MNT/dir2/big6"
+    [ "$(du_data)" -lt $((full - 20480)) ]
 }
 
 @test "rm -r of a tree of small files gives its disk space back within seconds" {
