@@ -107,6 +107,27 @@ double compact_score(const lsm_db *db, const version *v, unsigned busy, int *lev
     return best;
 }
 
+uint64_t compact_pending_bytes(const lsm_db *db, const version *v)
+{
+    uint64_t bytes[LSM_MAX_LEVELS], pending = 0, carry = 0;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++)
+        bytes[l] = version_level_bytes(v, l);
+    if (v->nfiles[0] >= L0_COMPACT_TRIGGER) {
+        pending += bytes[0] + bytes[1];
+        carry = bytes[0];
+    }
+    for (int l = 1; l < LSM_MAX_LEVELS - 1; l++) {
+        uint64_t size = bytes[l] + carry, target = level_target(db, l);
+        carry = 0;
+        if (size <= target)
+            continue;
+        carry = size - target;
+        /* The excess goes down and rewrites the next level in proportion to it. */
+        pending += carry + (uint64_t)((double)carry * (double)bytes[l + 1] / (double)size);
+    }
+    return pending;
+}
+
 static void compaction_add(compaction *c, file_meta *f, int level)
 {
     c->in = xrealloc(c->in, (size_t)(c->n + 1) * sizeof *c->in);

@@ -2057,18 +2057,13 @@ int lsm_stats_get(lsm_db *db, lsm_stats *st)
     st->last_sequence = db->last_seq;
     st->memtable_bytes = memtable_usage(db->mem);
     uint64_t wal = db->wal ? logw_size(db->wal) : 0;
-    int level;
-    double score = compact_score(db, v, 0, &level);
     pthread_mutex_unlock(&db->mu);
     for (int l = 0; l < LSM_MAX_LEVELS; l++) {
         st->tables[l] = v->nfiles[l];
         st->level_bytes[l] = version_level_bytes(v, l);
         st->disk_bytes += st->level_bytes[l];
     }
-    if (score >= 1 && level > 0)
-        st->pending_compaction_bytes = st->level_bytes[level];
-    else if (score >= 1)
-        st->pending_compaction_bytes = st->level_bytes[0] + st->level_bytes[1];
+    st->pending_compaction_bytes = compact_pending_bytes(db, v);
     version_unref(v);
     st->disk_bytes += wal;
     st->user_bytes_written = atomic_load(&db->st_user_bytes);

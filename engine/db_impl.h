@@ -117,6 +117,10 @@ void *compact_thread_main(void *arg);
 /* Picks the level most in need of compaction among those whose compaction would touch no level of
    `busy` (a bit per level); score >= 1 means it needs one. Caller holds mu. */
 double compact_score(const lsm_db *db, const version *v, unsigned busy, int *level);
+/* Bytes compaction still has to write to bring every level under its target, estimated as RocksDB
+   does: L0 at its trigger merges with all of L1, and each level past its target sends its excess
+   (its own and what arrives from above) down, rewriting the next level in proportion. */
+uint64_t compact_pending_bytes(const lsm_db *db, const version *v);
 /* Compacts everything into the fewest tables (lsm_compact). */
 int  compact_all(lsm_db *db, char *err);
 int  compact_range(lsm_db *db, slice lo, slice hi, char *err);

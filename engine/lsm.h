@@ -174,7 +174,8 @@ typedef struct lsm_stats {
     uint64_t blob_bytes_live;             /* bytes of blob files still referenced (estimate) */
     uint64_t cache_hits, cache_misses;    /* block cache */
     uint64_t stall_micros;                /* time writers spent slowed or stopped */
-    uint64_t pending_compaction_bytes;    /* estimate of bytes compaction still has to rewrite */
+    uint64_t pending_compaction_bytes;    /* estimate of bytes compaction still has to write to
+                                             bring every level under its target (0: none due) */
     uint64_t flushes, compactions;        /* counts since open */
     uint64_t compactions_parallel;        /* compactions that started while another ran (on other
                                              levels) */

@@ -1194,6 +1194,58 @@ static void test_compact_range(void **state)
 
 /* ---- stats, error texts, NULL ---- */
 
+/* lsm_stats.pending_compaction_bytes: 0 while every level is within its target and L0 is below
+   its trigger; at the trigger, at least L0 and L1; with a level past its target, at least its
+   excess; 0 again after lsm_compact. */
+static void test_pending_bytes(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    lsm_options_init(&o);
+    o.background_compaction = 0;    /* nothing moves but what the test asks for */
+    o.memtable_bytes = 1 << 20;
+    o.level1_bytes = 64 << 10;
+    lsm_db *db = NULL;
+    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
+    lsm_stats st;
+    char k[32], v[200];
+    memset(v, 'p', sizeof v);
+    for (int t = 0; t < 4; t++) {
+        CHECK_OK(db, lsm_stats_get(db, &st));
+        if (st.pending_compaction_bytes != 0)
+            fail_msg("%d L0 tables, below the trigger: %llu bytes pending", st.tables[0],
+                     (unsigned long long)st.pending_compaction_bytes);
+        for (int i = 0; i < 1000; i++) {
+            snprintf(k, sizeof k, "key%06d", i * 4 + t);
+            CHECK_OK(db, lsm_put(db, k, strlen(k), v, sizeof v));
+        }
+        CHECK_OK(db, lsm_flush(db));
+    }
+    CHECK_OK(db, lsm_stats_get(db, &st));
+    assert_int_equal(st.tables[0], 4);
+    if (st.pending_compaction_bytes < st.level_bytes[0] + st.level_bytes[1])
+        fail_msg("4 L0 tables of %llu bytes: only %llu bytes pending",
+                 (unsigned long long)st.level_bytes[0],
+                 (unsigned long long)st.pending_compaction_bytes);
+    /* All of it into L1 (a range merge does not look at targets): L1 is far past 64 KiB. */
+    CHECK_OK(db, lsm_compact_range(db, NULL, 0, NULL, 0));
+    CHECK_OK(db, lsm_stats_get(db, &st));
+    assert_int_equal(st.tables[0], 0);
+    if (st.level_bytes[1] <= (64 << 10))
+        fail_msg("level 1 holds only %llu bytes after the range merge",
+                 (unsigned long long)st.level_bytes[1]);
+    if (st.pending_compaction_bytes < st.level_bytes[1] - (64 << 10))
+        fail_msg("level 1 of %llu bytes past a 64 KiB target: only %llu bytes pending",
+                 (unsigned long long)st.level_bytes[1],
+                 (unsigned long long)st.pending_compaction_bytes);
+    CHECK_OK(db, lsm_compact(db));
+    CHECK_OK(db, lsm_stats_get(db, &st));
+    if (st.pending_compaction_bytes != 0)
+        fail_msg("after lsm_compact: %llu bytes pending", (unsigned long long)st.pending_compaction_bytes);
+    CHECK_OK(db, lsm_close(db));
+}
+
+
 static void test_stats(void **state)
 {
     fixture *f = *state;
@@ -1505,6 +1557,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallel_compactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compact_range, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pending_bytes, setup, teardown),
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_close_null),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
