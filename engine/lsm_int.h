@@ -38,6 +38,8 @@ void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t m);
 void *xrealloc(void *p, size_t n);
 void *xmemdup(const void *p, size_t n);
+/* n bytes (rounded up to whole 64-byte lines) starting on a cache line; free() releases them. */
+void *xaligned64(size_t n);
 
 /* ---- growable buffer ---- */
 typedef struct buf {

@@ -1033,11 +1033,7 @@ static void sst_index_windows(sst *t);
 /* A cache-line-aligned array of cap index entries holding the n of old (freed). */
 static sst_index_entry *sst_index_alloc(sst_index_entry *old, size_t n, size_t cap)
 {
-    sst_index_entry *a = aligned_alloc(64, cap * sizeof(*a));
-    if (!a) {
-        fprintf(stderr, "liblsm: out of memory allocating %zu bytes\n", cap * sizeof(*a));
-        abort();
-    }
+    sst_index_entry *a = xaligned64(cap * sizeof(*a));
     if (n)
         memcpy(a, old, n * sizeof(*a));
     free(old);
@@ -1108,12 +1104,7 @@ static void sst_index_windows(sst *t)
 {
     size_t m = t->nidx ? t->nidx - 1 : 0;
     size_t ng = (m + SST_GROUP - 1) / SST_GROUP, pad = ng * SST_GROUP;
-    size_t bytes = (pad + ng + 1) * sizeof(*t->iwin);
-    t->iwin = aligned_alloc(64, (bytes + 63) / 64 * 64);
-    if (!t->iwin) {
-        fprintf(stderr, "liblsm: out of memory allocating %zu bytes\n", bytes);
-        abort();
-    }
+    t->iwin = xaligned64((pad + ng + 1) * sizeof(*t->iwin));
     t->itop = t->iwin + pad;
     t->ngroups = ng;
     t->icp = 0;
@@ -1287,9 +1278,7 @@ void sst_close(sst *t)
 
 int sst_may_contain(sst *t, const void *ukey, size_t uklen)
 {
-    if (!t->filter)
-        return 1;
-    return bloom_may_contain(t->filter->data, t->filter->size, bloom_hash(ukey, uklen));
+    return !t->filter || sst_may_contain_hash(t, sst_key_hash(ukey, uklen));
 }
 
 uint64_t sst_key_hash(const void *ukey, size_t uklen)

@@ -45,7 +45,7 @@ void sst_close(sst *t);                                 /* accepts NULL; no iter
 
 /* Finds the newest entry for ukey with sequence <= snap. *found = 1 with *type set and, unless
    the entry is a delete, *val (malloc'd copy: caller frees) and *vlen; *found = 0 if none. It does
-   not consult the bloom filter: callers ask sst_may_contain first, once. */
+   not consult the bloom filter: callers ask sst_may_contain(_hash) first, once. */
 int  sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, int *type,
              void **val, size_t *vlen, char *err);
 /* Whether the bloom filter admits ukey (1 when there is no filter). */

@@ -49,6 +49,15 @@ void *xmemdup(const void *p, size_t n)
     return q;
 }
 
+void *xaligned64(size_t n)
+{
+    size_t bytes = (n ? n + 63 : 64) / 64 * 64;
+    void *p = aligned_alloc(64, bytes);
+    if (!p)
+        oom(bytes);
+    return p;
+}
+
 void buf_reserve(buf *b, size_t extra)
 {
     if (b->len + extra <= b->cap)
