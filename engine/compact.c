@@ -71,6 +71,15 @@ static slice fm_user_large(const file_meta *f)
     return ikey_user((slice){ f->largest.p, f->largest.len });
 }
 
+/* Whether level holds a table overlapping [lo, hi]. */
+static int level_overlaps(const version *v, int level, slice lo, slice hi)
+{
+    file_meta **over = NULL;
+    int n = version_overlaps(v, level, &lo, &hi, &over);
+    free(over);
+    return n > 0;
+}
+
 /* A compaction out of a level past its target takes up to this many tables' worth of it at once:
    fewer, larger merges (split between two threads) with fewer syncs and manifest edits. */
 #define GROUP_MAX_TABLES 4
@@ -173,19 +182,13 @@ static file_meta *compact_group(lsm_db *db, compaction *c, int level, int pick, 
     if (want > GROUP_MAX_TABLES * (uint64_t)db->opt.table_bytes)
         want = GROUP_MAX_TABLES * (uint64_t)db->opt.table_bytes;
     uint64_t got = f->size;
-    if (got >= want)
-        return f;
-    slice lo = ikey_user((slice){ f->smallest.p, f->smallest.len });
-    file_meta **over = NULL;
-    int n = version_overlaps(v, c->out_level, &lo, hi, &over);
-    free(over);
-    if (n == 0)
+    if (got >= want || !level_overlaps(v, c->out_level, fm_user_small(f), *hi))
         return f;
     for (int i = pick + 1; i < v->nfiles[level] && got < want; i++) {
         f = v->files[level][i];
         compaction_add(c, f, level);
         got += f->size;
-        *hi = ikey_user((slice){ f->largest.p, f->largest.len });
+        *hi = fm_user_large(f);
         c->grouped = 1;
     }
     return f;
@@ -204,8 +207,7 @@ static void compact_take_l0(version *v, compaction *c, slice *lo, slice *hi)
         grew = 0;
         for (int i = n0 - 1; i >= 0; i--) {
             file_meta *f = v->files[0][i];
-            slice s = ikey_user((slice){ f->smallest.p, f->smallest.len });
-            slice l = ikey_user((slice){ f->largest.p, f->largest.len });
+            slice s = fm_user_small(f), l = fm_user_large(f);
             if (taken[i])
                 continue;
             if (lo->p && (ukey_cmp(l.p, l.n, lo->p, lo->n) < 0 || ukey_cmp(s.p, s.n, hi->p, hi->n) > 0))
@@ -254,8 +256,8 @@ static void compact_pick(lsm_db *db, int level, file_meta *seed, compaction *c)
         for (int i = 0; seed && i < v->nfiles[level]; i++)
             if (v->files[level][i] == seed)
                 f = seed;
-        lo = ikey_user((slice){ f->smallest.p, f->smallest.len });
-        hi = ikey_user((slice){ f->largest.p, f->largest.len });
+        lo = fm_user_small(f);
+        hi = fm_user_large(f);
         compaction_add(c, f, level);
         if (f != seed)
             f = compact_group(db, c, level, pick, &hi);
@@ -690,15 +692,6 @@ int compact_all(lsm_db *db, char *err)
     return compact_manual_end(db, &c, err);
 }
 
-/* Whether level holds a table overlapping [lo, hi]. */
-static int level_overlaps(const version *v, int level, slice lo, slice hi)
-{
-    file_meta **over = NULL;
-    int n = version_overlaps(v, level, &lo, &hi, &over);
-    free(over);
-    return n > 0;
-}
-
 /* One step of compact_range: the tables of `level` overlapping [lo, hi] and what they overlap in
    out_level, merged into it; out_level is level + 1, or level itself for the deepest level, whose
    tables are then rewritten in place. Always rewritten, never moved: a moved table would keep the
@@ -757,26 +750,25 @@ int compact_range(lsm_db *db, slice lo, slice hi, char *err)
             if (open_hi && (!hi.p || ukey_cmp(g.p, g.n, hi.p, hi.n) > 0))
                 hi = g;
         }
-    if (!hi.p)
-        lo.p = NULL;            /* an empty tree: nothing to do */
+    int any = lo.p && hi.p;     /* else an empty tree: nothing to do */
     int deepest = 1;
-    for (int l = 1; lo.p && l < LSM_MAX_LEVELS; l++)
+    for (int l = 1; any && l < LSM_MAX_LEVELS; l++)
         if (level_overlaps(v, l, lo, hi))
             deepest = l;
     /* lo and hi may point into v's tables: keep them while v is pinned. */
     int rc = LSM_OK;
     buf bl = { 0 }, bh = { 0 };
-    if (lo.p) {
+    if (any) {
         buf_append(&bl, lo.p, lo.n);
         buf_append(&bh, hi.p, hi.n);
     }
     version_unref(v);
     slice L = { bl.p, bl.len }, H = { bh.p, bh.len };
-    for (int l = 0; lo.p && rc == LSM_OK && l < deepest; l++)
+    for (int l = 0; any && rc == LSM_OK && l < deepest; l++)
         rc = compact_range_step(db, l, l + 1, L, H, err);
     /* Versions a snapshot kept alive when they reached the deepest level sit there side by side:
        one more pass drops those no snapshot needs now. */
-    if (lo.p && rc == LSM_OK)
+    if (any && rc == LSM_OK)
         rc = compact_range_step(db, deepest, deepest, L, H, err);
     buf_free(&bl);
     buf_free(&bh);
