@@ -139,7 +139,8 @@ void  lsmfs_reclaim_stop(void);         /* merges what is noted, then joins; bef
 /* meta.c */
 int   lsmfs_errno(int rc, const char *what, const char *path);
 void  lsmfs_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int64_t lsmfs_now(void);
+int64_t lsmfs_now(void);                /* CLOCK_REALTIME, ns */
+int64_t lsmfs_mono_ns(void);            /* CLOCK_MONOTONIC, ns */
 char *lsmfs_key(char tag, const char *path, size_t plen, int slash, size_t *klen);
 int   lsmfs_name_check(const char *name);
 char *lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, size_t *plen);

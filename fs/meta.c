@@ -77,6 +77,13 @@ int64_t lsmfs_now(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t lsmfs_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* Builds a key for path: tag 0 = the data key, 'a' = attribute record, 'd' = directory record
    (with the trailing '/' when slash is set). Caller frees with free(). */
 char *lsmfs_key(char tag, const char *path, size_t plen, int slash, size_t *klen)
@@ -237,14 +244,7 @@ static int read_record(const char *key, size_t klen, struct lsmfs_meta *m, int *
 static pthread_mutex_t iter_pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static lsm_iter *iter_pool[ITER_POOL];      /* guarded by iter_pool_mu */
 static int iter_pool_n;                     /* guarded by iter_pool_mu */
-static int64_t iter_pool_last;              /* CLOCK_MONOTONIC ns of the last put; same guard */
-
-static int64_t mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
+static int64_t iter_pool_last;              /* lsmfs_mono_ns of the last put; same guard */
 
 int lsmfs_iter_get(lsm_iter **out)
 {
@@ -268,7 +268,7 @@ void lsmfs_iter_put(lsm_iter *it)
     pthread_mutex_lock(&iter_pool_mu);
     if (iter_pool_n < ITER_POOL && lsm_iter_status(it) == LSM_OK) {
         iter_pool[iter_pool_n++] = it;
-        iter_pool_last = mono_now();
+        iter_pool_last = lsmfs_mono_ns();
         it = NULL;
     }
     pthread_mutex_unlock(&iter_pool_mu);
@@ -280,7 +280,7 @@ void lsmfs_iter_put(lsm_iter *it)
 void lsmfs_iter_pool_trim(int64_t idle_ns)
 {
     pthread_mutex_lock(&iter_pool_mu);
-    if (iter_pool_n > 0 && mono_now() - iter_pool_last >= idle_ns)
+    if (iter_pool_n > 0 && lsmfs_mono_ns() - iter_pool_last >= idle_ns)
         while (iter_pool_n > 0)
             lsm_iter_free(iter_pool[--iter_pool_n]);
     pthread_mutex_unlock(&iter_pool_mu);

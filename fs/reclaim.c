@@ -60,11 +60,12 @@ static struct {
     uint64_t small_removed;     /* bytes of small files removed since the last rmdir note */
 } rec = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
 
-static int64_t mono_ns(void)
+/* Waits on rec.cv (rec.mu held) for at most ns nanoseconds; 1 when the time ran out. */
+static int wait_ns(int64_t ns)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    int64_t t = lsmfs_now() + ns;       /* the condition variable keeps CLOCK_REALTIME */
+    struct timespec ts = { .tv_sec = (time_t)(t / 1000000000LL), .tv_nsec = (long)(t % 1000000000LL) };
+    return pthread_cond_timedwait(&rec.cv, &rec.mu, &ts) == ETIMEDOUT;
 }
 
 static int key_cmp(const char *a, size_t an, const char *b, size_t bn)
@@ -100,7 +101,7 @@ void lsmfs_reclaim_note(const char *key, size_t klen)
 {
     pthread_mutex_lock(&rec.mu);
     if (rec.started && !rec.stop) {
-        rec.last = mono_ns();
+        rec.last = lsmfs_mono_ns();
         char *c = NULL;
         if (rec.n < RECLAIM_KEYS && !rec.lo && (c = malloc(klen ? klen : 1))) {
             memcpy(c, key, klen);
@@ -190,10 +191,7 @@ static void *reclaim_main(void *arg)
         while (!rec.stop && rec.n == 0 && !rec.lo) {
             /* Meanwhile, every RECLAIM_TRIM_NS, pooled iterators nobody used for as long give
                back the versions they pin (meta.c). */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_sec += RECLAIM_TRIM_NS / 1000000000LL;
-            if (pthread_cond_timedwait(&rec.cv, &rec.mu, &ts) == ETIMEDOUT) {
+            if (wait_ns(RECLAIM_TRIM_NS)) {
                 pthread_mutex_unlock(&rec.mu);
                 lsmfs_iter_pool_trim(RECLAIM_TRIM_NS);
                 pthread_mutex_lock(&rec.mu);
@@ -203,14 +201,9 @@ static void *reclaim_main(void *arg)
             break;              /* stopping, nothing left */
         /* Quiet for a second: rm -r and rename storms end before any merge starts. At unmount
            what is noted is merged at once, so that rm then umount gives the space back. */
-        int64_t wait = rec.last + RECLAIM_QUIET_NS - mono_ns();
+        int64_t wait = rec.last + RECLAIM_QUIET_NS - lsmfs_mono_ns();
         if (wait > 0 && !rec.stop) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            int64_t t = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec + wait;
-            ts.tv_sec = (time_t)(t / 1000000000LL);
-            ts.tv_nsec = (long)(t % 1000000000LL);
-            pthread_cond_timedwait(&rec.cv, &rec.mu, &ts);
+            wait_ns(wait);
             continue;
         }
         struct keyref keys[RECLAIM_KEYS];
