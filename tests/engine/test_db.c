@@ -12,7 +12,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -1050,15 +1049,9 @@ static void close_reopen_check(lsm_db *db, const char *dir, const lsm_options *o
 /* Files of dir whose names end in suffix. */
 static int count_suffix(const char *dir, const char *suffix)
 {
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    int n = 0;
-    size_t sl = strlen(suffix);
-    for (struct dirent *e; (e = readdir(d));) {
-        size_t l = strlen(e->d_name);
-        n += l > sl && strcmp(e->d_name + l - sl, suffix) == 0;
-    }
-    closedir(d);
+    char **names;
+    int n = dir_names(dir, "", suffix, &names);
+    names_free(names, n);
     return n;
 }
 
