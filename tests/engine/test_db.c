@@ -1337,6 +1337,15 @@ static ssize_t slow_append(lsm_env *env, lsm_file *f, const void *p, size_t n)
     return lsm_env_posix()->append(lsm_env_posix(), f, p, n);
 }
 
+/* Whether db has run every kind of merge test_parallel_compactions requires, and reached L3. */
+static int merges_seen(lsm_db *db)
+{
+    lsm_stats st;
+    CHECK_OK(db, lsm_stats_get(db, &st));
+    return st.compactions_parallel > 0 && st.compactions_split > 0 &&
+           st.compactions_grouped > 0 && st.tables[3] > 0;
+}
+
 /* With level1_bytes small, levels fill up quickly: while writes arrive, the background threads
    must run compactions on disjoint levels at the same time (L0->L1 beside L2->L3), honour the
    level sizes, and lose nothing while doing so. */
@@ -1361,8 +1370,13 @@ static void test_parallel_compactions(void **state)
     trng_seed(&r, seed);
     char k[32], v[120];
     lsm_stats st;
+    /* At least n writes; past that (a sanitizer build scales n down and runs slowly, so the
+       timing may not have lined up yet) on, 1000 at a time, until each kind of merge the test
+       requires has happened, or 20000 writes in all. */
     int n = (int)test_scale(20000);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < 20000; i++) {
+        if (i >= n && i % 1000 == 0 && merges_seen(db))
+            break;
         snprintf(k, sizeof k, "k%08u", (unsigned)trng_below(&r, 10000));
         size_t vl = 40 + trng_below(&r, 80);
         memset(v, 'a' + i % 26, vl);
