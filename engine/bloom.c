@@ -77,6 +77,14 @@ void bloom_build(const uint64_t *hashes, size_t n, int bits_per_key, buf *out)
     out->len += bytes + 1;
 }
 
+void bloom_prefetch(const uint8_t *filter, size_t len, uint64_t hash)
+{
+    if (len >= BLOOM_LINE_BYTES + 1) {
+        uint64_t nlines = (len - 1) / BLOOM_LINE_BYTES;
+        __builtin_prefetch(filter + (size_t)bloom_line(hash, nlines) * BLOOM_LINE_BYTES);
+    }
+}
+
 int bloom_may_contain(const uint8_t *filter, size_t len, uint64_t hash)
 {
     if (len < BLOOM_LINE_BYTES + 1 || (len - 1) % BLOOM_LINE_BYTES != 0)

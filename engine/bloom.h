@@ -16,5 +16,7 @@ void bloom_build(const uint64_t *hashes, size_t n, int bits_per_key, buf *out);
 
 /* 0 if the key is certainly absent, 1 if it may be present. A malformed filter answers 1. */
 int  bloom_may_contain(const uint8_t *filter, size_t len, uint64_t hash);
+/* Asks the CPU for the one line bloom_may_contain will read, without waiting for it. */
+void bloom_prefetch(const uint8_t *filter, size_t len, uint64_t hash);
 
 #endif /* LSM_BLOOM_H */

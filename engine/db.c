@@ -1076,22 +1076,13 @@ static void db_view_put(read_view *rv)
     memset(rv, 0, sizeof *rv);
 }
 
-/* Looks key (whose sst_key_hash is hash) up in table f; *read is set when the bloom filter let
-   the lookup into the table. */
-static int db_table_get(lsm_db *db, const file_meta *f, const void *key, size_t klen, uint64_t hash,
-                        uint64_t snap, int *found, int *type, void **val, size_t *vlen, int *read,
-                        char *err)
-{
+/* A table a lookup may have to search, and (once opened) its table-cache handle. */
+typedef struct db_probe {
+    file_meta *f;
+    int level;
     sst *t;
     cache_handle *h;
-    int rc = db_table_open(db, f->number, f->size, &t, &h, err);
-    if (rc != LSM_OK)
-        return rc;
-    *read = sst_may_contain_hash(t, hash);
-    rc = *read ? sst_get(t, key, klen, snap, found, type, val, vlen, err) : LSM_OK;
-    cache_release(db->tcache, h);
-    return rc;
-}
+} db_probe;
 
 /* The core lookup: LSM_OK with a malloc'd copy of the stored value (a blob reference when *type
    is LSM_TYPE_BLOB), or LSM_NOTFOUND, or an error. The caller releases rv with db_view_put only
@@ -1115,29 +1106,56 @@ static int db_lookup(lsm_db *db, read_view *rv_, const void *key, size_t klen, v
         }
     }
     version *v = rv.v;
-    uint64_t hash = found ? 0 : sst_key_hash(key, klen);
-    file_meta *first = NULL;    /* the first table probed, charged if it was probed in vain */
-    int first_level = 0, probes = 0, read = 0;
-    /* Only probes that got past a table's bloom filter cost a block read: those are counted. */
-    for (int i = 0; !found && rc == LSM_OK && i < v->nfiles[0]; i++) {
-        file_meta *f = v->files[0][i];
-        if (!file_meta_holds(f, key, klen))
-            continue;
-        rc = db_table_get(db, f, key, klen, hash, rv.snap, &found, &type, val, vlen, &read, err);
-        if (read && probes++ == 0)
-            first = f;
-    }
-    for (int l = 1; !found && rc == LSM_OK && l < LSM_MAX_LEVELS; l++) {
-        int i = version_find_key(v, l, key, klen);
-        if (i < 0)
-            continue;
-        rc = db_table_get(db, v->files[l][i], key, klen, hash, rv.snap, &found, &type, val, vlen,
-                          &read, err);
-        if (read && probes++ == 0) {
-            first = v->files[l][i];
-            first_level = l;
+    /* The tables that may hold key, newest first: every L0 table whose range covers it, then at
+       most one per deeper level. They are opened and their filter lines asked for together
+       before the first is tested, so a key in the last level waits for one filter miss, not one
+       per level. A table that fails to open ends the batch there: the loop below opens it again
+       when (and only when) no newer table answered, and reports its error then. */
+    db_probe stack[24], *pr = stack;
+    int np = 0, nopen = 0;
+    if (!found) {
+        if (v->nfiles[0] + LSM_MAX_LEVELS > (int)(sizeof stack / sizeof *stack))
+            pr = xmalloc((size_t)(v->nfiles[0] + LSM_MAX_LEVELS) * sizeof *pr);
+        for (int i = 0; i < v->nfiles[0]; i++)
+            if (file_meta_holds(v->files[0][i], key, klen))
+                pr[np++] = (db_probe){ v->files[0][i], 0, NULL, NULL };
+        for (int l = 1; l < LSM_MAX_LEVELS; l++) {
+            int i = version_find_key(v, l, key, klen);
+            if (i >= 0)
+                pr[np++] = (db_probe){ v->files[l][i], l, NULL, NULL };
         }
     }
+    uint64_t hash = np ? sst_key_hash(key, klen) : 0;
+    for (; nopen < np; nopen++) {
+        if (db_table_open(db, pr[nopen].f->number, pr[nopen].f->size, &pr[nopen].t, &pr[nopen].h,
+                          err) != LSM_OK)
+            break;
+        sst_prefetch_filter(pr[nopen].t, hash);
+    }
+    /* Most keys live in the last level, so its table's index search is likely next: start it. */
+    if (nopen > 0 && nopen == np)
+        sst_prefetch_index(pr[np - 1].t);
+    err[0] = '\0';
+    file_meta *first = NULL;    /* the first table probed, charged if it was probed in vain */
+    int first_level = 0, probes = 0;
+    /* Only probes that got past a table's bloom filter cost a block read: those are counted. */
+    for (int j = 0; j < np && !found && rc == LSM_OK; j++) {
+        db_probe *p = &pr[j];
+        if (j >= nopen && (rc = db_table_open(db, p->f->number, p->f->size, &p->t, &p->h, err)))
+            break;
+        if (!sst_may_contain_hash(p->t, hash))
+            continue;
+        rc = sst_get(p->t, key, klen, rv.snap, &found, &type, val, vlen, err);
+        if (probes++ == 0) {
+            first = p->f;
+            first_level = p->level;
+        }
+    }
+    for (int j = 0; j < np; j++)
+        if (pr[j].h)
+            cache_release(db->tcache, pr[j].h);
+    if (pr != stack)
+        free(pr);
     if (probes >= 2 && db->opt.background_compaction)
         db_charge_seek(db, first, first_level);
     if (rc != LSM_OK)

@@ -757,6 +757,7 @@ struct sst {
                                      big-endian, zero padded; a probe compares these and reads the
                                      key only on a tie */
     size_t icp;                   /* length of the user-key prefix they all share */
+    uint8_t *ipfx;                /* that prefix, after itop in the iwin allocation */
     const uint64_t *itop;         /* inside the iwin allocation: for each group of SST_GROUP iwin
                                      entries (one cache line), the window of its last entry */
     size_t ngroups;
@@ -1104,21 +1105,34 @@ static void sst_index_windows(sst *t)
 {
     size_t m = t->nidx ? t->nidx - 1 : 0;
     size_t ng = (m + SST_GROUP - 1) / SST_GROUP, pad = ng * SST_GROUP;
-    t->iwin = xaligned64((pad + ng + 1) * sizeof(*t->iwin));
-    t->itop = t->iwin + pad;
-    t->ngroups = ng;
     t->icp = 0;
+    if (m > 0) {
+        const sst_index_entry *a = &t->idx[0], *z = &t->idx[m - 1];
+        size_t an = a->klen - LSM_TRAILER, zn = z->klen - LSM_TRAILER;
+        while (t->icp < an && t->icp < zn && a->key[t->icp] == z->key[t->icp])
+            t->icp++;
+    }
+    /* One allocation: the windows, then the group tops, then a copy of the shared prefix, so
+       that the first two lookups touch arrive together in sst_prefetch_index's lines. */
+    t->iwin = xaligned64((pad + ng) * sizeof(*t->iwin) + (t->icp > 8 ? t->icp : 8));
+    uint64_t *top = t->iwin + pad;
+    t->itop = top;
+    t->ngroups = ng;
+    t->ipfx = (uint8_t *)(top + ng);
     if (m == 0)
         return;
-    const sst_index_entry *a = &t->idx[0], *z = &t->idx[m - 1];
-    size_t an = a->klen - LSM_TRAILER, zn = z->klen - LSM_TRAILER;
-    while (t->icp < an && t->icp < zn && a->key[t->icp] == z->key[t->icp])
-        t->icp++;
+    memcpy(t->ipfx, t->idx[0].key, t->icp);
     for (size_t i = 0; i < m; i++)
         t->iwin[i] = sst_window(t->idx[i].key, t->idx[i].klen - LSM_TRAILER, t->icp);
-    uint64_t *top = t->iwin + pad;
     for (size_t g = 0; g < ng; g++)
         top[g] = t->iwin[g * SST_GROUP + SST_GROUP - 1 < m ? g * SST_GROUP + SST_GROUP - 1 : m - 1];
+}
+
+void sst_prefetch_index(const sst *t)
+{
+    const uint8_t *p = (const uint8_t *)t->itop, *end = t->ipfx + t->icp;
+    for (p = (const uint8_t *)((uintptr_t)p & ~(uintptr_t)63); p < end; p += 64)
+        __builtin_prefetch(p);
 }
 
 /* Whether index entry i (< nidx - 1) sorts before target, whose window is tw. */
@@ -1138,9 +1152,10 @@ static size_t sst_index_find(const sst *t, slice target)
         return 0;
     size_t m = t->nidx - 1, lo = 0, hi = m;
     size_t un = target.n - LSM_TRAILER, cp = t->icp;
+    sst_prefetch_index(t);
     /* A target outside the shared prefix sorts before or after all of idx[0..m). */
     if (m > 0 && cp > 0) {
-        int c = memcmp(target.p, t->idx[0].key, un < cp ? un : cp);
+        int c = memcmp(target.p, t->ipfx, un < cp ? un : cp);
         if (c < 0 || (c == 0 && un < cp))
             hi = 0;
         else if (c > 0)
@@ -1152,8 +1167,6 @@ static size_t sst_index_find(const sst *t, slice target)
            a table's few hundred windows waits for six or seven: the group tops (asked for all at
            once), then the one line of the group that holds the answer. */
         const uint64_t *top = t->itop;
-        for (size_t g = 0; g < t->ngroups; g += 64 / sizeof(*top))
-            __builtin_prefetch(top + g);
         size_t a = 0, b = t->ngroups;
         while (a < b) {
             size_t mid = a + (b - a) / 2;
@@ -1165,6 +1178,10 @@ static size_t sst_index_find(const sst *t, slice target)
         }
         lo = a * SST_GROUP < m ? a * SST_GROUP : m;
         hi = lo + SST_GROUP < m ? lo + SST_GROUP : m;
+        /* The answer's 64-byte entry is one of the group's (or the one after it): ask for them
+           all while the group's windows are searched. */
+        for (size_t i = lo; i <= hi; i++)
+            __builtin_prefetch(&t->idx[i]);
     }
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -1289,6 +1306,12 @@ uint64_t sst_key_hash(const void *ukey, size_t uklen)
 int sst_may_contain_hash(sst *t, uint64_t hash)
 {
     return !t->filter || bloom_may_contain(t->filter->data, t->filter->size, hash);
+}
+
+void sst_prefetch_filter(sst *t, uint64_t hash)
+{
+    if (t->filter)
+        bloom_prefetch(t->filter->data, t->filter->size, hash);
 }
 
 int sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, int *type,

@@ -53,6 +53,11 @@ int  sst_may_contain(sst *t, const void *ukey, size_t uklen);
 /* The same with hash = sst_key_hash(ukey): a lookup through several tables hashes once. */
 uint64_t sst_key_hash(const void *ukey, size_t uklen);
 int  sst_may_contain_hash(sst *t, uint64_t hash);
+/* Starts fetching the filter line sst_may_contain_hash(t, hash) will read, so that a lookup
+   through several tables waits for their misses together instead of one after another. */
+void sst_prefetch_filter(sst *t, uint64_t hash);
+/* Likewise for the first lines an index search reads (the group tops). */
+void sst_prefetch_index(const sst *t);
 
 /* Iterator over all entries, in internal order. Must be freed before sst_close. */
 iiter *sst_iter_new(sst *t);
