@@ -6,7 +6,10 @@
  * filter, binary-searches the pinned index for the one data block that can hold the key, takes it
  * from the block cache (or reads, verifies and caches it), binary-searches its restart points and
  * scans at most one restart interval; it allocates nothing but the returned copy of the value. The
- * index and filter are read and verified once at open and kept for the table's lifetime. When the
+ * index and filter are read and verified once at open and kept for the table's lifetime. In a
+ * large database none of that stays in the CPU cache, so each step asks for the lines the next
+ * one will read before it waits (sst_prefetch_filter and sst_prefetch_index let the caller start
+ * that for several tables at once). When the
  * env can map files, the table is mapped read-only and uncompressed data blocks are read in place
  * (verified on first use, like LevelDB's mmap'd tables but checked): the block cache then holds
  * only decompressed blocks, and the page cache holds the rest.
