@@ -9,10 +9,10 @@
  * index and filter are read and verified once at open and kept for the table's lifetime. In a
  * large database none of that stays in the CPU cache, so each step asks for the lines the next
  * one will read before it waits (sst_prefetch_filter and sst_prefetch_index let the caller start
- * that for several tables at once). When the
- * env can map files, the table is mapped read-only and uncompressed data blocks are read in place
- * (verified on first use, like LevelDB's mmap'd tables but checked): the block cache then holds
- * only decompressed blocks, and the page cache holds the rest.
+ * that for several tables at once). When the env can map files, the table is mapped read-only and
+ * uncompressed data blocks are read in place (verified on first use, like LevelDB's mmap'd tables
+ * but checked): the block cache then holds only decompressed blocks, and the page cache holds the
+ * rest.
  *
  * Table format, version 1 (all integers little-endian; varints are LEB128, 7 bits per byte, low
  * group first, high bit set on every byte but the last):

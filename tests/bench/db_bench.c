@@ -816,6 +816,16 @@ static int open_db(struct run *R, int fresh, int sync)
    a cache miss per operation that the engine did not cause. */
 #define OP_CHUNK 4096
 
+/* Draws the keys of the next chunk of operations i.. (of n): i itself onward when seq is set, else
+   from the workload's random stream. Returns how many. */
+static size_t draw_chunk(uint64_t *keys, uint64_t i, uint64_t n, int seq)
+{
+    size_t m = n - i < OP_CHUNK ? (size_t)(n - i) : OP_CHUNK;
+    for (size_t j = 0; j < m; j++)
+        keys[j] = seq ? i + j : rng_key();
+    return m;
+}
+
 static void do_write(struct run *R, struct rec *r)
 {
     int b = r->bench;
@@ -827,9 +837,7 @@ static void do_write(struct run *R, struct rec *r)
     int stop = 0;
     double secs = 0;
     while (i < n && !stop) {
-        size_t m = n - i < OP_CHUNK ? (size_t)(n - i) : OP_CHUNK, j;
-        for (j = 0; j < m; j++)
-            keys[j] = b == B_FILLSEQ ? i + j : rng_key();
+        size_t m = draw_chunk(keys, i, n, b == B_FILLSEQ), j;
         double t0 = now();
         for (j = 0; j < m; j++) {
             uint64_t k = keys[j];
@@ -873,11 +881,9 @@ static void do_get(struct run *R, struct rec *r)
     int stop = 0;
     double secs = 0;
     while (i < cfg.num && !stop) {
-        size_t m = cfg.num - i < OP_CHUNK ? (size_t)(cfg.num - i) : OP_CHUNK, j;
-        for (j = 0; j < m; j++) {
-            keys[j] = rng_key();
+        size_t m = draw_chunk(keys, i, cfg.num, 0), j;
+        for (j = 0; j < m; j++)
             was[j] = missing ? 0 : state[keys[j]];
-        }
         double t0 = now();
         for (j = 0; j < m; j++) {
             uint64_t k = keys[j];
