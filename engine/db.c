@@ -1111,7 +1111,7 @@ static int db_lookup(lsm_db *db, read_view *rv_, const void *key, size_t klen, v
        before the first is tested, so a key in the last level waits for one filter miss, not one
        per level. A table that fails to open ends the batch there: the loop below opens it again
        when (and only when) no newer table answered, and reports its error then. */
-    db_probe stack[24], *pr = stack;
+    db_probe stack[L0_STOP + LSM_MAX_LEVELS], *pr = stack;
     int np = 0, nopen = 0;
     if (!found) {
         if (v->nfiles[0] + LSM_MAX_LEVELS > (int)(sizeof stack / sizeof *stack))

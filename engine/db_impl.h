@@ -20,9 +20,15 @@
 #include "version.h"
 #include "wal.h"
 
+/* Level 0 may grow well past the compaction trigger before writes are held back: a merge out of
+   L0 takes every L0 table at once, so the more it finds there, the fewer times it rewrites L1 for
+   the same data. Pacing from 8 tables and stopping at 12 (LevelDB's numbers) gave a 10M-key
+   fillrandom write amplification 6.7 and 2.5-2.9 s of stalls; 20 and 36 (RocksDB's) gave 5.5-5.7
+   and 0.7-0.9 s, and 20% more puts per second. The price is up to 36 filters a lookup asks while
+   writes outrun merging. */
 #define L0_COMPACT_TRIGGER 4      /* L0 tables that start a compaction */
-#define L0_SLOWDOWN        8      /* ...that start pacing writes (see db_make_room) */
-#define L0_STOP            12     /* ...that stop writes until compaction catches up */
+#define L0_SLOWDOWN        20     /* ...that start pacing writes (see db_make_room) */
+#define L0_STOP            36     /* ...that stop writes until compaction catches up */
 #define WRITE_RATE_MAX     (64u << 20) /* bytes/s allowed at L0_SLOWDOWN, falling to 0 at L0_STOP */
 #define COMPACT_THREADS    2      /* compactions that may run at once, on disjoint levels */
 #define COMPACT_NICE       5      /* how much nicer than the process compaction threads run */
