@@ -24,8 +24,8 @@
    L0 takes every L0 table at once, so the more it finds there, the fewer times it rewrites L1 for
    the same data. Pacing from 8 tables and stopping at 12 (LevelDB's numbers) gave a 10M-key
    fillrandom write amplification 6.7 and 2.5-2.9 s of stalls; 20 and 36 (RocksDB's) gave 5.5-5.7
-   and 0.7-0.9 s, and 20% more puts per second. The price is up to 36 filters a lookup asks while
-   writes outrun merging. */
+   and 0.7-0.9 s, and 20% more puts per second. The price: while writes outrun merging, a lookup
+   may test up to 36 L0 filters, and one put may wait up to 0.1 s in a pacing pause. */
 #define L0_COMPACT_TRIGGER 4      /* L0 tables that start a compaction */
 #define L0_SLOWDOWN        20     /* ...that start pacing writes (see db_make_room) */
 #define L0_STOP            36     /* ...that stop writes until compaction catches up */
