@@ -78,7 +78,10 @@ typedef struct lsm_options {
                                    holds ten times its parent; default 10 MiB */
     size_t blob_threshold;      /* values at least this long go to blob files when flushed; 0 = never;
                                    default 64 KiB */
-    int    background_compaction; /* 1: compact in a background thread (default); 0: only lsm_compact */
+    int    background_compaction; /* 1: compact in a background thread (default); 0: only lsm_compact.
+                                   With it, writes that outrun compaction are paced once level 0
+                                   holds 20 tables (64 MiB/s there, falling to nothing at 36) and
+                                   wait while it holds 36; level 0 never holds more than 36 */
     struct lsm_env *env;        /* NULL = POSIX; tests substitute a fault-injecting one */
 } lsm_options;
 

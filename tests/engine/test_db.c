@@ -1412,6 +1412,66 @@ static void test_parallel_compactions(void **state)
     close_reopen_check(db, f->dir, &o, m, "parallel compactions, after reopen");
 }
 
+/* An env whose table opens for reading (what a compaction does with its inputs; flushes open
+   none) take 20 ms each, so that writes outrun merging. */
+static lsm_env pace_env;
+
+static int pace_open(lsm_env *env, const char *path, int flags, lsm_file **out)
+{
+    size_t n = strlen(path);
+    if (!(flags & LSM_O_CREATE) && n > 4 && strcmp(path + n - 4, ".sst") == 0)
+        usleep(20000);
+    return lsm_env_posix()->open(lsm_env_posix(), path, flags, out);
+}
+
+/* Writes that outrun compaction (tiny memtables, slow merges): level 0 may fill up to 20 tables
+   before pacing starts and never holds more than 36 (lsm.h, background_compaction), the writers
+   are held back (stall time counts it), and nothing written is lost. */
+static void test_write_pacing(void **state)
+{
+    fixture *f = *state;
+    pace_env = *lsm_env_posix();
+    pace_env.open = pace_open;
+    lsm_options o;
+    lsm_options_init(&o);
+    o.env = &pace_env;
+    o.memtable_bytes = 16 << 10;
+    lsm_db *db = NULL;
+    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
+    model *m = model_new();
+    uint64_t seed = test_seed("write_pacing", 36);
+    trng r;
+    trng_seed(&r, seed);
+    char k[32], v[128];
+    lsm_stats st;
+    int most = 0, n = 16000;    /* not scaled down under sanitizers: level 0 must fill up */
+    for (int i = 0; i < n; i++) {
+        snprintf(k, sizeof k, "p%08u", (unsigned)trng_below(&r, 50000));
+        size_t vl = 60 + trng_below(&r, 60);
+        memset(v, 'a' + i % 26, vl);
+        snprintf(v, 16, "%d:", i);
+        CHECK_OK(db, lsm_put(db, k, strlen(k), v, vl));
+        model_put(m, k, strlen(k), v, vl);
+        CHECK_OK(db, lsm_stats_get(db, &st));
+        if (st.tables[0] > 36)
+            fail_msg("%d tables in level 0 after write %d (seed %" PRIu64 ")", st.tables[0], i,
+                     seed);
+        if (st.tables[0] > most)
+            most = st.tables[0];
+    }
+    CHECK_OK(db, lsm_stats_get(db, &st));
+    printf("# write_pacing: level 0 reached %d tables; writers held back %.3f s\n", most,
+           (double)st.stall_micros / 1e6);
+    if (most < 20)
+        fail_msg("level 0 never reached 20 tables (at most %d): writes were held back too early, "
+                 "or merging kept up (seed %" PRIu64 ")", most, seed);
+    if (st.stall_micros == 0)
+        fail_msg("level 0 reached %d tables and no writer was held back (seed %" PRIu64 ")", most,
+                 seed);
+    check_db_equals_model(db, m, "write pacing, live");
+    close_reopen_check(db, f->dir, &o, m, "write pacing, after reopen");
+}
+
 static void test_strerror(void **state)
 {
     (void)state;
@@ -1564,6 +1624,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stats, setup, teardown),
         cmocka_unit_test_setup_teardown(test_parallel_compactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compact_range, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_write_pacing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_bytes, setup, teardown),
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_close_null),
