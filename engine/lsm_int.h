@@ -97,6 +97,21 @@ uint32_t lsm_checksum2(const void *a, size_t an, const void *b, size_t bn); /* o
 
 /* ---- keys ---- */
 int ukey_cmp(const void *a, size_t an, const void *b, size_t bn);     /* memcmp, then length */
+/* The 8 bytes of user key u from byte from on, as a big-endian integer, zero padded. Windows
+   taken at the same offset of two keys with equal bytes before it order like the keys whenever
+   they differ (a zero pad sorts like the shorter key), so only ties need the keys themselves. */
+static inline uint64_t ukey_window(const uint8_t *u, size_t n, size_t from)
+{
+    uint64_t w = 0;
+    if (from + 8 <= n) {
+        for (size_t i = 0; i < 8; i++)     /* compilers turn this into one load and a bswap */
+            w = w << 8 | u[from + i];
+        return w;
+    }
+    for (size_t i = 0; i < 8; i++)
+        w = w << 8 | (from + i < n ? u[from + i] : 0);
+    return w;
+}
 
 static inline uint64_t ikey_pack(uint64_t seq, int type) { return (seq << 8) | (uint64_t)type; }
 static inline uint64_t ikey_trailer(slice ik) { return dec_fixed64(ik.p + ik.n - LSM_TRAILER); }

@@ -1081,22 +1081,6 @@ static int sst_load_index(sst *t, char *err)
     return LSM_OK;
 }
 
-/* The 8 bytes of user key u from byte from on, as a big-endian integer, zero padded. Windows
-   taken at the same offset of two keys with equal bytes before it order like the keys whenever
-   they differ (a zero pad sorts like the shorter key), so only ties need the keys themselves. */
-static inline uint64_t sst_window(const uint8_t *u, size_t n, size_t from)
-{
-    uint64_t w = 0;
-    if (from + 8 <= n) {
-        for (size_t i = 0; i < 8; i++)     /* compilers turn this into one load and a bswap */
-            w = w << 8 | u[from + i];
-        return w;
-    }
-    for (size_t i = 0; i < 8; i++)
-        w = w << 8 | (from + i < n ? u[from + i] : 0);
-    return w;
-}
-
 /* Windows per cache line: a lookup searches itop, then one line of iwin. */
 #define SST_GROUP 8
 
@@ -1126,7 +1110,7 @@ static void sst_index_windows(sst *t)
         return;
     memcpy(t->ipfx, t->idx[0].key, t->icp);
     for (size_t i = 0; i < m; i++)
-        t->iwin[i] = sst_window(t->idx[i].key, t->idx[i].klen - LSM_TRAILER, t->icp);
+        t->iwin[i] = ukey_window(t->idx[i].key, t->idx[i].klen - LSM_TRAILER, t->icp);
     for (size_t g = 0; g < ng; g++)
         top[g] = t->iwin[g * SST_GROUP + SST_GROUP - 1 < m ? g * SST_GROUP + SST_GROUP - 1 : m - 1];
 }
@@ -1164,7 +1148,7 @@ static size_t sst_index_find(const sst *t, slice target)
         else if (c > 0)
             lo = m;
     }
-    uint64_t tw = sst_window(target.p, un, cp);
+    uint64_t tw = ukey_window(target.p, un, cp);
     if (lo < hi) {
         /* Two levels, so that a probe waits for two cache lines where a plain binary search over
            a table's few hundred windows waits for six or seven: the group tops (asked for all at

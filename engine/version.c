@@ -74,6 +74,7 @@ void version_unref(version *v)
         for (int i = 0; i < v->nfiles[l]; i++)
             file_meta_unref(v->files[l][i]);
         free(v->files[l]);
+        free(v->lwin[l]);
     }
     free(v);
 }
@@ -272,6 +273,24 @@ static int version_overlap(const version *v, uint64_t *a, uint64_t *b)
 }
 
 /* Returns base + e as a new version (refs 1). */
+/* Fills lpfx, lcp and lwin of level l (L1+, sorted, not empty). Its tables are disjoint and in
+   key order, so the prefix its smallest and largest keys share is shared by every key between. */
+static void version_windows(version *v, int l)
+{
+    int n = v->nfiles[l];
+    slice a = ikey_user(fm_small(v->files[l][0])), z = ikey_user(fm_large(v->files[l][n - 1]));
+    size_t cp = 0;
+    while (cp < a.n && cp < z.n && a.p[cp] == z.p[cp])
+        cp++;
+    v->lpfx[l] = a.p;
+    v->lcp[l] = cp;
+    v->lwin[l] = xmalloc((size_t)n * sizeof(uint64_t));
+    for (int i = 0; i < n; i++) {
+        slice k = ikey_user(fm_large(v->files[l][i]));
+        v->lwin[l][i] = ukey_window(k.p, k.n, cp);
+    }
+}
+
 static version *version_apply(vset *vs, const version *base, const version_edit *e)
 {
     version *v = xcalloc(1, sizeof *v);
@@ -302,6 +321,8 @@ static version *version_apply(vset *vs, const version *base, const version_edit 
         }
         v->nfiles[l] = n;
         qsort(v->files[l], (size_t)n, sizeof(file_meta *), l == 0 ? cmp_newest_first : cmp_by_smallest);
+        if (l > 0 && n > 0)
+            version_windows(v, l);
     }
     return v;
 }
@@ -538,10 +559,25 @@ int files_find(file_meta *const *files, int n, slice ikey)
 int version_find_key(const version *v, int level, const void *key, size_t klen)
 {
     int lo = 0, hi = v->nfiles[level];
+    const uint64_t *w = v->lwin[level];
+    uint64_t kw = 0;
+    if (w) {
+        /* Every key of the level starts with its shared prefix: a key that does not is in none of
+           its tables. */
+        size_t cp = v->lcp[level];
+        if (klen < cp || memcmp(key, v->lpfx[level], cp) != 0)
+            return -1;
+        kw = ukey_window(key, klen, cp);
+    }
     while (lo < hi) {
-        int mid = lo + (hi - lo) / 2;
-        const file_meta *f = v->files[level][mid];
-        if (ukey_cmp(f->largest.p, f->largest.len - LSM_TRAILER, key, klen) < 0)
+        int mid = lo + (hi - lo) / 2, less;
+        if (w && w[mid] != kw) {
+            less = w[mid] < kw;
+        } else {
+            const file_meta *f = v->files[level][mid];
+            less = ukey_cmp(f->largest.p, f->largest.len - LSM_TRAILER, key, klen) < 0;
+        }
+        if (less)
             lo = mid + 1;
         else
             hi = mid;

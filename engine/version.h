@@ -32,6 +32,13 @@ typedef struct version {
     atomic_int refs;
     int nfiles[LSM_MAX_LEVELS];
     file_meta **files[LSM_MAX_LEVELS]; /* L0: newest first; L1+: sorted by key, disjoint */
+    /* For L1+, what version_find_key searches instead of the tables' largest keys (one cache miss
+       per table a level holds, in a large database): the level's shared user-key prefix (lpfx,
+       lcp bytes, inside its first table's smallest key) and each table's largest user key's
+       window (ukey_window) after it, in one array. */
+    uint64_t *lwin[LSM_MAX_LEVELS];
+    const uint8_t *lpfx[LSM_MAX_LEVELS];
+    size_t lcp[LSM_MAX_LEVELS];
     struct vset *vs;
 } version;
 

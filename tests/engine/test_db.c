@@ -1412,6 +1412,88 @@ static void test_parallel_compactions(void **state)
     close_reopen_check(db, f->dir, &o, m, "parallel compactions, after reopen");
 }
 
+/* Finding the table of a deep level that may hold a key, among many tables whose keys share a long
+   prefix: keys that differ only after the prefix's next 8 bytes, keys shorter than those 8 bytes,
+   keys with zero bytes there, and keys that leave the prefix early, before or after every table. */
+static void test_level_search(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    lsm_options_init(&o);
+    o.background_compaction = 0;
+    o.memtable_bytes = 4 << 10;
+    o.table_bytes = 1 << 10;            /* many tables in the level */
+    lsm_db *db = NULL;
+    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
+    model *m = model_new();
+    static const char pfx[] = "tenant/0042/objects/";
+    const size_t pl = sizeof pfx - 1;
+    char k[64], v[96];
+    size_t kl;
+#define LS_PUT() do { \
+        snprintf(v, sizeof v, "value of %zu bytes %u", kl, (unsigned)k[kl - 1]); \
+        memset(v + strlen(v), 'v', sizeof v - 1 - strlen(v)); \
+        v[sizeof v - 1] = 0; \
+        CHECK_OK(db, lsm_put(db, k, kl, v, strlen(v))); \
+        model_put(m, k, kl, v, strlen(v)); \
+    } while (0)
+    /* 300 keys equal in the 8 bytes after the prefix, differing after them. */
+    for (int i = 0; i < 300; i++) {
+        kl = (size_t)snprintf(k, sizeof k, "%sabcdefgh%04d", pfx, i * 3);
+        LS_PUT();
+    }
+    /* Shorter than prefix + 8, and zero bytes where the windows are cut. */
+    static const char *tails[] = { "abcdefg", "abcdefg\0", "abcdefg\0\0", "abc", "\0", "\0\0\0\0",
+                                   "a\0b\0c\0d\0e", "zz", "zzzzzzzzzzzzzzz", "\xff\xff\xff\xff\xff\xff" };
+    static const size_t tlen[] = { 7, 8, 9, 3, 1, 4, 9, 2, 15, 6 };
+    for (size_t i = 0; i < sizeof tails / sizeof *tails; i++) {
+        memcpy(k, pfx, pl);
+        memcpy(k + pl, tails[i], tlen[i]);
+        kl = pl + tlen[i];
+        LS_PUT();
+    }
+    /* Keys spread over the 8 bytes after the prefix. */
+    trng r;
+    trng_seed(&r, test_seed("level_search", 8));
+    for (int i = 0; i < 1000; i++) {
+        memcpy(k, pfx, pl);
+        kl = pl + 1 + trng_below(&r, 12);
+        for (size_t j = pl; j < kl; j++)
+            k[j] = (char)("\0AMZamz\x7f\x80\xff"[trng_below(&r, 10)]);
+        LS_PUT();
+    }
+#undef LS_PUT
+    CHECK_OK(db, lsm_compact(db));
+    lsm_stats st;
+    CHECK_OK(db, lsm_stats_get(db, &st));
+    int deep = 0;
+    for (int l = 1; l < LSM_MAX_LEVELS; l++)
+        deep = st.tables[l] > deep ? st.tables[l] : deep;
+    if (deep < 20)
+        fail_msg("the fixture needs many tables in one level; the largest level has %d", deep);
+    check_db_equals_model(db, m, "level search");
+    /* Keys that are not there: inside the prefix between and beside the keys above, and outside it
+       on either side. */
+    static const char *absent[] = { "t", "tenant/", "tenant/0042/objects", "tenant/0042/objects/",
+                                    "tenant/0042/objects/abcdefgh", "tenant/0042/objects/abcdefgh0001",
+                                    "tenant/0042/objects/abcdefgh9999", "tenant/0042/objects/abcdefh",
+                                    "tenant/0042/objects/abcdef", "tenant/0042/objects/zzz",
+                                    "tenant/0042/objects/\xff\xff\xff\xff\xff\xff\xff", "tenant/0043",
+                                    "tenant/0041/objects/abcdefgh0003", "u", "\xff" };
+    for (size_t i = 0; i < sizeof absent / sizeof *absent; i++) {
+        size_t al = strlen(absent[i]);
+        if (model_get(m, absent[i], al, &kl))
+            continue;           /* a random key above happened to be it */
+        void *got = NULL;
+        size_t gl = 0;
+        int rc = lsm_get(db, absent[i], al, &got, &gl);
+        free(got);
+        if (rc != LSM_NOTFOUND)
+            fail_msg("lsm_get of absent key %zu ('%.40s') = %d, not LSM_NOTFOUND", i, absent[i], rc);
+    }
+    close_reopen_check(db, f->dir, &o, m, "level search, after reopen");
+}
+
 /* An env whose table opens for reading (what a compaction does with its inputs; flushes open
    none) take 20 ms each, so that writes outrun merging. */
 static lsm_env pace_env;
@@ -1625,6 +1707,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_parallel_compactions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compact_range, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_pacing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_level_search, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pending_bytes, setup, teardown),
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_close_null),
