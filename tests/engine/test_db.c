@@ -1295,6 +1295,17 @@ static void test_stats(void **state)
 
 /* An env whose table writes are slow (2 ms per write), so that compactions last long enough for
    level 0 to fill up behind a deep one: the POSIX env with open and append wrapped. */
+/* Opens a database in f's directory with o, and seeds r for a randomized test (test_seed). */
+static lsm_db *open_seeded(const fixture *f, const lsm_options *o, const char *test, uint64_t deflt,
+                           trng *r, uint64_t *seed)
+{
+    lsm_db *db = NULL;
+    CHECK_OK(NULL, lsm_open(f->dir, o, &db));
+    *seed = test_seed(test, deflt);
+    trng_seed(r, *seed);
+    return db;
+}
+
 static lsm_env slow_env;
 static pthread_mutex_t slow_mu = PTHREAD_MUTEX_INITIALIZER;
 static lsm_file *slow_tables[64];
@@ -1362,12 +1373,10 @@ static void test_parallel_compactions(void **state)
     o.memtable_bytes = 16 << 10;
     o.table_bytes = 4 << 10;
     o.level1_bytes = 16 << 10;          /* L2 160 KiB, L3 1.6 MiB */
-    lsm_db *db = NULL;
-    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
-    model *m = model_new();
-    uint64_t seed = test_seed("parallel_compactions", 77);
+    uint64_t seed;
     trng r;
-    trng_seed(&r, seed);
+    lsm_db *db = open_seeded(f, &o, "parallel_compactions", 77, &r, &seed);
+    model *m = model_new();
     char k[32], v[120];
     lsm_stats st;
     /* At least n writes; past that (a sanitizer build scales n down and runs slowly, so the
@@ -1423,8 +1432,9 @@ static void test_level_search(void **state)
     o.background_compaction = 0;
     o.memtable_bytes = 4 << 10;
     o.table_bytes = 1 << 10;            /* many tables in the level */
-    lsm_db *db = NULL;
-    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
+    uint64_t seed;
+    trng r;
+    lsm_db *db = open_seeded(f, &o, "level_search", 8, &r, &seed);
     model *m = model_new();
     static const char pfx[] = "tenant/0042/objects/";
     const size_t pl = sizeof pfx - 1;
@@ -1453,8 +1463,6 @@ static void test_level_search(void **state)
         LS_PUT();
     }
     /* Keys spread over the 8 bytes after the prefix. */
-    trng r;
-    trng_seed(&r, test_seed("level_search", 8));
     for (int i = 0; i < 1000; i++) {
         memcpy(k, pfx, pl);
         kl = pl + 1 + trng_below(&r, 12);
@@ -1489,7 +1497,8 @@ static void test_level_search(void **state)
         int rc = lsm_get(db, absent[i], al, &got, &gl);
         free(got);
         if (rc != LSM_NOTFOUND)
-            fail_msg("lsm_get of absent key %zu ('%.40s') = %d, not LSM_NOTFOUND", i, absent[i], rc);
+            fail_msg("lsm_get of absent key %zu ('%.40s') = %d, not LSM_NOTFOUND (seed %" PRIu64 ")",
+                     i, absent[i], rc, seed);
     }
     close_reopen_check(db, f->dir, &o, m, "level search, after reopen");
 }
@@ -1518,12 +1527,10 @@ static void test_write_pacing(void **state)
     lsm_options_init(&o);
     o.env = &pace_env;
     o.memtable_bytes = 16 << 10;
-    lsm_db *db = NULL;
-    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
-    model *m = model_new();
-    uint64_t seed = test_seed("write_pacing", 36);
+    uint64_t seed;
     trng r;
-    trng_seed(&r, seed);
+    lsm_db *db = open_seeded(f, &o, "write_pacing", 36, &r, &seed);
+    model *m = model_new();
     char k[32], v[128];
     lsm_stats st;
     int most = 0, n = 16000;    /* not scaled down under sanitizers: level 0 must fill up */
