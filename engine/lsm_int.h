@@ -97,6 +97,15 @@ uint32_t lsm_checksum2(const void *a, size_t an, const void *b, size_t bn); /* o
 
 /* ---- keys ---- */
 int ukey_cmp(const void *a, size_t an, const void *b, size_t bn);     /* memcmp, then length */
+/* Bytes at the start of a and b that are equal: for the first and last of sorted keys, the prefix
+   every key between them shares, after which their windows are taken. */
+static inline size_t ukey_shared(const uint8_t *a, size_t an, const uint8_t *b, size_t bn)
+{
+    size_t n = 0;
+    while (n < an && n < bn && a[n] == b[n])
+        n++;
+    return n;
+}
 /* The 8 bytes of user key u from byte from on, as a big-endian integer, zero padded. Windows
    taken at the same offset of two keys with equal bytes before it order like the keys whenever
    they differ (a zero pad sorts like the shorter key), so only ties need the keys themselves. */

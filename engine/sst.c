@@ -1095,9 +1095,7 @@ static void sst_index_windows(sst *t)
     t->icp = 0;
     if (m > 0) {
         const sst_index_entry *a = &t->idx[0], *z = &t->idx[m - 1];
-        size_t an = a->klen - LSM_TRAILER, zn = z->klen - LSM_TRAILER;
-        while (t->icp < an && t->icp < zn && a->key[t->icp] == z->key[t->icp])
-            t->icp++;
+        t->icp = ukey_shared(a->key, a->klen - LSM_TRAILER, z->key, z->klen - LSM_TRAILER);
     }
     /* One allocation: the windows, then the group tops, then a copy of the shared prefix, so
        that the first two lookups touch arrive together in sst_prefetch_index's lines. */

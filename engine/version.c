@@ -272,16 +272,13 @@ static int version_overlap(const version *v, uint64_t *a, uint64_t *b)
     return 0;
 }
 
-/* Returns base + e as a new version (refs 1). */
 /* Fills lpfx, lcp and lwin of level l (L1+, sorted, not empty). Its tables are disjoint and in
    key order, so the prefix its smallest and largest keys share is shared by every key between. */
 static void version_windows(version *v, int l)
 {
     int n = v->nfiles[l];
     slice a = ikey_user(fm_small(v->files[l][0])), z = ikey_user(fm_large(v->files[l][n - 1]));
-    size_t cp = 0;
-    while (cp < a.n && cp < z.n && a.p[cp] == z.p[cp])
-        cp++;
+    size_t cp = ukey_shared(a.p, a.n, z.p, z.n);
     v->lpfx[l] = a.p;
     v->lcp[l] = cp;
     v->lwin[l] = xmalloc((size_t)n * sizeof(uint64_t));
@@ -291,6 +288,7 @@ static void version_windows(version *v, int l)
     }
 }
 
+/* Returns base + e as a new version (refs 1). */
 static version *version_apply(vset *vs, const version *base, const version_edit *e)
 {
     version *v = xcalloc(1, sizeof *v);

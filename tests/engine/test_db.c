@@ -1238,7 +1238,6 @@ static void test_pending_bytes(void **state)
     CHECK_OK(db, lsm_close(db));
 }
 
-
 static void test_stats(void **state)
 {
     fixture *f = *state;
@@ -1293,8 +1292,6 @@ static void test_stats(void **state)
     lsm_close(db);
 }
 
-/* An env whose table writes are slow (2 ms per write), so that compactions last long enough for
-   level 0 to fill up behind a deep one: the POSIX env with open and append wrapped. */
 /* Opens a database in f's directory with o, and seeds r for a randomized test (test_seed). */
 static lsm_db *open_seeded(const fixture *f, const lsm_options *o, const char *test, uint64_t deflt,
                            trng *r, uint64_t *seed)
@@ -1306,6 +1303,8 @@ static lsm_db *open_seeded(const fixture *f, const lsm_options *o, const char *t
     return db;
 }
 
+/* An env whose table writes are slow (2 ms per write), so that compactions last long enough for
+   level 0 to fill up behind a deep one: the POSIX env with open and append wrapped. */
 static lsm_env slow_env;
 static pthread_mutex_t slow_mu = PTHREAD_MUTEX_INITIALIZER;
 static lsm_file *slow_tables[64];
