@@ -764,6 +764,10 @@ struct sst {
     const uint64_t *itop;         /* inside the iwin allocation: for each group of SST_GROUP iwin
                                      entries (one cache line), the window of its last entry */
     size_t ngroups;
+    uint32_t *ioff;               /* per idx entry, its block's offset, when the table is mapped and
+                                   under 4 GiB (else NULL): 16 to a line, so that a lookup can ask
+                                   for its data block as soon as it knows which, without first
+                                   waiting for that block's 64-byte idx entry */
     sst_block *filter;            /* pinned; NULL when the table has no filter */
     const uint8_t *map;           /* the whole file mapped read-only, or NULL: then blocks are read
                                      with pread into the block cache */
@@ -1111,6 +1115,11 @@ static void sst_index_windows(sst *t)
         t->iwin[i] = ukey_window(t->idx[i].key, t->idx[i].klen - LSM_TRAILER, t->icp);
     for (size_t g = 0; g < ng; g++)
         top[g] = t->iwin[g * SST_GROUP + SST_GROUP - 1 < m ? g * SST_GROUP + SST_GROUP - 1 : m - 1];
+    if (t->map && t->file_size <= UINT32_MAX) {
+        t->ioff = xaligned64(t->nidx * sizeof(*t->ioff));
+        for (size_t i = 0; i < t->nidx; i++)
+            t->ioff[i] = (uint32_t)t->idx[i].off;
+    }
 }
 
 void sst_prefetch_index(const sst *t)
@@ -1163,10 +1172,15 @@ static size_t sst_index_find(const sst *t, slice target)
         }
         lo = a * SST_GROUP < m ? a * SST_GROUP : m;
         hi = lo + SST_GROUP < m ? lo + SST_GROUP : m;
-        /* The answer's 64-byte entry is one of the group's (or the one after it): ask for them
-           all while the group's windows are searched. */
-        for (size_t i = lo; i <= hi; i++)
-            __builtin_prefetch(&t->idx[i]);
+        /* The answer is one of the group's blocks (or the one after it): ask for their offsets
+           (or, unmapped, their 64-byte entries) while the group's windows are searched. */
+        if (t->ioff) {
+            __builtin_prefetch(&t->ioff[lo]);
+            __builtin_prefetch(&t->ioff[hi]);
+        } else {
+            for (size_t i = lo; i <= hi; i++)
+                __builtin_prefetch(&t->idx[i]);
+        }
     }
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -1179,6 +1193,11 @@ static size_t sst_index_find(const sst *t, slice target)
         slice k = { t->idx[m].key, t->idx[m].klen };
         if (ikey_cmp(k, target) < 0)
             lo = t->nidx;
+    }
+    /* The block's entry and its first line (with the page walk to reach it) now travel together. */
+    if (t->ioff && lo < t->nidx) {
+        __builtin_prefetch(&t->idx[lo]);
+        __builtin_prefetch(t->map + t->ioff[lo]);
     }
     return lo;
 }
@@ -1249,6 +1268,7 @@ int sst_open(lsm_env *env, const char *path, uint64_t file_size, cache *block_ca
 fail:
     free(t->idx);
     free(t->iwin);
+    free(t->ioff);
     free(t->index);
     if (t->map)
         env->munmap(env, t->map, file_size);
@@ -1272,6 +1292,7 @@ void sst_close(sst *t)
     t->env->close(t->env, t->f);
     free(t->idx);
     free(t->iwin);
+    free(t->ioff);
     free(t->index);
     free(t->filter);
     free(t->path);
