@@ -15,7 +15,8 @@
 
 typedef struct sst_options {
     size_t block_bytes;        /* target uncompressed data block size */
-    int    restart_interval;   /* keys between restart points (16) */
+    int    restart_interval;   /* most keys between restart points (16); data blocks restart
+                                  after half as many once they span block_bytes/8 bytes */
     int    bloom_bits_per_key; /* 0 = no filter */
     int    compression;        /* LSM_COMPRESSION_* */
     int    compression_level;  /* zstd level */

@@ -577,6 +577,99 @@ static void test_index_groups(void **state)
     faultenv_free(env);
 }
 
+/* Restart points in data blocks: a writer restarts after 16 entries, or after 8 once those span
+   an eighth of block_bytes. Decodes every data block of tables whose entries are about 120, 60
+   and 20 bytes long and checks each interval (but a block's last) against that rule, and that
+   with entries of 64 bytes or more a 4 KiB block keeps to 8 restarts, as many as a lookup finds
+   without reading the block's tail. */
+static void test_restart_spacing(void **state)
+{
+    (void)state;
+    lsm_env *env = faultenv_new();
+    static const size_t vsizes[] = { 100, 40, 4 };
+    for (size_t vi = 0; vi < sizeof(vsizes) / sizeof(vsizes[0]); vi++) {
+        ents es = { 0 };
+        char k[17];
+        uint8_t v[100];
+        for (size_t i = 0; i < 3000; i++) {
+            bench_key(k, i);
+            bench_value(v, vsizes[vi], i);
+            ents_add(&es, k, 16, 1000 + i, LSM_TYPE_VALUE, v, vsizes[vi]);
+        }
+        sst_options o = opts(LSM_COMPRESSION_NONE, 4096, 10);
+        uint64_t size = build(env, "/rs.sst", &o, &es);
+        sst *t = open_ok(env, "/rs.sst", size, NULL);
+        check_gets(t, &es, 0, NULL);
+        sst_close(t);
+
+        uint8_t *f;
+        size_t n;
+        file_bytes(env, "/rs.sst", &f, &n);
+        const uint8_t *ix = f + dec_fixed64(f + n - 56 + 16);
+        size_t isize = (size_t)dec_fixed64(f + n - 56 + 24);
+        const uint8_t *ip = ix, *iend = ix + isize - 4 - 4 * (size_t)dec_fixed32(ix + isize - 4);
+        size_t blocks = 0, entries = 0, intervals = 0, early = 0, max_restarts = 0;
+        while (ip < iend) {
+            uint64_t shared, non, vlen, boff, bsize;
+            ip = dec_varint(ip, iend, &shared);
+            ip = dec_varint(ip, iend, &non);
+            ip = dec_varint(ip, iend, &vlen);
+            assert_non_null(ip);
+            const uint8_t *hv = ip + non;
+            assert_non_null(dec_varint(dec_varint(hv, hv + vlen, &boff), hv + vlen, &bsize));
+            ip = hv + vlen;
+            const uint8_t *b = f + boff;
+            uint32_t nr = dec_fixed32(b + bsize - 4);
+            size_t limit = (size_t)bsize - 4 - 4 * (size_t)nr;
+            if (nr > max_restarts)
+                max_restarts = nr;
+            for (uint32_t r = 0; r < nr; r++) {
+                size_t from = dec_fixed32(b + limit + 4 * (size_t)r);
+                size_t to = r + 1 < nr ? dec_fixed32(b + limit + 4 * (size_t)(r + 1)) : limit;
+                /* Walk the interval; the rule says where its first restart-worthy entry ends it. */
+                size_t count = 0, want_end = 0;
+                const uint8_t *q = b + from;
+                while (q < b + to) {
+                    uint64_t sh, nn, vl;
+                    q = dec_varint(q, b + to, &sh);
+                    q = dec_varint(q, b + to, &nn);
+                    q = dec_varint(q, b + to, &vl);
+                    assert_non_null(q);
+                    assert_true(count > 0 || sh == 0);
+                    q += nn + vl;
+                    count++;
+                    if (!want_end && (count == 16 || (count >= 8 && (size_t)(q - b) - from >= 512)))
+                        want_end = count;
+                }
+                entries += count;
+                if (r + 1 < nr) {
+                    intervals++;
+                    if (want_end != count)
+                        fail_msg("value size %zu, block at %llu, interval %u: %zu entries, where "
+                                 "the rule ends it after %zu (0: not yet)", vsizes[vi],
+                                 (unsigned long long)boff, r, count, want_end);
+                    early += count < 16;
+                }
+            }
+            blocks++;
+        }
+        assert_int_equal(entries, es.n);
+        assert_true(blocks > 10 && intervals > 30);
+        if (vsizes[vi] == 100) {
+            assert_int_equal(early, intervals);     /* every 8 entries */
+            assert_true(max_restarts <= 8);
+        } else if (vsizes[vi] == 40) {
+            assert_true(early > 0);
+            assert_true(max_restarts <= 8);
+        } else {
+            assert_int_equal(early, 0);             /* small entries: every 16 */
+        }
+        free(f);
+        ents_free(&es);
+    }
+    faultenv_free(env);
+}
+
 /* ---- builder misuse and write failures ---- */
 
 static void test_builder_errors(void **state)
@@ -1075,6 +1168,7 @@ int main(void)
         cmocka_unit_test(test_huge_value),
         cmocka_unit_test(test_long_keys),
         cmocka_unit_test(test_index_groups),
+        cmocka_unit_test(test_restart_spacing),
         cmocka_unit_test(test_builder_errors),
         cmocka_unit_test(test_flip_every_byte_none),
         cmocka_unit_test(test_flip_every_byte_lz4),
