@@ -1138,6 +1138,16 @@ void sst_prefetch_index(const sst *t)
         __builtin_prefetch(p);
 }
 
+void sst_prefetch_where(const sst *t, const uint8_t **filter, size_t *flen, const uint8_t **itop,
+                        size_t *ilen)
+{
+    *filter = t->filter ? t->filter->data : NULL;
+    *flen = t->filter ? t->filter->size : 0;
+    const uint8_t *p = (const uint8_t *)((uintptr_t)t->itop & ~(uintptr_t)63);
+    *itop = p;
+    *ilen = (size_t)(t->ipfx + t->icp - p);
+}
+
 /* Whether index entry i (< nidx - 1) sorts before target, whose window is tw. */
 static inline int sst_index_less(const sst *t, size_t i, uint64_t w, uint64_t tw, slice target)
 {

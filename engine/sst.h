@@ -59,6 +59,10 @@ int  sst_may_contain_hash(sst *t, uint64_t hash);
 void sst_prefetch_filter(sst *t, uint64_t hash);
 /* Likewise for the first lines an index search reads (the group tops). */
 void sst_prefetch_index(const sst *t);
+/* The filter (*flen bytes, NULL if none) and the lines sst_prefetch_index asks for (*ilen bytes
+   from *itop), for a caller that keeps them as prefetch hints. */
+void sst_prefetch_where(const sst *t, const uint8_t **filter, size_t *flen, const uint8_t **itop,
+                        size_t *ilen);
 
 /* Iterator over all entries, in internal order. Must be freed before sst_close. */
 iiter *sst_iter_new(sst *t);

@@ -26,6 +26,12 @@ typedef struct file_meta {
     uint64_t *blobs;           /* blob files this table references, ascending */
     int nblobs;
     struct vset *vs;           /* for deleting the file */
+    /* Where the table's filter and index tops were when a lookup last opened it: a later lookup
+       asks for their lines before it finds the table in the table cache. Only ever prefetched, never
+       read through: the handle may have been closed since, and prefetching a stale address is
+       harmless. Relaxed, and the fields may disagree for the same reason. */
+    _Atomic uintptr_t pf_filter, pf_itop;
+    _Atomic size_t pf_flen, pf_ilen;
 } file_meta;
 
 typedef struct version {
