@@ -1105,12 +1105,11 @@ static void db_probe_hint(file_meta *f, uint64_t hash, int index_too)
    and records where they are. */
 static void db_probe_note(file_meta *f, sst *t, uint64_t hash, int index_too)
 {
+    if (atomic_load_explicit(&f->pf_sst, memory_order_relaxed) == (uintptr_t)t)
+        return;
     const uint8_t *fp, *ip;
     size_t fl, il;
     sst_prefetch_where(t, &fp, &fl, &ip, &il);
-    if (atomic_load_explicit(&f->pf_filter, memory_order_relaxed) == (uintptr_t)fp
-        && atomic_load_explicit(&f->pf_itop, memory_order_relaxed) == (uintptr_t)ip)
-        return;
     sst_prefetch_filter(t, hash);
     if (index_too)
         sst_prefetch_index(t);
@@ -1118,6 +1117,7 @@ static void db_probe_note(file_meta *f, sst *t, uint64_t hash, int index_too)
     atomic_store_explicit(&f->pf_filter, (uintptr_t)fp, memory_order_relaxed);
     atomic_store_explicit(&f->pf_ilen, il, memory_order_relaxed);
     atomic_store_explicit(&f->pf_itop, (uintptr_t)ip, memory_order_relaxed);
+    atomic_store_explicit(&f->pf_sst, (uintptr_t)t, memory_order_relaxed);
 }
 
 /* The core lookup: LSM_OK with a malloc'd copy of the stored value (a blob reference when *type
