@@ -38,9 +38,10 @@
  * An entry's key is the first `shared` bytes of the previous entry's key followed by the
  * non_shared bytes of key_delta. The first entry is a restart point, and so is the entry after
  * restart_interval more, or after half as many once those span block_bytes/8 bytes: shared is 0
- * there and its offset is in the restart array, which is increasing and starts at 0. An empty block is just fixed32 0. Keys are internal keys (user key + 8-byte trailer,
- * see lsm_int.h); a writer cuts a data block once it reaches block_bytes, so one large value (up to
- * 1 GiB) makes one large block. Blocks are below 2,113,929,216 bytes (LZ4_MAX_INPUT_SIZE).
+ * there and its offset is in the restart array, which is increasing and starts at 0. An empty
+ * block is just fixed32 0. Keys are internal keys (user key + 8-byte trailer, see lsm_int.h); a
+ * writer cuts a data block once it reaches block_bytes, so one large value (up to 1 GiB) makes
+ * one large block. Blocks are below 2,113,929,216 bytes (LZ4_MAX_INPUT_SIZE).
  *
  * The index block has restart interval 1 (every key stored whole; readers reject anything else)
  * and one entry per data block, in file order, keys strictly increasing. Its key is

@@ -27,9 +27,9 @@ typedef struct file_meta {
     int nblobs;
     struct vset *vs;           /* for deleting the file */
     /* Where the table's filter and index tops were when a lookup last opened it: a later lookup
-       asks for their lines before it finds the table in the table cache. Only ever prefetched, never
-       read through: the handle may have been closed since, and prefetching a stale address is
-       harmless. Relaxed, and the fields may disagree for the same reason. */
+       asks for their lines before it finds the table in the table cache. Only ever prefetched,
+       never read through: the handle may have been closed since, and prefetching a stale address
+       is harmless. Relaxed, and the fields may disagree for the same reason. */
     _Atomic uintptr_t pf_sst, pf_filter, pf_itop; /* pf_sst: the handle they came from */
     _Atomic size_t pf_flen, pf_ilen;
 } file_meta;
