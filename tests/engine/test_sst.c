@@ -578,9 +578,9 @@ static void test_index_groups(void **state)
 }
 
 /* Restart points in data blocks: a writer restarts after 16 entries, or after 8 once those span
-   an eighth of block_bytes. Decodes every data block of tables whose entries are about 120, 60
-   and 20 bytes long and checks each interval (but a block's last) against that rule, and that
-   with entries of 64 bytes or more a 4 KiB block keeps to 8 restarts, as many as a lookup finds
+   an eighth of block_bytes. Decodes every data block of tables whose entries are about 115, 55
+   and 17 bytes long and checks each interval (but a block's last) against that rule, and that
+   with entries of 32 bytes or more a 4 KiB block keeps to 8 restarts, as many as a lookup finds
    without reading the block's tail. */
 static void test_restart_spacing(void **state)
 {
