@@ -388,24 +388,6 @@ static size_t sst_bb_estimate(const sst_bb *bb)
     return bb->data.len + 4 * bb->nrestarts + 4;
 }
 
-/* Length of the longest common prefix of a and b, eight bytes per step. */
-static inline size_t sst_common_prefix(slice a, slice b)
-{
-    size_t n = a.n < b.n ? a.n : b.n, i = 0;
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    for (; i + 8 <= n; i += 8) {
-        uint64_t x, y;
-        memcpy(&x, a.p + i, 8);
-        memcpy(&y, b.p + i, 8);
-        if (x != y)
-            return i + (size_t)(__builtin_ctzll(x ^ y) >> 3);
-    }
-#endif
-    while (i < n && a.p[i] == b.p[i])
-        i++;
-    return i;
-}
-
 static inline uint8_t *sst_put_varint(uint8_t *p, uint64_t v)
 {
     if (v < 0x80) {
@@ -655,7 +637,7 @@ int sst_builder_add(sst_builder *b, slice ikey, slice val, char *err)
         return lsm_err(err, LSM_INVALID, "%s: keys added out of order", b->path);
     /* How many leading bytes ikey shares with the previous key: the data block stores only the
        rest, last_key copies only the rest, and the bloom filter skips a repeated user key. */
-    size_t same = b->entries > 0 ? sst_common_prefix(last, ikey) : 0;
+    size_t same = b->entries > 0 ? ukey_shared(last.p, last.n, ikey.p, ikey.n) : 0;
 
     if (b->data.entries > 0 && b->data.data.len + ikey.n + val.n + 64 > SST_MAX_BLOCK) {
         int rc = sst_flush_block(b, err);
