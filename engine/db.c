@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
-#include "bloom.h"
 #include "db_impl.h"
 
 #define BATCH_HEADER 12
@@ -1093,13 +1092,10 @@ typedef struct db_probe {
 static void db_probe_hint(file_meta *f, uint64_t hash, int index_too)
 {
     uintptr_t fp = atomic_load_explicit(&f->pf_filter, memory_order_relaxed);
-    if (fp)
-        bloom_prefetch((const uint8_t *)fp, atomic_load_explicit(&f->pf_flen, memory_order_relaxed),
-                       hash);
     uintptr_t ip = index_too ? atomic_load_explicit(&f->pf_itop, memory_order_relaxed) : 0;
     size_t il = ip ? atomic_load_explicit(&f->pf_ilen, memory_order_relaxed) : 0;
-    for (size_t o = 0; o < il && o < 1024; o += 64)
-        __builtin_prefetch((const uint8_t *)ip + o);
+    sst_prefetch_at((const uint8_t *)fp, atomic_load_explicit(&f->pf_flen, memory_order_relaxed),
+                    hash, (const uint8_t *)ip, il < 1024 ? il : 1024);
 }
 
 /* After the table cache gave t for f: if the hints were stale or missing, asks for the lines now
@@ -1111,9 +1107,7 @@ static void db_probe_note(file_meta *f, sst *t, uint64_t hash, int index_too)
     const uint8_t *fp, *ip;
     size_t fl, il;
     sst_prefetch_where(t, &fp, &fl, &ip, &il);
-    sst_prefetch_filter(t, hash);
-    if (index_too)
-        sst_prefetch_index(t);
+    sst_prefetch_at(fp, fl, hash, ip, index_too ? il : 0);
     atomic_store_explicit(&f->pf_flen, fl, memory_order_relaxed);
     atomic_store_explicit(&f->pf_filter, (uintptr_t)fp, memory_order_relaxed);
     atomic_store_explicit(&f->pf_ilen, il, memory_order_relaxed);

@@ -8,11 +8,11 @@
  * scans at most one restart interval; it allocates nothing but the returned copy of the value. The
  * index and filter are read and verified once at open and kept for the table's lifetime. In a
  * large database none of that stays in the CPU cache, so each step asks for the lines the next
- * one will read before it waits (sst_prefetch_filter and sst_prefetch_index let the caller start
- * that for several tables at once). When the env can map files, the table is mapped read-only and
- * uncompressed data blocks are read in place (verified on first use, like LevelDB's mmap'd tables
- * but checked): the block cache then holds only decompressed blocks, and the page cache holds the
- * rest.
+ * one will read before it waits (sst_prefetch_where and sst_prefetch_at let the caller start that
+ * for several tables at once, even before it has the tables' handles). When the env can map
+ * files, the table is mapped read-only and uncompressed data blocks are read in place (verified
+ * on first use, like LevelDB's mmap'd tables but checked): the block cache then holds only
+ * decompressed blocks, and the page cache holds the rest.
  *
  * Table format, version 1 (all integers little-endian; varints are LEB128, 7 bits per byte, low
  * group first, high bit set on every byte but the last):
@@ -1114,11 +1114,25 @@ static void sst_index_windows(sst *t)
     }
 }
 
-void sst_prefetch_index(const sst *t)
+/* The lines an index search reads first: the group tops and the shared prefix after them. */
+static const uint8_t *sst_index_lines(const sst *t, size_t *n)
 {
-    const uint8_t *p = (const uint8_t *)t->itop, *end = t->ipfx + t->icp;
-    for (p = (const uint8_t *)((uintptr_t)p & ~(uintptr_t)63); p < end; p += 64)
-        __builtin_prefetch(p);
+    const uint8_t *p = (const uint8_t *)((uintptr_t)t->itop & ~(uintptr_t)63);
+    *n = (size_t)(t->ipfx + t->icp - p);
+    return p;
+}
+
+static void sst_prefetch_lines(const uint8_t *p, size_t n)
+{
+    for (size_t o = 0; o < n; o += 64)
+        __builtin_prefetch(p + o);
+}
+
+static void sst_prefetch_index(const sst *t)
+{
+    size_t n;
+    const uint8_t *p = sst_index_lines(t, &n);
+    sst_prefetch_lines(p, n);
 }
 
 void sst_prefetch_where(const sst *t, const uint8_t **filter, size_t *flen, const uint8_t **itop,
@@ -1126,9 +1140,15 @@ void sst_prefetch_where(const sst *t, const uint8_t **filter, size_t *flen, cons
 {
     *filter = t->filter ? t->filter->data : NULL;
     *flen = t->filter ? t->filter->size : 0;
-    const uint8_t *p = (const uint8_t *)((uintptr_t)t->itop & ~(uintptr_t)63);
-    *itop = p;
-    *ilen = (size_t)(t->ipfx + t->icp - p);
+    *itop = sst_index_lines(t, ilen);
+}
+
+void sst_prefetch_at(const uint8_t *filter, size_t flen, uint64_t hash, const uint8_t *itop,
+                     size_t ilen)
+{
+    if (filter)
+        bloom_prefetch(filter, flen, hash);
+    sst_prefetch_lines(itop, ilen);
 }
 
 /* Whether index entry i (< nidx - 1) sorts before target, whose window is tw. */
@@ -1314,12 +1334,6 @@ uint64_t sst_key_hash(const void *ukey, size_t uklen)
 int sst_may_contain_hash(sst *t, uint64_t hash)
 {
     return !t->filter || bloom_may_contain(t->filter->data, t->filter->size, hash);
-}
-
-void sst_prefetch_filter(sst *t, uint64_t hash)
-{
-    if (t->filter)
-        bloom_prefetch(t->filter->data, t->filter->size, hash);
 }
 
 int sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, int *type,

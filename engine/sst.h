@@ -54,15 +54,16 @@ int  sst_may_contain(sst *t, const void *ukey, size_t uklen);
 /* The same with hash = sst_key_hash(ukey): a lookup through several tables hashes once. */
 uint64_t sst_key_hash(const void *ukey, size_t uklen);
 int  sst_may_contain_hash(sst *t, uint64_t hash);
-/* Starts fetching the filter line sst_may_contain_hash(t, hash) will read, so that a lookup
-   through several tables waits for their misses together instead of one after another. */
-void sst_prefetch_filter(sst *t, uint64_t hash);
-/* Likewise for the first lines an index search reads (the group tops). */
-void sst_prefetch_index(const sst *t);
-/* The filter (*flen bytes, NULL if none) and the lines sst_prefetch_index asks for (*ilen bytes
-   from *itop), for a caller that keeps them as prefetch hints. */
+/* Where t's filter is (*flen bytes, NULL if none) and the first lines an index search reads
+   (*ilen bytes from *itop, the group tops), for a caller that keeps them as prefetch hints. */
 void sst_prefetch_where(const sst *t, const uint8_t **filter, size_t *flen, const uint8_t **itop,
                         size_t *ilen);
+/* Starts fetching the filter line sst_may_contain_hash will read for hash and ilen bytes of index
+   lines from itop (0 for none), at addresses sst_prefetch_where gave, so that a lookup through
+   several tables waits for their misses together instead of one after another. The addresses may
+   be stale, as the table may have been closed since: they are only prefetched, never read. */
+void sst_prefetch_at(const uint8_t *filter, size_t flen, uint64_t hash, const uint8_t *itop,
+                     size_t ilen);
 
 /* Iterator over all entries, in internal order. Must be freed before sst_close. */
 iiter *sst_iter_new(sst *t);
