@@ -501,7 +501,7 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
     if (split.p) {
         sub[0].hi = split;
         sub[1].lo = split;
-        if (pthread_create(&helper, NULL, compact_merge_thread, &sub[1]) == 0) {
+        if (lsm_thread_start(&helper, compact_merge_thread, &sub[1]) == 0) {
             nsub = 2;
             atomic_fetch_add(&db->st_compactions_split, 1);
         } else {

@@ -2061,12 +2061,12 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     db_remove_obsolete(db);
 
     db->mem = memtable_new();
-    if (pthread_create(&db->flush_thread, NULL, db_flush_main, db) != 0) {
+    if (lsm_thread_start(&db->flush_thread, db_flush_main, db) != 0) {
         rc = lsm_err(err, LSM_NOMEM, "cannot start the flush thread");
         goto fail;
     }
     for (; db->nthreads < COMPACT_THREADS; db->nthreads++)
-        if (pthread_create(&db->compact_thread[db->nthreads], NULL, compact_thread_main, db) != 0) {
+        if (lsm_thread_start(&db->compact_thread[db->nthreads], compact_thread_main, db) != 0) {
             db_stop_threads(db);
             rc = lsm_err(err, LSM_NOMEM, "cannot start a compaction thread");
             goto fail;

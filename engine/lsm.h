@@ -12,7 +12,8 @@
  *    names a code; lsm_errmsg() gives the detail of the last failure on a handle (file, offset, why).
  *    A call that fails because of misuse (LSM_INVALID) changes nothing.
  *  - Thread safety: any number of threads may share one lsm_db. An lsm_iter or lsm_batch belongs to
- *    one thread at a time.
+ *    one thread at a time. The engine's own background threads (flush, compaction) block every
+ *    signal but faults, so a signal sent to the process is always handled by a caller's thread.
  *  - Out of memory inside the engine aborts the process (as LevelDB does), except where a call can
  *    say LSM_NOMEM (a value buffer too large to allocate).
  */

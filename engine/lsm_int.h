@@ -10,6 +10,7 @@
 #ifndef LSM_INT_H
 #define LSM_INT_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -152,5 +153,14 @@ int lsm_err_errno(char *err, int neg_errno, const char *what, const char *path);
 
 /* Monotonic microseconds. */
 uint64_t lsm_now_micros(void);
+
+/* ---- threads ---- */
+/* pthread_create for the engine's background threads: the new thread starts with every signal
+   blocked but those a fault raises in the thread itself (SIGSEGV, SIGBUS, ...), so a signal sent
+   to the process is always handled by one of the application's threads. Without this, a signal
+   the application blocks in order to sigwait for it, or waits for on one thread (libfuse's loop
+   sleeps until SIGTERM's handler runs on its thread), could be taken by an engine thread started
+   before the application set its mask. Returns pthread_create's result. */
+int lsm_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 #endif /* LSM_INT_H */

@@ -1,9 +1,11 @@
 /*
  * util.c — the small helpers every module shares: aborting allocators, growable buffers, varint
- * coding, checksums, key comparison and error formatting. Kept free of any engine state so that
- * every module (and every unit test) can link it alone.
+ * coding, checksums, key comparison, error formatting and starting background threads. Kept free
+ * of any engine state so that every module (and every unit test) can link it alone.
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -226,4 +228,18 @@ uint64_t lsm_now_micros(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+int lsm_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    /* Faults stay deliverable, so that a handler (a sanitizer's, say) still reports them. */
+    static const int faults[] = { SIGBUS, SIGFPE, SIGILL, SIGSEGV, SIGSYS, SIGTRAP };
+    for (size_t i = 0; i < sizeof faults / sizeof *faults; i++)
+        sigdelset(&all, faults[i]);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
 }

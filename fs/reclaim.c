@@ -35,6 +35,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
@@ -249,7 +250,18 @@ int lsmfs_reclaim_start(void)
 {
     pthread_mutex_lock(&rec.mu);
     rec.stop = 0;
+    /* The thread starts with SIGTERM, SIGHUP, SIGINT and SIGQUIT blocked (the engine's threads
+       and libfuse's workers block them too), so they always reach the thread libfuse's loop
+       sleeps on. */
+    sigset_t mask, old;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGQUIT);
+    pthread_sigmask(SIG_BLOCK, &mask, &old);
     int rc = pthread_create(&rec.thread, NULL, reclaim_main, NULL);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     rec.started = rc == 0;
     pthread_mutex_unlock(&rec.mu);
     return rc == 0 ? 0 : -rc;

@@ -1,7 +1,8 @@
 /*
  * test_db.c — behaviour of the public API (lsm.h) on a real directory: open/create rules, point
  * operations and their limits, batches, snapshots and seeks, flush/compact/reopen, the directory
- * lock, statistics, error texts and concurrent use from several threads.
+ * lock, statistics, error texts, concurrent use from several threads, and that the engine's own
+ * threads leave signals to the application's.
  *
  * Each test works in its own temporary directory under /tmp and removes it. Nothing here looks at
  * engine internals or file formats: only what lsm.h promises.
@@ -14,6 +15,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1680,6 +1682,63 @@ static void test_threads(void **state)
     lsm_close(db);
 }
 
+/* ---- signals ---- */
+
+static _Atomic pid_t sig_tid;   /* thread the SIGUSR1 handler ran on (0: not run) */
+static _Atomic int sig_count;
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    sig_tid = gettid();
+    sig_count++;
+}
+
+/* A signal sent to the process must be handled by an application thread, never by one of the
+   engine's. An application that blocks a signal to take it with sigwait, or that sleeps until its
+   handler runs on one thread (as libfuse's loop does), would otherwise lose it to an engine thread
+   started (by lsm_open) before the application blocked it. While the only application thread
+   blocks SIGUSR1, one sent to the process has to stay pending (an engine thread that accepted it
+   would run the handler at once); it runs on this thread when it unblocks. Done with an idle and
+   a busy engine. */
+static void test_signals_stay_with_the_application(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_db(f->dir, 64 << 10);
+    struct sigaction sa = { .sa_handler = on_usr1 }, old_sa;
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGUSR1, &sa, &old_sa), 0);
+    sigset_t usr1, old_mask;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    for (int busy = 0; busy < 2; busy++) {
+        if (busy) {
+            /* Enough writes to a 64 KiB memtable that flushes and compactions run meanwhile. */
+            char k[32], v[100];
+            memset(v, 'v', sizeof v);
+            for (int i = 0; i < 20000; i++) {
+                snprintf(k, sizeof k, "k%08d", (i * 7919) % 20000);
+                CHECK_OK(db, lsm_put(db, k, strlen(k), v, sizeof v));
+            }
+        }
+        sig_tid = 0;
+        sig_count = 0;
+        assert_int_equal(pthread_sigmask(SIG_BLOCK, &usr1, &old_mask), 0);
+        assert_int_equal(kill(getpid(), SIGUSR1), 0);
+        usleep(300 * 1000);     /* the flush thread alone wakes every 100 ms */
+        int before = sig_count;
+        pid_t early = sig_tid;
+        assert_int_equal(pthread_sigmask(SIG_SETMASK, &old_mask, NULL), 0);
+        if (before != 0)
+            fail_msg("%s engine: SIGUSR1 was handled by thread %d while the application blocked it",
+                     busy ? "busy" : "idle", (int)early);
+        assert_int_equal(sig_count, 1);
+        assert_int_equal(sig_tid, gettid());
+    }
+    assert_int_equal(sigaction(SIGUSR1, &old_sa, NULL), 0);
+    lsm_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1711,6 +1770,7 @@ int main(void)
         cmocka_unit_test(test_strerror),
         cmocka_unit_test(test_close_null),
         cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_signals_stay_with_the_application, setup, teardown),
     };
     return cmocka_run_group_tests_name("engine api (test_db)", tests, NULL, NULL);
 }
