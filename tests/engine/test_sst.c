@@ -161,6 +161,14 @@ static void file_bytes(lsm_env *env, const char *path, uint8_t **p, size_t *n)
     env->close(env, f);
 }
 
+/* Where the index block of the table in f (n bytes) starts and how long it is without its
+   5-byte trailer, as the footer (the last 56 bytes) says. */
+static void footer_index(const uint8_t *f, size_t n, size_t *off, size_t *size)
+{
+    *off = (size_t)dec_fixed64(f + n - 56 + 16);
+    *size = (size_t)dec_fixed64(f + n - 56 + 24);
+}
+
 static void file_put(lsm_env *env, const char *path, const void *p, size_t n)
 {
     lsm_file *f;
@@ -605,8 +613,9 @@ static void test_restart_spacing(void **state)
         uint8_t *f;
         size_t n;
         file_bytes(env, "/rs.sst", &f, &n);
-        const uint8_t *ix = f + dec_fixed64(f + n - 56 + 16);
-        size_t isize = (size_t)dec_fixed64(f + n - 56 + 24);
+        size_t ioff, isize;
+        footer_index(f, n, &ioff, &isize);
+        const uint8_t *ix = f + ioff;
         const uint8_t *ip = ix, *iend = ix + isize - 4 - 4 * (size_t)dec_fixed32(ix + isize - 4);
         size_t blocks = 0, entries = 0, intervals = 0, early = 0, max_restarts = 0;
         while (ip < iend) {
@@ -937,7 +946,9 @@ static void test_malformed_blocks_with_valid_checksums(void **state)
         size_t n;
         file_bytes(env, "/m.sst", &orig, &n);
         assert_int_equal(n, size);
-        size_t blk = (size_t)dec_fixed64(orig + n - 56 + 16) - 5;
+        size_t ioff, isize;
+        footer_index(orig, n, &ioff, &isize);
+        size_t blk = ioff - 5;
         uint8_t *p = malloc(n);
         char err[LSM_ERRLEN];
         size_t corrupt = 0, ok = 0;
@@ -1028,7 +1039,8 @@ static void test_malformed_index_with_valid_checksum(void **state)
     size_t n;
     file_bytes(env, "/i.sst", &orig, &n);
     assert_int_equal(n, size);
-    size_t ioff = (size_t)dec_fixed64(orig + n - 56 + 16), isize = (size_t)dec_fixed64(orig + n - 56 + 24);
+    size_t ioff, isize;
+    footer_index(orig, n, &ioff, &isize);
     uint8_t *p = malloc(n);
     char err[LSM_ERRLEN];
     size_t refused = 0, opened = 0;
