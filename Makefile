@@ -19,7 +19,7 @@ FS_SRC     = $(wildcard fs/*.c)
 FS_OBJ     = $(FS_SRC:.c=.o)
 TEST_SRC   = $(wildcard tests/engine/test_*.c)
 TEST_BIN   = $(TEST_SRC:.c=)
-HELPER_SRC = $(wildcard tests/engine/helper_*.c)
+HELPER_SRC = $(wildcard tests/engine/helper_*.c) tests/engine/faultenv.c
 TOOL_SRC   = $(wildcard tests/tools/*.c)
 TOOL_BIN   = $(TOOL_SRC:.c=)
 BENCH_SRC  = $(wildcard tests/bench/*.c)

@@ -2,9 +2,10 @@
  * env.h — the engine's only door to the file system: a small table of function pointers.
  *
  * Every file operation of the engine goes through an lsm_env so that tests can substitute one that
- * injects faults. lsm_env_posix() is the default. faultenv_* is an in-memory file system for tests
- * that models what survives a power loss: file bytes survive only up to the last sync of that file,
- * and a directory entry (creation, rename, unlink) survives only once its directory was synced.
+ * injects faults. lsm_env_posix() is the default. The tests' fault env (tests/engine/faultenv.h) is
+ * an in-memory file system that models what survives a power loss: file bytes survive only up to
+ * the last sync of that file, and a directory entry (creation, rename, unlink) survives only once
+ * its directory was synced.
  *
  * Conventions: functions return 0 (or a byte count) on success and a negative errno on failure;
  * they never print. Paths are full paths (the engine joins dir + "/" + name).
@@ -95,26 +96,5 @@ int  env_write_file_atomic(lsm_env *env, const char *dir, const char *name, cons
 /* Reads the whole file into *out (malloc'd, caller frees) */
 int  env_read_file(lsm_env *env, const char *path, uint8_t **out, size_t *n);
 
-/* ---- fault-injecting in-memory env (tests) ---- */
-lsm_env *faultenv_new(void);
-void     faultenv_free(lsm_env *env);
-/* Power loss: every file loses the bytes appended since its last sync, and each 4 KiB page of its
-   synced length that was written over since then (pwrite) keeps its new or its old content, by a
-   coin toss of the env's generator (faultenv_seed), independently of the other pages; every
-   directory loses the creations, renames and unlinks made since its last sync_dir. Open files stay
-   usable handles to the (now truncated) files; locks are released. Clears any armed fault. */
-void     faultenv_power_loss(lsm_env *env);
-/* After `after` more mutating calls (append, pwrite, preallocate, sync, rename, unlink, create,
-   sync_dir), every mutating call fails with -err (EIO, ENOSPC) and changes nothing — the machine
-   is "dead" — until faultenv_clear or faultenv_power_loss. err = 0 disarms. */
-void     faultenv_fail_after(lsm_env *env, long after, int err);
-/* With short != 0, every append writes at most half of what it is given (at least 1 byte). */
-void     faultenv_short_writes(lsm_env *env, int on);
-void     faultenv_clear(lsm_env *env);
-/* Seeds the generator behind power loss's coin tosses (a fixed seed is used until then). */
-void     faultenv_seed(lsm_env *env, uint64_t seed);
-long     faultenv_mutations(lsm_env *env);     /* mutating calls so far */
-/* Flips (xor 0xff) the byte at off of path, as both live and durable content; -ENOENT if none. */
-int      faultenv_corrupt(lsm_env *env, const char *path, uint64_t off);
 
 #endif /* LSM_ENV_H */

@@ -23,7 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "env.h"
+#include "faultenv.h"
 #include "helper_model.h"
 #include "lsm.h"
 

@@ -16,7 +16,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "env.h"
+#include "faultenv.h"
 #include "lsm_int.h"
 
 /* ---- helpers ---- */

@@ -24,7 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "env.h"
+#include "faultenv.h"
 #include "helper_model.h"
 #include "lsm.h"
 

@@ -26,7 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "env.h"
+#include "faultenv.h"
 #include "helper_model.h"
 #include "lsm.h"
 

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include "bloom.h"
+#include "faultenv.h"
 #include "sst.h"
 
 /* ---- entries and tables ---- */

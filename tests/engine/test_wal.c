@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "env.h"
+#include "faultenv.h"
 #include "lsm_int.h"
 #include "wal.h"
 
