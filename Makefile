@@ -20,7 +20,7 @@ FS_OBJ     = $(FS_SRC:.c=.o)
 TEST_SRC   = $(wildcard tests/engine/test_*.c)
 TEST_BIN   = $(TEST_SRC:.c=)
 HELPER_SRC = $(wildcard tests/engine/helper_*.c) tests/engine/faultenv.c
-TOOL_SRC   = $(wildcard tests/tools/*.c)
+TOOL_SRC   = $(wildcard tools/*.c)
 TOOL_BIN   = $(TOOL_SRC:.c=)
 BENCH_SRC  = $(wildcard tests/bench/*.c)
 BENCH_BIN  = $(BENCH_SRC:.c=)
@@ -50,7 +50,7 @@ fs/lsmfs: $(FS_OBJ) engine/liblsm.a
 tests/engine/test_%: tests/engine/test_%.c $(HELPER_SRC) engine/liblsm.a
 	$(CC) $(CFLAGS) $(XCFLAGS) -Iengine -o $@ $< $(HELPER_SRC) engine/liblsm.a -lcmocka $(LIBS)
 
-tests/tools/%: tests/tools/%.c engine/liblsm.a
+tools/%: tools/%.c engine/liblsm.a
 	$(CC) $(CFLAGS) $(XCFLAGS) -Iengine -o $@ $< engine/liblsm.a $(LIBS)
 
 tests/bench/%: tests/bench/%.c engine/liblsm.a
@@ -91,7 +91,7 @@ uninstall:
 clean:
 	rm -rf build-san
 	rm -f engine/*.o engine/*.d engine/liblsm.a engine/liblsm.so fs/*.o fs/*.d fs/lsmfs \
-	      $(TEST_BIN) tests/engine/*.d $(TOOL_BIN) tests/tools/*.d $(BENCH_BIN) tests/bench/*.d
+	      $(TEST_BIN) tests/engine/*.d $(TOOL_BIN) tools/*.d $(BENCH_BIN) tests/bench/*.d
 
 .PHONY: all test check bench install uninstall clean
 -include $(ENGINE_SRC:.c=.d) $(FS_SRC:.c=.d)

@@ -7,14 +7,14 @@
 # unmounts it and stops only the processes it started, whether the test passed or failed.
 #
 # Environment: LSMFS (daemon binary, default fs/lsmfs of this tree), LSMTOOL (offline tool, default
-# tests/tools/lsmtool), LSMFS_TEST_OPTS (extra daemon arguments for every mount_fs, e.g.
+# tools/lsmtool), LSMFS_TEST_OPTS (extra daemon arguments for every mount_fs, e.g.
 # "-o writeback" to run the suites in that mode).
 
 bats_require_minimum_version 1.5.0
 
 REPO=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 : "${LSMFS:=$REPO/fs/lsmfs}"
-: "${LSMTOOL:=$REPO/tests/tools/lsmtool}"
+: "${LSMTOOL:=$REPO/tools/lsmtool}"
 
 MOUNTS=()        # mount points to unmount at teardown
 PIDS=()          # daemon pids this test started
@@ -222,13 +222,13 @@ assert_eq() {
     fi
 }
 
-# Makes sure the offline tool is built (the Makefile builds tests/tools/%).
+# Makes sure the offline tool is built (the Makefile builds tools/%).
 require_lsmtool() {
     if [ ! -x "$LSMTOOL" ]; then
-        make -s -C "$REPO" tests/tools/lsmtool >/dev/null 2>&1 || true
+        make -s -C "$REPO" tools/lsmtool >/dev/null 2>&1 || true
     fi
     if [ ! -x "$LSMTOOL" ]; then
-        echo "offline tool $LSMTOOL is not built (make tests/tools/lsmtool)" >&2
+        echo "offline tool $LSMTOOL is not built (make tools/lsmtool)" >&2
         return 1
     fi
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # t30 — listing: a directory is a merged scan over the live memtable and every table on disk, with
 # the newest version of each key winning and deleted keys hidden; names come out sorted, each once,
-# however many readdir calls the kernel needs.  Databases are built offline with tests/tools/lsmtool
+# however many readdir calls the kernel needs.  Databases are built offline with tools/lsmtool
 # (through the public API) so the tables, overwrites and deletes are exactly the ones intended.
 
 load helper

@@ -1,5 +1,6 @@
 /*
- * lsmtool — offline access to a liblsm database directory, for the test suites.
+ * lsmtool — offline access to a liblsm database directory, used by the test suites (the admin tool
+ * issue makes it a product; until then it is built by `make` but not installed).
  *
  * The lsmfs suites use it to check that a file's bytes are exactly its key's value, and to build
  * databases the daemon has never seen: keys put through the API, several tables forced to disk with
