@@ -27,6 +27,14 @@
 extern "C" {
 #endif
 
+/* Marks what liblsm exports. The library is built with -fvisibility=hidden, so every other symbol
+   in it stays private and cannot clash with a program's own. */
+#if defined(__GNUC__) && defined(LSM_BUILDING_LIBRARY)
+#define LSM_API __attribute__((visibility("default")))
+#else
+#define LSM_API
+#endif
+
 #define LSM_VERSION_STRING "0.1.0"
 
 #define LSM_MAX_KEY   65535u          /* longest key, bytes */
@@ -87,74 +95,74 @@ typedef struct lsm_options {
 } lsm_options;
 
 /* Fills *opt with the defaults above. */
-void lsm_options_init(lsm_options *opt);
+LSM_API void lsm_options_init(lsm_options *opt);
 
 /* Opens (creating if allowed) the database in directory dir. opt NULL = defaults. On success *out is
    a handle to close with lsm_close(). On failure *out is NULL; the message is in lsm_errmsg(NULL)
    (kept per thread), e.g. "LOCK: held by another handle (pid 123)" for LSM_BUSY. */
-int  lsm_open(const char *dir, const lsm_options *opt, lsm_db **out);
+LSM_API int  lsm_open(const char *dir, const lsm_options *opt, lsm_db **out);
 
 /* Waits for background work, syncs the WAL, releases the lock and frees db. Accepts NULL. Returns the
    first error met while closing (the handle is freed regardless). */
-int  lsm_close(lsm_db *db);
+LSM_API int  lsm_close(lsm_db *db);
 
-int  lsm_put(lsm_db *db, const void *key, size_t klen, const void *val, size_t vlen);
-int  lsm_delete(lsm_db *db, const void *key, size_t klen);
+LSM_API int  lsm_put(lsm_db *db, const void *key, size_t klen, const void *val, size_t vlen);
+LSM_API int  lsm_delete(lsm_db *db, const void *key, size_t klen);
 
 /* *val is from malloc() (caller frees; NULL when vlen is 0 is never returned: a 0-length value gives
    a valid 1-byte allocation); LSM_NOTFOUND if absent. */
-int  lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen);
+LSM_API int  lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen);
 
 /* Like lsm_get without copying the value: only its length. */
-int  lsm_get_size(lsm_db *db, const void *key, size_t klen, uint64_t *vlen);
+LSM_API int  lsm_get_size(lsm_db *db, const void *key, size_t klen, uint64_t *vlen);
 
 /* Copies at most n bytes of the key's value starting at byte off into buf; *nread is how many were
    copied (0 at or past the end) and *vlen (may be NULL) the value's full length. Reads only what it
    must when the value sits in a blob file. */
-int  lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *buf, size_t n,
+LSM_API int  lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *buf, size_t n,
                    size_t *nread, uint64_t *vlen);
 
 /* Every write committed so far is on stable storage when this returns LSM_OK. */
-int  lsm_sync(lsm_db *db);
+LSM_API int  lsm_sync(lsm_db *db);
 
 /* Batches: applied by lsm_write all or nothing, before and after a crash. lsm_batch_new aborts on
    out of memory; put/delete copy key and value. Invalid lengths are remembered and make lsm_write
    fail with LSM_INVALID. */
 lsm_batch *lsm_batch_new(void);
-void lsm_batch_put(lsm_batch *b, const void *key, size_t klen, const void *val, size_t vlen);
-void lsm_batch_delete(lsm_batch *b, const void *key, size_t klen);
-void lsm_batch_clear(lsm_batch *b);
-int  lsm_batch_count(const lsm_batch *b);
-int  lsm_write(lsm_db *db, lsm_batch *b, int sync);
-void lsm_batch_free(lsm_batch *b);
+LSM_API void lsm_batch_put(lsm_batch *b, const void *key, size_t klen, const void *val, size_t vlen);
+LSM_API void lsm_batch_delete(lsm_batch *b, const void *key, size_t klen);
+LSM_API void lsm_batch_clear(lsm_batch *b);
+LSM_API int  lsm_batch_count(const lsm_batch *b);
+LSM_API int  lsm_write(lsm_db *db, lsm_batch *b, int sync);
+LSM_API void lsm_batch_free(lsm_batch *b);
 
 /* Iterators see a snapshot taken at lsm_iter_new: later writes are invisible. Free every iterator
    before lsm_close. After a failure (corrupt table, I/O error) lsm_iter_valid() turns 0 and
    lsm_iter_status() says why. */
-int  lsm_iter_new(lsm_db *db, lsm_iter **out);
-void lsm_iter_seek(lsm_iter *it, const void *key, size_t klen);  /* first key >= key; klen 0 = first */
-int  lsm_iter_valid(const lsm_iter *it);
-void lsm_iter_next(lsm_iter *it);
+LSM_API int  lsm_iter_new(lsm_db *db, lsm_iter **out);
+LSM_API void lsm_iter_seek(lsm_iter *it, const void *key, size_t klen);  /* first key >= key; klen 0 = first */
+LSM_API int  lsm_iter_valid(const lsm_iter *it);
+LSM_API void lsm_iter_next(lsm_iter *it);
 const void *lsm_iter_key(const lsm_iter *it, size_t *klen);    /* borrowed until the next call */
 /* Borrowed until the next call. NULL when the value could not be read (a value kept in a blob file
    is read here, and that can fail): the iterator is then invalid and lsm_iter_status says why. */
 const void *lsm_iter_value(const lsm_iter *it, size_t *vlen);
-int  lsm_iter_status(const lsm_iter *it);
+LSM_API int  lsm_iter_status(const lsm_iter *it);
 /* Iteration stops (lsm_iter_valid turns 0) at the first key >= key; klen 0 removes the bound. A
    bound lets a prefix scan stop at the prefix's end instead of stepping over the deleted keys that
    follow it. Unpositioned afterwards: seek. */
-void lsm_iter_set_upper_bound(lsm_iter *it, const void *key, size_t klen);
+LSM_API void lsm_iter_set_upper_bound(lsm_iter *it, const void *key, size_t klen);
 /* Moves the iterator's snapshot to now, as if it were freed and made anew but cheaply: when no
    flush or compaction happened since, only the snapshot moves. Unpositioned afterwards: seek. */
-int  lsm_iter_refresh(lsm_iter *it);
-void lsm_iter_free(lsm_iter *it);
+LSM_API int  lsm_iter_refresh(lsm_iter *it);
+LSM_API void lsm_iter_free(lsm_iter *it);
 
 /* Flushes the memtable to a table and waits for it. */
-int  lsm_flush(lsm_db *db);
+LSM_API int  lsm_flush(lsm_db *db);
 
 /* Merges everything into the fewest tables of the last level, dropping overwritten versions and
    tombstones that no live iterator needs. Waits until done. */
-int  lsm_compact(lsm_db *db);
+LSM_API int  lsm_compact(lsm_db *db);
 
 /* Flushes the memtable, then merges the tables holding keys in [lo, hi] (lo NULL: from the first
    key; hi NULL: to the last) level by level into the deepest level that holds any of them, as
@@ -162,7 +170,7 @@ int  lsm_compact(lsm_db *db);
    only they referred to, are freed. Background compactions may run between the steps. Waits until
    done. Cost grows with the tables the range touches: a single key touches about one table per
    level and what it overlaps below. */
-int  lsm_compact_range(lsm_db *db, const void *lo, size_t lon, const void *hi, size_t hin);
+LSM_API int  lsm_compact_range(lsm_db *db, const void *lo, size_t lon, const void *hi, size_t hin);
 
 #define LSM_MAX_LEVELS 7
 
@@ -192,7 +200,7 @@ typedef struct lsm_stats {
 } lsm_stats;
 
 /* Fills *st with a consistent view of the counters. */
-int  lsm_stats_get(lsm_db *db, lsm_stats *st);
+LSM_API int  lsm_stats_get(lsm_db *db, lsm_stats *st);
 
 const char *lsm_strerror(int rc);
 
