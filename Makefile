@@ -11,7 +11,7 @@ FUSE_CFLAGS = $(shell pkg-config --cflags fuse3)
 FUSE_LIBS   = $(shell pkg-config --libs fuse3)
 
 ENGINE_SRC = engine/util.c engine/env.c engine/wal.c engine/memtable.c engine/bloom.c \
-             engine/cache.c engine/sst.c engine/iter.c engine/version.c engine/db.c \
+             engine/cache.c engine/sst.c engine/iter.c engine/version.c engine/options.c engine/db.c \
              engine/compact.c engine/blob.c
 ENGINE_OBJ = $(ENGINE_SRC:.c=.o)
 ENGINE_PIC = $(ENGINE_SRC:.c=.pic.o)

@@ -150,26 +150,6 @@ void db_set_bg_error(lsm_db *db, int rc, const char *msg)
     pthread_cond_broadcast(&db->bg_cv);
 }
 
-/* ---------- options ---------- */
-
-void lsm_options_init(lsm_options *opt)
-{
-    memset(opt, 0, sizeof *opt);
-    opt->memtable_bytes = 4u << 20;
-    opt->cache_bytes = 8u << 20;
-    opt->bloom_bits_per_key = 10;
-    opt->compression = LSM_COMPRESSION_NONE;
-    opt->compression_level = 1;
-    opt->wal_buffer_bytes = 64u << 10;
-    opt->create_if_missing = 1;
-    opt->max_open_files = 1000;
-    opt->block_bytes = 4096;
-    opt->table_bytes = 2u << 20;
-    opt->level1_bytes = 10u << 20;
-    opt->blob_threshold = 64u << 10;
-    opt->background_compaction = 1;
-}
-
 /* ---------- batches ---------- */
 
 lsm_batch *lsm_batch_new(void)
@@ -1940,22 +1920,11 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     if (opt)
         db->opt = *opt;
     else
-        lsm_options_init(&db->opt);
-    if (db->opt.memtable_bytes < 4096)
-        db->opt.memtable_bytes = 4096;
-    if (db->opt.block_bytes < 256)
-        db->opt.block_bytes = 256;
-    if (db->opt.table_bytes < 4096)
-        db->opt.table_bytes = 4096;
-    if (db->opt.level1_bytes < 4096)
-        db->opt.level1_bytes = 4096;
-    if (db->opt.max_open_files < 16)
-        db->opt.max_open_files = 16;
-    if (db->opt.bloom_bits_per_key < 0)
-        db->opt.bloom_bits_per_key = 0;
-    if (db->opt.compression < LSM_COMPRESSION_NONE || db->opt.compression > LSM_COMPRESSION_ZSTD) {
+        options_defaults(&db->opt);
+    int rc = options_sanitize(&db->opt, err);
+    if (rc != LSM_OK) {
         free(db);
-        return lsm_err(err, LSM_INVALID, "lsm_open: unknown compression %d", opt->compression);
+        return rc;
     }
     db->env = db->opt.env ? db->opt.env : lsm_env_posix();
     db->dir = xmemdup(dir, strlen(dir) + 1);
@@ -1974,7 +1943,6 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     db->vs.add = db_add_table;
     db->vs.drop_arg = db;
 
-    int rc = LSM_OK;
     int e = db->env->file_exists(db->env, dir);
     if (e == 0 && !db->opt.create_if_missing) {
         rc = lsm_err(err, LSM_INVALID, "%s: no such directory (create_if_missing is off)", dir);
@@ -2096,10 +2064,11 @@ int lsm_close(lsm_db *db)
 
 /* ---------- stats ---------- */
 
-int lsm_stats_get(lsm_db *db, lsm_stats *st)
+int lsm_stats_get(lsm_db *db, lsm_stats *out, size_t size)
 {
-    if (!db || !st)
+    if (!db || !out)
         return LSM_INVALID;
+    lsm_stats full, *st = &full;
     memset(st, 0, sizeof *st);
     pthread_mutex_lock(&db->mu);
     version *v = db->vs.current;
@@ -2135,5 +2104,11 @@ int lsm_stats_get(lsm_db *db, lsm_stats *st)
             st->blob_bytes_live += db->blobs[i].size;
     pthread_mutex_unlock(&db->blob_mu);
     st->disk_bytes += st->blob_bytes_live;
+    memcpy(out, st, size < sizeof *st ? size : sizeof *st);
     return LSM_OK;
+}
+
+const char *lsm_version(void)
+{
+    return LSM_VERSION_STRING;
 }

@@ -16,6 +16,7 @@
 #include "env.h"
 #include "iter.h"
 #include "memtable.h"
+#include "options.h"
 #include "sst.h"
 #include "version.h"
 #include "wal.h"

@@ -2,7 +2,10 @@
  * lsm.h — the public interface of liblsm, an embeddable, crash-safe LSM-tree key-value engine.
  *
  * Conventions, stated once:
- *  - Handles (lsm_db, lsm_iter, lsm_batch) are opaque; create them with the functions below.
+ *  - Handles (lsm_db, lsm_iter, lsm_batch, lsm_options) are opaque; create them with the functions
+ *    below. Nothing the ABI depends on is an open struct except lsm_stats, which callers pass with
+ *    its size and which only ever grows at its end: adding an option or a counter never breaks a
+ *    program built against an older lsm.h (soname liblsm.so.1).
  *  - Keys and values are (pointer, length) pairs of arbitrary bytes. Keys are 1..LSM_MAX_KEY bytes
  *    and compare bytewise (memcmp over the common prefix, then the shorter key first). Values are
  *    0..LSM_MAX_VALUE bytes.
@@ -35,7 +38,7 @@ extern "C" {
 #define LSM_API
 #endif
 
-#define LSM_VERSION_STRING "0.1.0"
+#define LSM_VERSION_STRING "0.2.0"    /* ABI: liblsm.so.1 */
 
 #define LSM_MAX_KEY   65535u          /* longest key, bytes */
 #define LSM_MAX_VALUE (1u << 30)      /* longest value, bytes (1 GiB) */
@@ -60,42 +63,60 @@ enum {
     LSM_COMPRESSION_ZSTD = 2
 };
 
-struct lsm_env;                        /* file I/O table; see engine/env.h (tests, embedders) */
-
 typedef struct lsm_db lsm_db;
 typedef struct lsm_iter lsm_iter;
 typedef struct lsm_batch lsm_batch;
+typedef struct lsm_options lsm_options;
 
-typedef struct lsm_options {
-    size_t memtable_bytes;      /* a memtable this large is flushed to a table; default 4 MiB */
-    size_t cache_bytes;         /* block cache capacity; default 8 MiB; 0 = no cache */
-    int    bloom_bits_per_key;  /* bloom filter bits per key; default 10; 0 = no filter */
-    int    compression;         /* LSM_COMPRESSION_*; default NONE */
-    int    compression_level;   /* zstd level; default 1 (ignored for LZ4 and NONE) */
-    int    sync_writes;         /* 1: lsm_put/lsm_delete fsync the WAL before returning; default 0 */
-    size_t wal_buffer_bytes;    /* unsynced writes gather in a user-space buffer of this size that
-                                   reaches the OS when full, at every sync and within 100 ms, so a
-                                   process crash can lose up to that much of the newest unsynced
-                                   writes (never a synced one); 0: every write reaches the OS before
-                                   it returns. Default 64 KiB */
-    int    create_if_missing;   /* default 1 */
-    int    error_if_exists;     /* default 0 */
-    int    max_open_files;      /* tables kept open at once; default 1000 */
-    size_t block_bytes;         /* target data block size; default 4 KiB */
-    size_t table_bytes;         /* target table size written by compaction; default 2 MiB */
-    size_t level1_bytes;        /* size that makes level 1 compact into level 2; each deeper level
-                                   holds ten times its parent; default 10 MiB */
-    size_t blob_threshold;      /* values at least this long go to blob files when flushed; 0 = never;
-                                   default 64 KiB */
-    int    background_compaction; /* 1: compact in a background thread (default); 0: only lsm_compact.
-                                   With it, writes that outrun compaction are paced once level 0
-                                   holds 20 tables (64 MiB/s there, falling to nothing at 36) and
-                                   wait while it holds 36; level 0 never holds more than 36 */
-    struct lsm_env *env;        /* NULL = POSIX; tests substitute a fault-injecting one */
-} lsm_options;
+/* The library's version, "MAJOR.MINOR.PATCH", as built (may differ from LSM_VERSION_STRING, the
+   header's, when a program runs against a newer liblsm.so.1). */
+LSM_API const char *lsm_version(void);
 
-/* Fills *opt with the defaults above. */
-LSM_API void lsm_options_init(lsm_options *opt);
+/* ---- options ----
+   Options are opaque and set one by one, so that a new option never changes the ABI. An options
+   object holds the defaults below until a setter changes them; lsm_open copies what it needs, so
+   the object may be freed or reused right after. A setter given a value that can never be valid
+   (a negative count, an unknown compression) returns LSM_INVALID and changes nothing; values that
+   are valid but too small are raised to the engine's minimum at lsm_open (memtable 4 KiB, block
+   256 B, table and level-1 size 4 KiB, 16 open tables). */
+
+/* A new options object with every default; NULL only when out of memory. Free with
+   lsm_options_free (accepts NULL). */
+LSM_API lsm_options *lsm_options_new(void);
+LSM_API void lsm_options_free(lsm_options *opt);
+/* A memtable this large is flushed to a table; default 4 MiB. */
+LSM_API int lsm_options_set_memtable_bytes(lsm_options *opt, size_t n);
+/* Block cache capacity; default 8 MiB; 0 = no cache. */
+LSM_API int lsm_options_set_cache_bytes(lsm_options *opt, size_t n);
+/* Bloom filter bits per key; default 10; 0 = no filter. */
+LSM_API int lsm_options_set_bloom_bits_per_key(lsm_options *opt, int bits);
+/* LSM_COMPRESSION_*; default NONE. level is zstd's (default 1; ignored for LZ4 and NONE). */
+LSM_API int lsm_options_set_compression(lsm_options *opt, int compression, int level);
+/* 1: lsm_put/lsm_delete fsync the WAL before returning; default 0. */
+LSM_API int lsm_options_set_sync_writes(lsm_options *opt, int on);
+/* Unsynced writes gather in a user-space buffer of this size that reaches the OS when full, at
+   every sync and within 100 ms, so a process crash can lose up to that much of the newest unsynced
+   writes (never a synced one); 0: every write reaches the OS before it returns. Default 64 KiB. */
+LSM_API int lsm_options_set_wal_buffer_bytes(lsm_options *opt, size_t n);
+/* Create the directory and database when absent; default 1. */
+LSM_API int lsm_options_set_create_if_missing(lsm_options *opt, int on);
+/* Fail with LSM_EXISTS when a database is already there; default 0. */
+LSM_API int lsm_options_set_error_if_exists(lsm_options *opt, int on);
+/* Tables kept open at once; default 1000. */
+LSM_API int lsm_options_set_max_open_files(lsm_options *opt, int n);
+/* Target data block size; default 4 KiB. */
+LSM_API int lsm_options_set_block_bytes(lsm_options *opt, size_t n);
+/* Target table size written by compaction; default 2 MiB. */
+LSM_API int lsm_options_set_table_bytes(lsm_options *opt, size_t n);
+/* Size that makes level 1 compact into level 2; each deeper level holds ten times its parent;
+   default 10 MiB. */
+LSM_API int lsm_options_set_level1_bytes(lsm_options *opt, size_t n);
+/* Values at least this long go to blob files when flushed; 0 = never; default 64 KiB. */
+LSM_API int lsm_options_set_blob_threshold(lsm_options *opt, size_t n);
+/* 1: compact in background threads (default); 0: only lsm_compact. With it, writes that outrun
+   compaction are paced once level 0 holds 20 tables (64 MiB/s there, falling to nothing at 36)
+   and wait while it holds 36; level 0 never holds more than 36. */
+LSM_API int lsm_options_set_background_compaction(lsm_options *opt, int on);
 
 /* Opens (creating if allowed) the database in directory dir. opt NULL = defaults. On success *out is
    a handle to close with lsm_close(). On failure *out is NULL; the message is in lsm_errmsg(NULL)
@@ -128,7 +149,7 @@ LSM_API int  lsm_sync(lsm_db *db);
 /* Batches: applied by lsm_write all or nothing, before and after a crash. lsm_batch_new aborts on
    out of memory; put/delete copy key and value. Invalid lengths are remembered and make lsm_write
    fail with LSM_INVALID. */
-lsm_batch *lsm_batch_new(void);
+LSM_API lsm_batch *lsm_batch_new(void);
 LSM_API void lsm_batch_put(lsm_batch *b, const void *key, size_t klen, const void *val, size_t vlen);
 LSM_API void lsm_batch_delete(lsm_batch *b, const void *key, size_t klen);
 LSM_API void lsm_batch_clear(lsm_batch *b);
@@ -143,10 +164,10 @@ LSM_API int  lsm_iter_new(lsm_db *db, lsm_iter **out);
 LSM_API void lsm_iter_seek(lsm_iter *it, const void *key, size_t klen);  /* first key >= key; klen 0 = first */
 LSM_API int  lsm_iter_valid(const lsm_iter *it);
 LSM_API void lsm_iter_next(lsm_iter *it);
-const void *lsm_iter_key(const lsm_iter *it, size_t *klen);    /* borrowed until the next call */
+LSM_API const void *lsm_iter_key(const lsm_iter *it, size_t *klen);    /* borrowed until the next call */
 /* Borrowed until the next call. NULL when the value could not be read (a value kept in a blob file
    is read here, and that can fail): the iterator is then invalid and lsm_iter_status says why. */
-const void *lsm_iter_value(const lsm_iter *it, size_t *vlen);
+LSM_API const void *lsm_iter_value(const lsm_iter *it, size_t *vlen);
 LSM_API int  lsm_iter_status(const lsm_iter *it);
 /* Iteration stops (lsm_iter_valid turns 0) at the first key >= key; klen 0 removes the bound. A
    bound lets a prefix scan stop at the prefix's end instead of stepping over the deleted keys that
@@ -199,14 +220,16 @@ typedef struct lsm_stats {
     uint64_t disk_bytes;                  /* bytes of every live file of the database */
 } lsm_stats;
 
-/* Fills *st with a consistent view of the counters. */
-LSM_API int  lsm_stats_get(lsm_db *db, lsm_stats *st);
+/* Fills the first size bytes of *st (pass sizeof *st) with a consistent view of the counters.
+   Fields are only ever added at the end of lsm_stats, so a program built against an older lsm.h
+   gets what it knows of and nothing is written past its struct. */
+LSM_API int lsm_stats_get(lsm_db *db, lsm_stats *st, size_t size);
 
-const char *lsm_strerror(int rc);
+LSM_API const char *lsm_strerror(int rc);
 
 /* Detail of the last failure on this handle (db NULL: of the last lsm_open in this thread). The text
    is copied per thread: valid until this thread's next call to lsm_errmsg. "" if none. */
-const char *lsm_errmsg(lsm_db *db);
+LSM_API const char *lsm_errmsg(lsm_db *db);
 
 #ifdef __cplusplus
 }

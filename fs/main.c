@@ -242,18 +242,22 @@ static int add_opt_escaped(struct fuse_args *args, const char *name, const char 
 /* Opens the engine, creates the session and mounts. Prints the reason on stderr on failure. */
 static int setup(struct fuse_args *args, const char *datadir_arg, const char *mountpoint)
 {
-    lsm_options lo;
+    lsm_options *lo = lsm_options_new();
     int rc;
 
-    lsm_options_init(&lo);
-    lo.memtable_bytes = fs.memtable_size;
-    lo.cache_bytes = fs.cache_size;
-    lo.compression = fs.compression;
-    lo.sync_writes = fs.sync_mode == LSMFS_SYNC_ALWAYS;
-    lo.create_if_missing = 1;
+    if (!lo) {
+        fprintf(stderr, "lsmfs: out of memory\n");
+        goto fail_0;
+    }
+    lsm_options_set_memtable_bytes(lo, fs.memtable_size);
+    lsm_options_set_cache_bytes(lo, fs.cache_size);
+    lsm_options_set_compression(lo, fs.compression, 1);
+    lsm_options_set_sync_writes(lo, fs.sync_mode == LSMFS_SYNC_ALWAYS);
+    lsm_options_set_create_if_missing(lo, 1);
     /* A daemon that was just unmounted may still be closing the database: give it a moment. */
-    for (int tries = 0; (rc = lsm_open(fs.datadir, &lo, &fs.db)) == LSM_BUSY && tries < 40; tries++)
+    for (int tries = 0; (rc = lsm_open(fs.datadir, lo, &fs.db)) == LSM_BUSY && tries < 40; tries++)
         usleep(50000);
+    lsm_options_free(lo);
     if (rc != LSM_OK) {
         const char *msg = lsm_errmsg(NULL);
         fprintf(stderr, "lsmfs: %s: %s\n", datadir_arg, msg && *msg ? msg : lsm_strerror(rc));

@@ -85,7 +85,7 @@ static int cmd_list(lsm_db *db, const char *prefix)
 static int cmd_stats(lsm_db *db)
 {
     lsm_stats st;
-    int rc = lsm_stats_get(db, &st), total = 0;
+    int rc = lsm_stats_get(db, &st, sizeof st), total = 0;
 
     if (rc != LSM_OK)
         return fail(db, "stats", rc);
@@ -149,7 +149,7 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
-    lsm_options opt;
+    lsm_options *opt;
     lsm_db *db;
     const char *cmd;
     int rc, ret = 0;
@@ -157,10 +157,14 @@ int main(int argc, char **argv)
     if (argc < 3)
         return usage();
     cmd = argv[2];
-    lsm_options_init(&opt);
-    opt.background_compaction = 0;
-    opt.create_if_missing = strcmp(cmd, "put") == 0 || strcmp(cmd, "load") == 0;
-    rc = lsm_open(argv[1], &opt, &db);
+    if (!(opt = lsm_options_new())) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        return 2;
+    }
+    lsm_options_set_background_compaction(opt, 0);
+    lsm_options_set_create_if_missing(opt, strcmp(cmd, "put") == 0 || strcmp(cmd, "load") == 0);
+    rc = lsm_open(argv[1], opt, &db);
+    lsm_options_free(opt);
     if (rc != LSM_OK)
         return fail(NULL, argv[1], rc);
 

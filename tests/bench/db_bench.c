@@ -194,19 +194,24 @@ static int value_matches(const char *v, size_t vl, const char *want, size_t wl)
 #ifndef NO_LSM
 static void *lsm_e_open(const char *dir, int sync)
 {
-    lsm_options o;
+    lsm_options *o = lsm_options_new();
     lsm_db *db = NULL;
-    lsm_options_init(&o);
-    o.memtable_bytes = WRITE_BUFFER;
-    o.cache_bytes = CACHE_BYTES;
-    o.bloom_bits_per_key = BLOOM_BITS;
-    o.compression = cfg.compression == COMP_LZ4 ? LSM_COMPRESSION_LZ4 :
-                    cfg.compression == COMP_ZSTD ? LSM_COMPRESSION_ZSTD : LSM_COMPRESSION_NONE;
-    o.sync_writes = sync;
-    o.create_if_missing = 1;
-    o.max_open_files = MAX_OPEN_FILES;
-    o.block_bytes = BLOCK_BYTES;
-    int rc = lsm_open(dir, &o, &db);
+    if (!o) {
+        seterr("lsm_options_new: out of memory");
+        return NULL;
+    }
+    lsm_options_set_memtable_bytes(o, WRITE_BUFFER);
+    lsm_options_set_cache_bytes(o, CACHE_BYTES);
+    lsm_options_set_bloom_bits_per_key(o, BLOOM_BITS);
+    lsm_options_set_compression(o, cfg.compression == COMP_LZ4 ? LSM_COMPRESSION_LZ4 :
+                                   cfg.compression == COMP_ZSTD ? LSM_COMPRESSION_ZSTD :
+                                   LSM_COMPRESSION_NONE, 1);
+    lsm_options_set_sync_writes(o, sync);
+    lsm_options_set_create_if_missing(o, 1);
+    lsm_options_set_max_open_files(o, MAX_OPEN_FILES);
+    lsm_options_set_block_bytes(o, BLOCK_BYTES);
+    int rc = lsm_open(dir, o, &db);
+    lsm_options_free(o);
     if (rc != LSM_OK || db == NULL) {
         seterr("lsm_open(%s): %s: %s", dir, lsm_strerror(rc), lsm_errmsg(NULL));
         return NULL;
@@ -291,7 +296,7 @@ static int lsm_e_iter_status(void *it)
 
 static int lsm_e_stats(void *h, struct rec *r)
 {
-    if (lsm_stats_get(h, &r->st) != LSM_OK)
+    if (lsm_stats_get(h, &r->st, sizeof r->st) != LSM_OK)
         return -1;
     r->has_lsm_stats = 1;
     return 0;

@@ -40,6 +40,7 @@
 
 #include "helper_model.h"
 #include "lsm.h"
+#include "options.h"
 #include "lsm_int.h"
 #include "wal.h"
 
@@ -120,7 +121,7 @@ static void build_ops(history *phases, history *wal)
 
 static void opts(lsm_options *o, int compression)
 {
-    lsm_options_init(o);
+    options_defaults(o);
     o->memtable_bytes = 4 << 20;       /* only our explicit flushes write tables */
     o->background_compaction = 0;
     o->block_bytes = 1024;

@@ -31,6 +31,7 @@
 
 #include "helper_model.h"
 #include "lsm.h"
+#include "options.h"
 
 #define KKEYS 10       /* keys written by every batch */
 #define XKEYS 400      /* one more key per batch, cycling, so tables fill and overlap */
@@ -64,7 +65,7 @@ static size_t make_value(char *out, size_t cap, const char *name, long b)
 
 static void open_opts(lsm_options *o)
 {
-    lsm_options_init(o);
+    options_defaults(o);
     o->memtable_bytes = 32 << 10;
     o->table_bytes = 16 << 10;
     o->level1_bytes = 64 << 10;    /* deep levels, and merges split between two threads */

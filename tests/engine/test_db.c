@@ -26,6 +26,7 @@
 #include "faultenv.h"
 #include "helper_model.h"
 #include "lsm.h"
+#include "options.h"
 
 #define CHECK_OK(db, expr) do { \
         int rc_ = (expr); \
@@ -60,7 +61,7 @@ static int teardown(void **state)
 static lsm_db *open_db(const char *dir, size_t memtable_bytes)
 {
     lsm_options o;
-    lsm_options_init(&o);
+    options_defaults(&o);
     if (memtable_bytes)
         o.memtable_bytes = memtable_bytes;
     lsm_db *db = NULL;
@@ -131,7 +132,7 @@ static void test_open_missing_no_create(void **state)
 {
     fixture *f = *state;
     lsm_options o;
-    lsm_options_init(&o);
+    options_defaults(&o);
     assert_int_equal(o.create_if_missing, 1);
     o.create_if_missing = 0;
     lsm_db *db = (lsm_db *)&o;  /* must be overwritten with NULL */
@@ -153,7 +154,7 @@ static void test_error_if_exists(void **state)
 {
     fixture *f = *state;
     lsm_options o;
-    lsm_options_init(&o);
+    options_defaults(&o);
     o.error_if_exists = 1;
     lsm_db *db = NULL;
     CHECK_OK(NULL, lsm_open(f->dir, &o, &db));  /* new: fine */
@@ -247,7 +248,7 @@ static void test_key_limits(void **state)
     CHECK_OK(db, lsm_put(db, big, max, "max", 3));
     expect(db, big, max, "max", 3);
     lsm_stats st0, st1;
-    CHECK_OK(db, lsm_stats_get(db, &st0));
+    CHECK_OK(db, lsm_stats_get(db, &st0, sizeof st0));
 
     /* One byte too long: refused, nothing changes. */
     assert_int_equal(lsm_put(db, big, max + 1, "toolong", 7), LSM_INVALID);
@@ -277,7 +278,7 @@ static void test_key_limits(void **state)
     assert_int_equal(lsm_write(db, b, 1), LSM_INVALID);
     lsm_batch_free(b);
 
-    CHECK_OK(db, lsm_stats_get(db, &st1));
+    CHECK_OK(db, lsm_stats_get(db, &st1, sizeof st1));
     assert_int_equal(st1.last_sequence, st0.last_sequence);
     expect(db, big, max, "max", 3);
     expect_str(db, "good", NULL);
@@ -731,7 +732,7 @@ static void test_iter_flush_compact_reopen(void **state)
         check_db_equals_model(db, m, "after round");
     }
     lsm_stats st;
-    CHECK_OK(db, lsm_stats_get(db, &st));
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
     assert_true(total_tables(&st) >= 1);
     CHECK_OK(db, lsm_compact(db));
     check_db_equals_model(db, m, "after compact");
@@ -869,7 +870,7 @@ static void test_blob_values(void **state)
 {
     fixture *f = *state;
     lsm_options o;
-    lsm_options_init(&o);
+    options_defaults(&o);
     o.blob_threshold = 1000;
     o.memtable_bytes = 256 << 10;
     lsm_db *db = NULL;
@@ -903,7 +904,7 @@ static void test_blob_values(void **state)
         }
     }
     lsm_stats st;
-    CHECK_OK(db, lsm_stats_get(db, &st));
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
     if (st.blob_bytes_written < 65536)
         fail_msg("blob_threshold 1000: only %llu blob bytes written after flushing values up to 1 MiB",
                  (unsigned long long)st.blob_bytes_written);
@@ -972,7 +973,7 @@ static void test_blob_reads_during_compaction(void **state)
     for (int t = 0; t < trials; t++) {
         lsm_env *env = faultenv_new();
         lsm_options o;
-        lsm_options_init(&o);
+        options_defaults(&o);
         o.env = env;
         o.memtable_bytes = 4096;
         o.block_bytes = 1024;
@@ -1063,7 +1064,7 @@ static void test_compact_range(void **state)
 {
     fixture *f = *state;
     lsm_options o;
-    lsm_options_init(&o);
+    options_defaults(&o);
     o.memtable_bytes = 32 << 10;
     o.table_bytes = 8 << 10;
     o.level1_bytes = 32 << 10;
@@ -1104,7 +1105,7 @@ static void test_compact_range(void **state)
        from here on are lsm_compact_range's own. */
     lsm_stats before, after;
     for (int i = 0; i < 600; i++) {
-        CHECK_OK(db, lsm_stats_get(db, &before));
+        CHECK_OK(db, lsm_stats_get(db, &before, sizeof before));
         if (before.pending_compaction_bytes == 0)
             break;
         usleep(50000);
@@ -1121,7 +1122,7 @@ static void test_compact_range(void **state)
     if (deep == 0)
         fail_msg("the tree never went past level 1: the test would not test levels");
     CHECK_OK(db, lsm_compact_range(db, "b000", 4, "b019", 4));
-    CHECK_OK(db, lsm_stats_get(db, &after));
+    CHECK_OK(db, lsm_stats_get(db, &after, sizeof after));
     if (after.blob_bytes_live != 0 || count_suffix(f->dir, ".blob") != 0)
         fail_msg("after lsm_compact_range over the big keys: %llu blob bytes live, %d blob files",
                  (unsigned long long)after.blob_bytes_live, count_suffix(f->dir, ".blob"));
@@ -1148,7 +1149,7 @@ static void test_compact_range(void **state)
         CHECK_OK(db, lsm_delete(db, k, strlen(k)));
     }
     CHECK_OK(db, lsm_compact_range(db, "b100", 4, "b103", 4));
-    CHECK_OK(db, lsm_stats_get(db, &after));
+    CHECK_OK(db, lsm_stats_get(db, &after, sizeof after));
     if (after.blob_bytes_live < 4 * sizeof big)
         fail_msg("blob files of values a live iterator sees were freed (%llu bytes live)",
                  (unsigned long long)after.blob_bytes_live);
@@ -1167,7 +1168,7 @@ static void test_compact_range(void **state)
     }
     lsm_iter_free(it);
     CHECK_OK(db, lsm_compact_range(db, "b100", 4, "b103", 4));
-    CHECK_OK(db, lsm_stats_get(db, &after));
+    CHECK_OK(db, lsm_stats_get(db, &after, sizeof after));
     if (after.blob_bytes_live != 0 || count_suffix(f->dir, ".blob") != 0)
         fail_msg("with the iterator gone, lsm_compact_range left %llu blob bytes live, %d blob files",
                  (unsigned long long)after.blob_bytes_live, count_suffix(f->dir, ".blob"));
@@ -1179,7 +1180,7 @@ static void test_compact_range(void **state)
         model_del(m, k, strlen(k));
     }
     CHECK_OK(db, lsm_compact_range(db, NULL, 0, NULL, 0));
-    CHECK_OK(db, lsm_stats_get(db, &after));
+    CHECK_OK(db, lsm_stats_get(db, &after, sizeof after));
     if (after.tables[0] != 0)
         fail_msg("%d tables left in level 0 after lsm_compact_range(NULL, NULL)", after.tables[0]);
     check_db_equals_model(db, m, "after lsm_compact_range(NULL, NULL)");
@@ -1196,7 +1197,7 @@ static void test_pending_bytes(void **state)
 {
     fixture *f = *state;
     lsm_options o;
-    lsm_options_init(&o);
+    options_defaults(&o);
     o.background_compaction = 0;    /* nothing moves but what the test asks for */
     o.memtable_bytes = 1 << 20;
     o.level1_bytes = 64 << 10;
@@ -1206,7 +1207,7 @@ static void test_pending_bytes(void **state)
     char k[32], v[200];
     memset(v, 'p', sizeof v);
     for (int t = 0; t < 4; t++) {
-        CHECK_OK(db, lsm_stats_get(db, &st));
+        CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
         if (st.pending_compaction_bytes != 0)
             fail_msg("%d L0 tables, below the trigger: %llu bytes pending", st.tables[0],
                      (unsigned long long)st.pending_compaction_bytes);
@@ -1216,7 +1217,7 @@ static void test_pending_bytes(void **state)
         }
         CHECK_OK(db, lsm_flush(db));
     }
-    CHECK_OK(db, lsm_stats_get(db, &st));
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
     assert_int_equal(st.tables[0], 4);
     if (st.pending_compaction_bytes < st.level_bytes[0] + st.level_bytes[1])
         fail_msg("4 L0 tables of %llu bytes: only %llu bytes pending",
@@ -1224,7 +1225,7 @@ static void test_pending_bytes(void **state)
                  (unsigned long long)st.pending_compaction_bytes);
     /* All of it into L1 (a range merge does not look at targets): L1 is far past 64 KiB. */
     CHECK_OK(db, lsm_compact_range(db, NULL, 0, NULL, 0));
-    CHECK_OK(db, lsm_stats_get(db, &st));
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
     assert_int_equal(st.tables[0], 0);
     if (st.level_bytes[1] <= (64 << 10))
         fail_msg("level 1 holds only %llu bytes after the range merge",
@@ -1234,7 +1235,7 @@ static void test_pending_bytes(void **state)
                  (unsigned long long)st.level_bytes[1],
                  (unsigned long long)st.pending_compaction_bytes);
     CHECK_OK(db, lsm_compact(db));
-    CHECK_OK(db, lsm_stats_get(db, &st));
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
     if (st.pending_compaction_bytes != 0)
         fail_msg("after lsm_compact: %llu bytes pending", (unsigned long long)st.pending_compaction_bytes);
     CHECK_OK(db, lsm_close(db));
@@ -1244,12 +1245,12 @@ static void test_stats(void **state)
 {
     fixture *f = *state;
     lsm_options o;
-    lsm_options_init(&o);
+    options_defaults(&o);
     o.background_compaction = 0;  /* table counts depend only on our calls */
     lsm_db *db = NULL;
     CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
     lsm_stats st;
-    CHECK_OK(db, lsm_stats_get(db, &st));
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
     assert_int_equal(total_tables(&st), 0);
     uint64_t seq0 = st.last_sequence;
     char k[32], v[100];
@@ -1262,11 +1263,11 @@ static void test_stats(void **state)
             user += strlen(k) + sizeof v;
         }
         CHECK_OK(db, lsm_flush(db));
-        CHECK_OK(db, lsm_stats_get(db, &st));
+        CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
         if (total_tables(&st) < 1)
             fail_msg("no table after flush %d", t);
     }
-    CHECK_OK(db, lsm_stats_get(db, &st));
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
     int before = total_tables(&st);
     assert_true(before >= 2);
     assert_true(st.flushes >= 4);
@@ -1282,7 +1283,7 @@ static void test_stats(void **state)
     assert_true(lb > 0);
     assert_true(st.disk_bytes >= lb);
     CHECK_OK(db, lsm_compact(db));
-    CHECK_OK(db, lsm_stats_get(db, &st));
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
     int after = total_tables(&st);
     if (after >= before)
         fail_msg("compaction did not reduce the table count: %d before, %d after", before, after);
@@ -1353,7 +1354,7 @@ static ssize_t slow_append(lsm_env *env, lsm_file *f, const void *p, size_t n)
 static int merges_seen(lsm_db *db)
 {
     lsm_stats st;
-    CHECK_OK(db, lsm_stats_get(db, &st));
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
     return st.compactions_parallel > 0 && st.compactions_split > 0 &&
            st.compactions_grouped > 0 && st.tables[3] > 0;
 }
@@ -1369,7 +1370,7 @@ static void test_parallel_compactions(void **state)
     slow_env.close = slow_close;
     slow_env.append = slow_append;
     lsm_options o;
-    lsm_options_init(&o);
+    options_defaults(&o);
     o.env = &slow_env;
     o.memtable_bytes = 16 << 10;
     o.table_bytes = 4 << 10;
@@ -1401,7 +1402,7 @@ static void test_parallel_compactions(void **state)
         if (i % 10000 == 9999)
             check_db_equals_model(db, m, "parallel compactions, live");
     }
-    CHECK_OK(db, lsm_stats_get(db, &st));
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
     if (st.compactions_parallel == 0)
         fail_msg("%" PRIu64 " compactions, none of them beside another (seed %" PRIu64 ")",
                  st.compactions, seed);
@@ -1429,7 +1430,7 @@ static void test_level_search(void **state)
 {
     fixture *f = *state;
     lsm_options o;
-    lsm_options_init(&o);
+    options_defaults(&o);
     o.background_compaction = 0;
     o.memtable_bytes = 4 << 10;
     o.table_bytes = 1 << 10;            /* many tables in the level */
@@ -1474,7 +1475,7 @@ static void test_level_search(void **state)
 #undef LS_PUT
     CHECK_OK(db, lsm_compact(db));
     lsm_stats st;
-    CHECK_OK(db, lsm_stats_get(db, &st));
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
     int deep = 0;
     for (int l = 1; l < LSM_MAX_LEVELS; l++)
         deep = st.tables[l] > deep ? st.tables[l] : deep;
@@ -1518,7 +1519,7 @@ static void test_write_pacing(void **state)
     pace_env = *lsm_env_posix();
     pace_env.open = pace_open;
     lsm_options o;
-    lsm_options_init(&o);
+    options_defaults(&o);
     o.env = &pace_env;
     o.memtable_bytes = 16 << 10;
     uint64_t seed;
@@ -1535,14 +1536,14 @@ static void test_write_pacing(void **state)
         snprintf(v, 16, "%d:", i);
         CHECK_OK(db, lsm_put(db, k, strlen(k), v, vl));
         model_put(m, k, strlen(k), v, vl);
-        CHECK_OK(db, lsm_stats_get(db, &st));
+        CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
         if (st.tables[0] > 36)
             fail_msg("%d tables in level 0 after write %d (seed %" PRIu64 ")", st.tables[0], i,
                      seed);
         if (st.tables[0] > most)
             most = st.tables[0];
     }
-    CHECK_OK(db, lsm_stats_get(db, &st));
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
     printf("# write_pacing: level 0 reached %d tables; writers held back %.3f s\n", most,
            (double)st.stall_micros / 1e6);
     if (most < 20)
@@ -1739,12 +1740,73 @@ static void test_signals_stay_with_the_application(void **state)
     lsm_close(db);
 }
 
+/* The public options object: defaults, setters that refuse what can never be valid and then change
+   nothing, options that take effect at lsm_open and may be freed right after it; lsm_version; and
+   lsm_stats_get filling no more than the size it is given. */
+static void test_options_api(void **state)
+{
+    fixture *f = *state;
+    lsm_options *o = lsm_options_new();
+    assert_non_null(o);
+    assert_int_equal(lsm_options_set_compression(o, 99, 1), LSM_INVALID);
+    assert_int_equal(lsm_options_set_compression(o, -1, 1), LSM_INVALID);
+    assert_int_equal(lsm_options_set_bloom_bits_per_key(o, -1), LSM_INVALID);
+    assert_int_equal(lsm_options_set_max_open_files(o, -5), LSM_INVALID);
+    assert_int_equal(lsm_options_set_memtable_bytes(NULL, 1), LSM_INVALID);
+    assert_int_equal(o->compression, LSM_COMPRESSION_NONE);  /* refused calls changed nothing */
+    assert_int_equal(o->bloom_bits_per_key, 10);
+    assert_int_equal(o->max_open_files, 1000);
+    lsm_options_free(NULL);
+
+    /* create_if_missing off: a missing directory is not made. */
+    CHECK_OK(NULL, lsm_options_set_create_if_missing(o, 0));
+    lsm_db *db = NULL;
+    assert_int_equal(lsm_open(f->dir, o, &db), LSM_INVALID);
+    assert_null(db);
+    CHECK_OK(NULL, lsm_options_set_create_if_missing(o, 1));
+    /* A 4 KiB memtable (the minimum) flushes after a few writes; zstd compression is accepted. */
+    CHECK_OK(NULL, lsm_options_set_memtable_bytes(o, 1));
+    CHECK_OK(NULL, lsm_options_set_compression(o, LSM_COMPRESSION_ZSTD, 3));
+    CHECK_OK(NULL, lsm_options_set_background_compaction(o, 0));
+    CHECK_OK(NULL, lsm_open(f->dir, o, &db));
+    lsm_options_free(o);                               /* lsm_open kept its own copy */
+    char k[16], v[200];
+    memset(v, 'v', sizeof v);
+    for (int i = 0; i < 100; i++) {
+        snprintf(k, sizeof k, "k%03d", i);
+        CHECK_OK(db, lsm_put(db, k, strlen(k), v, sizeof v));
+    }
+    lsm_stats st;
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
+    assert_true(st.flushes >= 2);
+    assert_int_equal(st.compactions, 0);               /* background compaction is off */
+
+    /* A caller built against a shorter lsm_stats gets its part and nothing past it. */
+    size_t part = offsetof(lsm_stats, level_bytes);
+    unsigned char raw[sizeof(lsm_stats) + 16];
+    memset(raw, 0xa5, sizeof raw);
+    CHECK_OK(db, lsm_stats_get(db, (lsm_stats *)(void *)raw, part));
+    assert_memory_equal(raw, &st, part);               /* tables[] as before: nothing ran since */
+    for (size_t i = part; i < sizeof raw; i++)
+        assert_int_equal(raw[i], 0xa5);
+    assert_int_equal(lsm_stats_get(db, NULL, sizeof st), LSM_INVALID);
+    lsm_close(db);
+
+    /* error_if_exists refuses the database just made. */
+    o = lsm_options_new();
+    CHECK_OK(NULL, lsm_options_set_error_if_exists(o, 1));
+    assert_int_equal(lsm_open(f->dir, o, &db), LSM_EXISTS);
+    lsm_options_free(o);
+    assert_string_equal(lsm_version(), LSM_VERSION_STRING);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_open_creates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_missing_no_create, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_if_exists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_options_api, setup, teardown),
         cmocka_unit_test_setup_teardown(test_put_get_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_value, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_limits, setup, teardown),

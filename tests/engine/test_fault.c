@@ -27,6 +27,7 @@
 #include "faultenv.h"
 #include "helper_model.h"
 #include "lsm.h"
+#include "options.h"
 
 #define DBDIR "/db"
 
@@ -102,7 +103,7 @@ static void wl_free(wl *w)
 static int wl_open(wl *w)
 {
     lsm_options o;
-    lsm_options_init(&o);
+    options_defaults(&o);
     o.env = w->env;
     o.memtable_bytes = w->memtable;
     o.block_bytes = 1024;
@@ -319,7 +320,7 @@ static void test_power_loss_random(void **state)
         if (w.failures)
             FAILW(&w, "%d batches refused without any fault armed", w.failures);
         lsm_stats st;
-        assert_int_equal(lsm_stats_get(w.db, &st), LSM_OK);
+        assert_int_equal(lsm_stats_get(w.db, &st, sizeof st), LSM_OK);
         if (st.flushes < 3)   /* else this test would not test flushes */
             FAILW(&w, "only %" PRIu64 " flushes in the calibration run", st.flushes);
         splits += st.compactions_split;
@@ -497,7 +498,7 @@ static void test_failed_sync(void **state)
     {
         lsm_env *env = faultenv_new();
         lsm_options o;
-        lsm_options_init(&o);
+        options_defaults(&o);
         o.env = env;
         lsm_db *db;
         assert_int_equal(lsm_open(DBDIR, &o, &db), LSM_OK);
@@ -575,7 +576,7 @@ static void test_failed_sync(void **state)
 
 static void cr_options(lsm_options *o, lsm_env *env)
 {
-    lsm_options_init(o);
+    options_defaults(o);
     o->env = env;
     o->memtable_bytes = 16 << 10;
     o->table_bytes = 4 << 10;

@@ -29,12 +29,13 @@
 #include "faultenv.h"
 #include "helper_model.h"
 #include "lsm.h"
+#include "options.h"
 
 #define NKEYS 300
 
 static void garbage_options(lsm_options *o)
 {
-    lsm_options_init(o);
+    options_defaults(o);
     o->memtable_bytes = 16 << 10;
     o->table_bytes = 4 << 10;
     o->level1_bytes = 16 << 10;    /* deep levels, and merges split between two threads */
@@ -133,7 +134,7 @@ static void census_env(lsm_env *env, const char *dir, dir_census *c)
 static void check_census(lsm_db *db, const dir_census *c, const char *when)
 {
     lsm_stats st;
-    assert_int_equal(lsm_stats_get(db, &st), LSM_OK);
+    assert_int_equal(lsm_stats_get(db, &st, sizeof st), LSM_OK);
     int tables = 0;
     for (int l = 0; l < LSM_MAX_LEVELS; l++)
         tables += st.tables[l];

@@ -21,6 +21,7 @@
 
 #include "helper_model.h"
 #include "lsm.h"
+#include "options.h"
 
 typedef struct cfg {
     const char *name;
@@ -145,7 +146,7 @@ static void make_value(run *R, size_t *vl)
 static void db_open(run *R)
 {
     lsm_options o;
-    lsm_options_init(&o);
+    options_defaults(&o);
     o.memtable_bytes = R->c->memtable;
     o.background_compaction = R->c->background;
     o.compression = (int)trng_below(&R->r, 3);
@@ -165,7 +166,7 @@ static void db_open(run *R)
 static void db_close(run *R)
 {
     lsm_stats st;
-    if (lsm_stats_get(R->db, &st) == LSM_OK) {
+    if (lsm_stats_get(R->db, &st, sizeof st) == LSM_OK) {
         R->flushes += st.flushes;
         R->compactions += st.compactions;
     }
