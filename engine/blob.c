@@ -31,7 +31,7 @@ int blob_writer_open(lsm_env *env, const char *path, blob_writer **out, char *er
     if (e < 0) {
         free(w->path);
         free(w);
-        return lsm_err_errno(err, e, "creating", path);
+        return err_errno(err, e, "creating", path);
     }
     uint8_t h[BLOB_HEADER] = { 0 };
     memcpy(h, BLOB_MAGIC, 8);
@@ -39,7 +39,7 @@ int blob_writer_open(lsm_env *env, const char *path, blob_writer **out, char *er
     e = env_append_all(env, w->f, h, sizeof h);
     if (e < 0) {
         blob_writer_abandon(w);
-        return lsm_err_errno(err, e, "writing", path);
+        return err_errno(err, e, "writing", path);
     }
     w->size = BLOB_HEADER;
     *out = w;
@@ -51,13 +51,13 @@ int blob_writer_add(blob_writer *w, slice val, uint64_t *off, char *err)
     w->sums.len = 0;
     for (size_t i = 0; i < val.n; i += BLOB_CHUNK) {
         size_t n = val.n - i < BLOB_CHUNK ? val.n - i : BLOB_CHUNK;
-        buf_put_fixed32(&w->sums, lsm_checksum(val.p + i, n));
+        buf_put_fixed32(&w->sums, checksum32(val.p + i, n));
     }
     int e = env_append_all(w->env, w->f, val.p, val.n);
     if (e == 0)
         e = env_append_all(w->env, w->f, w->sums.p, w->sums.len);
     if (e < 0)
-        return lsm_err_errno(err, e, "writing", w->path);
+        return err_errno(err, e, "writing", w->path);
     *off = w->size;
     w->size += val.n + w->sums.len;
     return LSM_OK;
@@ -78,7 +78,7 @@ static void blob_writer_free(blob_writer *w)
 int blob_writer_finish(blob_writer *w, char *err)
 {
     int e = w->env->sync(w->env, w->f);
-    int rc = e < 0 ? lsm_err_errno(err, e, "syncing", w->path) : LSM_OK;
+    int rc = e < 0 ? err_errno(err, e, "syncing", w->path) : LSM_OK;
     w->env->close(w->env, w->f);
     blob_writer_free(w);
     return rc;
@@ -114,13 +114,13 @@ int blob_check_header(lsm_env *env, lsm_file *f, const char *path, char *err)
     uint8_t h[BLOB_HEADER];
     int e = env_pread_all(env, f, h, sizeof h, 0);
     if (e == -ENODATA)
-        return lsm_err(err, LSM_CORRUPT, "%s: offset 0: file shorter than its header", path);
+        return err_set(err, LSM_CORRUPT, "%s: offset 0: file shorter than its header", path);
     if (e < 0)
-        return lsm_err_errno(err, e, "reading", path);
+        return err_errno(err, e, "reading", path);
     if (memcmp(h, BLOB_MAGIC, 8) != 0)
-        return lsm_err(err, LSM_CORRUPT, "%s: offset 0: bad magic (not a blob file)", path);
+        return err_set(err, LSM_CORRUPT, "%s: offset 0: bad magic (not a blob file)", path);
     if (dec_fixed32(h + 8) != BLOB_VERSION)
-        return lsm_err(err, LSM_CORRUPT, "%s: offset 8: unsupported blob format version %u", path,
+        return err_set(err, LSM_CORRUPT, "%s: offset 8: unsupported blob format version %u", path,
                        dec_fixed32(h + 8));
     return LSM_OK;
 }
@@ -131,7 +131,7 @@ int blob_read(lsm_env *env, lsm_file *f, const char *path, uint64_t off, uint64_
     if (n == 0)
         return LSM_OK;
     if (pos + n > len)
-        return lsm_err(err, LSM_INVALID, "%s: read past the end of a blob value", path);
+        return err_set(err, LSM_INVALID, "%s: read past the end of a blob value", path);
     uint64_t first = pos / BLOB_CHUNK, last = (pos + n - 1) / BLOB_CHUNK;
     uint64_t nchunks = (len + BLOB_CHUNK - 1) / BLOB_CHUNK;
     uint64_t lo = first * BLOB_CHUNK;
@@ -146,15 +146,15 @@ int blob_read(lsm_env *env, lsm_file *f, const char *path, uint64_t off, uint64_
     if (e == 0)
         e = env_pread_all(env, f, sums, nsums * 4, off + len + first * 4);
     if (e == -ENODATA)
-        rc = lsm_err(err, LSM_CORRUPT, "%s: offset %" PRIu64 ": blob value runs past the end of the file",
+        rc = err_set(err, LSM_CORRUPT, "%s: offset %" PRIu64 ": blob value runs past the end of the file",
                      path, off);
     else if (e < 0)
-        rc = lsm_err_errno(err, e, "reading", path);
+        rc = err_errno(err, e, "reading", path);
     for (uint64_t c = first; rc == LSM_OK && c <= last; c++) {
         uint64_t cs = c * BLOB_CHUNK - lo;
         size_t cn = (size_t)((c + 1 == nchunks ? len : (c + 1) * BLOB_CHUNK) - c * BLOB_CHUNK);
-        if (lsm_checksum(data + cs, cn) != dec_fixed32(sums + 4 * (c - first)))
-            rc = lsm_err(err, LSM_CORRUPT, "%s: offset %" PRIu64 ": blob chunk checksum mismatch",
+        if (checksum32(data + cs, cn) != dec_fixed32(sums + 4 * (c - first)))
+            rc = err_set(err, LSM_CORRUPT, "%s: offset %" PRIu64 ": blob chunk checksum mismatch",
                          path, off + c * BLOB_CHUNK);
     }
     if (rc == LSM_OK && !direct)

@@ -302,7 +302,7 @@ static int unsynced_sync_close(lsm_db *db, unsynced *u, char *err)
         if (e < 0) {
             char path[4096];
             db_table_path(db, u->number[i], path, sizeof path);
-            rc = lsm_err_errno(err, e, "syncing", path);
+            rc = err_errno(err, e, "syncing", path);
         }
         db->env->close(db->env, u->f[i]);
     }
@@ -501,7 +501,7 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
     if (split.p) {
         sub[0].hi = split;
         sub[1].lo = split;
-        if (lsm_thread_start(&helper, compact_merge_thread, &sub[1]) == 0) {
+        if (thread_start(&helper, compact_merge_thread, &sub[1]) == 0) {
             nsub = 2;
             atomic_fetch_add(&db->st_compactions_split, 1);
         } else {
@@ -576,7 +576,7 @@ static void compact_done(lsm_db *db, unsigned busy, int rc, const char *err)
    and when only reads arrive it would take their CPU for work that can wait. */
 static int compact_writes_recent(const lsm_db *db)
 {
-    return db->l0_stopped || lsm_now_micros() - db->last_switch_micros < 1000000;
+    return db->l0_stopped || now_micros() - db->last_switch_micros < 1000000;
 }
 
 void *compact_thread_main(void *arg)
@@ -636,7 +636,7 @@ static int compact_take_all(lsm_db *db, char *err)
         pthread_cond_wait(&db->bg_cv, &db->mu);
     db->manual_waiting--;
     if (db->bg_error)
-        return lsm_err(err, db->bg_error, "%s", db->bg_errmsg);
+        return err_set(err, db->bg_error, "%s", db->bg_errmsg);
     db->compacting++;
     db->level_busy = ~0u;
     return LSM_OK;

@@ -387,7 +387,7 @@ static int db_blob_ref(const lsm_db *db, slice ref, uint64_t *number, uint64_t *
                        char *err)
 {
     if (blob_ref_decode(ref, number, off, len) != 0)
-        return lsm_err(err, LSM_CORRUPT, "malformed blob reference in a table of %s", db->dir);
+        return err_set(err, LSM_CORRUPT, "malformed blob reference in a table of %s", db->dir);
     return LSM_OK;
 }
 
@@ -402,7 +402,7 @@ static int db_blob_read(lsm_db *db, slice ref, uint64_t pos, void *dst, size_t n
         return rc;
     db_blob_path(db, number, path, sizeof path);
     if (pos + n > *len)
-        return lsm_err(err, LSM_INVALID, "%s: range past the end of a value", path);
+        return err_set(err, LSM_INVALID, "%s: range past the end of a value", path);
     cache_handle *h = cache_lookup(db->bfcache, 0, number);
     if (!h) {
         blob_file *bf = xcalloc(1, sizeof *bf);
@@ -410,8 +410,8 @@ static int db_blob_read(lsm_db *db, slice ref, uint64_t pos, void *dst, size_t n
         int e = db->env->open(db->env, path, LSM_O_READ, &bf->f);
         if (e < 0) {
             free(bf);
-            return e == -ENOENT ? lsm_err(err, LSM_CORRUPT, "%s: missing blob file", path)
-                                : lsm_err_errno(err, e, "opening", path);
+            return e == -ENOENT ? err_set(err, LSM_CORRUPT, "%s: missing blob file", path)
+                                : err_errno(err, e, "opening", path);
         }
         rc = blob_check_header(db->env, bf->f, path, err);
         if (rc != LSM_OK) {
@@ -436,7 +436,7 @@ static int db_blob_resolve(lsm_db *db, void **val, size_t *vlen, char *err)
         return rc;
     void *v = malloc(len ? len : 1);
     if (!v)
-        return lsm_err(err, LSM_NOMEM, "cannot allocate %" PRIu64 " bytes for a value", len);
+        return err_set(err, LSM_NOMEM, "cannot allocate %" PRIu64 " bytes for a value", len);
     rc = db_blob_read(db, ref, 0, v, (size_t)len, &len, err);
     if (rc != LSM_OK) {
         free(v);
@@ -486,7 +486,7 @@ int tw_open(lsm_db *db, table_writer *tw, char *err)
     db_table_path(db, tw->number, tw->path, sizeof tw->path);
     int rc = db->env->open(db->env, tw->path, LSM_O_CREATE, &tw->f);
     if (rc < 0)
-        return lsm_err_errno(err, rc, "creating", tw->path);
+        return err_errno(err, rc, "creating", tw->path);
     sst_options so = {
         .block_bytes = db->opt.block_bytes,
         .restart_interval = 16,
@@ -553,7 +553,7 @@ int tw_add(table_writer *tw, slice k, slice v, char *err)
             /* Garbage collection: move a live value out of an old blob file. */
             void *data = malloc(len ? len : 1);
             if (!data)
-                return lsm_err(err, LSM_NOMEM, "cannot allocate %" PRIu64 " bytes", len);
+                return err_set(err, LSM_NOMEM, "cannot allocate %" PRIu64 " bytes", len);
             rc = db_blob_read(db, v, 0, data, (size_t)len, &len, err);
             if (rc == LSM_OK) {
                 buf kc = { 0 };
@@ -602,7 +602,7 @@ int tw_finish(table_writer *tw, file_meta **out, uint64_t *bytes, lsm_file **kee
     if (rc == LSM_OK && !keep) {
         int e = env->sync(env, tw->f);
         if (e < 0)
-            rc = lsm_err_errno(err, e, "syncing", tw->path);
+            rc = err_errno(err, e, "syncing", tw->path);
     }
     if (rc == LSM_OK && tw->bw) {
         blob_size = blob_writer_size(tw->bw);
@@ -640,7 +640,7 @@ int tw_finish(table_writer *tw, file_meta **out, uint64_t *bytes, lsm_file **kee
 int db_sync_dir(lsm_db *db, char *err)
 {
     int e = db->env->sync_dir(db->env, db->dir);
-    return e < 0 ? lsm_err_errno(err, e, "syncing directory", db->dir) : LSM_OK;
+    return e < 0 ? err_errno(err, e, "syncing directory", db->dir) : LSM_OK;
 }
 
 /* Creates WAL `number`, durable (header and directory entry) before any write is acknowledged. */
@@ -761,7 +761,7 @@ static int db_make_room(lsm_db *db, int force, char *err)
     int allow_delay = !force && db->opt.background_compaction;
     for (;;) {
         if (db->bg_error)
-            return lsm_err(err, db->bg_error, "%s", db->bg_errmsg);
+            return err_set(err, db->bg_error, "%s", db->bg_errmsg);
         int l0 = db->vs.current->nfiles[0];
         if (l0 < L0_SLOWDOWN)
             db->paced_bytes = 0;
@@ -788,7 +788,7 @@ static int db_make_room(lsm_db *db, int force, char *err)
         if (force && memtable_entries(db->mem) == 0)
             return LSM_OK;
         if (db->imm || (db->opt.background_compaction && l0 >= L0_STOP)) {
-            uint64_t t0 = lsm_now_micros();
+            uint64_t t0 = now_micros();
             int stopped = !db->imm;
             pthread_cond_broadcast(&db->work_cv);
             if (stopped) {
@@ -798,7 +798,7 @@ static int db_make_room(lsm_db *db, int force, char *err)
             pthread_cond_wait(&db->bg_cv, &db->mu);
             if (stopped)
                 db->l0_stopped = 0;
-            atomic_fetch_add(&db->st_stall_micros, lsm_now_micros() - t0);
+            atomic_fetch_add(&db->st_stall_micros, now_micros() - t0);
             continue;
         }
         /* Switch: finish the old WAL durably, then start a new one. */
@@ -819,7 +819,7 @@ static int db_make_room(lsm_db *db, int force, char *err)
         db->imm_log = db->wal_number;
         db->wal_number = num;
         db->mem = memtable_new();
-        db->last_switch_micros = lsm_now_micros();
+        db->last_switch_micros = now_micros();
         force = 0;
         pthread_cond_broadcast(&db->work_cv);
     }
@@ -903,7 +903,7 @@ static int db_write(lsm_db *db, lsm_batch *b, int sync, int force_flush)
             rc = logw_sync(wal, err);
         uint64_t lastseq = seq - 1;
         if (rc == LSM_OK && count > 0 && batch_apply(mem, rep, replen, &lastseq) != LSM_OK)
-            rc = lsm_err(err, LSM_CORRUPT, "internal: malformed batch");
+            rc = err_set(err, LSM_CORRUPT, "internal: malformed batch");
 
         pthread_mutex_lock(&db->mu);
         if (rc != LSM_OK)
@@ -1337,7 +1337,7 @@ static int files_iter_status(const iiter *it, char *err)
 {
     const files_iter *fi = (const files_iter *)it;
     if (fi->rc != LSM_OK)
-        return lsm_err(err, fi->rc, "%s", fi->err);
+        return err_set(err, fi->rc, "%s", fi->err);
     return fi->cur ? iiter_status(fi->cur, err) : LSM_OK;
 }
 
@@ -1684,11 +1684,11 @@ static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off
     struct recover_state *st = arg;
     uint64_t last;
     if (st->torn[0])
-        return lsm_err(st->err, LSM_CORRUPT,
+        return err_set(st->err, LSM_CORRUPT,
                        "%s: its last %" PRIu64 " bytes are damaged although a newer log (%s) "
                        "holds writes", st->torn, st->torn_bytes, st->path);
     if (batch_apply(*st->mem, p, n, &last) != LSM_OK)
-        return lsm_err(st->err, LSM_CORRUPT, "%s: offset %" PRIu64 ": malformed batch record",
+        return err_set(st->err, LSM_CORRUPT, "%s: offset %" PRIu64 ": malformed batch record",
                        st->path, off);
     if (n >= BATCH_HEADER && dec_fixed32(p + 8) > 0 && last > st->max_seq)
         st->max_seq = last;
@@ -1726,7 +1726,7 @@ static int db_replay_logs(lsm_db *db, version_edit *edit, char *err)
     int n = 0;
     int e = db->env->list(db->env, db->dir, &names, &n);
     if (e < 0)
-        return lsm_err_errno(err, e, "listing", db->dir);
+        return err_errno(err, e, "listing", db->dir);
     uint64_t *logs = xmalloc((size_t)(n + 1) * sizeof *logs);
     int nlogs = 0;
     for (int i = 0; i < n; i++) {
@@ -1858,9 +1858,9 @@ static int db_check_tables(lsm_db *db, char *err)
             db_table_path(db, v->files[l][j]->number, path, sizeof path);
             int e = db->env->file_exists(db->env, path);
             if (e == 0)
-                return lsm_err(err, LSM_CORRUPT, "%s: missing table named by the manifest", path);
+                return err_set(err, LSM_CORRUPT, "%s: missing table named by the manifest", path);
             if (e < 0)
-                return lsm_err_errno(err, e, "checking", path);
+                return err_errno(err, e, "checking", path);
         }
     return LSM_OK;
 }
@@ -1911,10 +1911,10 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     char *err = tl_open_err;
     err[0] = 0;
     if (!out)
-        return lsm_err(err, LSM_INVALID, "lsm_open: out is NULL");
+        return err_set(err, LSM_INVALID, "lsm_open: out is NULL");
     *out = NULL;
     if (!dir || !*dir)
-        return lsm_err(err, LSM_INVALID, "lsm_open: no directory given");
+        return err_set(err, LSM_INVALID, "lsm_open: no directory given");
 
     lsm_db *db = xcalloc(1, sizeof *db);
     if (opt)
@@ -1926,7 +1926,7 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
         free(db);
         return rc;
     }
-    db->env = db->opt.env ? db->opt.env : lsm_env_posix();
+    db->env = db->opt.env ? db->opt.env : env_posix();
     db->dir = xmemdup(dir, strlen(dir) + 1);
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->manifest_mu, NULL);
@@ -1945,13 +1945,13 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
 
     int e = db->env->file_exists(db->env, dir);
     if (e == 0 && !db->opt.create_if_missing) {
-        rc = lsm_err(err, LSM_INVALID, "%s: no such directory (create_if_missing is off)", dir);
+        rc = err_set(err, LSM_INVALID, "%s: no such directory (create_if_missing is off)", dir);
         goto fail;
     }
     if (e == 0) {
         e = db->env->mkdir(db->env, dir);
         if (e < 0 && e != -EEXIST) {
-            rc = lsm_err_errno(err, e, "creating directory", dir);
+            rc = err_errno(err, e, "creating directory", dir);
             goto fail;
         }
     }
@@ -1963,11 +1963,11 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
         db->lock = NULL;
         if (e == -EWOULDBLOCK || e == -EAGAIN) {
             if (holder > 0)
-                rc = lsm_err(err, LSM_BUSY, "%s: held by another handle or process (pid %ld)", path, holder);
+                rc = err_set(err, LSM_BUSY, "%s: held by another handle or process (pid %ld)", path, holder);
             else
-                rc = lsm_err(err, LSM_BUSY, "%s: held by another handle or process", path);
+                rc = err_set(err, LSM_BUSY, "%s: held by another handle or process", path);
         } else {
-            rc = lsm_err_errno(err, e, "locking", path);
+            rc = err_errno(err, e, "locking", path);
         }
         goto fail;
     }
@@ -1979,14 +1979,14 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     if (rc == LSM_NOTFOUND) {
         char *orphan = db_find_orphan_data(db);
         if (orphan) {
-            rc = lsm_err(err, LSM_CORRUPT,
+            rc = err_set(err, LSM_CORRUPT,
                          "%s/CURRENT: missing, but the directory holds database files (%s); "
                          "refusing to start an empty database over them", dir, orphan);
             free(orphan);
             goto fail;
         }
         if (!db->opt.create_if_missing) {
-            rc = lsm_err(err, LSM_INVALID, "%s: no database here (create_if_missing is off)", dir);
+            rc = err_set(err, LSM_INVALID, "%s: no database here (create_if_missing is off)", dir);
             goto fail;
         }
         version *v = xcalloc(1, sizeof *v);
@@ -1998,7 +1998,7 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     } else if (rc != LSM_OK) {
         goto fail;
     } else if (db->opt.error_if_exists) {
-        rc = lsm_err(err, LSM_EXISTS, "%s: a database exists here (error_if_exists is set)", dir);
+        rc = err_set(err, LSM_EXISTS, "%s: a database exists here (error_if_exists is set)", dir);
         goto fail;
     }
     if ((rc = db_check_tables(db, err)) != LSM_OK)
@@ -2029,14 +2029,14 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     db_remove_obsolete(db);
 
     db->mem = memtable_new();
-    if (lsm_thread_start(&db->flush_thread, db_flush_main, db) != 0) {
-        rc = lsm_err(err, LSM_NOMEM, "cannot start the flush thread");
+    if (thread_start(&db->flush_thread, db_flush_main, db) != 0) {
+        rc = err_set(err, LSM_NOMEM, "cannot start the flush thread");
         goto fail;
     }
     for (; db->nthreads < COMPACT_THREADS; db->nthreads++)
-        if (lsm_thread_start(&db->compact_thread[db->nthreads], compact_thread_main, db) != 0) {
+        if (thread_start(&db->compact_thread[db->nthreads], compact_thread_main, db) != 0) {
             db_stop_threads(db);
-            rc = lsm_err(err, LSM_NOMEM, "cannot start a compaction thread");
+            rc = err_set(err, LSM_NOMEM, "cannot start a compaction thread");
             goto fail;
         }
     db->threads_started = 1;

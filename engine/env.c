@@ -318,7 +318,7 @@ static lsm_env env_posix_env = {
     .preallocate = env_posix_preallocate,
 };
 
-lsm_env *lsm_env_posix(void)
+lsm_env *env_posix(void)
 {
     return &env_posix_env;
 }

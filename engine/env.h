@@ -2,7 +2,7 @@
  * env.h — the engine's only door to the file system: a small table of function pointers.
  *
  * Every file operation of the engine goes through an lsm_env so that tests can substitute one that
- * injects faults. lsm_env_posix() is the default. The tests' fault env (tests/engine/faultenv.h) is
+ * injects faults. env_posix() is the default. The tests' fault env (tests/engine/faultenv.h) is
  * an in-memory file system that models what survives a power loss: file bytes survive only up to
  * the last sync of that file, and a directory entry (creation, rename, unlink) survives only once
  * its directory was synced.
@@ -71,7 +71,7 @@ struct lsm_env {
     int     (*preallocate)(lsm_env *env, lsm_file *f, uint64_t off, uint64_t n);
 };
 
-lsm_env *lsm_env_posix(void);                 /* static; never freed */
+lsm_env *env_posix(void);                 /* static; never freed */
 
 /* Helpers over any env. */
 int  env_append_all(lsm_env *env, lsm_file *f, const void *p, size_t n); /* retries short writes; 0 or -errno */

@@ -58,7 +58,7 @@ void buf_put_lenslice(buf *b, const void *p, size_t n);    /* varint length, the
 void buf_free(buf *b);                                     /* frees and zeroes; accepts empty */
 
 /* xorshift64 (Marsaglia): advances *state (never 0) and returns it. Not for anything secret. */
-static inline uint64_t lsm_xorshift64(uint64_t *state)
+static inline uint64_t xorshift64(uint64_t *state)
 {
     uint64_t x = *state;
     x ^= x << 13;
@@ -93,8 +93,8 @@ const uint8_t *dec_varint(const uint8_t *p, const uint8_t *limit, uint64_t *v);
 const uint8_t *dec_lenslice(const uint8_t *p, const uint8_t *limit, slice *out);
 
 /* ---- checksums (xxHash XXH3, low 32 bits) ---- */
-uint32_t lsm_checksum(const void *p, size_t n);
-uint32_t lsm_checksum2(const void *a, size_t an, const void *b, size_t bn); /* over a then b */
+uint32_t checksum32(const void *p, size_t n);
+uint32_t checksum32_pair(const void *a, size_t an, const void *b, size_t bn); /* over a then b */
 
 /* ---- keys ---- */
 int ukey_cmp(const void *a, size_t an, const void *b, size_t bn);     /* memcmp, then length */
@@ -146,13 +146,13 @@ void ikey_build(buf *b, const void *ukey, size_t n, uint64_t seq, int type);
 
 /* ---- errors ---- */
 /* Formats a message into err (LSM_ERRLEN bytes; may be NULL) and returns code. */
-int lsm_err(char *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int err_set(char *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Maps a negative errno from the env to LSM_IOERR (or LSM_BUSY for a held lock), with a message
    "what path: strerror". */
-int lsm_err_errno(char *err, int neg_errno, const char *what, const char *path);
+int err_errno(char *err, int neg_errno, const char *what, const char *path);
 
 /* Monotonic microseconds. */
-uint64_t lsm_now_micros(void);
+uint64_t now_micros(void);
 
 /* ---- threads ---- */
 /* pthread_create for the engine's background threads: the new thread starts with every signal
@@ -161,6 +161,6 @@ uint64_t lsm_now_micros(void);
    the application blocks in order to sigwait for it, or waits for on one thread (libfuse's loop
    sleeps until SIGTERM's handler runs on its thread), could be taken by an engine thread started
    before the application set its mask. Returns pthread_create's result. */
-int lsm_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
+int thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 #endif /* LSM_INT_H */

@@ -164,7 +164,7 @@ static mt_node *memtable_node_new(memtable *m, int height, size_t payload)
 /* Heights are geometric with p = 1/4: two random bits per extra level. */
 static int memtable_random_height(memtable *m)
 {
-    uint64_t x = lsm_xorshift64(&m->rng);
+    uint64_t x = xorshift64(&m->rng);
     int h = 1;
     while (h < MEMTABLE_MAX_HEIGHT && (x & 3) == 0) {
         h++;

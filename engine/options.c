@@ -32,7 +32,7 @@ void options_defaults(lsm_options *opt)
 int options_sanitize(lsm_options *opt, char *err)
 {
     if (opt->compression < LSM_COMPRESSION_NONE || opt->compression > LSM_COMPRESSION_ZSTD)
-        return lsm_err(err, LSM_INVALID, "lsm_open: unknown compression %d", opt->compression);
+        return err_set(err, LSM_INVALID, "lsm_open: unknown compression %d", opt->compression);
     if (opt->memtable_bytes < 4096)
         opt->memtable_bytes = 4096;
     if (opt->block_bytes < 256)

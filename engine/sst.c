@@ -454,7 +454,7 @@ static int sst_builder_write(sst_builder *b, const void *p, size_t n, char *err)
 {
     int e = env_append_wb(b->env, b->f, p, n, &b->wb);
     if (e < 0)
-        return sst_builder_fail(b, lsm_err_errno(b->msg, e, "write", b->path), err);
+        return sst_builder_fail(b, err_errno(b->msg, e, "write", b->path), err);
     return LSM_OK;
 }
 
@@ -528,7 +528,7 @@ static int sst_write_block(sst_builder *b, buf *raw, int compression, uint64_t *
 
     size_t stored = out->len;
     buf_putc(out, type);
-    buf_put_fixed32(out, lsm_checksum(out->p, stored + 1));
+    buf_put_fixed32(out, checksum32(out->p, stored + 1));
     *off = b->offset;
     *size = stored;
     int rc = sst_builder_append(b, out->p, out->len, err);
@@ -628,13 +628,13 @@ int sst_builder_add(sst_builder *b, slice ikey, slice val, char *err)
     if (b->status)
         return sst_builder_fail(b, b->status, err);
     if (b->finished)
-        return lsm_err(err, LSM_INVALID, "%s: add after finish", b->path);
+        return err_set(err, LSM_INVALID, "%s: add after finish", b->path);
     if (ikey.n < LSM_TRAILER || ikey.n - LSM_TRAILER > LSM_MAX_KEY || val.n > SST_MAX_BLOCK / 2)
-        return lsm_err(err, LSM_INVALID, "%s: bad entry size (key %zu, value %zu bytes)", b->path,
+        return err_set(err, LSM_INVALID, "%s: bad entry size (key %zu, value %zu bytes)", b->path,
                        ikey.n, val.n);
     slice last = { b->last_key.p, b->last_key.len };
     if (b->entries > 0 && iiter_key_cmp(ikey, last) <= 0)
-        return lsm_err(err, LSM_INVALID, "%s: keys added out of order", b->path);
+        return err_set(err, LSM_INVALID, "%s: keys added out of order", b->path);
     /* How many leading bytes ikey shares with the previous key: the data block stores only the
        rest, last_key copies only the rest, and the bloom filter skips a repeated user key. */
     size_t same = b->entries > 0 ? ukey_shared(last.p, last.n, ikey.p, ikey.n) : 0;
@@ -680,7 +680,7 @@ int sst_builder_finish(sst_builder *b, uint64_t *file_size, char *err)
     if (b->status)
         return sst_builder_fail(b, b->status, err);
     if (b->finished)
-        return lsm_err(err, LSM_INVALID, "%s: finished twice", b->path);
+        return err_set(err, LSM_INVALID, "%s: finished twice", b->path);
     int rc;
     if (b->data.entries > 0 && (rc = sst_flush_block(b, err)))
         return rc;
@@ -708,7 +708,7 @@ int sst_builder_finish(sst_builder *b, uint64_t *file_size, char *err)
     enc_fixed64(ft + 24, index_size);
     enc_fixed64(ft + 32, b->entries);
     enc_fixed32(ft + 40, SST_VERSION);
-    enc_fixed32(ft + 44, lsm_checksum(ft, 44));
+    enc_fixed32(ft + 44, checksum32(ft, 44));
     enc_fixed64(ft + 48, SST_MAGIC);
     if ((rc = sst_builder_append(b, ft, sizeof(ft), err)) || (rc = sst_builder_drain(b, err)))
         return rc;
@@ -799,14 +799,14 @@ typedef struct sst_blockref {
 
 static int sst_corrupt(const sst *t, char *err, uint64_t off, const char *why)
 {
-    return lsm_err(err, LSM_CORRUPT, "%s: offset %" PRIu64 ": %s", t->path, off, why);
+    return err_set(err, LSM_CORRUPT, "%s: offset %" PRIu64 ": %s", t->path, off, why);
 }
 
 static int sst_read_error(const sst *t, char *err, int rc, uint64_t off)
 {
     if (rc == -ENODATA)
         return sst_corrupt(t, err, off, "file truncated");
-    return lsm_err_errno(err, rc, "read", t->path);
+    return err_errno(err, rc, "read", t->path);
 }
 
 static int sst_handle_ok(const sst *t, uint64_t off, uint64_t size)
@@ -860,7 +860,7 @@ static int sst_decode_block(const sst *t, uint64_t off, uint64_t n, const uint8_
                             sst_heap_block *keep, sst_heap_block **out, char *err)
 {
     *out = NULL;
-    if (dec_fixed32(src + n + 1) != lsm_checksum(src, (size_t)n + 1))
+    if (dec_fixed32(src + n + 1) != checksum32(src, (size_t)n + 1))
         return sst_corrupt(t, err, off, "block checksum mismatch");
     sst_heap_block *b;
     switch (src[n]) {
@@ -892,7 +892,7 @@ static int sst_decode_block(const sst *t, uint64_t off, uint64_t n, const uint8_
             return sst_corrupt(t, err, off, "bad Zstandard block length");
         ZSTD_DCtx *d = sst_dctx();
         if (!d)
-            return lsm_err(err, LSM_NOMEM, "%s: no memory for a Zstandard context", t->path);
+            return err_set(err, LSM_NOMEM, "%s: no memory for a Zstandard context", t->path);
         b = sst_block_alloc(off, (size_t)ulen);
         size_t got = ZSTD_decompressDCtx(d, b->mem, (size_t)ulen, src, (size_t)n);
         if (ZSTD_isError(got) || got != ulen) {
@@ -970,7 +970,7 @@ static int sst_map_block(const sst *t, size_t bi, sst_blockref *ref, char *err)
         /* Threads may check the same block at once; only the one that claims the entry writes. */
         if (b->data[b->size] != SST_TYPE_NONE)
             return 0;
-        if (dec_fixed32(b->data + b->size + 1) != lsm_checksum(b->data, b->size + 1))
+        if (dec_fixed32(b->data + b->size + 1) != checksum32(b->data, b->size + 1))
             return sst_corrupt(t, err, ie->off, "block checksum mismatch");
         if (sst_block_layout(b) < 0)
             return sst_corrupt(t, err, ie->off, "malformed block");
@@ -1229,12 +1229,12 @@ int sst_open(lsm_env *env, const char *path, uint64_t file_size, cache *block_ca
 {
     *out = NULL;
     if (file_size < SST_FOOTER)
-        return lsm_err(err, LSM_CORRUPT, "%s: offset 0: file too short for a table (%" PRIu64
+        return err_set(err, LSM_CORRUPT, "%s: offset 0: file too short for a table (%" PRIu64
                        " bytes)", path, file_size);
     lsm_file *f;
     int rc = env->open(env, path, LSM_O_READ, &f);
     if (rc < 0)
-        return lsm_err_errno(err, rc, "open", path);
+        return err_errno(err, rc, "open", path);
 
     sst *t = xcalloc(1, sizeof(*t));
     t->env = env;
@@ -1263,7 +1263,7 @@ int sst_open(lsm_env *env, const char *path, uint64_t file_size, cache *block_ca
         rc = sst_corrupt(t, err, foff + 48, "bad magic number (not a table)");
         goto fail;
     }
-    if (dec_fixed32(ft + 44) != lsm_checksum(ft, 44)) {
+    if (dec_fixed32(ft + 44) != checksum32(ft, 44)) {
         rc = sst_corrupt(t, err, foff, "footer checksum mismatch");
         goto fail;
     }
@@ -1369,7 +1369,7 @@ int sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, i
                 } else if (ty != LSM_TYPE_DELETE) {
                     void *v = malloc(dc.val.n ? dc.val.n : 1);
                     if (!v) {
-                        rc = lsm_err(err, LSM_NOMEM, "%s: no memory for a %zu-byte value",
+                        rc = err_set(err, LSM_NOMEM, "%s: no memory for a %zu-byte value",
                                      t->path, dc.val.n);
                     } else {
                         memcpy(v, dc.val.p, dc.val.n);

@@ -163,12 +163,12 @@ const uint8_t *dec_lenslice(const uint8_t *p, const uint8_t *limit, slice *out)
     return p + n;
 }
 
-uint32_t lsm_checksum(const void *p, size_t n)
+uint32_t checksum32(const void *p, size_t n)
 {
     return (uint32_t)XXH3_64bits(p, n);
 }
 
-uint32_t lsm_checksum2(const void *a, size_t an, const void *b, size_t bn)
+uint32_t checksum32_pair(const void *a, size_t an, const void *b, size_t bn)
 {
     XXH3_state_t st;
     XXH3_64bits_reset(&st);
@@ -202,7 +202,7 @@ void ikey_build(buf *b, const void *ukey, size_t n, uint64_t seq, int type)
     buf_put_fixed64(b, ikey_pack(seq, type));
 }
 
-int lsm_err(char *err, int code, const char *fmt, ...)
+int err_set(char *err, int code, const char *fmt, ...)
 {
     if (err) {
         va_list ap;
@@ -213,24 +213,24 @@ int lsm_err(char *err, int code, const char *fmt, ...)
     return code;
 }
 
-int lsm_err_errno(char *err, int neg_errno, const char *what, const char *path)
+int err_errno(char *err, int neg_errno, const char *what, const char *path)
 {
     int e = -neg_errno;
     int code = (e == EWOULDBLOCK || e == EAGAIN) ? LSM_BUSY
              : e == ENOMEM                  ? LSM_NOMEM
              : (e == ENOSPC || e == EDQUOT) ? LSM_NOSPACE
              : LSM_IOERR;
-    return lsm_err(err, code, "%s %s: %s", what, path, strerror(e));
+    return err_set(err, code, "%s %s: %s", what, path, strerror(e));
 }
 
-uint64_t lsm_now_micros(void)
+uint64_t now_micros(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-int lsm_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+int thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
 {
     sigset_t all, old;
     sigfillset(&all);

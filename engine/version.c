@@ -350,7 +350,7 @@ static int vset_replay_record(void *arg, const uint8_t *p, size_t n, uint64_t of
     const char *why = version_edit_decode(&e, p, n);
     if (why) {
         edit_free(&e);
-        return lsm_err(st->err, LSM_CORRUPT, "%s: offset %" PRIu64 ": %s", st->path, off, why);
+        return err_set(st->err, LSM_CORRUPT, "%s: offset %" PRIu64 ": %s", st->path, off, why);
     }
     for (int d = 0; d < e.ndeleted; d++) {
         int found = 0;
@@ -358,7 +358,7 @@ static int vset_replay_record(void *arg, const uint8_t *p, size_t n, uint64_t of
             found = st->v->files[e.deleted[d].level][i]->number == e.deleted[d].number;
         if (!found) {
             edit_free(&e);
-            return lsm_err(st->err, LSM_CORRUPT,
+            return err_set(st->err, LSM_CORRUPT,
                            "%s: offset %" PRIu64 ": edit deletes table %06" PRIu64 " that is not in level %d",
                            st->path, off, e.deleted[d].number, e.deleted[d].level);
         }
@@ -392,7 +392,7 @@ int vset_recover(vset *vs, char *err)
     if (rc == -ENOENT)
         return LSM_NOTFOUND;
     if (rc < 0)
-        return lsm_err_errno(err, rc, "reading", path);
+        return err_errno(err, rc, "reading", path);
     /* CURRENT holds "MANIFEST-NNNNNN\n". */
     uint64_t num = 0;
     int ok = n >= 11 && n <= 9 + 19 + 1 && memcmp(cur, "MANIFEST-", 9) == 0 && cur[n - 1] == '\n';
@@ -402,13 +402,13 @@ int vset_recover(vset *vs, char *err)
     }
     free(cur);
     if (!ok)
-        return lsm_err(err, LSM_CORRUPT, "%s: offset 0: expected \"MANIFEST-NNNNNN\\n\"", path);
+        return err_set(err, LSM_CORRUPT, "%s: offset 0: expected \"MANIFEST-NNNNNN\\n\"", path);
 
     char mpath[4096];
     snprintf(mpath, sizeof mpath, "%s/MANIFEST-%06" PRIu64, vs->dir, num);
     rc = vs->env->file_exists(vs->env, mpath);
     if (rc == 0)
-        return lsm_err(err, LSM_CORRUPT, "%s names %s, which does not exist", path, mpath);
+        return err_set(err, LSM_CORRUPT, "%s names %s, which does not exist", path, mpath);
     struct replay_state st = { .vs = vs, .path = mpath, .err = err };
     st.v = xcalloc(1, sizeof *st.v);
     atomic_init(&st.v->refs, 1);
@@ -416,13 +416,13 @@ int vset_recover(vset *vs, char *err)
     uint64_t dropped = 0;
     rc = log_replay(vs->env, mpath, MANIFEST_MAGIC, vset_replay_record, &st, &dropped, err);
     if (rc == LSM_OK && (!st.have_log || !st.have_next || !st.have_seq))
-        rc = lsm_err(err, LSM_CORRUPT, "%s: offset 0: manifest lacks %s", mpath,
+        rc = err_set(err, LSM_CORRUPT, "%s: offset 0: manifest lacks %s", mpath,
                      !st.have_log ? "a log number" : !st.have_next ? "the next file number"
                                                                    : "the last sequence");
     uint64_t a, b;
     int l = rc == LSM_OK ? version_overlap(st.v, &a, &b) : 0;
     if (l)
-        rc = lsm_err(err, LSM_CORRUPT, "%s: level %d: tables %06" PRIu64 " and %06" PRIu64
+        rc = err_set(err, LSM_CORRUPT, "%s: level %d: tables %06" PRIu64 " and %06" PRIu64
                      " overlap", mpath, l, a, b);
     if (rc != LSM_OK) {
         version_unref(st.v);
@@ -458,7 +458,7 @@ int vset_apply(vset *vs, version_edit *e, char *err)
     int l = version_overlap(nv, &a, &b);
     if (l) {
         version_unref(nv);
-        return lsm_err(err, LSM_CORRUPT, "an edit would make tables %06" PRIu64 " and %06" PRIu64
+        return err_set(err, LSM_CORRUPT, "an edit would make tables %06" PRIu64 " and %06" PRIu64
                        " of level %d overlap", a, b, l);
     }
     buf rec = { 0 };
@@ -520,7 +520,7 @@ int vset_write_snapshot(vset *vs, char *err)
         int n = snprintf(name, sizeof name, "MANIFEST-%06" PRIu64 "\n", num);
         int erc = env_write_file_atomic(vs->env, vs->dir, "CURRENT", name, (size_t)n);
         if (erc < 0)
-            rc = lsm_err_errno(err, erc, "writing", "CURRENT");
+            rc = err_errno(err, erc, "writing", "CURRENT");
     }
     if (rc != LSM_OK) {
         logw_close(w, NULL);

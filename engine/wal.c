@@ -167,7 +167,7 @@ static int logw_create_v(lsm_env *env, const char *path, const char *magic, uint
     lsm_file *f;
     int r = env->open(env, path, LSM_O_CREATE | (write_at ? LSM_O_WRITE_AT : 0), &f);
     if (r < 0)
-        return lsm_err_errno(err, r, "create", path);
+        return err_errno(err, r, "create", path);
     logw *w = xcalloc(1, sizeof *w);
     pthread_mutex_init(&w->mu, NULL);
     w->env = env;
@@ -183,7 +183,7 @@ static int logw_create_v(lsm_env *env, const char *path, const char *magic, uint
     r = logw_write(w, hdr, sizeof hdr);
     if (r < 0) {
         logw_close(w, NULL);
-        return lsm_err_errno(err, r, "write header of", path);
+        return err_errno(err, r, "write header of", path);
     }
     w->size = LOG_HEADER;
     w->wb.sent = LOG_HEADER;
@@ -236,7 +236,7 @@ int logw_flush(logw *w, char *err)
     pthread_mutex_lock(&w->mu);
     int r = logw_flush_locked(w);
     pthread_mutex_unlock(&w->mu);
-    return r < 0 ? lsm_err_errno(err, r, "append to", w->path) : LSM_OK;
+    return r < 0 ? err_errno(err, r, "append to", w->path) : LSM_OK;
 }
 
 /* Writes one record whose payload is a then b (caller holds mu). A small record joins the buffer
@@ -245,10 +245,10 @@ int logw_flush(logw *w, char *err)
 static int logw_put_locked(logw *w, const void *a, size_t an, const void *b, size_t bn, char *err)
 {
     if (w->ioerr)
-        return lsm_err_errno(err, w->ioerr, "append to failed log", w->path);
+        return err_errno(err, w->ioerr, "append to failed log", w->path);
     uint64_t total = (uint64_t)an + bn;
     if (total > (w->version == LOG_VERSION_MARKED ? LOG_MARK_BIT - 1 : UINT32_MAX))
-        return lsm_err(err, LSM_INVALID, "%s: record of %llu bytes is too large for a log",
+        return err_set(err, LSM_INVALID, "%s: record of %llu bytes is too large for a log",
                        w->path, (unsigned long long)total);
     uint8_t hdr[LOG_REC_HEADER];
     enc_fixed32(hdr + 4, (uint32_t)total);
@@ -262,11 +262,11 @@ static int logw_put_locked(logw *w, const void *a, size_t an, const void *b, siz
         buf_append(&w->pending, b, bn);
         w->size += mlen + LOG_REC_HEADER + total;
         int r = w->pending.len >= w->buffer_cap ? logw_flush_locked(w) : 0;
-        return r < 0 ? lsm_err_errno(err, r, "append to", w->path) : LSM_OK;
+        return r < 0 ? err_errno(err, r, "append to", w->path) : LSM_OK;
     }
     int fr = logw_flush_locked(w);
     if (fr < 0)
-        return lsm_err_errno(err, fr, "append to", w->path);
+        return err_errno(err, fr, "append to", w->path);
     w->scratch.len = 0;
     buf_append(&w->scratch, mark, mlen);
     buf_append(&w->scratch, hdr, sizeof hdr);
@@ -289,7 +289,7 @@ static int logw_put_locked(logw *w, const void *a, size_t an, const void *b, siz
     if (r == 0 && w->scratch.len > 0)
         r = logw_write(w, w->scratch.p, w->scratch.len);
     if (r < 0)
-        return lsm_err_errno(err, r, "append to", w->path);
+        return err_errno(err, r, "append to", w->path);
     w->size += mlen + LOG_REC_HEADER + total;
     return LSM_OK;
 }
@@ -324,7 +324,7 @@ int logw_sync(logw *w, char *err)
             w->synced_to = upto;
     }
     pthread_mutex_unlock(&w->mu);
-    return r < 0 ? lsm_err_errno(err, r, "sync", w->path) : LSM_OK;
+    return r < 0 ? err_errno(err, r, "sync", w->path) : LSM_OK;
 }
 
 int logw_seal(logw *w, char *err)
@@ -340,7 +340,7 @@ int logw_seal(logw *w, char *err)
         w->size += mlen;
     pthread_mutex_unlock(&w->mu);
     if (r < 0)
-        return lsm_err_errno(err, r, "append to", w->path);
+        return err_errno(err, r, "append to", w->path);
     return mlen ? logw_sync(w, err) : LSM_OK;
 }
 
@@ -357,8 +357,8 @@ int logw_close(logw *w, char *err)
     int fr = logw_flush_locked(w);
     pthread_mutex_unlock(&w->mu);
     int r = w->env->close(w->env, w->f);
-    int rc = fr < 0 ? lsm_err_errno(err, fr, "append to", w->path)
-           : r < 0 ? lsm_err_errno(err, r, "close", w->path) : LSM_OK;
+    int rc = fr < 0 ? err_errno(err, fr, "append to", w->path)
+           : r < 0 ? err_errno(err, r, "close", w->path) : LSM_OK;
     pthread_mutex_destroy(&w->mu);
     buf_free(&w->pending);
     buf_free(&w->scratch);
@@ -396,7 +396,7 @@ static int log_reader_get(log_reader *r, uint64_t off, size_t n, const uint8_t *
     if (want > r->cap) {
         uint8_t *p = realloc(r->p, want);
         if (!p)
-            return lsm_err(err, LSM_NOMEM, "%s: offset %llu: no memory for %zu bytes", r->path,
+            return err_set(err, LSM_NOMEM, "%s: offset %llu: no memory for %zu bytes", r->path,
                            (unsigned long long)off, want);
         r->p = p;
         r->cap = want;
@@ -411,7 +411,7 @@ static int log_reader_get(log_reader *r, uint64_t off, size_t n, const uint8_t *
     r->len = 0;
     int rc = env_pread_all(r->env, r->f, r->p + keep, want - keep, off + keep);
     if (rc < 0)
-        return lsm_err_errno(err, rc, "read", r->path);
+        return err_errno(err, rc, "read", r->path);
     r->len = want;
     *out = r->p;
     return LSM_OK;
@@ -456,7 +456,7 @@ static int log_find_survivor(log_reader *r, uint64_t off, uint64_t *found, char 
        or in a fragment too short to be a header. Computed from the back, so each i is O(1). */
     uint8_t *reach = calloc(n / 8 + 1, 1);
     if (!reach)
-        return lsm_err(err, LSM_NOMEM, "%s: no memory to check the tail at offset %llu", r->path,
+        return err_set(err, LSM_NOMEM, "%s: no memory to check the tail at offset %llu", r->path,
                        (unsigned long long)off);
 #define REACH_SET(i) (reach[(i) >> 3] |= (uint8_t)(1u << ((i) & 7)))
 #define REACH_GET(i) ((reach[(i) >> 3] >> ((i) & 7)) & 1u)
@@ -476,7 +476,7 @@ static int log_find_survivor(log_reader *r, uint64_t off, uint64_t *found, char 
         uint32_t len = dec_fixed32(q + i + 4);
         if (len > n - i - LOG_REC_HEADER)
             continue;
-        if (lsm_checksum(q + i + 4, 4 + (size_t)len) == dec_fixed32(q + i)) {
+        if (checksum32(q + i + 4, 4 + (size_t)len) == dec_fixed32(q + i)) {
             *found = start + i;
             break;
         }
@@ -509,15 +509,15 @@ static int log_check_header(log_reader *r, const char *magic, int *empty, char *
             *empty = 1;
             return LSM_OK;
         }
-        return lsm_err(err, LSM_CORRUPT, "%s: offset 0: bad magic", r->path);
+        return err_set(err, LSM_CORRUPT, "%s: offset 0: bad magic", r->path);
     }
     uint32_t version = dec_fixed32(h + 8);
     r->marked = version == LOG_VERSION_MARKED;
     if (version != LOG_VERSION && version != LOG_VERSION_MARKED)
-        return lsm_err(err, LSM_CORRUPT, "%s: offset 8: unsupported log format version %u",
+        return err_set(err, LSM_CORRUPT, "%s: offset 8: unsupported log format version %u",
                        r->path, (unsigned)version);
     if (dec_fixed32(h + 12) != 0)
-        return lsm_err(err, LSM_CORRUPT, "%s: offset 12: reserved header field is not zero",
+        return err_set(err, LSM_CORRUPT, "%s: offset 12: reserved header field is not zero",
                        r->path);
     return LSM_OK;
 }
@@ -536,11 +536,11 @@ static int log_marked_failure(log_reader *r, uint64_t off, const char *why, uint
     uint8_t field[4];
     enc_fixed32(field, LOG_MARK_FIELD);
     for (size_t i = 0; i + LOG_MARK_BYTES <= n; i++) {
-        if (memcmp(q + i + 4, field, 4) != 0 || lsm_checksum(q + i + 4, 12) != dec_fixed32(q + i))
+        if (memcmp(q + i + 4, field, 4) != 0 || checksum32(q + i + 4, 12) != dec_fixed32(q + i))
             continue;
         uint64_t s = dec_fixed64(q + i + 8);
         if (s > off)
-            return lsm_err(err, LSM_CORRUPT,
+            return err_set(err, LSM_CORRUPT,
                            "%s: offset %llu: %s, but the sync mark at offset %llu shows it was "
                            "synced", r->path, (unsigned long long)off, why,
                            (unsigned long long)(off + i));
@@ -575,7 +575,7 @@ static int log_replay_marked(log_reader *r, int (*fn)(void *, const uint8_t *, s
                 why = "record runs past the end of the file";
             } else if ((rc = log_reader_get(r, off, LOG_REC_HEADER + (size_t)len, &rec, err)) < 0) {
                 return rc;
-            } else if (lsm_checksum(rec + 4, 4 + (size_t)len) != dec_fixed32(rec)) {
+            } else if (checksum32(rec + 4, 4 + (size_t)len) != dec_fixed32(rec)) {
                 why = "record checksum mismatch";
             } else if (field & LOG_MARK_BIT) {
                 if (field != LOG_MARK_FIELD)
@@ -625,8 +625,8 @@ static int log_replay_records(log_reader *r, int (*fn)(void *, const uint8_t *, 
                 rc = log_reader_get(r, off + LOG_REC_HEADER, (size_t)(left - LOG_REC_HEADER), &body, err);
                 if (rc < 0)
                     return rc;
-                if (lsm_checksum2(real, 4, body, (size_t)(left - LOG_REC_HEADER)) == crc)
-                    return lsm_err(err, LSM_CORRUPT, "%s: offset %llu: record length field damaged",
+                if (checksum32_pair(real, 4, body, (size_t)(left - LOG_REC_HEADER)) == crc)
+                    return err_set(err, LSM_CORRUPT, "%s: offset %llu: record length field damaged",
                                    r->path, (unsigned long long)off);
             }
             uint64_t survivor;
@@ -634,7 +634,7 @@ static int log_replay_records(log_reader *r, int (*fn)(void *, const uint8_t *, 
             if (rc < 0)
                 return rc;
             if (survivor)
-                return lsm_err(err, LSM_CORRUPT, "%s: offset %llu: record length %u runs past "
+                return err_set(err, LSM_CORRUPT, "%s: offset %llu: record length %u runs past "
                                "the end of the file, but an intact record follows at offset %llu",
                                r->path, (unsigned long long)off, (unsigned)len,
                                (unsigned long long)survivor);
@@ -645,18 +645,18 @@ static int log_replay_records(log_reader *r, int (*fn)(void *, const uint8_t *, 
         if (rc < 0)
             return rc;
         uint64_t end = off + LOG_REC_HEADER + len;
-        if (lsm_checksum(rec + 4, 4 + (size_t)len) != dec_fixed32(rec)) {
+        if (checksum32(rec + 4, 4 + (size_t)len) != dec_fixed32(rec)) {
             /* Every manifest record is synced before anything depends on it, so a crash can
                truncate it but not leave it complete and wrong: that is damage, not a torn tail. */
             if (r->strict && (len != 0 || dec_fixed32(rec) != 0))
-                return lsm_err(err, LSM_CORRUPT, "%s: offset %llu: record checksum mismatch",
+                return err_set(err, LSM_CORRUPT, "%s: offset %llu: record checksum mismatch",
                                r->path, (unsigned long long)off);
             rc = log_zero_to_end(r, end, err);
             if (rc < 0)
                 return rc;
             if (rc == 1)
                 return LSM_OK;
-            return lsm_err(err, LSM_CORRUPT, "%s: offset %llu: record checksum mismatch", r->path,
+            return err_set(err, LSM_CORRUPT, "%s: offset %llu: record checksum mismatch", r->path,
                            (unsigned long long)off);
         }
         rc = fn(arg, rec + LOG_REC_HEADER, len, off);
@@ -681,10 +681,10 @@ int log_replay(lsm_env *env, const char *path, const char *magic,
     r.strict = memcmp(magic, MANIFEST_MAGIC, 8) == 0;
     int rc = env->open(env, path, LSM_O_READ, &r.f);
     if (rc < 0)
-        return lsm_err_errno(err, rc, "open", path);
+        return err_errno(err, rc, "open", path);
     rc = env->size(env, r.f, &r.size);
     if (rc < 0) {
-        rc = lsm_err_errno(err, rc, "size of", path);
+        rc = err_errno(err, rc, "size of", path);
         goto out;
     }
     int empty;

@@ -660,7 +660,7 @@ void faultenv_power_loss(lsm_env *env)
         if (ino->old) {
             for (size_t p = 0; p < ino->synced; p += FAULT_PAGE) {
                 size_t n = ino->synced - p < FAULT_PAGE ? ino->synced - p : FAULT_PAGE;
-                if (memcmp(ino->data + p, ino->old + p, n) != 0 && (lsm_xorshift64(&fe->rng) & 1))
+                if (memcmp(ino->data + p, ino->old + p, n) != 0 && (xorshift64(&fe->rng) & 1))
                     memcpy(ino->data + p, ino->old + p, n);
             }
             free(ino->old);

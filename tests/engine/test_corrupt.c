@@ -778,7 +778,7 @@ static void test_wal_torn_then_newer(void **state)
         flip_in(c, g->log_name, recs[n - 1].off + 8 + recs[n - 1].len / 2);
         char *np = path_join(c, newer), err[LSM_ERRLEN];
         logw *w;
-        assert_int_equal(logw_create_marked(lsm_env_posix(), np, WAL_MAGIC, &w, err), LSM_OK);
+        assert_int_equal(logw_create_marked(env_posix(), np, WAL_MAGIC, &w, err), LSM_OK);
         if (writes) {
             /* One batch: sequence 2^40, one put of "zz" = "v". */
             uint8_t b[12 + 1 + 1 + 2 + 1 + 1];
@@ -974,7 +974,7 @@ static void test_manifest_overlap(void **state)
     char *cp = path_join(c, g->manifest_name);
     char err[LSM_ERRLEN];
     logw *w;
-    assert_int_equal(logw_create(lsm_env_posix(), cp, MANIFEST_MAGIC, &w, err), LSM_OK);
+    assert_int_equal(logw_create(env_posix(), cp, MANIFEST_MAGIC, &w, err), LSM_OK);
     for (int i = 0; i < n; i++)
         assert_int_equal(logw_append(w, m + recs[i].off + 8, recs[i].len, err), LSM_OK);
     assert_int_equal(logw_append(w, extra.p, extra.len, err), LSM_OK);

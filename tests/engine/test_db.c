@@ -1314,7 +1314,7 @@ static lsm_file *slow_tables[64];
 
 static int slow_open(lsm_env *env, const char *path, int flags, lsm_file **out)
 {
-    int rc = lsm_env_posix()->open(lsm_env_posix(), path, flags, out);
+    int rc = env_posix()->open(env_posix(), path, flags, out);
     size_t n = strlen(path);
     if (rc == 0 && (flags & LSM_O_CREATE) && n > 4 && strcmp(path + n - 4, ".sst") == 0) {
         pthread_mutex_lock(&slow_mu);
@@ -1335,7 +1335,7 @@ static int slow_close(lsm_env *env, lsm_file *f)
         if (f && slow_tables[i] == f)
             slow_tables[i] = NULL;
     pthread_mutex_unlock(&slow_mu);
-    return lsm_env_posix()->close(lsm_env_posix(), f);
+    return env_posix()->close(env_posix(), f);
 }
 
 static ssize_t slow_append(lsm_env *env, lsm_file *f, const void *p, size_t n)
@@ -1347,7 +1347,7 @@ static ssize_t slow_append(lsm_env *env, lsm_file *f, const void *p, size_t n)
     pthread_mutex_unlock(&slow_mu);
     if (table)
         usleep(2000);
-    return lsm_env_posix()->append(lsm_env_posix(), f, p, n);
+    return env_posix()->append(env_posix(), f, p, n);
 }
 
 /* Whether db has run every kind of merge test_parallel_compactions requires, and reached L3. */
@@ -1365,7 +1365,7 @@ static int merges_seen(lsm_db *db)
 static void test_parallel_compactions(void **state)
 {
     fixture *f = *state;
-    slow_env = *lsm_env_posix();
+    slow_env = *env_posix();
     slow_env.open = slow_open;
     slow_env.close = slow_close;
     slow_env.append = slow_append;
@@ -1507,7 +1507,7 @@ static int pace_open(lsm_env *env, const char *path, int flags, lsm_file **out)
     size_t n = strlen(path);
     if (!(flags & LSM_O_CREATE) && n > 4 && strcmp(path + n - 4, ".sst") == 0)
         usleep(20000);
-    return lsm_env_posix()->open(lsm_env_posix(), path, flags, out);
+    return env_posix()->open(env_posix(), path, flags, out);
 }
 
 /* Writes that outrun compaction (tiny memtables, slow merges): level 0 may fill up to 20 tables
@@ -1516,7 +1516,7 @@ static int pace_open(lsm_env *env, const char *path, int flags, lsm_file **out)
 static void test_write_pacing(void **state)
 {
     fixture *f = *state;
-    pace_env = *lsm_env_posix();
+    pace_env = *env_posix();
     pace_env.open = pace_open;
     lsm_options o;
     options_defaults(&o);

@@ -86,7 +86,7 @@ static int test_env_has_name(char **names, int n, const char *name)
 
 static void posix_roundtrip(void **state)
 {
-    lsm_env *env = lsm_env_posix();
+    lsm_env *env = env_posix();
     char *dir = test_env_tmpdir();
     char sub[256], a[300], b[300];
     snprintf(sub, sizeof sub, "%s/db", dir);
@@ -154,7 +154,7 @@ static void posix_roundtrip(void **state)
 
 static void posix_lock_conflicts(void **state)
 {
-    lsm_env *env = lsm_env_posix();
+    lsm_env *env = env_posix();
     char *dir = test_env_tmpdir();
     char path[300];
     snprintf(path, sizeof path, "%s/LOCK", dir);
@@ -191,7 +191,7 @@ static void posix_lock_conflicts(void **state)
 
 static void posix_write_file_atomic(void **state)
 {
-    lsm_env *env = lsm_env_posix();
+    lsm_env *env = env_posix();
     char *dir = test_env_tmpdir();
     char path[300], tmp[300];
     snprintf(path, sizeof path, "%s/CURRENT", dir);
@@ -604,7 +604,7 @@ static void posix_preallocate_and_pwrite(void **state)
     char *dir = test_env_tmpdir();
     char path[512];
     snprintf(path, sizeof path, "%s/f", dir);
-    lsm_env *env = lsm_env_posix();
+    lsm_env *env = env_posix();
     lsm_file *f;
     assert_int_equal(env->open(env, path, LSM_O_CREATE | LSM_O_WRITE_AT, &f), 0);
     int r = env->preallocate(env, f, 0, 65536);

@@ -104,7 +104,7 @@ static int vec_status(const iiter *it, char *err)
     const vec_iter *v = (const vec_iter *)it;
     if (!v->failed)
         return LSM_OK;
-    return lsm_err(err, LSM_CORRUPT, "child failed at %zu", v->fail_at);
+    return err_set(err, LSM_CORRUPT, "child failed at %zu", v->fail_at);
 }
 
 static void vec_free(iiter *it)

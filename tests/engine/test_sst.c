@@ -886,7 +886,7 @@ static void test_corruption_messages(void **state)
     size_t n;
     file_bytes(env, path, &p, &n);
     enc_fixed32(p + n - 16, 2);
-    enc_fixed32(p + n - 12, lsm_checksum(p + n - 56, 44));
+    enc_fixed32(p + n - 12, checksum32(p + n - 56, 44));
     file_put(env, "/v2.sst", p, n);
     assert_int_equal(sst_open(env, "/v2.sst", n, NULL, &t, err), LSM_CORRUPT);
     snprintf(want, sizeof(want), "/v2.sst: offset %llu: unsupported table format version",
@@ -964,7 +964,7 @@ static void test_malformed_blocks_with_valid_checksums(void **state)
                                                  : (size_t)((x >> 8) % blk);
                 p[at] = (x >> 40) & 1 ? (uint8_t)(x >> 48) : p[at] ^ (uint8_t)(1u << ((x >> 56) & 7));
             }
-            enc_fixed32(p + blk + 1, lsm_checksum(p, blk + 1));
+            enc_fixed32(p + blk + 1, checksum32(p, blk + 1));
             file_put(env, "/m2.sst", p, n);
             sst *t = NULL;
             assert_int_equal(sst_open(env, "/m2.sst", n, NULL, &t, err), LSM_OK);
@@ -1012,7 +1012,7 @@ static void test_malformed_blocks_with_valid_checksums(void **state)
         if (comp == 0) {
             memcpy(p, orig, n);
             enc_fixed32(p + blk - 4, 0xffffffffu);
-            enc_fixed32(p + blk + 1, lsm_checksum(p, blk + 1));
+            enc_fixed32(p + blk + 1, checksum32(p, blk + 1));
             file_put(env, "/m2.sst", p, n);
             sst *t = open_ok(env, "/m2.sst", n, NULL);
             assert_int_equal(check_gets(t, &es, 1, err), LSM_CORRUPT);
@@ -1053,7 +1053,7 @@ static void test_malformed_index_with_valid_checksum(void **state)
             size_t at = ioff + (size_t)((x >> 8) % isize);
             p[at] = (x >> 40) & 1 ? (uint8_t)(x >> 48) : p[at] ^ (uint8_t)(1u << ((x >> 56) & 7));
         }
-        enc_fixed32(p + ioff + isize + 1, lsm_checksum(p + ioff, isize + 1));
+        enc_fixed32(p + ioff + isize + 1, checksum32(p + ioff, isize + 1));
         file_put(env, "/i2.sst", p, n);
         sst *t = NULL;
         int rc = sst_open(env, "/i2.sst", n, NULL, &t, err);
@@ -1097,7 +1097,7 @@ static void test_malformed_index_with_valid_checksum(void **state)
     memcpy(tmp + (r2 - r1), p + ioff + r0, r1 - r0);
     memcpy(p + ioff, tmp, r2 - r0);
     enc_fixed32(p + ioff + isize - 4 * nr, (uint32_t)(r2 - r1));
-    enc_fixed32(p + ioff + isize + 1, lsm_checksum(p + ioff, isize + 1));
+    enc_fixed32(p + ioff + isize + 1, checksum32(p + ioff, isize + 1));
     file_put(env, "/i2.sst", p, n);
     sst *t = NULL;
     assert_int_equal(sst_open(env, "/i2.sst", n, NULL, &t, err), LSM_CORRUPT);

@@ -172,7 +172,7 @@ static void test_wal_posix_path(char *tmpl, char path[300])
 
 static void test_wal_posix_done(char *tmpl, const char *path)
 {
-    lsm_env *env = lsm_env_posix();
+    lsm_env *env = env_posix();
     assert_int_equal(env->unlink(env, path), 0);
     assert_int_equal(rmdir(tmpl), 0);
 }
@@ -181,7 +181,7 @@ static void wal_roundtrip_posix(void **state)
 {
     char tmpl[] = "/tmp/lsm-test-wal-XXXXXX", path[300];
     test_wal_posix_path(tmpl, path);
-    test_wal_roundtrip_on(lsm_env_posix(), path);
+    test_wal_roundtrip_on(env_posix(), path);
     test_wal_posix_done(tmpl, path);
 }
 
@@ -667,7 +667,7 @@ static void wal_marked_roundtrip_posix(void **state)
 {
     char tmpl[] = "/tmp/lsm-test-wal-XXXXXX", path[300];
     test_wal_posix_path(tmpl, path);
-    lsm_env *env = lsm_env_posix();
+    lsm_env *env = env_posix();
     enum { N = 400 };
     size_t sizes[N];
     int sync_after[N];
@@ -796,7 +796,7 @@ static void wal_marked_holes(void **state)
         uint8_t *m = p + end;
         enc_fixed32(m + 4, 0x80000008u);
         enc_fixed64(m + 8, end + 1);
-        enc_fixed32(m, lsm_checksum(m + 4, 12));
+        enc_fixed32(m, checksum32(m + 4, 12));
         test_wal_put_bytes(env, p, n);
         if (!sealed) {
             assert_int_equal(test_wal_replay(env, WAL_MAGIC, &r, &dropped, err), LSM_CORRUPT);
@@ -875,7 +875,7 @@ static void wal_marked_without_preallocation(void **state)
     for (int variant = 0; variant < 2; variant++) {
         char tmpl[] = "/tmp/lsm-test-wal-XXXXXX", path[300];
         test_wal_posix_path(tmpl, path);
-        lsm_env env = *lsm_env_posix();
+        lsm_env env = *env_posix();
         if (variant == 0)
             env.preallocate = test_wal_no_prealloc;
         else
