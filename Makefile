@@ -10,9 +10,11 @@ LIBS     = -lpthread -llz4 -lzstd -lxxhash -lm
 FUSE_CFLAGS = $(shell pkg-config --cflags fuse3)
 FUSE_LIBS   = $(shell pkg-config --libs fuse3)
 
-ENGINE_SRC = engine/util.c engine/env.c engine/wal.c engine/memtable.c engine/bloom.c \
-             engine/cache.c engine/sst.c engine/iter.c engine/version.c engine/options.c engine/db.c \
-             engine/compact.c engine/blob.c
+ENGINE_SRC = engine/util.c engine/env.c engine/options.c engine/wal.c engine/memtable.c \
+             engine/bloom.c engine/cache.c engine/sst.c engine/iter.c engine/version.c \
+             engine/blob.c engine/table_cache.c engine/builder.c engine/db.c engine/recover.c \
+             engine/write.c engine/flush.c engine/read.c engine/db_iter.c engine/compact_pick.c \
+             engine/compact.c
 ENGINE_OBJ = $(ENGINE_SRC:.c=.o)
 ENGINE_PIC = $(ENGINE_SRC:.c=.pic.o)
 FS_SRC     = $(wildcard fs/*.c)

@@ -1,13 +1,14 @@
 /*
- * blob.c — writing and reading blob files (format in blob.h and man/lsm-format.5).
+ * blob.c — writing and reading blob files (format: man/lsm-format.5, BLOB FILES), and the blob
+ * set: which blob files the tables of live versions still name.
  *
- *   file    := header value*
- *   header  := magic "lsmBLOB\1" (8 bytes) | fixed32 version (1) | fixed32 reserved (0)
- *   value   := bytes[len] | fixed32 checksum × ceil(len / 65536)
- *
- * Checksum i is the low 32 bits of XXH3_64bits over bytes [i·65536, min((i+1)·65536, len)) of the
- * value. Values are found only through references in tables, so the file needs no index. This
- * module never returns bytes whose chunk checksum it has not verified.
+ * A value is its bytes followed by one checksum per 64 KiB chunk, so that a range read verifies
+ * only the chunks it touches. Values are found only through references in tables, so the file
+ * needs no index. A blob file lives exactly as long as some table of some pinned version names it:
+ * the version set tells the blob set when a table enters the current version and when the last
+ * version naming it goes, and the set deletes a file when no table names it any more. This module
+ * never returns bytes whose chunk checksum it has not verified, and never deletes a file that a
+ * table still names.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -163,4 +164,201 @@ int blob_read(lsm_env *env, lsm_file *f, const char *path, uint64_t off, uint64_
         free(data);
     free(sums);
     return rc;
+}
+
+/* ---- the blob set ---- */
+
+struct blob_count {
+    uint64_t number;
+    int refs;                   /* tables in the current version (or pinned old ones) naming it */
+    uint64_t size;              /* bytes, for statistics */
+};
+
+typedef struct blob_file {
+    lsm_env *env;
+    lsm_file *f;
+} blob_file;
+
+static void blob_file_close(uint64_t id, uint64_t off, void *value)
+{
+    blob_file *bf = value;
+    bf->env->close(bf->env, bf->f);
+    free(bf);
+}
+
+void blob_set_init(blob_set *bs, lsm_env *env, const char *dir, size_t max_open)
+{
+    memset(bs, 0, sizeof *bs);
+    bs->env = env;
+    bs->dir = dir;
+    bs->files = cache_new(max_open);
+    pthread_mutex_init(&bs->mu, NULL);
+}
+
+void blob_set_destroy(blob_set *bs)
+{
+    cache_free(bs->files);
+    free(bs->v);
+    pthread_mutex_destroy(&bs->mu);
+}
+
+/* Finds number's slot (caller holds mu); creates it when create is set. */
+static struct blob_count *blob_set_slot(blob_set *bs, uint64_t number, int create)
+{
+    for (int i = 0; i < bs->n; i++)
+        if (bs->v[i].number == number)
+            return &bs->v[i];
+    if (!create)
+        return NULL;
+    if (bs->n == bs->cap) {
+        bs->cap = bs->cap ? 2 * bs->cap : 16;
+        bs->v = xrealloc(bs->v, (size_t)bs->cap * sizeof *bs->v);
+    }
+    struct blob_count *b = &bs->v[bs->n++];
+    b->number = number;
+    b->refs = 0;
+    b->size = 0;
+    return b;
+}
+
+void blob_set_ref(blob_set *bs, const uint64_t *nums, int n)
+{
+    pthread_mutex_lock(&bs->mu);
+    for (int i = 0; i < n; i++)
+        blob_set_slot(bs, nums[i], 1)->refs++;
+    pthread_mutex_unlock(&bs->mu);
+}
+
+void blob_set_unref(blob_set *bs, const uint64_t *nums, int n)
+{
+    char path[4096];
+    pthread_mutex_lock(&bs->mu);
+    for (int i = 0; i < n; i++) {
+        struct blob_count *b = blob_set_slot(bs, nums[i], 0);
+        if (!b || --b->refs > 0)
+            continue;
+        uint64_t number = b->number;
+        *b = bs->v[--bs->n];
+        cache_erase(bs->files, 0, number);
+        file_path(bs->dir, number, ".blob", path, sizeof path);
+        bs->env->unlink(bs->env, path);
+    }
+    pthread_mutex_unlock(&bs->mu);
+}
+
+void blob_set_note_size(blob_set *bs, uint64_t number, uint64_t size)
+{
+    pthread_mutex_lock(&bs->mu);
+    blob_set_slot(bs, number, 1)->size = size;
+    pthread_mutex_unlock(&bs->mu);
+}
+
+int blob_set_live(blob_set *bs, uint64_t number)
+{
+    pthread_mutex_lock(&bs->mu);
+    struct blob_count *b = blob_set_slot(bs, number, 0);
+    int live = b && b->refs > 0;
+    pthread_mutex_unlock(&bs->mu);
+    return live;
+}
+
+uint64_t blob_set_live_bytes(blob_set *bs)
+{
+    uint64_t bytes = 0;
+    pthread_mutex_lock(&bs->mu);
+    for (int i = 0; i < bs->n; i++)
+        if (bs->v[i].refs > 0)
+            bytes += bs->v[i].size;
+    pthread_mutex_unlock(&bs->mu);
+    return bytes;
+}
+
+uint64_t blob_set_gc_cutoff(blob_set *bs)
+{
+    uint64_t cutoff = 0;
+    pthread_mutex_lock(&bs->mu);
+    if (bs->n >= 4) {
+        uint64_t *nums = xmalloc((size_t)bs->n * sizeof *nums);
+        for (int i = 0; i < bs->n; i++)
+            nums[i] = bs->v[i].number;
+        qsort(nums, (size_t)bs->n, sizeof *nums, u64_cmp);
+        cutoff = nums[bs->n / 4];
+        free(nums);
+    }
+    pthread_mutex_unlock(&bs->mu);
+    return cutoff;
+}
+
+int blob_set_ref_decode(const blob_set *bs, slice ref, uint64_t *number, uint64_t *off,
+                        uint64_t *len, char *err)
+{
+    if (blob_ref_decode(ref, number, off, len) != 0)
+        return err_set(err, LSM_CORRUPT, "malformed blob reference in a table of %s", bs->dir);
+    return LSM_OK;
+}
+
+/* The open blob file `number` from the cache, opening and checking it on a miss. */
+static int blob_set_open(blob_set *bs, uint64_t number, const char *path, cache_handle **out,
+                         char *err)
+{
+    cache_handle *h = cache_lookup(bs->files, 0, number);
+    if (!h) {
+        blob_file *bf = xcalloc(1, sizeof *bf);
+        bf->env = bs->env;
+        int e = bs->env->open(bs->env, path, LSM_O_READ, &bf->f);
+        if (e < 0) {
+            free(bf);
+            return e == -ENOENT ? err_set(err, LSM_CORRUPT, "%s: missing blob file", path)
+                                : err_errno(err, e, "opening", path);
+        }
+        int rc = blob_check_header(bs->env, bf->f, path, err);
+        if (rc != LSM_OK) {
+            blob_file_close(0, 0, bf);
+            return rc;
+        }
+        h = cache_insert(bs->files, 0, number, bf, 1, blob_file_close);
+    }
+    *out = h;
+    return LSM_OK;
+}
+
+int blob_set_read(blob_set *bs, slice ref, uint64_t pos, void *dst, size_t n, uint64_t *len,
+                  char *err)
+{
+    uint64_t number, off;
+    char path[4096];
+    int rc = blob_set_ref_decode(bs, ref, &number, &off, len, err);
+    if (rc != LSM_OK)
+        return rc;
+    file_path(bs->dir, number, ".blob", path, sizeof path);
+    if (pos + n > *len)
+        return err_set(err, LSM_INVALID, "%s: range past the end of a value", path);
+    cache_handle *h = NULL;
+    if ((rc = blob_set_open(bs, number, path, &h, err)) != LSM_OK)
+        return rc;
+    blob_file *bf = cache_value(h);
+    rc = blob_read(bs->env, bf->f, path, off, *len, pos, dst, n, err);
+    cache_release(bs->files, h);
+    return rc;
+}
+
+int blob_set_resolve(blob_set *bs, void **val, size_t *vlen, char *err)
+{
+    slice ref = { *val, *vlen };
+    uint64_t number, off, len;
+    int rc = blob_set_ref_decode(bs, ref, &number, &off, &len, err);
+    if (rc != LSM_OK)
+        return rc;
+    void *v = malloc(len ? len : 1);
+    if (!v)
+        return err_set(err, LSM_NOMEM, "cannot allocate %" PRIu64 " bytes for a value", len);
+    rc = blob_set_read(bs, ref, 0, v, (size_t)len, &len, err);
+    if (rc != LSM_OK) {
+        free(v);
+        return rc;
+    }
+    free(*val);
+    *val = v;
+    *vlen = (size_t)len;
+    return LSM_OK;
 }

@@ -1,6 +1,8 @@
 /*
  * blob.h — blob files: large values kept out of the tables, so compaction moves a small reference
- * instead of rewriting the value (the WiscKey / BlobDB idea).
+ * instead of rewriting the value (the WiscKey / BlobDB idea); and the blob set, which counts the
+ * tables that refer to each live blob file, deletes a file when the count falls to zero, and reads
+ * values through a cache of open blob files.
  *
  * A blob file is written once, by one flush or compaction, then only read. A value at offset off of
  * length len is stored as its bytes followed by one fixed32 checksum per 64 KiB chunk, so reading a
@@ -10,6 +12,8 @@
 #ifndef LSM_BLOB_H
 #define LSM_BLOB_H
 
+#include <pthread.h>
+#include "cache.h"
 #include "env.h"
 #include "lsm_int.h"
 
@@ -40,5 +44,41 @@ int  blob_read(lsm_env *env, lsm_file *f, const char *path, uint64_t off, uint64
                uint64_t pos, void *dst, size_t n, char *err);
 /* Checks the header of an opened blob file. */
 int  blob_check_header(lsm_env *env, lsm_file *f, const char *path, char *err);
+
+/* ---- the blob set of a database ---- */
+
+typedef struct blob_set {
+    lsm_env *env;               /* constant after blob_set_init */
+    const char *dir;            /* the database directory (borrowed); constant */
+    cache *files;               /* open blob files by number; thread-safe itself */
+    pthread_mutex_t mu;
+    struct blob_count *v;       /* live blob files, unsorted; guarded by mu */
+    int n, cap;                 /* guarded by mu */
+} blob_set;
+
+void blob_set_init(blob_set *bs, lsm_env *env, const char *dir, size_t max_open);
+void blob_set_destroy(blob_set *bs);
+/* A table naming the n blob files of nums entered the current version: one more reference each. */
+void blob_set_ref(blob_set *bs, const uint64_t *nums, int n);
+/* No version names such a table any more: one reference less each; a file that no table names is
+   closed and deleted. */
+void blob_set_unref(blob_set *bs, const uint64_t *nums, int n);
+/* Records the size of blob file number (for statistics), counting it live if it was not. */
+void blob_set_note_size(blob_set *bs, uint64_t number, uint64_t size);
+/* Whether some table names blob file number. */
+int  blob_set_live(blob_set *bs, uint64_t number);
+/* Bytes of the blob files some table names. */
+uint64_t blob_set_live_bytes(blob_set *bs);
+/* Oldest-quarter blob file number for age-based garbage collection: a compaction moves the live
+   values of files numbered below it (0: none, while fewer than four files live). */
+uint64_t blob_set_gc_cutoff(blob_set *bs);
+/* Decodes a blob reference found in a table; LSM_CORRUPT with a message if it is malformed. */
+int  blob_set_ref_decode(const blob_set *bs, slice ref, uint64_t *number, uint64_t *off,
+                         uint64_t *len, char *err);
+/* Reads [pos, pos + n) of the value that ref points to into dst; *len is its full length. */
+int  blob_set_read(blob_set *bs, slice ref, uint64_t pos, void *dst, size_t n, uint64_t *len,
+                   char *err);
+/* Replaces *val (a blob reference, malloc'd) by the value it points to (malloc'd). */
+int  blob_set_resolve(blob_set *bs, void **val, size_t *vlen, char *err);
 
 #endif /* LSM_BLOB_H */

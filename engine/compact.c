@@ -1,21 +1,13 @@
 /*
- * compact.c — leveled compaction: choosing what to merge, merging it, and installing the result.
+ * compact.c — the compaction work: merging the inputs compact_pick.c chose, writing the outputs,
+ * and installing the result; the compaction threads; lsm_compact and lsm_compact_range.
  *
- * Levels: L0 holds flushed memtables (tables may overlap, newest first); L1..L6 each hold disjoint
- * tables sorted by key, L1 targeting level1_bytes (default 10 MiB) and each deeper level ten times
- * more. A compaction merges all of L0 (or a run of adjacent tables of Ln, starting round-robin)
- * with the overlapping tables of the next level and writes new tables there, cut at table_bytes but
- * never inside one user key's versions, so the tables of a level stay disjoint by user key. A table
- * that overlaps nothing below is moved down by a manifest edit instead of being rewritten. The run
- * is one table, or as many as cover the level's excess over its target, up to GROUP_MAX_TABLES
- * tables' worth: taking one table at a time out of an L1 that a big L0 merge has swelled to four
- * times its target meant fifteen small merges in a row, each with its syncs and manifest edit, each
- * too small to split, with L1 held the whole time; four at once halved the stall time of a 10M-key
- * fill and cut its write amplification from 7.3 to 7.0.
- *
- * Blob garbage collection rides on compaction, by age: a compaction that meets a reference into
- * the oldest quarter of the live blob files copies the value into a new blob file, so old files
- * lose their references and are deleted once no table (of any pinned version) names them.
+ * A compaction writes new tables in the output level, cut at table_bytes but never inside one user
+ * key's versions, so the tables of a level stay disjoint by user key. A table that overlaps nothing
+ * below is moved down by a manifest edit instead of being rewritten. Blob garbage collection rides
+ * on compaction, by age: a compaction that meets a reference into the oldest quarter of the live
+ * blob files copies the value into a new blob file, so old files lose their references and are
+ * deleted once no table (of any pinned version) names them.
  *
  * What a merge drops: a version shadowed by a newer version that every live snapshot can see, and a
  * tombstone every snapshot can see when no deeper level may hold the key. It must never drop the
@@ -34,8 +26,7 @@
  * manifest edit installs both halves. L0->L1 and L1->L2 both hold L1 and cannot run side by side;
  * splitting them shortens the time L1 is held, which is what the second compaction thread otherwise
  * waits for.
- */
-#ifndef _GNU_SOURCE
+ */#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
@@ -45,232 +36,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <stdlib.h>
+#include "builder.h"
 #include "db_impl.h"
-
-typedef struct compaction {
-    version *v;                 /* pinned input version */
-    file_meta **in;             /* input tables */
-    int *in_level;
-    int n;
-    int out_level;
-    int trivial_move;           /* one input, nothing overlapping: just relink it */
-    int full;                   /* every table is an input: nothing below can hold a key */
-    uint64_t smallest_snapshot; /* oldest sequence a live reader may use */
-    uint64_t gc_cutoff;         /* blob files numbered below this get their live values moved */
-    int may_split;              /* writes are arriving (or lsm_compact waits): two threads may merge */
-    int grouped;                /* took several tables of a level past its target */
-} compaction;
-
-static slice fm_user_small(const file_meta *f)
-{
-    return ikey_user((slice){ f->smallest.p, f->smallest.len });
-}
-
-static slice fm_user_large(const file_meta *f)
-{
-    return ikey_user((slice){ f->largest.p, f->largest.len });
-}
-
-/* Whether level holds a table overlapping [lo, hi]. */
-static int level_overlaps(const version *v, int level, slice lo, slice hi)
-{
-    file_meta **over = NULL;
-    int n = version_overlaps(v, level, &lo, &hi, &over);
-    free(over);
-    return n > 0;
-}
-
-/* A compaction out of a level past its target takes up to this many tables' worth of it at once:
-   fewer, larger merges (split between two threads) with fewer syncs and manifest edits. */
-#define GROUP_MAX_TABLES 4
-
-static uint64_t level_target(const lsm_db *db, int level)
-{
-    uint64_t t = db->opt.level1_bytes;
-    for (int l = 1; l < level; l++)
-        t *= 10;
-    return t;
-}
-
-/* The levels a compaction out of `level` reads and writes, as busy bits. */
-static unsigned level_bits(int level)
-{
-    return 3u << level;
-}
-
-double compact_score(const lsm_db *db, const version *v, unsigned busy, int *level)
-{
-    double best = 0;
-    *level = 0;
-    if (!(busy & level_bits(0)))
-        best = (double)v->nfiles[0] / L0_COMPACT_TRIGGER;
-    for (int l = 1; l < LSM_MAX_LEVELS - 1; l++) {
-        if (busy & level_bits(l))
-            continue;
-        double s = (double)version_level_bytes(v, l) / (double)level_target(db, l);
-        if (s > best) {
-            best = s;
-            *level = l;
-        }
-    }
-    return best;
-}
-
-uint64_t compact_pending_bytes(const lsm_db *db, const version *v)
-{
-    uint64_t bytes[LSM_MAX_LEVELS], pending = 0, carry = 0;
-    for (int l = 0; l < LSM_MAX_LEVELS; l++)
-        bytes[l] = version_level_bytes(v, l);
-    if (v->nfiles[0] >= L0_COMPACT_TRIGGER) {
-        pending += bytes[0] + bytes[1];
-        carry = bytes[0];
-    }
-    for (int l = 1; l < LSM_MAX_LEVELS - 1; l++) {
-        uint64_t size = bytes[l] + carry, target = level_target(db, l);
-        carry = 0;
-        if (size <= target)
-            continue;
-        carry = size - target;
-        /* The excess goes down and rewrites the next level in proportion to it. */
-        pending += carry + (uint64_t)((double)carry * (double)bytes[l + 1] / (double)size);
-    }
-    return pending;
-}
-
-static void compaction_add(compaction *c, file_meta *f, int level)
-{
-    c->in = xrealloc(c->in, (size_t)(c->n + 1) * sizeof *c->in);
-    c->in_level = xrealloc(c->in_level, (size_t)(c->n + 1) * sizeof *c->in_level);
-    c->in[c->n] = f;
-    c->in_level[c->n] = level;
-    c->n++;
-}
-
-static void compaction_free(compaction *c)
-{
-    version_unref(c->v);
-    free(c->in);
-    free(c->in_level);
-}
-
-/* Whether a seek-triggered compaction can start now (caller holds mu); drops a stale request. */
-static int compact_seek_due(lsm_db *db)
-{
-    file_meta *f = db->seek_file;
-    if (!f)
-        return 0;
-    const version *v = db->vs.current;
-    int l = db->seek_level;
-    for (int i = 0; i < v->nfiles[l]; i++)
-        if (v->files[l][i] == f)
-            return l < LSM_MAX_LEVELS - 1 && !(db->level_busy & level_bits(l));
-    db->seek_file = NULL;
-    file_meta_unref(f);
-    return 0;
-}
-
-/* Adds to c, which holds table `pick` of `level`, the tables after it in key order while the
-   level's bytes above its target are not yet covered, up to GROUP_MAX_TABLES tables' worth; *hi
-   follows the last one. A table that overlaps nothing below is left to move down alone. Returns
-   the last table taken. */
-static file_meta *compact_group(lsm_db *db, compaction *c, int level, int pick, slice *hi)
-{
-    version *v = c->v;
-    file_meta *f = v->files[level][pick];
-    uint64_t have = version_level_bytes(v, level), target = level_target(db, level);
-    uint64_t want = have > target ? have - target : 0;
-    if (want > GROUP_MAX_TABLES * (uint64_t)db->opt.table_bytes)
-        want = GROUP_MAX_TABLES * (uint64_t)db->opt.table_bytes;
-    uint64_t got = f->size;
-    if (got >= want || !level_overlaps(v, c->out_level, fm_user_small(f), *hi))
-        return f;
-    for (int i = pick + 1; i < v->nfiles[level] && got < want; i++) {
-        f = v->files[level][i];
-        compaction_add(c, f, level);
-        got += f->size;
-        *hi = fm_user_large(f);
-        c->grouped = 1;
-    }
-    return f;
-}
-
-/* Adds to c every L0 table overlapping [*lo, *hi], widening the range to each table taken until
-   it stops growing: the tables left behind overlap none of it, so L0 stays newest-first for every
-   key. With lo->p NULL it starts from the oldest table. Tables from a sequential load overlap
-   nothing and move down without being rewritten. */
-static void compact_take_l0(version *v, compaction *c, slice *lo, slice *hi)
-{
-    int n0 = v->nfiles[0];
-    char *taken = xcalloc((size_t)n0 + 1, 1);
-    int grew = 1;
-    while (grew) {
-        grew = 0;
-        for (int i = n0 - 1; i >= 0; i--) {
-            file_meta *f = v->files[0][i];
-            slice s = fm_user_small(f), l = fm_user_large(f);
-            if (taken[i])
-                continue;
-            if (lo->p && (ukey_cmp(l.p, l.n, lo->p, lo->n) < 0 || ukey_cmp(s.p, s.n, hi->p, hi->n) > 0))
-                continue;
-            if (!lo->p || ukey_cmp(s.p, s.n, lo->p, lo->n) < 0)
-                *lo = s;
-            if (!hi->p || ukey_cmp(l.p, l.n, hi->p, hi->n) > 0)
-                *hi = l;
-            taken[i] = 1;
-            grew = 1;
-        }
-    }
-    for (int i = n0 - 1; i >= 0; i--)
-        if (taken[i])
-            compaction_add(c, v->files[0][i], 0);
-    free(taken);
-}
-
-/* Picks inputs for a compaction of `level`, starting from table `seed` when given (caller holds
-   mu). */
-static void compact_pick(lsm_db *db, int level, file_meta *seed, compaction *c)
-{
-    memset(c, 0, sizeof *c);
-    version *v = db->vs.current;
-    version_ref(v);
-    c->v = v;
-    c->out_level = level + 1;
-    c->smallest_snapshot = db_oldest_snapshot(db);
-    slice lo = { NULL, 0 }, hi = { NULL, 0 };
-    if (level == 0) {
-        compact_take_l0(v, c, &lo, &hi);
-    } else {
-        /* Round-robin through the level so every key range gets its turn. */
-        buf *ptr = &db->compact_pointer[level];
-        int pick = 0;
-        if (ptr->len) {
-            slice p = { ptr->p, ptr->len };
-            pick = files_find(v->files[level], v->nfiles[level], p);
-            while (pick < v->nfiles[level] &&
-                   ikey_cmp((slice){ v->files[level][pick]->largest.p, v->files[level][pick]->largest.len }, p) <= 0)
-                pick++;
-            if (pick >= v->nfiles[level])
-                pick = 0;
-        }
-        file_meta *f = v->files[level][pick];
-        for (int i = 0; seed && i < v->nfiles[level]; i++)
-            if (v->files[level][i] == seed)
-                f = seed;
-        lo = fm_user_small(f);
-        hi = fm_user_large(f);
-        compaction_add(c, f, level);
-        if (f != seed)
-            f = compact_group(db, c, level, pick, &hi);
-        ptr->len = 0;
-        buf_append(ptr, f->largest.p, f->largest.len);
-    }
-    file_meta **over = NULL;
-    int n = version_overlaps(v, c->out_level, &lo, &hi, &over);
-    for (int i = 0; i < n; i++)
-        compaction_add(c, over[i], c->out_level);
-    free(over);
-    c->trivial_move = c->n == 1;
-}
 
 /* Whether no level deeper than out_level may hold ukey (so a tombstone for it can go). */
 static int compact_is_base(const compaction *c, slice ukey)
@@ -301,7 +68,7 @@ static int unsynced_sync_close(lsm_db *db, unsynced *u, char *err)
         int e = rc == LSM_OK ? db->env->sync(db->env, u->f[i]) : 0;
         if (e < 0) {
             char path[4096];
-            db_table_path(db, u->number[i], path, sizeof path);
+            file_path(db->dir, u->number[i], ".sst", path, sizeof path);
             rc = err_errno(err, e, "syncing", path);
         }
         db->env->close(db->env, u->f[i]);
@@ -318,13 +85,13 @@ static int compact_output_done(lsm_db *db, table_writer *tw, version_edit *e, in
     if (u->n == UNSYNCED_MAX) {
         int rc = unsynced_sync_close(db, u, err);
         if (rc != LSM_OK) {
-            tw_abandon(tw);
+            builder_abandon(tw);
             return rc;
         }
     }
     file_meta *f = NULL;
     uint64_t number = tw->number;
-    int rc = tw_finish(tw, &f, bytes, &u->f[u->n], err);
+    int rc = builder_finish(tw, &f, bytes, &u->f[u->n], err);
     if (rc != LSM_OK)
         return rc;
     u->number[u->n++] = number;
@@ -350,6 +117,38 @@ typedef struct subcompaction {
    two tables in its output level to split between. */
 #define SPLIT_MIN_TABLES 4
 
+/* The merge of c's inputs, positioned at the first entry of user key lo (lo.p NULL: the first).
+   One iterator per L0 table; the tables of a deeper level are disjoint, so one for all of them. */
+static iiter *compact_inputs(lsm_db *db, const compaction *c, slice lo)
+{
+    iiter **kids = xmalloc((size_t)(c->n + 1) * sizeof *kids);
+    int k = 0;
+    for (int i = 0; i < c->n;) {
+        int j = i;
+        if (c->in_level[i] == 0) {
+            kids[k++] = table_cache_iter(&db->tables, c->in[i]);
+            i++;
+            continue;
+        }
+        while (j < c->n && c->in_level[j] == c->in_level[i])
+            j++;
+        kids[k++] = table_cache_run_iter(&db->tables, c->in + i, j - i);
+        i = j;
+    }
+    iiter *m = merge_iter_new(kids, k);
+    free(kids);
+    if (lo.p) {
+        /* The first entry of user key lo: the largest trailer sorts first. */
+        buf first = { 0 };
+        ikey_build(&first, lo.p, lo.n, LSM_MAX_SEQ, 0xff);
+        iiter_seek(m, (slice){ first.p, first.len });
+        buf_free(&first);
+    } else {
+        iiter_seek_first(m);
+    }
+    return m;
+}
+
 /* Merges the inputs of s->c in s's key range into new tables of out_level (named in s->e, left in
    s->u unsynced). */
 static int compact_merge(subcompaction *s)
@@ -358,36 +157,8 @@ static int compact_merge(subcompaction *s)
     const compaction *c = s->c;
     char *err = s->err;
     int rc = LSM_OK;
-    /* One iterator per L0 table; the tables of a deeper level are disjoint, so one each. */
-    iiter **kids = xmalloc((size_t)(c->n + 1) * sizeof *kids);
-    int k = 0;
-    for (int i = 0; i < c->n;) {
-        int j = i;
-        if (c->in_level[i] == 0) {
-            kids[k++] = db_table_iter_new(db, c->in[i]);
-            i++;
-            continue;
-        }
-        while (j < c->n && c->in_level[j] == c->in_level[i])
-            j++;
-        kids[k++] = db_files_iter_new(db, c->in + i, j - i);
-        i = j;
-    }
-    iiter *m = merge_iter_new(kids, k);
-    free(kids);
+    iiter *m = compact_inputs(db, c, s->lo);
     buf cur = { 0 };
-    if (s->lo.p) {
-        /* The first entry of user key lo: the largest trailer sorts first. */
-        buf_append(&cur, s->lo.p, s->lo.n);
-        uint8_t t[LSM_TRAILER];
-        enc_fixed64(t, ikey_pack(LSM_MAX_SEQ, 0xff));
-        buf_append(&cur, t, sizeof t);
-        iiter_seek(m, (slice){ cur.p, cur.len });
-        cur.len = 0;
-    } else {
-        iiter_seek_first(m);
-    }
-
     table_writer tw;
     int open = 0, have_cur = 0;
     uint64_t last_seq_for_key = 0;
@@ -420,13 +191,13 @@ static int compact_merge(subcompaction *s)
         if (drop)
             continue;
         if (!open) {
-            rc = tw_open(db, &tw, err);
+            rc = builder_open(db, &tw, err);
             if (rc != LSM_OK)
                 break;
             tw.gc_cutoff = c->gc_cutoff;
             open = 1;
         }
-        rc = tw_add(&tw, key, iiter_value(m), err);
+        rc = builder_add(&tw, key, iiter_value(m), err);
     }
     if (rc == LSM_OK)
         rc = iiter_status(m, err);
@@ -436,7 +207,7 @@ static int compact_merge(subcompaction *s)
         if (rc == LSM_OK)
             rc = compact_output_done(db, &tw, &s->e, c->out_level, &s->u, &s->bytes, err);
         else
-            tw_abandon(&tw);
+            builder_abandon(&tw);
     }
     return rc;
 }
@@ -470,27 +241,15 @@ static slice compact_split_key(const lsm_db *db, const compaction *c)
     return (slice){ k->p, k->len - LSM_TRAILER };
 }
 
-/* Merges c's inputs into new tables of c->out_level and installs the result. */
-static int compact_run(lsm_db *db, compaction *c, char *err)
+/* Merges c's inputs, in two key ranges on two threads when compact_split_key says so, and names
+   every output in e; the outputs are synced (or, after a failure, closed) on return. */
+static int compact_merge_all(lsm_db *db, const compaction *c, version_edit *e, char *err)
 {
-    version_edit e;
-    edit_init(&e);
-    int rc = LSM_OK;
-    if (c->trivial_move) {
-        edit_delete(&e, c->in_level[0], c->in[0]->number);
-        edit_add(&e, c->out_level, c->in[0]);
-        goto apply;
-    }
-    for (int i = 0; i < c->n; i++)
-        atomic_fetch_add(&db->st_compact_read, c->in[i]->size);
-    if (c->grouped)
-        atomic_fetch_add(&db->st_compactions_grouped, 1);
-
     /* The split key starts the upper half. Both halves' outputs stay within their range, so the
        level stays disjoint. */
     slice split = compact_split_key(db, c);
     subcompaction sub[2];
-    int nsub = 1;
+    int nsub = 1, rc = LSM_OK;
     memset(sub, 0, sizeof sub);
     for (int i = 0; i < 2; i++) {
         sub[i].db = db;
@@ -521,7 +280,7 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
         }
         bytes += sub[i].bytes;
         for (int j = 0; j < sub[i].e.nadded; j++)
-            edit_add(&e, sub[i].e.added[j].level, sub[i].e.added[j].f);
+            edit_add(e, sub[i].e.added[j].level, sub[i].e.added[j].f);
         edit_free(&sub[i].e);
     }
     atomic_fetch_add(&db->st_compact_bytes, bytes);
@@ -531,6 +290,25 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
         if (rc == LSM_OK)
             rc = src;           /* keeps the first message */
     }
+    return rc;
+}
+
+/* Merges c's inputs into new tables of c->out_level and installs the result. */
+static int compact_run(lsm_db *db, compaction *c, char *err)
+{
+    version_edit e;
+    edit_init(&e);
+    int rc = LSM_OK;
+    if (c->trivial_move) {
+        edit_delete(&e, c->in_level[0], c->in[0]->number);
+        edit_add(&e, c->out_level, c->in[0]);
+        goto apply;
+    }
+    for (int i = 0; i < c->n; i++)
+        atomic_fetch_add(&db->st_compact_read, c->in[i]->size);
+    if (c->grouped)
+        atomic_fetch_add(&db->st_compactions_grouped, 1);
+    rc = compact_merge_all(db, c, &e, err);
     if (rc == LSM_OK)
         rc = db_sync_dir(db, err);
     if (rc != LSM_OK)
@@ -552,7 +330,7 @@ fail:
     if (!c->trivial_move)
         for (int i = 0; i < e.nadded; i++) {
             char path[4096];
-            db_table_path(db, e.added[i].f->number, path, sizeof path);
+            file_path(db->dir, e.added[i].f->number, ".sst", path, sizeof path);
             db->env->unlink(db->env, path);
         }
     edit_free(&e);
@@ -616,13 +394,13 @@ void *compact_thread_main(void *arg)
         file_meta_unref(seek);
         if (db->compacting++ > 0)
             atomic_fetch_add(&db->st_compactions_parallel, 1);
-        db->level_busy |= level_bits(level);
+        db->level_busy |= compact_level_bits(level);
         pthread_mutex_unlock(&db->mu);
-        c.gc_cutoff = c.trivial_move ? 0 : db_blob_gc_cutoff(db);
+        c.gc_cutoff = c.trivial_move ? 0 : blob_set_gc_cutoff(&db->blobs);
         int rc = compact_run(db, &c, err);
         compaction_free(&c);
         pthread_mutex_lock(&db->mu);
-        compact_done(db, level_bits(level), rc, err);
+        compact_done(db, compact_level_bits(level), rc, err);
     }
     pthread_mutex_unlock(&db->mu);
     return NULL;
@@ -670,7 +448,7 @@ static int compact_manual_end(lsm_db *db, compaction *c, char *err)
     return rc;
 }
 
-int compact_all(lsm_db *db, char *err)
+static int compact_all(lsm_db *db, char *err)
 {
     compaction c;
     int rc = compact_manual_begin(db, &c, err);
@@ -684,11 +462,11 @@ int compact_all(lsm_db *db, char *err)
             total += c.v->files[l][i]->size;
         }
     /* The shallowest level that holds everything without asking for another compaction. */
-    while (deepest < LSM_MAX_LEVELS - 1 && level_target(db, deepest) < total)
+    while (deepest < LSM_MAX_LEVELS - 1 && compact_level_target(db, deepest) < total)
         deepest++;
     c.out_level = deepest;
     c.full = 1;
-    c.gc_cutoff = db_blob_gc_cutoff(db);
+    c.gc_cutoff = blob_set_gc_cutoff(&db->blobs);
     return compact_manual_end(db, &c, err);
 }
 
@@ -712,7 +490,7 @@ static int compact_range_step(lsm_db *db, int level, int out_level, slice lo, sl
         for (int i = 0; i < n; i++)
             compaction_add(&c, over[i], level);
         if (n > 0) {
-            slice s = fm_user_small(over[0]), l = fm_user_large(over[n - 1]);
+            slice s = file_meta_lo(over[0]), l = file_meta_hi(over[n - 1]);
             if (ukey_cmp(s.p, s.n, a.p, a.n) < 0)
                 a = s;
             if (ukey_cmp(l.p, l.n, b.p, b.n) > 0)
@@ -727,7 +505,7 @@ static int compact_range_step(lsm_db *db, int level, int out_level, slice lo, sl
             compaction_add(&c, over[i], out_level);
         free(over);
     }
-    c.gc_cutoff = c.n ? db_blob_gc_cutoff(db) : 0;
+    c.gc_cutoff = c.n ? blob_set_gc_cutoff(&db->blobs) : 0;
     return compact_manual_end(db, &c, err);
 }
 
@@ -735,7 +513,7 @@ static int compact_range_step(lsm_db *db, int level, int out_level, slice lo, sl
    any key of the range, the range's tables are merged into the next level, and then (as RocksDB
    does when asked) the deepest level's tables of the range are rewritten in place; between steps
    the background compactions may run. Open ends take the smallest and largest keys of the tree. */
-int compact_range(lsm_db *db, slice lo, slice hi, char *err)
+static int compact_range(lsm_db *db, slice lo, slice hi, char *err)
 {
     pthread_mutex_lock(&db->mu);
     version *v = db->vs.current;
@@ -744,7 +522,7 @@ int compact_range(lsm_db *db, slice lo, slice hi, char *err)
     int open_lo = !lo.p, open_hi = !hi.p;
     for (int l = 0; l < LSM_MAX_LEVELS; l++)
         for (int i = 0; i < v->nfiles[l]; i++) {
-            slice s = fm_user_small(v->files[l][i]), g = fm_user_large(v->files[l][i]);
+            slice s = file_meta_lo(v->files[l][i]), g = file_meta_hi(v->files[l][i]);
             if (open_lo && (!lo.p || ukey_cmp(s.p, s.n, lo.p, lo.n) < 0))
                 lo = s;
             if (open_hi && (!hi.p || ukey_cmp(g.p, g.n, hi.p, hi.n) > 0))
@@ -753,7 +531,7 @@ int compact_range(lsm_db *db, slice lo, slice hi, char *err)
     int any = lo.p && hi.p;     /* else an empty tree: nothing to do */
     int deepest = 1;
     for (int l = 1; any && l < LSM_MAX_LEVELS; l++)
-        if (level_overlaps(v, l, lo, hi))
+        if (compact_level_overlaps(v, l, lo, hi))
             deepest = l;
     /* lo and hi may point into v's tables: keep them while v is pinned. */
     int rc = LSM_OK;

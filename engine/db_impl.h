@@ -1,10 +1,15 @@
 /*
- * db_impl.h — the lsm_db handle, shared by db.c (open, writes, reads, iterators, flush) and
- * compact.c (picking and running compactions). Nothing outside the engine sees it.
+ * db_impl.h — the lsm_db handle, shared by the files that implement it, split by concern as
+ * RocksDB splits DBImpl: db.c (open, close, stats, errors), recover.c (manifest and log replay),
+ * write.c (batches, group commit, pacing, memtable switches), flush.c (memtable -> L0), read.c
+ * (read views, point reads), db_iter.c (lsm_iter, snapshots), and the compaction in compact_pick.c
+ * and compact.c. The services they use have their own rooms: table_cache.c (open tables, lookups
+ * through a version), builder.c (the table writer), blob.c (blob files and the blob set).
  *
  * Locking: db->mu guards the memtables, the current version, the writer queue, sequence numbers,
  * snapshots and background state. manifest_mu serialises version edits (flush and compaction
- * threads); it is always taken before mu, never while holding mu.
+ * threads); it is always taken before mu, never while holding mu. The table cache, the block cache
+ * and the blob set lock themselves.
  */
 #ifndef LSM_DB_IMPL_H
 #define LSM_DB_IMPL_H
@@ -13,26 +18,14 @@
 #include <stdatomic.h>
 #include "blob.h"
 #include "cache.h"
+#include "compact.h"
 #include "env.h"
 #include "iter.h"
 #include "memtable.h"
 #include "options.h"
-#include "sst.h"
+#include "table_cache.h"
 #include "version.h"
 #include "wal.h"
-
-/* Level 0 may grow well past the compaction trigger before writes are held back: a merge out of
-   L0 takes every L0 table at once, so the more it finds there, the fewer times it rewrites L1 for
-   the same data. Pacing from 8 tables and stopping at 12 (LevelDB's numbers) gave a 10M-key
-   fillrandom write amplification 6.7 and 2.5-2.9 s of stalls; 20 and 36 (RocksDB's) gave 5.5-5.7
-   and 0.7-0.9 s, and 20% more puts per second. The price: while writes outrun merging, a lookup
-   may test up to 36 L0 filters, and one put may wait up to 0.1 s in a pacing pause. */
-#define L0_COMPACT_TRIGGER 4      /* L0 tables that start a compaction */
-#define L0_SLOWDOWN        20     /* ...that start pacing writes (see db_make_room) */
-#define L0_STOP            36     /* ...that stop writes until compaction catches up */
-#define WRITE_RATE_MAX     (64u << 20) /* bytes/s allowed at L0_SLOWDOWN, falling to 0 at L0_STOP */
-#define COMPACT_THREADS    2      /* compactions that may run at once, on disjoint levels */
-#define COMPACT_NICE       5      /* how much nicer than the process compaction threads run */
 
 typedef struct writer writer;
 
@@ -42,9 +35,9 @@ typedef struct snapshot_node {
 } snapshot_node;
 
 struct lsm_db {
-    char *dir;
-    lsm_options opt;
-    lsm_env *env;
+    char *dir;                      /* constant after lsm_open */
+    lsm_options opt;                /* sanitized copy; constant after lsm_open */
+    lsm_env *env;                   /* constant after lsm_open */
     lsm_file *lock;                 /* LOCK, held while open */
 
     pthread_mutex_t mu;
@@ -71,13 +64,9 @@ struct lsm_db {
 
     snapshot_node snapshots;        /* circular list of live iterator sequences; guarded by mu */
 
-    cache *bcache;                  /* data blocks */
-    cache *tcache;                  /* open tables by file number */
-    cache *bfcache;                 /* open blob files by file number */
-
-    pthread_mutex_t blob_mu;
-    struct blob_ref_count *blobs;   /* live blob files: tables referencing each; guarded by blob_mu */
-    int nblobs, capblobs;           /* guarded by blob_mu */
+    cache *bcache;                  /* data blocks; locks itself */
+    table_cache tables;             /* open tables by file number; locks itself */
+    blob_set blobs;                 /* live blob files and the tables naming each; locks itself */
 
     pthread_t flush_thread, compact_thread[COMPACT_THREADS];
     int nthreads;                   /* compaction threads started */
@@ -104,61 +93,43 @@ struct lsm_db {
         st_compactions_split, st_compactions_grouped;
 };
 
-/* db.c */
-/* Charges one wasted probe to f; at the last one, asks the compactor to compact it. */
-void db_charge_seek(lsm_db *db, file_meta *f, int level);
+/* What a read sees: memtables and version pinned together, and the newest sequence they hold. */
+typedef struct read_view {
+    memtable *mem, *imm;
+    version *v;
+    uint64_t snap;
+} read_view;
+
+/* ---- db.c ---- */
 int  db_fail(lsm_db *db, int rc, const char *msg);  /* records msg for lsm_errmsg, returns rc */
 void db_set_bg_error(lsm_db *db, int rc, const char *msg); /* caller holds mu */
-uint64_t db_oldest_snapshot(lsm_db *db);            /* caller holds mu */
-int  db_table_open(lsm_db *db, uint64_t number, uint64_t size, sst **t, cache_handle **h, char *err);
-void db_table_path(const lsm_db *db, uint64_t number, char *path, size_t n);
-/* Iterator over a sorted, disjoint run of tables (part of a level), opening one table at a time;
-   the caller keeps the metas pinned (through a version). */
-iiter *db_files_iter_new(lsm_db *db, file_meta *const *files, int n);
-
-/* Oldest-quarter blob file number for age-based blob garbage collection (0: none). */
-uint64_t db_blob_gc_cutoff(lsm_db *db);
-
-/* compact.c */
-void *compact_thread_main(void *arg);
-/* Picks the level most in need of compaction among those whose compaction would touch no level of
-   `busy` (a bit per level); score >= 1 means it needs one. Caller holds mu. */
-double compact_score(const lsm_db *db, const version *v, unsigned busy, int *level);
-/* Bytes compaction still has to write to bring every level under its target, estimated as RocksDB
-   does: L0 at its trigger merges with all of L1, and each level past its target sends its excess
-   (its own and what arrives from above) down, rewriting the next level in proportion. */
-uint64_t compact_pending_bytes(const lsm_db *db, const version *v);
-/* Compacts everything into the fewest tables (lsm_compact). */
-int  compact_all(lsm_db *db, char *err);
-int  compact_range(lsm_db *db, slice lo, slice hi, char *err);
-/* Writes tables one entry at a time: flush and compaction outputs. */
-typedef struct table_writer {
-    lsm_db *db;
-    lsm_file *f;
-    sst_builder *b;
-    uint64_t number;
-    buf smallest, largest;      /* internal keys of the first and last entry */
-    char path[4096];
-    blob_writer *bw;            /* blob file for this table's large values, created on demand */
-    uint64_t bw_number;
-    uint64_t *blobs;            /* blob files referenced, kept sorted */
-    int nblobs;
-    uint64_t gc_cutoff;         /* values in blob files numbered below this are rewritten */
-    buf key, val;               /* scratch for rewritten entries */
-} table_writer;
-int  tw_open(lsm_db *db, table_writer *tw, char *err);
-int  tw_add(table_writer *tw, slice k, slice v, char *err);
-/* Finishes the table; *bytes += its size. With keep NULL it is synced and closed (its directory
-   entry is not synced). Otherwise the open file goes to *keep unsynced, and the caller must sync
-   and close it before any version names the table: a compaction syncs its outputs together at its
-   end, so one journal commit serves them all. */
-int  tw_finish(table_writer *tw, file_meta **out, uint64_t *bytes, lsm_file **keep, char *err);
-void tw_abandon(table_writer *tw);
+uint64_t db_new_file_number(lsm_db *db);           /* takes mu */
 int  db_sync_dir(lsm_db *db, char *err);
-iiter *db_table_iter_new(lsm_db *db, const file_meta *f);
 
-/* Writes every entry of memtable m into one new table; *out is NULL when m was empty. */
-int  db_write_table(lsm_db *db, memtable *m, file_meta **out, uint64_t *bytes, char *err);
-/* Allocates a file number (takes mu). */
-uint64_t db_new_file_number(lsm_db *db);
+/* ---- recover.c ---- */
+/* Recovers the database in db->dir (creating it when allowed): the manifest, the logs, a new WAL;
+   then deletes the files nothing names. Called by lsm_open with the directory locked. */
+int  db_recover(lsm_db *db, char *err);
+
+/* ---- write.c ---- */
+#define BATCH_HEADER 12     /* fixed64 first sequence | fixed32 count, before a batch's entries */
+/* Applies a batch in its WAL record form to m; LSM_CORRUPT if it is malformed. *last is the
+   sequence number of its last entry (first - 1 for an empty batch). */
+int  db_batch_apply(memtable *m, const uint8_t *p, size_t n, uint64_t *last);
+/* Creates WAL `number`, durable (header and directory entry) before any write is acknowledged. */
+int  db_new_wal(lsm_db *db, uint64_t number, logw **out, char *err);
+/* LSM_OK if key has a valid length, else LSM_INVALID with a message on db. */
+int  db_check_key(lsm_db *db, const void *key, size_t klen);
+
+/* ---- flush.c ---- */
+void *db_flush_main(void *arg);                     /* the flush thread; returns at shutdown */
+
+/* ---- read.c ---- */
+void read_view_pin(lsm_db *db, read_view *rv);      /* caller holds mu */
+void read_view_get(lsm_db *db, read_view *rv);      /* takes mu */
+void read_view_put(read_view *rv);
+
+/* ---- db_iter.c ---- */
+uint64_t db_oldest_snapshot(lsm_db *db);            /* caller holds mu */
+
 #endif /* LSM_DB_IMPL_H */

@@ -151,6 +151,15 @@ int err_set(char *err, int code, const char *fmt, ...) __attribute__((format(pri
    "what path: strerror". */
 int err_errno(char *err, int neg_errno, const char *what, const char *path);
 
+/* qsort comparator of uint64_t values, ascending. */
+int  u64_cmp(const void *a, const void *b);
+
+/* ---- file names ---- */
+/* "dir/NNNNNN.ext" for file `number` of a database (ext: ".sst", ".log", ".blob"). */
+void file_path(const char *dir, uint64_t number, const char *ext, char *path, size_t n);
+/* Parses "NNNNNN.ext"; returns 1 and the number if name has that shape. */
+int  file_parse_name(const char *name, const char *ext, uint64_t *num);
+
 /* Monotonic microseconds. */
 uint64_t now_micros(void);
 

@@ -4,6 +4,7 @@
  * of any engine state so that every module (and every unit test) can link it alone.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -221,6 +222,32 @@ int err_errno(char *err, int neg_errno, const char *what, const char *path)
              : (e == ENOSPC || e == EDQUOT) ? LSM_NOSPACE
              : LSM_IOERR;
     return err_set(err, code, "%s %s: %s", what, path, strerror(e));
+}
+
+int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+void file_path(const char *dir, uint64_t number, const char *ext, char *path, size_t n)
+{
+    snprintf(path, n, "%s/%06" PRIu64 "%s", dir, number, ext);
+}
+
+int file_parse_name(const char *name, const char *ext, uint64_t *num)
+{
+    size_t n = strlen(name), e = strlen(ext);
+    if (n <= e || strcmp(name + n - e, ext) != 0)
+        return 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n - e; i++) {
+        if (name[i] < '0' || name[i] > '9')
+            return 0;
+        v = v * 10 + (uint64_t)(name[i] - '0');
+    }
+    *num = v;
+    return 1;
 }
 
 uint64_t now_micros(void)

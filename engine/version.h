@@ -92,6 +92,15 @@ typedef struct vset {
 file_meta *file_meta_new(uint64_t number, uint64_t size, slice smallest, slice largest);
 void file_meta_unref(file_meta *f);
 void file_meta_set_blobs(file_meta *f, const uint64_t *blobs, int n);
+/* f's smallest and largest user keys (borrowed from f). */
+static inline slice file_meta_lo(const file_meta *f)
+{
+    return ikey_user((slice){ f->smallest.p, f->smallest.len });
+}
+static inline slice file_meta_hi(const file_meta *f)
+{
+    return ikey_user((slice){ f->largest.p, f->largest.len });
+}
 /* Whether user key key lies within f's key range. */
 int  file_meta_holds(const file_meta *f, const void *key, size_t klen);
 

@@ -1,0 +1,94 @@
+/*
+ * flush.c — the flush thread: it writes the immutable memtable as a level-0 table, records the
+ * table in the manifest, and only then deletes the WAL that held the memtable's writes.
+ *
+ * Between flushes it hands buffered WAL records to the OS at least every 100 ms, so unsynced
+ * writes do not sit in this process for long. A failed flush is a sticky background error: writes
+ * stop (db_make_room reports it) and reads go on. It must never delete a WAL whose writes are not
+ * yet in a table the manifest names.
+ */
+#include <errno.h>
+#include <time.h>
+#include "builder.h"
+#include "db_impl.h"
+
+/* Writes imm as an L0 table and records it; log_number is the oldest WAL still needed afterwards. */
+static int db_flush_memtable(lsm_db *db, memtable *imm, uint64_t log_number, uint64_t last_seq,
+                             char *err)
+{
+    file_meta *f = NULL;
+    uint64_t bytes = 0;
+    int rc = builder_write_memtable(db, imm, &f, &bytes, err);
+    if (rc == LSM_OK && f)
+        rc = db_sync_dir(db, err);
+    if (rc != LSM_OK) {
+        file_meta_unref(f);
+        return rc;
+    }
+    version_edit e;
+    edit_init(&e);
+    if (f) {
+        edit_add(&e, 0, f);
+        file_meta_unref(f);
+    }
+    e.has_log_number = 1;
+    e.log_number = log_number;
+    e.has_last_seq = 1;
+    e.last_seq = last_seq;
+    pthread_mutex_lock(&db->manifest_mu);
+    rc = vset_apply(&db->vs, &e, err);
+    pthread_mutex_unlock(&db->manifest_mu);
+    if (rc != LSM_OK && f) {
+        char path[4096];
+        file_path(db->dir, f->number, ".sst", path, sizeof path);
+        db->env->unlink(db->env, path);
+    }
+    edit_free(&e);
+    atomic_fetch_add(&db->st_flush_bytes, bytes);
+    atomic_fetch_add(&db->st_flushes, 1);
+    return rc;
+}
+
+void *db_flush_main(void *arg)
+{
+    lsm_db *db = arg;
+    char err[LSM_ERRLEN];
+    pthread_mutex_lock(&db->mu);
+    for (;;) {
+        while (!db->shutting_down && (!db->imm || db->bg_error)) {
+            /* Between flushes, hand buffered WAL records to the OS at least every 100 ms, so
+               unsynced writes are not held in this process for long. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 100 * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&db->work_cv, &db->mu, &ts) == ETIMEDOUT && db->wal)
+                logw_flush(db->wal, NULL);
+        }
+        if (!db->imm || db->bg_error)
+            break;
+        memtable *imm = db->imm;
+        uint64_t old_log = db->imm_log, log_number = db->wal_number, seq = db->last_seq;
+        pthread_mutex_unlock(&db->mu);
+        int rc = db_flush_memtable(db, imm, log_number, seq, err);
+        if (rc == LSM_OK) {
+            char path[4096];
+            file_path(db->dir, old_log, ".log", path, sizeof path);
+            db->env->unlink(db->env, path);
+        }
+        pthread_mutex_lock(&db->mu);
+        if (rc != LSM_OK) {
+            db_set_bg_error(db, rc, err);
+            break;
+        }
+        db->imm = NULL;
+        memtable_unref(imm);
+        pthread_cond_broadcast(&db->bg_cv);
+        pthread_cond_broadcast(&db->compact_cv);
+    }
+    pthread_mutex_unlock(&db->mu);
+    return NULL;
+}

@@ -1,0 +1,146 @@
+/*
+ * read.c — point reads: pinning what a read sees (a read view), and lsm_get, lsm_get_size and
+ * lsm_get_range over the memtables and then the tables.
+ *
+ * A read takes its view (memtables, version, last sequence) under db->mu and searches without it:
+ * the live memtable, the one being flushed, then the version's tables through the table cache,
+ * which goes down to each table once. A value kept in a blob file is read only after the lookup,
+ * while the view still pins the version that keeps the blob file alive. A lookup that had to probe
+ * two tables past their filters charges the first a wasted seek (compact_pick.c decides what that
+ * leads to). It must never return a version newer than its view, nor a value whose checksum
+ * failed.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include "db_impl.h"
+
+/* Pins what a read sees now (caller holds mu). */
+void read_view_pin(lsm_db *db, read_view *rv)
+{
+    rv->mem = db->mem;
+    memtable_ref(rv->mem);
+    rv->imm = db->imm;
+    if (rv->imm)
+        memtable_ref(rv->imm);
+    rv->v = db->vs.current;
+    version_ref(rv->v);
+    rv->snap = db->last_seq;
+}
+
+void read_view_get(lsm_db *db, read_view *rv)
+{
+    pthread_mutex_lock(&db->mu);
+    read_view_pin(db, rv);
+    pthread_mutex_unlock(&db->mu);
+}
+
+void read_view_put(read_view *rv)
+{
+    memtable_unref(rv->mem);
+    memtable_unref(rv->imm);
+    version_unref(rv->v);
+    memset(rv, 0, sizeof *rv);
+}
+
+/* The core lookup: LSM_OK with a malloc'd copy of the stored value (a blob reference when *type
+   is LSM_TYPE_BLOB), or LSM_NOTFOUND, or an error. The caller releases rv with read_view_put only
+   after it has read any blob the value points to: the pinned version keeps the blob file alive. */
+static int read_lookup(lsm_db *db, read_view *rv, const void *key, size_t klen, void **val,
+                       size_t *vlen, int *type, char *err)
+{
+    read_view_get(db, rv);
+    int found = 0, rc = LSM_OK;
+    slice s;
+    memtable *mts[2] = { rv->mem, rv->imm };
+    for (int i = 0; i < 2 && !found; i++) {
+        if (mts[i] && memtable_get(mts[i], key, klen, rv->snap, type, &s)) {
+            found = 1;
+            if (*type == LSM_TYPE_VALUE) {
+                *val = xmemdup(s.p, s.n);
+                *vlen = s.n;
+            }
+        }
+    }
+    if (!found) {
+        table_probe_stats ps;
+        rc = table_cache_get(&db->tables, rv->v, key, klen, rv->snap, &found, type, val, vlen,
+                             &ps, err);
+        /* Two tables probed past their filters for one key: the first was searched in vain. */
+        if (ps.probes >= 2 && db->opt.background_compaction)
+            compact_charge_seek(db, ps.first, ps.first_level);
+    }
+    if (rc != LSM_OK)
+        return rc;
+    return found && *type != LSM_TYPE_DELETE ? LSM_OK : LSM_NOTFOUND;
+}
+
+int lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen)
+{
+    if (!db || !val || !vlen)
+        return LSM_INVALID;
+    *val = NULL;
+    *vlen = 0;
+    if (db_check_key(db, key, klen) != LSM_OK)
+        return LSM_INVALID;
+    char err[LSM_ERRLEN] = "";
+    int type = LSM_TYPE_VALUE;
+    read_view rv;
+    int rc = read_lookup(db, &rv, key, klen, val, vlen, &type, err);
+    if (rc == LSM_OK && type == LSM_TYPE_BLOB) {
+        rc = blob_set_resolve(&db->blobs, val, vlen, err);
+        if (rc != LSM_OK) {
+            free(*val);
+            *val = NULL;
+            *vlen = 0;
+        }
+    }
+    read_view_put(&rv);
+    return db_fail(db, rc, err);
+}
+
+int lsm_get_size(lsm_db *db, const void *key, size_t klen, uint64_t *vlen)
+{
+    return lsm_get_range(db, key, klen, 0, NULL, 0, NULL, vlen);
+}
+
+int lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *buf, size_t n,
+                  size_t *nread, uint64_t *vlen)
+{
+    if (!db || (n && !buf))
+        return LSM_INVALID;
+    if (nread)
+        *nread = 0;
+    if (vlen)
+        *vlen = 0;
+    if (db_check_key(db, key, klen) != LSM_OK)
+        return LSM_INVALID;
+    char err[LSM_ERRLEN] = "";
+    void *v = NULL;
+    size_t len = 0;
+    int type = LSM_TYPE_VALUE;
+    read_view rv;
+    int rc = read_lookup(db, &rv, key, klen, &v, &len, &type, err);
+    if (rc == LSM_OK) {
+        uint64_t full = len, m = 0;
+        if (type == LSM_TYPE_BLOB) {
+            uint64_t number, boff;
+            rc = blob_set_ref_decode(&db->blobs, (slice){ v, len }, &number, &boff, &full, err);
+            m = off < full ? (full - off < n ? full - off : n) : 0;
+            if (rc == LSM_OK && m)
+                rc = blob_set_read(&db->blobs, (slice){ v, len }, off, buf, (size_t)m, &full, err);
+        } else {
+            m = off < full ? (full - off < n ? full - off : n) : 0;
+            if (m)
+                memcpy(buf, (uint8_t *)v + off, (size_t)m);
+        }
+        if (rc == LSM_OK) {
+            if (nread)
+                *nread = (size_t)m;
+            if (vlen)
+                *vlen = full;
+        }
+    }
+    read_view_put(&rv);
+    free(v);
+    return db_fail(db, rc, err);
+}

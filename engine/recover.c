@@ -1,0 +1,276 @@
+/*
+ * recover.c — opening an existing database: the manifest, the tables it names, the logs written
+ * since, and the files nothing needs any more.
+ *
+ * Recovery reads CURRENT and replays its manifest into the version set, checks that every table it
+ * names exists, replays every WAL at or after the manifest's log number into level-0 tables
+ * (flushing as it goes, so a long log never needs more than one memtable), starts a new WAL and a
+ * fresh manifest, and records all of it in one edit. A torn tail is normal only in the log that was
+ * live at the crash; in an older log it is damage, reported as such. Only then are orphan files
+ * (tables, logs and blob files no version names, old manifests, temporaries) deleted. It must never
+ * start an empty database over files that may hold data, and never delete a file before the edit
+ * that stops naming it is durable.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "builder.h"
+#include "db_impl.h"
+
+struct recover_state {
+    lsm_db *db;
+    memtable **mem;
+    uint64_t max_seq;
+    const char *path;
+    char *err;
+    version_edit *edit;
+    uint64_t *bytes;
+    char torn[4096];            /* an earlier log that ended in a torn tail, or "" */
+    uint64_t torn_bytes;        /* the bytes it dropped */
+};
+
+/* Writes a memtable rebuilt from the logs as an L0 table added to edit. */
+static int db_recover_flush(lsm_db *db, memtable *mem, version_edit *edit, uint64_t *bytes,
+                            char *err)
+{
+    file_meta *f = NULL;
+    int rc = builder_write_memtable(db, mem, &f, bytes, err);
+    if (f) {
+        edit_add(edit, 0, f);
+        file_meta_unref(f);
+        atomic_fetch_add(&db->st_flushes, 1);
+    }
+    return rc;
+}
+
+static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off)
+{
+    struct recover_state *st = arg;
+    uint64_t last;
+    if (st->torn[0])
+        return err_set(st->err, LSM_CORRUPT,
+                       "%s: its last %" PRIu64 " bytes are damaged although a newer log (%s) "
+                       "holds writes", st->torn, st->torn_bytes, st->path);
+    if (db_batch_apply(*st->mem, p, n, &last) != LSM_OK)
+        return err_set(st->err, LSM_CORRUPT, "%s: offset %" PRIu64 ": malformed batch record",
+                       st->path, off);
+    if (n >= BATCH_HEADER && dec_fixed32(p + 8) > 0 && last > st->max_seq)
+        st->max_seq = last;
+    if (memtable_usage(*st->mem) >= st->db->opt.memtable_bytes) {
+        /* Recovery flushes as it goes so a long log never needs more than one memtable. */
+        int rc = db_recover_flush(st->db, *st->mem, st->edit, st->bytes, st->err);
+        if (rc != LSM_OK)
+            return rc;
+        memtable_unref(*st->mem);
+        *st->mem = memtable_new();
+    }
+    return LSM_OK;
+}
+
+/* Replays every WAL at or after the manifest's log number into L0 tables added to edit. */
+static int db_replay_logs(lsm_db *db, version_edit *edit, char *err)
+{
+    char **names = NULL;
+    int n = 0;
+    int e = db->env->list(db->env, db->dir, &names, &n);
+    if (e < 0)
+        return err_errno(err, e, "listing", db->dir);
+    uint64_t *logs = xmalloc((size_t)(n + 1) * sizeof *logs);
+    int nlogs = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t num;
+        if (file_parse_name(names[i], ".log", &num)) {
+            if (num >= db->vs.log_number)
+                logs[nlogs++] = num;
+            if (num >= db->vs.next_file)
+                db->vs.next_file = num + 1;
+        } else if ((file_parse_name(names[i], ".sst", &num) || file_parse_name(names[i], ".blob", &num)) &&
+                   num >= db->vs.next_file) {
+            db->vs.next_file = num + 1;
+        }
+    }
+    env_free_list(names, n);
+    qsort(logs, (size_t)nlogs, sizeof *logs, u64_cmp);
+
+    memtable *mem = memtable_new();
+    uint64_t bytes = 0;
+    struct recover_state st = { .db = db, .mem = &mem, .max_seq = db->vs.last_seq, .err = err,
+                                .edit = edit, .bytes = &bytes };
+    int rc = LSM_OK;
+    for (int i = 0; i < nlogs && rc == LSM_OK; i++) {
+        char path[4096];
+        uint64_t dropped = 0;
+        file_path(db->dir, logs[i], ".log", path, sizeof path);
+        st.path = path;
+        rc = log_replay(db->env, path, WAL_MAGIC, db_recover_record, &st, &dropped, err);
+        /* A torn tail is normal only in the log that was live at the crash. An older log was
+           sealed before a newer one received writes, so a torn tail there is damage, once a
+           newer log shows writes. Newer logs without records were made by an open that crashed
+           before its manifest edit (it replays the torn log, makes a new log, and only then
+           retires the old one); they are no evidence. */
+        if (rc == LSM_OK && dropped && !st.torn[0]) {
+            snprintf(st.torn, sizeof st.torn, "%s", path);
+            st.torn_bytes = dropped;
+        }
+    }
+    free(logs);
+    if (rc == LSM_OK && memtable_entries(mem) > 0)
+        rc = db_recover_flush(db, mem, edit, &bytes, err);
+    memtable_unref(mem);
+    atomic_fetch_add(&db->st_flush_bytes, bytes);
+    if (rc == LSM_OK && edit->nadded)
+        rc = db_sync_dir(db, err);
+    db->last_seq = st.max_seq;
+    return rc;
+}
+
+/* Deletes every file of ours that the current state does not need. */
+static void db_remove_obsolete(lsm_db *db)
+{
+    char **names = NULL;
+    int n = 0;
+    if (db->env->list(db->env, db->dir, &names, &n) < 0)
+        return;
+    version *v = db->vs.current;
+    for (int i = 0; i < n; i++) {
+        uint64_t num;
+        int drop = 0;
+        if (file_parse_name(names[i], ".log", &num)) {
+            drop = num != db->wal_number;
+        } else if (file_parse_name(names[i], ".sst", &num)) {
+            drop = 1;
+            for (int l = 0; l < LSM_MAX_LEVELS && drop; l++)
+                for (int j = 0; j < v->nfiles[l] && drop; j++)
+                    drop = v->files[l][j]->number != num;
+        } else if (file_parse_name(names[i], ".blob", &num)) {
+            drop = !blob_set_live(&db->blobs, num);
+            if (!drop) {
+                char path[4096];
+                uint64_t size = 0;
+                snprintf(path, sizeof path, "%s/%s", db->dir, names[i]);
+                env_file_size(db->env, path, &size);
+                blob_set_note_size(&db->blobs, num, size);
+            }
+        } else if (strncmp(names[i], "MANIFEST-", 9) == 0) {
+            drop = strtoull(names[i] + 9, NULL, 10) != db->vs.manifest_number;
+        } else {
+            size_t len = strlen(names[i]);
+            drop = len > 4 && strcmp(names[i] + len - 4, ".tmp") == 0;
+        }
+        if (drop) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", db->dir, names[i]);
+            db->env->unlink(db->env, path);
+        }
+    }
+    env_free_list(names, n);
+}
+
+/* With CURRENT missing: the name of a file that may hold data (a table, a blob file, a log longer
+   than its header), so open refuses instead of starting an empty database beside it; NULL if
+   none. */
+static char *db_find_orphan_data(lsm_db *db)
+{
+    char **names = NULL, *found = NULL;
+    int n = 0;
+    if (db->env->list(db->env, db->dir, &names, &n) < 0)
+        return NULL;
+    for (int i = 0; i < n && !found; i++) {
+        uint64_t num, size = 0;
+        if (file_parse_name(names[i], ".sst", &num) || file_parse_name(names[i], ".blob", &num)) {
+            found = xmemdup(names[i], strlen(names[i]) + 1);
+        } else if (file_parse_name(names[i], ".log", &num)) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s", db->dir, names[i]);
+            env_file_size(db->env, path, &size);
+            if (size > LOG_HEADER)
+                found = xmemdup(names[i], strlen(names[i]) + 1);
+        }
+    }
+    env_free_list(names, n);
+    return found;
+}
+
+/* Checks that every table the version names exists, so a lost file is reported at open. */
+static int db_check_tables(lsm_db *db, char *err)
+{
+    version *v = db->vs.current;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++)
+        for (int j = 0; j < v->nfiles[l]; j++) {
+            char path[4096];
+            file_path(db->dir, v->files[l][j]->number, ".sst", path, sizeof path);
+            int e = db->env->file_exists(db->env, path);
+            if (e == 0)
+                return err_set(err, LSM_CORRUPT, "%s: missing table named by the manifest", path);
+            if (e < 0)
+                return err_errno(err, e, "checking", path);
+        }
+    return LSM_OK;
+}
+
+/* Reads the manifest into db->vs, or starts an empty version where there is no database yet. */
+static int db_recover_manifest(lsm_db *db, char *err)
+{
+    int rc = vset_recover(&db->vs, err);
+    if (rc == LSM_NOTFOUND) {
+        char *orphan = db_find_orphan_data(db);
+        if (orphan) {
+            rc = err_set(err, LSM_CORRUPT,
+                         "%s/CURRENT: missing, but the directory holds database files (%s); "
+                         "refusing to start an empty database over them", db->dir, orphan);
+            free(orphan);
+            return rc;
+        }
+        if (!db->opt.create_if_missing)
+            return err_set(err, LSM_INVALID, "%s: no database here (create_if_missing is off)",
+                           db->dir);
+        version *v = xcalloc(1, sizeof *v);
+        atomic_init(&v->refs, 1);
+        v->vs = &db->vs;
+        db->vs.current = v;
+        db->vs.next_file = 2;
+        return LSM_OK;
+    }
+    if (rc == LSM_OK && db->opt.error_if_exists)
+        return err_set(err, LSM_EXISTS, "%s: a database exists here (error_if_exists is set)",
+                       db->dir);
+    return rc;
+}
+
+int db_recover(lsm_db *db, char *err)
+{
+    int rc = db_recover_manifest(db, err);
+    if (rc == LSM_OK)
+        rc = db_check_tables(db, err);
+    if (rc != LSM_OK)
+        return rc;
+    version *cur = db->vs.current;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++)
+        for (int j = 0; j < cur->nfiles[l]; j++)
+            blob_set_ref(&db->blobs, cur->files[l][j]->blobs, cur->files[l][j]->nblobs);
+
+    /* The logs become L0 tables, a new log starts, and one edit (after a fresh manifest) names
+       both: a crash before it leaves the old logs to replay again. */
+    version_edit edit;
+    edit_init(&edit);
+    rc = db_replay_logs(db, &edit, err);
+    if (rc == LSM_OK) {
+        db->wal_number = db->vs.next_file++;
+        rc = db_new_wal(db, db->wal_number, &db->wal, err);
+    }
+    if (rc == LSM_OK)
+        rc = vset_write_snapshot(&db->vs, err);
+    if (rc == LSM_OK) {
+        edit.has_log_number = 1;
+        edit.log_number = db->wal_number;
+        edit.has_last_seq = 1;
+        edit.last_seq = db->last_seq;
+        rc = vset_apply(&db->vs, &edit, err);
+    }
+    edit_free(&edit);
+    if (rc == LSM_OK)
+        db_remove_obsolete(db);
+    return rc;
+}
