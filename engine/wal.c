@@ -1,77 +1,29 @@
 /*
  * wal.c — append-only record logs: the write-ahead log and the manifest are both such a log, told
- * apart by their magic number.
+ * apart by their magic number (format: man/lsm-format.5, sections RECORD LOGS and CHECKSUMS).
  *
  * A version-1 log only ever grows at its end, so a crash can damage only its last record, and
  * replay can tell a torn tail (normal after a crash: dropped quietly) from damage to data that was
  * once complete (corruption: reported with file and offset, never skipped, since skipping would
  * silently lose or reorder committed writes). A version-2 log (the write-ahead log) is preallocated
- * and written over, which makes each synced write cheaper (see "Version 2" below), at the price
- * that a crash can leave holes before later records; sync marks in the log tell those holes from
- * damage. The writer never buffers: each append is one record handed to the env at once (header and
- * small payloads gathered into one write, large payloads written in place), and after any failed
- * write or sync the writer refuses further appends, so a half-written record is never followed by a
- * good one that replay would then have to treat as corruption.
+ * and written over, which makes each synced write cheaper, at the price that a crash can leave
+ * holes before later records; sync marks in the log tell those holes from damage.
  *
- * Format (all integers little-endian; described for users in man/lsm-format.5):
+ * With logw_set_buffer (the write-ahead log, wal_buffer_bytes), small records gather whole in a
+ * user-space buffer, `pending`, which reaches the OS in one write when it fills, at logw_sync
+ * (before the sync, so a synced write never stays there), at logw_close, and by logw_flush, which
+ * the flush thread calls whenever it has waited 100 ms with no memtable to flush; a record over
+ * half the buffer goes out at once, after what the buffer held. Otherwise each record is handed to
+ * the env as soon as it is appended (header and small payloads gathered into one write, large
+ * payloads written in place). After any failed write or sync the writer refuses further appends, so
+ * a half-written record is never followed by a good one that replay would then have to treat as
+ * corruption.
  *
- *   OFFSET  SIZE  FIELD
- *   0       8     magic: "lsmWAL\0\1" (WAL_MAGIC) or "lsmMAN\0\1" (MANIFEST_MAGIC)
- *   8       4     format version, fixed32: LOG_VERSION (1); readers reject any other
- *   12      4     reserved, fixed32: 0; readers reject any other value
- *   16      ...   records, back to back, to the end of the file:
- *
- *   record: OFFSET  SIZE    FIELD
- *           0       4       checksum, fixed32: low 32 bits of XXH3-64 over bytes [4, 8 + length)
- *                           of the record, i.e. the length field as stored, then the payload
- *           4       4       length of the payload, fixed32
- *           8       length  payload (opaque to this module)
- *
- * Replay rules, applied at each record offset N with S the file size:
- *  - A file shorter than 16 bytes, or whose bytes are all zero, is an empty log (all bytes dropped).
- *    A complete header with another magic is "offset 0: bad magic"; another version or a non-zero
- *    reserved field is corruption too.
- *  - Torn tail (replay ends with LSM_OK; the bytes from N to S are reported as dropped):
- *      fewer than 8 bytes left; or
- *      the length runs past S and no intact record starts after N (see below); or
- *      the checksum fails and every byte after the record, up to S, is zero (this covers the
- *      record that ends exactly at S and a zero-filled, preallocated tail).
- *  - Anything else is LSM_CORRUPT "path: offset N: why": a checksum failure with non-zero bytes
- *    after the record, or a length past S while an intact record does start later.
- *  A single corrupted length field can make a middle record seem to run past the end, which would
- *  pass for a torn tail and drop every later record. So before calling such a record torn, replay
- *  looks for a later record that is intact (its checksum holds) and from which a chain of record
- *  lengths lands exactly on S (or on a zero tail, or within 8 bytes of S). A real torn tail holds
- *  only the prefix of one record, which contains such a chain only by a 2^-32 checksum accident or
- *  if the payload is itself a log image; a false alarm then is a refusal to open, never wrong data.
- *  The chain is found with one backward pass over the tail, so the search is linear in its size.
- *  Not detected: a corrupted length in a log whose last record is also torn.
- *
- * Version 2 (LOG_VERSION_MARKED, made by logw_create_marked: the write-ahead log) has the same
- * header and record layout, with two differences:
- *  - Where the env can, the file is preallocated in growing steps (64 KiB doubling to 256 KiB) and
- *    records are written over the zeros with pwrite. The fdatasync of a synced write then finds no
- *    file size or block allocation to make durable, so it writes data only: on ext4 no journal
- *    commit, or without a journal no inode block write. The file is longer than its records; the
- *    rest reads as zeros.
- *  - A record whose length field has bit 31 set is a sync mark: field 0x80000008, payload fixed64
- *    S, meaning "bytes [0, S) of this file were durable (a sync covering them had returned) before
- *    this mark was written". The writer puts one in front of the first record after each
- *    successful sync, and one more when the log is sealed (logw_seal), so S never exceeds the
- *    mark's own offset. Marks are not passed to the caller. Other records are below 2^31 bytes.
- * Written-over pages reach the disk in any order until the next sync, so a crash can leave a
- * record that reads as zeros, or half of one, with later records intact. Replay of version 2 goes
- * on while records are intact and stops at offset N at the first one that is not: a short header,
- * a length past the end, a checksum failure, or a mark that is malformed or whose S exceeds its own
- * offset. Then:
- *  - if an intact mark with S > N lies anywhere after N, a sync had covered offset N: damage,
- *    LSM_CORRUPT "path: offset N: why, but the sync mark at offset M shows it was synced";
- *  - otherwise nothing from N on is known to have been synced: a torn tail, dropped (LSM_OK). The
- *    bytes reported as dropped run from N to the last non-zero byte of the file, so a log synced
- *    to its end and followed by preallocated zeros drops nothing.
- *  Only the records synced after the last mark have no mark to vouch for them: in a live log that
- *  is the last group of writes synced together, as with version 1's last record; a sealed log
- *  (closed, or retired at a memtable switch) has a mark at its very end.
+ * Replay follows the rules of the man page to the letter; two of them cost a scan of the tail.
+ * Before a record whose length runs past the end is called torn, log_find_survivor looks for a
+ * later intact record that chains to the end (a damaged length field would otherwise pass for a
+ * torn tail and drop every later record); it is one backward pass, so replay stays linear. In
+ * version 2, log_marked_failure looks for a sync mark vouching for the offset replay stopped at.
  *
  * This module must never return a record whose checksum failed, nor skip a damaged record and go on.
  */
@@ -115,7 +67,7 @@ struct logw {
     int prealloc;                      /* version 2 and the env preallocates (until it refuses) */
     uint64_t alloc;                    /* file bytes preallocated so far */
     uint64_t synced_to;                /* version 2: bytes durable since the last good sync */
-    uint64_t marked_to;                /* version 2: S of the last sync mark written */
+    uint64_t marked_to;                /* version 2: M, the durable prefix, of the last mark */
 };
 
 /* Checksum of one record: the stored length field followed by the payload pieces. */
@@ -436,7 +388,7 @@ static int log_zero_to_end(log_reader *r, uint64_t from, char *err)
 }
 
 /* The record at off claims more bytes than the file has. Returns LSM_OK with *found set to the
-   offset of a later intact record that chains to the end of the file (see the header comment),
+   offset of a later intact record that chains to the end of the file (man/lsm-format.5, Replay),
    or to 0 if there is none and the record is a torn tail. */
 static int log_find_survivor(log_reader *r, uint64_t off, uint64_t *found, char *err)
 {
@@ -551,7 +503,7 @@ static int log_marked_failure(log_reader *r, uint64_t off, const char *why, uint
     return LSM_OK;
 }
 
-/* Version 2 replay (rules in the header comment). */
+/* Version 2 replay (rules: man/lsm-format.5, RECORD LOGS, Version 2). */
 static int log_replay_marked(log_reader *r, int (*fn)(void *, const uint8_t *, size_t, uint64_t),
                              void *arg, uint64_t *dropped, char *err)
 {

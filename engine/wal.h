@@ -1,13 +1,13 @@
 /*
- * wal.h — append-only record logs, used for the write-ahead log and for the manifest.
+ * wal.h — append-only record logs, used for the write-ahead log and for the manifest (format and
+ * replay rules: man/lsm-format.5, RECORD LOGS).
  *
- * A log file is a 16-byte header (8-byte magic naming the kind of log, fixed32 format version,
- * fixed32 reserved) followed by records: fixed32 checksum, fixed32 length, then length payload bytes;
- * the checksum covers the length field and the payload (format: man/lsm-format.5). A crash can leave
- * a torn last record: replay drops it. In a manifest, whose every record is synced before anything
- * depends on it, only a truncated last record counts as torn; a complete one with a bad checksum is
- * corruption. Damage anywhere before the last record is corruption and is
- * reported with the file and offset, never skipped.
+ * A log is a 16-byte header naming its kind and version, then checksummed records. Replay drops the
+ * torn tail a crash can leave and reports damage to data once complete as corruption, with file and
+ * offset, never skipping it. What counts as torn depends on the version: in a version-1 log only
+ * the last record and any zeros after it (in a manifest, whose every record is synced before
+ * anything depends on it, only a truncated last record); in a version-2 log everything from the
+ * first record that is not intact, unless a sync mark after it shows that it had been synced.
  */
 #ifndef LSM_WAL_H
 #define LSM_WAL_H
@@ -48,10 +48,9 @@ uint64_t logw_size(const logw *w);                  /* bytes of records so far, 
 int  logw_close(logw *w, char *err);                /* closes without sync; accepts NULL */
 
 /* Replays path: calls fn for every intact record in order (payload borrowed for the call); fn
-   returning non-zero stops replay with that code. A torn tail (a partial header, a length past the
-   end, a bad checksum on the last record, or a zeroed tail) ends replay with LSM_OK and sets
-   *tail_dropped (may be NULL) to the bytes dropped. An empty file or one with a torn header counts
-   as an empty log. Other damage → LSM_CORRUPT "path: offset N: why". */
+   returning non-zero stops replay with that code. A torn tail ends replay with LSM_OK and sets
+   *tail_dropped (may be NULL) to the bytes dropped; a file shorter than its header, or all zeros,
+   is an empty log. Other damage → LSM_CORRUPT "path: offset N: why". */
 int  log_replay(lsm_env *env, const char *path, const char *magic,
                 int (*fn)(void *arg, const uint8_t *p, size_t n, uint64_t off), void *arg,
                 uint64_t *tail_dropped, char *err);
