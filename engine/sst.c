@@ -14,55 +14,13 @@
  * on first use, like LevelDB's mmap'd tables but checked): the block cache then holds only
  * decompressed blocks, and the page cache holds the rest.
  *
- * Table format, version 1 (all integers little-endian; varints are LEB128, 7 bits per byte, low
- * group first, high bit set on every byte but the last):
- *
- *     table   := data_block* filter_block? index_block footer
- *
- * Every block, whatever it holds, is stored as
- *
- *     OFFSET   SIZE  CONTENT
- *     0        n     stored contents (the n bytes a block handle's size counts)
- *     n        1     compression type: 0 none, 1 LZ4, 2 Zstandard
- *     n+1      4     fixed32 checksum: low 32 bits of XXH3_64bits over the n+1 bytes before it
- *
- * For type 1 the stored contents are varint(uncompressed length) followed by one LZ4 block
- * (LZ4_compress_default); for type 2 they are one Zstandard frame that records its content size.
- * A writer compresses only when that saves at least 1/8 of the block, and never compresses the
- * filter or the index. The uncompressed contents of a data block and of the index block are
- *
- *     entry*  restart*  fixed32 num_restarts
- *     entry   := varint shared  varint non_shared  varint value_len  key_delta  value
- *     restart := fixed32 offset of an entry, relative to the start of the block
- *
- * An entry's key is the first `shared` bytes of the previous entry's key followed by the
- * non_shared bytes of key_delta. The first entry is a restart point, and so is the entry after
- * restart_interval more, or after half as many once those span block_bytes/8 bytes: shared is 0
- * there and its offset is in the restart array, which is increasing and starts at 0. An empty
- * block is just fixed32 0. Keys are internal keys (user key + 8-byte trailer, see lsm_int.h); a
- * writer cuts a data block once it reaches block_bytes, so one large value (up to 1 GiB) makes
- * one large block. Blocks are below 2,113,929,216 bytes (LZ4_MAX_INPUT_SIZE).
- *
- * The index block has restart interval 1 (every key stored whole; readers reject anything else)
- * and one entry per data block, in file order, keys strictly increasing. Its key is
- * an internal key S with (last key of the block) <= S < (first key of the next block); writers
- * pick a short S whose trailer is all ones when they shorten the user key. Its value is
- * varint(offset of the data block) varint(n, its stored size without the 5-byte trailer).
- *
- * The filter block holds a bloom filter (layout in bloom.c) over every distinct user key in the
- * table; it is absent, with offset and size 0 in the footer, when the table was built without one.
- *
- * The footer is the last 56 bytes of the file:
- *
- *     OFFSET  SIZE  CONTENT
- *     0       8     filter block offset (0 when absent)
- *     8       8     filter block stored size n (0 when absent)
- *     16      8     index block offset
- *     24      8     index block stored size n
- *     32      8     number of entries in the table
- *     40      4     format version: 1
- *     44      4     checksum: low 32 bits of XXH3_64bits over footer bytes 0..43
- *     48      8     magic 0x54535373666d736c, i.e. the bytes "lsmfsSST" on disk
+ * Format: man/lsm-format.5, section TABLES. What the code here relies on: a block handle's size
+ * excludes the 5-byte trailer, whose checksum covers the type byte too, so a damaged type is caught
+ * before any decompression; every index entry is a restart point (its key stored whole), which lets
+ * sst_open point the flat sst_index_entry array into the index block; lookups rely only on the
+ * separator bounds, so sst_get reads on into the next block when a key falls between a block's
+ * last key and its separator; and no block grows past SST_MAX_BLOCK (LZ4's input limit), because
+ * sst_builder_add cuts a block early and refuses a value over half of it.
  *
  * This module never trusts the file: every handle, varint, length and restart offset is checked
  * against the block that contains it, so a damaged table yields LSM_CORRUPT ("path: offset N: why",
@@ -1160,8 +1118,9 @@ static inline int sst_index_less(const sst *t, size_t i, uint64_t w, uint64_t tw
     return iiter_key_cmp(k, target) < 0;
 }
 
-/* The first data block whose separator is >= target: the only one that can hold target's first
-   entry >= target (t->nidx if target is past the table). */
+/* The first data block whose separator is >= target: no earlier block holds an entry >= target,
+   and this one holds the first unless target falls between its last key and its separator (then
+   the next block's first entry is it; sst_get reads on). t->nidx if target is past the table. */
 static size_t sst_index_find(const sst *t, slice target)
 {
     if (t->nidx == 0)

@@ -1,10 +1,9 @@
 /*
- * sst.h — sorted string tables: immutable files of internal keys in order (format: man/lsm-format.5).
+ * sst.h — sorted string tables: immutable files of internal keys in order (format: man/lsm-format.5,
+ * section TABLES).
  *
- * A table is data blocks (~block_bytes each, prefix-compressed keys with restart points), one bloom
- * filter block over the user keys, an index block with one entry per data block, and a fixed-size
- * footer with magic and format version. Every block carries a compression byte and a checksum.
- * A point lookup reads at most one data block; reads of data blocks go through the block cache.
+ * A point lookup reads one data block (two when the key falls between a block's last key and its
+ * index separator); reads of data blocks go through the block cache.
  */
 #ifndef LSM_SST_H
 #define LSM_SST_H
