@@ -4,10 +4,10 @@
  * tables that refer to each live blob file, deletes a file when the count falls to zero, and reads
  * values through a cache of open blob files.
  *
- * A blob file is written once, by one flush or compaction, then only read. A value at offset off of
- * length len is stored as its bytes followed by one fixed32 checksum per 64 KiB chunk, so reading a
- * byte range verifies only the chunks it touches. A table entry of type LSM_TYPE_BLOB holds a
- * reference: varint file number, varint offset, varint length.
+ * A blob file is written once, by one flush or compaction, then only read (format, and the
+ * reference a table entry of type LSM_TYPE_BLOB holds: man/lsm-format.5, section BLOB FILES). Each
+ * value carries a checksum per BLOB_CHUNK bytes, so reading a byte range verifies only the chunks
+ * it touches.
  */
 #ifndef LSM_BLOB_H
 #define LSM_BLOB_H

@@ -7,18 +7,10 @@
  * k is. The price is a slightly higher false-positive rate for the same memory (about 1.1% instead
  * of 0.8% at 10 bits per key), which the read path gladly pays.
  *
- * Layout of a filter (little-endian where it matters; see man/lsm-format.5):
- *
- *     OFFSET        SIZE        CONTENT
- *     0             64 * L      L lines of 512 bits; bit b of a line is byte b/8, mask 1 << (b%8)
- *     64 * L        1           k, the probes per key (1..30)
- *
- * L = max(1, ceil(n * bits_per_key / 512)). For a key with h = XXH3_64bits(user key):
- *     line   = ((h >> 32) * L) >> 32                       (top half picks the line)
- *     a      = (uint32_t)h
- *     d      = (uint32_t)((h * 0x9E3779B97F4A7C15) >> 32) | 1
- *     probe i (0 <= i < k) sets/tests bit ((a + i * d) mod 2^32) >> 23 of that line.
- * The step d is a remix of the whole hash, so the probe sequence is independent of the line choice.
+ * Layout and hashing: man/lsm-format.5, section TABLES, "Filter block"; bloom_build and
+ * bloom_may_contain must compute it identically, since a table outlives the code that wrote it.
+ * The line comes from the hash's top half and the probe step d from a remix of the whole hash, so
+ * the probe sequence is independent of the line choice.
  *
  * This module never allocates on the query side and never trusts a filter it is given: a filter
  * too short or of the wrong shape answers "may contain", so damage costs speed, never correctness.

@@ -2,7 +2,7 @@
  * bloom.h — bloom filters over user keys, one per table.
  *
  * The filter is cache-blocked: each key's probes all fall in one 64-byte line, so a query touches
- * one cache line. Layout of a filter (see man/lsm-format.5): line bytes, then 1 byte: probes per key.
+ * one cache line (layout: man/lsm-format.5, section TABLES, "Filter block").
  */
 #ifndef LSM_BLOOM_H
 #define LSM_BLOOM_H

@@ -5,13 +5,9 @@
  * live manifest and is replaced atomically (write temp, sync, rename, sync directory). At open we
  * replay the manifest, then immediately start a fresh one holding one snapshot edit of the whole
  * state (followed by the edit that records open's own recovery), so a manifest never carries the
- * history of earlier sessions. Edit encoding (man/lsm-format.5): a sequence of fields, each
- * a varint tag then its body:
- *   1 log_number varint | 2 next_file varint | 3 last_seq varint |
- *   4 deleted file: level varint, number varint |
- *   5 new file: level varint, number varint, size varint, smallest lenslice, largest lenslice |
- *   6 new file with blob references: the fields of 5, then count varint, count × blob number varint
- * Tags are never reused. An unknown tag is corruption: we never skip what we do not understand.
+ * history of earlier sessions. Edit encoding and replay rules: man/lsm-format.5, section MANIFEST.
+ * The TAG_ numbers below are on disk: a retired one is never reused, and an unknown tag is
+ * corruption, since we never skip what we do not understand.
  *
  * This module must never delete a table some version still names, and never install a version
  * before its edit is durable.
