@@ -13,9 +13,9 @@
 
 /* Level 0 may grow well past the compaction trigger before writes are held back: a merge out of
    L0 takes every L0 table at once, so the more it finds there, the fewer times it rewrites L1 for
-   the same data (RocksDB's limits, not LevelDB's 8 and 12; the README's Performance section has
-   what each gave). The price: while writes outrun merging, a lookup may test up to L0_STOP L0
-   filters, and one put may wait up to 0.1 s in a pacing pause. */
+   the same data, and the less writers stall (RocksDB's limits, not LevelDB's 8 and 12; figures:
+   README.md, Performance). The price: while writes outrun merging, a lookup may test up to
+   L0_STOP L0 filters, and one put may wait up to 0.1 s in a pacing pause. */
 #define L0_COMPACT_TRIGGER 4      /* L0 tables that start a compaction */
 #define L0_SLOWDOWN        20     /* ...that start pacing writes (compact_pace_micros) */
 #define L0_STOP            36     /* ...that stop writes until compaction catches up */

@@ -573,8 +573,8 @@ sst_builder *sst_builder_new(lsm_env *env, lsm_file *f, const char *path, const 
     sst_bb_init(&b->data, b->o.restart_interval);
     /* Entries of 64 bytes or more restart every half interval, yet a block of entries of 32 or
        more still has at most 8 restart points, the number an index entry keeps inline: a lookup
-       then scans half as far. At 10M keys, where every line it reads comes from memory, gets
-       were 4-6% faster (8 of 9 alternating runs), for 0.9% more disk. */
+       then scans half as far. That pays in a large database, where every line a lookup reads
+       comes from memory, for a little more disk (figures: README.md, Performance). */
     b->data.early = (b->o.restart_interval + 1) / 2;
     b->data.span = b->o.block_bytes / SST_INLINE_RESTARTS;
     sst_bb_init(&b->index, 1);
