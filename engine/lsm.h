@@ -95,8 +95,9 @@ LSM_API int lsm_options_set_compression(lsm_options *opt, int compression, int l
 /* 1: lsm_put/lsm_delete fsync the WAL before returning; default 0. */
 LSM_API int lsm_options_set_sync_writes(lsm_options *opt, int on);
 /* Unsynced writes gather in a user-space buffer of this size that reaches the OS when full, at
-   every sync and within 100 ms, so a process crash can lose up to that much of the newest unsynced
-   writes (never a synced one); 0: every write reaches the OS before it returns. Default 64 KiB. */
+   every sync and, while no memtable is being flushed, within about 100 ms, so a process crash can
+   lose up to that much of the newest unsynced writes (never a synced one); 0: every write reaches
+   the OS before it returns. Default 64 KiB. */
 LSM_API int lsm_options_set_wal_buffer_bytes(lsm_options *opt, size_t n);
 /* Create the directory and database when absent; default 1. */
 LSM_API int lsm_options_set_create_if_missing(lsm_options *opt, int on);

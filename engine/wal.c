@@ -50,7 +50,7 @@
 
 struct logw {
     lsm_env *env;                      /* where the file lives */
-    lsm_file *f;                       /* open for append */
+    lsm_file *f;                       /* open for append, or for pwrite when write_at */
     char *path;                        /* for messages */
     uint64_t size;                     /* bytes written so far, header included */
     int ioerr;                         /* first failure (-errno); once set, the log is dead */

@@ -2,7 +2,7 @@
  * write.c — the write path: batches, group commit, write pacing and memtable switches.
  *
  * Writes queue up under db->mu; the writer at the head becomes the leader, merges the batches
- * queued behind it into one WAL record (one write, at most one fsync for all of them), applies them
+ * queued behind it into one WAL record (one append, at most one fsync for them all), applies them
  * to the memtable without holding the mutex, then publishes the new last sequence number. Before
  * writing, the leader makes room: it is paced or held while level 0 is crowded, and it switches to
  * a fresh memtable and WAL when the live one is full. The old WAL is sealed and synced before the
