@@ -26,7 +26,8 @@
  * manifest edit installs both halves. L0->L1 and L1->L2 both hold L1 and cannot run side by side;
  * splitting them shortens the time L1 is held, which is what the second compaction thread otherwise
  * waits for.
- */#ifndef _GNU_SOURCE
+ */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <errno.h>

@@ -8,7 +8,8 @@
  * frees everything it made and says why in lsm_errmsg(NULL). It must never open a directory
  * another handle has locked, and close must never return before the background threads have
  * stopped and the WAL is sealed.
- */#include <errno.h>
+ */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
