@@ -128,7 +128,7 @@ LSM_API int  lsm_sync(lsm_db *db);
 /* Batches: applied by lsm_write all or nothing, before and after a crash. lsm_batch_new aborts on
    out of memory; put/delete copy key and value. Invalid lengths are remembered and make lsm_write
    fail with LSM_INVALID. */
-lsm_batch *lsm_batch_new(void);
+LSM_API lsm_batch *lsm_batch_new(void);
 LSM_API void lsm_batch_put(lsm_batch *b, const void *key, size_t klen, const void *val, size_t vlen);
 LSM_API void lsm_batch_delete(lsm_batch *b, const void *key, size_t klen);
 LSM_API void lsm_batch_clear(lsm_batch *b);
@@ -143,10 +143,10 @@ LSM_API int  lsm_iter_new(lsm_db *db, lsm_iter **out);
 LSM_API void lsm_iter_seek(lsm_iter *it, const void *key, size_t klen);  /* first key >= key; klen 0 = first */
 LSM_API int  lsm_iter_valid(const lsm_iter *it);
 LSM_API void lsm_iter_next(lsm_iter *it);
-const void *lsm_iter_key(const lsm_iter *it, size_t *klen);    /* borrowed until the next call */
+LSM_API const void *lsm_iter_key(const lsm_iter *it, size_t *klen);    /* borrowed until the next call */
 /* Borrowed until the next call. NULL when the value could not be read (a value kept in a blob file
    is read here, and that can fail): the iterator is then invalid and lsm_iter_status says why. */
-const void *lsm_iter_value(const lsm_iter *it, size_t *vlen);
+LSM_API const void *lsm_iter_value(const lsm_iter *it, size_t *vlen);
 LSM_API int  lsm_iter_status(const lsm_iter *it);
 /* Iteration stops (lsm_iter_valid turns 0) at the first key >= key; klen 0 removes the bound. A
    bound lets a prefix scan stop at the prefix's end instead of stepping over the deleted keys that
@@ -202,11 +202,11 @@ typedef struct lsm_stats {
 /* Fills *st with a consistent view of the counters. */
 LSM_API int  lsm_stats_get(lsm_db *db, lsm_stats *st);
 
-const char *lsm_strerror(int rc);
+LSM_API const char *lsm_strerror(int rc);
 
 /* Detail of the last failure on this handle (db NULL: of the last lsm_open in this thread). The text
    is copied per thread: valid until this thread's next call to lsm_errmsg. "" if none. */
-const char *lsm_errmsg(lsm_db *db);
+LSM_API const char *lsm_errmsg(lsm_db *db);
 
 #ifdef __cplusplus
 }
