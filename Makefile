@@ -5,7 +5,13 @@ CFLAGS   ?= -O2 -g
 CPPFLAGS ?=
 LDFLAGS  ?=
 PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+LIBDIR   ?= $(PREFIX)/lib
+INCDIR   ?= $(PREFIX)/include
+MANDIR   ?= $(PREFIX)/share/man
+PCDIR    ?= $(LIBDIR)/pkgconfig
 DESTDIR  ?=
+LDCONFIG ?= ldconfig
 PKG_CONFIG ?= pkg-config
 FUSE_CFLAGS = $(shell $(PKG_CONFIG) --cflags fuse3)
 FUSE_LIBS   = $(shell $(PKG_CONFIG) --libs fuse3)
@@ -19,6 +25,10 @@ BENCH_LIBS = $(if $(wildcard /usr/include/leveldb/c.h),-lleveldb) \
 WARN     = -Wall -Wextra -Wno-unused-parameter
 XCFLAGS  = -std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread $(WARN)
 LIBS     = -llz4 -lzstd -lxxhash -lpthread -lm
+# Library objects export only what lsm.h marks LSM_API.
+LIBFLAGS = -fvisibility=hidden -DLSM_BUILDING_LIBRARY
+SONAME   = liblsm.so.1
+VERSION  = $(shell sed -n 's/.*define LSM_VERSION_STRING *"\([^"]*\)".*/\1/p' engine/lsm.h)
 
 ENGINE_SRC = engine/util.c engine/env.c engine/wal.c engine/memtable.c engine/bloom.c \
              engine/cache.c engine/sst.c engine/iter.c engine/version.c engine/db.c \
@@ -34,6 +44,11 @@ TESTS      = tests/engine/test_bloom tests/engine/test_cache tests/engine/test_c
 TEST_HELPERS = tests/engine/helper_model.o tests/engine/faultenv.o
 BENCHES    = tests/bench/db_bench tests/bench/fsbench
 
+# What `make install` puts, each listed once; ITOOLS are tools installed with their man page.
+ILIBS  = engine/liblsm.a engine/liblsm.so
+IPROGS = fs/lsmfs $(ITOOLS)
+IDOCS  = man/lsmfs.1 man/lsm-format.5
+
 ENGINE_OBJ = $(ENGINE_SRC:.c=.o)
 ENGINE_PIC = $(ENGINE_SRC:.c=.pic.o)
 FS_OBJ     = $(FS_SRC:.c=.o)
@@ -42,12 +57,12 @@ OBJS = $(ENGINE_OBJ) $(ENGINE_PIC) $(FS_OBJ) $(TOOLS:=.o) $(TESTS:=.o) $(TEST_HE
 COMPILE = $(CC) -Iengine $(CPPFLAGS) $(XCFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 LINK    = $(CC) $(CFLAGS) $(LDFLAGS) -pthread
 
-all: engine/liblsm.a engine/liblsm.so fs/lsmfs $(TOOLS)
+all: $(ILIBS) fs/lsmfs $(TOOLS)
 
 engine/%.o: engine/%.c
-	$(COMPILE)
+	$(COMPILE) $(LIBFLAGS)
 engine/%.pic.o: engine/%.c
-	$(COMPILE) -fPIC
+	$(COMPILE) $(LIBFLAGS) -fPIC
 fs/%.o: fs/%.c
 	$(COMPILE) $(FUSE_CFLAGS)
 tests/bench/%.o: tests/bench/%.c
@@ -58,7 +73,7 @@ tests/bench/%.o: tests/bench/%.c
 engine/liblsm.a: $(ENGINE_OBJ)
 	rm -f $@ && $(AR) rcs $@ $(ENGINE_OBJ)
 engine/liblsm.so: $(ENGINE_PIC)
-	$(LINK) -shared -Wl,-soname,liblsm.so.0 -o $@ $(ENGINE_PIC) $(LIBS)
+	$(LINK) -shared -Wl,-soname,$(SONAME) -o $@ $(ENGINE_PIC) $(LIBS)
 fs/lsmfs: $(FS_OBJ) engine/liblsm.a
 	$(LINK) -o $@ $(FS_OBJ) engine/liblsm.a $(FUSE_LIBS) $(LIBS)
 $(TOOLS): %: %.o engine/liblsm.a
@@ -84,23 +99,29 @@ check:
 bench: all $(BENCHES)
 	sh tests/bench/run.sh
 
-# mount -t fuse.lsmfs works through mount.fuse3(8), which runs lsmfs from PATH.
-install: engine/liblsm.a engine/liblsm.so fs/lsmfs
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
-	           $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
-	install -m 755 fs/lsmfs $(DESTDIR)$(PREFIX)/bin/lsmfs
-	install -m 644 engine/liblsm.a $(DESTDIR)$(PREFIX)/lib/liblsm.a
-	install -m 755 engine/liblsm.so $(DESTDIR)$(PREFIX)/lib/liblsm.so.0
-	ln -sf liblsm.so.0 $(DESTDIR)$(PREFIX)/lib/liblsm.so
-	install -m 644 engine/lsm.h $(DESTDIR)$(PREFIX)/include/lsm.h
-	install -m 644 man/lsmfs.1 $(DESTDIR)$(PREFIX)/share/man/man1/lsmfs.1
-	install -m 644 man/lsm-format.5 $(DESTDIR)$(PREFIX)/share/man/man5/lsm-format.5
+# mount -t fuse.lsmfs works through mount.fuse3(8), which runs lsmfs from PATH. ldconfig makes a
+# program linked with `pkg-config --libs liblsm` find liblsm.so.1 at once (not for DESTDIR stagings).
+install: $(ILIBS) $(IPROGS)
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PCDIR) $(DESTDIR)$(INCDIR) \
+	           $(addprefix $(DESTDIR)$(MANDIR)/man,$(sort $(subst .,,$(suffix $(IDOCS)))))
+	install -m 755 $(IPROGS) $(DESTDIR)$(BINDIR)/
+	install -m 644 engine/liblsm.a $(DESTDIR)$(LIBDIR)/liblsm.a
+	install -m 755 engine/liblsm.so $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/liblsm.so
+	install -m 644 engine/lsm.h $(DESTDIR)$(INCDIR)/lsm.h
+	for m in $(IDOCS); do install -m 644 $$m $(DESTDIR)$(MANDIR)/man$${m##*.}/ || exit 1; done
+	printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCDIR)' '' 'Name: liblsm' \
+	    'Description: embeddable, crash-safe LSM-tree key-value engine' 'Version: $(VERSION)' \
+	    'Libs: -L$${libdir} -llsm' 'Libs.private: $(LIBS)' 'Cflags: -I$${includedir}' \
+	    >$(DESTDIR)$(PCDIR)/liblsm.pc
+	[ -n "$(DESTDIR)" ] || $(LDCONFIG) || echo "make install: $(LDCONFIG) failed (not root?)" >&2
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/lsmfs $(DESTDIR)$(PREFIX)/lib/liblsm.a \
-	      $(DESTDIR)$(PREFIX)/lib/liblsm.so.0 $(DESTDIR)$(PREFIX)/lib/liblsm.so \
-	      $(DESTDIR)$(PREFIX)/include/lsm.h $(DESTDIR)$(PREFIX)/share/man/man1/lsmfs.1 \
-	      $(DESTDIR)$(PREFIX)/share/man/man5/lsm-format.5
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(IPROGS))) \
+	      $(DESTDIR)$(LIBDIR)/liblsm.a $(DESTDIR)$(LIBDIR)/$(SONAME) $(DESTDIR)$(LIBDIR)/liblsm.so \
+	      $(DESTDIR)$(PCDIR)/liblsm.pc $(DESTDIR)$(INCDIR)/lsm.h
+	for m in $(notdir $(IDOCS)); do rm -f $(DESTDIR)$(MANDIR)/man$${m##*.}/$$m; done
+	[ -n "$(DESTDIR)" ] || $(LDCONFIG) || echo "make uninstall: $(LDCONFIG) failed (not root?)" >&2
 
 clean:
 	rm -rf build-san
