@@ -1,10 +1,13 @@
 /*
  * lsmfs.h — private declarations shared by the modules of the lsmfs daemon (fs/).
  *
- * The daemon is split in three: main.c parses options, opens the engine, mounts and daemonizes;
- * meta.c owns the key layout (data keys, attribute records, directory records), the in-memory
- * inode table and the write-back of open files; ops.c holds the FUSE low-level callbacks. Only
- * engine/lsm.h is used from the engine.
+ * The daemon is seven modules, each depending only on those listed after it: main.c parses
+ * options, opens the engine, mounts and daemonizes; ops.c holds the FUSE callbacks on files (and
+ * the table of all callbacks); dir.c those on the namespace (lookup, create, remove, rename,
+ * listing); reclaim.c gives back the space of large files removed; inode.c owns the in-memory
+ * inode table, the buffers of files being written and their write-back; keys.c the key layout,
+ * names and the attribute record; log.c logging, the engine-code-to-errno map and the clocks.
+ * Only engine/lsm.h is used from the engine.
  *
  * Key layout (the whole contract with the database; see lsmfs(1)):
  *   PATH              the file's bytes, exactly (PATH has no leading '/').
@@ -136,15 +139,18 @@ void  lsmfs_reclaim_note_tree(const char *path, size_t plen);
 int   lsmfs_reclaim_start(void);
 void  lsmfs_reclaim_stop(void);         /* merges what is noted, then joins; before lsm_close */
 
-/* meta.c */
+/* log.c */
 int   lsmfs_errno(int rc, const char *what, const char *path);
 void  lsmfs_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int64_t lsmfs_now(void);                /* CLOCK_REALTIME, ns */
 int64_t lsmfs_mono_ns(void);            /* CLOCK_MONOTONIC, ns */
+
+/* keys.c */
 char *lsmfs_key(char tag, const char *path, size_t plen, int slash, size_t *klen);
 int   lsmfs_name_check(const char *name);
 char *lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, size_t *plen);
 void  lsmfs_meta_default(struct lsmfs_meta *m, int type);
+void  lsmfs_meta_touch(struct lsmfs_meta *m);
 int   lsmfs_stat_path(const char *path, size_t plen, struct lsmfs_meta *m);
 int   lsmfs_dir_has_children(const char *path, size_t plen, int *has);
 /* A refreshed iterator from a small pool (or a new one); give it back with lsmfs_iter_put. */
@@ -152,12 +158,13 @@ int   lsmfs_iter_get(lsm_iter **out);
 void  lsmfs_iter_put(lsm_iter *it);
 void  lsmfs_iter_pool_free(void);        /* before lsm_close */
 void  lsmfs_iter_pool_trim(int64_t idle_ns);   /* frees the pool when unused that long */
-/* Frees the handles the kernel never released (a RELEASE can arrive after the session ended). */
-void  lsmfs_handles_free(void);
 size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf);
 int   lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m);
-void  lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st);
+int   lsmfs_put_record(lsm_batch *b, const char *path, size_t plen, const struct lsmfs_meta *m);
 
+/* inode.c */
+void  lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st);
+void  lsmfs_fill_entry(struct lsmfs_inode *ino, struct fuse_entry_param *e);
 int   lsmfs_table_init(void);
 void  lsmfs_table_free(void);
 struct lsmfs_inode *lsmfs_ino(fuse_ino_t n);
@@ -180,5 +187,32 @@ void  lsmfs_buf_drop(struct lsmfs_inode *ino);
 int   lsmfs_flush_locked(struct lsmfs_inode *ino, int sync);
 void  lsmfs_snap_readers(struct lsmfs_inode *ino);
 void  lsmfs_budget_enforce(void);
+
+/* dir.c */
+int   lsmfs_dir_lookup(struct lsmfs_inode *parent, const char *name, struct lsmfs_inode **out);
+int   lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name, int type,
+                     mode_t mode, const char *target, int opening, struct lsmfs_inode **out);
+void  lsmfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void  lsmfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
+void  lsmfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);
+void  lsmfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev);
+void  lsmfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+void  lsmfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
+void  lsmfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname);
+void  lsmfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void  lsmfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void  lsmfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                   const char *newname, unsigned int flags);
+void  lsmfs_opendir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi);
+void  lsmfs_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
+                    struct fuse_file_info *fi);
+void  lsmfs_readdirplus(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
+                        struct fuse_file_info *fi);
+void  lsmfs_releasedir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi);
+void  lsmfs_fsyncdir(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_file_info *fi);
+
+/* ops.c */
+/* Frees the handles the kernel never released (a RELEASE can arrive after the session ended). */
+void  lsmfs_handles_free(void);
 
 #endif /* LSMFS_H */

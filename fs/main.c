@@ -28,6 +28,8 @@
 
 #define LSMFS_VERSION "0.1.0"
 
+struct lsmfs fs;
+
 struct cmdline {
     char *datadir, *mountpoint;
     char *memtable_size, *cache_size, *compression, *sync, *max_file_size, *dirty_limit,

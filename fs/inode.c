@@ -1,404 +1,28 @@
 /*
- * meta.c — how lsmfs keeps files in the engine, and the in-memory inodes that stand for them.
+ * inode.c — the in-memory inodes of lsmfs: the table that finds them by path, the content buffers
+ * of files being written, and their write-back to the engine.
  *
- * What: the key layout (data key = the path, "\0a" PATH = attribute record, "\0d" PATH "/" =
- * explicit directory; see lsmfs.h), the 32-byte attribute record codec, path resolution
- * (file, explicit or implicit directory, or nothing), the inode table (path -> inode, with the
- * kernel's lookup count and the open count), and the content buffers of files being written with
- * their global memory budget.
+ * What: the inode table (path -> inode, with the kernel's lookup count and the open count), the
+ * FUSE inode numbers (an inode's address), the buffers of files being written with their global
+ * memory budget, the copies read-only handles keep of a version being replaced, and the write-back
+ * of an inode as one batch.
  *
- * Why so: a file's bytes must be exactly the value, so attributes cannot share the key; a key
- * starting with NUL can never be a name, so the reserved namespace is free. One inode object per
- * path lets every handle of a file share one buffer, so two descriptors see each other's writes,
- * and each write-back is one lsm_write batch holding the value and its record, so a crash never
- * leaves a torn value or a value without its attributes.
+ * Why so: one inode object per path lets every handle of a file share one buffer, so two
+ * descriptors see each other's writes, and each write-back is one lsm_write batch holding the value
+ * and its record, so a crash never leaves a torn value or a value without its attributes.
  *
- * Never: copy a file's content to answer a stat (lsm_get_size only); write back an inode that was
- * unlinked or replaced; map engine codes to errno anywhere but lsmfs_errno(); take an inode's mutex
- * while holding fs.tmu or fs.bmu (order: fs.ns, then inode mu, then fs.tmu, then fs.bmu; the one
- * exception uses trylock).
+ * Never: write back an inode that was unlinked or replaced; take an inode's mutex while holding
+ * fs.tmu or fs.bmu (order: fs.ns, then inode mu, then fs.tmu, then fs.bmu; the one exception, the
+ * budget's victim search, uses trylock).
  */
 #include "lsmfs.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <syslog.h>
-#include <time.h>
 #include <xxhash.h>
-
-struct lsmfs fs;
-
-/* The one place engine codes become errno values. Hard failures are logged with the engine's
-   detail so that an EIO always leaves a line in syslog (or on stderr in the foreground). */
-int lsmfs_errno(int rc, const char *what, const char *path)
-{
-    switch (rc) {
-    case LSM_OK:       return 0;
-    case LSM_NOTFOUND: return ENOENT;
-    case LSM_BUSY:     return EBUSY;
-    case LSM_NOMEM:    return ENOMEM;
-    case LSM_INVALID:  return EINVAL;
-    case LSM_EXISTS:   return EEXIST;
-    case LSM_NOSPACE:
-        lsmfs_log(LOG_ERR, "%s %s: %s", what, path ? path : "", lsm_errmsg(fs.db));
-        return ENOSPC;
-    case LSM_CORRUPT:
-    case LSM_IOERR:
-    case LSM_CLOSED:
-    default:
-        lsmfs_log(LOG_ERR, "%s %s: %s: %s", what, path ? path : "", lsm_strerror(rc),
-                  lsm_errmsg(fs.db));
-        return EIO;
-    }
-}
-
-void lsmfs_log(int prio, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    if (fs.foreground) {
-        fputs("lsmfs: ", stderr);
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-    } else {
-        vsyslog(prio, fmt, ap);
-    }
-    va_end(ap);
-}
-
-int64_t lsmfs_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-int64_t lsmfs_mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Builds a key for path: tag 0 = the data key, 'a' = attribute record, 'd' = directory record
-   (with the trailing '/' when slash is set). Caller frees with free(). */
-char *lsmfs_key(char tag, const char *path, size_t plen, int slash, size_t *klen)
-{
-    size_t pre = tag ? 2 : 0, n = pre + plen + (slash ? 1 : 0);
-    char *k = malloc(n + 1);
-    if (!k)
-        return NULL;
-    if (tag) {
-        k[0] = '\0';
-        k[1] = tag;
-    }
-    memcpy(k + pre, path, plen);
-    if (slash)
-        k[pre + plen] = '/';
-    k[n] = '\0';
-    *klen = n;
-    return k;
-}
-
-/* 0 if name can be a component created through the mount, else an errno. */
-int lsmfs_name_check(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || (name[0] == '.' && (n == 1 || (n == 2 && name[1] == '.'))))
-        return EINVAL;
-    if (n > LSMFS_NAME_MAX)
-        return ENAMETOOLONG;
-    return 0;
-}
-
-/* parent's path + "/" + name; NULL (errno set) if too long or out of memory. Caller frees. */
-char *lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, size_t *plen)
-{
-    size_t nl = strlen(name), n = parent->plen ? parent->plen + 1 + nl : nl;
-    if (n > LSMFS_PATH_MAX) {
-        errno = ENAMETOOLONG;
-        return NULL;
-    }
-    char *p = malloc(n + 1);
-    if (!p) {
-        errno = ENOMEM;
-        return NULL;
-    }
-    if (parent->plen) {
-        memcpy(p, parent->path, parent->plen);
-        p[parent->plen] = '/';
-        memcpy(p + parent->plen + 1, name, nl + 1);
-    } else {
-        memcpy(p, name, nl + 1);
-    }
-    *plen = n;
-    return p;
-}
-
-void lsmfs_meta_default(struct lsmfs_meta *m, int type)
-{
-    memset(m, 0, sizeof *m);
-    m->type = type;
-    m->mode = type == LSMFS_DIR ? (S_IFDIR | 0755) : type == LSMFS_LNK ? (S_IFLNK | 0777)
-                                                                       : (S_IFREG | 0644);
-    m->uid = fs.uid;
-    m->gid = fs.gid;
-    m->mtime_ns = m->ctime_ns = fs.mount_ns;
-}
-
-/*
- * Attribute record, version 1, 32 bytes, little-endian (documented in lsmfs(1), FILES):
- *   off 0  u8   version (1)         off 8  u32 uid
- *   off 1  u8   type 1=reg 2=dir 3=symlink
- *   off 2  u16  zero                off 12 u32 gid
- *   off 4  u32  permission bits     off 16 i64 mtime, ns since the epoch
- *                                   off 24 i64 ctime, ns since the epoch
- * A longer record is accepted (bytes past 32 are ignored) so later versions can add fields.
- */
-#define LSMFS_REC_LEN 32
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-static void put64(unsigned char *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (unsigned char)(v >> (8 * i));
-}
-static uint32_t get32(const unsigned char *p)
-{
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-static uint64_t get64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
-    return v;
-}
-
-size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf)
-{
-    memset(buf, 0, LSMFS_REC_LEN);
-    buf[0] = 1;
-    buf[1] = (unsigned char)m->type;
-    put32(buf + 4, m->mode & 07777);
-    put32(buf + 8, m->uid);
-    put32(buf + 12, m->gid);
-    put64(buf + 16, (uint64_t)m->mtime_ns);
-    put64(buf + 24, (uint64_t)m->ctime_ns);
-    return LSMFS_REC_LEN;
-}
-
-/* Fills the attribute fields of m from a record; -1 (m untouched) if it is not one we read. */
-int lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m)
-{
-    const unsigned char *p = buf;
-    if (len < LSMFS_REC_LEN || p[0] != 1 || p[1] < LSMFS_REG || p[1] > LSMFS_LNK)
-        return -1;
-    uint32_t fmt = p[1] == LSMFS_DIR ? S_IFDIR : p[1] == LSMFS_LNK ? S_IFLNK : S_IFREG;
-    m->type = p[1];
-    m->mode = fmt | (get32(p + 4) & 07777);
-    m->uid = get32(p + 8);
-    m->gid = get32(p + 12);
-    m->mtime_ns = (int64_t)get64(p + 16);
-    m->ctime_ns = (int64_t)get64(p + 24);
-    return 0;
-}
-
-/* Reads the record at key into m (keeping m's defaults when absent or unreadable). */
-static int read_record(const char *key, size_t klen, struct lsmfs_meta *m, int *found)
-{
-    void *v = NULL;
-    size_t vl = 0;
-    int rc = lsm_get(fs.db, key, klen, &v, &vl);
-    *found = 0;
-    if (rc == LSM_NOTFOUND)
-        return 0;
-    if (rc != LSM_OK)
-        return -lsmfs_errno(rc, "read attributes of", key + 2);
-    *found = 1;
-    int type = m->type;
-    if (lsmfs_meta_decode(v, vl, m) != 0)
-        lsmfs_log(LOG_WARNING, "unreadable attribute record for %s: using defaults", key + 2);
-    else if (type == LSMFS_DIR && m->type != LSMFS_DIR)
-        lsmfs_meta_default(m, LSMFS_DIR);
-    free(v);
-    return 0;
-}
-
-/* Idle iterators kept for prefix probes: refreshing one costs a mutex and a pointer check when no
-   flush or compaction happened since, where a new one allocates and opens an iterator per table.
-   An idle iterator pins one past view of the database (memtables, tables, snapshot) until it is
-   reused or the pool is freed at unmount; the pool is small so that view is bounded. */
-#define ITER_POOL 4
-static pthread_mutex_t iter_pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static lsm_iter *iter_pool[ITER_POOL];      /* guarded by iter_pool_mu */
-static int iter_pool_n;                     /* guarded by iter_pool_mu */
-static int64_t iter_pool_last;              /* lsmfs_mono_ns of the last put; same guard */
-
-int lsmfs_iter_get(lsm_iter **out)
-{
-    lsm_iter *it = NULL;
-    pthread_mutex_lock(&iter_pool_mu);
-    if (iter_pool_n > 0)
-        it = iter_pool[--iter_pool_n];
-    pthread_mutex_unlock(&iter_pool_mu);
-    if (it) {
-        *out = it;
-        lsm_iter_set_upper_bound(it, NULL, 0);
-        return lsm_iter_refresh(it);
-    }
-    return lsm_iter_new(fs.db, out);
-}
-
-void lsmfs_iter_put(lsm_iter *it)
-{
-    if (!it)
-        return;
-    pthread_mutex_lock(&iter_pool_mu);
-    if (iter_pool_n < ITER_POOL && lsm_iter_status(it) == LSM_OK) {
-        iter_pool[iter_pool_n++] = it;
-        iter_pool_last = lsmfs_mono_ns();
-        it = NULL;
-    }
-    pthread_mutex_unlock(&iter_pool_mu);
-    lsm_iter_free(it);
-}
-
-/* A pooled iterator holds the snapshot and version of its last use, and with them tables (and
-   blob files) that merges have since replaced: when none was put back for idle_ns, let them go. */
-void lsmfs_iter_pool_trim(int64_t idle_ns)
-{
-    pthread_mutex_lock(&iter_pool_mu);
-    if (iter_pool_n > 0 && lsmfs_mono_ns() - iter_pool_last >= idle_ns)
-        while (iter_pool_n > 0)
-            lsm_iter_free(iter_pool[--iter_pool_n]);
-    pthread_mutex_unlock(&iter_pool_mu);
-}
-
-void lsmfs_iter_pool_free(void)
-{
-    pthread_mutex_lock(&iter_pool_mu);
-    while (iter_pool_n > 0)
-        lsm_iter_free(iter_pool[--iter_pool_n]);
-    pthread_mutex_unlock(&iter_pool_mu);
-}
-
-/* Is there any key below directory path (data keys or directory records)? */
-int lsmfs_dir_has_children(const char *path, size_t plen, int *has)
-{
-    lsm_iter *it;
-    size_t kl;
-    int rc;
-    *has = 0;
-    if (plen == 0) {
-        *has = 1;
-        return 0;
-    }
-    char *pre = lsmfs_key(0, path, plen, 1, &kl);
-    if (!pre)
-        return -ENOMEM;
-    rc = lsmfs_iter_get(&it);
-    if (rc != LSM_OK) {
-        lsm_iter_free(it);
-        free(pre);
-        return -lsmfs_errno(rc, "iterate", path);
-    }
-    /* Bounded to the prefix: keys deleted just after it (a renamed sibling) are not walked. */
-    pre[kl - 1]++;
-    lsm_iter_set_upper_bound(it, pre, kl);
-    pre[kl - 1]--;
-    lsm_iter_seek(it, pre, kl);
-    if (lsm_iter_valid(it)) {
-        size_t n;
-        const char *k = lsm_iter_key(it, &n);
-        if (n >= kl && memcmp(k, pre, kl) == 0)
-            *has = 1;
-    }
-    free(pre);
-    if (!*has) {
-        char *dk = lsmfs_key('d', path, plen, 1, &kl);
-        if (!dk) {
-            lsmfs_iter_put(it);
-            return -ENOMEM;
-        }
-        dk[kl - 1]++;
-        lsm_iter_set_upper_bound(it, dk, kl);
-        dk[kl - 1]--;
-        lsm_iter_seek(it, dk, kl);
-        for (int i = 0; i < 2 && lsm_iter_valid(it); i++, lsm_iter_next(it)) {
-            size_t n;
-            const char *k = lsm_iter_key(it, &n);
-            if (n < kl || memcmp(k, dk, kl) != 0)
-                break;
-            if (n > kl) {
-                *has = 1;
-                break;
-            }
-        }
-        free(dk);
-    }
-    rc = lsm_iter_status(it);
-    lsmfs_iter_put(it);
-    if (rc != LSM_OK)
-        return -lsmfs_errno(rc, "iterate", path);
-    return 0;
-}
-
-/* What is at path in the engine: a file (its data key exists; a file hides any keys below it), an
-   explicit directory, an implicit one (keys below it), or nothing (m->type == LSMFS_NONE). */
-int lsmfs_stat_path(const char *path, size_t plen, struct lsmfs_meta *m)
-{
-    size_t kl;
-    int rc, found;
-    char *k;
-
-    if (plen > 0) {
-        uint64_t vl;
-        rc = lsm_get_size(fs.db, path, plen, &vl);
-        if (rc == LSM_OK) {
-            lsmfs_meta_default(m, LSMFS_REG);
-            m->size = vl;
-            if (!(k = lsmfs_key('a', path, plen, 0, &kl)))
-                return -ENOMEM;
-            rc = read_record(k, kl, m, &found);
-            free(k);
-            m->size = vl;
-            return rc;
-        }
-        if (rc != LSM_NOTFOUND)
-            return -lsmfs_errno(rc, "stat", path);
-    }
-    lsmfs_meta_default(m, LSMFS_DIR);
-    if (!(k = lsmfs_key('d', path, plen, 1, &kl)))
-        return -ENOMEM;
-    rc = read_record(k, kl, m, &found);
-    free(k);
-    if (rc < 0)
-        return rc;
-    if (found) {
-        m->explicit_dir = 1;
-        return 0;
-    }
-    if (plen == 0)
-        return 0;
-    int has;
-    if ((rc = lsmfs_dir_has_children(path, plen, &has)) < 0)
-        return rc;
-    if (!has)
-        m->type = LSMFS_NONE;
-    return 0;
-}
 
 void lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st)
 {
@@ -722,15 +346,9 @@ void lsmfs_table_flush_all(void)
 /* Adds ino's attribute (or directory) record to b. ino->mu held, fs.ns held. */
 void lsmfs_add_record(lsm_batch *b, struct lsmfs_inode *ino)
 {
-    unsigned char rec[LSMFS_REC_LEN];
-    size_t kl, rl = lsmfs_meta_encode(&ino->m, rec);
-    int dir = ino->m.type == LSMFS_DIR;
-    char *k = lsmfs_key(dir ? 'd' : 'a', ino->path, ino->plen, dir, &kl);
-    if (!k)
+    if (lsmfs_put_record(b, ino->path, ino->plen, &ino->m) != 0)
         abort();   /* as the engine does on out of memory */
-    lsm_batch_put(b, k, kl, rec, rl);
-    free(k);
-    if (dir)
+    if (ino->m.type == LSMFS_DIR)
         ino->m.explicit_dir = 1;
 }
 
@@ -925,3 +543,21 @@ void lsmfs_budget_enforce(void)
             return;
     }
 }
+
+static fuse_ino_t ino_id(const struct lsmfs_inode *ino)
+{
+    return ino == fs.root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)ino;
+}
+
+void lsmfs_fill_entry(struct lsmfs_inode *ino, struct fuse_entry_param *e)
+{
+    memset(e, 0, sizeof *e);
+    e->ino = ino_id(ino);
+    e->generation = 1;
+    e->attr_timeout = fs.timeout;
+    e->entry_timeout = fs.timeout;
+    pthread_mutex_lock(&ino->mu);
+    lsmfs_meta_to_stat(ino, &e->attr);
+    pthread_mutex_unlock(&ino->mu);
+}
+

@@ -1,0 +1,964 @@
+/*
+ * dir.c — the namespace of lsmfs: lookup, making and removing names, rename, and listing.
+ *
+ * What: the FUSE callbacks that find, create, remove and move names (lookup, forget, mknod, mkdir,
+ * symlink, link, unlink, rmdir, rename) and those that list a directory (opendir, readdir,
+ * readdirplus, releasedir, fsyncdir). Each change of the namespace is one batch, made with fs.ns
+ * held for writing, so no request sees half of it.
+ *
+ * Why so: a directory is a key prefix, so a rename of a directory is a copy of every key below it
+ * and a listing is a merge of two streams (data keys and directory records) in key order,
+ * restarted per request by a seek to the cursor the directory handle keeps: a listing never holds
+ * a directory in memory and never rescans it.
+ *
+ * Never: reply twice or not at all to a request; hold an inode mutex while taking fs.ns; leave an
+ * inode findable by a path whose keys are gone.
+ */
+#include "lsmfs.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <xxhash.h>
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+/* What is at path right now: the live inode's attributes when there is one, else the engine's.
+   *inop is the live inode (NULL if none). fs.ns held for writing. */
+static int resolve(const char *path, size_t plen, struct lsmfs_meta *m, struct lsmfs_inode **inop)
+{
+    struct lsmfs_inode *ino = lsmfs_table_find(path, plen);
+    if (inop)
+        *inop = ino;
+    if (ino) {
+        pthread_mutex_lock(&ino->mu);
+        *m = ino->m;
+        pthread_mutex_unlock(&ino->mu);
+        return 0;
+    }
+    return lsmfs_stat_path(path, plen, m);
+}
+
+/* Looks up name in parent; on success *out holds one more lookup reference. fs.ns held. */
+int lsmfs_dir_lookup(struct lsmfs_inode *parent, const char *name, struct lsmfs_inode **out)
+{
+    struct lsmfs_meta m;
+    size_t plen;
+    int err = lsmfs_name_check(name);
+    if (err)
+        return err == EINVAL ? ENOENT : err;
+    if (parent->m.type != LSMFS_DIR)
+        return ENOTDIR;
+    char *path = lsmfs_child_path(parent, name, &plen);
+    if (!path)
+        return errno;
+    pthread_mutex_lock(&fs.tmu);
+    struct lsmfs_inode *ino = NULL;
+    for (struct lsmfs_inode *e = fs.tab[XXH3_64bits(path, plen) & (fs.tabsize - 1)]; e;
+         e = e->hnext) {
+        if (e->plen == plen && memcmp(e->path, path, plen) == 0) {
+            ino = e;
+            ino->nlookup++;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&fs.tmu);
+    if (ino) {
+        free(path);
+        *out = ino;
+        return 0;
+    }
+    int rc = lsmfs_stat_path(path, plen, &m);
+    if (rc < 0 || m.type == LSMFS_NONE) {
+        free(path);
+        return rc < 0 ? -rc : ENOENT;
+    }
+    if (!(*out = lsmfs_table_get(path, plen, &m)))
+        return ENOMEM;
+    return 0;
+}
+
+/* Adds the record of a directory that is only implicit (e.g. its last child is going away) to b, so
+   that it stays, as an emptied directory does on a local filesystem. fs.ns held for writing. */
+static void keep_parent(lsm_batch *b, struct lsmfs_inode *p)
+{
+    pthread_mutex_lock(&p->mu);
+    if (p->m.type == LSMFS_DIR && !p->m.explicit_dir && p->plen > 0)
+        lsmfs_add_record(b, p);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- lookup and attributes ---- */
+
+void lsmfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fuse_entry_param e;
+    struct lsmfs_inode *ino;
+    pthread_rwlock_rdlock(&fs.ns);
+    int err = lsmfs_dir_lookup(lsmfs_ino(parent), name, &ino);
+    if (!err)
+        lsmfs_fill_entry(ino, &e);
+    pthread_rwlock_unlock(&fs.ns);
+    if (err == ENOENT) {
+        memset(&e, 0, sizeof e);   /* a negative entry, cached like a positive one */
+        e.entry_timeout = fs.timeout;
+        fuse_reply_entry(req, &e);
+    } else if (err) {
+        fuse_reply_err(req, err);
+    } else {
+        fuse_reply_entry(req, &e);
+    }
+}
+
+void lsmfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    lsmfs_table_forget(lsmfs_ino(ino), nlookup);
+    fuse_reply_none(req);
+}
+
+void lsmfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    for (size_t i = 0; i < count; i++)
+        lsmfs_table_forget(lsmfs_ino(forgets[i].ino), forgets[i].nlookup);
+    fuse_reply_none(req);
+}
+
+/* ---- making and removing names ---- */
+
+/* Creates a regular file, directory or symlink at parent/name as one batch. On success *out holds
+   one lookup reference (and one open reference if opening). fs.ns held for writing. */
+int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name, int type,
+                     mode_t mode, const char *target, int opening, struct lsmfs_inode **out)
+{
+    struct lsmfs_meta m;
+    size_t plen, kl;
+    int rc, err = lsmfs_name_check(name);
+    if (err)
+        return err == EINVAL ? EEXIST : err;
+    if (parent->m.type != LSMFS_DIR)
+        return ENOTDIR;
+    char *path = lsmfs_child_path(parent, name, &plen);
+    if (!path)
+        return errno;
+    if ((rc = resolve(path, plen, &m, NULL)) < 0 || m.type != LSMFS_NONE) {
+        free(path);
+        return rc < 0 ? -rc : EEXIST;
+    }
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    lsmfs_meta_default(&m, type);
+    m.mode = (m.mode & S_IFMT) | (type == LSMFS_LNK ? 0777 : (mode & 07777));
+    m.uid = ctx->uid;
+    m.gid = ctx->gid;
+    lsmfs_meta_touch(&m);
+
+    lsm_batch *b = lsm_batch_new();
+    if (type == LSMFS_DIR) {
+        m.explicit_dir = 1;
+    } else {
+        m.size = target ? strlen(target) : 0;
+        lsm_batch_put(b, path, plen, target ? target : "", m.size);
+    }
+    unsigned char rec[64];
+    size_t rl = lsmfs_meta_encode(&m, rec);
+    char *k = lsmfs_key(type == LSMFS_DIR ? 'd' : 'a', path, plen, type == LSMFS_DIR, &kl);
+    if (!k) {
+        lsm_batch_free(b);
+        free(path);
+        return ENOMEM;
+    }
+    lsm_batch_put(b, k, kl, rec, rl);
+    free(k);
+    rc = lsmfs_write_batch(b, 0);
+    lsm_batch_free(b);
+    if (rc < 0) {
+        free(path);
+        return -rc;
+    }
+    struct lsmfs_inode *ino = lsmfs_table_get(path, plen, &m);
+    if (!ino)
+        return ENOMEM;
+    if (opening)
+        lsmfs_table_open(ino);
+    *out = ino;
+    return 0;
+}
+
+static void reply_made(fuse_req_t req, int err, struct lsmfs_inode *ino)
+{
+    struct fuse_entry_param e;
+    if (err) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    lsmfs_fill_entry(ino, &e);
+    if (fuse_reply_entry(req, &e) != 0)
+        lsmfs_table_forget(ino, 1);
+}
+
+void lsmfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                        dev_t rdev)
+{
+    struct lsmfs_inode *ino = NULL;
+    int err = EPERM;   /* device nodes, fifos and sockets are not kept */
+    if (S_ISREG(mode)) {
+        pthread_rwlock_wrlock(&fs.ns);
+        err = lsmfs_dir_make(req, lsmfs_ino(parent), name, LSMFS_REG, mode, NULL, 0, &ino);
+        pthread_rwlock_unlock(&fs.ns);
+    }
+    reply_made(req, err, ino);
+}
+
+void lsmfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    struct lsmfs_inode *ino = NULL;
+    pthread_rwlock_wrlock(&fs.ns);
+    int err = lsmfs_dir_make(req, lsmfs_ino(parent), name, LSMFS_DIR, mode, NULL, 0, &ino);
+    pthread_rwlock_unlock(&fs.ns);
+    reply_made(req, err, ino);
+}
+
+void lsmfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    struct lsmfs_inode *ino = NULL;
+    int err = strlen(link) > PATH_MAX ? ENAMETOOLONG : 0;
+    pthread_rwlock_wrlock(&fs.ns);
+    if (!err)
+        err = lsmfs_dir_make(req, lsmfs_ino(parent), name, LSMFS_LNK, 0777, link, 0, &ino);
+    pthread_rwlock_unlock(&fs.ns);
+    reply_made(req, err, ino);
+}
+
+void lsmfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    fuse_reply_err(req, EPERM);   /* hard links are not supported */
+}
+
+/* Before a live inode's key goes away: if it is open, load its content so that its handles keep
+   reading it, as on a local filesystem. fs.ns held for writing. */
+static void preserve(struct lsmfs_inode *ino)
+{
+    if (!ino)
+        return;
+    pthread_mutex_lock(&fs.tmu);
+    int open = ino->nopen > 0;
+    pthread_mutex_unlock(&fs.tmu);
+    pthread_mutex_lock(&ino->mu);
+    if (ino->m.type != LSMFS_DIR)
+        lsmfs_snap_readers(ino);
+    if (open && ino->m.type != LSMFS_DIR && lsmfs_buf_load(ino) < 0)
+        lsmfs_log(LOG_WARNING, "%s: removed while open; its content could not be kept", ino->path);
+    pthread_mutex_unlock(&ino->mu);
+}
+
+/* After its key went away: the inode serves its open handles from its buffer, is never written
+   back, and is no longer found by path. fs.ns held for writing. */
+static void bury(struct lsmfs_inode *ino)
+{
+    if (!ino)
+        return;
+    pthread_mutex_lock(&ino->mu);
+    ino->deleted = 1;
+    ino->dirty = 0;
+    pthread_mutex_unlock(&ino->mu);
+    lsmfs_table_unhash(ino);
+}
+
+/* The batch that deletes what is at path (file, symlink or explicit directory record). */
+static void add_delete(lsm_batch *b, const char *path, size_t plen, int type)
+{
+    size_t kl;
+    char *k;
+    if (type == LSMFS_DIR) {
+        if ((k = lsmfs_key('d', path, plen, 1, &kl)))
+            lsm_batch_delete(b, k, kl);
+    } else {
+        lsm_batch_delete(b, path, plen);
+        if ((k = lsmfs_key('a', path, plen, 0, &kl)))
+            lsm_batch_delete(b, k, kl);
+    }
+    free(k);
+}
+
+static int do_remove(struct lsmfs_inode *parent, const char *name, int dir)
+{
+    struct lsmfs_meta m;
+    struct lsmfs_inode *ino;
+    size_t plen;
+    int rc, err = lsmfs_name_check(name);
+    if (err)
+        return err == EINVAL ? (dir ? EINVAL : EISDIR) : err;
+    char *path = lsmfs_child_path(parent, name, &plen);
+    if (!path)
+        return errno;
+    if ((rc = resolve(path, plen, &m, &ino)) < 0 || m.type == LSMFS_NONE) {
+        free(path);
+        return rc < 0 ? -rc : ENOENT;
+    }
+    if (dir && m.type != LSMFS_DIR)
+        err = ENOTDIR;
+    else if (!dir && m.type == LSMFS_DIR)
+        err = EISDIR;
+    if (!err && dir) {
+        int has;
+        if ((rc = lsmfs_dir_has_children(path, plen, &has)) < 0)
+            err = -rc;
+        else if (has)
+            err = ENOTEMPTY;
+    }
+    if (err) {
+        free(path);
+        return err;
+    }
+    preserve(ino);
+    lsm_batch *b = lsm_batch_new();
+    add_delete(b, path, plen, m.type);
+    keep_parent(b, parent);
+    rc = lsmfs_write_batch(b, 0);
+    lsm_batch_free(b);
+    if (rc == 0 && m.type == LSMFS_DIR)
+        lsmfs_reclaim_note_dir(path, plen);
+    else if (rc == 0 && m.size >= LSMFS_RECLAIM_MIN)
+        lsmfs_reclaim_note(path, plen);
+    else if (rc == 0)
+        lsmfs_reclaim_removed(m.size + plen);
+    free(path);
+    if (rc < 0)
+        return -rc;
+    bury(ino);
+    return 0;
+}
+
+void lsmfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    pthread_rwlock_wrlock(&fs.ns);
+    int err = do_remove(lsmfs_ino(parent), name, 0);
+    pthread_rwlock_unlock(&fs.ns);
+    fuse_reply_err(req, err);
+}
+
+void lsmfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    pthread_rwlock_wrlock(&fs.ns);
+    int err = do_remove(lsmfs_ino(parent), name, 1);
+    pthread_rwlock_unlock(&fs.ns);
+    fuse_reply_err(req, err);
+}
+
+/* ---- rename ---- */
+
+/* Adds to b what moves the object at from (described by m, live inode ino) to to: in phase 0 the
+   deletes of its old keys, in phase 1 the puts of its new ones. A batch is applied in order, so
+   all deletes go first and an exchange's puts win. *bytes counts what phase 1 copies. */
+static int add_move(lsm_batch *b, int phase, const char *from, size_t flen, const char *to,
+                    size_t tlen, struct lsmfs_meta *m, struct lsmfs_inode *ino, size_t *bytes)
+{
+    size_t kl;
+    int rc;
+    if (m->type != LSMFS_DIR) {
+        if (phase == 0) {
+            add_delete(b, from, flen, m->type);
+            return 0;
+        }
+        void *v = NULL;
+        size_t vl = 0;
+        int own = 0;
+        if (ino) {
+            pthread_mutex_lock(&ino->mu);
+            if (ino->data) {
+                v = ino->data;
+                vl = ino->m.size;
+            }
+        }
+        if (!v) {
+            rc = lsm_get(fs.db, from, flen, &v, &vl);
+            if (rc != LSM_OK) {
+                if (ino)
+                    pthread_mutex_unlock(&ino->mu);
+                return -lsmfs_errno(rc, "rename", from);
+            }
+            own = 1;
+        }
+        lsm_batch_put(b, to, tlen, v, vl);
+        if (own)
+            free(v);
+        if (ino)
+            pthread_mutex_unlock(&ino->mu);
+        *bytes += vl;
+        unsigned char rec[64];
+        m->ctime_ns = lsmfs_now();
+        size_t rl = lsmfs_meta_encode(m, rec);
+        char *k = lsmfs_key('a', to, tlen, 0, &kl);
+        if (!k)
+            return -ENOMEM;
+        lsm_batch_put(b, k, kl, rec, rl);
+        free(k);
+        return 0;
+    }
+
+    /* A directory: every data key, attribute record and directory record at or below it. */
+    static const char tags[3] = { 0, 'a', 'd' };
+    lsm_iter *it;
+    if ((rc = lsm_iter_new(fs.db, &it)) != LSM_OK)
+        return -lsmfs_errno(rc, "rename", from);
+    rc = 0;
+    for (int t = 0; t < 3 && rc == 0; t++) {
+        size_t pl, pre = tags[t] ? 2 : 0;
+        char *p = lsmfs_key(tags[t], from, flen, 1, &pl);
+        if (!p) {
+            rc = -ENOMEM;
+            break;
+        }
+        for (lsm_iter_seek(it, p, pl); lsm_iter_valid(it); lsm_iter_next(it)) {
+            size_t n, vl;
+            const char *k = lsm_iter_key(it, &n);
+            if (n < pl || memcmp(k, p, pl) != 0)
+                break;
+            if (phase == 0) {
+                lsm_batch_delete(b, k, n);
+                continue;
+            }
+            const void *v = lsm_iter_value(it, &vl);
+            if (!v) {
+                rc = -lsmfs_errno(lsm_iter_status(it), "rename", from);
+                break;
+            }
+            *bytes += n + vl;
+            if (*bytes > fs.dirty_limit) {
+                rc = -EXDEV;   /* too big for one batch: mv(1) falls back to copy and remove */
+                break;
+            }
+            size_t nl = n - flen + tlen;
+            char *nk = malloc(nl);
+            if (!nk) {
+                rc = -ENOMEM;
+                break;
+            }
+            memcpy(nk, k, pre);
+            memcpy(nk + pre, to, tlen);
+            memcpy(nk + pre + tlen, k + pre + flen, n - pre - flen);
+            lsm_batch_put(b, nk, nl, v, vl);
+            free(nk);
+        }
+        free(p);
+        if (rc == 0 && (rc = lsm_iter_status(it)) != LSM_OK)
+            rc = -lsmfs_errno(rc, "rename", from);
+    }
+    lsm_iter_free(it);
+    if (rc == 0 && phase == 1 && !m->explicit_dir) {
+        /* the directory was only implicit: keep it as a directory at its new place */
+        unsigned char rec[64];
+        size_t rl = lsmfs_meta_encode(m, rec);
+        char *k = lsmfs_key('d', to, tlen, 1, &kl);
+        if (!k)
+            return -ENOMEM;
+        lsm_batch_put(b, k, kl, rec, rl);
+        free(k);
+    }
+    return rc;
+}
+
+/* Moves the live inode of a file (or every live inode at or below a directory) to its new path. */
+static void move_inodes(const char *from, size_t flen, const char *to, size_t tlen, int type,
+                        struct lsmfs_inode *ino)
+{
+    if (type == LSMFS_DIR) {
+        lsmfs_table_move_prefix(from, flen, to, tlen);
+    } else if (ino) {
+        char *p = malloc(tlen + 1);
+        if (p) {
+            memcpy(p, to, tlen);
+            p[tlen] = '\0';
+            lsmfs_table_rename(ino, p, tlen);
+        } else {
+            lsmfs_table_unhash(ino);
+        }
+    }
+}
+
+/* A moved file's buffer is now in the engine at its new key. */
+static void moved_clean(struct lsmfs_inode *ino, const struct lsmfs_meta *m)
+{
+    if (!ino || m->type == LSMFS_DIR)
+        return;
+    pthread_mutex_lock(&ino->mu);
+    ino->dirty = 0;
+    ino->m.ctime_ns = m->ctime_ns;
+    pthread_mutex_unlock(&ino->mu);
+}
+
+static int do_rename(struct lsmfs_inode *sp, const char *sname, struct lsmfs_inode *tp,
+                     const char *tname, unsigned flags)
+{
+    struct lsmfs_meta sm, tm;
+    struct lsmfs_inode *sino, *tino;
+    size_t slen, tlen, bytes = 0;
+    char *spath = NULL, *tpath = NULL;
+    int rc, err;
+    int exchange = (flags & RENAME_EXCHANGE) != 0;
+
+    if ((err = lsmfs_name_check(sname)) || (err = lsmfs_name_check(tname)))
+        return err;
+    if (sp->m.type != LSMFS_DIR || tp->m.type != LSMFS_DIR)
+        return ENOTDIR;
+    if (!(spath = lsmfs_child_path(sp, sname, &slen)) ||
+        !(tpath = lsmfs_child_path(tp, tname, &tlen))) {
+        err = errno;
+        goto out;
+    }
+    if ((rc = resolve(spath, slen, &sm, &sino)) < 0 || (sm.type == LSMFS_NONE && (rc = -ENOENT)) ||
+        (rc = resolve(tpath, tlen, &tm, &tino)) < 0) {
+        err = -rc;
+        goto out;
+    }
+    int texists = tm.type != LSMFS_NONE;
+    if ((flags & RENAME_NOREPLACE) && texists) {
+        err = EEXIST;
+        goto out;
+    }
+    if (exchange && !texists) {
+        err = ENOENT;
+        goto out;
+    }
+    if (slen == tlen && memcmp(spath, tpath, slen) == 0)
+        goto out;
+    if ((sm.type == LSMFS_DIR && tlen > slen && tpath[slen] == '/' && !memcmp(tpath, spath, slen)) ||
+        (exchange && tm.type == LSMFS_DIR && slen > tlen && spath[tlen] == '/' &&
+         !memcmp(spath, tpath, tlen))) {
+        err = EINVAL;
+        goto out;
+    }
+    if (texists && !exchange) {
+        if (sm.type == LSMFS_DIR && tm.type != LSMFS_DIR) {
+            err = ENOTDIR;
+            goto out;
+        }
+        if (sm.type != LSMFS_DIR && tm.type == LSMFS_DIR) {
+            err = EISDIR;
+            goto out;
+        }
+        if (tm.type == LSMFS_DIR) {
+            int has;
+            if ((rc = lsmfs_dir_has_children(tpath, tlen, &has)) < 0) {
+                err = -rc;
+                goto out;
+            }
+            if (has) {
+                err = ENOTEMPTY;
+                goto out;
+            }
+        }
+    }
+    if (sm.type == LSMFS_DIR)
+        lsmfs_table_flush_prefix(spath, slen);
+    if (exchange && tm.type == LSMFS_DIR)
+        lsmfs_table_flush_prefix(tpath, tlen);
+    if (texists && !exchange)
+        preserve(tino);
+
+    lsm_batch *b = lsm_batch_new();
+    rc = 0;
+    for (int phase = 0; phase < 2 && rc == 0; phase++) {
+        rc = add_move(b, phase, spath, slen, tpath, tlen, &sm, sino, &bytes);
+        if (rc == 0 && exchange)
+            rc = add_move(b, phase, tpath, tlen, spath, slen, &tm, tino, &bytes);
+        else if (rc == 0 && texists && phase == 0)
+            add_delete(b, tpath, tlen, tm.type);
+    }
+    if (rc == 0) {
+        keep_parent(b, sp);
+        rc = lsmfs_write_batch(b, 0);
+    }
+    lsm_batch_free(b);
+    if (rc < 0) {
+        err = -rc;
+        goto out;
+    }
+    /* The values moved were copied to their new keys: the old copies, and a file replaced, are
+       garbage. */
+    if (sm.type == LSMFS_DIR)
+        lsmfs_reclaim_note_tree(spath, slen);
+    else if (sm.size >= LSMFS_RECLAIM_MIN)
+        lsmfs_reclaim_note(spath, slen);
+    if (texists && tm.type == LSMFS_DIR && exchange)
+        lsmfs_reclaim_note_tree(tpath, tlen);
+    else if (texists && tm.type != LSMFS_DIR && tm.size >= LSMFS_RECLAIM_MIN)
+        lsmfs_reclaim_note(tpath, tlen);
+
+    if (exchange) {
+        static const char tmp[2] = { '\0', 'x' };   /* can never be a path */
+        move_inodes(spath, slen, tmp, 2, sm.type, sino);
+        move_inodes(tpath, tlen, spath, slen, tm.type, tino);
+        move_inodes(tmp, 2, tpath, tlen, sm.type, sino);
+        moved_clean(tino, &tm);
+    } else {
+        if (texists)
+            bury(tino);
+        move_inodes(spath, slen, tpath, tlen, sm.type, sino);
+    }
+    moved_clean(sino, &sm);
+    err = 0;
+out:
+    free(spath);
+    free(tpath);
+    return err;
+}
+
+void lsmfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                         const char *newname, unsigned int flags)
+{
+    int err;
+    if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE) ||
+        ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    pthread_rwlock_wrlock(&fs.ns);
+    err = do_rename(lsmfs_ino(parent), name, lsmfs_ino(newparent), newname, flags);
+    pthread_rwlock_unlock(&fs.ns);
+    fuse_reply_err(req, err);
+}
+
+/* ---- directories ---- */
+
+/* One listing pass over directory dir: two iterators, data keys below dir and directory records
+   below dir, merged in key order. A child's position is its name for a file and its name plus '/'
+   for a directory, so the order is the key order of both streams. */
+struct lister {
+    lsm_iter *di, *ri;
+    const char *dpath;           /* the directory's path */
+    size_t dplen;
+    char *dpre, *rpre;           /* dpath "/" (or "" for the root), "\0d" dpath "/" (or "\0d") */
+    size_t dprelen, rprelen;
+    char *kbuf;                  /* scratch for building keys */
+    size_t kcap;
+};
+
+static char *kbuild(struct lister *l, const char *pre, size_t prelen, const char *s, size_t sl,
+                    size_t *kl)
+{
+    if (prelen + sl + 1 > l->kcap) {
+        size_t ncap = (prelen + sl + 1) * 2;
+        char *nb = realloc(l->kbuf, ncap);
+        if (!nb)
+            return NULL;
+        l->kbuf = nb;
+        l->kcap = ncap;
+    }
+    memcpy(l->kbuf, pre, prelen);
+    memcpy(l->kbuf + prelen, s, sl);
+    *kl = prelen + sl;
+    return l->kbuf;
+}
+
+/* Positions both streams at the first child at or after position s. */
+static void lister_seek(struct lister *l, const char *s, size_t sl, int which)
+{
+    size_t kl;
+    char *k;
+    if (which & 1) {
+        if (l->dplen == 0 && sl == 0)
+            lsm_iter_seek(l->di, "\x01", 1);   /* keys starting with NUL are reserved */
+        else if ((k = kbuild(l, l->dpre, l->dprelen, s, sl, &kl)))
+            lsm_iter_seek(l->di, k, kl);
+    }
+    if ((which & 2) && (k = kbuild(l, l->rpre, l->rprelen, s, sl, &kl)))
+        lsm_iter_seek(l->ri, k, kl);
+}
+
+static const char *suffix(lsm_iter *it, const char *pre, size_t prelen, size_t *sl)
+{
+    if (!lsm_iter_valid(it))
+        return NULL;
+    size_t n;
+    const char *k = lsm_iter_key(it, &n);
+    if (n < prelen || memcmp(k, pre, prelen) != 0)
+        return NULL;
+    *sl = n - prelen;
+    return k + prelen;
+}
+
+static int poscmp(const char *a, size_t al, const char *b, size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c ? c : (al > bl) - (al < bl);
+}
+
+/* Next child: its name (copied to name, NUL-terminated) and whether it is a directory. Fills
+   next/nextlen with the position after it (the cursor). Returns 1, 0 at the end, or -errno. */
+static int lister_next(struct lister *l, char *name, int *isdir, char *next, size_t *nextlen)
+{
+    for (;;) {
+        size_t dsl = 0, rsl = 0;
+        const char *ds = suffix(l->di, l->dpre, l->dprelen, &dsl);
+        const char *rs = suffix(l->ri, l->rpre, l->rprelen, &rsl);
+        if (l->dplen == 0 && ds && dsl > 0 && ds[0] == '\0')
+            ds = NULL;   /* root listing reached the reserved namespace (cannot happen) */
+        if (!ds && !rs) {
+            int rc = lsm_iter_status(l->di);
+            if (rc == LSM_OK)
+                rc = lsm_iter_status(l->ri);
+            return rc == LSM_OK ? 0 : -lsmfs_errno(rc, "list", l->dpath);
+        }
+        const char *s = ds;
+        size_t sl = dsl;
+        if (!ds || (rs && poscmp(rs, rsl, ds, dsl) < 0)) {
+            s = rs;
+            sl = rsl;
+        }
+        const char *slash = memchr(s, '/', sl);
+        size_t nl = slash ? (size_t)(slash - s) : sl;
+        int ok = nl > 0 && nl <= LSMFS_NAME_MAX && !memchr(s, '\0', nl) &&
+                 !(s[0] == '.' && (nl == 1 || (nl == 2 && s[1] == '.')));
+        if (ok) {
+            memcpy(name, s, nl);
+            name[nl] = '\0';
+        }
+        if (slash) {
+            /* a directory: skip everything below it in both streams */
+            memcpy(next, s, nl);
+            next[nl] = '0';   /* '/' + 1 */
+            *nextlen = nl + 1;
+            lister_seek(l, next, *nextlen, (ds ? 1 : 0) | (rs ? 2 : 0));
+            *isdir = 1;
+        } else {
+            memcpy(next, s, nl);
+            next[nl] = '\0';   /* the key right after this one */
+            *nextlen = nl + 1;
+            if (s == ds)
+                lsm_iter_next(l->di);
+            else
+                lsm_iter_next(l->ri);
+            *isdir = 0;
+            if (s == rs)
+                ok = 0;   /* a directory record without '/': not ours */
+        }
+        if (!ok)
+            continue;
+        if (*isdir && l->dplen + 1 + nl <= LSMFS_PATH_MAX) {
+            /* a file of the same name hides this directory (and was listed already) */
+            uint64_t sz;
+            size_t kl;
+            char *k = kbuild(l, l->dpre, l->dprelen, name, nl, &kl);
+            if (k && lsm_get_size(fs.db, k, kl, &sz) == LSM_OK)
+                continue;
+        }
+        return 1;
+    }
+}
+
+static int lister_open(struct lister *l, struct lsmfs_inode *dir)
+{
+    size_t kl;
+    memset(l, 0, sizeof *l);
+    l->dpath = dir->path;
+    l->dplen = dir->plen;
+    if (dir->plen) {
+        l->dpre = lsmfs_key(0, dir->path, dir->plen, 1, &l->dprelen);
+        l->rpre = lsmfs_key('d', dir->path, dir->plen, 1, &l->rprelen);
+    } else {
+        l->dpre = strdup("");
+        l->rpre = lsmfs_key('d', "", 0, 0, &l->rprelen);
+    }
+    if (!l->dpre || !l->rpre)
+        return -ENOMEM;
+    int rc = lsm_iter_new(fs.db, &l->di);
+    if (rc == LSM_OK)
+        rc = lsm_iter_new(fs.db, &l->ri);
+    (void)kl;
+    return rc == LSM_OK ? 0 : -lsmfs_errno(rc, "list", dir->path);
+}
+
+static void lister_close(struct lister *l)
+{
+    lsm_iter_free(l->di);
+    lsm_iter_free(l->ri);
+    free(l->dpre);
+    free(l->rpre);
+    free(l->kbuf);
+}
+
+void lsmfs_opendir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
+{
+    struct lsmfs_dirh *d = calloc(1, sizeof *d);
+    if (!d) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    pthread_mutex_init(&d->mu, NULL);
+    fi->fh = (uint64_t)(uintptr_t)d;
+    /* Every change to a directory comes through this mount, and the kernel drops its cached
+       listing of a directory whenever it creates, removes or renames an entry in it: so the kernel
+       may keep listings and answer repeated readdirs without asking us. */
+    fi->cache_readdir = 1;
+    fi->keep_cache = 1;
+    if (fuse_reply_open(req, fi) != 0) {
+        pthread_mutex_destroy(&d->mu);
+        free(d);
+    }
+}
+
+void lsmfs_releasedir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
+{
+    struct lsmfs_dirh *d = (struct lsmfs_dirh *)(uintptr_t)fi->fh;
+    pthread_mutex_destroy(&d->mu);
+    free(d->cursor);
+    free(d);
+    fuse_reply_err(req, 0);
+}
+
+/* Whether the file name in dir is a symlink (for d_type): reads its attribute record. */
+static int is_symlink(struct lsmfs_inode *dir, const char *name)
+{
+    struct lsmfs_meta m;
+    size_t plen, kl;
+    void *v;
+    size_t vl;
+    int lnk = 0;
+    char *path = lsmfs_child_path(dir, name, &plen);
+    char *k = path ? lsmfs_key('a', path, plen, 0, &kl) : NULL;
+    if (k && lsm_get(fs.db, k, kl, &v, &vl) == LSM_OK) {
+        lnk = lsmfs_meta_decode(v, vl, &m) == 0 && m.type == LSMFS_LNK;
+        free(v);
+    }
+    free(k);
+    free(path);
+    return lnk;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
+                       struct fuse_file_info *fi, int plus)
+{
+    struct lsmfs_inode *dir = lsmfs_ino(n);
+    struct lsmfs_dirh *d = (struct lsmfs_dirh *)(uintptr_t)fi->fh;
+    struct lister l;
+    char name[LSMFS_NAME_MAX + 1], next[LSMFS_NAME_MAX + 2];
+    size_t nextlen = 0, pos = 0;
+    int rc = 0, isdir = 0;
+    char *buf = malloc(size);
+    if (!buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    pthread_rwlock_rdlock(&fs.ns);
+    pthread_mutex_lock(&d->mu);
+    if (off == 0 || off != d->next_off) {
+        /* a fresh listing, or a seekdir elsewhere: start over (and skip to off) */
+        free(d->cursor);
+        d->cursor = NULL;
+        d->clen = 0;
+        d->next_off = 0;
+        d->eof = 0;
+    }
+    off_t skip = off - d->next_off;
+    if (d->eof)
+        goto done;
+    if ((rc = lister_open(&l, dir)) < 0) {
+        lister_close(&l);
+        goto done;
+    }
+    lister_seek(&l, d->cursor ? d->cursor : "", d->clen, 3);
+    for (;;) {
+        struct fuse_entry_param e;
+        struct stat st;
+        const char *nm;
+        int is_dot = d->next_off < 2;
+        if (is_dot) {
+            nm = d->next_off == 0 ? "." : "..";
+            isdir = 1;
+        } else {
+            rc = lister_next(&l, name, &isdir, next, &nextlen);
+            if (rc <= 0) {
+                if (rc == 0)
+                    d->eof = 1;
+                break;
+            }
+            nm = name;
+        }
+        if (skip > 0) {
+            skip--;
+        } else {
+            size_t need = plus ? fuse_add_direntry_plus(req, NULL, 0, nm, NULL, 0)
+                               : fuse_add_direntry(req, NULL, 0, nm, NULL, 0);
+            if (pos + need > size) {
+                rc = 1;   /* full: this entry comes first next time */
+                break;
+            }
+            memset(&st, 0, sizeof st);
+            if (plus && !is_dot) {
+                struct lsmfs_inode *ino;
+                int err = lsmfs_dir_lookup(dir, nm, &ino);
+                if (err == ENOENT)
+                    goto advance;   /* hidden or gone: leave it out */
+                if (err) {
+                    rc = -err;
+                    break;
+                }
+                lsmfs_fill_entry(ino, &e);
+            } else {
+                memset(&e, 0, sizeof e);
+                st.st_mode = isdir ? S_IFDIR : S_IFREG;
+                if (is_dot) {
+                    pthread_mutex_lock(&dir->mu);
+                    lsmfs_meta_to_stat(dir, &st);
+                    pthread_mutex_unlock(&dir->mu);
+                } else {
+                    st.st_ino = (XXH3_64bits(name, strlen(name)) ^ dir->stino) | (1ull << 63);
+                    if (!isdir && is_symlink(dir, name))
+                        st.st_mode = S_IFLNK;
+                }
+                e.attr = st;
+            }
+            if (plus)
+                pos += fuse_add_direntry_plus(req, buf + pos, size - pos, nm, &e, d->next_off + 1);
+            else
+                pos += fuse_add_direntry(req, buf + pos, size - pos, nm, &e.attr, d->next_off + 1);
+        }
+    advance:
+        d->next_off++;
+        if (!is_dot) {
+            char *c = realloc(d->cursor, nextlen);
+            if (!c) {
+                rc = -ENOMEM;
+                break;
+            }
+            memcpy(c, next, nextlen);
+            d->cursor = c;
+            d->clen = nextlen;
+        }
+    }
+    lister_close(&l);
+done:
+    pthread_mutex_unlock(&d->mu);
+    pthread_rwlock_unlock(&fs.ns);
+    if (rc < 0 && pos == 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_buf(req, buf, pos);
+    free(buf);
+}
+
+void lsmfs_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
+                          struct fuse_file_info *fi)
+{
+    do_readdir(req, n, size, off, fi, 0);
+}
+
+void lsmfs_readdirplus(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
+                              struct fuse_file_info *fi)
+{
+    do_readdir(req, n, size, off, fi, 1);
+}
+
+void lsmfs_fsyncdir(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_file_info *fi)
+{
+    int rc = lsm_sync(fs.db);
+    fuse_reply_err(req, rc == LSM_OK ? 0 : lsmfs_errno(rc, "sync", "directory"));
+}
