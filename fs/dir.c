@@ -3,7 +3,7 @@
  *
  * What: the FUSE callbacks that find, create, remove and move names (lookup, forget, mknod, mkdir,
  * symlink, link, unlink, rmdir, rename) and those that list a directory (opendir, readdir,
- * readdirplus, releasedir, fsyncdir). Each change of the namespace is one batch, made with fs.ns
+ * readdirplus, releasedir, fsyncdir). Each change of the namespace is one batch, made with fs->ns
  * held for writing, so no request sees half of it.
  *
  * Why so: a directory is a key prefix, so a rename of a directory is a copy of every key below it
@@ -11,7 +11,7 @@
  * restarted per request by a seek to the cursor the directory handle keeps: a listing never holds
  * a directory in memory and never rescans it.
  *
- * Never: reply twice or not at all to a request; hold an inode mutex while taking fs.ns; leave an
+ * Never: reply twice or not at all to a request; hold an inode mutex while taking fs->ns; leave an
  * inode findable by a path whose keys are gone.
  */
 #include "lsmfs.h"
@@ -32,10 +32,11 @@
 #endif
 
 /* What is at path right now: the live inode's attributes when there is one, else the engine's.
-   *inop is the live inode (NULL if none). fs.ns held for writing. */
-static int resolve(const char *path, size_t plen, struct lsmfs_meta *m, struct lsmfs_inode **inop)
+   *inop is the live inode (NULL if none). fs->ns held for writing. */
+static int resolve(struct lsmfs *fs, const char *path, size_t plen, struct lsmfs_meta *m,
+                   struct lsmfs_inode **inop)
 {
-    struct lsmfs_inode *ino = lsmfs_table_find(path, plen);
+    struct lsmfs_inode *ino = lsmfs_table_find(fs, path, plen);
     if (inop)
         *inop = ino;
     if (ino) {
@@ -44,11 +45,12 @@ static int resolve(const char *path, size_t plen, struct lsmfs_meta *m, struct l
         pthread_mutex_unlock(&ino->mu);
         return 0;
     }
-    return lsmfs_stat_path(path, plen, m);
+    return lsmfs_stat_path(fs, path, plen, m);
 }
 
-/* Looks up name in parent; on success *out holds one more lookup reference. fs.ns held. */
-int lsmfs_dir_lookup(struct lsmfs_inode *parent, const char *name, struct lsmfs_inode **out)
+/* Looks up name in parent; on success *out holds one more lookup reference. fs->ns held. */
+int lsmfs_dir_lookup(struct lsmfs *fs, struct lsmfs_inode *parent, const char *name,
+                     struct lsmfs_inode **out)
 {
     struct lsmfs_meta m;
     size_t plen;
@@ -60,9 +62,9 @@ int lsmfs_dir_lookup(struct lsmfs_inode *parent, const char *name, struct lsmfs_
     char *path = lsmfs_child_path(parent, name, &plen);
     if (!path)
         return errno;
-    pthread_mutex_lock(&fs.tmu);
+    pthread_mutex_lock(&fs->tmu);
     struct lsmfs_inode *ino = NULL;
-    for (struct lsmfs_inode *e = fs.tab[XXH3_64bits(path, plen) & (fs.tabsize - 1)]; e;
+    for (struct lsmfs_inode *e = fs->tab[XXH3_64bits(path, plen) & (fs->tabsize - 1)]; e;
          e = e->hnext) {
         if (e->plen == plen && memcmp(e->path, path, plen) == 0) {
             ino = e;
@@ -70,24 +72,24 @@ int lsmfs_dir_lookup(struct lsmfs_inode *parent, const char *name, struct lsmfs_
             break;
         }
     }
-    pthread_mutex_unlock(&fs.tmu);
+    pthread_mutex_unlock(&fs->tmu);
     if (ino) {
         free(path);
         *out = ino;
         return 0;
     }
-    int rc = lsmfs_stat_path(path, plen, &m);
+    int rc = lsmfs_stat_path(fs, path, plen, &m);
     if (rc < 0 || m.type == LSMFS_NONE) {
         free(path);
         return rc < 0 ? -rc : ENOENT;
     }
-    if (!(*out = lsmfs_table_get(path, plen, &m)))
+    if (!(*out = lsmfs_table_get(fs, path, plen, &m)))
         return ENOMEM;
     return 0;
 }
 
 /* Adds the record of a directory that is only implicit (e.g. its last child is going away) to b, so
-   that it stays, as an emptied directory does on a local filesystem. fs.ns held for writing. */
+   that it stays, as an emptied directory does on a local filesystem. fs->ns held for writing. */
 static void keep_parent(lsm_batch *b, struct lsmfs_inode *p)
 {
     pthread_mutex_lock(&p->mu);
@@ -100,16 +102,17 @@ static void keep_parent(lsm_batch *b, struct lsmfs_inode *p)
 
 void lsmfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+    struct lsmfs *fs = fuse_req_userdata(req);
     struct fuse_entry_param e;
     struct lsmfs_inode *ino;
-    pthread_rwlock_rdlock(&fs.ns);
-    int err = lsmfs_dir_lookup(lsmfs_ino(parent), name, &ino);
+    pthread_rwlock_rdlock(&fs->ns);
+    int err = lsmfs_dir_lookup(fs, lsmfs_ino(fs, parent), name, &ino);
     if (!err)
-        lsmfs_fill_entry(ino, &e);
-    pthread_rwlock_unlock(&fs.ns);
+        lsmfs_fill_entry(fs, ino, &e);
+    pthread_rwlock_unlock(&fs->ns);
     if (err == ENOENT) {
         memset(&e, 0, sizeof e);   /* a negative entry, cached like a positive one */
-        e.entry_timeout = fs.timeout;
+        e.entry_timeout = fs->timeout;
         fuse_reply_entry(req, &e);
     } else if (err) {
         fuse_reply_err(req, err);
@@ -120,24 +123,27 @@ void lsmfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 void lsmfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-    lsmfs_table_forget(lsmfs_ino(ino), nlookup);
+    struct lsmfs *fs = fuse_req_userdata(req);
+    lsmfs_table_forget(fs, lsmfs_ino(fs, ino), nlookup);
     fuse_reply_none(req);
 }
 
 void lsmfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
+    struct lsmfs *fs = fuse_req_userdata(req);
     for (size_t i = 0; i < count; i++)
-        lsmfs_table_forget(lsmfs_ino(forgets[i].ino), forgets[i].nlookup);
+        lsmfs_table_forget(fs, lsmfs_ino(fs, forgets[i].ino), forgets[i].nlookup);
     fuse_reply_none(req);
 }
 
 /* ---- making and removing names ---- */
 
 /* Creates a regular file, directory or symlink at parent/name as one batch. On success *out holds
-   one lookup reference (and one open reference if opening). fs.ns held for writing. */
+   one lookup reference (and one open reference if opening). fs->ns held for writing. */
 int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name, int type,
                      mode_t mode, const char *target, int opening, struct lsmfs_inode **out)
 {
+    struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_meta m;
     size_t plen, kl;
     int rc, err = lsmfs_name_check(name);
@@ -148,12 +154,12 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
     char *path = lsmfs_child_path(parent, name, &plen);
     if (!path)
         return errno;
-    if ((rc = resolve(path, plen, &m, NULL)) < 0 || m.type != LSMFS_NONE) {
+    if ((rc = resolve(fs, path, plen, &m, NULL)) < 0 || m.type != LSMFS_NONE) {
         free(path);
         return rc < 0 ? -rc : EEXIST;
     }
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
-    lsmfs_meta_default(&m, type);
+    lsmfs_meta_default(fs, &m, type);
     m.mode = (m.mode & S_IFMT) | (type == LSMFS_LNK ? 0777 : (mode & 07777));
     m.uid = ctx->uid;
     m.gid = ctx->gid;
@@ -176,63 +182,67 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
     }
     lsm_batch_put(b, k, kl, rec, rl);
     free(k);
-    rc = lsmfs_write_batch(b, 0);
+    rc = lsmfs_write_batch(fs, b, 0);
     lsm_batch_free(b);
     if (rc < 0) {
         free(path);
         return -rc;
     }
-    struct lsmfs_inode *ino = lsmfs_table_get(path, plen, &m);
+    struct lsmfs_inode *ino = lsmfs_table_get(fs, path, plen, &m);
     if (!ino)
         return ENOMEM;
     if (opening)
-        lsmfs_table_open(ino);
+        lsmfs_table_open(fs, ino);
     *out = ino;
     return 0;
 }
 
 static void reply_made(fuse_req_t req, int err, struct lsmfs_inode *ino)
 {
+    struct lsmfs *fs = fuse_req_userdata(req);
     struct fuse_entry_param e;
     if (err) {
         fuse_reply_err(req, err);
         return;
     }
-    lsmfs_fill_entry(ino, &e);
+    lsmfs_fill_entry(fs, ino, &e);
     if (fuse_reply_entry(req, &e) != 0)
-        lsmfs_table_forget(ino, 1);
+        lsmfs_table_forget(fs, ino, 1);
 }
 
 void lsmfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                         dev_t rdev)
 {
+    struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_inode *ino = NULL;
     int err = EPERM;   /* device nodes, fifos and sockets are not kept */
     if (S_ISREG(mode)) {
-        pthread_rwlock_wrlock(&fs.ns);
-        err = lsmfs_dir_make(req, lsmfs_ino(parent), name, LSMFS_REG, mode, NULL, 0, &ino);
-        pthread_rwlock_unlock(&fs.ns);
+        pthread_rwlock_wrlock(&fs->ns);
+        err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_REG, mode, NULL, 0, &ino);
+        pthread_rwlock_unlock(&fs->ns);
     }
     reply_made(req, err, ino);
 }
 
 void lsmfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
+    struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_inode *ino = NULL;
-    pthread_rwlock_wrlock(&fs.ns);
-    int err = lsmfs_dir_make(req, lsmfs_ino(parent), name, LSMFS_DIR, mode, NULL, 0, &ino);
-    pthread_rwlock_unlock(&fs.ns);
+    pthread_rwlock_wrlock(&fs->ns);
+    int err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_DIR, mode, NULL, 0, &ino);
+    pthread_rwlock_unlock(&fs->ns);
     reply_made(req, err, ino);
 }
 
 void lsmfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
+    struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_inode *ino = NULL;
     int err = strlen(link) > PATH_MAX ? ENAMETOOLONG : 0;
-    pthread_rwlock_wrlock(&fs.ns);
+    pthread_rwlock_wrlock(&fs->ns);
     if (!err)
-        err = lsmfs_dir_make(req, lsmfs_ino(parent), name, LSMFS_LNK, 0777, link, 0, &ino);
-    pthread_rwlock_unlock(&fs.ns);
+        err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_LNK, 0777, link, 0, &ino);
+    pthread_rwlock_unlock(&fs->ns);
     reply_made(req, err, ino);
 }
 
@@ -242,25 +252,25 @@ void lsmfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char
 }
 
 /* Before a live inode's key goes away: if it is open, load its content so that its handles keep
-   reading it, as on a local filesystem. fs.ns held for writing. */
-static void preserve(struct lsmfs_inode *ino)
+   reading it, as on a local filesystem. fs->ns held for writing. */
+static void preserve(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     if (!ino)
         return;
-    pthread_mutex_lock(&fs.tmu);
+    pthread_mutex_lock(&fs->tmu);
     int open = ino->nopen > 0;
-    pthread_mutex_unlock(&fs.tmu);
+    pthread_mutex_unlock(&fs->tmu);
     pthread_mutex_lock(&ino->mu);
     if (ino->m.type != LSMFS_DIR)
-        lsmfs_snap_readers(ino);
-    if (open && ino->m.type != LSMFS_DIR && lsmfs_buf_load(ino) < 0)
+        lsmfs_snap_readers(fs, ino);
+    if (open && ino->m.type != LSMFS_DIR && lsmfs_buf_load(fs, ino) < 0)
         lsmfs_log(LOG_WARNING, "%s: removed while open; its content could not be kept", ino->path);
     pthread_mutex_unlock(&ino->mu);
 }
 
 /* After its key went away: the inode serves its open handles from its buffer, is never written
-   back, and is no longer found by path. fs.ns held for writing. */
-static void bury(struct lsmfs_inode *ino)
+   back, and is no longer found by path. fs->ns held for writing. */
+static void bury(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     if (!ino)
         return;
@@ -268,7 +278,7 @@ static void bury(struct lsmfs_inode *ino)
     ino->deleted = 1;
     ino->dirty = 0;
     pthread_mutex_unlock(&ino->mu);
-    lsmfs_table_unhash(ino);
+    lsmfs_table_unhash(fs, ino);
 }
 
 /* The batch that deletes what is at path (file, symlink or explicit directory record). */
@@ -287,7 +297,7 @@ static void add_delete(lsm_batch *b, const char *path, size_t plen, int type)
     free(k);
 }
 
-static int do_remove(struct lsmfs_inode *parent, const char *name, int dir)
+static int do_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *name, int dir)
 {
     struct lsmfs_meta m;
     struct lsmfs_inode *ino;
@@ -298,7 +308,7 @@ static int do_remove(struct lsmfs_inode *parent, const char *name, int dir)
     char *path = lsmfs_child_path(parent, name, &plen);
     if (!path)
         return errno;
-    if ((rc = resolve(path, plen, &m, &ino)) < 0 || m.type == LSMFS_NONE) {
+    if ((rc = resolve(fs, path, plen, &m, &ino)) < 0 || m.type == LSMFS_NONE) {
         free(path);
         return rc < 0 ? -rc : ENOENT;
     }
@@ -308,7 +318,7 @@ static int do_remove(struct lsmfs_inode *parent, const char *name, int dir)
         err = EISDIR;
     if (!err && dir) {
         int has;
-        if ((rc = lsmfs_dir_has_children(path, plen, &has)) < 0)
+        if ((rc = lsmfs_dir_has_children(fs, path, plen, &has)) < 0)
             err = -rc;
         else if (has)
             err = ENOTEMPTY;
@@ -317,38 +327,40 @@ static int do_remove(struct lsmfs_inode *parent, const char *name, int dir)
         free(path);
         return err;
     }
-    preserve(ino);
+    preserve(fs, ino);
     lsm_batch *b = lsm_batch_new();
     add_delete(b, path, plen, m.type);
     keep_parent(b, parent);
-    rc = lsmfs_write_batch(b, 0);
+    rc = lsmfs_write_batch(fs, b, 0);
     lsm_batch_free(b);
     if (rc == 0 && m.type == LSMFS_DIR)
-        lsmfs_reclaim_note_dir(path, plen);
+        lsmfs_reclaim_note_dir(fs, path, plen);
     else if (rc == 0 && m.size >= LSMFS_RECLAIM_MIN)
-        lsmfs_reclaim_note(path, plen);
+        lsmfs_reclaim_note(fs, path, plen);
     else if (rc == 0)
-        lsmfs_reclaim_removed(m.size + plen);
+        lsmfs_reclaim_removed(fs, m.size + plen);
     free(path);
     if (rc < 0)
         return -rc;
-    bury(ino);
+    bury(fs, ino);
     return 0;
 }
 
 void lsmfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    pthread_rwlock_wrlock(&fs.ns);
-    int err = do_remove(lsmfs_ino(parent), name, 0);
-    pthread_rwlock_unlock(&fs.ns);
+    struct lsmfs *fs = fuse_req_userdata(req);
+    pthread_rwlock_wrlock(&fs->ns);
+    int err = do_remove(fs, lsmfs_ino(fs, parent), name, 0);
+    pthread_rwlock_unlock(&fs->ns);
     fuse_reply_err(req, err);
 }
 
 void lsmfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    pthread_rwlock_wrlock(&fs.ns);
-    int err = do_remove(lsmfs_ino(parent), name, 1);
-    pthread_rwlock_unlock(&fs.ns);
+    struct lsmfs *fs = fuse_req_userdata(req);
+    pthread_rwlock_wrlock(&fs->ns);
+    int err = do_remove(fs, lsmfs_ino(fs, parent), name, 1);
+    pthread_rwlock_unlock(&fs->ns);
     fuse_reply_err(req, err);
 }
 
@@ -357,7 +369,8 @@ void lsmfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 /* Adds to b what moves the object at from (described by m, live inode ino) to to: in phase 0 the
    deletes of its old keys, in phase 1 the puts of its new ones. A batch is applied in order, so
    all deletes go first and an exchange's puts win. *bytes counts what phase 1 copies. */
-static int add_move(lsm_batch *b, int phase, const char *from, size_t flen, const char *to,
+static int add_move(struct lsmfs *fs, lsm_batch *b, int phase, const char *from, size_t flen,
+                    const char *to,
                     size_t tlen, struct lsmfs_meta *m, struct lsmfs_inode *ino, size_t *bytes)
 {
     size_t kl;
@@ -378,11 +391,11 @@ static int add_move(lsm_batch *b, int phase, const char *from, size_t flen, cons
             }
         }
         if (!v) {
-            rc = lsm_get(fs.db, from, flen, &v, &vl);
+            rc = lsm_get(fs->db, from, flen, &v, &vl);
             if (rc != LSM_OK) {
                 if (ino)
                     pthread_mutex_unlock(&ino->mu);
-                return -lsmfs_errno(rc, "rename", from);
+                return -lsmfs_errno(fs, rc, "rename", from);
             }
             own = 1;
         }
@@ -406,8 +419,8 @@ static int add_move(lsm_batch *b, int phase, const char *from, size_t flen, cons
     /* A directory: every data key, attribute record and directory record at or below it. */
     static const char tags[3] = { 0, 'a', 'd' };
     lsm_iter *it;
-    if ((rc = lsm_iter_new(fs.db, &it)) != LSM_OK)
-        return -lsmfs_errno(rc, "rename", from);
+    if ((rc = lsm_iter_new(fs->db, &it)) != LSM_OK)
+        return -lsmfs_errno(fs, rc, "rename", from);
     rc = 0;
     for (int t = 0; t < 3 && rc == 0; t++) {
         size_t pl, pre = tags[t] ? 2 : 0;
@@ -427,11 +440,11 @@ static int add_move(lsm_batch *b, int phase, const char *from, size_t flen, cons
             }
             const void *v = lsm_iter_value(it, &vl);
             if (!v) {
-                rc = -lsmfs_errno(lsm_iter_status(it), "rename", from);
+                rc = -lsmfs_errno(fs, lsm_iter_status(it), "rename", from);
                 break;
             }
             *bytes += n + vl;
-            if (*bytes > fs.dirty_limit) {
+            if (*bytes > fs->dirty_limit) {
                 rc = -EXDEV;   /* too big for one batch: mv(1) falls back to copy and remove */
                 break;
             }
@@ -449,7 +462,7 @@ static int add_move(lsm_batch *b, int phase, const char *from, size_t flen, cons
         }
         free(p);
         if (rc == 0 && (rc = lsm_iter_status(it)) != LSM_OK)
-            rc = -lsmfs_errno(rc, "rename", from);
+            rc = -lsmfs_errno(fs, rc, "rename", from);
     }
     lsm_iter_free(it);
     if (rc == 0 && phase == 1 && !m->explicit_dir) {
@@ -466,19 +479,20 @@ static int add_move(lsm_batch *b, int phase, const char *from, size_t flen, cons
 }
 
 /* Moves the live inode of a file (or every live inode at or below a directory) to its new path. */
-static void move_inodes(const char *from, size_t flen, const char *to, size_t tlen, int type,
+static void move_inodes(struct lsmfs *fs, const char *from, size_t flen, const char *to,
+                        size_t tlen, int type,
                         struct lsmfs_inode *ino)
 {
     if (type == LSMFS_DIR) {
-        lsmfs_table_move_prefix(from, flen, to, tlen);
+        lsmfs_table_move_prefix(fs, from, flen, to, tlen);
     } else if (ino) {
         char *p = malloc(tlen + 1);
         if (p) {
             memcpy(p, to, tlen);
             p[tlen] = '\0';
-            lsmfs_table_rename(ino, p, tlen);
+            lsmfs_table_rename(fs, ino, p, tlen);
         } else {
-            lsmfs_table_unhash(ino);
+            lsmfs_table_unhash(fs, ino);
         }
     }
 }
@@ -494,7 +508,8 @@ static void moved_clean(struct lsmfs_inode *ino, const struct lsmfs_meta *m)
     pthread_mutex_unlock(&ino->mu);
 }
 
-static int do_rename(struct lsmfs_inode *sp, const char *sname, struct lsmfs_inode *tp,
+static int do_rename(struct lsmfs *fs, struct lsmfs_inode *sp, const char *sname,
+                     struct lsmfs_inode *tp,
                      const char *tname, unsigned flags)
 {
     struct lsmfs_meta sm, tm;
@@ -513,8 +528,8 @@ static int do_rename(struct lsmfs_inode *sp, const char *sname, struct lsmfs_ino
         err = errno;
         goto out;
     }
-    if ((rc = resolve(spath, slen, &sm, &sino)) < 0 || (sm.type == LSMFS_NONE && (rc = -ENOENT)) ||
-        (rc = resolve(tpath, tlen, &tm, &tino)) < 0) {
+    if ((rc = resolve(fs, spath, slen, &sm, &sino)) < 0 || (sm.type == LSMFS_NONE && (rc = -ENOENT)) ||
+        (rc = resolve(fs, tpath, tlen, &tm, &tino)) < 0) {
         err = -rc;
         goto out;
     }
@@ -546,7 +561,7 @@ static int do_rename(struct lsmfs_inode *sp, const char *sname, struct lsmfs_ino
         }
         if (tm.type == LSMFS_DIR) {
             int has;
-            if ((rc = lsmfs_dir_has_children(tpath, tlen, &has)) < 0) {
+            if ((rc = lsmfs_dir_has_children(fs, tpath, tlen, &has)) < 0) {
                 err = -rc;
                 goto out;
             }
@@ -557,24 +572,24 @@ static int do_rename(struct lsmfs_inode *sp, const char *sname, struct lsmfs_ino
         }
     }
     if (sm.type == LSMFS_DIR)
-        lsmfs_table_flush_prefix(spath, slen);
+        lsmfs_table_flush_prefix(fs, spath, slen);
     if (exchange && tm.type == LSMFS_DIR)
-        lsmfs_table_flush_prefix(tpath, tlen);
+        lsmfs_table_flush_prefix(fs, tpath, tlen);
     if (texists && !exchange)
-        preserve(tino);
+        preserve(fs, tino);
 
     lsm_batch *b = lsm_batch_new();
     rc = 0;
     for (int phase = 0; phase < 2 && rc == 0; phase++) {
-        rc = add_move(b, phase, spath, slen, tpath, tlen, &sm, sino, &bytes);
+        rc = add_move(fs, b, phase, spath, slen, tpath, tlen, &sm, sino, &bytes);
         if (rc == 0 && exchange)
-            rc = add_move(b, phase, tpath, tlen, spath, slen, &tm, tino, &bytes);
+            rc = add_move(fs, b, phase, tpath, tlen, spath, slen, &tm, tino, &bytes);
         else if (rc == 0 && texists && phase == 0)
             add_delete(b, tpath, tlen, tm.type);
     }
     if (rc == 0) {
         keep_parent(b, sp);
-        rc = lsmfs_write_batch(b, 0);
+        rc = lsmfs_write_batch(fs, b, 0);
     }
     lsm_batch_free(b);
     if (rc < 0) {
@@ -584,24 +599,24 @@ static int do_rename(struct lsmfs_inode *sp, const char *sname, struct lsmfs_ino
     /* The values moved were copied to their new keys: the old copies, and a file replaced, are
        garbage. */
     if (sm.type == LSMFS_DIR)
-        lsmfs_reclaim_note_tree(spath, slen);
+        lsmfs_reclaim_note_tree(fs, spath, slen);
     else if (sm.size >= LSMFS_RECLAIM_MIN)
-        lsmfs_reclaim_note(spath, slen);
+        lsmfs_reclaim_note(fs, spath, slen);
     if (texists && tm.type == LSMFS_DIR && exchange)
-        lsmfs_reclaim_note_tree(tpath, tlen);
+        lsmfs_reclaim_note_tree(fs, tpath, tlen);
     else if (texists && tm.type != LSMFS_DIR && tm.size >= LSMFS_RECLAIM_MIN)
-        lsmfs_reclaim_note(tpath, tlen);
+        lsmfs_reclaim_note(fs, tpath, tlen);
 
     if (exchange) {
         static const char tmp[2] = { '\0', 'x' };   /* can never be a path */
-        move_inodes(spath, slen, tmp, 2, sm.type, sino);
-        move_inodes(tpath, tlen, spath, slen, tm.type, tino);
-        move_inodes(tmp, 2, tpath, tlen, sm.type, sino);
+        move_inodes(fs, spath, slen, tmp, 2, sm.type, sino);
+        move_inodes(fs, tpath, tlen, spath, slen, tm.type, tino);
+        move_inodes(fs, tmp, 2, tpath, tlen, sm.type, sino);
         moved_clean(tino, &tm);
     } else {
         if (texists)
-            bury(tino);
-        move_inodes(spath, slen, tpath, tlen, sm.type, sino);
+            bury(fs, tino);
+        move_inodes(fs, spath, slen, tpath, tlen, sm.type, sino);
     }
     moved_clean(sino, &sm);
     err = 0;
@@ -614,15 +629,16 @@ out:
 void lsmfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                          const char *newname, unsigned int flags)
 {
+    struct lsmfs *fs = fuse_req_userdata(req);
     int err;
     if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE) ||
         ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))) {
         fuse_reply_err(req, EINVAL);
         return;
     }
-    pthread_rwlock_wrlock(&fs.ns);
-    err = do_rename(lsmfs_ino(parent), name, lsmfs_ino(newparent), newname, flags);
-    pthread_rwlock_unlock(&fs.ns);
+    pthread_rwlock_wrlock(&fs->ns);
+    err = do_rename(fs, lsmfs_ino(fs, parent), name, lsmfs_ino(fs, newparent), newname, flags);
+    pthread_rwlock_unlock(&fs->ns);
     fuse_reply_err(req, err);
 }
 
@@ -693,7 +709,8 @@ static int poscmp(const char *a, size_t al, const char *b, size_t bl)
 
 /* Next child: its name (copied to name, NUL-terminated) and whether it is a directory. Fills
    next/nextlen with the position after it (the cursor). Returns 1, 0 at the end, or -errno. */
-static int lister_next(struct lister *l, char *name, int *isdir, char *next, size_t *nextlen)
+static int lister_next(struct lsmfs *fs, struct lister *l, char *name, int *isdir, char *next,
+                       size_t *nextlen)
 {
     for (;;) {
         size_t dsl = 0, rsl = 0;
@@ -705,7 +722,7 @@ static int lister_next(struct lister *l, char *name, int *isdir, char *next, siz
             int rc = lsm_iter_status(l->di);
             if (rc == LSM_OK)
                 rc = lsm_iter_status(l->ri);
-            return rc == LSM_OK ? 0 : -lsmfs_errno(rc, "list", l->dpath);
+            return rc == LSM_OK ? 0 : -lsmfs_errno(fs, rc, "list", l->dpath);
         }
         const char *s = ds;
         size_t sl = dsl;
@@ -747,14 +764,14 @@ static int lister_next(struct lister *l, char *name, int *isdir, char *next, siz
             uint64_t sz;
             size_t kl;
             char *k = kbuild(l, l->dpre, l->dprelen, name, nl, &kl);
-            if (k && lsm_get_size(fs.db, k, kl, &sz) == LSM_OK)
+            if (k && lsm_get_size(fs->db, k, kl, &sz) == LSM_OK)
                 continue;
         }
         return 1;
     }
 }
 
-static int lister_open(struct lister *l, struct lsmfs_inode *dir)
+static int lister_open(struct lsmfs *fs, struct lister *l, struct lsmfs_inode *dir)
 {
     size_t kl;
     memset(l, 0, sizeof *l);
@@ -769,11 +786,11 @@ static int lister_open(struct lister *l, struct lsmfs_inode *dir)
     }
     if (!l->dpre || !l->rpre)
         return -ENOMEM;
-    int rc = lsm_iter_new(fs.db, &l->di);
+    int rc = lsm_iter_new(fs->db, &l->di);
     if (rc == LSM_OK)
-        rc = lsm_iter_new(fs.db, &l->ri);
+        rc = lsm_iter_new(fs->db, &l->ri);
     (void)kl;
-    return rc == LSM_OK ? 0 : -lsmfs_errno(rc, "list", dir->path);
+    return rc == LSM_OK ? 0 : -lsmfs_errno(fs, rc, "list", dir->path);
 }
 
 static void lister_close(struct lister *l)
@@ -815,7 +832,7 @@ void lsmfs_releasedir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 }
 
 /* Whether the file name in dir is a symlink (for d_type): reads its attribute record. */
-static int is_symlink(struct lsmfs_inode *dir, const char *name)
+static int is_symlink(struct lsmfs *fs, struct lsmfs_inode *dir, const char *name)
 {
     struct lsmfs_meta m;
     size_t plen, kl;
@@ -824,7 +841,7 @@ static int is_symlink(struct lsmfs_inode *dir, const char *name)
     int lnk = 0;
     char *path = lsmfs_child_path(dir, name, &plen);
     char *k = path ? lsmfs_key('a', path, plen, 0, &kl) : NULL;
-    if (k && lsm_get(fs.db, k, kl, &v, &vl) == LSM_OK) {
+    if (k && lsm_get(fs->db, k, kl, &v, &vl) == LSM_OK) {
         lnk = lsmfs_meta_decode(v, vl, &m) == 0 && m.type == LSMFS_LNK;
         free(v);
     }
@@ -836,7 +853,8 @@ static int is_symlink(struct lsmfs_inode *dir, const char *name)
 static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                        struct fuse_file_info *fi, int plus)
 {
-    struct lsmfs_inode *dir = lsmfs_ino(n);
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *dir = lsmfs_ino(fs, n);
     struct lsmfs_dirh *d = (struct lsmfs_dirh *)(uintptr_t)fi->fh;
     struct lister l;
     char name[LSMFS_NAME_MAX + 1], next[LSMFS_NAME_MAX + 2];
@@ -847,7 +865,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    pthread_rwlock_rdlock(&fs.ns);
+    pthread_rwlock_rdlock(&fs->ns);
     pthread_mutex_lock(&d->mu);
     if (off == 0 || off != d->next_off) {
         /* a fresh listing, or a seekdir elsewhere: start over (and skip to off) */
@@ -860,7 +878,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
     off_t skip = off - d->next_off;
     if (d->eof)
         goto done;
-    if ((rc = lister_open(&l, dir)) < 0) {
+    if ((rc = lister_open(fs, &l, dir)) < 0) {
         lister_close(&l);
         goto done;
     }
@@ -874,7 +892,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
             nm = d->next_off == 0 ? "." : "..";
             isdir = 1;
         } else {
-            rc = lister_next(&l, name, &isdir, next, &nextlen);
+            rc = lister_next(fs, &l, name, &isdir, next, &nextlen);
             if (rc <= 0) {
                 if (rc == 0)
                     d->eof = 1;
@@ -894,14 +912,14 @@ static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
             memset(&st, 0, sizeof st);
             if (plus && !is_dot) {
                 struct lsmfs_inode *ino;
-                int err = lsmfs_dir_lookup(dir, nm, &ino);
+                int err = lsmfs_dir_lookup(fs, dir, nm, &ino);
                 if (err == ENOENT)
                     goto advance;   /* hidden or gone: leave it out */
                 if (err) {
                     rc = -err;
                     break;
                 }
-                lsmfs_fill_entry(ino, &e);
+                lsmfs_fill_entry(fs, ino, &e);
             } else {
                 memset(&e, 0, sizeof e);
                 st.st_mode = isdir ? S_IFDIR : S_IFREG;
@@ -911,7 +929,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                     pthread_mutex_unlock(&dir->mu);
                 } else {
                     st.st_ino = (XXH3_64bits(name, strlen(name)) ^ dir->stino) | (1ull << 63);
-                    if (!isdir && is_symlink(dir, name))
+                    if (!isdir && is_symlink(fs, dir, name))
                         st.st_mode = S_IFLNK;
                 }
                 e.attr = st;
@@ -937,7 +955,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
     lister_close(&l);
 done:
     pthread_mutex_unlock(&d->mu);
-    pthread_rwlock_unlock(&fs.ns);
+    pthread_rwlock_unlock(&fs->ns);
     if (rc < 0 && pos == 0)
         fuse_reply_err(req, -rc);
     else
@@ -959,6 +977,7 @@ void lsmfs_readdirplus(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
 
 void lsmfs_fsyncdir(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_file_info *fi)
 {
-    int rc = lsm_sync(fs.db);
-    fuse_reply_err(req, rc == LSM_OK ? 0 : lsmfs_errno(rc, "sync", "directory"));
+    struct lsmfs *fs = fuse_req_userdata(req);
+    int rc = lsm_sync(fs->db);
+    fuse_reply_err(req, rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "sync", "directory"));
 }

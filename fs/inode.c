@@ -12,7 +12,7 @@
  * and its record, so a crash never leaves a torn value or a value without its attributes.
  *
  * Never: write back an inode that was unlinked or replaced; take an inode's mutex while holding
- * fs.tmu or fs.bmu (order: fs.ns, then inode mu, then fs.tmu, then fs.bmu; the one exception, the
+ * fs->tmu or fs->bmu (order: fs->ns, then inode mu, then fs->tmu, then fs->bmu; the one exception, the
  * budget's victim search, uses trylock).
  */
 #include "lsmfs.h"
@@ -50,14 +50,14 @@ static uint64_t path_hash(const char *p, size_t n)
     return XXH3_64bits(p, n);
 }
 
-static void tab_insert(struct lsmfs_inode *ino)
+static void tab_insert(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
-    if (fs.count + 1 > fs.tabsize) {
-        size_t nsize = fs.tabsize * 2;
+    if (fs->count + 1 > fs->tabsize) {
+        size_t nsize = fs->tabsize * 2;
         struct lsmfs_inode **nt = calloc(nsize, sizeof *nt);
         if (nt) {
-            for (size_t i = 0; i < fs.tabsize; i++) {
-                struct lsmfs_inode *e = fs.tab[i], *next;
+            for (size_t i = 0; i < fs->tabsize; i++) {
+                struct lsmfs_inode *e = fs->tab[i], *next;
                 for (; e; e = next) {
                     next = e->hnext;
                     size_t b = path_hash(e->path, e->plen) & (nsize - 1);
@@ -65,24 +65,24 @@ static void tab_insert(struct lsmfs_inode *ino)
                     nt[b] = e;
                 }
             }
-            free(fs.tab);
-            fs.tab = nt;
-            fs.tabsize = nsize;
+            free(fs->tab);
+            fs->tab = nt;
+            fs->tabsize = nsize;
         }
     }
-    size_t b = path_hash(ino->path, ino->plen) & (fs.tabsize - 1);
-    ino->hnext = fs.tab[b];
-    fs.tab[b] = ino;
+    size_t b = path_hash(ino->path, ino->plen) & (fs->tabsize - 1);
+    ino->hnext = fs->tab[b];
+    fs->tab[b] = ino;
     ino->hashed = 1;
-    fs.count++;
+    fs->count++;
 }
 
-static void tab_remove(struct lsmfs_inode *ino)
+static void tab_remove(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     if (!ino->hashed)
         return;
-    size_t b = path_hash(ino->path, ino->plen) & (fs.tabsize - 1);
-    for (struct lsmfs_inode **pp = &fs.tab[b]; *pp; pp = &(*pp)->hnext) {
+    size_t b = path_hash(ino->path, ino->plen) & (fs->tabsize - 1);
+    for (struct lsmfs_inode **pp = &fs->tab[b]; *pp; pp = &(*pp)->hnext) {
         if (*pp == ino) {
             *pp = ino->hnext;
             break;
@@ -90,13 +90,13 @@ static void tab_remove(struct lsmfs_inode *ino)
     }
     ino->hnext = NULL;
     ino->hashed = 0;
-    fs.count--;
+    fs->count--;
 }
 
-static struct lsmfs_inode *tab_find(const char *path, size_t plen)
+static struct lsmfs_inode *tab_find(struct lsmfs *fs, const char *path, size_t plen)
 {
-    size_t b = path_hash(path, plen) & (fs.tabsize - 1);
-    for (struct lsmfs_inode *e = fs.tab[b]; e; e = e->hnext)
+    size_t b = path_hash(path, plen) & (fs->tabsize - 1);
+    for (struct lsmfs_inode *e = fs->tab[b]; e; e = e->hnext)
         if (e->plen == plen && memcmp(e->path, path, plen) == 0)
             return e;
     return NULL;
@@ -124,111 +124,113 @@ static void inode_free(struct lsmfs_inode *ino)
     free(ino);
 }
 
-int lsmfs_table_init(void)
+int lsmfs_table_init(struct lsmfs *fs)
 {
     struct lsmfs_meta m;
     int rc;
-    fs.tabsize = 1024;
-    fs.tab = calloc(fs.tabsize, sizeof *fs.tab);
-    if (!fs.tab)
+    fs->tabsize = 1024;
+    fs->tab = calloc(fs->tabsize, sizeof *fs->tab);
+    if (!fs->tab)
         return -ENOMEM;
-    if ((rc = lsmfs_stat_path("", 0, &m)) < 0)
+    if ((rc = lsmfs_stat_path(fs, "", 0, &m)) < 0)
         return rc;
     char *p = strdup("");
-    if (!p || !(fs.root = inode_new(p, 0, &m))) {
+    if (!p || !(fs->root = inode_new(p, 0, &m))) {
         free(p);
         return -ENOMEM;
     }
-    fs.root->nlookup = 1;
-    fs.root->stino = 1;
-    fs.next_stino = 2;
-    tab_insert(fs.root);
+    fs->root->nlookup = 1;
+    fs->root->stino = 1;
+    fs->next_stino = 2;
+    tab_insert(fs, fs->root);
     return 0;
 }
 
-void lsmfs_table_free(void)
+void lsmfs_table_free(struct lsmfs *fs)
 {
-    if (!fs.tab)
+    if (!fs->tab)
         return;
-    for (size_t i = 0; i < fs.tabsize; i++) {
-        struct lsmfs_inode *e = fs.tab[i], *next;
+    for (size_t i = 0; i < fs->tabsize; i++) {
+        struct lsmfs_inode *e = fs->tab[i], *next;
         for (; e; e = next) {
             next = e->hnext;
-            lsmfs_buf_drop(e);
+            lsmfs_buf_drop(fs, e);
             inode_free(e);
         }
     }
-    free(fs.tab);
-    fs.tab = NULL;
+    free(fs->tab);
+    fs->tab = NULL;
 }
 
-struct lsmfs_inode *lsmfs_ino(fuse_ino_t n)
+struct lsmfs_inode *lsmfs_ino(struct lsmfs *fs, fuse_ino_t n)
 {
-    return n == FUSE_ROOT_ID ? fs.root : (struct lsmfs_inode *)(uintptr_t)n;
+    return n == FUSE_ROOT_ID ? fs->root : (struct lsmfs_inode *)(uintptr_t)n;
 }
 
-/* The live inode of path, or NULL. Without a reference: call with fs.ns held for writing, which
+/* The live inode of path, or NULL. Without a reference: call with fs->ns held for writing, which
    keeps forget from freeing it. */
-struct lsmfs_inode *lsmfs_table_find(const char *path, size_t plen)
+struct lsmfs_inode *lsmfs_table_find(struct lsmfs *fs, const char *path, size_t plen)
 {
-    pthread_mutex_lock(&fs.tmu);
-    struct lsmfs_inode *ino = tab_find(path, plen);
-    pthread_mutex_unlock(&fs.tmu);
+    pthread_mutex_lock(&fs->tmu);
+    struct lsmfs_inode *ino = tab_find(fs, path, plen);
+    pthread_mutex_unlock(&fs->tmu);
     return ino;
 }
 
 /* The inode of path with one more lookup reference, made from m if not in the table. Takes
    ownership of path (freed if an inode already exists). NULL on out of memory. */
-struct lsmfs_inode *lsmfs_table_get(char *path, size_t plen, const struct lsmfs_meta *m)
+struct lsmfs_inode *lsmfs_table_get(struct lsmfs *fs, char *path, size_t plen,
+                                    const struct lsmfs_meta *m)
 {
-    pthread_mutex_lock(&fs.tmu);
-    struct lsmfs_inode *ino = tab_find(path, plen);
+    pthread_mutex_lock(&fs->tmu);
+    struct lsmfs_inode *ino = tab_find(fs, path, plen);
     if (ino) {
         free(path);
     } else if ((ino = inode_new(path, plen, m))) {
-        ino->stino = fs.next_stino++;
-        tab_insert(ino);
+        ino->stino = fs->next_stino++;
+        tab_insert(fs, ino);
     } else {
         free(path);
     }
     if (ino)
         ino->nlookup++;
-    pthread_mutex_unlock(&fs.tmu);
+    pthread_mutex_unlock(&fs->tmu);
     return ino;
 }
 
-void lsmfs_table_unhash(struct lsmfs_inode *ino)
+void lsmfs_table_unhash(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
-    pthread_mutex_lock(&fs.tmu);
-    tab_remove(ino);
-    pthread_mutex_unlock(&fs.tmu);
+    pthread_mutex_lock(&fs->tmu);
+    tab_remove(fs, ino);
+    pthread_mutex_unlock(&fs->tmu);
 }
 
-/* Gives ino the new path (ownership taken). fs.ns held for writing; the caller has unhashed any
+/* Gives ino the new path (ownership taken). fs->ns held for writing; the caller has unhashed any
    other inode at that path. */
-void lsmfs_table_rename(struct lsmfs_inode *ino, char *path, size_t plen)
+void lsmfs_table_rename(struct lsmfs *fs, struct lsmfs_inode *ino, char *path, size_t plen)
 {
-    pthread_mutex_lock(&fs.tmu);
+    pthread_mutex_lock(&fs->tmu);
     int was = ino->hashed;
-    tab_remove(ino);
+    tab_remove(fs, ino);
     free(ino->path);
     ino->path = path;
     ino->plen = plen;
     if (was)
-        tab_insert(ino);
-    pthread_mutex_unlock(&fs.tmu);
+        tab_insert(fs, ino);
+    pthread_mutex_unlock(&fs->tmu);
 }
 
 /* After a directory rename: every inode at or below from gets the same place below to. */
-/* The inodes at or below path (every inode when all is set), caller holds fs.tmu. Returns a
+/* The inodes at or below path (every inode when all is set), caller holds fs->tmu. Returns a
    malloc'd array of *n entries (NULL when out of memory). */
-static struct lsmfs_inode **table_collect(const char *path, size_t plen, int all, size_t *n)
+static struct lsmfs_inode **table_collect(struct lsmfs *fs, const char *path, size_t plen, int all,
+                                          size_t *n)
 {
     size_t cap = 16;
     struct lsmfs_inode **v = malloc(cap * sizeof *v);
     *n = 0;
-    for (size_t i = 0; v && i < fs.tabsize; i++) {
-        for (struct lsmfs_inode *e = fs.tab[i]; e; e = e->hnext) {
+    for (size_t i = 0; v && i < fs->tabsize; i++) {
+        for (struct lsmfs_inode *e = fs->tab[i]; e; e = e->hnext) {
             if (!all && (e->plen < plen || memcmp(e->path, path, plen) != 0 ||
                          (e->plen > plen && e->path[plen] != '/')))
                 continue;
@@ -244,11 +246,12 @@ static struct lsmfs_inode **table_collect(const char *path, size_t plen, int all
     return v;
 }
 
-void lsmfs_table_move_prefix(const char *from, size_t flen, const char *to, size_t tlen)
+void lsmfs_table_move_prefix(struct lsmfs *fs, const char *from, size_t flen, const char *to,
+                             size_t tlen)
 {
-    pthread_mutex_lock(&fs.tmu);
+    pthread_mutex_lock(&fs->tmu);
     size_t n;
-    struct lsmfs_inode **v = table_collect(from, flen, 0, &n);
+    struct lsmfs_inode **v = table_collect(fs, from, flen, 0, &n);
     for (size_t i = 0; i < n; i++) {
         struct lsmfs_inode *e = v[i];
         char *p = malloc(tlen + e->plen - flen + 1);
@@ -256,94 +259,94 @@ void lsmfs_table_move_prefix(const char *from, size_t flen, const char *to, size
             continue;   /* out of memory: the inode keeps its old path (lookup finds it anew) */
         memcpy(p, to, tlen);
         memcpy(p + tlen, e->path + flen, e->plen - flen + 1);
-        tab_remove(e);
+        tab_remove(fs, e);
         free(e->path);
         e->plen = tlen + e->plen - flen;
         e->path = p;
-        tab_insert(e);
+        tab_insert(fs, e);
     }
     free(v);
-    pthread_mutex_unlock(&fs.tmu);
+    pthread_mutex_unlock(&fs->tmu);
 }
 
-void lsmfs_table_forget(struct lsmfs_inode *ino, uint64_t n)
+void lsmfs_table_forget(struct lsmfs *fs, struct lsmfs_inode *ino, uint64_t n)
 {
     int gone = 0;
-    pthread_rwlock_rdlock(&fs.ns);
-    pthread_mutex_lock(&fs.tmu);
+    pthread_rwlock_rdlock(&fs->ns);
+    pthread_mutex_lock(&fs->tmu);
     ino->nlookup = ino->nlookup > n ? ino->nlookup - n : 0;
-    if (ino->nlookup == 0 && ino->nopen == 0 && ino != fs.root) {
-        tab_remove(ino);
+    if (ino->nlookup == 0 && ino->nopen == 0 && ino != fs->root) {
+        tab_remove(fs, ino);
         gone = 1;
     }
-    pthread_mutex_unlock(&fs.tmu);
-    pthread_rwlock_unlock(&fs.ns);
+    pthread_mutex_unlock(&fs->tmu);
+    pthread_rwlock_unlock(&fs->ns);
     if (gone) {
-        lsmfs_buf_drop(ino);
+        lsmfs_buf_drop(fs, ino);
         inode_free(ino);
     }
 }
 
-void lsmfs_table_open(struct lsmfs_inode *ino)
+void lsmfs_table_open(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
-    pthread_mutex_lock(&fs.tmu);
+    pthread_mutex_lock(&fs->tmu);
     ino->nopen++;
-    pthread_mutex_unlock(&fs.tmu);
+    pthread_mutex_unlock(&fs->tmu);
 }
 
 /* Drops one open reference. The last one writes back what is left and frees the buffer. Caller
-   holds fs.ns for reading. */
-void lsmfs_table_close(struct lsmfs_inode *ino)
+   holds fs->ns for reading. */
+void lsmfs_table_close(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     int last, gone = 0;
     pthread_mutex_lock(&ino->mu);
-    pthread_mutex_lock(&fs.tmu);
+    pthread_mutex_lock(&fs->tmu);
     ino->nopen--;
     last = ino->nopen == 0;
-    if (last && ino->nlookup == 0 && ino != fs.root) {
-        tab_remove(ino);
+    if (last && ino->nlookup == 0 && ino != fs->root) {
+        tab_remove(fs, ino);
         gone = 1;
     }
-    pthread_mutex_unlock(&fs.tmu);
+    pthread_mutex_unlock(&fs->tmu);
     if (last) {
         if (ino->dirty)
-            lsmfs_flush_locked(ino, 0);
-        lsmfs_buf_drop(ino);
+            lsmfs_flush_locked(fs, ino, 0);
+        lsmfs_buf_drop(fs, ino);
     }
     pthread_mutex_unlock(&ino->mu);
     if (gone)
         inode_free(ino);
 }
 
-static void flush_matching(const char *path, size_t plen, int all)
+static void flush_matching(struct lsmfs *fs, const char *path, size_t plen, int all)
 {
-    pthread_mutex_lock(&fs.tmu);
+    pthread_mutex_lock(&fs->tmu);
     size_t n;
-    struct lsmfs_inode **v = table_collect(path, plen, all, &n);
-    pthread_mutex_unlock(&fs.tmu);
+    struct lsmfs_inode **v = table_collect(fs, path, plen, all, &n);
+    pthread_mutex_unlock(&fs->tmu);
     for (size_t i = 0; i < n; i++) {
         pthread_mutex_lock(&v[i]->mu);
         if (v[i]->dirty)
-            lsmfs_flush_locked(v[i], 0);
+            lsmfs_flush_locked(fs, v[i], 0);
         pthread_mutex_unlock(&v[i]->mu);
     }
     free(v);
 }
 
-/* Writes back every dirty inode at or below path. fs.ns held for writing. */
-void lsmfs_table_flush_prefix(const char *path, size_t plen)
+/* Writes back every dirty inode at or below path. fs->ns held for writing. */
+void lsmfs_table_flush_prefix(struct lsmfs *fs, const char *path, size_t plen)
 {
-    flush_matching(path, plen, 0);
+    flush_matching(fs, path, plen, 0);
 }
 
-void lsmfs_table_flush_all(void)
+void lsmfs_table_flush_all(struct lsmfs *fs)
 {
-    flush_matching(NULL, 0, 1);
+    flush_matching(fs, NULL, 0, 1);
 }
 
 /* ---- write-back and buffers ---- */
 
-/* Adds ino's attribute (or directory) record to b. ino->mu held, fs.ns held. */
+/* Adds ino's attribute (or directory) record to b. ino->mu held, fs->ns held. */
 void lsmfs_add_record(lsm_batch *b, struct lsmfs_inode *ino)
 {
     if (lsmfs_put_record(b, ino->path, ino->plen, &ino->m) != 0)
@@ -353,88 +356,88 @@ void lsmfs_add_record(lsm_batch *b, struct lsmfs_inode *ino)
 }
 
 /* Applies b (synced if asked or if sync=always); returns 0 or -errno. */
-int lsmfs_write_batch(lsm_batch *b, int sync)
+int lsmfs_write_batch(struct lsmfs *fs, lsm_batch *b, int sync)
 {
-    int rc = lsm_write(fs.db, b, sync || fs.sync_mode == LSMFS_SYNC_ALWAYS);
-    return rc == LSM_OK ? 0 : -lsmfs_errno(rc, "write", "batch");
+    int rc = lsm_write(fs->db, b, sync || fs->sync_mode == LSMFS_SYNC_ALWAYS);
+    return rc == LSM_OK ? 0 : -lsmfs_errno(fs, rc, "write", "batch");
 }
 
-static void blist_add(struct lsmfs_inode *ino)
+static void blist_add(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     ino->bprev = NULL;
-    ino->bnext = fs.blist;
-    if (fs.blist)
-        fs.blist->bprev = ino;
-    fs.blist = ino;
+    ino->bnext = fs->blist;
+    if (fs->blist)
+        fs->blist->bprev = ino;
+    fs->blist = ino;
 }
 
-static void blist_del(struct lsmfs_inode *ino)
+static void blist_del(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     if (ino->bprev)
         ino->bprev->bnext = ino->bnext;
-    else if (fs.blist == ino)
-        fs.blist = ino->bnext;
+    else if (fs->blist == ino)
+        fs->blist = ino->bnext;
     if (ino->bnext)
         ino->bnext->bprev = ino->bprev;
     ino->bprev = ino->bnext = NULL;
 }
 
 /* Makes room for need bytes of content. ino->mu held. */
-int lsmfs_buf_reserve(struct lsmfs_inode *ino, size_t need)
+int lsmfs_buf_reserve(struct lsmfs *fs, struct lsmfs_inode *ino, size_t need)
 {
     if (ino->data && ino->cap >= need)
         return 0;
     size_t ncap = ino->cap ? ino->cap : 4096;
     while (ncap < need)
         ncap *= 2;
-    if (ncap > fs.max_file_size && need <= fs.max_file_size)
-        ncap = fs.max_file_size > 0 ? fs.max_file_size : 1;
+    if (ncap > fs->max_file_size && need <= fs->max_file_size)
+        ncap = fs->max_file_size > 0 ? fs->max_file_size : 1;
     char *nd = realloc(ino->data, ncap);
     if (!nd)
         return -ENOMEM;
-    pthread_mutex_lock(&fs.bmu);
+    pthread_mutex_lock(&fs->bmu);
     if (!ino->data)
-        blist_add(ino);
-    fs.buffered += ncap - ino->cap;
-    pthread_mutex_unlock(&fs.bmu);
+        blist_add(fs, ino);
+    fs->buffered += ncap - ino->cap;
+    pthread_mutex_unlock(&fs->bmu);
     ino->data = nd;
     ino->cap = ncap;
     return 0;
 }
 
 /* Frees ino's buffer (ino->mu held or ino unreachable). Write back first if it is dirty. */
-void lsmfs_buf_drop(struct lsmfs_inode *ino)
+void lsmfs_buf_drop(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     if (!ino->data)
         return;
-    pthread_mutex_lock(&fs.bmu);
-    blist_del(ino);
-    fs.buffered -= ino->cap;
-    pthread_mutex_unlock(&fs.bmu);
+    pthread_mutex_lock(&fs->bmu);
+    blist_del(fs, ino);
+    fs->buffered -= ino->cap;
+    pthread_mutex_unlock(&fs->bmu);
     free(ino->data);
     ino->data = NULL;
     ino->cap = 0;
 }
 
-/* Loads the whole value into the buffer, if it is not there yet. ino->mu and fs.ns held. */
-int lsmfs_buf_load(struct lsmfs_inode *ino)
+/* Loads the whole value into the buffer, if it is not there yet. ino->mu and fs->ns held. */
+int lsmfs_buf_load(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     if (ino->data)
         return 0;
     if (ino->m.size == 0)
-        return lsmfs_buf_reserve(ino, 1);
+        return lsmfs_buf_reserve(fs, ino, 1);
     void *v;
     size_t vl;
-    int rc = lsm_get(fs.db, ino->path, ino->plen, &v, &vl);
+    int rc = lsm_get(fs->db, ino->path, ino->plen, &v, &vl);
     if (rc == LSM_NOTFOUND)
-        return lsmfs_buf_reserve(ino, 1);   /* deleted under us: treat as empty */
+        return lsmfs_buf_reserve(fs, ino, 1);   /* deleted under us: treat as empty */
     if (rc != LSM_OK)
-        return -lsmfs_errno(rc, "read", ino->path);
+        return -lsmfs_errno(fs, rc, "read", ino->path);
     size_t cap = vl ? vl : 1;
-    pthread_mutex_lock(&fs.bmu);
-    blist_add(ino);
-    fs.buffered += cap;
-    pthread_mutex_unlock(&fs.bmu);
+    pthread_mutex_lock(&fs->bmu);
+    blist_add(fs, ino);
+    fs->buffered += cap;
+    pthread_mutex_unlock(&fs->bmu);
     ino->data = v;
     ino->cap = cap;
     ino->m.size = vl;
@@ -445,8 +448,8 @@ int lsmfs_buf_load(struct lsmfs_inode *ino)
 
 /* Before the value of ino changes in the engine: every read-only handle that still reads the
    engine gets (a share of) a copy of the current value, so that it keeps reading the version it
-   opened. ino->mu and fs.ns held. */
-void lsmfs_snap_readers(struct lsmfs_inode *ino)
+   opened. ino->mu and fs->ns held. */
+void lsmfs_snap_readers(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     struct lsmfs_snap *snap = NULL;
     for (struct lsmfs_handle *h = ino->readers; h; h = h->rnext) {
@@ -455,9 +458,9 @@ void lsmfs_snap_readers(struct lsmfs_inode *ino)
         if (!snap) {
             void *v = NULL;
             size_t vl = 0;
-            int rc = lsm_get(fs.db, ino->path, ino->plen, &v, &vl);
+            int rc = lsm_get(fs->db, ino->path, ino->plen, &v, &vl);
             if (rc != LSM_OK && rc != LSM_NOTFOUND) {
-                lsmfs_errno(rc, "keep the old version of", ino->path);
+                lsmfs_errno(fs, rc, "keep the old version of", ino->path);
                 return;   /* those readers will see the new value */
             }
             if (rc != LSM_OK)
@@ -479,9 +482,9 @@ void lsmfs_snap_readers(struct lsmfs_inode *ino)
 }
 
 /* Writes back ino as one atomic batch: the value (when the buffer is loaded) and its record.
-   With sync set (or nothing to write) the engine is synced before returning. ino->mu and fs.ns
+   With sync set (or nothing to write) the engine is synced before returning. ino->mu and fs->ns
    held. */
-int lsmfs_flush_locked(struct lsmfs_inode *ino, int sync)
+int lsmfs_flush_locked(struct lsmfs *fs, struct lsmfs_inode *ino, int sync)
 {
     int rc;
     if (ino->deleted) {
@@ -491,37 +494,37 @@ int lsmfs_flush_locked(struct lsmfs_inode *ino, int sync)
     if (!ino->dirty) {
         if (!sync)
             return 0;
-        rc = lsm_sync(fs.db);
-        return rc == LSM_OK ? 0 : -lsmfs_errno(rc, "sync", ino->path);
+        rc = lsm_sync(fs->db);
+        return rc == LSM_OK ? 0 : -lsmfs_errno(fs, rc, "sync", ino->path);
     }
     lsm_batch *b = lsm_batch_new();
     if (ino->m.type != LSMFS_DIR && ino->data) {
-        lsmfs_snap_readers(ino);
+        lsmfs_snap_readers(fs, ino);
         lsm_batch_put(b, ino->path, ino->plen, ino->data, ino->m.size);
     }
     int put = ino->m.type != LSMFS_DIR && ino->data;
     lsmfs_add_record(b, ino);
-    rc = lsmfs_write_batch(b, sync);
+    rc = lsmfs_write_batch(fs, b, sync);
     lsm_batch_free(b);
     if (rc == 0)
         ino->dirty = 0;
     if (rc == 0 && put && ino->replaces_big) {
         ino->replaces_big = 0;
-        lsmfs_reclaim_note(ino->path, ino->plen);
+        lsmfs_reclaim_note(fs, ino->path, ino->plen);
     }
     return rc;
 }
 
-/* While buffers exceed the budget, write back and free the largest one. Called with fs.ns held
+/* While buffers exceed the budget, write back and free the largest one. Called with fs->ns held
    for reading and no inode mutex held. */
-void lsmfs_budget_enforce(void)
+void lsmfs_budget_enforce(struct lsmfs *fs)
 {
     for (;;) {
         struct lsmfs_inode *victim = NULL;
-        pthread_mutex_lock(&fs.bmu);
-        if (fs.buffered > fs.dirty_limit) {
+        pthread_mutex_lock(&fs->bmu);
+        if (fs->buffered > fs->dirty_limit) {
             size_t best = 0;
-            for (struct lsmfs_inode *e = fs.blist; e; e = e->bnext) {
+            for (struct lsmfs_inode *e = fs->blist; e; e = e->bnext) {
                 if (e->deleted || e->cap <= best)
                     continue;
                 if (pthread_mutex_trylock(&e->mu) != 0)
@@ -532,30 +535,30 @@ void lsmfs_budget_enforce(void)
                 best = e->cap;
             }
         }
-        pthread_mutex_unlock(&fs.bmu);
+        pthread_mutex_unlock(&fs->bmu);
         if (!victim)
             return;
-        int rc = lsmfs_flush_locked(victim, 0);
+        int rc = lsmfs_flush_locked(fs, victim, 0);
         if (rc == 0)
-            lsmfs_buf_drop(victim);
+            lsmfs_buf_drop(fs, victim);
         pthread_mutex_unlock(&victim->mu);
         if (rc != 0)
             return;
     }
 }
 
-static fuse_ino_t ino_id(const struct lsmfs_inode *ino)
+static fuse_ino_t ino_id(struct lsmfs *fs, const struct lsmfs_inode *ino)
 {
-    return ino == fs.root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)ino;
+    return ino == fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)ino;
 }
 
-void lsmfs_fill_entry(struct lsmfs_inode *ino, struct fuse_entry_param *e)
+void lsmfs_fill_entry(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_entry_param *e)
 {
     memset(e, 0, sizeof *e);
-    e->ino = ino_id(ino);
+    e->ino = ino_id(fs, ino);
     e->generation = 1;
-    e->attr_timeout = fs.timeout;
-    e->entry_timeout = fs.timeout;
+    e->attr_timeout = fs->timeout;
+    e->entry_timeout = fs->timeout;
     pthread_mutex_lock(&ino->mu);
     lsmfs_meta_to_stat(ino, &e->attr);
     pthread_mutex_unlock(&ino->mu);

@@ -79,15 +79,15 @@ char *lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, size_
     return p;
 }
 
-void lsmfs_meta_default(struct lsmfs_meta *m, int type)
+void lsmfs_meta_default(struct lsmfs *fs, struct lsmfs_meta *m, int type)
 {
     memset(m, 0, sizeof *m);
     m->type = type;
     m->mode = type == LSMFS_DIR ? (S_IFDIR | 0755) : type == LSMFS_LNK ? (S_IFLNK | 0777)
                                                                        : (S_IFREG | 0644);
-    m->uid = fs.uid;
-    m->gid = fs.gid;
-    m->mtime_ns = m->ctime_ns = fs.mount_ns;
+    m->uid = fs->uid;
+    m->gid = fs->gid;
+    m->mtime_ns = m->ctime_ns = fs->mount_ns;
 }
 
 /*
@@ -171,22 +171,23 @@ int lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m)
 }
 
 /* Reads the record at key into m (keeping m's defaults when absent or unreadable). */
-static int read_record(const char *key, size_t klen, struct lsmfs_meta *m, int *found)
+static int read_record(struct lsmfs *fs, const char *key, size_t klen, struct lsmfs_meta *m,
+                       int *found)
 {
     void *v = NULL;
     size_t vl = 0;
-    int rc = lsm_get(fs.db, key, klen, &v, &vl);
+    int rc = lsm_get(fs->db, key, klen, &v, &vl);
     *found = 0;
     if (rc == LSM_NOTFOUND)
         return 0;
     if (rc != LSM_OK)
-        return -lsmfs_errno(rc, "read attributes of", key + 2);
+        return -lsmfs_errno(fs, rc, "read attributes of", key + 2);
     *found = 1;
     int type = m->type;
     if (lsmfs_meta_decode(v, vl, m) != 0)
         lsmfs_log(LOG_WARNING, "unreadable attribute record for %s: using defaults", key + 2);
     else if (type == LSMFS_DIR && m->type != LSMFS_DIR)
-        lsmfs_meta_default(m, LSMFS_DIR);
+        lsmfs_meta_default(fs, m, LSMFS_DIR);
     free(v);
     return 0;
 }
@@ -195,62 +196,57 @@ static int read_record(const char *key, size_t klen, struct lsmfs_meta *m, int *
    flush or compaction happened since, where a new one allocates and opens an iterator per table.
    An idle iterator pins one past view of the database (memtables, tables, snapshot) until it is
    reused or the pool is freed at unmount; the pool is small so that view is bounded. */
-#define ITER_POOL 4
-static pthread_mutex_t iter_pool_mu = PTHREAD_MUTEX_INITIALIZER;
-static lsm_iter *iter_pool[ITER_POOL];      /* guarded by iter_pool_mu */
-static int iter_pool_n;                     /* guarded by iter_pool_mu */
-static int64_t iter_pool_last;              /* lsmfs_mono_ns of the last put; same guard */
 
-int lsmfs_iter_get(lsm_iter **out)
+int lsmfs_iter_get(struct lsmfs *fs, lsm_iter **out)
 {
     lsm_iter *it = NULL;
-    pthread_mutex_lock(&iter_pool_mu);
-    if (iter_pool_n > 0)
-        it = iter_pool[--iter_pool_n];
-    pthread_mutex_unlock(&iter_pool_mu);
+    pthread_mutex_lock(&fs->pool_mu);
+    if (fs->pool_n > 0)
+        it = fs->pool[--fs->pool_n];
+    pthread_mutex_unlock(&fs->pool_mu);
     if (it) {
         *out = it;
         lsm_iter_set_upper_bound(it, NULL, 0);
         return lsm_iter_refresh(it);
     }
-    return lsm_iter_new(fs.db, out);
+    return lsm_iter_new(fs->db, out);
 }
 
-void lsmfs_iter_put(lsm_iter *it)
+void lsmfs_iter_put(struct lsmfs *fs, lsm_iter *it)
 {
     if (!it)
         return;
-    pthread_mutex_lock(&iter_pool_mu);
-    if (iter_pool_n < ITER_POOL && lsm_iter_status(it) == LSM_OK) {
-        iter_pool[iter_pool_n++] = it;
-        iter_pool_last = lsmfs_mono_ns();
+    pthread_mutex_lock(&fs->pool_mu);
+    if (fs->pool_n < LSMFS_ITER_POOL && lsm_iter_status(it) == LSM_OK) {
+        fs->pool[fs->pool_n++] = it;
+        fs->pool_last = lsmfs_mono_ns();
         it = NULL;
     }
-    pthread_mutex_unlock(&iter_pool_mu);
+    pthread_mutex_unlock(&fs->pool_mu);
     lsm_iter_free(it);
 }
 
 /* A pooled iterator holds the snapshot and version of its last use, and with them tables (and
    blob files) that merges have since replaced: when none was put back for idle_ns, let them go. */
-void lsmfs_iter_pool_trim(int64_t idle_ns)
+void lsmfs_iter_pool_trim(struct lsmfs *fs, int64_t idle_ns)
 {
-    pthread_mutex_lock(&iter_pool_mu);
-    if (iter_pool_n > 0 && lsmfs_mono_ns() - iter_pool_last >= idle_ns)
-        while (iter_pool_n > 0)
-            lsm_iter_free(iter_pool[--iter_pool_n]);
-    pthread_mutex_unlock(&iter_pool_mu);
+    pthread_mutex_lock(&fs->pool_mu);
+    if (fs->pool_n > 0 && lsmfs_mono_ns() - fs->pool_last >= idle_ns)
+        while (fs->pool_n > 0)
+            lsm_iter_free(fs->pool[--fs->pool_n]);
+    pthread_mutex_unlock(&fs->pool_mu);
 }
 
-void lsmfs_iter_pool_free(void)
+void lsmfs_iter_pool_free(struct lsmfs *fs)
 {
-    pthread_mutex_lock(&iter_pool_mu);
-    while (iter_pool_n > 0)
-        lsm_iter_free(iter_pool[--iter_pool_n]);
-    pthread_mutex_unlock(&iter_pool_mu);
+    pthread_mutex_lock(&fs->pool_mu);
+    while (fs->pool_n > 0)
+        lsm_iter_free(fs->pool[--fs->pool_n]);
+    pthread_mutex_unlock(&fs->pool_mu);
 }
 
 /* Is there any key below directory path (data keys or directory records)? */
-int lsmfs_dir_has_children(const char *path, size_t plen, int *has)
+int lsmfs_dir_has_children(struct lsmfs *fs, const char *path, size_t plen, int *has)
 {
     lsm_iter *it;
     size_t kl;
@@ -263,11 +259,11 @@ int lsmfs_dir_has_children(const char *path, size_t plen, int *has)
     char *pre = lsmfs_key(0, path, plen, 1, &kl);
     if (!pre)
         return -ENOMEM;
-    rc = lsmfs_iter_get(&it);
+    rc = lsmfs_iter_get(fs, &it);
     if (rc != LSM_OK) {
         lsm_iter_free(it);
         free(pre);
-        return -lsmfs_errno(rc, "iterate", path);
+        return -lsmfs_errno(fs, rc, "iterate", path);
     }
     /* Bounded to the prefix: keys deleted just after it (a renamed sibling) are not walked. */
     pre[kl - 1]++;
@@ -284,7 +280,7 @@ int lsmfs_dir_has_children(const char *path, size_t plen, int *has)
     if (!*has) {
         char *dk = lsmfs_key('d', path, plen, 1, &kl);
         if (!dk) {
-            lsmfs_iter_put(it);
+            lsmfs_iter_put(fs, it);
             return -ENOMEM;
         }
         dk[kl - 1]++;
@@ -304,15 +300,15 @@ int lsmfs_dir_has_children(const char *path, size_t plen, int *has)
         free(dk);
     }
     rc = lsm_iter_status(it);
-    lsmfs_iter_put(it);
+    lsmfs_iter_put(fs, it);
     if (rc != LSM_OK)
-        return -lsmfs_errno(rc, "iterate", path);
+        return -lsmfs_errno(fs, rc, "iterate", path);
     return 0;
 }
 
 /* What is at path in the engine: a file (its data key exists; a file hides any keys below it), an
    explicit directory, an implicit one (keys below it), or nothing (m->type == LSMFS_NONE). */
-int lsmfs_stat_path(const char *path, size_t plen, struct lsmfs_meta *m)
+int lsmfs_stat_path(struct lsmfs *fs, const char *path, size_t plen, struct lsmfs_meta *m)
 {
     size_t kl;
     int rc, found;
@@ -320,24 +316,24 @@ int lsmfs_stat_path(const char *path, size_t plen, struct lsmfs_meta *m)
 
     if (plen > 0) {
         uint64_t vl;
-        rc = lsm_get_size(fs.db, path, plen, &vl);
+        rc = lsm_get_size(fs->db, path, plen, &vl);
         if (rc == LSM_OK) {
-            lsmfs_meta_default(m, LSMFS_REG);
+            lsmfs_meta_default(fs, m, LSMFS_REG);
             m->size = vl;
             if (!(k = lsmfs_key('a', path, plen, 0, &kl)))
                 return -ENOMEM;
-            rc = read_record(k, kl, m, &found);
+            rc = read_record(fs, k, kl, m, &found);
             free(k);
             m->size = vl;
             return rc;
         }
         if (rc != LSM_NOTFOUND)
-            return -lsmfs_errno(rc, "stat", path);
+            return -lsmfs_errno(fs, rc, "stat", path);
     }
-    lsmfs_meta_default(m, LSMFS_DIR);
+    lsmfs_meta_default(fs, m, LSMFS_DIR);
     if (!(k = lsmfs_key('d', path, plen, 1, &kl)))
         return -ENOMEM;
-    rc = read_record(k, kl, m, &found);
+    rc = read_record(fs, k, kl, m, &found);
     free(k);
     if (rc < 0)
         return rc;
@@ -348,7 +344,7 @@ int lsmfs_stat_path(const char *path, size_t plen, struct lsmfs_meta *m)
     if (plen == 0)
         return 0;
     int has;
-    if ((rc = lsmfs_dir_has_children(path, plen, &has)) < 0)
+    if ((rc = lsmfs_dir_has_children(fs, path, plen, &has)) < 0)
         return rc;
     if (!has)
         m->type = LSMFS_NONE;

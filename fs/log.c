@@ -20,9 +20,20 @@
 #include <syslog.h>
 #include <time.h>
 
+/* Where messages go: set once by lsmfs_log_open before any thread starts, read-only after. Like
+   syslog's own openlog state it belongs to the process, not to a mount. */
+static int log_stderr;
+
+void lsmfs_log_open(int foreground)
+{
+    log_stderr = foreground;
+    if (!foreground)
+        openlog("lsmfs", LOG_PID, LOG_DAEMON);
+}
+
 /* The one place engine codes become errno values. Hard failures are logged with the engine's
    detail so that an EIO always leaves a line in syslog (or on stderr in the foreground). */
-int lsmfs_errno(int rc, const char *what, const char *path)
+int lsmfs_errno(struct lsmfs *fs, int rc, const char *what, const char *path)
 {
     switch (rc) {
     case LSM_OK:       return 0;
@@ -32,14 +43,14 @@ int lsmfs_errno(int rc, const char *what, const char *path)
     case LSM_INVALID:  return EINVAL;
     case LSM_EXISTS:   return EEXIST;
     case LSM_NOSPACE:
-        lsmfs_log(LOG_ERR, "%s %s: %s", what, path ? path : "", lsm_errmsg(fs.db));
+        lsmfs_log(LOG_ERR, "%s %s: %s", what, path ? path : "", lsm_errmsg(fs->db));
         return ENOSPC;
     case LSM_CORRUPT:
     case LSM_IOERR:
     case LSM_CLOSED:
     default:
         lsmfs_log(LOG_ERR, "%s %s: %s: %s", what, path ? path : "", lsm_strerror(rc),
-                  lsm_errmsg(fs.db));
+                  lsm_errmsg(fs->db));
         return EIO;
     }
 }
@@ -48,7 +59,7 @@ void lsmfs_log(int prio, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    if (fs.foreground) {
+    if (log_stderr) {
         fputs("lsmfs: ", stderr);
         vfprintf(stderr, fmt, ap);
         fputc('\n', stderr);

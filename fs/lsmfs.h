@@ -32,6 +32,8 @@
 #define LSMFS_NAME_MAX 255u                 /* longest path component, bytes */
 #define LSMFS_PATH_MAX (LSM_MAX_KEY - 4u)   /* longest path: room for the "\0d" prefix and '/' */
 
+#define LSMFS_ITER_POOL 4                   /* idle iterators kept for prefix probes (keys.c) */
+
 enum { LSMFS_NONE = 0, LSMFS_REG, LSMFS_DIR, LSMFS_LNK };
 enum { LSMFS_SYNC_FSYNC = 0, LSMFS_SYNC_CLOSE, LSMFS_SYNC_ALWAYS };
 
@@ -48,13 +50,13 @@ struct lsmfs_meta {
 /* One object the kernel knows (nlookup > 0) or that has open handles. The FUSE inode number is
    the address of this struct (the root is FUSE_ROOT_ID). */
 struct lsmfs_inode {
-    struct lsmfs_inode *hnext;   /* hash chain; guarded by fs.tmu */
-    char    *path;               /* key (no leading '/'); root is ""; changed only with fs.ns held
-                                    for writing and fs.tmu held, so fs.ns held for reading pins it */
+    struct lsmfs_inode *hnext;   /* hash chain; guarded by fs->tmu */
+    char    *path;               /* key (no leading '/'); root is ""; changed only with fs->ns held
+                                    for writing and fs->tmu held, so fs->ns held for reading pins it */
     size_t   plen;               /* strlen(path); same guard as path */
-    uint64_t nlookup;            /* kernel lookup count; guarded by fs.tmu */
-    uint32_t nopen;              /* open handles; guarded by fs.tmu */
-    int      hashed;             /* reachable by path in the table; guarded by fs.tmu */
+    uint64_t nlookup;            /* kernel lookup count; guarded by fs->tmu */
+    uint32_t nopen;              /* open handles; guarded by fs->tmu */
+    int      hashed;             /* reachable by path in the table; guarded by fs->tmu */
     uint64_t stino;              /* number shown as st_ino; constant */
 
     pthread_mutex_t mu;          /* guards everything below */
@@ -64,8 +66,8 @@ struct lsmfs_inode {
     int      replaces_big;       /* the next write-back supersedes a stored value of at least
                                     LSMFS_RECLAIM_MIN bytes (reclaim.c) */
     char    *data;               /* whole content while loaded (being written), else NULL */
-    size_t   cap;                /* bytes allocated at data; counted in fs.buffered */
-    struct lsmfs_inode *bprev, *bnext; /* list of inodes holding a buffer; guarded by fs.bmu */
+    size_t   cap;                /* bytes allocated at data; counted in fs->buffered */
+    struct lsmfs_inode *bprev, *bnext; /* list of inodes holding a buffer; guarded by fs->bmu */
     struct lsmfs_handle *readers; /* read-only handles (see struct lsmfs_snap) */
 };
 
@@ -121,26 +123,37 @@ struct lsmfs {
     pthread_mutex_t  bmu;        /* buffer budget */
     size_t   buffered;           /* bytes of content buffers; guarded by bmu */
     struct lsmfs_inode *blist;   /* inodes holding a buffer; guarded by bmu */
+
+    pthread_mutex_t  pool_mu;    /* idle iterators (keys.c) */
+    lsm_iter *pool[LSMFS_ITER_POOL]; /* guarded by pool_mu */
+    int      pool_n;             /* guarded by pool_mu */
+    int64_t  pool_last;          /* lsmfs_mono_ns of the last put; guarded by pool_mu */
+
+    pthread_mutex_t  handles_mu; /* every open file handle (ops.c) */
+    struct lsmfs_handle *handles; /* guarded by handles_mu */
+    struct lsmfs_reclaim *reclaim; /* reclaim.c's state; NULL unless its thread runs */
 };
 
-extern struct lsmfs fs;
 extern const struct fuse_lowlevel_ops lsmfs_ops;
 
 /* reclaim.c: after a value of this many bytes or more (a blob file in the engine) is deleted or
    replaced, its key is noted, and a thread merges the noted keys a second after the last note so
    that the blob files are freed. */
 #define LSMFS_RECLAIM_MIN ((uint64_t)64 << 10)
-void  lsmfs_reclaim_note(const char *key, size_t klen);
-void  lsmfs_reclaim_removed(uint64_t bytes);   /* a small file of that many bytes was removed */
+void  lsmfs_reclaim_note(struct lsmfs *fs, const char *key, size_t klen);
+/* A small file of that many bytes was removed. */
+void  lsmfs_reclaim_removed(struct lsmfs *fs, uint64_t bytes);
 /* Directory path was removed: notes the key range below it when enough small files went first. */
-void  lsmfs_reclaim_note_dir(const char *path, size_t plen);
+void  lsmfs_reclaim_note_dir(struct lsmfs *fs, const char *path, size_t plen);
 /* Notes the key range below directory path (its keys were moved or removed). */
-void  lsmfs_reclaim_note_tree(const char *path, size_t plen);
-int   lsmfs_reclaim_start(void);
-void  lsmfs_reclaim_stop(void);         /* merges what is noted, then joins; before lsm_close */
+void  lsmfs_reclaim_note_tree(struct lsmfs *fs, const char *path, size_t plen);
+int   lsmfs_reclaim_start(struct lsmfs *fs);
+/* Merges what is noted, then joins; before lsm_close. */
+void  lsmfs_reclaim_stop(struct lsmfs *fs);
 
 /* log.c */
-int   lsmfs_errno(int rc, const char *what, const char *path);
+int   lsmfs_errno(struct lsmfs *fs, int rc, const char *what, const char *path);
+void  lsmfs_log_open(int foreground);   /* stderr in the foreground, else syslog */
 void  lsmfs_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int64_t lsmfs_now(void);                /* CLOCK_REALTIME, ns */
 int64_t lsmfs_mono_ns(void);            /* CLOCK_MONOTONIC, ns */
@@ -149,47 +162,50 @@ int64_t lsmfs_mono_ns(void);            /* CLOCK_MONOTONIC, ns */
 char *lsmfs_key(char tag, const char *path, size_t plen, int slash, size_t *klen);
 int   lsmfs_name_check(const char *name);
 char *lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, size_t *plen);
-void  lsmfs_meta_default(struct lsmfs_meta *m, int type);
+void  lsmfs_meta_default(struct lsmfs *fs, struct lsmfs_meta *m, int type);
 void  lsmfs_meta_touch(struct lsmfs_meta *m);
-int   lsmfs_stat_path(const char *path, size_t plen, struct lsmfs_meta *m);
-int   lsmfs_dir_has_children(const char *path, size_t plen, int *has);
+int   lsmfs_stat_path(struct lsmfs *fs, const char *path, size_t plen, struct lsmfs_meta *m);
+int   lsmfs_dir_has_children(struct lsmfs *fs, const char *path, size_t plen, int *has);
 /* A refreshed iterator from a small pool (or a new one); give it back with lsmfs_iter_put. */
-int   lsmfs_iter_get(lsm_iter **out);
-void  lsmfs_iter_put(lsm_iter *it);
-void  lsmfs_iter_pool_free(void);        /* before lsm_close */
-void  lsmfs_iter_pool_trim(int64_t idle_ns);   /* frees the pool when unused that long */
+int   lsmfs_iter_get(struct lsmfs *fs, lsm_iter **out);
+void  lsmfs_iter_put(struct lsmfs *fs, lsm_iter *it);
+void  lsmfs_iter_pool_free(struct lsmfs *fs);        /* before lsm_close */
+void  lsmfs_iter_pool_trim(struct lsmfs *fs, int64_t idle_ns); /* frees it when unused that long */
 size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf);
 int   lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m);
 int   lsmfs_put_record(lsm_batch *b, const char *path, size_t plen, const struct lsmfs_meta *m);
 
 /* inode.c */
 void  lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st);
-void  lsmfs_fill_entry(struct lsmfs_inode *ino, struct fuse_entry_param *e);
-int   lsmfs_table_init(void);
-void  lsmfs_table_free(void);
-struct lsmfs_inode *lsmfs_ino(fuse_ino_t n);
-struct lsmfs_inode *lsmfs_table_find(const char *path, size_t plen);
-struct lsmfs_inode *lsmfs_table_get(char *path, size_t plen, const struct lsmfs_meta *m);
-void  lsmfs_table_unhash(struct lsmfs_inode *ino);
-void  lsmfs_table_rename(struct lsmfs_inode *ino, char *path, size_t plen);
-void  lsmfs_table_move_prefix(const char *from, size_t flen, const char *to, size_t tlen);
-void  lsmfs_table_forget(struct lsmfs_inode *ino, uint64_t n);
-void  lsmfs_table_open(struct lsmfs_inode *ino);
-void  lsmfs_table_close(struct lsmfs_inode *ino);
-void  lsmfs_table_flush_prefix(const char *path, size_t plen);
-void  lsmfs_table_flush_all(void);
+void  lsmfs_fill_entry(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_entry_param *e);
+int   lsmfs_table_init(struct lsmfs *fs);
+void  lsmfs_table_free(struct lsmfs *fs);
+struct lsmfs_inode *lsmfs_ino(struct lsmfs *fs, fuse_ino_t n);
+struct lsmfs_inode *lsmfs_table_find(struct lsmfs *fs, const char *path, size_t plen);
+struct lsmfs_inode *lsmfs_table_get(struct lsmfs *fs, char *path, size_t plen,
+                                    const struct lsmfs_meta *m);
+void  lsmfs_table_unhash(struct lsmfs *fs, struct lsmfs_inode *ino);
+void  lsmfs_table_rename(struct lsmfs *fs, struct lsmfs_inode *ino, char *path, size_t plen);
+void  lsmfs_table_move_prefix(struct lsmfs *fs, const char *from, size_t flen, const char *to,
+                              size_t tlen);
+void  lsmfs_table_forget(struct lsmfs *fs, struct lsmfs_inode *ino, uint64_t n);
+void  lsmfs_table_open(struct lsmfs *fs, struct lsmfs_inode *ino);
+void  lsmfs_table_close(struct lsmfs *fs, struct lsmfs_inode *ino);
+void  lsmfs_table_flush_prefix(struct lsmfs *fs, const char *path, size_t plen);
+void  lsmfs_table_flush_all(struct lsmfs *fs);
 
 void  lsmfs_add_record(lsm_batch *b, struct lsmfs_inode *ino);
-int   lsmfs_write_batch(lsm_batch *b, int sync);
-int   lsmfs_buf_load(struct lsmfs_inode *ino);
-int   lsmfs_buf_reserve(struct lsmfs_inode *ino, size_t need);
-void  lsmfs_buf_drop(struct lsmfs_inode *ino);
-int   lsmfs_flush_locked(struct lsmfs_inode *ino, int sync);
-void  lsmfs_snap_readers(struct lsmfs_inode *ino);
-void  lsmfs_budget_enforce(void);
+int   lsmfs_write_batch(struct lsmfs *fs, lsm_batch *b, int sync);
+int   lsmfs_buf_load(struct lsmfs *fs, struct lsmfs_inode *ino);
+int   lsmfs_buf_reserve(struct lsmfs *fs, struct lsmfs_inode *ino, size_t need);
+void  lsmfs_buf_drop(struct lsmfs *fs, struct lsmfs_inode *ino);
+int   lsmfs_flush_locked(struct lsmfs *fs, struct lsmfs_inode *ino, int sync);
+void  lsmfs_snap_readers(struct lsmfs *fs, struct lsmfs_inode *ino);
+void  lsmfs_budget_enforce(struct lsmfs *fs);
 
 /* dir.c */
-int   lsmfs_dir_lookup(struct lsmfs_inode *parent, const char *name, struct lsmfs_inode **out);
+int   lsmfs_dir_lookup(struct lsmfs *fs, struct lsmfs_inode *parent, const char *name,
+                       struct lsmfs_inode **out);
 int   lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name, int type,
                      mode_t mode, const char *target, int opening, struct lsmfs_inode **out);
 void  lsmfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
@@ -213,6 +229,6 @@ void  lsmfs_fsyncdir(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_fil
 
 /* ops.c */
 /* Frees the handles the kernel never released (a RELEASE can arrive after the session ended). */
-void  lsmfs_handles_free(void);
+void  lsmfs_handles_free(struct lsmfs *fs);
 
 #endif /* LSMFS_H */

@@ -28,8 +28,6 @@
 
 #define LSMFS_VERSION "0.1.0"
 
-struct lsmfs fs;
-
 struct cmdline {
     char *datadir, *mountpoint;
     char *memtable_size, *cache_size, *compression, *sync, *max_file_size, *dirty_limit,
@@ -159,40 +157,40 @@ bad:
     return -1;
 }
 
-static int apply_options(const struct cmdline *c)
+static int apply_options(struct lsmfs *fs, const struct cmdline *c)
 {
-    fs.memtable_size = 4u << 20;
-    fs.cache_size = 8u << 20;
-    fs.max_file_size = 64u << 20;
-    fs.dirty_limit = 256u << 20;
-    fs.timeout = 3600.0;
-    fs.compression = LSM_COMPRESSION_NONE;
-    fs.sync_mode = LSMFS_SYNC_FSYNC;
-    fs.writeback = c->writeback;
-    fs.kernel_cache = c->kernel_cache || c->writeback;
-    if ((c->memtable_size && parse_size("memtable_size", c->memtable_size, &fs.memtable_size)) ||
-        (c->cache_size && parse_size("cache_size", c->cache_size, &fs.cache_size)) ||
-        (c->max_file_size && parse_size("max_file_size", c->max_file_size, &fs.max_file_size)) ||
-        (c->dirty_limit && parse_size("dirty_limit", c->dirty_limit, &fs.dirty_limit)))
+    fs->memtable_size = 4u << 20;
+    fs->cache_size = 8u << 20;
+    fs->max_file_size = 64u << 20;
+    fs->dirty_limit = 256u << 20;
+    fs->timeout = 3600.0;
+    fs->compression = LSM_COMPRESSION_NONE;
+    fs->sync_mode = LSMFS_SYNC_FSYNC;
+    fs->writeback = c->writeback;
+    fs->kernel_cache = c->kernel_cache || c->writeback;
+    if ((c->memtable_size && parse_size("memtable_size", c->memtable_size, &fs->memtable_size)) ||
+        (c->cache_size && parse_size("cache_size", c->cache_size, &fs->cache_size)) ||
+        (c->max_file_size && parse_size("max_file_size", c->max_file_size, &fs->max_file_size)) ||
+        (c->dirty_limit && parse_size("dirty_limit", c->dirty_limit, &fs->dirty_limit)))
         return -1;
-    if (fs.memtable_size < 4096) {
+    if (fs->memtable_size < 4096) {
         fprintf(stderr, "lsmfs: memtable_size must be at least 4K\n");
         return -1;
     }
-    if (fs.max_file_size > LSM_MAX_VALUE) {
+    if (fs->max_file_size > LSM_MAX_VALUE) {
         fprintf(stderr, "lsmfs: max_file_size can be at most %uM (the engine's largest value)\n",
                 LSM_MAX_VALUE >> 20);
         return -1;
     }
-    if (fs.dirty_limit < fs.max_file_size)
-        fs.dirty_limit = fs.max_file_size;
+    if (fs->dirty_limit < fs->max_file_size)
+        fs->dirty_limit = fs->max_file_size;
     if (c->compression) {
         if (!strcmp(c->compression, "none"))
-            fs.compression = LSM_COMPRESSION_NONE;
+            fs->compression = LSM_COMPRESSION_NONE;
         else if (!strcmp(c->compression, "lz4"))
-            fs.compression = LSM_COMPRESSION_LZ4;
+            fs->compression = LSM_COMPRESSION_LZ4;
         else if (!strcmp(c->compression, "zstd"))
-            fs.compression = LSM_COMPRESSION_ZSTD;
+            fs->compression = LSM_COMPRESSION_ZSTD;
         else {
             fprintf(stderr, "lsmfs: invalid compression '%s' (want none, lz4 or zstd)\n",
                     c->compression);
@@ -201,11 +199,11 @@ static int apply_options(const struct cmdline *c)
     }
     if (c->sync) {
         if (!strcmp(c->sync, "fsync"))
-            fs.sync_mode = LSMFS_SYNC_FSYNC;
+            fs->sync_mode = LSMFS_SYNC_FSYNC;
         else if (!strcmp(c->sync, "close"))
-            fs.sync_mode = LSMFS_SYNC_CLOSE;
+            fs->sync_mode = LSMFS_SYNC_CLOSE;
         else if (!strcmp(c->sync, "always"))
-            fs.sync_mode = LSMFS_SYNC_ALWAYS;
+            fs->sync_mode = LSMFS_SYNC_ALWAYS;
         else {
             fprintf(stderr, "lsmfs: invalid sync '%s' (want fsync, close or always)\n", c->sync);
             return -1;
@@ -213,8 +211,8 @@ static int apply_options(const struct cmdline *c)
     }
     if (c->timeout) {
         char *end;
-        fs.timeout = strtod(c->timeout, &end);
-        if (end == c->timeout || *end || fs.timeout < 0) {
+        fs->timeout = strtod(c->timeout, &end);
+        if (end == c->timeout || *end || fs->timeout < 0) {
             fprintf(stderr, "lsmfs: invalid timeout '%s' (want seconds)\n", c->timeout);
             return -1;
         }
@@ -242,56 +240,59 @@ static int add_opt_escaped(struct fuse_args *args, const char *name, const char 
 }
 
 /* Opens the engine, creates the session and mounts. Prints the reason on stderr on failure. */
-static int setup(struct fuse_args *args, const char *datadir_arg, const char *mountpoint)
+static int setup(struct lsmfs *fs, struct fuse_args *args, const char *datadir_arg,
+                 const char *mountpoint)
 {
     lsm_options lo;
     int rc;
 
     lsm_options_init(&lo);
-    lo.memtable_bytes = fs.memtable_size;
-    lo.cache_bytes = fs.cache_size;
-    lo.compression = fs.compression;
-    lo.sync_writes = fs.sync_mode == LSMFS_SYNC_ALWAYS;
+    lo.memtable_bytes = fs->memtable_size;
+    lo.cache_bytes = fs->cache_size;
+    lo.compression = fs->compression;
+    lo.sync_writes = fs->sync_mode == LSMFS_SYNC_ALWAYS;
     lo.create_if_missing = 1;
     /* A daemon that was just unmounted may still be closing the database: give it a moment. */
-    for (int tries = 0; (rc = lsm_open(fs.datadir, &lo, &fs.db)) == LSM_BUSY && tries < 40; tries++)
+    for (int tries = 0; (rc = lsm_open(fs->datadir, &lo, &fs->db)) == LSM_BUSY && tries < 40; tries++)
         usleep(50000);
     if (rc != LSM_OK) {
         const char *msg = lsm_errmsg(NULL);
         fprintf(stderr, "lsmfs: %s: %s\n", datadir_arg, msg && *msg ? msg : lsm_strerror(rc));
         goto fail_0;
     }
-    pthread_rwlock_init(&fs.ns, NULL);
-    pthread_mutex_init(&fs.tmu, NULL);
-    pthread_mutex_init(&fs.bmu, NULL);
-    if ((rc = lsmfs_table_init()) < 0) {
+    pthread_rwlock_init(&fs->ns, NULL);
+    pthread_mutex_init(&fs->tmu, NULL);
+    pthread_mutex_init(&fs->bmu, NULL);
+    pthread_mutex_init(&fs->pool_mu, NULL);
+    pthread_mutex_init(&fs->handles_mu, NULL);
+    if ((rc = lsmfs_table_init(fs)) < 0) {
         fprintf(stderr, "lsmfs: %s: cannot read the root directory: %s\n", datadir_arg,
                 strerror(-rc));
         goto fail_1;
     }
-    fs.se = fuse_session_new(args, &lsmfs_ops, sizeof lsmfs_ops, NULL);
-    if (!fs.se)
+    fs->se = fuse_session_new(args, &lsmfs_ops, sizeof lsmfs_ops, fs);
+    if (!fs->se)
         goto fail_2;   /* libfuse said why (e.g. an unknown option) */
-    if (fuse_set_signal_handlers(fs.se) != 0) {
+    if (fuse_set_signal_handlers(fs->se) != 0) {
         fprintf(stderr, "lsmfs: cannot set signal handlers\n");
         goto fail_3;
     }
-    if (fuse_session_mount(fs.se, mountpoint) != 0) {
+    if (fuse_session_mount(fs->se, mountpoint) != 0) {
         fprintf(stderr, "lsmfs: %s: mount failed\n", mountpoint);
         goto fail_4;
     }
     return 0;
 
 fail_4:
-    fuse_remove_signal_handlers(fs.se);
+    fuse_remove_signal_handlers(fs->se);
 fail_3:
-    fuse_session_destroy(fs.se);
-    fs.se = NULL;
+    fuse_session_destroy(fs->se);
+    fs->se = NULL;
 fail_2:
-    lsmfs_table_free();
+    lsmfs_table_free(fs);
 fail_1:
-    lsm_close(fs.db);
-    fs.db = NULL;
+    lsm_close(fs->db);
+    fs->db = NULL;
 fail_0:
     return -1;
 }
@@ -349,11 +350,14 @@ static void detach(int fd)
 
 int main(int argc, char *argv[])
 {
+    struct lsmfs state, *fs = &state;   /* lives as long as the process; every callback gets it
+                                           through fuse_req_userdata */
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct fuse_cmdline_opts copts;
     struct cmdline c;
     int ret = 1, fd = -1;
 
+    memset(fs, 0, sizeof *fs);
     memset(&c, 0, sizeof c);
     memset(&copts, 0, sizeof copts);
     if (fuse_opt_parse(&args, &c, spec, opt_proc) != 0)
@@ -380,9 +384,9 @@ int main(int argc, char *argv[])
                         "(lsmfs --help for options)\n", c.datadir ? "MOUNTPOINT" : "DATADIR");
         goto out;
     }
-    if (apply_options(&c) != 0)
+    if (apply_options(fs, &c) != 0)
         goto out;
-    fs.foreground = copts.foreground;
+    fs->foreground = copts.foreground;
 
     struct stat st;
     if (stat(c.mountpoint, &st) != 0) {
@@ -397,43 +401,42 @@ int main(int argc, char *argv[])
         fprintf(stderr, "lsmfs: %s: cannot create: %s\n", c.datadir, strerror(errno));
         goto out;
     }
-    if (!(fs.datadir = realpath(c.datadir, NULL))) {
+    if (!(fs->datadir = realpath(c.datadir, NULL))) {
         fprintf(stderr, "lsmfs: %s: %s\n", c.datadir, strerror(errno));
         goto out;
     }
-    if (stat(fs.datadir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (stat(fs->datadir, &st) != 0 || !S_ISDIR(st.st_mode)) {
         fprintf(stderr, "lsmfs: %s: %s\n", c.datadir, strerror(ENOTDIR));
         goto out;
     }
-    if (access(fs.datadir, R_OK | W_OK | X_OK) != 0) {
+    if (access(fs->datadir, R_OK | W_OK | X_OK) != 0) {
         fprintf(stderr, "lsmfs: %s: %s\n", c.datadir, strerror(errno));
         goto out;
     }
     if (fuse_opt_add_arg(&args, "-odefault_permissions") != 0 ||
-        (!c.has_fsname && add_opt_escaped(&args, "fsname", fs.datadir) != 0)) {
+        (!c.has_fsname && add_opt_escaped(&args, "fsname", fs->datadir) != 0)) {
         fprintf(stderr, "lsmfs: out of memory\n");
         goto out;
     }
-    fs.uid = getuid();
-    fs.gid = getgid();
-    fs.mount_ns = lsmfs_now();
+    fs->uid = getuid();
+    fs->gid = getgid();
+    fs->mount_ns = lsmfs_now();
 
-    if (!fs.foreground) {
-        openlog("lsmfs", LOG_PID, LOG_DAEMON);
+    lsmfs_log_open(fs->foreground);
+    if (!fs->foreground)
         fd = start_daemon();
-    }
-    if (setup(&args, c.datadir, c.mountpoint) != 0)
+    if (setup(fs, &args, c.datadir, c.mountpoint) != 0)
         goto out;
     if (fd >= 0) {
         detach(fd);
         fd = -1;
     }
-    if (lsmfs_reclaim_start() < 0)
+    if (lsmfs_reclaim_start(fs) != 0)
         lsmfs_log(LOG_WARNING, "cannot start the thread that frees the space of removed files; "
                   "it will come back only as merges reach it");
 
     if (copts.singlethread) {
-        ret = fuse_session_loop(fs.se);
+        ret = fuse_session_loop(fs->se);
     } else {
         struct fuse_loop_config *cfg = fuse_loop_cfg_create();
         fuse_loop_cfg_set_clone_fd(cfg, copts.clone_fd);
@@ -441,19 +444,19 @@ int main(int argc, char *argv[])
         fuse_loop_cfg_set_idle_threads(cfg, copts.max_idle_threads != UINT_MAX
                                                 ? copts.max_idle_threads : copts.max_threads);
         fuse_loop_cfg_set_max_threads(cfg, copts.max_threads);
-        ret = fuse_session_loop_mt(fs.se, cfg);
+        ret = fuse_session_loop_mt(fs->se, cfg);
         fuse_loop_cfg_destroy(cfg);
     }
     ret = ret < 0 ? 1 : 0;
-    fuse_session_unmount(fs.se);
-    fuse_remove_signal_handlers(fs.se);
-    fuse_session_destroy(fs.se);
-    lsmfs_handles_free();
-    lsmfs_table_flush_all();
-    lsmfs_reclaim_stop();
-    lsmfs_table_free();
-    lsmfs_iter_pool_free();
-    int rc = lsm_close(fs.db);
+    fuse_session_unmount(fs->se);
+    fuse_remove_signal_handlers(fs->se);
+    fuse_session_destroy(fs->se);
+    lsmfs_handles_free(fs);
+    lsmfs_table_flush_all(fs);
+    lsmfs_reclaim_stop(fs);
+    lsmfs_table_free(fs);
+    lsmfs_iter_pool_free(fs);
+    int rc = lsm_close(fs->db);
     if (rc != LSM_OK) {
         lsmfs_log(LOG_ERR, "%s: closing the database: %s", c.datadir, lsm_strerror(rc));
         ret = 1;
@@ -470,6 +473,6 @@ out:
     free(c.max_file_size);
     free(c.dirty_limit);
     free(c.timeout);
-    free(fs.datadir);
+    free(fs->datadir);
     return ret;
 }

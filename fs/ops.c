@@ -6,12 +6,12 @@
  * is being written, in which case its whole content sits in the inode's buffer (inode.c) and is
  * written back as one batch on flush, fsync, last close, or when the buffer budget is exceeded.
  *
- * Why so: the kernel caches entries and attributes for fs.timeout seconds and pages across opens
+ * Why so: the kernel caches entries and attributes for fs->timeout seconds and pages across opens
  * (keep_cache); that is safe because this daemon is the only writer of the database while mounted
  * and every change goes through the kernel.
  *
  * Never: reply twice or not at all to a request (each callback ends in exactly one fuse_reply_*);
- * hold an inode mutex while taking fs.ns; let a request on an unlinked file write its old key.
+ * hold an inode mutex while taking fs->ns; let a request on an unlinked file write its old key.
  */
 #include "lsmfs.h"
 
@@ -27,9 +27,10 @@
 
 static void lsmfs_init(void *userdata, struct fuse_conn_info *conn)
 {
+    struct lsmfs *fs = userdata;
     if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
         conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
-    if (fs.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+    if (fs->writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
         conn->want |= FUSE_CAP_WRITEBACK_CACHE;
     if (conn->capable & FUSE_CAP_READDIRPLUS)
         conn->want |= FUSE_CAP_READDIRPLUS;
@@ -45,19 +46,21 @@ static void lsmfs_init(void *userdata, struct fuse_conn_info *conn)
 
 static void lsmfs_destroy(void *userdata)
 {
-    pthread_rwlock_wrlock(&fs.ns);
-    lsmfs_table_flush_all();
-    pthread_rwlock_unlock(&fs.ns);
+    struct lsmfs *fs = userdata;
+    pthread_rwlock_wrlock(&fs->ns);
+    lsmfs_table_flush_all(fs);
+    pthread_rwlock_unlock(&fs->ns);
 }
 
 static void lsmfs_getattr(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
-    struct lsmfs_inode *ino = lsmfs_ino(n);
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     struct stat st;
     pthread_mutex_lock(&ino->mu);
     lsmfs_meta_to_stat(ino, &st);
     pthread_mutex_unlock(&ino->mu);
-    fuse_reply_attr(req, &st, fs.timeout);
+    fuse_reply_attr(req, &st, fs->timeout);
 }
 
 static int64_t ts_ns(const struct timespec *ts)
@@ -66,18 +69,18 @@ static int64_t ts_ns(const struct timespec *ts)
 }
 
 /* Sets the size of a file's content (buffer loaded and grown/shrunk). ino->mu held. */
-static int resize_locked(struct lsmfs_inode *ino, uint64_t size)
+static int resize_locked(struct lsmfs *fs, struct lsmfs_inode *ino, uint64_t size)
 {
     int rc;
-    if (size > fs.max_file_size)
+    if (size > fs->max_file_size)
         return -EFBIG;
     if (size == 0) {
         if (!ino->data && ino->m.size >= LSMFS_RECLAIM_MIN)
             ino->replaces_big = 1;          /* superseded without being read */
-        if ((rc = lsmfs_buf_reserve(ino, 1)) < 0)
+        if ((rc = lsmfs_buf_reserve(fs, ino, 1)) < 0)
             return rc;
     } else {
-        if ((rc = lsmfs_buf_load(ino)) < 0 || (rc = lsmfs_buf_reserve(ino, size)) < 0)
+        if ((rc = lsmfs_buf_load(fs, ino)) < 0 || (rc = lsmfs_buf_reserve(fs, ino, size)) < 0)
             return rc;
         if (size > ino->m.size)
             memset(ino->data + ino->m.size, 0, size - ino->m.size);
@@ -89,19 +92,20 @@ static int resize_locked(struct lsmfs_inode *ino, uint64_t size)
 static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int to_set,
                           struct fuse_file_info *fi)
 {
-    struct lsmfs_inode *ino = lsmfs_ino(n);
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     struct stat st;
     int rc = 0;
     int64_t now = lsmfs_now();
 
-    pthread_rwlock_rdlock(&fs.ns);
+    pthread_rwlock_rdlock(&fs->ns);
     pthread_mutex_lock(&ino->mu);
     if (to_set & FUSE_SET_ATTR_SIZE) {
         if (ino->m.type == LSMFS_DIR)
             rc = -EISDIR;
         else if (ino->m.type != LSMFS_REG)
             rc = -EINVAL;
-        else if ((rc = resize_locked(ino, (uint64_t)attr->st_size)) == 0)
+        else if ((rc = resize_locked(fs, ino, (uint64_t)attr->st_size)) == 0)
             ino->m.mtime_ns = now;
     }
     if (rc == 0) {
@@ -117,25 +121,26 @@ static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int t
             ino->m.mtime_ns = ts_ns(&attr->st_mtim);
         ino->m.ctime_ns = (to_set & FUSE_SET_ATTR_CTIME) ? ts_ns(&attr->st_ctim) : now;
         ino->dirty = 1;
-        rc = lsmfs_flush_locked(ino, 0);
-        pthread_mutex_lock(&fs.tmu);
+        rc = lsmfs_flush_locked(fs, ino, 0);
+        pthread_mutex_lock(&fs->tmu);
         int unopened = ino->nopen == 0;
-        pthread_mutex_unlock(&fs.tmu);
+        pthread_mutex_unlock(&fs->tmu);
         if (rc == 0 && unopened)
-            lsmfs_buf_drop(ino);
+            lsmfs_buf_drop(fs, ino);
     }
     lsmfs_meta_to_stat(ino, &st);
     pthread_mutex_unlock(&ino->mu);
-    pthread_rwlock_unlock(&fs.ns);
+    pthread_rwlock_unlock(&fs->ns);
     if (rc < 0)
         fuse_reply_err(req, -rc);
     else
-        fuse_reply_attr(req, &st, fs.timeout);
+        fuse_reply_attr(req, &st, fs->timeout);
 }
 
 static void lsmfs_access(fuse_req_t req, fuse_ino_t n, int mask)
 {
-    struct lsmfs_inode *ino = lsmfs_ino(n);
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     pthread_mutex_lock(&ino->mu);
     uint32_t mode = ino->m.mode, uid = ino->m.uid, gid = ino->m.gid;
@@ -168,19 +173,20 @@ static void lsmfs_access(fuse_req_t req, fuse_ino_t n, int mask)
 
 static void lsmfs_readlink(fuse_req_t req, fuse_ino_t n)
 {
-    struct lsmfs_inode *ino = lsmfs_ino(n);
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     void *v = NULL;
     size_t vl = 0;
     int err = 0;
-    pthread_rwlock_rdlock(&fs.ns);
+    pthread_rwlock_rdlock(&fs->ns);
     if (ino->m.type != LSMFS_LNK) {
         err = EINVAL;
     } else {
-        int rc = lsm_get(fs.db, ino->path, ino->plen, &v, &vl);
+        int rc = lsm_get(fs->db, ino->path, ino->plen, &v, &vl);
         if (rc != LSM_OK)
-            err = lsmfs_errno(rc, "readlink", ino->path);
+            err = lsmfs_errno(fs, rc, "readlink", ino->path);
     }
-    pthread_rwlock_unlock(&fs.ns);
+    pthread_rwlock_unlock(&fs->ns);
     if (err) {
         fuse_reply_err(req, err);
         return;
@@ -205,35 +211,31 @@ static int is_writable(int flags)
     return (flags & O_ACCMODE) != O_RDONLY;
 }
 
-/* Every open handle, so those the kernel never released can be freed at unmount. */
-static pthread_mutex_t handles_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct lsmfs_handle *handles;        /* guarded by handles_mu */
-
-static void handle_link(struct lsmfs_handle *h)
+static void handle_link(struct lsmfs *fs, struct lsmfs_handle *h)
 {
-    pthread_mutex_lock(&handles_mu);
+    pthread_mutex_lock(&fs->handles_mu);
     h->aprev = NULL;
-    h->anext = handles;
-    if (handles)
-        handles->aprev = h;
-    handles = h;
-    pthread_mutex_unlock(&handles_mu);
+    h->anext = fs->handles;
+    if (fs->handles)
+        fs->handles->aprev = h;
+    fs->handles = h;
+    pthread_mutex_unlock(&fs->handles_mu);
 }
 
-static void handle_unlink(struct lsmfs_handle *h)
+static void handle_unlink(struct lsmfs *fs, struct lsmfs_handle *h)
 {
-    pthread_mutex_lock(&handles_mu);
+    pthread_mutex_lock(&fs->handles_mu);
     if (h->aprev)
         h->aprev->anext = h->anext;
     else
-        handles = h->anext;
+        fs->handles = h->anext;
     if (h->anext)
         h->anext->aprev = h->aprev;
-    pthread_mutex_unlock(&handles_mu);
+    pthread_mutex_unlock(&fs->handles_mu);
 }
 
 /* Makes a handle for ino (which holds an open reference) and applies O_TRUNC. */
-static int open_handle(struct lsmfs_inode *ino, struct fuse_file_info *fi)
+static int open_handle(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_file_info *fi)
 {
     struct lsmfs_handle *h = calloc(1, sizeof *h);
     if (!h)
@@ -244,7 +246,7 @@ static int open_handle(struct lsmfs_inode *ino, struct fuse_file_info *fi)
         pthread_mutex_lock(&ino->mu);
         int rc = 0;
         if (ino->m.size != 0 || !ino->data) {
-            rc = resize_locked(ino, 0);
+            rc = resize_locked(fs, ino, 0);
             if (rc == 0) {
                 lsmfs_meta_touch(&ino->m);
                 ino->dirty = 1;
@@ -257,7 +259,7 @@ static int open_handle(struct lsmfs_inode *ino, struct fuse_file_info *fi)
         }
         h->wrote = 1;
     }
-    if (!is_writable(fi->flags) && !fs.kernel_cache) {
+    if (!is_writable(fi->flags) && !fs->kernel_cache) {
         pthread_mutex_lock(&ino->mu);
         h->rnext = ino->readers;
         if (ino->readers)
@@ -266,8 +268,8 @@ static int open_handle(struct lsmfs_inode *ino, struct fuse_file_info *fi)
         pthread_mutex_unlock(&ino->mu);
     }
     fi->fh = (uint64_t)(uintptr_t)h;
-    handle_link(h);
-    if (fs.kernel_cache) {
+    handle_link(fs, h);
+    if (fs->kernel_cache) {
         fi->keep_cache = 1;   /* this daemon is the only writer: pages stay valid across opens */
     } else {
         /* The kernel keeps one size and one page cache per inode, so it cannot show a writer its
@@ -279,7 +281,7 @@ static int open_handle(struct lsmfs_inode *ino, struct fuse_file_info *fi)
     return 0;
 }
 
-static void close_handle(struct lsmfs_handle *h)
+static void close_handle(struct lsmfs *fs, struct lsmfs_handle *h)
 {
     struct lsmfs_inode *ino = h->ino;
     pthread_mutex_lock(&ino->mu);
@@ -292,90 +294,93 @@ static void close_handle(struct lsmfs_handle *h)
     if (h->snap && --h->snap->refs == 0)
         free(h->snap);
     pthread_mutex_unlock(&ino->mu);
-    lsmfs_table_close(ino);
-    handle_unlink(h);
+    lsmfs_table_close(fs, ino);
+    handle_unlink(fs, h);
     free(h);
 }
 
-void lsmfs_handles_free(void)
+void lsmfs_handles_free(struct lsmfs *fs)
 {
-    while (handles)
-        close_handle(handles);
+    while (fs->handles)
+        close_handle(fs, fs->handles);
 }
 
 static void lsmfs_open(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
-    struct lsmfs_inode *ino = lsmfs_ino(n);
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     int err = 0;
-    pthread_rwlock_rdlock(&fs.ns);
+    pthread_rwlock_rdlock(&fs->ns);
     if (ino->m.type == LSMFS_DIR) {
         err = EISDIR;
     } else if (ino->m.type == LSMFS_LNK) {
         err = ELOOP;
     } else {
-        lsmfs_table_open(ino);
-        if ((err = open_handle(ino, fi)) != 0)
-            lsmfs_table_close(ino);
+        lsmfs_table_open(fs, ino);
+        if ((err = open_handle(fs, ino, fi)) != 0)
+            lsmfs_table_close(fs, ino);
     }
-    pthread_rwlock_unlock(&fs.ns);
+    pthread_rwlock_unlock(&fs->ns);
     if (err) {
         fuse_reply_err(req, err);
     } else if (fuse_reply_open(req, fi) != 0) {
-        pthread_rwlock_rdlock(&fs.ns);
-        close_handle((struct lsmfs_handle *)(uintptr_t)fi->fh);
-        pthread_rwlock_unlock(&fs.ns);
+        pthread_rwlock_rdlock(&fs->ns);
+        close_handle(fs, (struct lsmfs_handle *)(uintptr_t)fi->fh);
+        pthread_rwlock_unlock(&fs->ns);
     }
 }
 
 static void lsmfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                          struct fuse_file_info *fi)
 {
-    struct lsmfs_inode *ino = NULL, *p = lsmfs_ino(parent);
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *ino = NULL, *p = lsmfs_ino(fs, parent);
     struct fuse_entry_param e;
     int err;
-    pthread_rwlock_wrlock(&fs.ns);
+    pthread_rwlock_wrlock(&fs->ns);
     err = lsmfs_dir_make(req, p, name, LSMFS_REG, mode, NULL, 1, &ino);
     if (err == EEXIST && !(fi->flags & O_EXCL) && lsmfs_name_check(name) == 0) {
         /* lost a race with another creator: open what is there */
-        if ((err = lsmfs_dir_lookup(p, name, &ino)) == 0) {
+        if ((err = lsmfs_dir_lookup(fs, p, name, &ino)) == 0) {
             if (ino->m.type == LSMFS_DIR)
                 err = EISDIR;
             else
-                lsmfs_table_open(ino);
+                lsmfs_table_open(fs, ino);
             if (err) {
-                pthread_rwlock_unlock(&fs.ns);
-                lsmfs_table_forget(ino, 1);
+                pthread_rwlock_unlock(&fs->ns);
+                lsmfs_table_forget(fs, ino, 1);
                 fuse_reply_err(req, err);
                 return;
             }
         }
     }
-    if (!err && (err = open_handle(ino, fi)) != 0) {
-        lsmfs_table_close(ino);
-        pthread_rwlock_unlock(&fs.ns);
-        lsmfs_table_forget(ino, 1);
+    if (!err && (err = open_handle(fs, ino, fi)) != 0) {
+        lsmfs_table_close(fs, ino);
+        pthread_rwlock_unlock(&fs->ns);
+        lsmfs_table_forget(fs, ino, 1);
         fuse_reply_err(req, err);
         return;
     }
-    pthread_rwlock_unlock(&fs.ns);
+    pthread_rwlock_unlock(&fs->ns);
     if (err) {
         fuse_reply_err(req, err);
         return;
     }
-    lsmfs_fill_entry(ino, &e);
+    lsmfs_fill_entry(fs, ino, &e);
     if (fuse_reply_create(req, &e, fi) != 0) {
-        pthread_rwlock_rdlock(&fs.ns);
-        close_handle((struct lsmfs_handle *)(uintptr_t)fi->fh);
-        pthread_rwlock_unlock(&fs.ns);
-        lsmfs_table_forget(ino, 1);
+        pthread_rwlock_rdlock(&fs->ns);
+        close_handle(fs, (struct lsmfs_handle *)(uintptr_t)fi->fh);
+        pthread_rwlock_unlock(&fs->ns);
+        lsmfs_table_forget(fs, ino, 1);
     }
 }
 
 static void lsmfs_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
-    struct lsmfs_inode *ino = lsmfs_ino(n);
-    pthread_rwlock_rdlock(&fs.ns);
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *ino = lsmfs_ino(fs, n);
+    pthread_rwlock_rdlock(&fs->ns);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
     pthread_mutex_lock(&ino->mu);
     /* close-to-open: a read-only descriptor sees the last flushed value (or, once the file is
@@ -385,7 +390,7 @@ static void lsmfs_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
     if (h->snap) {
         src = h->snap->data;
         srclen = h->snap->len;
-    } else if (ino->data && (is_writable(h->flags) || ino->deleted || fs.kernel_cache)) {
+    } else if (ino->data && (is_writable(h->flags) || ino->deleted || fs->kernel_cache)) {
         src = ino->data;
         srclen = ino->m.size;
     }
@@ -395,17 +400,17 @@ static void lsmfs_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
             len = size;
         fuse_reply_buf(req, src + (len ? off : 0), len);
         pthread_mutex_unlock(&ino->mu);
-        pthread_rwlock_unlock(&fs.ns);
+        pthread_rwlock_unlock(&fs->ns);
         return;
     }
     /* from the engine, with ino->mu held so that no write-back lands in the middle of it */
     char *buf = malloc(size ? size : 1);
     size_t got = 0;
-    int rc = buf ? lsm_get_range(fs.db, ino->path, ino->plen, (uint64_t)off, buf, size, &got, NULL)
+    int rc = buf ? lsm_get_range(fs->db, ino->path, ino->plen, (uint64_t)off, buf, size, &got, NULL)
                  : LSM_NOMEM;
     pthread_mutex_unlock(&ino->mu);
-    int err = rc == LSM_OK || rc == LSM_NOTFOUND ? 0 : lsmfs_errno(rc, "read", ino->path);
-    pthread_rwlock_unlock(&fs.ns);
+    int err = rc == LSM_OK || rc == LSM_NOTFOUND ? 0 : lsmfs_errno(fs, rc, "read", ino->path);
+    pthread_rwlock_unlock(&fs->ns);
     if (err)
         fuse_reply_err(req, err);
     else
@@ -416,22 +421,23 @@ static void lsmfs_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
 static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t size, off_t off,
                         struct fuse_file_info *fi)
 {
+    struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
-    struct lsmfs_inode *ino = lsmfs_ino(n);
+    struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     int rc = 0;
-    pthread_rwlock_rdlock(&fs.ns);
+    pthread_rwlock_rdlock(&fs->ns);
     pthread_mutex_lock(&ino->mu);
-    if ((h->flags & O_APPEND) && !fs.writeback)
+    if ((h->flags & O_APPEND) && !fs->writeback)
         off = (off_t)ino->m.size;   /* our size is the truth, not the kernel's cached one */
-    if (off < 0 || (uint64_t)off >= fs.max_file_size) {
+    if (off < 0 || (uint64_t)off >= fs->max_file_size) {
         rc = size ? -EFBIG : 0;
         size = 0;
-    } else if ((uint64_t)off + size > fs.max_file_size) {
-        size = fs.max_file_size - (uint64_t)off;   /* a short write, then EFBIG */
+    } else if ((uint64_t)off + size > fs->max_file_size) {
+        size = fs->max_file_size - (uint64_t)off;   /* a short write, then EFBIG */
     }
     if (size > 0) {
         uint64_t end = (uint64_t)off + size;
-        if ((rc = lsmfs_buf_load(ino)) == 0 && (rc = lsmfs_buf_reserve(ino, end)) == 0) {
+        if ((rc = lsmfs_buf_load(fs, ino)) == 0 && (rc = lsmfs_buf_reserve(fs, ino, end)) == 0) {
             if ((uint64_t)off > ino->m.size)
                 memset(ino->data + ino->m.size, 0, (uint64_t)off - ino->m.size);
             memcpy(ino->data + off, buf, size);
@@ -447,47 +453,51 @@ static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t si
         fuse_reply_err(req, -rc);
     else
         fuse_reply_write(req, size);
-    lsmfs_budget_enforce();
-    pthread_rwlock_unlock(&fs.ns);
+    lsmfs_budget_enforce(fs);
+    pthread_rwlock_unlock(&fs->ns);
 }
 
 static void lsmfs_flush(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
+    struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
-    struct lsmfs_inode *ino = lsmfs_ino(n);
-    pthread_rwlock_rdlock(&fs.ns);
+    struct lsmfs_inode *ino = lsmfs_ino(fs, n);
+    pthread_rwlock_rdlock(&fs->ns);
     pthread_mutex_lock(&ino->mu);
-    int rc = lsmfs_flush_locked(ino, fs.sync_mode != LSMFS_SYNC_FSYNC && h->wrote);
+    int rc = lsmfs_flush_locked(fs, ino, fs->sync_mode != LSMFS_SYNC_FSYNC && h->wrote);
     if (rc == 0)
         h->wrote = 0;
     pthread_mutex_unlock(&ino->mu);
-    pthread_rwlock_unlock(&fs.ns);
+    pthread_rwlock_unlock(&fs->ns);
     fuse_reply_err(req, -rc);
 }
 
 static void lsmfs_release(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
-    pthread_rwlock_rdlock(&fs.ns);
-    close_handle((struct lsmfs_handle *)(uintptr_t)fi->fh);
-    pthread_rwlock_unlock(&fs.ns);
+    struct lsmfs *fs = fuse_req_userdata(req);
+    pthread_rwlock_rdlock(&fs->ns);
+    close_handle(fs, (struct lsmfs_handle *)(uintptr_t)fi->fh);
+    pthread_rwlock_unlock(&fs->ns);
     fuse_reply_err(req, 0);
 }
 
 static void lsmfs_fsync(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_file_info *fi)
 {
-    struct lsmfs_inode *ino = lsmfs_ino(n);
-    pthread_rwlock_rdlock(&fs.ns);
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *ino = lsmfs_ino(fs, n);
+    pthread_rwlock_rdlock(&fs->ns);
     pthread_mutex_lock(&ino->mu);
-    int rc = lsmfs_flush_locked(ino, 1);
+    int rc = lsmfs_flush_locked(fs, ino, 1);
     pthread_mutex_unlock(&ino->mu);
-    pthread_rwlock_unlock(&fs.ns);
+    pthread_rwlock_unlock(&fs->ns);
     fuse_reply_err(req, -rc);
 }
 
 static void lsmfs_statfs(fuse_req_t req, fuse_ino_t n)
 {
+    struct lsmfs *fs = fuse_req_userdata(req);
     struct statvfs sv;
-    if (statvfs(fs.datadir, &sv) != 0) {
+    if (statvfs(fs->datadir, &sv) != 0) {
         fuse_reply_err(req, errno);
         return;
     }
