@@ -59,9 +59,9 @@ int lsmfs_dir_lookup(struct lsmfs *fs, struct lsmfs_inode *parent, const char *n
         return err == EINVAL ? ENOENT : err;
     if (parent->m.type != LSMFS_DIR)
         return ENOTDIR;
-    char *path = lsmfs_child_path(parent, name, &plen);
-    if (!path)
-        return errno;
+    char *path;
+    if ((err = lsmfs_child_path(parent, name, &path, &plen)))
+        return err;
     pthread_mutex_lock(&fs->tmu);
     struct lsmfs_inode *ino = NULL;
     for (struct lsmfs_inode *e = fs->tab[XXH3_64bits(path, plen) & (fs->tabsize - 1)]; e;
@@ -78,10 +78,9 @@ int lsmfs_dir_lookup(struct lsmfs *fs, struct lsmfs_inode *parent, const char *n
         *out = ino;
         return 0;
     }
-    int rc = lsmfs_stat_path(fs, path, plen, &m);
-    if (rc < 0 || m.type == LSMFS_NONE) {
+    if ((err = lsmfs_stat_path(fs, path, plen, &m)) || m.type == LSMFS_NONE) {
         free(path);
-        return rc < 0 ? -rc : ENOENT;
+        return err ? err : ENOENT;
     }
     if (!(*out = lsmfs_table_get(fs, path, plen, &m)))
         return ENOMEM;
@@ -151,12 +150,12 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
         return err == EINVAL ? EEXIST : err;
     if (parent->m.type != LSMFS_DIR)
         return ENOTDIR;
-    char *path = lsmfs_child_path(parent, name, &plen);
-    if (!path)
-        return errno;
-    if ((rc = resolve(fs, path, plen, &m, NULL)) < 0 || m.type != LSMFS_NONE) {
+    char *path;
+    if ((err = lsmfs_child_path(parent, name, &path, &plen)))
+        return err;
+    if ((rc = resolve(fs, path, plen, &m, NULL)) || m.type != LSMFS_NONE) {
         free(path);
-        return rc < 0 ? -rc : EEXIST;
+        return rc ? rc : EEXIST;
     }
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     lsmfs_meta_default(fs, &m, type);
@@ -184,9 +183,9 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
     free(k);
     rc = lsmfs_write_batch(fs, b, 0);
     lsm_batch_free(b);
-    if (rc < 0) {
+    if (rc) {
         free(path);
-        return -rc;
+        return rc;
     }
     struct lsmfs_inode *ino = lsmfs_table_get(fs, path, plen, &m);
     if (!ino)
@@ -263,7 +262,7 @@ static void preserve(struct lsmfs *fs, struct lsmfs_inode *ino)
     pthread_mutex_lock(&ino->mu);
     if (ino->m.type != LSMFS_DIR)
         lsmfs_snap_readers(fs, ino);
-    if (open && ino->m.type != LSMFS_DIR && lsmfs_buf_load(fs, ino) < 0)
+    if (open && ino->m.type != LSMFS_DIR && lsmfs_buf_load(fs, ino) != 0)
         lsmfs_log(LOG_WARNING, "%s: removed while open; its content could not be kept", ino->path);
     pthread_mutex_unlock(&ino->mu);
 }
@@ -305,12 +304,12 @@ static int do_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *n
     int rc, err = lsmfs_name_check(name);
     if (err)
         return err == EINVAL ? (dir ? EINVAL : EISDIR) : err;
-    char *path = lsmfs_child_path(parent, name, &plen);
-    if (!path)
-        return errno;
-    if ((rc = resolve(fs, path, plen, &m, &ino)) < 0 || m.type == LSMFS_NONE) {
+    char *path;
+    if ((err = lsmfs_child_path(parent, name, &path, &plen)))
+        return err;
+    if ((rc = resolve(fs, path, plen, &m, &ino)) || m.type == LSMFS_NONE) {
         free(path);
-        return rc < 0 ? -rc : ENOENT;
+        return rc ? rc : ENOENT;
     }
     if (dir && m.type != LSMFS_DIR)
         err = ENOTDIR;
@@ -318,8 +317,8 @@ static int do_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *n
         err = EISDIR;
     if (!err && dir) {
         int has;
-        if ((rc = lsmfs_dir_has_children(fs, path, plen, &has)) < 0)
-            err = -rc;
+        if ((rc = lsmfs_dir_has_children(fs, path, plen, &has)))
+            err = rc;
         else if (has)
             err = ENOTEMPTY;
     }
@@ -340,8 +339,8 @@ static int do_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *n
     else if (rc == 0)
         lsmfs_reclaim_removed(fs, m.size + plen);
     free(path);
-    if (rc < 0)
-        return -rc;
+    if (rc)
+        return rc;
     bury(fs, ino);
     return 0;
 }
@@ -395,7 +394,7 @@ static int add_move(struct lsmfs *fs, lsm_batch *b, int phase, const char *from,
             if (rc != LSM_OK) {
                 if (ino)
                     pthread_mutex_unlock(&ino->mu);
-                return -lsmfs_errno(fs, rc, "rename", from);
+                return lsmfs_errno(fs, rc, "rename", from);
             }
             own = 1;
         }
@@ -410,7 +409,7 @@ static int add_move(struct lsmfs *fs, lsm_batch *b, int phase, const char *from,
         size_t rl = lsmfs_meta_encode(m, rec);
         char *k = lsmfs_key('a', to, tlen, 0, &kl);
         if (!k)
-            return -ENOMEM;
+            return ENOMEM;
         lsm_batch_put(b, k, kl, rec, rl);
         free(k);
         return 0;
@@ -420,13 +419,13 @@ static int add_move(struct lsmfs *fs, lsm_batch *b, int phase, const char *from,
     static const char tags[3] = { 0, 'a', 'd' };
     lsm_iter *it;
     if ((rc = lsm_iter_new(fs->db, &it)) != LSM_OK)
-        return -lsmfs_errno(fs, rc, "rename", from);
+        return lsmfs_errno(fs, rc, "rename", from);
     rc = 0;
     for (int t = 0; t < 3 && rc == 0; t++) {
         size_t pl, pre = tags[t] ? 2 : 0;
         char *p = lsmfs_key(tags[t], from, flen, 1, &pl);
         if (!p) {
-            rc = -ENOMEM;
+            rc = ENOMEM;
             break;
         }
         for (lsm_iter_seek(it, p, pl); lsm_iter_valid(it); lsm_iter_next(it)) {
@@ -440,18 +439,18 @@ static int add_move(struct lsmfs *fs, lsm_batch *b, int phase, const char *from,
             }
             const void *v = lsm_iter_value(it, &vl);
             if (!v) {
-                rc = -lsmfs_errno(fs, lsm_iter_status(it), "rename", from);
+                rc = lsmfs_errno(fs, lsm_iter_status(it), "rename", from);
                 break;
             }
             *bytes += n + vl;
             if (*bytes > fs->dirty_limit) {
-                rc = -EXDEV;   /* too big for one batch: mv(1) falls back to copy and remove */
+                rc = EXDEV;   /* too big for one batch: mv(1) falls back to copy and remove */
                 break;
             }
             size_t nl = n - flen + tlen;
             char *nk = malloc(nl);
             if (!nk) {
-                rc = -ENOMEM;
+                rc = ENOMEM;
                 break;
             }
             memcpy(nk, k, pre);
@@ -462,7 +461,7 @@ static int add_move(struct lsmfs *fs, lsm_batch *b, int phase, const char *from,
         }
         free(p);
         if (rc == 0 && (rc = lsm_iter_status(it)) != LSM_OK)
-            rc = -lsmfs_errno(fs, rc, "rename", from);
+            rc = lsmfs_errno(fs, rc, "rename", from);
     }
     lsm_iter_free(it);
     if (rc == 0 && phase == 1 && !m->explicit_dir) {
@@ -471,7 +470,7 @@ static int add_move(struct lsmfs *fs, lsm_batch *b, int phase, const char *from,
         size_t rl = lsmfs_meta_encode(m, rec);
         char *k = lsmfs_key('d', to, tlen, 1, &kl);
         if (!k)
-            return -ENOMEM;
+            return ENOMEM;
         lsm_batch_put(b, k, kl, rec, rl);
         free(k);
     }
@@ -523,16 +522,12 @@ static int do_rename(struct lsmfs *fs, struct lsmfs_inode *sp, const char *sname
         return err;
     if (sp->m.type != LSMFS_DIR || tp->m.type != LSMFS_DIR)
         return ENOTDIR;
-    if (!(spath = lsmfs_child_path(sp, sname, &slen)) ||
-        !(tpath = lsmfs_child_path(tp, tname, &tlen))) {
-        err = errno;
+    if ((err = lsmfs_child_path(sp, sname, &spath, &slen)) ||
+        (err = lsmfs_child_path(tp, tname, &tpath, &tlen)))
         goto out;
-    }
-    if ((rc = resolve(fs, spath, slen, &sm, &sino)) < 0 || (sm.type == LSMFS_NONE && (rc = -ENOENT)) ||
-        (rc = resolve(fs, tpath, tlen, &tm, &tino)) < 0) {
-        err = -rc;
+    if ((err = resolve(fs, spath, slen, &sm, &sino)) || (sm.type == LSMFS_NONE && (err = ENOENT)) ||
+        (err = resolve(fs, tpath, tlen, &tm, &tino)))
         goto out;
-    }
     int texists = tm.type != LSMFS_NONE;
     if ((flags & RENAME_NOREPLACE) && texists) {
         err = EEXIST;
@@ -561,10 +556,8 @@ static int do_rename(struct lsmfs *fs, struct lsmfs_inode *sp, const char *sname
         }
         if (tm.type == LSMFS_DIR) {
             int has;
-            if ((rc = lsmfs_dir_has_children(fs, tpath, tlen, &has)) < 0) {
-                err = -rc;
+            if ((err = lsmfs_dir_has_children(fs, tpath, tlen, &has)))
                 goto out;
-            }
             if (has) {
                 err = ENOTEMPTY;
                 goto out;
@@ -592,8 +585,8 @@ static int do_rename(struct lsmfs *fs, struct lsmfs_inode *sp, const char *sname
         rc = lsmfs_write_batch(fs, b, 0);
     }
     lsm_batch_free(b);
-    if (rc < 0) {
-        err = -rc;
+    if (rc) {
+        err = rc;
         goto out;
     }
     /* The values moved were copied to their new keys: the old copies, and a file replaced, are
@@ -708,10 +701,12 @@ static int poscmp(const char *a, size_t al, const char *b, size_t bl)
 }
 
 /* Next child: its name (copied to name, NUL-terminated) and whether it is a directory. Fills
-   next/nextlen with the position after it (the cursor). Returns 1, 0 at the end, or -errno. */
+   next/nextlen with the position after it (the cursor). Returns 0 with *end set at the end, or an
+   errno. */
 static int lister_next(struct lsmfs *fs, struct lister *l, char *name, int *isdir, char *next,
-                       size_t *nextlen)
+                       size_t *nextlen, int *end)
 {
+    *end = 0;
     for (;;) {
         size_t dsl = 0, rsl = 0;
         const char *ds = suffix(l->di, l->dpre, l->dprelen, &dsl);
@@ -722,7 +717,8 @@ static int lister_next(struct lsmfs *fs, struct lister *l, char *name, int *isdi
             int rc = lsm_iter_status(l->di);
             if (rc == LSM_OK)
                 rc = lsm_iter_status(l->ri);
-            return rc == LSM_OK ? 0 : -lsmfs_errno(fs, rc, "list", l->dpath);
+            *end = 1;
+            return rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "list", l->dpath);
         }
         const char *s = ds;
         size_t sl = dsl;
@@ -767,7 +763,7 @@ static int lister_next(struct lsmfs *fs, struct lister *l, char *name, int *isdi
             if (k && lsm_get_size(fs->db, k, kl, &sz) == LSM_OK)
                 continue;
         }
-        return 1;
+        return 0;
     }
 }
 
@@ -785,12 +781,12 @@ static int lister_open(struct lsmfs *fs, struct lister *l, struct lsmfs_inode *d
         l->rpre = lsmfs_key('d', "", 0, 0, &l->rprelen);
     }
     if (!l->dpre || !l->rpre)
-        return -ENOMEM;
+        return ENOMEM;
     int rc = lsm_iter_new(fs->db, &l->di);
     if (rc == LSM_OK)
         rc = lsm_iter_new(fs->db, &l->ri);
     (void)kl;
-    return rc == LSM_OK ? 0 : -lsmfs_errno(fs, rc, "list", dir->path);
+    return rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "list", dir->path);
 }
 
 static void lister_close(struct lister *l)
@@ -839,8 +835,9 @@ static int is_symlink(struct lsmfs *fs, struct lsmfs_inode *dir, const char *nam
     void *v;
     size_t vl;
     int lnk = 0;
-    char *path = lsmfs_child_path(dir, name, &plen);
-    char *k = path ? lsmfs_key('a', path, plen, 0, &kl) : NULL;
+    char *path = NULL;
+    char *k = lsmfs_child_path(dir, name, &path, &plen) == 0 ? lsmfs_key('a', path, plen, 0, &kl)
+                                                               : NULL;
     if (k && lsm_get(fs->db, k, kl, &v, &vl) == LSM_OK) {
         lnk = lsmfs_meta_decode(v, vl, &m) == 0 && m.type == LSMFS_LNK;
         free(v);
@@ -878,7 +875,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
     off_t skip = off - d->next_off;
     if (d->eof)
         goto done;
-    if ((rc = lister_open(fs, &l, dir)) < 0) {
+    if ((rc = lister_open(fs, &l, dir))) {
         lister_close(&l);
         goto done;
     }
@@ -892,9 +889,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
             nm = d->next_off == 0 ? "." : "..";
             isdir = 1;
         } else {
-            rc = lister_next(fs, &l, name, &isdir, next, &nextlen);
-            if (rc <= 0) {
-                if (rc == 0)
+            int end;
+            rc = lister_next(fs, &l, name, &isdir, next, &nextlen, &end);
+            if (rc || end) {
+                if (!rc)
                     d->eof = 1;
                 break;
             }
@@ -905,10 +903,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
         } else {
             size_t need = plus ? fuse_add_direntry_plus(req, NULL, 0, nm, NULL, 0)
                                : fuse_add_direntry(req, NULL, 0, nm, NULL, 0);
-            if (pos + need > size) {
-                rc = 1;   /* full: this entry comes first next time */
-                break;
-            }
+            if (pos + need > size)
+                break;   /* full: this entry comes first next time */
             memset(&st, 0, sizeof st);
             if (plus && !is_dot) {
                 struct lsmfs_inode *ino;
@@ -916,7 +912,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                 if (err == ENOENT)
                     goto advance;   /* hidden or gone: leave it out */
                 if (err) {
-                    rc = -err;
+                    rc = err;
                     break;
                 }
                 lsmfs_fill_entry(fs, ino, &e);
@@ -944,7 +940,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
         if (!is_dot) {
             char *c = realloc(d->cursor, nextlen);
             if (!c) {
-                rc = -ENOMEM;
+                rc = ENOMEM;
                 break;
             }
             memcpy(c, next, nextlen);
@@ -956,8 +952,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
 done:
     pthread_mutex_unlock(&d->mu);
     pthread_rwlock_unlock(&fs->ns);
-    if (rc < 0 && pos == 0)
-        fuse_reply_err(req, -rc);
+    if (rc && pos == 0)
+        fuse_reply_err(req, rc);
     else
         fuse_reply_buf(req, buf, pos);
     free(buf);

@@ -131,13 +131,13 @@ int lsmfs_table_init(struct lsmfs *fs)
     fs->tabsize = 1024;
     fs->tab = calloc(fs->tabsize, sizeof *fs->tab);
     if (!fs->tab)
-        return -ENOMEM;
-    if ((rc = lsmfs_stat_path(fs, "", 0, &m)) < 0)
+        return ENOMEM;
+    if ((rc = lsmfs_stat_path(fs, "", 0, &m)))
         return rc;
     char *p = strdup("");
     if (!p || !(fs->root = inode_new(p, 0, &m))) {
         free(p);
-        return -ENOMEM;
+        return ENOMEM;
     }
     fs->root->nlookup = 1;
     fs->root->stino = 1;
@@ -355,11 +355,11 @@ void lsmfs_add_record(lsm_batch *b, struct lsmfs_inode *ino)
         ino->m.explicit_dir = 1;
 }
 
-/* Applies b (synced if asked or if sync=always); returns 0 or -errno. */
+/* Applies b (synced if asked or if sync=always); returns 0 or an errno. */
 int lsmfs_write_batch(struct lsmfs *fs, lsm_batch *b, int sync)
 {
     int rc = lsm_write(fs->db, b, sync || fs->sync_mode == LSMFS_SYNC_ALWAYS);
-    return rc == LSM_OK ? 0 : -lsmfs_errno(fs, rc, "write", "batch");
+    return rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "write", "batch");
 }
 
 static void blist_add(struct lsmfs *fs, struct lsmfs_inode *ino)
@@ -394,7 +394,7 @@ int lsmfs_buf_reserve(struct lsmfs *fs, struct lsmfs_inode *ino, size_t need)
         ncap = fs->max_file_size > 0 ? fs->max_file_size : 1;
     char *nd = realloc(ino->data, ncap);
     if (!nd)
-        return -ENOMEM;
+        return ENOMEM;
     pthread_mutex_lock(&fs->bmu);
     if (!ino->data)
         blist_add(fs, ino);
@@ -432,7 +432,7 @@ int lsmfs_buf_load(struct lsmfs *fs, struct lsmfs_inode *ino)
     if (rc == LSM_NOTFOUND)
         return lsmfs_buf_reserve(fs, ino, 1);   /* deleted under us: treat as empty */
     if (rc != LSM_OK)
-        return -lsmfs_errno(fs, rc, "read", ino->path);
+        return lsmfs_errno(fs, rc, "read", ino->path);
     size_t cap = vl ? vl : 1;
     pthread_mutex_lock(&fs->bmu);
     blist_add(fs, ino);
@@ -495,7 +495,7 @@ int lsmfs_flush_locked(struct lsmfs *fs, struct lsmfs_inode *ino, int sync)
         if (!sync)
             return 0;
         rc = lsm_sync(fs->db);
-        return rc == LSM_OK ? 0 : -lsmfs_errno(fs, rc, "sync", ino->path);
+        return rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "sync", ino->path);
     }
     lsm_batch *b = lsm_batch_new();
     if (ino->m.type != LSMFS_DIR && ino->data) {

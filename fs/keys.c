@@ -55,19 +55,16 @@ int lsmfs_name_check(const char *name)
     return 0;
 }
 
-/* parent's path + "/" + name; NULL (errno set) if too long or out of memory. Caller frees. */
-char *lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, size_t *plen)
+/* *path = parent's path + "/" + name (caller frees), *plen its length. Returns 0, ENAMETOOLONG or
+   ENOMEM. */
+int lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, char **path, size_t *plen)
 {
     size_t nl = strlen(name), n = parent->plen ? parent->plen + 1 + nl : nl;
-    if (n > LSMFS_PATH_MAX) {
-        errno = ENAMETOOLONG;
-        return NULL;
-    }
+    if (n > LSMFS_PATH_MAX)
+        return ENAMETOOLONG;
     char *p = malloc(n + 1);
-    if (!p) {
-        errno = ENOMEM;
-        return NULL;
-    }
+    if (!p)
+        return ENOMEM;
     if (parent->plen) {
         memcpy(p, parent->path, parent->plen);
         p[parent->plen] = '/';
@@ -75,8 +72,9 @@ char *lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, size_
     } else {
         memcpy(p, name, nl + 1);
     }
+    *path = p;
     *plen = n;
-    return p;
+    return 0;
 }
 
 void lsmfs_meta_default(struct lsmfs *fs, struct lsmfs_meta *m, int type)
@@ -154,12 +152,12 @@ int lsmfs_put_record(lsm_batch *b, const char *path, size_t plen, const struct l
     return 0;
 }
 
-/* Fills the attribute fields of m from a record; -1 (m untouched) if it is not one we read. */
+/* Fills the attribute fields of m from a record; EINVAL (m untouched) if it is not one we read. */
 int lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m)
 {
     const unsigned char *p = buf;
     if (len < LSMFS_REC_LEN || p[0] != 1 || p[1] < LSMFS_REG || p[1] > LSMFS_LNK)
-        return -1;
+        return EINVAL;
     uint32_t fmt = p[1] == LSMFS_DIR ? S_IFDIR : p[1] == LSMFS_LNK ? S_IFLNK : S_IFREG;
     m->type = p[1];
     m->mode = fmt | (get32(p + 4) & 07777);
@@ -181,7 +179,7 @@ static int read_record(struct lsmfs *fs, const char *key, size_t klen, struct ls
     if (rc == LSM_NOTFOUND)
         return 0;
     if (rc != LSM_OK)
-        return -lsmfs_errno(fs, rc, "read attributes of", key + 2);
+        return lsmfs_errno(fs, rc, "read attributes of", key + 2);
     *found = 1;
     int type = m->type;
     if (lsmfs_meta_decode(v, vl, m) != 0)
@@ -258,12 +256,12 @@ int lsmfs_dir_has_children(struct lsmfs *fs, const char *path, size_t plen, int 
     }
     char *pre = lsmfs_key(0, path, plen, 1, &kl);
     if (!pre)
-        return -ENOMEM;
+        return ENOMEM;
     rc = lsmfs_iter_get(fs, &it);
     if (rc != LSM_OK) {
         lsm_iter_free(it);
         free(pre);
-        return -lsmfs_errno(fs, rc, "iterate", path);
+        return lsmfs_errno(fs, rc, "iterate", path);
     }
     /* Bounded to the prefix: keys deleted just after it (a renamed sibling) are not walked. */
     pre[kl - 1]++;
@@ -281,7 +279,7 @@ int lsmfs_dir_has_children(struct lsmfs *fs, const char *path, size_t plen, int 
         char *dk = lsmfs_key('d', path, plen, 1, &kl);
         if (!dk) {
             lsmfs_iter_put(fs, it);
-            return -ENOMEM;
+            return ENOMEM;
         }
         dk[kl - 1]++;
         lsm_iter_set_upper_bound(it, dk, kl);
@@ -302,7 +300,7 @@ int lsmfs_dir_has_children(struct lsmfs *fs, const char *path, size_t plen, int 
     rc = lsm_iter_status(it);
     lsmfs_iter_put(fs, it);
     if (rc != LSM_OK)
-        return -lsmfs_errno(fs, rc, "iterate", path);
+        return lsmfs_errno(fs, rc, "iterate", path);
     return 0;
 }
 
@@ -321,21 +319,21 @@ int lsmfs_stat_path(struct lsmfs *fs, const char *path, size_t plen, struct lsmf
             lsmfs_meta_default(fs, m, LSMFS_REG);
             m->size = vl;
             if (!(k = lsmfs_key('a', path, plen, 0, &kl)))
-                return -ENOMEM;
+                return ENOMEM;
             rc = read_record(fs, k, kl, m, &found);
             free(k);
             m->size = vl;
             return rc;
         }
         if (rc != LSM_NOTFOUND)
-            return -lsmfs_errno(fs, rc, "stat", path);
+            return lsmfs_errno(fs, rc, "stat", path);
     }
     lsmfs_meta_default(fs, m, LSMFS_DIR);
     if (!(k = lsmfs_key('d', path, plen, 1, &kl)))
-        return -ENOMEM;
+        return ENOMEM;
     rc = read_record(fs, k, kl, m, &found);
     free(k);
-    if (rc < 0)
+    if (rc)
         return rc;
     if (found) {
         m->explicit_dir = 1;
@@ -344,7 +342,7 @@ int lsmfs_stat_path(struct lsmfs *fs, const char *path, size_t plen, struct lsmf
     if (plen == 0)
         return 0;
     int has;
-    if ((rc = lsmfs_dir_has_children(fs, path, plen, &has)) < 0)
+    if ((rc = lsmfs_dir_has_children(fs, path, plen, &has)))
         return rc;
     if (!has)
         m->type = LSMFS_NONE;

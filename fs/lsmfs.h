@@ -17,6 +17,14 @@
  * Keys starting with a NUL byte can never be file names, so the reserved namespace never collides
  * with a file. A directory is implicit while some key lies below it.
  */
+/*
+ * Errors, stated once: every function of the daemon that can fail returns 0 or a positive errno
+ * (libfuse passthrough_ll.c's convention), and each FUSE callback turns what its helpers return
+ * into exactly one reply. Engine codes (negative LSM_*) never leave the function that got them:
+ * lsmfs_errno (log.c) is the one place they become errno values. The exception is main.c's
+ * command line, which follows fuse_opt's convention (opt_proc must): -1 when it failed, after
+ * printing why.
+ */
 #ifndef LSMFS_H
 #define LSMFS_H
 
@@ -161,7 +169,8 @@ int64_t lsmfs_mono_ns(void);            /* CLOCK_MONOTONIC, ns */
 /* keys.c */
 char *lsmfs_key(char tag, const char *path, size_t plen, int slash, size_t *klen);
 int   lsmfs_name_check(const char *name);
-char *lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, size_t *plen);
+int   lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, char **path,
+                       size_t *plen);
 void  lsmfs_meta_default(struct lsmfs *fs, struct lsmfs_meta *m, int type);
 void  lsmfs_meta_touch(struct lsmfs_meta *m);
 int   lsmfs_stat_path(struct lsmfs *fs, const char *path, size_t plen, struct lsmfs_meta *m);

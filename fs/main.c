@@ -265,9 +265,9 @@ static int setup(struct lsmfs *fs, struct fuse_args *args, const char *datadir_a
     pthread_mutex_init(&fs->bmu, NULL);
     pthread_mutex_init(&fs->pool_mu, NULL);
     pthread_mutex_init(&fs->handles_mu, NULL);
-    if ((rc = lsmfs_table_init(fs)) < 0) {
+    if ((rc = lsmfs_table_init(fs))) {
         fprintf(stderr, "lsmfs: %s: cannot read the root directory: %s\n", datadir_arg,
-                strerror(-rc));
+                strerror(rc));
         goto fail_1;
     }
     fs->se = fuse_session_new(args, &lsmfs_ops, sizeof lsmfs_ops, fs);

@@ -73,14 +73,14 @@ static int resize_locked(struct lsmfs *fs, struct lsmfs_inode *ino, uint64_t siz
 {
     int rc;
     if (size > fs->max_file_size)
-        return -EFBIG;
+        return EFBIG;
     if (size == 0) {
         if (!ino->data && ino->m.size >= LSMFS_RECLAIM_MIN)
             ino->replaces_big = 1;          /* superseded without being read */
-        if ((rc = lsmfs_buf_reserve(fs, ino, 1)) < 0)
+        if ((rc = lsmfs_buf_reserve(fs, ino, 1)))
             return rc;
     } else {
-        if ((rc = lsmfs_buf_load(fs, ino)) < 0 || (rc = lsmfs_buf_reserve(fs, ino, size)) < 0)
+        if ((rc = lsmfs_buf_load(fs, ino)) || (rc = lsmfs_buf_reserve(fs, ino, size)))
             return rc;
         if (size > ino->m.size)
             memset(ino->data + ino->m.size, 0, size - ino->m.size);
@@ -102,9 +102,9 @@ static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int t
     pthread_mutex_lock(&ino->mu);
     if (to_set & FUSE_SET_ATTR_SIZE) {
         if (ino->m.type == LSMFS_DIR)
-            rc = -EISDIR;
+            rc = EISDIR;
         else if (ino->m.type != LSMFS_REG)
-            rc = -EINVAL;
+            rc = EINVAL;
         else if ((rc = resize_locked(fs, ino, (uint64_t)attr->st_size)) == 0)
             ino->m.mtime_ns = now;
     }
@@ -131,8 +131,8 @@ static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int t
     lsmfs_meta_to_stat(ino, &st);
     pthread_mutex_unlock(&ino->mu);
     pthread_rwlock_unlock(&fs->ns);
-    if (rc < 0)
-        fuse_reply_err(req, -rc);
+    if (rc)
+        fuse_reply_err(req, rc);
     else
         fuse_reply_attr(req, &st, fs->timeout);
 }
@@ -253,9 +253,9 @@ static int open_handle(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_fi
             }
         }
         pthread_mutex_unlock(&ino->mu);
-        if (rc < 0) {
+        if (rc) {
             free(h);
-            return -rc;
+            return rc;
         }
         h->wrote = 1;
     }
@@ -430,7 +430,7 @@ static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t si
     if ((h->flags & O_APPEND) && !fs->writeback)
         off = (off_t)ino->m.size;   /* our size is the truth, not the kernel's cached one */
     if (off < 0 || (uint64_t)off >= fs->max_file_size) {
-        rc = size ? -EFBIG : 0;
+        rc = size ? EFBIG : 0;
         size = 0;
     } else if ((uint64_t)off + size > fs->max_file_size) {
         size = fs->max_file_size - (uint64_t)off;   /* a short write, then EFBIG */
@@ -449,8 +449,8 @@ static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t si
         }
     }
     pthread_mutex_unlock(&ino->mu);
-    if (rc < 0)
-        fuse_reply_err(req, -rc);
+    if (rc)
+        fuse_reply_err(req, rc);
     else
         fuse_reply_write(req, size);
     lsmfs_budget_enforce(fs);
@@ -469,7 +469,7 @@ static void lsmfs_flush(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
         h->wrote = 0;
     pthread_mutex_unlock(&ino->mu);
     pthread_rwlock_unlock(&fs->ns);
-    fuse_reply_err(req, -rc);
+    fuse_reply_err(req, rc);
 }
 
 static void lsmfs_release(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
@@ -490,7 +490,7 @@ static void lsmfs_fsync(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_
     int rc = lsmfs_flush_locked(fs, ino, 1);
     pthread_mutex_unlock(&ino->mu);
     pthread_rwlock_unlock(&fs->ns);
-    fuse_reply_err(req, -rc);
+    fuse_reply_err(req, rc);
 }
 
 static void lsmfs_statfs(fuse_req_t req, fuse_ino_t n)

@@ -75,12 +75,12 @@ static int key_cmp(const char *a, size_t an, const char *b, size_t bn)
     return c ? c : (an > bn) - (an < bn);
 }
 
-/* Replaces *dst (of *dn bytes) by a copy of k. Returns -1 without memory, leaving *dst. */
+/* Replaces *dst (of *dn bytes) by a copy of k. Returns ENOMEM without memory, leaving *dst. */
 static int set_copy(char **dst, size_t *dn, const char *k, size_t n)
 {
     char *c = malloc(n ? n : 1);
     if (!c)
-        return -1;
+        return ENOMEM;
     memcpy(c, k, n);
     free(*dst);
     *dst = c;
@@ -88,13 +88,13 @@ static int set_copy(char **dst, size_t *dn, const char *k, size_t n)
     return 0;
 }
 
-/* Widens [rec->lo, rec->hi] to take k (rec->mu held). Returns -1 without memory. */
+/* Widens [rec->lo, rec->hi] to take k (rec->mu held). Returns ENOMEM without memory. */
 static int widen(struct lsmfs_reclaim *rec, const char *k, size_t n)
 {
-    if ((!rec->lo || key_cmp(k, n, rec->lo, rec->lon) < 0) && set_copy(&rec->lo, &rec->lon, k, n) < 0)
-        return -1;
-    if ((!rec->hi || key_cmp(k, n, rec->hi, rec->hin) > 0) && set_copy(&rec->hi, &rec->hin, k, n) < 0)
-        return -1;
+    if ((!rec->lo || key_cmp(k, n, rec->lo, rec->lon) < 0) && set_copy(&rec->lo, &rec->lon, k, n))
+        return ENOMEM;
+    if ((!rec->hi || key_cmp(k, n, rec->hi, rec->hin) > 0) && set_copy(&rec->hi, &rec->hin, k, n))
+        return ENOMEM;
     return 0;
 }
 
