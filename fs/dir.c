@@ -48,32 +48,31 @@ static int resolve(struct lsmfs *fs, const char *path, size_t plen, struct lsmfs
     return lsmfs_stat_path(fs, path, plen, m);
 }
 
+/* The path of name in directory parent (caller frees *path). A name no file can have through the
+   mount (empty, "." or "..") gives invalid: which errno that is depends on the operation. */
+static int dir_child(const struct lsmfs_inode *parent, const char *name, int invalid, char **path,
+                     size_t *plen)
+{
+    int err = lsmfs_name_check(name, strlen(name));
+    if (err)
+        return err == EINVAL ? invalid : err;
+    if (parent->m.type != LSMFS_DIR)
+        return ENOTDIR;
+    return lsmfs_child_path(parent, name, path, plen);
+}
+
 /* Looks up name in parent; on success *out holds one more lookup reference. fs->ns held. */
 int lsmfs_dir_lookup(struct lsmfs *fs, struct lsmfs_inode *parent, const char *name,
                      struct lsmfs_inode **out)
 {
     struct lsmfs_meta m;
+    struct lsmfs_inode *ino;
     size_t plen;
-    int err = lsmfs_name_check(name);
-    if (err)
-        return err == EINVAL ? ENOENT : err;
-    if (parent->m.type != LSMFS_DIR)
-        return ENOTDIR;
     char *path;
-    if ((err = lsmfs_child_path(parent, name, &path, &plen)))
+    int err = dir_child(parent, name, ENOENT, &path, &plen);
+    if (err)
         return err;
-    pthread_mutex_lock(&fs->tmu);
-    struct lsmfs_inode *ino = NULL;
-    for (struct lsmfs_inode *e = fs->tab[XXH3_64bits(path, plen) & (fs->tabsize - 1)]; e;
-         e = e->hnext) {
-        if (e->plen == plen && memcmp(e->path, path, plen) == 0) {
-            ino = e;
-            ino->nlookup++;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&fs->tmu);
-    if (ino) {
+    if ((ino = lsmfs_table_ref(fs, path, plen))) {
         free(path);
         *out = ino;
         return 0;
@@ -144,15 +143,11 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
 {
     struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_meta m;
-    size_t plen, kl;
-    int rc, err = lsmfs_name_check(name);
-    if (err)
-        return err == EINVAL ? EEXIST : err;
-    if (parent->m.type != LSMFS_DIR)
-        return ENOTDIR;
+    size_t plen;
     char *path;
-    if ((err = lsmfs_child_path(parent, name, &path, &plen)))
-        return err;
+    int rc = dir_child(parent, name, EEXIST, &path, &plen);
+    if (rc)
+        return rc;
     if ((rc = resolve(fs, path, plen, &m, NULL)) || m.type != LSMFS_NONE) {
         free(path);
         return rc ? rc : EEXIST;
@@ -171,17 +166,8 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
         m.size = target ? strlen(target) : 0;
         lsm_batch_put(b, path, plen, target ? target : "", m.size);
     }
-    unsigned char rec[64];
-    size_t rl = lsmfs_meta_encode(&m, rec);
-    char *k = lsmfs_key(type == LSMFS_DIR ? 'd' : 'a', path, plen, type == LSMFS_DIR, &kl);
-    if (!k) {
-        lsm_batch_free(b);
-        free(path);
-        return ENOMEM;
-    }
-    lsm_batch_put(b, k, kl, rec, rl);
-    free(k);
-    rc = lsmfs_write_batch(fs, b, 0);
+    if ((rc = lsmfs_put_record(b, path, plen, &m)) == 0)
+        rc = lsmfs_write_batch(fs, b, 0);
     lsm_batch_free(b);
     if (rc) {
         free(path);
@@ -301,11 +287,9 @@ static int do_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *n
     struct lsmfs_meta m;
     struct lsmfs_inode *ino;
     size_t plen;
-    int rc, err = lsmfs_name_check(name);
-    if (err)
-        return err == EINVAL ? (dir ? EINVAL : EISDIR) : err;
     char *path;
-    if ((err = lsmfs_child_path(parent, name, &path, &plen)))
+    int rc, err = dir_child(parent, name, dir ? EINVAL : EISDIR, &path, &plen);
+    if (err)
         return err;
     if ((rc = resolve(fs, path, plen, &m, &ino)) || m.type == LSMFS_NONE) {
         free(path);
@@ -365,122 +349,138 @@ void lsmfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 /* ---- rename ---- */
 
-/* Adds to b what moves the object at from (described by m, live inode ino) to to: in phase 0 the
-   deletes of its old keys, in phase 1 the puts of its new ones. A batch is applied in order, so
-   all deletes go first and an exchange's puts win. *bytes counts what phase 1 copies. */
-static int add_move(struct lsmfs *fs, lsm_batch *b, int phase, const char *from, size_t flen,
-                    const char *to,
-                    size_t tlen, struct lsmfs_meta *m, struct lsmfs_inode *ino, size_t *bytes)
+/* One side of a rename: a name in a directory and what is there. Belongs to the one request
+   renaming, which holds fs->ns for writing throughout. */
+struct rename_side {
+    struct lsmfs_inode *parent;  /* the directory holding the name */
+    char   *path;                /* parent's path + "/" + name; owned, NULL until resolved */
+    size_t  len;                 /* strlen(path) */
+    struct lsmfs_meta m;         /* what is at path (type LSMFS_NONE: nothing) */
+    struct lsmfs_inode *ino;     /* its live inode, or NULL */
+};
+
+/* Puts the value of the file at from under the key to: the buffer of its live inode when loaded,
+   else the engine's value. *vl is its length. ino->mu held when ino is set. */
+static int dir_move_value(struct lsmfs *fs, lsm_batch *b, const char *from, size_t flen,
+                          const char *to, size_t tlen, struct lsmfs_inode *ino, size_t *vl)
 {
-    size_t kl;
-    int rc;
-    if (m->type != LSMFS_DIR) {
-        if (phase == 0) {
-            add_delete(b, from, flen, m->type);
-            return 0;
-        }
-        void *v = NULL;
-        size_t vl = 0;
-        int own = 0;
-        if (ino) {
-            pthread_mutex_lock(&ino->mu);
-            if (ino->data) {
-                v = ino->data;
-                vl = ino->m.size;
-            }
-        }
-        if (!v) {
-            rc = lsm_get(fs->db, from, flen, &v, &vl);
-            if (rc != LSM_OK) {
-                if (ino)
-                    pthread_mutex_unlock(&ino->mu);
-                return lsmfs_errno(fs, rc, "rename", from);
-            }
-            own = 1;
-        }
-        lsm_batch_put(b, to, tlen, v, vl);
-        if (own)
-            free(v);
-        if (ino)
-            pthread_mutex_unlock(&ino->mu);
-        *bytes += vl;
-        unsigned char rec[64];
-        m->ctime_ns = lsmfs_now();
-        size_t rl = lsmfs_meta_encode(m, rec);
-        char *k = lsmfs_key('a', to, tlen, 0, &kl);
-        if (!k)
-            return ENOMEM;
-        lsm_batch_put(b, k, kl, rec, rl);
-        free(k);
+    void *v;
+    if (ino && ino->data) {
+        lsm_batch_put(b, to, tlen, ino->data, ino->m.size);
+        *vl = ino->m.size;
         return 0;
     }
-
-    /* A directory: every data key, attribute record and directory record at or below it. */
-    static const char tags[3] = { 0, 'a', 'd' };
-    lsm_iter *it;
-    if ((rc = lsm_iter_new(fs->db, &it)) != LSM_OK)
+    int rc = lsm_get(fs->db, from, flen, &v, vl);
+    if (rc != LSM_OK)
         return lsmfs_errno(fs, rc, "rename", from);
-    rc = 0;
-    for (int t = 0; t < 3 && rc == 0; t++) {
-        size_t pl, pre = tags[t] ? 2 : 0;
-        char *p = lsmfs_key(tags[t], from, flen, 1, &pl);
-        if (!p) {
-            rc = ENOMEM;
+    lsm_batch_put(b, to, tlen, v, *vl);
+    free(v);
+    return 0;
+}
+
+/* add_move for a file or symlink: its value and attribute record. */
+static int dir_move_file(struct lsmfs *fs, lsm_batch *b, int phase, struct rename_side *from,
+                         const struct rename_side *to, size_t *bytes)
+{
+    size_t vl = 0;
+    int err;
+    if (phase == 0) {
+        add_delete(b, from->path, from->len, from->m.type);
+        return 0;
+    }
+    if (from->ino)
+        pthread_mutex_lock(&from->ino->mu);
+    err = dir_move_value(fs, b, from->path, from->len, to->path, to->len, from->ino, &vl);
+    if (from->ino)
+        pthread_mutex_unlock(&from->ino->mu);
+    if (err)
+        return err;
+    *bytes += vl;
+    from->m.ctime_ns = lsmfs_now();
+    return lsmfs_put_record(b, to->path, to->len, &from->m);
+}
+
+/* Moves (phase 1) or deletes (phase 0) every key that starts with tag, from "/": the data keys
+   (tag 0), attribute records ('a') or directory records ('d') at and below directory from. */
+static int dir_move_keys(struct lsmfs *fs, lsm_batch *b, lsm_iter *it, int phase, char tag,
+                         const char *from, size_t flen, const char *to, size_t tlen,
+                         size_t *bytes)
+{
+    size_t pl, pre = tag ? 2 : 0;
+    int err = 0;
+    char *p = lsmfs_key(tag, from, flen, 1, &pl);
+    if (!p)
+        return ENOMEM;
+    for (lsm_iter_seek(it, p, pl); lsm_iter_valid(it); lsm_iter_next(it)) {
+        size_t n, vl;
+        const char *k = lsm_iter_key(it, &n);
+        if (n < pl || memcmp(k, p, pl) != 0)
+            break;
+        if (phase == 0) {
+            lsm_batch_delete(b, k, n);
+            continue;
+        }
+        const void *v = lsm_iter_value(it, &vl);
+        if (!v) {
+            err = lsmfs_errno(fs, lsm_iter_status(it), "rename", from);
             break;
         }
-        for (lsm_iter_seek(it, p, pl); lsm_iter_valid(it); lsm_iter_next(it)) {
-            size_t n, vl;
-            const char *k = lsm_iter_key(it, &n);
-            if (n < pl || memcmp(k, p, pl) != 0)
-                break;
-            if (phase == 0) {
-                lsm_batch_delete(b, k, n);
-                continue;
-            }
-            const void *v = lsm_iter_value(it, &vl);
-            if (!v) {
-                rc = lsmfs_errno(fs, lsm_iter_status(it), "rename", from);
-                break;
-            }
-            *bytes += n + vl;
-            if (*bytes > fs->dirty_limit) {
-                rc = EXDEV;   /* too big for one batch: mv(1) falls back to copy and remove */
-                break;
-            }
-            size_t nl = n - flen + tlen;
-            char *nk = malloc(nl);
-            if (!nk) {
-                rc = ENOMEM;
-                break;
-            }
-            memcpy(nk, k, pre);
-            memcpy(nk + pre, to, tlen);
-            memcpy(nk + pre + tlen, k + pre + flen, n - pre - flen);
-            lsm_batch_put(b, nk, nl, v, vl);
-            free(nk);
+        *bytes += n + vl;
+        if (*bytes > fs->dirty_limit) {
+            err = EXDEV;   /* too big for one batch: mv(1) falls back to copy and remove */
+            break;
         }
-        free(p);
-        if (rc == 0 && (rc = lsm_iter_status(it)) != LSM_OK)
-            rc = lsmfs_errno(fs, rc, "rename", from);
+        char *nk = malloc(n - flen + tlen);
+        if (!nk) {
+            err = ENOMEM;
+            break;
+        }
+        memcpy(nk, k, pre);
+        memcpy(nk + pre, to, tlen);
+        memcpy(nk + pre + tlen, k + pre + flen, n - pre - flen);
+        lsm_batch_put(b, nk, n - flen + tlen, v, vl);
+        free(nk);
     }
+    free(p);
+    int rc = lsm_iter_status(it);
+    if (!err && rc != LSM_OK)
+        err = lsmfs_errno(fs, rc, "rename", from);
+    return err;
+}
+
+/* add_move for a directory: every data key, attribute record and directory record at or below
+   it; an implicit directory gets a record at its new place, so it stays a directory there. */
+static int dir_move_tree(struct lsmfs *fs, lsm_batch *b, int phase, const struct rename_side *from,
+                         const struct rename_side *to, size_t *bytes)
+{
+    static const char tags[3] = { 0, 'a', 'd' };
+    lsm_iter *it;
+    int err = 0, rc = lsm_iter_new(fs->db, &it);
+    if (rc != LSM_OK)
+        return lsmfs_errno(fs, rc, "rename", from->path);
+    for (int t = 0; t < 3 && !err; t++)
+        err = dir_move_keys(fs, b, it, phase, tags[t], from->path, from->len, to->path, to->len,
+                            bytes);
     lsm_iter_free(it);
-    if (rc == 0 && phase == 1 && !m->explicit_dir) {
-        /* the directory was only implicit: keep it as a directory at its new place */
-        unsigned char rec[64];
-        size_t rl = lsmfs_meta_encode(m, rec);
-        char *k = lsmfs_key('d', to, tlen, 1, &kl);
-        if (!k)
-            return ENOMEM;
-        lsm_batch_put(b, k, kl, rec, rl);
-        free(k);
-    }
-    return rc;
+    if (!err && phase == 1 && !from->m.explicit_dir)
+        err = lsmfs_put_record(b, to->path, to->len, &from->m);
+    return err;
+}
+
+/* Adds to b what moves the object of side from to the path of side to: in phase 0 the deletes of
+   its old keys, in phase 1 the puts of its new ones. A batch is applied in order, so all deletes
+   go first and an exchange's puts win. *bytes counts what phase 1 copies. */
+static int add_move(struct lsmfs *fs, lsm_batch *b, int phase, struct rename_side *from,
+                    const struct rename_side *to, size_t *bytes)
+{
+    if (from->m.type == LSMFS_DIR)
+        return dir_move_tree(fs, b, phase, from, to, bytes);
+    return dir_move_file(fs, b, phase, from, to, bytes);
 }
 
 /* Moves the live inode of a file (or every live inode at or below a directory) to its new path. */
 static void move_inodes(struct lsmfs *fs, const char *from, size_t flen, const char *to,
-                        size_t tlen, int type,
-                        struct lsmfs_inode *ino)
+                        size_t tlen, int type, struct lsmfs_inode *ino)
 {
     if (type == LSMFS_DIR) {
         lsmfs_table_move_prefix(fs, from, flen, to, tlen);
@@ -507,120 +507,131 @@ static void moved_clean(struct lsmfs_inode *ino, const struct lsmfs_meta *m)
     pthread_mutex_unlock(&ino->mu);
 }
 
-static int do_rename(struct lsmfs *fs, struct lsmfs_inode *sp, const char *sname,
-                     struct lsmfs_inode *tp,
-                     const char *tname, unsigned flags)
+/* Whether the path of a lies strictly below the path of b. */
+static int dir_below(const struct rename_side *a, const struct rename_side *b)
 {
-    struct lsmfs_meta sm, tm;
-    struct lsmfs_inode *sino, *tino;
-    size_t slen, tlen, bytes = 0;
-    char *spath = NULL, *tpath = NULL;
-    int rc, err;
-    int exchange = (flags & RENAME_EXCHANGE) != 0;
+    return a->len > b->len && a->path[b->len] == '/' && !memcmp(a->path, b->path, b->len);
+}
 
-    if ((err = lsmfs_name_check(sname)) || (err = lsmfs_name_check(tname)))
-        return err;
-    if (sp->m.type != LSMFS_DIR || tp->m.type != LSMFS_DIR)
+/* What rename(2) refuses once both sides are known to differ: a directory into itself, a
+   directory over a file or the reverse, a directory over a non-empty one. */
+static int dir_rename_check(struct lsmfs *fs, const struct rename_side *s,
+                            const struct rename_side *t, int exchange)
+{
+    int has;
+    if ((s->m.type == LSMFS_DIR && dir_below(t, s)) ||
+        (exchange && t->m.type == LSMFS_DIR && dir_below(s, t)))
+        return EINVAL;
+    if (exchange || t->m.type == LSMFS_NONE)
+        return 0;
+    if (s->m.type == LSMFS_DIR && t->m.type != LSMFS_DIR)
         return ENOTDIR;
-    if ((err = lsmfs_child_path(sp, sname, &spath, &slen)) ||
-        (err = lsmfs_child_path(tp, tname, &tpath, &tlen)))
-        goto out;
-    if ((err = resolve(fs, spath, slen, &sm, &sino)) || (sm.type == LSMFS_NONE && (err = ENOENT)) ||
-        (err = resolve(fs, tpath, tlen, &tm, &tino)))
-        goto out;
-    int texists = tm.type != LSMFS_NONE;
-    if ((flags & RENAME_NOREPLACE) && texists) {
-        err = EEXIST;
-        goto out;
-    }
-    if (exchange && !texists) {
-        err = ENOENT;
-        goto out;
-    }
-    if (slen == tlen && memcmp(spath, tpath, slen) == 0)
-        goto out;
-    if ((sm.type == LSMFS_DIR && tlen > slen && tpath[slen] == '/' && !memcmp(tpath, spath, slen)) ||
-        (exchange && tm.type == LSMFS_DIR && slen > tlen && spath[tlen] == '/' &&
-         !memcmp(spath, tpath, tlen))) {
-        err = EINVAL;
-        goto out;
-    }
-    if (texists && !exchange) {
-        if (sm.type == LSMFS_DIR && tm.type != LSMFS_DIR) {
-            err = ENOTDIR;
-            goto out;
-        }
-        if (sm.type != LSMFS_DIR && tm.type == LSMFS_DIR) {
-            err = EISDIR;
-            goto out;
-        }
-        if (tm.type == LSMFS_DIR) {
-            int has;
-            if ((err = lsmfs_dir_has_children(fs, tpath, tlen, &has)))
-                goto out;
-            if (has) {
-                err = ENOTEMPTY;
-                goto out;
-            }
-        }
-    }
-    if (sm.type == LSMFS_DIR)
-        lsmfs_table_flush_prefix(fs, spath, slen);
-    if (exchange && tm.type == LSMFS_DIR)
-        lsmfs_table_flush_prefix(fs, tpath, tlen);
-    if (texists && !exchange)
-        preserve(fs, tino);
+    if (s->m.type != LSMFS_DIR && t->m.type == LSMFS_DIR)
+        return EISDIR;
+    if (t->m.type != LSMFS_DIR)
+        return 0;
+    int err = lsmfs_dir_has_children(fs, t->path, t->len, &has);
+    return err ? err : has ? ENOTEMPTY : 0;
+}
 
+/* Writes the rename as one batch: the moves (both ways for an exchange), the delete of a target
+   replaced, and the record of a source directory that would be left empty and implicit. */
+static int dir_rename_write(struct lsmfs *fs, struct rename_side *s, struct rename_side *t,
+                            int exchange)
+{
+    size_t bytes = 0;
+    int err = 0;
     lsm_batch *b = lsm_batch_new();
-    rc = 0;
-    for (int phase = 0; phase < 2 && rc == 0; phase++) {
-        rc = add_move(fs, b, phase, spath, slen, tpath, tlen, &sm, sino, &bytes);
-        if (rc == 0 && exchange)
-            rc = add_move(fs, b, phase, tpath, tlen, spath, slen, &tm, tino, &bytes);
-        else if (rc == 0 && texists && phase == 0)
-            add_delete(b, tpath, tlen, tm.type);
+    for (int phase = 0; phase < 2 && !err; phase++) {
+        err = add_move(fs, b, phase, s, t, &bytes);
+        if (!err && exchange)
+            err = add_move(fs, b, phase, t, s, &bytes);
+        else if (!err && t->m.type != LSMFS_NONE && phase == 0)
+            add_delete(b, t->path, t->len, t->m.type);
     }
-    if (rc == 0) {
-        keep_parent(b, sp);
-        rc = lsmfs_write_batch(fs, b, 0);
+    if (!err) {
+        keep_parent(b, s->parent);
+        err = lsmfs_write_batch(fs, b, 0);
     }
     lsm_batch_free(b);
-    if (rc) {
-        err = rc;
-        goto out;
-    }
-    /* The values moved were copied to their new keys: the old copies, and a file replaced, are
-       garbage. */
-    if (sm.type == LSMFS_DIR)
-        lsmfs_reclaim_note_tree(fs, spath, slen);
-    else if (sm.size >= LSMFS_RECLAIM_MIN)
-        lsmfs_reclaim_note(fs, spath, slen);
-    if (texists && tm.type == LSMFS_DIR && exchange)
-        lsmfs_reclaim_note_tree(fs, tpath, tlen);
-    else if (texists && tm.type != LSMFS_DIR && tm.size >= LSMFS_RECLAIM_MIN)
-        lsmfs_reclaim_note(fs, tpath, tlen);
+    return err;
+}
 
+/* The values moved were copied to their new keys: the old copies, and a file replaced, are
+   garbage for reclaim.c. */
+static void dir_rename_reclaim(struct lsmfs *fs, const struct rename_side *s,
+                               const struct rename_side *t, int exchange)
+{
+    if (s->m.type == LSMFS_DIR)
+        lsmfs_reclaim_note_tree(fs, s->path, s->len);
+    else if (s->m.size >= LSMFS_RECLAIM_MIN)
+        lsmfs_reclaim_note(fs, s->path, s->len);
+    if (t->m.type == LSMFS_DIR && exchange)
+        lsmfs_reclaim_note_tree(fs, t->path, t->len);
+    else if (t->m.type != LSMFS_NONE && t->m.type != LSMFS_DIR && t->m.size >= LSMFS_RECLAIM_MIN)
+        lsmfs_reclaim_note(fs, t->path, t->len);
+}
+
+/* After the batch: the live inodes take their new paths, and a target replaced is buried. */
+static void dir_rename_inodes(struct lsmfs *fs, struct rename_side *s, struct rename_side *t,
+                              int exchange)
+{
     if (exchange) {
         static const char tmp[2] = { '\0', 'x' };   /* can never be a path */
-        move_inodes(fs, spath, slen, tmp, 2, sm.type, sino);
-        move_inodes(fs, tpath, tlen, spath, slen, tm.type, tino);
-        move_inodes(fs, tmp, 2, tpath, tlen, sm.type, sino);
-        moved_clean(tino, &tm);
+        move_inodes(fs, s->path, s->len, tmp, 2, s->m.type, s->ino);
+        move_inodes(fs, t->path, t->len, s->path, s->len, t->m.type, t->ino);
+        move_inodes(fs, tmp, 2, t->path, t->len, s->m.type, s->ino);
+        moved_clean(t->ino, &t->m);
     } else {
-        if (texists)
-            bury(fs, tino);
-        move_inodes(fs, spath, slen, tpath, tlen, sm.type, sino);
+        if (t->m.type != LSMFS_NONE)
+            bury(fs, t->ino);
+        move_inodes(fs, s->path, s->len, t->path, t->len, s->m.type, s->ino);
     }
-    moved_clean(sino, &sm);
-    err = 0;
+    moved_clean(s->ino, &s->m);
+}
+
+/* rename(2) of sp/sname to tp/tname, honouring RENAME_NOREPLACE and RENAME_EXCHANGE. fs->ns held
+   for writing. */
+static int do_rename(struct lsmfs *fs, struct lsmfs_inode *sp, const char *sname,
+                     struct lsmfs_inode *tp, const char *tname, unsigned flags)
+{
+    struct rename_side s = { .parent = sp }, t = { .parent = tp };
+    int exchange = (flags & RENAME_EXCHANGE) != 0;
+    int err = dir_child(sp, sname, EINVAL, &s.path, &s.len);
+    if (!err)
+        err = dir_child(tp, tname, EINVAL, &t.path, &t.len);
+    if (!err)
+        err = resolve(fs, s.path, s.len, &s.m, &s.ino);
+    if (!err && s.m.type == LSMFS_NONE)
+        err = ENOENT;
+    if (!err)
+        err = resolve(fs, t.path, t.len, &t.m, &t.ino);
+    if (!err && (flags & RENAME_NOREPLACE) && t.m.type != LSMFS_NONE)
+        err = EEXIST;
+    if (!err && exchange && t.m.type == LSMFS_NONE)
+        err = ENOENT;
+    if (err || (s.len == t.len && memcmp(s.path, t.path, s.len) == 0))
+        goto out;   /* a rename onto itself does nothing */
+    if ((err = dir_rename_check(fs, &s, &t, exchange)))
+        goto out;
+    if (s.m.type == LSMFS_DIR)
+        lsmfs_table_flush_prefix(fs, s.path, s.len);
+    if (exchange && t.m.type == LSMFS_DIR)
+        lsmfs_table_flush_prefix(fs, t.path, t.len);
+    if (t.m.type != LSMFS_NONE && !exchange)
+        preserve(fs, t.ino);
+    if ((err = dir_rename_write(fs, &s, &t, exchange)))
+        goto out;
+    dir_rename_reclaim(fs, &s, &t, exchange);
+    dir_rename_inodes(fs, &s, &t, exchange);
 out:
-    free(spath);
-    free(tpath);
+    free(s.path);
+    free(t.path);
     return err;
 }
 
 void lsmfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
-                         const char *newname, unsigned int flags)
+                  const char *newname, unsigned int flags)
 {
     struct lsmfs *fs = fuse_req_userdata(req);
     int err;
@@ -694,12 +705,6 @@ static const char *suffix(lsm_iter *it, const char *pre, size_t prelen, size_t *
     return k + prelen;
 }
 
-static int poscmp(const char *a, size_t al, const char *b, size_t bl)
-{
-    int c = memcmp(a, b, al < bl ? al : bl);
-    return c ? c : (al > bl) - (al < bl);
-}
-
 /* Next child: its name (copied to name, NUL-terminated) and whether it is a directory. Fills
    next/nextlen with the position after it (the cursor). Returns 0 with *end set at the end, or an
    errno. */
@@ -722,14 +727,13 @@ static int lister_next(struct lsmfs *fs, struct lister *l, char *name, int *isdi
         }
         const char *s = ds;
         size_t sl = dsl;
-        if (!ds || (rs && poscmp(rs, rsl, ds, dsl) < 0)) {
+        if (!ds || (rs && lsmfs_key_cmp(rs, rsl, ds, dsl) < 0)) {
             s = rs;
             sl = rsl;
         }
         const char *slash = memchr(s, '/', sl);
         size_t nl = slash ? (size_t)(slash - s) : sl;
-        int ok = nl > 0 && nl <= LSMFS_NAME_MAX && !memchr(s, '\0', nl) &&
-                 !(s[0] == '.' && (nl == 1 || (nl == 2 && s[1] == '.')));
+        int ok = lsmfs_name_check(s, nl) == 0;
         if (ok) {
             memcpy(name, s, nl);
             name[nl] = '\0';

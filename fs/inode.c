@@ -177,6 +177,17 @@ struct lsmfs_inode *lsmfs_table_find(struct lsmfs *fs, const char *path, size_t 
     return ino;
 }
 
+/* The live inode of path with one more lookup reference, or NULL when there is none. */
+struct lsmfs_inode *lsmfs_table_ref(struct lsmfs *fs, const char *path, size_t plen)
+{
+    pthread_mutex_lock(&fs->tmu);
+    struct lsmfs_inode *ino = tab_find(fs, path, plen);
+    if (ino)
+        ino->nlookup++;
+    pthread_mutex_unlock(&fs->tmu);
+    return ino;
+}
+
 /* The inode of path with one more lookup reference, made from m if not in the table. Takes
    ownership of path (freed if an inode already exists). NULL on out of memory. */
 struct lsmfs_inode *lsmfs_table_get(struct lsmfs *fs, char *path, size_t plen,

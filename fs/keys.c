@@ -44,11 +44,12 @@ char *lsmfs_key(char tag, const char *path, size_t plen, int slash, size_t *klen
     return k;
 }
 
-/* 0 if name can be a component created through the mount, else an errno. */
-int lsmfs_name_check(const char *name)
+/* 0 if the n bytes at name can be a path component, else EINVAL (empty, ".", "..", a NUL byte)
+   or ENAMETOOLONG. */
+int lsmfs_name_check(const char *name, size_t n)
 {
-    size_t n = strlen(name);
-    if (n == 0 || (name[0] == '.' && (n == 1 || (n == 2 && name[1] == '.'))))
+    if (n == 0 || (name[0] == '.' && (n == 1 || (n == 2 && name[1] == '.'))) ||
+        memchr(name, '\0', n))
         return EINVAL;
     if (n > LSMFS_NAME_MAX)
         return ENAMETOOLONG;
@@ -135,6 +136,13 @@ size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf)
     put64(buf + 16, (uint64_t)m->mtime_ns);
     put64(buf + 24, (uint64_t)m->ctime_ns);
     return LSMFS_REC_LEN;
+}
+
+/* Key order, as the engine's: bytewise over the common prefix, then the shorter first. */
+int lsmfs_key_cmp(const char *a, size_t an, const char *b, size_t bn)
+{
+    int c = memcmp(a, b, an < bn ? an : bn);
+    return c ? c : (an > bn) - (an < bn);
 }
 
 /* Adds to b the record of what m describes at path: a directory record for a directory, else an

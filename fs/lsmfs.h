@@ -168,7 +168,8 @@ int64_t lsmfs_mono_ns(void);            /* CLOCK_MONOTONIC, ns */
 
 /* keys.c */
 char *lsmfs_key(char tag, const char *path, size_t plen, int slash, size_t *klen);
-int   lsmfs_name_check(const char *name);
+int   lsmfs_name_check(const char *name, size_t n);
+int   lsmfs_key_cmp(const char *a, size_t an, const char *b, size_t bn);
 int   lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, char **path,
                        size_t *plen);
 void  lsmfs_meta_default(struct lsmfs *fs, struct lsmfs_meta *m, int type);
@@ -191,6 +192,7 @@ int   lsmfs_table_init(struct lsmfs *fs);
 void  lsmfs_table_free(struct lsmfs *fs);
 struct lsmfs_inode *lsmfs_ino(struct lsmfs *fs, fuse_ino_t n);
 struct lsmfs_inode *lsmfs_table_find(struct lsmfs *fs, const char *path, size_t plen);
+struct lsmfs_inode *lsmfs_table_ref(struct lsmfs *fs, const char *path, size_t plen);
 struct lsmfs_inode *lsmfs_table_get(struct lsmfs *fs, char *path, size_t plen,
                                     const struct lsmfs_meta *m);
 void  lsmfs_table_unhash(struct lsmfs *fs, struct lsmfs_inode *ino);

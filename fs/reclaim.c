@@ -45,7 +45,6 @@
 #define RECLAIM_QUIET_NS 1000000000LL   /* wait this long after the last note */
 #define RECLAIM_TRIM_NS  2000000000LL   /* idle pooled iterators go after this long */
 #define RECLAIM_DIR_MIN  ((uint64_t)1 << 20)  /* small files removed before an rmdir counts */
-#define NAME_MAX_BYTES   255
 
 struct lsmfs_reclaim {
     pthread_mutex_t mu;         /* guards all below but thread */
@@ -69,12 +68,6 @@ static int wait_ns(struct lsmfs_reclaim *rec, int64_t ns)
     return pthread_cond_timedwait(&rec->cv, &rec->mu, &ts) == ETIMEDOUT;
 }
 
-static int key_cmp(const char *a, size_t an, const char *b, size_t bn)
-{
-    int c = memcmp(a, b, an < bn ? an : bn);
-    return c ? c : (an > bn) - (an < bn);
-}
-
 /* Replaces *dst (of *dn bytes) by a copy of k. Returns ENOMEM without memory, leaving *dst. */
 static int set_copy(char **dst, size_t *dn, const char *k, size_t n)
 {
@@ -91,9 +84,9 @@ static int set_copy(char **dst, size_t *dn, const char *k, size_t n)
 /* Widens [rec->lo, rec->hi] to take k (rec->mu held). Returns ENOMEM without memory. */
 static int widen(struct lsmfs_reclaim *rec, const char *k, size_t n)
 {
-    if ((!rec->lo || key_cmp(k, n, rec->lo, rec->lon) < 0) && set_copy(&rec->lo, &rec->lon, k, n))
+    if ((!rec->lo || lsmfs_key_cmp(k, n, rec->lo, rec->lon) < 0) && set_copy(&rec->lo, &rec->lon, k, n))
         return ENOMEM;
-    if ((!rec->hi || key_cmp(k, n, rec->hi, rec->hin) > 0) && set_copy(&rec->hi, &rec->hin, k, n))
+    if ((!rec->hi || lsmfs_key_cmp(k, n, rec->hi, rec->hin) > 0) && set_copy(&rec->hi, &rec->hin, k, n))
         return ENOMEM;
     return 0;
 }
@@ -154,14 +147,14 @@ void lsmfs_reclaim_note_tree(struct lsmfs *fs, const char *path, size_t plen)
 {
     /* From "path/" to "path/" and the greatest name: every key below the directory. Both bounds
        have the parent "path/", so they make one range. */
-    char *k = malloc(plen + 1 + NAME_MAX_BYTES);
+    char *k = malloc(plen + 1 + LSMFS_NAME_MAX);
     if (!k)
         return;
     memcpy(k, path, plen);
     k[plen] = '/';
     lsmfs_reclaim_note(fs, k, plen + 1);
-    memset(k + plen + 1, 0xff, NAME_MAX_BYTES);
-    lsmfs_reclaim_note(fs, k, plen + 1 + NAME_MAX_BYTES);
+    memset(k + plen + 1, 0xff, LSMFS_NAME_MAX);
+    lsmfs_reclaim_note(fs, k, plen + 1 + LSMFS_NAME_MAX);
     free(k);
 }
 
@@ -181,7 +174,7 @@ struct keyref {
 static int keyref_cmp(const void *a, const void *b)
 {
     const struct keyref *x = a, *y = b;
-    return key_cmp(x->k, x->n, y->k, y->n);
+    return lsmfs_key_cmp(x->k, x->n, y->k, y->n);
 }
 
 static void merge_range(struct lsmfs *fs, const char *lo, size_t lon, const char *hi, size_t hin)
