@@ -851,116 +851,146 @@ static int is_symlink(struct lsmfs *fs, struct lsmfs_inode *dir, const char *nam
     return lnk;
 }
 
+/* One READDIR or READDIRPLUS request: the reply being filled. Belongs to that request. */
+struct dir_fill {
+    fuse_req_t req;
+    struct lsmfs *fs;
+    struct lsmfs_inode *dir;     /* the directory listed */
+    int     plus;                /* READDIRPLUS: entries carry attributes and a lookup reference */
+    char   *buf;                 /* the reply, size bytes */
+    size_t  size, pos;           /* capacity of buf, bytes used */
+};
+
+/* What a plain READDIR says of an entry: its type, and an st_ino made from its name (the kernel
+   asks LOOKUP for the real one). "." and ".." show the directory itself. */
+static void dir_plain_stat(struct dir_fill *f, const char *nm, int isdir, int is_dot,
+                           struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_mode = isdir ? S_IFDIR : S_IFREG;
+    if (is_dot) {
+        pthread_mutex_lock(&f->dir->mu);
+        lsmfs_meta_to_stat(f->dir, st);
+        pthread_mutex_unlock(&f->dir->mu);
+    } else {
+        st->st_ino = (XXH3_64bits(nm, strlen(nm)) ^ f->dir->stino) | (1ull << 63);
+        if (!isdir && is_symlink(f->fs, f->dir, nm))
+            st->st_mode = S_IFLNK;
+    }
+}
+
+/* Adds the entry nm, at offset off, to the reply; sets *full instead when it does not fit. An
+   entry READDIRPLUS cannot look up any more (hidden or gone) is left out. */
+static int dir_fill_entry(struct dir_fill *f, const char *nm, int isdir, int is_dot, off_t off,
+                          int *full)
+{
+    struct fuse_entry_param e;
+    size_t need = f->plus ? fuse_add_direntry_plus(f->req, NULL, 0, nm, NULL, 0)
+                          : fuse_add_direntry(f->req, NULL, 0, nm, NULL, 0);
+    if (f->pos + need > f->size) {
+        *full = 1;
+        return 0;
+    }
+    if (f->plus && !is_dot) {
+        struct lsmfs_inode *ino;
+        int err = lsmfs_dir_lookup(f->fs, f->dir, nm, &ino);
+        if (err)
+            return err == ENOENT ? 0 : err;
+        lsmfs_fill_entry(f->fs, ino, &e);
+    } else {
+        memset(&e, 0, sizeof e);
+        dir_plain_stat(f, nm, isdir, is_dot, &e.attr);
+    }
+    if (f->plus)
+        f->pos += fuse_add_direntry_plus(f->req, f->buf + f->pos, f->size - f->pos, nm, &e, off);
+    else
+        f->pos += fuse_add_direntry(f->req, f->buf + f->pos, f->size - f->pos, nm, &e.attr, off);
+    return 0;
+}
+
+/* A fresh listing, or a seekdir elsewhere: the handle starts over. d->mu held. */
+static void dir_handle_reset(struct lsmfs_dirh *d)
+{
+    free(d->cursor);
+    d->cursor = NULL;
+    d->clen = 0;
+    d->next_off = 0;
+    d->eof = 0;
+}
+
+/* The listing resumes after the entry whose cursor is next. d->mu held. */
+static int dir_handle_advance(struct lsmfs_dirh *d, const char *next, size_t nextlen)
+{
+    char *c = realloc(d->cursor, nextlen);
+    if (!c)
+        return ENOMEM;
+    memcpy(c, next, nextlen);
+    d->cursor = c;
+    d->clen = nextlen;
+    return 0;
+}
+
+/* Fills f from where handle d stands ("." and ".." first, then the lister's children), passing
+   over skip entries first, until the reply is full or the directory ends. d->mu and fs->ns held. */
+static int dir_fill(struct dir_fill *f, struct lsmfs_dirh *d, off_t skip)
+{
+    struct lister l;
+    char name[LSMFS_NAME_MAX + 1], next[LSMFS_NAME_MAX + 2];
+    size_t nextlen = 0;
+    int isdir = 0, end = 0, full = 0;
+    int err = lister_open(f->fs, &l, f->dir);
+    if (!err)
+        lister_seek(&l, d->cursor ? d->cursor : "", d->clen, 3);
+    while (!err) {
+        int is_dot = d->next_off < 2;
+        const char *nm = d->next_off == 0 ? "." : "..";
+        if (is_dot)
+            isdir = 1;
+        else if ((err = lister_next(f->fs, &l, name, &isdir, next, &nextlen, &end)) || end)
+            break;
+        else
+            nm = name;
+        if (skip > 0)
+            skip--;
+        else if ((err = dir_fill_entry(f, nm, isdir, is_dot, d->next_off + 1, &full)) || full)
+            break;   /* full: this entry comes first next time */
+        d->next_off++;
+        if (!is_dot)
+            err = dir_handle_advance(d, next, nextlen);
+    }
+    if (!err && end)
+        d->eof = 1;
+    lister_close(&l);
+    return err;
+}
+
+/* READDIR and READDIRPLUS: a listing resumes at the handle's cursor when the kernel asks for the
+   offset that follows the last entry returned, and starts over otherwise. */
 static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                        struct fuse_file_info *fi, int plus)
 {
     struct lsmfs *fs = fuse_req_userdata(req);
-    struct lsmfs_inode *dir = lsmfs_ino(fs, n);
     struct lsmfs_dirh *d = (struct lsmfs_dirh *)(uintptr_t)fi->fh;
-    struct lister l;
-    char name[LSMFS_NAME_MAX + 1], next[LSMFS_NAME_MAX + 2];
-    size_t nextlen = 0, pos = 0;
-    int rc = 0, isdir = 0;
-    char *buf = malloc(size);
-    if (!buf) {
+    struct dir_fill f = { .req = req, .fs = fs, .dir = lsmfs_ino(fs, n), .plus = plus,
+                          .buf = malloc(size), .size = size };
+    int err = 0;
+    if (!f.buf) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
     pthread_rwlock_rdlock(&fs->ns);
     pthread_mutex_lock(&d->mu);
-    if (off == 0 || off != d->next_off) {
-        /* a fresh listing, or a seekdir elsewhere: start over (and skip to off) */
-        free(d->cursor);
-        d->cursor = NULL;
-        d->clen = 0;
-        d->next_off = 0;
-        d->eof = 0;
-    }
-    off_t skip = off - d->next_off;
-    if (d->eof)
-        goto done;
-    if ((rc = lister_open(fs, &l, dir))) {
-        lister_close(&l);
-        goto done;
-    }
-    lister_seek(&l, d->cursor ? d->cursor : "", d->clen, 3);
-    for (;;) {
-        struct fuse_entry_param e;
-        struct stat st;
-        const char *nm;
-        int is_dot = d->next_off < 2;
-        if (is_dot) {
-            nm = d->next_off == 0 ? "." : "..";
-            isdir = 1;
-        } else {
-            int end;
-            rc = lister_next(fs, &l, name, &isdir, next, &nextlen, &end);
-            if (rc || end) {
-                if (!rc)
-                    d->eof = 1;
-                break;
-            }
-            nm = name;
-        }
-        if (skip > 0) {
-            skip--;
-        } else {
-            size_t need = plus ? fuse_add_direntry_plus(req, NULL, 0, nm, NULL, 0)
-                               : fuse_add_direntry(req, NULL, 0, nm, NULL, 0);
-            if (pos + need > size)
-                break;   /* full: this entry comes first next time */
-            memset(&st, 0, sizeof st);
-            if (plus && !is_dot) {
-                struct lsmfs_inode *ino;
-                int err = lsmfs_dir_lookup(fs, dir, nm, &ino);
-                if (err == ENOENT)
-                    goto advance;   /* hidden or gone: leave it out */
-                if (err) {
-                    rc = err;
-                    break;
-                }
-                lsmfs_fill_entry(fs, ino, &e);
-            } else {
-                memset(&e, 0, sizeof e);
-                st.st_mode = isdir ? S_IFDIR : S_IFREG;
-                if (is_dot) {
-                    pthread_mutex_lock(&dir->mu);
-                    lsmfs_meta_to_stat(dir, &st);
-                    pthread_mutex_unlock(&dir->mu);
-                } else {
-                    st.st_ino = (XXH3_64bits(name, strlen(name)) ^ dir->stino) | (1ull << 63);
-                    if (!isdir && is_symlink(fs, dir, name))
-                        st.st_mode = S_IFLNK;
-                }
-                e.attr = st;
-            }
-            if (plus)
-                pos += fuse_add_direntry_plus(req, buf + pos, size - pos, nm, &e, d->next_off + 1);
-            else
-                pos += fuse_add_direntry(req, buf + pos, size - pos, nm, &e.attr, d->next_off + 1);
-        }
-    advance:
-        d->next_off++;
-        if (!is_dot) {
-            char *c = realloc(d->cursor, nextlen);
-            if (!c) {
-                rc = ENOMEM;
-                break;
-            }
-            memcpy(c, next, nextlen);
-            d->cursor = c;
-            d->clen = nextlen;
-        }
-    }
-    lister_close(&l);
-done:
+    if (off == 0 || off != d->next_off)
+        dir_handle_reset(d);
+    if (!d->eof)
+        err = dir_fill(&f, d, off - d->next_off);
     pthread_mutex_unlock(&d->mu);
     pthread_rwlock_unlock(&fs->ns);
-    if (rc && pos == 0)
-        fuse_reply_err(req, rc);
+    if (err && f.pos == 0)
+        fuse_reply_err(req, err);
     else
-        fuse_reply_buf(req, buf, pos);
-    free(buf);
+        fuse_reply_buf(req, f.buf, f.pos);
+    free(f.buf);
 }
 
 void lsmfs_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
