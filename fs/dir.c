@@ -329,22 +329,24 @@ static int do_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *n
     return 0;
 }
 
-void lsmfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+/* UNLINK (dir 0) and RMDIR (dir 1). */
+static void dir_remove_req(fuse_req_t req, fuse_ino_t parent, const char *name, int dir)
 {
     struct lsmfs *fs = fuse_req_userdata(req);
     pthread_rwlock_wrlock(&fs->ns);
-    int err = do_remove(fs, lsmfs_ino(fs, parent), name, 0);
+    int err = do_remove(fs, lsmfs_ino(fs, parent), name, dir);
     pthread_rwlock_unlock(&fs->ns);
     fuse_reply_err(req, err);
 }
 
+void lsmfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    dir_remove_req(req, parent, name, 0);
+}
+
 void lsmfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
-    pthread_rwlock_wrlock(&fs->ns);
-    int err = do_remove(fs, lsmfs_ino(fs, parent), name, 1);
-    pthread_rwlock_unlock(&fs->ns);
-    fuse_reply_err(req, err);
+    dir_remove_req(req, parent, name, 1);
 }
 
 /* ---- rename ---- */

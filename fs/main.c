@@ -157,6 +157,20 @@ bad:
     return -1;
 }
 
+/* The index in words (a NULL-terminated list) of the option value s, or -1 after saying what was
+   wanted. */
+static int parse_word(const char *name, const char *s, const char *const *words)
+{
+    for (int i = 0; words[i]; i++)
+        if (!strcmp(s, words[i]))
+            return i;
+    fprintf(stderr, "lsmfs: invalid %s '%s' (want ", name, s);
+    for (int i = 0; words[i]; i++)
+        fprintf(stderr, "%s%s", i == 0 ? "" : words[i + 1] ? ", " : " or ", words[i]);
+    fprintf(stderr, ")\n");
+    return -1;
+}
+
 static int apply_options(struct lsmfs *fs, const struct cmdline *c)
 {
     fs->memtable_size = 4u << 20;
@@ -184,31 +198,14 @@ static int apply_options(struct lsmfs *fs, const struct cmdline *c)
     }
     if (fs->dirty_limit < fs->max_file_size)
         fs->dirty_limit = fs->max_file_size;
-    if (c->compression) {
-        if (!strcmp(c->compression, "none"))
-            fs->compression = LSM_COMPRESSION_NONE;
-        else if (!strcmp(c->compression, "lz4"))
-            fs->compression = LSM_COMPRESSION_LZ4;
-        else if (!strcmp(c->compression, "zstd"))
-            fs->compression = LSM_COMPRESSION_ZSTD;
-        else {
-            fprintf(stderr, "lsmfs: invalid compression '%s' (want none, lz4 or zstd)\n",
-                    c->compression);
-            return -1;
-        }
-    }
-    if (c->sync) {
-        if (!strcmp(c->sync, "fsync"))
-            fs->sync_mode = LSMFS_SYNC_FSYNC;
-        else if (!strcmp(c->sync, "close"))
-            fs->sync_mode = LSMFS_SYNC_CLOSE;
-        else if (!strcmp(c->sync, "always"))
-            fs->sync_mode = LSMFS_SYNC_ALWAYS;
-        else {
-            fprintf(stderr, "lsmfs: invalid sync '%s' (want fsync, close or always)\n", c->sync);
-            return -1;
-        }
-    }
+    /* in the order of LSM_COMPRESSION_* and LSMFS_SYNC_* */
+    static const char *const compressions[] = { "none", "lz4", "zstd", NULL };
+    static const char *const syncs[] = { "fsync", "close", "always", NULL };
+    if (c->compression &&
+        (fs->compression = parse_word("compression", c->compression, compressions)) < 0)
+        return -1;
+    if (c->sync && (fs->sync_mode = parse_word("sync", c->sync, syncs)) < 0)
+        return -1;
     if (c->timeout) {
         char *end;
         fs->timeout = strtod(c->timeout, &end);
@@ -348,6 +345,90 @@ static void detach(int fd)
     close(fd);
 }
 
+/* The mount point must be a directory; DATADIR is created if missing and must be one we may use.
+   Sets fs->datadir to its absolute path. */
+static int check_paths(struct lsmfs *fs, const struct cmdline *c)
+{
+    struct stat st;
+    if (stat(c->mountpoint, &st) != 0) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c->mountpoint, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c->mountpoint, strerror(ENOTDIR));
+        return -1;
+    }
+    if (mkdir(c->datadir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "lsmfs: %s: cannot create: %s\n", c->datadir, strerror(errno));
+        return -1;
+    }
+    if (!(fs->datadir = realpath(c->datadir, NULL))) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c->datadir, strerror(errno));
+        return -1;
+    }
+    if (stat(fs->datadir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c->datadir, strerror(ENOTDIR));
+        return -1;
+    }
+    if (access(fs->datadir, R_OK | W_OK | X_OK) != 0) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c->datadir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs libfuse's loop until unmount or a signal; the exit status to give. */
+static int serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts)
+{
+    int ret;
+    if (copts->singlethread) {
+        ret = fuse_session_loop(fs->se);
+    } else {
+        struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+        fuse_loop_cfg_set_clone_fd(cfg, copts->clone_fd);
+        /* keep the workers alive between requests: spawning one per burst costs more than it */
+        fuse_loop_cfg_set_idle_threads(cfg, copts->max_idle_threads != UINT_MAX
+                                                ? copts->max_idle_threads : copts->max_threads);
+        fuse_loop_cfg_set_max_threads(cfg, copts->max_threads);
+        ret = fuse_session_loop_mt(fs->se, cfg);
+        fuse_loop_cfg_destroy(cfg);
+    }
+    return ret < 0 ? 1 : 0;
+}
+
+/* Unmounts, writes back what is left, and closes the engine (syncing it, releasing its lock).
+   Returns -1 when closing failed. */
+static int teardown(struct lsmfs *fs, const char *datadir_arg)
+{
+    fuse_session_unmount(fs->se);
+    fuse_remove_signal_handlers(fs->se);
+    fuse_session_destroy(fs->se);
+    lsmfs_handles_free(fs);
+    lsmfs_table_flush_all(fs);
+    lsmfs_reclaim_stop(fs);
+    lsmfs_table_free(fs);
+    lsmfs_iter_pool_free(fs);
+    int rc = lsm_close(fs->db);
+    if (rc != LSM_OK) {
+        lsmfs_log(LOG_ERR, "%s: closing the database: %s", datadir_arg, lsm_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static void cmdline_free(struct cmdline *c)
+{
+    free(c->datadir);
+    free(c->mountpoint);
+    free(c->memtable_size);
+    free(c->cache_size);
+    free(c->compression);
+    free(c->sync);
+    free(c->max_file_size);
+    free(c->dirty_limit);
+    free(c->timeout);
+}
+
 int main(int argc, char *argv[])
 {
     struct lsmfs state, *fs = &state;   /* lives as long as the process; every callback gets it
@@ -388,31 +469,8 @@ int main(int argc, char *argv[])
         goto out;
     fs->foreground = copts.foreground;
 
-    struct stat st;
-    if (stat(c.mountpoint, &st) != 0) {
-        fprintf(stderr, "lsmfs: %s: %s\n", c.mountpoint, strerror(errno));
+    if (check_paths(fs, &c) != 0)
         goto out;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "lsmfs: %s: %s\n", c.mountpoint, strerror(ENOTDIR));
-        goto out;
-    }
-    if (mkdir(c.datadir, 0700) != 0 && errno != EEXIST) {
-        fprintf(stderr, "lsmfs: %s: cannot create: %s\n", c.datadir, strerror(errno));
-        goto out;
-    }
-    if (!(fs->datadir = realpath(c.datadir, NULL))) {
-        fprintf(stderr, "lsmfs: %s: %s\n", c.datadir, strerror(errno));
-        goto out;
-    }
-    if (stat(fs->datadir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "lsmfs: %s: %s\n", c.datadir, strerror(ENOTDIR));
-        goto out;
-    }
-    if (access(fs->datadir, R_OK | W_OK | X_OK) != 0) {
-        fprintf(stderr, "lsmfs: %s: %s\n", c.datadir, strerror(errno));
-        goto out;
-    }
     if (fuse_opt_add_arg(&args, "-odefault_permissions") != 0 ||
         (!c.has_fsname && add_opt_escaped(&args, "fsname", fs->datadir) != 0)) {
         fprintf(stderr, "lsmfs: out of memory\n");
@@ -435,44 +493,13 @@ int main(int argc, char *argv[])
         lsmfs_log(LOG_WARNING, "cannot start the thread that frees the space of removed files; "
                   "it will come back only as merges reach it");
 
-    if (copts.singlethread) {
-        ret = fuse_session_loop(fs->se);
-    } else {
-        struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-        fuse_loop_cfg_set_clone_fd(cfg, copts.clone_fd);
-        /* keep the workers alive between requests: spawning one per burst costs more than it */
-        fuse_loop_cfg_set_idle_threads(cfg, copts.max_idle_threads != UINT_MAX
-                                                ? copts.max_idle_threads : copts.max_threads);
-        fuse_loop_cfg_set_max_threads(cfg, copts.max_threads);
-        ret = fuse_session_loop_mt(fs->se, cfg);
-        fuse_loop_cfg_destroy(cfg);
-    }
-    ret = ret < 0 ? 1 : 0;
-    fuse_session_unmount(fs->se);
-    fuse_remove_signal_handlers(fs->se);
-    fuse_session_destroy(fs->se);
-    lsmfs_handles_free(fs);
-    lsmfs_table_flush_all(fs);
-    lsmfs_reclaim_stop(fs);
-    lsmfs_table_free(fs);
-    lsmfs_iter_pool_free(fs);
-    int rc = lsm_close(fs->db);
-    if (rc != LSM_OK) {
-        lsmfs_log(LOG_ERR, "%s: closing the database: %s", c.datadir, lsm_strerror(rc));
+    ret = serve(fs, &copts);
+    if (teardown(fs, c.datadir) != 0)
         ret = 1;
-    }
 out:
     fuse_opt_free_args(&args);
     free(copts.mountpoint);
-    free(c.datadir);
-    free(c.mountpoint);
-    free(c.memtable_size);
-    free(c.cache_size);
-    free(c.compression);
-    free(c.sync);
-    free(c.max_file_size);
-    free(c.dirty_limit);
-    free(c.timeout);
+    cmdline_free(&c);
     free(fs->datadir);
     return ret;
 }
