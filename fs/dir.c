@@ -33,7 +33,7 @@
 
 /* What is at path right now: the live inode's attributes when there is one, else the engine's.
    *inop is the live inode (NULL if none). fs->ns held for writing. */
-static int resolve(struct lsmfs *fs, const char *path, size_t plen, struct lsmfs_meta *m,
+static int dir_resolve(struct lsmfs *fs, const char *path, size_t plen, struct lsmfs_meta *m,
                    struct lsmfs_inode **inop)
 {
     struct lsmfs_inode *ino = lsmfs_table_find(fs, path, plen);
@@ -88,7 +88,7 @@ int lsmfs_dir_lookup(struct lsmfs *fs, struct lsmfs_inode *parent, const char *n
 
 /* Adds the record of a directory that is only implicit (e.g. its last child is going away) to b, so
    that it stays, as an emptied directory does on a local filesystem. fs->ns held for writing. */
-static void keep_parent(lsm_batch *b, struct lsmfs_inode *p)
+static void dir_keep_parent(lsm_batch *b, struct lsmfs_inode *p)
 {
     pthread_mutex_lock(&p->mu);
     if (p->m.type == LSMFS_DIR && !p->m.explicit_dir && p->plen > 0)
@@ -148,7 +148,7 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
     int rc = dir_child(parent, name, EEXIST, &path, &plen);
     if (rc)
         return rc;
-    if ((rc = resolve(fs, path, plen, &m, NULL)) || m.type != LSMFS_NONE) {
+    if ((rc = dir_resolve(fs, path, plen, &m, NULL)) || m.type != LSMFS_NONE) {
         free(path);
         return rc ? rc : EEXIST;
     }
@@ -182,7 +182,7 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
     return 0;
 }
 
-static void reply_made(fuse_req_t req, int err, struct lsmfs_inode *ino)
+static void dir_reply_made(fuse_req_t req, int err, struct lsmfs_inode *ino)
 {
     struct lsmfs *fs = fuse_req_userdata(req);
     struct fuse_entry_param e;
@@ -206,7 +206,7 @@ void lsmfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
         err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_REG, mode, NULL, 0, &ino);
         pthread_rwlock_unlock(&fs->ns);
     }
-    reply_made(req, err, ino);
+    dir_reply_made(req, err, ino);
 }
 
 void lsmfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
@@ -216,7 +216,7 @@ void lsmfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
     pthread_rwlock_wrlock(&fs->ns);
     int err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_DIR, mode, NULL, 0, &ino);
     pthread_rwlock_unlock(&fs->ns);
-    reply_made(req, err, ino);
+    dir_reply_made(req, err, ino);
 }
 
 void lsmfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
@@ -228,7 +228,7 @@ void lsmfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const ch
     if (!err)
         err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_LNK, 0777, link, 0, &ino);
     pthread_rwlock_unlock(&fs->ns);
-    reply_made(req, err, ino);
+    dir_reply_made(req, err, ino);
 }
 
 void lsmfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
@@ -238,7 +238,7 @@ void lsmfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char
 
 /* Before a live inode's key goes away: if it is open, load its content so that its handles keep
    reading it, as on a local filesystem. fs->ns held for writing. */
-static void preserve(struct lsmfs *fs, struct lsmfs_inode *ino)
+static void dir_preserve(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     if (!ino)
         return;
@@ -255,7 +255,7 @@ static void preserve(struct lsmfs *fs, struct lsmfs_inode *ino)
 
 /* After its key went away: the inode serves its open handles from its buffer, is never written
    back, and is no longer found by path. fs->ns held for writing. */
-static void bury(struct lsmfs *fs, struct lsmfs_inode *ino)
+static void dir_bury(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     if (!ino)
         return;
@@ -267,7 +267,7 @@ static void bury(struct lsmfs *fs, struct lsmfs_inode *ino)
 }
 
 /* The batch that deletes what is at path (file, symlink or explicit directory record). */
-static void add_delete(lsm_batch *b, const char *path, size_t plen, int type)
+static void dir_add_delete(lsm_batch *b, const char *path, size_t plen, int type)
 {
     size_t kl;
     char *k;
@@ -282,7 +282,7 @@ static void add_delete(lsm_batch *b, const char *path, size_t plen, int type)
     free(k);
 }
 
-static int do_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *name, int dir)
+static int dir_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *name, int dir)
 {
     struct lsmfs_meta m;
     struct lsmfs_inode *ino;
@@ -291,7 +291,7 @@ static int do_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *n
     int rc, err = dir_child(parent, name, dir ? EINVAL : EISDIR, &path, &plen);
     if (err)
         return err;
-    if ((rc = resolve(fs, path, plen, &m, &ino)) || m.type == LSMFS_NONE) {
+    if ((rc = dir_resolve(fs, path, plen, &m, &ino)) || m.type == LSMFS_NONE) {
         free(path);
         return rc ? rc : ENOENT;
     }
@@ -310,10 +310,10 @@ static int do_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *n
         free(path);
         return err;
     }
-    preserve(fs, ino);
+    dir_preserve(fs, ino);
     lsm_batch *b = lsm_batch_new();
-    add_delete(b, path, plen, m.type);
-    keep_parent(b, parent);
+    dir_add_delete(b, path, plen, m.type);
+    dir_keep_parent(b, parent);
     rc = lsmfs_write_batch(fs, b, 0);
     lsm_batch_free(b);
     if (rc == 0 && m.type == LSMFS_DIR)
@@ -325,7 +325,7 @@ static int do_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *n
     free(path);
     if (rc)
         return rc;
-    bury(fs, ino);
+    dir_bury(fs, ino);
     return 0;
 }
 
@@ -334,7 +334,7 @@ static void dir_remove_req(fuse_req_t req, fuse_ino_t parent, const char *name, 
 {
     struct lsmfs *fs = fuse_req_userdata(req);
     pthread_rwlock_wrlock(&fs->ns);
-    int err = do_remove(fs, lsmfs_ino(fs, parent), name, dir);
+    int err = dir_remove(fs, lsmfs_ino(fs, parent), name, dir);
     pthread_rwlock_unlock(&fs->ns);
     fuse_reply_err(req, err);
 }
@@ -380,14 +380,14 @@ static int dir_move_value(struct lsmfs *fs, lsm_batch *b, const char *from, size
     return 0;
 }
 
-/* add_move for a file or symlink: its value and attribute record. */
+/* dir_move for a file or symlink: its value and attribute record. */
 static int dir_move_file(struct lsmfs *fs, lsm_batch *b, int phase, struct rename_side *from,
                          const struct rename_side *to, size_t *bytes)
 {
     size_t vl = 0;
     int err;
     if (phase == 0) {
-        add_delete(b, from->path, from->len, from->m.type);
+        dir_add_delete(b, from->path, from->len, from->m.type);
         return 0;
     }
     if (from->ino)
@@ -450,7 +450,7 @@ static int dir_move_keys(struct lsmfs *fs, lsm_batch *b, lsm_iter *it, int phase
     return err;
 }
 
-/* add_move for a directory: every data key, attribute record and directory record at or below
+/* dir_move for a directory: every data key, attribute record and directory record at or below
    it; an implicit directory gets a record at its new place, so it stays a directory there. */
 static int dir_move_tree(struct lsmfs *fs, lsm_batch *b, int phase, const struct rename_side *from,
                          const struct rename_side *to, size_t *bytes)
@@ -472,7 +472,7 @@ static int dir_move_tree(struct lsmfs *fs, lsm_batch *b, int phase, const struct
 /* Adds to b what moves the object of side from to the path of side to: in phase 0 the deletes of
    its old keys, in phase 1 the puts of its new ones. A batch is applied in order, so all deletes
    go first and an exchange's puts win. *bytes counts what phase 1 copies. */
-static int add_move(struct lsmfs *fs, lsm_batch *b, int phase, struct rename_side *from,
+static int dir_move(struct lsmfs *fs, lsm_batch *b, int phase, struct rename_side *from,
                     const struct rename_side *to, size_t *bytes)
 {
     if (from->m.type == LSMFS_DIR)
@@ -481,7 +481,7 @@ static int add_move(struct lsmfs *fs, lsm_batch *b, int phase, struct rename_sid
 }
 
 /* Moves the live inode of a file (or every live inode at or below a directory) to its new path. */
-static void move_inodes(struct lsmfs *fs, const char *from, size_t flen, const char *to,
+static void dir_move_inodes(struct lsmfs *fs, const char *from, size_t flen, const char *to,
                         size_t tlen, int type, struct lsmfs_inode *ino)
 {
     if (type == LSMFS_DIR) {
@@ -499,7 +499,7 @@ static void move_inodes(struct lsmfs *fs, const char *from, size_t flen, const c
 }
 
 /* A moved file's buffer is now in the engine at its new key. */
-static void moved_clean(struct lsmfs_inode *ino, const struct lsmfs_meta *m)
+static void dir_moved_clean(struct lsmfs_inode *ino, const struct lsmfs_meta *m)
 {
     if (!ino || m->type == LSMFS_DIR)
         return;
@@ -545,14 +545,14 @@ static int dir_rename_write(struct lsmfs *fs, struct rename_side *s, struct rena
     int err = 0;
     lsm_batch *b = lsm_batch_new();
     for (int phase = 0; phase < 2 && !err; phase++) {
-        err = add_move(fs, b, phase, s, t, &bytes);
+        err = dir_move(fs, b, phase, s, t, &bytes);
         if (!err && exchange)
-            err = add_move(fs, b, phase, t, s, &bytes);
+            err = dir_move(fs, b, phase, t, s, &bytes);
         else if (!err && t->m.type != LSMFS_NONE && phase == 0)
-            add_delete(b, t->path, t->len, t->m.type);
+            dir_add_delete(b, t->path, t->len, t->m.type);
     }
     if (!err) {
-        keep_parent(b, s->parent);
+        dir_keep_parent(b, s->parent);
         err = lsmfs_write_batch(fs, b, 0);
     }
     lsm_batch_free(b);
@@ -580,21 +580,21 @@ static void dir_rename_inodes(struct lsmfs *fs, struct rename_side *s, struct re
 {
     if (exchange) {
         static const char tmp[2] = { '\0', 'x' };   /* can never be a path */
-        move_inodes(fs, s->path, s->len, tmp, 2, s->m.type, s->ino);
-        move_inodes(fs, t->path, t->len, s->path, s->len, t->m.type, t->ino);
-        move_inodes(fs, tmp, 2, t->path, t->len, s->m.type, s->ino);
-        moved_clean(t->ino, &t->m);
+        dir_move_inodes(fs, s->path, s->len, tmp, 2, s->m.type, s->ino);
+        dir_move_inodes(fs, t->path, t->len, s->path, s->len, t->m.type, t->ino);
+        dir_move_inodes(fs, tmp, 2, t->path, t->len, s->m.type, s->ino);
+        dir_moved_clean(t->ino, &t->m);
     } else {
         if (t->m.type != LSMFS_NONE)
-            bury(fs, t->ino);
-        move_inodes(fs, s->path, s->len, t->path, t->len, s->m.type, s->ino);
+            dir_bury(fs, t->ino);
+        dir_move_inodes(fs, s->path, s->len, t->path, t->len, s->m.type, s->ino);
     }
-    moved_clean(s->ino, &s->m);
+    dir_moved_clean(s->ino, &s->m);
 }
 
 /* rename(2) of sp/sname to tp/tname, honouring RENAME_NOREPLACE and RENAME_EXCHANGE. fs->ns held
    for writing. */
-static int do_rename(struct lsmfs *fs, struct lsmfs_inode *sp, const char *sname,
+static int dir_rename(struct lsmfs *fs, struct lsmfs_inode *sp, const char *sname,
                      struct lsmfs_inode *tp, const char *tname, unsigned flags)
 {
     struct rename_side s = { .parent = sp }, t = { .parent = tp };
@@ -603,11 +603,11 @@ static int do_rename(struct lsmfs *fs, struct lsmfs_inode *sp, const char *sname
     if (!err)
         err = dir_child(tp, tname, EINVAL, &t.path, &t.len);
     if (!err)
-        err = resolve(fs, s.path, s.len, &s.m, &s.ino);
+        err = dir_resolve(fs, s.path, s.len, &s.m, &s.ino);
     if (!err && s.m.type == LSMFS_NONE)
         err = ENOENT;
     if (!err)
-        err = resolve(fs, t.path, t.len, &t.m, &t.ino);
+        err = dir_resolve(fs, t.path, t.len, &t.m, &t.ino);
     if (!err && (flags & RENAME_NOREPLACE) && t.m.type != LSMFS_NONE)
         err = EEXIST;
     if (!err && exchange && t.m.type == LSMFS_NONE)
@@ -621,7 +621,7 @@ static int do_rename(struct lsmfs *fs, struct lsmfs_inode *sp, const char *sname
     if (exchange && t.m.type == LSMFS_DIR)
         lsmfs_table_flush_prefix(fs, t.path, t.len);
     if (t.m.type != LSMFS_NONE && !exchange)
-        preserve(fs, t.ino);
+        dir_preserve(fs, t.ino);
     if ((err = dir_rename_write(fs, &s, &t, exchange)))
         goto out;
     dir_rename_reclaim(fs, &s, &t, exchange);
@@ -643,7 +643,7 @@ void lsmfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
         return;
     }
     pthread_rwlock_wrlock(&fs->ns);
-    err = do_rename(fs, lsmfs_ino(fs, parent), name, lsmfs_ino(fs, newparent), newname, flags);
+    err = dir_rename(fs, lsmfs_ino(fs, parent), name, lsmfs_ino(fs, newparent), newname, flags);
     pthread_rwlock_unlock(&fs->ns);
     fuse_reply_err(req, err);
 }
@@ -653,7 +653,7 @@ void lsmfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
 /* One listing pass over directory dir: two iterators, data keys below dir and directory records
    below dir, merged in key order. A child's position is its name for a file and its name plus '/'
    for a directory, so the order is the key order of both streams. */
-struct lister {
+struct dir_lister {
     lsm_iter *di, *ri;
     const char *dpath;           /* the directory's path */
     size_t dplen;
@@ -663,7 +663,7 @@ struct lister {
     size_t kcap;
 };
 
-static char *kbuild(struct lister *l, const char *pre, size_t prelen, const char *s, size_t sl,
+static char *dir_lister_key(struct dir_lister *l, const char *pre, size_t prelen, const char *s, size_t sl,
                     size_t *kl)
 {
     if (prelen + sl + 1 > l->kcap) {
@@ -681,21 +681,21 @@ static char *kbuild(struct lister *l, const char *pre, size_t prelen, const char
 }
 
 /* Positions both streams at the first child at or after position s. */
-static void lister_seek(struct lister *l, const char *s, size_t sl, int which)
+static void dir_lister_seek(struct dir_lister *l, const char *s, size_t sl, int which)
 {
     size_t kl;
     char *k;
     if (which & 1) {
         if (l->dplen == 0 && sl == 0)
             lsm_iter_seek(l->di, "\x01", 1);   /* keys starting with NUL are reserved */
-        else if ((k = kbuild(l, l->dpre, l->dprelen, s, sl, &kl)))
+        else if ((k = dir_lister_key(l, l->dpre, l->dprelen, s, sl, &kl)))
             lsm_iter_seek(l->di, k, kl);
     }
-    if ((which & 2) && (k = kbuild(l, l->rpre, l->rprelen, s, sl, &kl)))
+    if ((which & 2) && (k = dir_lister_key(l, l->rpre, l->rprelen, s, sl, &kl)))
         lsm_iter_seek(l->ri, k, kl);
 }
 
-static const char *suffix(lsm_iter *it, const char *pre, size_t prelen, size_t *sl)
+static const char *dir_lister_suffix(lsm_iter *it, const char *pre, size_t prelen, size_t *sl)
 {
     if (!lsm_iter_valid(it))
         return NULL;
@@ -710,14 +710,14 @@ static const char *suffix(lsm_iter *it, const char *pre, size_t prelen, size_t *
 /* Next child: its name (copied to name, NUL-terminated) and whether it is a directory. Fills
    next/nextlen with the position after it (the cursor). Returns 0 with *end set at the end, or an
    errno. */
-static int lister_next(struct lsmfs *fs, struct lister *l, char *name, int *isdir, char *next,
+static int dir_lister_next(struct lsmfs *fs, struct dir_lister *l, char *name, int *isdir, char *next,
                        size_t *nextlen, int *end)
 {
     *end = 0;
     for (;;) {
         size_t dsl = 0, rsl = 0;
-        const char *ds = suffix(l->di, l->dpre, l->dprelen, &dsl);
-        const char *rs = suffix(l->ri, l->rpre, l->rprelen, &rsl);
+        const char *ds = dir_lister_suffix(l->di, l->dpre, l->dprelen, &dsl);
+        const char *rs = dir_lister_suffix(l->ri, l->rpre, l->rprelen, &rsl);
         if (l->dplen == 0 && ds && dsl > 0 && ds[0] == '\0')
             ds = NULL;   /* root listing reached the reserved namespace (cannot happen) */
         if (!ds && !rs) {
@@ -745,7 +745,7 @@ static int lister_next(struct lsmfs *fs, struct lister *l, char *name, int *isdi
             memcpy(next, s, nl);
             next[nl] = '0';   /* '/' + 1 */
             *nextlen = nl + 1;
-            lister_seek(l, next, *nextlen, (ds ? 1 : 0) | (rs ? 2 : 0));
+            dir_lister_seek(l, next, *nextlen, (ds ? 1 : 0) | (rs ? 2 : 0));
             *isdir = 1;
         } else {
             memcpy(next, s, nl);
@@ -765,7 +765,7 @@ static int lister_next(struct lsmfs *fs, struct lister *l, char *name, int *isdi
             /* a file of the same name hides this directory (and was listed already) */
             uint64_t sz;
             size_t kl;
-            char *k = kbuild(l, l->dpre, l->dprelen, name, nl, &kl);
+            char *k = dir_lister_key(l, l->dpre, l->dprelen, name, nl, &kl);
             if (k && lsm_get_size(fs->db, k, kl, &sz) == LSM_OK)
                 continue;
         }
@@ -773,9 +773,8 @@ static int lister_next(struct lsmfs *fs, struct lister *l, char *name, int *isdi
     }
 }
 
-static int lister_open(struct lsmfs *fs, struct lister *l, struct lsmfs_inode *dir)
+static int dir_lister_open(struct lsmfs *fs, struct dir_lister *l, struct lsmfs_inode *dir)
 {
-    size_t kl;
     memset(l, 0, sizeof *l);
     l->dpath = dir->path;
     l->dplen = dir->plen;
@@ -791,11 +790,10 @@ static int lister_open(struct lsmfs *fs, struct lister *l, struct lsmfs_inode *d
     int rc = lsm_iter_new(fs->db, &l->di);
     if (rc == LSM_OK)
         rc = lsm_iter_new(fs->db, &l->ri);
-    (void)kl;
     return rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "list", dir->path);
 }
 
-static void lister_close(struct lister *l)
+static void dir_lister_close(struct dir_lister *l)
 {
     lsm_iter_free(l->di);
     lsm_iter_free(l->ri);
@@ -834,7 +832,7 @@ void lsmfs_releasedir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 }
 
 /* Whether the file name in dir is a symlink (for d_type): reads its attribute record. */
-static int is_symlink(struct lsmfs *fs, struct lsmfs_inode *dir, const char *name)
+static int dir_is_symlink(struct lsmfs *fs, struct lsmfs_inode *dir, const char *name)
 {
     struct lsmfs_meta m;
     size_t plen, kl;
@@ -876,7 +874,7 @@ static void dir_plain_stat(struct dir_fill *f, const char *nm, int isdir, int is
         pthread_mutex_unlock(&f->dir->mu);
     } else {
         st->st_ino = (XXH3_64bits(nm, strlen(nm)) ^ f->dir->stino) | (1ull << 63);
-        if (!isdir && is_symlink(f->fs, f->dir, nm))
+        if (!isdir && dir_is_symlink(f->fs, f->dir, nm))
             st->st_mode = S_IFLNK;
     }
 }
@@ -936,19 +934,19 @@ static int dir_handle_advance(struct lsmfs_dirh *d, const char *next, size_t nex
    over skip entries first, until the reply is full or the directory ends. d->mu and fs->ns held. */
 static int dir_fill(struct dir_fill *f, struct lsmfs_dirh *d, off_t skip)
 {
-    struct lister l;
+    struct dir_lister l;
     char name[LSMFS_NAME_MAX + 1], next[LSMFS_NAME_MAX + 2];
     size_t nextlen = 0;
     int isdir = 0, end = 0, full = 0;
-    int err = lister_open(f->fs, &l, f->dir);
+    int err = dir_lister_open(f->fs, &l, f->dir);
     if (!err)
-        lister_seek(&l, d->cursor ? d->cursor : "", d->clen, 3);
+        dir_lister_seek(&l, d->cursor ? d->cursor : "", d->clen, 3);
     while (!err) {
         int is_dot = d->next_off < 2;
         const char *nm = d->next_off == 0 ? "." : "..";
         if (is_dot)
             isdir = 1;
-        else if ((err = lister_next(f->fs, &l, name, &isdir, next, &nextlen, &end)) || end)
+        else if ((err = dir_lister_next(f->fs, &l, name, &isdir, next, &nextlen, &end)) || end)
             break;
         else
             nm = name;
@@ -962,13 +960,13 @@ static int dir_fill(struct dir_fill *f, struct lsmfs_dirh *d, off_t skip)
     }
     if (!err && end)
         d->eof = 1;
-    lister_close(&l);
+    dir_lister_close(&l);
     return err;
 }
 
 /* READDIR and READDIRPLUS: a listing resumes at the handle's cursor when the kernel asks for the
    offset that follows the last entry returned, and starts over otherwise. */
-static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
+static void dir_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                        struct fuse_file_info *fi, int plus)
 {
     struct lsmfs *fs = fuse_req_userdata(req);
@@ -998,13 +996,13 @@ static void do_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
 void lsmfs_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                           struct fuse_file_info *fi)
 {
-    do_readdir(req, n, size, off, fi, 0);
+    dir_readdir(req, n, size, off, fi, 0);
 }
 
 void lsmfs_readdirplus(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                               struct fuse_file_info *fi)
 {
-    do_readdir(req, n, size, off, fi, 1);
+    dir_readdir(req, n, size, off, fi, 1);
 }
 
 void lsmfs_fsyncdir(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_file_info *fi)

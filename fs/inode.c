@@ -45,12 +45,12 @@ void lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st)
 
 /* ---- inode table ---- */
 
-static uint64_t path_hash(const char *p, size_t n)
+static uint64_t inode_hash(const char *p, size_t n)
 {
     return XXH3_64bits(p, n);
 }
 
-static void tab_insert(struct lsmfs *fs, struct lsmfs_inode *ino)
+static void inode_tab_insert(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     if (fs->count + 1 > fs->tabsize) {
         size_t nsize = fs->tabsize * 2;
@@ -60,7 +60,7 @@ static void tab_insert(struct lsmfs *fs, struct lsmfs_inode *ino)
                 struct lsmfs_inode *e = fs->tab[i], *next;
                 for (; e; e = next) {
                     next = e->hnext;
-                    size_t b = path_hash(e->path, e->plen) & (nsize - 1);
+                    size_t b = inode_hash(e->path, e->plen) & (nsize - 1);
                     e->hnext = nt[b];
                     nt[b] = e;
                 }
@@ -70,18 +70,18 @@ static void tab_insert(struct lsmfs *fs, struct lsmfs_inode *ino)
             fs->tabsize = nsize;
         }
     }
-    size_t b = path_hash(ino->path, ino->plen) & (fs->tabsize - 1);
+    size_t b = inode_hash(ino->path, ino->plen) & (fs->tabsize - 1);
     ino->hnext = fs->tab[b];
     fs->tab[b] = ino;
     ino->hashed = 1;
     fs->count++;
 }
 
-static void tab_remove(struct lsmfs *fs, struct lsmfs_inode *ino)
+static void inode_tab_remove(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     if (!ino->hashed)
         return;
-    size_t b = path_hash(ino->path, ino->plen) & (fs->tabsize - 1);
+    size_t b = inode_hash(ino->path, ino->plen) & (fs->tabsize - 1);
     for (struct lsmfs_inode **pp = &fs->tab[b]; *pp; pp = &(*pp)->hnext) {
         if (*pp == ino) {
             *pp = ino->hnext;
@@ -93,9 +93,9 @@ static void tab_remove(struct lsmfs *fs, struct lsmfs_inode *ino)
     fs->count--;
 }
 
-static struct lsmfs_inode *tab_find(struct lsmfs *fs, const char *path, size_t plen)
+static struct lsmfs_inode *inode_tab_find(struct lsmfs *fs, const char *path, size_t plen)
 {
-    size_t b = path_hash(path, plen) & (fs->tabsize - 1);
+    size_t b = inode_hash(path, plen) & (fs->tabsize - 1);
     for (struct lsmfs_inode *e = fs->tab[b]; e; e = e->hnext)
         if (e->plen == plen && memcmp(e->path, path, plen) == 0)
             return e;
@@ -142,7 +142,7 @@ int lsmfs_table_init(struct lsmfs *fs)
     fs->root->nlookup = 1;
     fs->root->stino = 1;
     fs->next_stino = 2;
-    tab_insert(fs, fs->root);
+    inode_tab_insert(fs, fs->root);
     return 0;
 }
 
@@ -172,7 +172,7 @@ struct lsmfs_inode *lsmfs_ino(struct lsmfs *fs, fuse_ino_t n)
 struct lsmfs_inode *lsmfs_table_find(struct lsmfs *fs, const char *path, size_t plen)
 {
     pthread_mutex_lock(&fs->tmu);
-    struct lsmfs_inode *ino = tab_find(fs, path, plen);
+    struct lsmfs_inode *ino = inode_tab_find(fs, path, plen);
     pthread_mutex_unlock(&fs->tmu);
     return ino;
 }
@@ -181,7 +181,7 @@ struct lsmfs_inode *lsmfs_table_find(struct lsmfs *fs, const char *path, size_t 
 struct lsmfs_inode *lsmfs_table_ref(struct lsmfs *fs, const char *path, size_t plen)
 {
     pthread_mutex_lock(&fs->tmu);
-    struct lsmfs_inode *ino = tab_find(fs, path, plen);
+    struct lsmfs_inode *ino = inode_tab_find(fs, path, plen);
     if (ino)
         ino->nlookup++;
     pthread_mutex_unlock(&fs->tmu);
@@ -194,12 +194,12 @@ struct lsmfs_inode *lsmfs_table_get(struct lsmfs *fs, char *path, size_t plen,
                                     const struct lsmfs_meta *m)
 {
     pthread_mutex_lock(&fs->tmu);
-    struct lsmfs_inode *ino = tab_find(fs, path, plen);
+    struct lsmfs_inode *ino = inode_tab_find(fs, path, plen);
     if (ino) {
         free(path);
     } else if ((ino = inode_new(path, plen, m))) {
         ino->stino = fs->next_stino++;
-        tab_insert(fs, ino);
+        inode_tab_insert(fs, ino);
     } else {
         free(path);
     }
@@ -212,7 +212,7 @@ struct lsmfs_inode *lsmfs_table_get(struct lsmfs *fs, char *path, size_t plen,
 void lsmfs_table_unhash(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     pthread_mutex_lock(&fs->tmu);
-    tab_remove(fs, ino);
+    inode_tab_remove(fs, ino);
     pthread_mutex_unlock(&fs->tmu);
 }
 
@@ -222,19 +222,19 @@ void lsmfs_table_rename(struct lsmfs *fs, struct lsmfs_inode *ino, char *path, s
 {
     pthread_mutex_lock(&fs->tmu);
     int was = ino->hashed;
-    tab_remove(fs, ino);
+    inode_tab_remove(fs, ino);
     free(ino->path);
     ino->path = path;
     ino->plen = plen;
     if (was)
-        tab_insert(fs, ino);
+        inode_tab_insert(fs, ino);
     pthread_mutex_unlock(&fs->tmu);
 }
 
 /* After a directory rename: every inode at or below from gets the same place below to. */
 /* The inodes at or below path (every inode when all is set), caller holds fs->tmu. Returns a
    malloc'd array of *n entries (NULL when out of memory). */
-static struct lsmfs_inode **table_collect(struct lsmfs *fs, const char *path, size_t plen, int all,
+static struct lsmfs_inode **inode_collect(struct lsmfs *fs, const char *path, size_t plen, int all,
                                           size_t *n)
 {
     size_t cap = 16;
@@ -262,7 +262,7 @@ void lsmfs_table_move_prefix(struct lsmfs *fs, const char *from, size_t flen, co
 {
     pthread_mutex_lock(&fs->tmu);
     size_t n;
-    struct lsmfs_inode **v = table_collect(fs, from, flen, 0, &n);
+    struct lsmfs_inode **v = inode_collect(fs, from, flen, 0, &n);
     for (size_t i = 0; i < n; i++) {
         struct lsmfs_inode *e = v[i];
         char *p = malloc(tlen + e->plen - flen + 1);
@@ -270,11 +270,11 @@ void lsmfs_table_move_prefix(struct lsmfs *fs, const char *from, size_t flen, co
             continue;   /* out of memory: the inode keeps its old path (lookup finds it anew) */
         memcpy(p, to, tlen);
         memcpy(p + tlen, e->path + flen, e->plen - flen + 1);
-        tab_remove(fs, e);
+        inode_tab_remove(fs, e);
         free(e->path);
         e->plen = tlen + e->plen - flen;
         e->path = p;
-        tab_insert(fs, e);
+        inode_tab_insert(fs, e);
     }
     free(v);
     pthread_mutex_unlock(&fs->tmu);
@@ -287,7 +287,7 @@ void lsmfs_table_forget(struct lsmfs *fs, struct lsmfs_inode *ino, uint64_t n)
     pthread_mutex_lock(&fs->tmu);
     ino->nlookup = ino->nlookup > n ? ino->nlookup - n : 0;
     if (ino->nlookup == 0 && ino->nopen == 0 && ino != fs->root) {
-        tab_remove(fs, ino);
+        inode_tab_remove(fs, ino);
         gone = 1;
     }
     pthread_mutex_unlock(&fs->tmu);
@@ -315,7 +315,7 @@ void lsmfs_table_close(struct lsmfs *fs, struct lsmfs_inode *ino)
     ino->nopen--;
     last = ino->nopen == 0;
     if (last && ino->nlookup == 0 && ino != fs->root) {
-        tab_remove(fs, ino);
+        inode_tab_remove(fs, ino);
         gone = 1;
     }
     pthread_mutex_unlock(&fs->tmu);
@@ -329,11 +329,11 @@ void lsmfs_table_close(struct lsmfs *fs, struct lsmfs_inode *ino)
         inode_free(ino);
 }
 
-static void flush_matching(struct lsmfs *fs, const char *path, size_t plen, int all)
+static void inode_flush_matching(struct lsmfs *fs, const char *path, size_t plen, int all)
 {
     pthread_mutex_lock(&fs->tmu);
     size_t n;
-    struct lsmfs_inode **v = table_collect(fs, path, plen, all, &n);
+    struct lsmfs_inode **v = inode_collect(fs, path, plen, all, &n);
     pthread_mutex_unlock(&fs->tmu);
     for (size_t i = 0; i < n; i++) {
         pthread_mutex_lock(&v[i]->mu);
@@ -347,12 +347,12 @@ static void flush_matching(struct lsmfs *fs, const char *path, size_t plen, int 
 /* Writes back every dirty inode at or below path. fs->ns held for writing. */
 void lsmfs_table_flush_prefix(struct lsmfs *fs, const char *path, size_t plen)
 {
-    flush_matching(fs, path, plen, 0);
+    inode_flush_matching(fs, path, plen, 0);
 }
 
 void lsmfs_table_flush_all(struct lsmfs *fs)
 {
-    flush_matching(fs, NULL, 0, 1);
+    inode_flush_matching(fs, NULL, 0, 1);
 }
 
 /* ---- write-back and buffers ---- */
@@ -373,7 +373,7 @@ int lsmfs_write_batch(struct lsmfs *fs, lsm_batch *b, int sync)
     return rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "write", "batch");
 }
 
-static void blist_add(struct lsmfs *fs, struct lsmfs_inode *ino)
+static void inode_blist_add(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     ino->bprev = NULL;
     ino->bnext = fs->blist;
@@ -382,7 +382,7 @@ static void blist_add(struct lsmfs *fs, struct lsmfs_inode *ino)
     fs->blist = ino;
 }
 
-static void blist_del(struct lsmfs *fs, struct lsmfs_inode *ino)
+static void inode_blist_del(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     if (ino->bprev)
         ino->bprev->bnext = ino->bnext;
@@ -408,7 +408,7 @@ int lsmfs_buf_reserve(struct lsmfs *fs, struct lsmfs_inode *ino, size_t need)
         return ENOMEM;
     pthread_mutex_lock(&fs->bmu);
     if (!ino->data)
-        blist_add(fs, ino);
+        inode_blist_add(fs, ino);
     fs->buffered += ncap - ino->cap;
     pthread_mutex_unlock(&fs->bmu);
     ino->data = nd;
@@ -422,7 +422,7 @@ void lsmfs_buf_drop(struct lsmfs *fs, struct lsmfs_inode *ino)
     if (!ino->data)
         return;
     pthread_mutex_lock(&fs->bmu);
-    blist_del(fs, ino);
+    inode_blist_del(fs, ino);
     fs->buffered -= ino->cap;
     pthread_mutex_unlock(&fs->bmu);
     free(ino->data);
@@ -446,7 +446,7 @@ int lsmfs_buf_load(struct lsmfs *fs, struct lsmfs_inode *ino)
         return lsmfs_errno(fs, rc, "read", ino->path);
     size_t cap = vl ? vl : 1;
     pthread_mutex_lock(&fs->bmu);
-    blist_add(fs, ino);
+    inode_blist_add(fs, ino);
     fs->buffered += cap;
     pthread_mutex_unlock(&fs->bmu);
     ino->data = v;
@@ -558,7 +558,7 @@ void lsmfs_budget_enforce(struct lsmfs *fs)
     }
 }
 
-static fuse_ino_t ino_id(struct lsmfs *fs, const struct lsmfs_inode *ino)
+static fuse_ino_t inode_id(struct lsmfs *fs, const struct lsmfs_inode *ino)
 {
     return ino == fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)ino;
 }
@@ -566,7 +566,7 @@ static fuse_ino_t ino_id(struct lsmfs *fs, const struct lsmfs_inode *ino)
 void lsmfs_fill_entry(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_entry_param *e)
 {
     memset(e, 0, sizeof *e);
-    e->ino = ino_id(fs, ino);
+    e->ino = inode_id(fs, ino);
     e->generation = 1;
     e->attr_timeout = fs->timeout;
     e->entry_timeout = fs->timeout;

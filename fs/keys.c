@@ -100,24 +100,24 @@ void lsmfs_meta_default(struct lsmfs *fs, struct lsmfs_meta *m, int type)
  */
 #define LSMFS_REC_LEN 32
 
-static void put32(unsigned char *p, uint32_t v)
+static void keys_put32(unsigned char *p, uint32_t v)
 {
     for (int i = 0; i < 4; i++)
         p[i] = (unsigned char)(v >> (8 * i));
 }
-static void put64(unsigned char *p, uint64_t v)
+static void keys_put64(unsigned char *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++)
         p[i] = (unsigned char)(v >> (8 * i));
 }
-static uint32_t get32(const unsigned char *p)
+static uint32_t keys_get32(const unsigned char *p)
 {
     uint32_t v = 0;
     for (int i = 3; i >= 0; i--)
         v = (v << 8) | p[i];
     return v;
 }
-static uint64_t get64(const unsigned char *p)
+static uint64_t keys_get64(const unsigned char *p)
 {
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--)
@@ -130,11 +130,11 @@ size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf)
     memset(buf, 0, LSMFS_REC_LEN);
     buf[0] = 1;
     buf[1] = (unsigned char)m->type;
-    put32(buf + 4, m->mode & 07777);
-    put32(buf + 8, m->uid);
-    put32(buf + 12, m->gid);
-    put64(buf + 16, (uint64_t)m->mtime_ns);
-    put64(buf + 24, (uint64_t)m->ctime_ns);
+    keys_put32(buf + 4, m->mode & 07777);
+    keys_put32(buf + 8, m->uid);
+    keys_put32(buf + 12, m->gid);
+    keys_put64(buf + 16, (uint64_t)m->mtime_ns);
+    keys_put64(buf + 24, (uint64_t)m->ctime_ns);
     return LSMFS_REC_LEN;
 }
 
@@ -168,16 +168,16 @@ int lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m)
         return EINVAL;
     uint32_t fmt = p[1] == LSMFS_DIR ? S_IFDIR : p[1] == LSMFS_LNK ? S_IFLNK : S_IFREG;
     m->type = p[1];
-    m->mode = fmt | (get32(p + 4) & 07777);
-    m->uid = get32(p + 8);
-    m->gid = get32(p + 12);
-    m->mtime_ns = (int64_t)get64(p + 16);
-    m->ctime_ns = (int64_t)get64(p + 24);
+    m->mode = fmt | (keys_get32(p + 4) & 07777);
+    m->uid = keys_get32(p + 8);
+    m->gid = keys_get32(p + 12);
+    m->mtime_ns = (int64_t)keys_get64(p + 16);
+    m->ctime_ns = (int64_t)keys_get64(p + 24);
     return 0;
 }
 
 /* Reads the record at key into m (keeping m's defaults when absent or unreadable). */
-static int read_record(struct lsmfs *fs, const char *key, size_t klen, struct lsmfs_meta *m,
+static int keys_read_record(struct lsmfs *fs, const char *key, size_t klen, struct lsmfs_meta *m,
                        int *found)
 {
     void *v = NULL;
@@ -203,22 +203,29 @@ static int read_record(struct lsmfs *fs, const char *key, size_t klen, struct ls
    An idle iterator pins one past view of the database (memtables, tables, snapshot) until it is
    reused or the pool is freed at unmount; the pool is small so that view is bounded. */
 
-int lsmfs_iter_get(struct lsmfs *fs, lsm_iter **out)
+static int keys_iter_get(struct lsmfs *fs, lsm_iter **out, const char *path)
 {
     lsm_iter *it = NULL;
+    int rc;
     pthread_mutex_lock(&fs->pool_mu);
     if (fs->pool_n > 0)
         it = fs->pool[--fs->pool_n];
     pthread_mutex_unlock(&fs->pool_mu);
     if (it) {
-        *out = it;
         lsm_iter_set_upper_bound(it, NULL, 0);
-        return lsm_iter_refresh(it);
+        rc = lsm_iter_refresh(it);
+    } else {
+        rc = lsm_iter_new(fs->db, &it);
     }
-    return lsm_iter_new(fs->db, out);
+    if (rc != LSM_OK) {
+        lsm_iter_free(it);
+        return lsmfs_errno(fs, rc, "iterate", path);
+    }
+    *out = it;
+    return 0;
 }
 
-void lsmfs_iter_put(struct lsmfs *fs, lsm_iter *it)
+static void keys_iter_put(struct lsmfs *fs, lsm_iter *it)
 {
     if (!it)
         return;
@@ -251,65 +258,48 @@ void lsmfs_iter_pool_free(struct lsmfs *fs)
     pthread_mutex_unlock(&fs->pool_mu);
 }
 
-/* Is there any key below directory path (data keys or directory records)? */
-int lsmfs_dir_has_children(struct lsmfs *fs, const char *path, size_t plen, int *has)
+/* Whether some key starts with the kl bytes at pre (and is longer than them when longer is set:
+   a directory's own record is a prefix of its children's). The iterator is bounded to the prefix,
+   so keys deleted just after it (a renamed sibling) are not walked. */
+static int keys_probe(lsm_iter *it, char *pre, size_t kl, int longer)
 {
-    lsm_iter *it;
-    size_t kl;
-    int rc;
-    *has = 0;
-    if (plen == 0) {
-        *has = 1;
-        return 0;
-    }
-    char *pre = lsmfs_key(0, path, plen, 1, &kl);
-    if (!pre)
-        return ENOMEM;
-    rc = lsmfs_iter_get(fs, &it);
-    if (rc != LSM_OK) {
-        lsm_iter_free(it);
-        free(pre);
-        return lsmfs_errno(fs, rc, "iterate", path);
-    }
-    /* Bounded to the prefix: keys deleted just after it (a renamed sibling) are not walked. */
     pre[kl - 1]++;
     lsm_iter_set_upper_bound(it, pre, kl);
     pre[kl - 1]--;
     lsm_iter_seek(it, pre, kl);
-    if (lsm_iter_valid(it)) {
+    for (int i = 0; i < 2 && lsm_iter_valid(it); i++, lsm_iter_next(it)) {
         size_t n;
         const char *k = lsm_iter_key(it, &n);
-        if (n >= kl && memcmp(k, pre, kl) == 0)
-            *has = 1;
+        if (n < kl || memcmp(k, pre, kl) != 0)
+            return 0;
+        if (!longer || n > kl)
+            return 1;
+    }
+    return 0;
+}
+
+/* Is there any key below directory path (data keys or directory records)? */
+int lsmfs_dir_has_children(struct lsmfs *fs, const char *path, size_t plen, int *has)
+{
+    lsm_iter *it = NULL;
+    size_t kl, dl;
+    int rc, err;
+    *has = plen == 0;   /* the root always is a directory */
+    if (plen == 0)
+        return 0;
+    char *pre = lsmfs_key(0, path, plen, 1, &kl), *dk = lsmfs_key('d', path, plen, 1, &dl);
+    if (!pre || !dk)
+        err = ENOMEM;
+    else if (!(err = keys_iter_get(fs, &it, path))) {
+        *has = keys_probe(it, pre, kl, 0) || keys_probe(it, dk, dl, 1);
+        rc = lsm_iter_status(it);
+        keys_iter_put(fs, it);
+        if (rc != LSM_OK)
+            err = lsmfs_errno(fs, rc, "iterate", path);
     }
     free(pre);
-    if (!*has) {
-        char *dk = lsmfs_key('d', path, plen, 1, &kl);
-        if (!dk) {
-            lsmfs_iter_put(fs, it);
-            return ENOMEM;
-        }
-        dk[kl - 1]++;
-        lsm_iter_set_upper_bound(it, dk, kl);
-        dk[kl - 1]--;
-        lsm_iter_seek(it, dk, kl);
-        for (int i = 0; i < 2 && lsm_iter_valid(it); i++, lsm_iter_next(it)) {
-            size_t n;
-            const char *k = lsm_iter_key(it, &n);
-            if (n < kl || memcmp(k, dk, kl) != 0)
-                break;
-            if (n > kl) {
-                *has = 1;
-                break;
-            }
-        }
-        free(dk);
-    }
-    rc = lsm_iter_status(it);
-    lsmfs_iter_put(fs, it);
-    if (rc != LSM_OK)
-        return lsmfs_errno(fs, rc, "iterate", path);
-    return 0;
+    free(dk);
+    return err;
 }
 
 /* What is at path in the engine: a file (its data key exists; a file hides any keys below it), an
@@ -328,7 +318,7 @@ int lsmfs_stat_path(struct lsmfs *fs, const char *path, size_t plen, struct lsmf
             m->size = vl;
             if (!(k = lsmfs_key('a', path, plen, 0, &kl)))
                 return ENOMEM;
-            rc = read_record(fs, k, kl, m, &found);
+            rc = keys_read_record(fs, k, kl, m, &found);
             free(k);
             m->size = vl;
             return rc;
@@ -339,7 +329,7 @@ int lsmfs_stat_path(struct lsmfs *fs, const char *path, size_t plen, struct lsmf
     lsmfs_meta_default(fs, m, LSMFS_DIR);
     if (!(k = lsmfs_key('d', path, plen, 1, &kl)))
         return ENOMEM;
-    rc = read_record(fs, k, kl, m, &found);
+    rc = keys_read_record(fs, k, kl, m, &found);
     free(k);
     if (rc)
         return rc;

@@ -176,9 +176,6 @@ void  lsmfs_meta_default(struct lsmfs *fs, struct lsmfs_meta *m, int type);
 void  lsmfs_meta_touch(struct lsmfs_meta *m);
 int   lsmfs_stat_path(struct lsmfs *fs, const char *path, size_t plen, struct lsmfs_meta *m);
 int   lsmfs_dir_has_children(struct lsmfs *fs, const char *path, size_t plen, int *has);
-/* A refreshed iterator from a small pool (or a new one); give it back with lsmfs_iter_put. */
-int   lsmfs_iter_get(struct lsmfs *fs, lsm_iter **out);
-void  lsmfs_iter_put(struct lsmfs *fs, lsm_iter *it);
 void  lsmfs_iter_pool_free(struct lsmfs *fs);        /* before lsm_close */
 void  lsmfs_iter_pool_trim(struct lsmfs *fs, int64_t idle_ns); /* frees it when unused that long */
 size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf);

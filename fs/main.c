@@ -1,5 +1,5 @@
 /*
- * main.c — the lsmfs command: parse options, open the database, mount, detach, serve, close.
+ * main.c — the lsmfs command: parse options, open the database, mount, main_detach, main_serve, close.
  *
  * What: `lsmfs [options] DATADIR MOUNTPOINT` (options may also follow the positionals, as
  * mount.fuse3 passes them). Our -o options are taken out; everything else goes to libfuse.
@@ -73,7 +73,7 @@ static const struct fuse_opt spec[] = {
     FUSE_OPT_END
 };
 
-static int opt_proc(void *data, const char *arg, int key, struct fuse_args *out)
+static int main_opt_proc(void *data, const char *arg, int key, struct fuse_args *out)
 {
     struct cmdline *c = data;
     switch (key) {
@@ -106,7 +106,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *out)
     return 1;
 }
 
-static void usage(FILE *f)
+static void main_usage(FILE *f)
 {
     fprintf(f,
 "usage: lsmfs [options] DATADIR MOUNTPOINT\n"
@@ -130,7 +130,7 @@ static void usage(FILE *f)
 }
 
 /* SIZE with an optional K/M/G suffix (KiB-style suffixes accepted too). */
-static int parse_size(const char *name, const char *s, size_t *out)
+static int main_parse_size(const char *name, const char *s, size_t *out)
 {
     char *end;
     errno = 0;
@@ -159,7 +159,7 @@ bad:
 
 /* The index in words (a NULL-terminated list) of the option value s, or -1 after saying what was
    wanted. */
-static int parse_word(const char *name, const char *s, const char *const *words)
+static int main_parse_word(const char *name, const char *s, const char *const *words)
 {
     for (int i = 0; words[i]; i++)
         if (!strcmp(s, words[i]))
@@ -171,7 +171,7 @@ static int parse_word(const char *name, const char *s, const char *const *words)
     return -1;
 }
 
-static int apply_options(struct lsmfs *fs, const struct cmdline *c)
+static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
 {
     fs->memtable_size = 4u << 20;
     fs->cache_size = 8u << 20;
@@ -182,10 +182,10 @@ static int apply_options(struct lsmfs *fs, const struct cmdline *c)
     fs->sync_mode = LSMFS_SYNC_FSYNC;
     fs->writeback = c->writeback;
     fs->kernel_cache = c->kernel_cache || c->writeback;
-    if ((c->memtable_size && parse_size("memtable_size", c->memtable_size, &fs->memtable_size)) ||
-        (c->cache_size && parse_size("cache_size", c->cache_size, &fs->cache_size)) ||
-        (c->max_file_size && parse_size("max_file_size", c->max_file_size, &fs->max_file_size)) ||
-        (c->dirty_limit && parse_size("dirty_limit", c->dirty_limit, &fs->dirty_limit)))
+    if ((c->memtable_size && main_parse_size("memtable_size", c->memtable_size, &fs->memtable_size)) ||
+        (c->cache_size && main_parse_size("cache_size", c->cache_size, &fs->cache_size)) ||
+        (c->max_file_size && main_parse_size("max_file_size", c->max_file_size, &fs->max_file_size)) ||
+        (c->dirty_limit && main_parse_size("dirty_limit", c->dirty_limit, &fs->dirty_limit)))
         return -1;
     if (fs->memtable_size < 4096) {
         fprintf(stderr, "lsmfs: memtable_size must be at least 4K\n");
@@ -202,9 +202,9 @@ static int apply_options(struct lsmfs *fs, const struct cmdline *c)
     static const char *const compressions[] = { "none", "lz4", "zstd", NULL };
     static const char *const syncs[] = { "fsync", "close", "always", NULL };
     if (c->compression &&
-        (fs->compression = parse_word("compression", c->compression, compressions)) < 0)
+        (fs->compression = main_parse_word("compression", c->compression, compressions)) < 0)
         return -1;
-    if (c->sync && (fs->sync_mode = parse_word("sync", c->sync, syncs)) < 0)
+    if (c->sync && (fs->sync_mode = main_parse_word("sync", c->sync, syncs)) < 0)
         return -1;
     if (c->timeout) {
         char *end;
@@ -218,7 +218,7 @@ static int apply_options(struct lsmfs *fs, const struct cmdline *c)
 }
 
 /* Adds "-o<name>=<value>" with the commas and backslashes of value escaped for fuse_opt. */
-static int add_opt_escaped(struct fuse_args *args, const char *name, const char *value)
+static int main_add_opt(struct fuse_args *args, const char *name, const char *value)
 {
     size_t n = strlen(name), vl = strlen(value);
     char *s = malloc(2 + n + 1 + 2 * vl + 1), *p = s;
@@ -237,7 +237,7 @@ static int add_opt_escaped(struct fuse_args *args, const char *name, const char 
 }
 
 /* Opens the engine, creates the session and mounts. Prints the reason on stderr on failure. */
-static int setup(struct lsmfs *fs, struct fuse_args *args, const char *datadir_arg,
+static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *datadir_arg,
                  const char *mountpoint)
 {
     lsm_options lo;
@@ -296,7 +296,7 @@ fail_0:
 
 /* Forks; the parent waits for the child's word and exits with it. Returns the pipe's write end
    in the child. */
-static int start_daemon(void)
+static int main_start_daemon(void)
 {
     int pfd[2];
     if (pipe(pfd) != 0) {
@@ -326,7 +326,7 @@ static int start_daemon(void)
     return pfd[1];
 }
 
-static void detach(int fd)
+static void main_detach(int fd)
 {
     int nul = open("/dev/null", O_RDWR);
     setsid();
@@ -347,7 +347,7 @@ static void detach(int fd)
 
 /* The mount point must be a directory; DATADIR is created if missing and must be one we may use.
    Sets fs->datadir to its absolute path. */
-static int check_paths(struct lsmfs *fs, const struct cmdline *c)
+static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
 {
     struct stat st;
     if (stat(c->mountpoint, &st) != 0) {
@@ -378,7 +378,7 @@ static int check_paths(struct lsmfs *fs, const struct cmdline *c)
 }
 
 /* Runs libfuse's loop until unmount or a signal; the exit status to give. */
-static int serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts)
+static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts)
 {
     int ret;
     if (copts->singlethread) {
@@ -398,7 +398,7 @@ static int serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts)
 
 /* Unmounts, writes back what is left, and closes the engine (syncing it, releasing its lock).
    Returns -1 when closing failed. */
-static int teardown(struct lsmfs *fs, const char *datadir_arg)
+static int main_teardown(struct lsmfs *fs, const char *datadir_arg)
 {
     fuse_session_unmount(fs->se);
     fuse_remove_signal_handlers(fs->se);
@@ -416,7 +416,7 @@ static int teardown(struct lsmfs *fs, const char *datadir_arg)
     return 0;
 }
 
-static void cmdline_free(struct cmdline *c)
+static void main_cmdline_free(struct cmdline *c)
 {
     free(c->datadir);
     free(c->mountpoint);
@@ -441,10 +441,10 @@ int main(int argc, char *argv[])
     memset(fs, 0, sizeof *fs);
     memset(&c, 0, sizeof c);
     memset(&copts, 0, sizeof copts);
-    if (fuse_opt_parse(&args, &c, spec, opt_proc) != 0)
+    if (fuse_opt_parse(&args, &c, spec, main_opt_proc) != 0)
         goto out;
     if (c.show_help) {
-        usage(stdout);
+        main_usage(stdout);
         printf("FUSE options:\n");
         fflush(stdout);
         fuse_cmdline_help();
@@ -465,14 +465,14 @@ int main(int argc, char *argv[])
                         "(lsmfs --help for options)\n", c.datadir ? "MOUNTPOINT" : "DATADIR");
         goto out;
     }
-    if (apply_options(fs, &c) != 0)
+    if (main_apply_options(fs, &c) != 0)
         goto out;
     fs->foreground = copts.foreground;
 
-    if (check_paths(fs, &c) != 0)
+    if (main_check_paths(fs, &c) != 0)
         goto out;
     if (fuse_opt_add_arg(&args, "-odefault_permissions") != 0 ||
-        (!c.has_fsname && add_opt_escaped(&args, "fsname", fs->datadir) != 0)) {
+        (!c.has_fsname && main_add_opt(&args, "fsname", fs->datadir) != 0)) {
         fprintf(stderr, "lsmfs: out of memory\n");
         goto out;
     }
@@ -482,24 +482,24 @@ int main(int argc, char *argv[])
 
     lsmfs_log_open(fs->foreground);
     if (!fs->foreground)
-        fd = start_daemon();
-    if (setup(fs, &args, c.datadir, c.mountpoint) != 0)
+        fd = main_start_daemon();
+    if (main_setup(fs, &args, c.datadir, c.mountpoint) != 0)
         goto out;
     if (fd >= 0) {
-        detach(fd);
+        main_detach(fd);
         fd = -1;
     }
     if (lsmfs_reclaim_start(fs) != 0)
         lsmfs_log(LOG_WARNING, "cannot start the thread that frees the space of removed files; "
                   "it will come back only as merges reach it");
 
-    ret = serve(fs, &copts);
-    if (teardown(fs, c.datadir) != 0)
+    ret = main_serve(fs, &copts);
+    if (main_teardown(fs, c.datadir) != 0)
         ret = 1;
 out:
     fuse_opt_free_args(&args);
     free(copts.mountpoint);
-    cmdline_free(&c);
+    main_cmdline_free(&c);
     free(fs->datadir);
     return ret;
 }

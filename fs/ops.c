@@ -63,13 +63,13 @@ static void lsmfs_getattr(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *f
     fuse_reply_attr(req, &st, fs->timeout);
 }
 
-static int64_t ts_ns(const struct timespec *ts)
+static int64_t ops_ts_ns(const struct timespec *ts)
 {
     return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
 }
 
 /* Sets the size of a file's content (buffer loaded and grown/shrunk). ino->mu held. */
-static int resize_locked(struct lsmfs *fs, struct lsmfs_inode *ino, uint64_t size)
+static int ops_resize_locked(struct lsmfs *fs, struct lsmfs_inode *ino, uint64_t size)
 {
     int rc;
     if (size > fs->max_file_size)
@@ -105,7 +105,7 @@ static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int t
             rc = EISDIR;
         else if (ino->m.type != LSMFS_REG)
             rc = EINVAL;
-        else if ((rc = resize_locked(fs, ino, (uint64_t)attr->st_size)) == 0)
+        else if ((rc = ops_resize_locked(fs, ino, (uint64_t)attr->st_size)) == 0)
             ino->m.mtime_ns = now;
     }
     if (rc == 0) {
@@ -118,8 +118,8 @@ static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int t
         if (to_set & FUSE_SET_ATTR_MTIME_NOW)
             ino->m.mtime_ns = now;
         else if (to_set & FUSE_SET_ATTR_MTIME)
-            ino->m.mtime_ns = ts_ns(&attr->st_mtim);
-        ino->m.ctime_ns = (to_set & FUSE_SET_ATTR_CTIME) ? ts_ns(&attr->st_ctim) : now;
+            ino->m.mtime_ns = ops_ts_ns(&attr->st_mtim);
+        ino->m.ctime_ns = (to_set & FUSE_SET_ATTR_CTIME) ? ops_ts_ns(&attr->st_ctim) : now;
         ino->dirty = 1;
         rc = lsmfs_flush_locked(fs, ino, 0);
         pthread_mutex_lock(&fs->tmu);
@@ -206,12 +206,12 @@ static void lsmfs_readlink(fuse_req_t req, fuse_ino_t n)
 
 /* ---- files ---- */
 
-static int is_writable(int flags)
+static int ops_writable(int flags)
 {
     return (flags & O_ACCMODE) != O_RDONLY;
 }
 
-static void handle_link(struct lsmfs *fs, struct lsmfs_handle *h)
+static void ops_handle_link(struct lsmfs *fs, struct lsmfs_handle *h)
 {
     pthread_mutex_lock(&fs->handles_mu);
     h->aprev = NULL;
@@ -222,7 +222,7 @@ static void handle_link(struct lsmfs *fs, struct lsmfs_handle *h)
     pthread_mutex_unlock(&fs->handles_mu);
 }
 
-static void handle_unlink(struct lsmfs *fs, struct lsmfs_handle *h)
+static void ops_handle_unlink(struct lsmfs *fs, struct lsmfs_handle *h)
 {
     pthread_mutex_lock(&fs->handles_mu);
     if (h->aprev)
@@ -235,18 +235,18 @@ static void handle_unlink(struct lsmfs *fs, struct lsmfs_handle *h)
 }
 
 /* Makes a handle for ino (which holds an open reference) and applies O_TRUNC. */
-static int open_handle(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_file_info *fi)
+static int ops_open_handle(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_file_info *fi)
 {
     struct lsmfs_handle *h = calloc(1, sizeof *h);
     if (!h)
         return ENOMEM;
     h->ino = ino;
     h->flags = fi->flags;
-    if ((fi->flags & O_TRUNC) && is_writable(fi->flags)) {
+    if ((fi->flags & O_TRUNC) && ops_writable(fi->flags)) {
         pthread_mutex_lock(&ino->mu);
         int rc = 0;
         if (ino->m.size != 0 || !ino->data) {
-            rc = resize_locked(fs, ino, 0);
+            rc = ops_resize_locked(fs, ino, 0);
             if (rc == 0) {
                 lsmfs_meta_touch(&ino->m);
                 ino->dirty = 1;
@@ -259,7 +259,7 @@ static int open_handle(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_fi
         }
         h->wrote = 1;
     }
-    if (!is_writable(fi->flags) && !fs->kernel_cache) {
+    if (!ops_writable(fi->flags) && !fs->kernel_cache) {
         pthread_mutex_lock(&ino->mu);
         h->rnext = ino->readers;
         if (ino->readers)
@@ -268,20 +268,20 @@ static int open_handle(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_fi
         pthread_mutex_unlock(&ino->mu);
     }
     fi->fh = (uint64_t)(uintptr_t)h;
-    handle_link(fs, h);
+    ops_handle_link(fs, h);
     if (fs->kernel_cache) {
         fi->keep_cache = 1;   /* this daemon is the only writer: pages stay valid across opens */
     } else {
         /* The kernel keeps one size and one page cache per inode, so it cannot show a writer its
            pending bytes and a reader the last flushed value: every read comes here instead. */
         fi->direct_io = 1;
-        if (!is_writable(fi->flags))
+        if (!ops_writable(fi->flags))
             fi->noflush = 1;   /* nothing to write back: spare the FLUSH request */
     }
     return 0;
 }
 
-static void close_handle(struct lsmfs *fs, struct lsmfs_handle *h)
+static void ops_close_handle(struct lsmfs *fs, struct lsmfs_handle *h)
 {
     struct lsmfs_inode *ino = h->ino;
     pthread_mutex_lock(&ino->mu);
@@ -295,14 +295,14 @@ static void close_handle(struct lsmfs *fs, struct lsmfs_handle *h)
         free(h->snap);
     pthread_mutex_unlock(&ino->mu);
     lsmfs_table_close(fs, ino);
-    handle_unlink(fs, h);
+    ops_handle_unlink(fs, h);
     free(h);
 }
 
 void lsmfs_handles_free(struct lsmfs *fs)
 {
     while (fs->handles)
-        close_handle(fs, fs->handles);
+        ops_close_handle(fs, fs->handles);
 }
 
 static void lsmfs_open(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
@@ -317,7 +317,7 @@ static void lsmfs_open(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
         err = ELOOP;
     } else {
         lsmfs_table_open(fs, ino);
-        if ((err = open_handle(fs, ino, fi)) != 0)
+        if ((err = ops_open_handle(fs, ino, fi)) != 0)
             lsmfs_table_close(fs, ino);
     }
     pthread_rwlock_unlock(&fs->ns);
@@ -325,7 +325,7 @@ static void lsmfs_open(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
         fuse_reply_err(req, err);
     } else if (fuse_reply_open(req, fi) != 0) {
         pthread_rwlock_rdlock(&fs->ns);
-        close_handle(fs, (struct lsmfs_handle *)(uintptr_t)fi->fh);
+        ops_close_handle(fs, (struct lsmfs_handle *)(uintptr_t)fi->fh);
         pthread_rwlock_unlock(&fs->ns);
     }
 }
@@ -354,7 +354,7 @@ static void lsmfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
             }
         }
     }
-    if (!err && (err = open_handle(fs, ino, fi)) != 0) {
+    if (!err && (err = ops_open_handle(fs, ino, fi)) != 0) {
         lsmfs_table_close(fs, ino);
         pthread_rwlock_unlock(&fs->ns);
         lsmfs_table_forget(fs, ino, 1);
@@ -369,7 +369,7 @@ static void lsmfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
     lsmfs_fill_entry(fs, ino, &e);
     if (fuse_reply_create(req, &e, fi) != 0) {
         pthread_rwlock_rdlock(&fs->ns);
-        close_handle(fs, (struct lsmfs_handle *)(uintptr_t)fi->fh);
+        ops_close_handle(fs, (struct lsmfs_handle *)(uintptr_t)fi->fh);
         pthread_rwlock_unlock(&fs->ns);
         lsmfs_table_forget(fs, ino, 1);
     }
@@ -390,7 +390,7 @@ static void lsmfs_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
     if (h->snap) {
         src = h->snap->data;
         srclen = h->snap->len;
-    } else if (ino->data && (is_writable(h->flags) || ino->deleted || fs->kernel_cache)) {
+    } else if (ino->data && (ops_writable(h->flags) || ino->deleted || fs->kernel_cache)) {
         src = ino->data;
         srclen = ino->m.size;
     }
@@ -476,7 +476,7 @@ static void lsmfs_release(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *f
 {
     struct lsmfs *fs = fuse_req_userdata(req);
     pthread_rwlock_rdlock(&fs->ns);
-    close_handle(fs, (struct lsmfs_handle *)(uintptr_t)fi->fh);
+    ops_close_handle(fs, (struct lsmfs_handle *)(uintptr_t)fi->fh);
     pthread_rwlock_unlock(&fs->ns);
     fuse_reply_err(req, 0);
 }

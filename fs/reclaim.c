@@ -61,7 +61,7 @@ struct lsmfs_reclaim {
 };
 
 /* Waits on rec->cv (rec->mu held) for at most ns nanoseconds; 1 when the time ran out. */
-static int wait_ns(struct lsmfs_reclaim *rec, int64_t ns)
+static int reclaim_wait(struct lsmfs_reclaim *rec, int64_t ns)
 {
     int64_t t = lsmfs_now() + ns;       /* the condition variable keeps CLOCK_REALTIME */
     struct timespec ts = { .tv_sec = (time_t)(t / 1000000000LL), .tv_nsec = (long)(t % 1000000000LL) };
@@ -69,7 +69,7 @@ static int wait_ns(struct lsmfs_reclaim *rec, int64_t ns)
 }
 
 /* Replaces *dst (of *dn bytes) by a copy of k. Returns ENOMEM without memory, leaving *dst. */
-static int set_copy(char **dst, size_t *dn, const char *k, size_t n)
+static int reclaim_set_copy(char **dst, size_t *dn, const char *k, size_t n)
 {
     char *c = malloc(n ? n : 1);
     if (!c)
@@ -82,11 +82,11 @@ static int set_copy(char **dst, size_t *dn, const char *k, size_t n)
 }
 
 /* Widens [rec->lo, rec->hi] to take k (rec->mu held). Returns ENOMEM without memory. */
-static int widen(struct lsmfs_reclaim *rec, const char *k, size_t n)
+static int reclaim_widen(struct lsmfs_reclaim *rec, const char *k, size_t n)
 {
-    if ((!rec->lo || lsmfs_key_cmp(k, n, rec->lo, rec->lon) < 0) && set_copy(&rec->lo, &rec->lon, k, n))
+    if ((!rec->lo || lsmfs_key_cmp(k, n, rec->lo, rec->lon) < 0) && reclaim_set_copy(&rec->lo, &rec->lon, k, n))
         return ENOMEM;
-    if ((!rec->hi || lsmfs_key_cmp(k, n, rec->hi, rec->hin) > 0) && set_copy(&rec->hi, &rec->hin, k, n))
+    if ((!rec->hi || lsmfs_key_cmp(k, n, rec->hi, rec->hin) > 0) && reclaim_set_copy(&rec->hi, &rec->hin, k, n))
         return ENOMEM;
     return 0;
 }
@@ -108,11 +108,11 @@ void lsmfs_reclaim_note(struct lsmfs *fs, const char *key, size_t klen)
             /* Too many: fold everything noted into one range. Out of memory, the note is lost,
                which costs space until merges get there by themselves, never data. */
             for (int i = 0; i < rec->n; i++) {
-                widen(rec, rec->keys[i], rec->lens[i]);
+                reclaim_widen(rec, rec->keys[i], rec->lens[i]);
                 free(rec->keys[i]);
             }
             rec->n = 0;
-            widen(rec, key, klen);
+            reclaim_widen(rec, key, klen);
         }
         pthread_cond_signal(&rec->cv);
     }
@@ -159,7 +159,7 @@ void lsmfs_reclaim_note_tree(struct lsmfs *fs, const char *path, size_t plen)
 }
 
 /* The directory part of a path key: up to its last '/'. */
-static size_t parent_len(const char *k, size_t n)
+static size_t reclaim_parent_len(const char *k, size_t n)
 {
     while (n > 0 && k[n - 1] != '/')
         n--;
@@ -171,13 +171,13 @@ struct keyref {
     size_t n;
 };
 
-static int keyref_cmp(const void *a, const void *b)
+static int reclaim_keyref_cmp(const void *a, const void *b)
 {
     const struct keyref *x = a, *y = b;
     return lsmfs_key_cmp(x->k, x->n, y->k, y->n);
 }
 
-static void merge_range(struct lsmfs *fs, const char *lo, size_t lon, const char *hi, size_t hin)
+static void reclaim_merge(struct lsmfs *fs, const char *lo, size_t lon, const char *hi, size_t hin)
 {
     int rc = lsm_compact_range(fs->db, lo, lon, hi, hin);
     if (rc != LSM_OK)
@@ -195,7 +195,7 @@ static void *reclaim_main(void *arg)
         while (!rec->stop && rec->n == 0 && !rec->lo) {
             /* Meanwhile, every RECLAIM_TRIM_NS, pooled iterators nobody used for as long give
                back the versions they pin (meta.c). */
-            if (wait_ns(rec, RECLAIM_TRIM_NS)) {
+            if (reclaim_wait(rec, RECLAIM_TRIM_NS)) {
                 pthread_mutex_unlock(&rec->mu);
                 lsmfs_iter_pool_trim(fs, RECLAIM_TRIM_NS);
                 pthread_mutex_lock(&rec->mu);
@@ -207,7 +207,7 @@ static void *reclaim_main(void *arg)
            what is noted is merged at once, so that rm then umount gives the space back. */
         int64_t wait = rec->last + RECLAIM_QUIET_NS - lsmfs_mono_ns();
         if (wait > 0 && !rec->stop) {
-            wait_ns(rec, wait);
+            reclaim_wait(rec, wait);
             continue;
         }
         struct keyref keys[RECLAIM_KEYS];
@@ -226,14 +226,14 @@ static void *reclaim_main(void *arg)
            can see: let the pool go first, or the old values would survive the merge. */
         lsmfs_iter_pool_free(fs);
         if (lo)
-            merge_range(fs, lo, lon, hi, hin);
-        qsort(keys, (size_t)n, sizeof keys[0], keyref_cmp);
+            reclaim_merge(fs, lo, lon, hi, hin);
+        qsort(keys, (size_t)n, sizeof keys[0], reclaim_keyref_cmp);
         for (int i = 0; i < n;) {
             int j = i + 1;
-            size_t p = parent_len(keys[i].k, keys[i].n);
-            while (j < n && parent_len(keys[j].k, keys[j].n) == p && memcmp(keys[j].k, keys[i].k, p) == 0)
+            size_t p = reclaim_parent_len(keys[i].k, keys[i].n);
+            while (j < n && reclaim_parent_len(keys[j].k, keys[j].n) == p && memcmp(keys[j].k, keys[i].k, p) == 0)
                 j++;
-            merge_range(fs, keys[i].k, keys[i].n, keys[j - 1].k, keys[j - 1].n);
+            reclaim_merge(fs, keys[i].k, keys[i].n, keys[j - 1].k, keys[j - 1].n);
             i = j;
         }
         for (int i = 0; i < n; i++)
