@@ -654,17 +654,18 @@ void lsmfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
    below dir, merged in key order. A child's position is its name for a file and its name plus '/'
    for a directory, so the order is the key order of both streams. */
 struct dir_lister {
-    lsm_iter *di, *ri;
-    const char *dpath;           /* the directory's path */
-    size_t dplen;
+    lsm_iter *di, *ri;           /* data keys, directory records; one request's, like all below */
+    const char *dpath;           /* the directory's path (borrowed; fs->ns pins it) */
+    size_t dplen;                /* strlen(dpath) */
     char *dpre, *rpre;           /* dpath "/" (or "" for the root), "\0d" dpath "/" (or "\0d") */
-    size_t dprelen, rprelen;
+    size_t dprelen, rprelen;     /* their lengths */
     char *kbuf;                  /* scratch for building keys */
-    size_t kcap;
+    size_t kcap;                 /* bytes allocated at kbuf */
 };
 
-static char *dir_lister_key(struct dir_lister *l, const char *pre, size_t prelen, const char *s, size_t sl,
-                    size_t *kl)
+/* pre followed by s, in the lister's scratch buffer (valid until its next use). */
+static char *dir_lister_key(struct dir_lister *l, const char *pre, size_t prelen, const char *s,
+                            size_t sl, size_t *kl)
 {
     if (prelen + sl + 1 > l->kcap) {
         size_t ncap = (prelen + sl + 1) * 2;
@@ -710,7 +711,8 @@ static const char *dir_lister_suffix(lsm_iter *it, const char *pre, size_t prele
 /* Next child: its name (copied to name, NUL-terminated) and whether it is a directory. Fills
    next/nextlen with the position after it (the cursor). Returns 0 with *end set at the end, or an
    errno. */
-static int dir_lister_next(struct lsmfs *fs, struct dir_lister *l, char *name, int *isdir, char *next,
+static int dir_lister_next(struct lsmfs *fs, struct dir_lister *l, char *name, int *isdir,
+                           char *next,
                        size_t *nextlen, int *end)
 {
     *end = 0;

@@ -12,8 +12,8 @@
  * and its record, so a crash never leaves a torn value or a value without its attributes.
  *
  * Never: write back an inode that was unlinked or replaced; take an inode's mutex while holding
- * fs->tmu or fs->bmu (order: fs->ns, then inode mu, then fs->tmu, then fs->bmu; the one exception, the
- * budget's victim search, uses trylock).
+ * fs->tmu or fs->bmu (order: fs->ns, then inode mu, then fs->tmu, then fs->bmu; the one exception,
+ * the budget's victim search, uses trylock).
  */
 #include "lsmfs.h"
 

@@ -16,14 +16,21 @@
  *                     the value is its attribute record. The root directory is "\0d/".
  * Keys starting with a NUL byte can never be file names, so the reserved namespace never collides
  * with a file. A directory is implicit while some key lies below it.
- */
-/*
+ *
  * Errors, stated once: every function of the daemon that can fail returns 0 or a positive errno
  * (libfuse passthrough_ll.c's convention), and each FUSE callback turns what its helpers return
  * into exactly one reply. Engine codes (negative LSM_*) never leave the function that got them:
  * lsmfs_errno (log.c) is the one place they become errno values. The exception is main.c's
  * command line, which follows fuse_opt's convention (opt_proc must): -1 when it failed, after
  * printing why.
+ *
+ * State: one struct lsmfs, owned by main() and reached from every callback through
+ * fuse_req_userdata, is passed down to every helper that needs it; no module keeps state of its
+ * own except log.c's log destination, which is the process's like syslog's.
+ *
+ * Locks, in the order they are taken: fs->ns, then an inode's mu, then fs->tmu, then fs->bmu
+ * (the budget's victim search uses trylock against the order). pool_mu, handles_mu and
+ * reclaim.c's own mutex are leaves: nothing else is taken while they are held.
  */
 #ifndef LSMFS_H
 #define LSMFS_H
@@ -45,13 +52,15 @@
 enum { LSMFS_NONE = 0, LSMFS_REG, LSMFS_DIR, LSMFS_LNK };
 enum { LSMFS_SYNC_FSYNC = 0, LSMFS_SYNC_CLOSE, LSMFS_SYNC_ALWAYS };
 
-/* Attributes of one file or directory, as decoded from its record (or the defaults). */
+/* Attributes of one file or directory, as decoded from its record (or the defaults). A value
+   type: the guard is that of the struct holding it (an inode's mu for lsmfs_inode.m). */
 struct lsmfs_meta {
-    int      type;          /* LSMFS_REG, LSMFS_DIR, LSMFS_LNK or LSMFS_NONE (absent) */
+    int      type;          /* LSMFS_REG, LSMFS_DIR, LSMFS_LNK or LSMFS_NONE (absent); in an
+                               inode, constant after creation */
     int      explicit_dir;  /* directory has a "\0d" record */
     uint32_t mode;          /* full st_mode, file type bits included */
-    uint32_t uid, gid;
-    int64_t  mtime_ns, ctime_ns;
+    uint32_t uid, gid;      /* owner */
+    int64_t  mtime_ns, ctime_ns; /* ns since the epoch */
     uint64_t size;          /* value length (files, symlinks) */
 };
 
@@ -59,15 +68,16 @@ struct lsmfs_meta {
    the address of this struct (the root is FUSE_ROOT_ID). */
 struct lsmfs_inode {
     struct lsmfs_inode *hnext;   /* hash chain; guarded by fs->tmu */
-    char    *path;               /* key (no leading '/'); root is ""; changed only with fs->ns held
-                                    for writing and fs->tmu held, so fs->ns held for reading pins it */
+    char    *path;               /* key (no leading '/'); root is ""; changed only with fs->ns
+                                    held for writing and fs->tmu held, so fs->ns held for reading
+                                    pins it */
     size_t   plen;               /* strlen(path); same guard as path */
     uint64_t nlookup;            /* kernel lookup count; guarded by fs->tmu */
     uint32_t nopen;              /* open handles; guarded by fs->tmu */
     int      hashed;             /* reachable by path in the table; guarded by fs->tmu */
     uint64_t stino;              /* number shown as st_ino; constant */
 
-    pthread_mutex_t mu;          /* guards everything below */
+    pthread_mutex_t mu;          /* guards everything below but bprev and bnext */
     struct lsmfs_meta m;         /* current attributes; size follows the buffer when loaded */
     int      deleted;            /* unlinked or replaced: never written back again */
     int      dirty;              /* data or attributes differ from the engine */
@@ -76,56 +86,62 @@ struct lsmfs_inode {
     char    *data;               /* whole content while loaded (being written), else NULL */
     size_t   cap;                /* bytes allocated at data; counted in fs->buffered */
     struct lsmfs_inode *bprev, *bnext; /* list of inodes holding a buffer; guarded by fs->bmu */
-    struct lsmfs_handle *readers; /* read-only handles (see struct lsmfs_snap) */
+    struct lsmfs_handle *readers; /* read-only handles (see struct lsmfs_snap); guarded by mu */
 };
 
 /* The value a read-only handle opened, kept when a write-back replaces it. */
 struct lsmfs_snap {
     int      refs;               /* handles sharing it; guarded by the inode's mu */
-    size_t   len;
-    char     data[];
+    size_t   len;                /* bytes at data; constant */
+    char     data[];             /* the value; constant */
 };
 
 /* Per-open-file handle (fi->fh). */
 struct lsmfs_handle {
-    struct lsmfs_inode *ino;
-    int flags;                   /* open(2) flags */
-    int wrote;                   /* this handle wrote since its last flush */
+    struct lsmfs_inode *ino;     /* holds one open reference; constant */
+    int flags;                   /* open(2) flags; constant */
+    int wrote;                   /* this handle wrote since its last flush; guarded by ino->mu */
     struct lsmfs_snap *snap;     /* read-only: the version it reads once replaced; ino->mu */
     struct lsmfs_handle *rnext, *rprev; /* read-only handles of ino; guarded by ino->mu */
-    struct lsmfs_handle *anext, *aprev; /* every open handle; guarded by the list's mutex */
+    struct lsmfs_handle *anext, *aprev; /* every open handle; guarded by fs->handles_mu */
 };
 
 /* Per-open-directory handle (fi->fh): where the listing stands. */
 struct lsmfs_dirh {
     pthread_mutex_t mu;          /* guards all below */
     char    *cursor;             /* resume position, relative to the directory's key prefix */
-    size_t   clen;
+    size_t   clen;               /* bytes at cursor */
     off_t    next_off;           /* offset of the next entry to return */
-    int      eof;
+    int      eof;                /* the last entry was returned */
 };
 
-/* Daemon-wide state. */
+/* Daemon-wide state: one per process, owned by main(). Fields without a guard are set before
+   the session starts and constant after. */
 struct lsmfs {
-    lsm_db  *db;
+    lsm_db  *db;                 /* the engine */
     char    *datadir;            /* absolute path */
-    struct fuse_session *se;
+    struct fuse_session *se;     /* the FUSE session */
 
-    /* options */
-    size_t   memtable_size, cache_size, max_file_size, dirty_limit;
-    int      compression, sync_mode, writeback, kernel_cache, foreground;
+    /* options (main.c) */
+    size_t   memtable_size, cache_size; /* engine memtable and block cache, bytes */
+    size_t   max_file_size;      /* larger writes fail with EFBIG */
+    size_t   dirty_limit;        /* budget of content buffers, bytes */
+    int      compression;        /* LSM_COMPRESSION_* */
+    int      sync_mode;          /* LSMFS_SYNC_* */
+    int      writeback, kernel_cache; /* the kernel's writeback and page caches are used */
+    int      foreground;         /* not detached: messages go to stderr */
     double   timeout;            /* entry/attr timeout, seconds */
 
-    uid_t    uid;                /* defaults for keys without a record */
-    gid_t    gid;
-    int64_t  mount_ns;
+    uid_t    uid;                /* owner of keys without a record */
+    gid_t    gid;                /* group of keys without a record */
+    int64_t  mount_ns;           /* times of keys without a record */
 
     pthread_rwlock_t ns;         /* namespace lock: held for writing by operations that change
                                     paths (create, unlink, rename, mkdir, rmdir, symlink) */
     pthread_mutex_t  tmu;        /* inode table */
-    struct lsmfs_inode **tab;    /* guarded by tmu */
-    size_t   tabsize, count;     /* guarded by tmu */
-    struct lsmfs_inode *root;
+    struct lsmfs_inode **tab;    /* hash buckets; guarded by tmu */
+    size_t   tabsize, count;     /* buckets (a power of 2), inodes hashed; guarded by tmu */
+    struct lsmfs_inode *root;    /* FUSE_ROOT_ID; never freed while mounted */
     uint64_t next_stino;         /* guarded by tmu */
 
     pthread_mutex_t  bmu;        /* buffer budget */

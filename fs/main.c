@@ -1,5 +1,5 @@
 /*
- * main.c — the lsmfs command: parse options, open the database, mount, main_detach, main_serve, close.
+ * main.c — the lsmfs command: parse options, open the database, mount, detach, serve, close.
  *
  * What: `lsmfs [options] DATADIR MOUNTPOINT` (options may also follow the positionals, as
  * mount.fuse3 passes them). Our -o options are taken out; everything else goes to libfuse.
@@ -28,12 +28,13 @@
 
 #define LSMFS_VERSION "0.1.0"
 
+/* The command line as fuse_opt_parse leaves it; main's alone. */
 struct cmdline {
-    char *datadir, *mountpoint;
+    char *datadir, *mountpoint;  /* the positionals, as given; malloc'd */
     char *memtable_size, *cache_size, *compression, *sync, *max_file_size, *dirty_limit,
-         *timeout;
-    int writeback, kernel_cache;
-    int show_help, show_version, has_fsname;
+         *timeout;               /* -o values not parsed yet; malloc'd, NULL when absent */
+    int writeback, kernel_cache; /* -o flags */
+    int show_help, show_version, has_fsname; /* -h, -V, -o fsname= seen */
 };
 
 enum { KEY_HELP, KEY_VERSION, KEY_FSNAME };
@@ -182,9 +183,11 @@ static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
     fs->sync_mode = LSMFS_SYNC_FSYNC;
     fs->writeback = c->writeback;
     fs->kernel_cache = c->kernel_cache || c->writeback;
-    if ((c->memtable_size && main_parse_size("memtable_size", c->memtable_size, &fs->memtable_size)) ||
+    if ((c->memtable_size &&
+         main_parse_size("memtable_size", c->memtable_size, &fs->memtable_size)) ||
         (c->cache_size && main_parse_size("cache_size", c->cache_size, &fs->cache_size)) ||
-        (c->max_file_size && main_parse_size("max_file_size", c->max_file_size, &fs->max_file_size)) ||
+        (c->max_file_size &&
+         main_parse_size("max_file_size", c->max_file_size, &fs->max_file_size)) ||
         (c->dirty_limit && main_parse_size("dirty_limit", c->dirty_limit, &fs->dirty_limit)))
         return -1;
     if (fs->memtable_size < 4096) {
@@ -250,7 +253,8 @@ static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *data
     lo.sync_writes = fs->sync_mode == LSMFS_SYNC_ALWAYS;
     lo.create_if_missing = 1;
     /* A daemon that was just unmounted may still be closing the database: give it a moment. */
-    for (int tries = 0; (rc = lsm_open(fs->datadir, &lo, &fs->db)) == LSM_BUSY && tries < 40; tries++)
+    for (int tries = 0; (rc = lsm_open(fs->datadir, &lo, &fs->db)) == LSM_BUSY && tries < 40;
+         tries++)
         usleep(50000);
     if (rc != LSM_OK) {
         const char *msg = lsm_errmsg(NULL);

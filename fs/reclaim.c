@@ -52,10 +52,10 @@ struct lsmfs_reclaim {
     pthread_t thread;           /* constant while it runs */
     int stop;                   /* lsmfs_reclaim_stop was called */
     char *keys[RECLAIM_KEYS];   /* the keys noted, each malloc'd */
-    size_t lens[RECLAIM_KEYS];
-    int n;
+    size_t lens[RECLAIM_KEYS];  /* their lengths */
+    int n;                      /* keys noted */
     char *lo, *hi;              /* when more than RECLAIM_KEYS were noted: their range */
-    size_t lon, hin;
+    size_t lon, hin;            /* their lengths */
     int64_t last;               /* CLOCK_MONOTONIC ns of the last note */
     uint64_t small_removed;     /* bytes of small files removed since the last rmdir note */
 };
@@ -64,7 +64,8 @@ struct lsmfs_reclaim {
 static int reclaim_wait(struct lsmfs_reclaim *rec, int64_t ns)
 {
     int64_t t = lsmfs_now() + ns;       /* the condition variable keeps CLOCK_REALTIME */
-    struct timespec ts = { .tv_sec = (time_t)(t / 1000000000LL), .tv_nsec = (long)(t % 1000000000LL) };
+    struct timespec ts = { .tv_sec = (time_t)(t / 1000000000LL),
+                           .tv_nsec = (long)(t % 1000000000LL) };
     return pthread_cond_timedwait(&rec->cv, &rec->mu, &ts) == ETIMEDOUT;
 }
 
@@ -84,9 +85,11 @@ static int reclaim_set_copy(char **dst, size_t *dn, const char *k, size_t n)
 /* Widens [rec->lo, rec->hi] to take k (rec->mu held). Returns ENOMEM without memory. */
 static int reclaim_widen(struct lsmfs_reclaim *rec, const char *k, size_t n)
 {
-    if ((!rec->lo || lsmfs_key_cmp(k, n, rec->lo, rec->lon) < 0) && reclaim_set_copy(&rec->lo, &rec->lon, k, n))
+    if ((!rec->lo || lsmfs_key_cmp(k, n, rec->lo, rec->lon) < 0) &&
+        reclaim_set_copy(&rec->lo, &rec->lon, k, n))
         return ENOMEM;
-    if ((!rec->hi || lsmfs_key_cmp(k, n, rec->hi, rec->hin) > 0) && reclaim_set_copy(&rec->hi, &rec->hin, k, n))
+    if ((!rec->hi || lsmfs_key_cmp(k, n, rec->hi, rec->hin) > 0) &&
+        reclaim_set_copy(&rec->hi, &rec->hin, k, n))
         return ENOMEM;
     return 0;
 }
@@ -166,9 +169,10 @@ static size_t reclaim_parent_len(const char *k, size_t n)
     return n;
 }
 
+/* A key taken from the notes by the thread: its own. */
 struct keyref {
-    char *k;
-    size_t n;
+    char *k;                    /* malloc'd */
+    size_t n;                   /* its length */
 };
 
 static int reclaim_keyref_cmp(const void *a, const void *b)
@@ -194,7 +198,7 @@ static void *reclaim_main(void *arg)
     for (;;) {
         while (!rec->stop && rec->n == 0 && !rec->lo) {
             /* Meanwhile, every RECLAIM_TRIM_NS, pooled iterators nobody used for as long give
-               back the versions they pin (meta.c). */
+               back the versions they pin (keys.c). */
             if (reclaim_wait(rec, RECLAIM_TRIM_NS)) {
                 pthread_mutex_unlock(&rec->mu);
                 lsmfs_iter_pool_trim(fs, RECLAIM_TRIM_NS);
@@ -231,7 +235,8 @@ static void *reclaim_main(void *arg)
         for (int i = 0; i < n;) {
             int j = i + 1;
             size_t p = reclaim_parent_len(keys[i].k, keys[i].n);
-            while (j < n && reclaim_parent_len(keys[j].k, keys[j].n) == p && memcmp(keys[j].k, keys[i].k, p) == 0)
+            while (j < n && reclaim_parent_len(keys[j].k, keys[j].n) == p &&
+                   memcmp(keys[j].k, keys[i].k, p) == 0)
                 j++;
             reclaim_merge(fs, keys[i].k, keys[i].n, keys[j - 1].k, keys[j - 1].n);
             i = j;
