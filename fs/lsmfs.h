@@ -1,13 +1,13 @@
 /*
  * lsmfs.h — private declarations shared by the modules of the lsmfs daemon (fs/).
  *
- * The daemon is seven modules, each depending only on those listed after it: main.c parses
- * options, opens the engine, mounts and daemonizes; ops.c holds the FUSE callbacks on files (and
- * the table of all callbacks); dir.c those on the namespace (lookup, create, remove, rename,
- * listing); reclaim.c gives back the space of large files removed; inode.c owns the in-memory
- * inode table, the buffers of files being written and their write-back; keys.c the key layout,
- * names and the attribute record; log.c logging, the engine-code-to-errno map and the clocks.
- * Only engine/lsm.h is used from the engine.
+ * The daemon is seven modules, each calling only those listed after it: main.c parses options,
+ * opens the engine, mounts and daemonizes; ops.c holds the FUSE callbacks on files (and the table
+ * of all callbacks); dir.c those on the namespace (lookup, create, remove, rename, listing);
+ * inode.c owns the in-memory inode table, the buffers of files being written and their
+ * write-back; reclaim.c gives back the space of large files removed or replaced; keys.c owns the
+ * key layout, names, the attribute record and what a path is in the engine; log.c logging, the
+ * engine-code-to-errno map and the clocks. Only engine/lsm.h is used from the engine.
  *
  * Key layout (the whole contract with the database; see lsmfs(1)):
  *   PATH              the file's bytes, exactly (PATH has no leading '/').
