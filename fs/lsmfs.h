@@ -1,10 +1,13 @@
 /*
  * lsmfs.h — private declarations shared by the modules of the lsmfs daemon (fs/).
  *
- * The daemon is split in three: main.c parses options, opens the engine, mounts and daemonizes;
- * meta.c owns the key layout (data keys, attribute records, directory records), the in-memory
- * inode table and the write-back of open files; ops.c holds the FUSE low-level callbacks. Only
- * engine/lsm.h is used from the engine.
+ * The daemon is seven modules, each calling only those listed after it: main.c parses options,
+ * opens the engine, mounts and daemonizes; ops.c holds the FUSE callbacks on files (and the table
+ * of all callbacks); dir.c those on the namespace (lookup, create, remove, rename, listing);
+ * inode.c owns the in-memory inode table, the buffers of files being written and their
+ * write-back; reclaim.c gives back the space of large files removed or replaced; keys.c owns the
+ * key layout, names, the attribute record and what a path is in the engine; log.c logging, the
+ * engine-code-to-errno map and the clocks. Only engine/lsm.h is used from the engine.
  *
  * Key layout (the whole contract with the database; see lsmfs(1)):
  *   PATH              the file's bytes, exactly (PATH has no leading '/').
@@ -13,6 +16,21 @@
  *                     the value is its attribute record. The root directory is "\0d/".
  * Keys starting with a NUL byte can never be file names, so the reserved namespace never collides
  * with a file. A directory is implicit while some key lies below it.
+ *
+ * Errors, stated once: every function of the daemon that can fail returns 0 or a positive errno
+ * (libfuse passthrough_ll.c's convention), and each FUSE callback turns what its helpers return
+ * into exactly one reply. Engine codes (negative LSM_*) never leave the function that got them:
+ * lsmfs_errno (log.c) is the one place they become errno values. The exception is main.c's
+ * command line, which follows fuse_opt's convention (opt_proc must): -1 when it failed, after
+ * printing why.
+ *
+ * State: one struct lsmfs, owned by main() and reached from every callback through
+ * fuse_req_userdata, is passed down to every helper that needs it; no module keeps state of its
+ * own except log.c's log destination, which is the process's like syslog's.
+ *
+ * Locks, in the order they are taken: fs->ns, then an inode's mu, then fs->tmu, then fs->bmu
+ * (the budget's victim search uses trylock against the order). pool_mu, handles_mu and
+ * reclaim.c's own mutex are leaves: nothing else is taken while they are held.
  */
 #ifndef LSMFS_H
 #define LSMFS_H
@@ -29,156 +47,212 @@
 #define LSMFS_NAME_MAX 255u                 /* longest path component, bytes */
 #define LSMFS_PATH_MAX (LSM_MAX_KEY - 4u)   /* longest path: room for the "\0d" prefix and '/' */
 
+#define LSMFS_ITER_POOL 4                   /* idle iterators kept for prefix probes (keys.c) */
+
 enum { LSMFS_NONE = 0, LSMFS_REG, LSMFS_DIR, LSMFS_LNK };
 enum { LSMFS_SYNC_FSYNC = 0, LSMFS_SYNC_CLOSE, LSMFS_SYNC_ALWAYS };
 
-/* Attributes of one file or directory, as decoded from its record (or the defaults). */
+/* Attributes of one file or directory, as decoded from its record (or the defaults). A value
+   type: the guard is that of the struct holding it (an inode's mu for lsmfs_inode.m). */
 struct lsmfs_meta {
-    int      type;          /* LSMFS_REG, LSMFS_DIR, LSMFS_LNK or LSMFS_NONE (absent) */
+    int      type;          /* LSMFS_REG, LSMFS_DIR, LSMFS_LNK or LSMFS_NONE (absent); in an
+                               inode, constant after creation */
     int      explicit_dir;  /* directory has a "\0d" record */
     uint32_t mode;          /* full st_mode, file type bits included */
-    uint32_t uid, gid;
-    int64_t  mtime_ns, ctime_ns;
+    uint32_t uid, gid;      /* owner */
+    int64_t  mtime_ns, ctime_ns; /* ns since the epoch */
     uint64_t size;          /* value length (files, symlinks) */
 };
 
 /* One object the kernel knows (nlookup > 0) or that has open handles. The FUSE inode number is
    the address of this struct (the root is FUSE_ROOT_ID). */
 struct lsmfs_inode {
-    struct lsmfs_inode *hnext;   /* hash chain; guarded by fs.tmu */
-    char    *path;               /* key (no leading '/'); root is ""; changed only with fs.ns held
-                                    for writing and fs.tmu held, so fs.ns held for reading pins it */
+    struct lsmfs_inode *hnext;   /* hash chain; guarded by fs->tmu */
+    char    *path;               /* key (no leading '/'); root is ""; changed only with fs->ns
+                                    held for writing and fs->tmu held, so fs->ns held for reading
+                                    pins it */
     size_t   plen;               /* strlen(path); same guard as path */
-    uint64_t nlookup;            /* kernel lookup count; guarded by fs.tmu */
-    uint32_t nopen;              /* open handles; guarded by fs.tmu */
-    int      hashed;             /* reachable by path in the table; guarded by fs.tmu */
+    uint64_t nlookup;            /* kernel lookup count; guarded by fs->tmu */
+    uint32_t nopen;              /* open handles; guarded by fs->tmu */
+    int      hashed;             /* reachable by path in the table; guarded by fs->tmu */
     uint64_t stino;              /* number shown as st_ino; constant */
 
-    pthread_mutex_t mu;          /* guards everything below */
+    pthread_mutex_t mu;          /* guards everything below but bprev and bnext */
     struct lsmfs_meta m;         /* current attributes; size follows the buffer when loaded */
     int      deleted;            /* unlinked or replaced: never written back again */
     int      dirty;              /* data or attributes differ from the engine */
     int      replaces_big;       /* the next write-back supersedes a stored value of at least
                                     LSMFS_RECLAIM_MIN bytes (reclaim.c) */
     char    *data;               /* whole content while loaded (being written), else NULL */
-    size_t   cap;                /* bytes allocated at data; counted in fs.buffered */
-    struct lsmfs_inode *bprev, *bnext; /* list of inodes holding a buffer; guarded by fs.bmu */
-    struct lsmfs_handle *readers; /* read-only handles (see struct lsmfs_snap) */
+    size_t   cap;                /* bytes allocated at data; counted in fs->buffered */
+    struct lsmfs_inode *bprev, *bnext; /* list of inodes holding a buffer; guarded by fs->bmu */
+    struct lsmfs_handle *readers; /* read-only handles (see struct lsmfs_snap); guarded by mu */
 };
 
 /* The value a read-only handle opened, kept when a write-back replaces it. */
 struct lsmfs_snap {
     int      refs;               /* handles sharing it; guarded by the inode's mu */
-    size_t   len;
-    char     data[];
+    size_t   len;                /* bytes at data; constant */
+    char     data[];             /* the value; constant */
 };
 
 /* Per-open-file handle (fi->fh). */
 struct lsmfs_handle {
-    struct lsmfs_inode *ino;
-    int flags;                   /* open(2) flags */
-    int wrote;                   /* this handle wrote since its last flush */
+    struct lsmfs_inode *ino;     /* holds one open reference; constant */
+    int flags;                   /* open(2) flags; constant */
+    int wrote;                   /* this handle wrote since its last flush; guarded by ino->mu */
     struct lsmfs_snap *snap;     /* read-only: the version it reads once replaced; ino->mu */
     struct lsmfs_handle *rnext, *rprev; /* read-only handles of ino; guarded by ino->mu */
-    struct lsmfs_handle *anext, *aprev; /* every open handle; guarded by the list's mutex */
+    struct lsmfs_handle *anext, *aprev; /* every open handle; guarded by fs->handles_mu */
 };
 
 /* Per-open-directory handle (fi->fh): where the listing stands. */
 struct lsmfs_dirh {
     pthread_mutex_t mu;          /* guards all below */
     char    *cursor;             /* resume position, relative to the directory's key prefix */
-    size_t   clen;
+    size_t   clen;               /* bytes at cursor */
     off_t    next_off;           /* offset of the next entry to return */
-    int      eof;
+    int      eof;                /* the last entry was returned */
 };
 
-/* Daemon-wide state. */
+/* Daemon-wide state: one per process, owned by main(). Fields without a guard are set before
+   the session starts and constant after. */
 struct lsmfs {
-    lsm_db  *db;
+    lsm_db  *db;                 /* the engine */
     char    *datadir;            /* absolute path */
-    struct fuse_session *se;
+    struct fuse_session *se;     /* the FUSE session */
 
-    /* options */
-    size_t   memtable_size, cache_size, max_file_size, dirty_limit;
-    int      compression, sync_mode, writeback, kernel_cache, foreground;
+    /* options (main.c) */
+    size_t   memtable_size, cache_size; /* engine memtable and block cache, bytes */
+    size_t   max_file_size;      /* larger writes fail with EFBIG */
+    size_t   dirty_limit;        /* budget of content buffers, bytes */
+    int      compression;        /* LSM_COMPRESSION_* */
+    int      sync_mode;          /* LSMFS_SYNC_* */
+    int      writeback, kernel_cache; /* the kernel's writeback and page caches are used */
+    int      foreground;         /* not detached: messages go to stderr */
     double   timeout;            /* entry/attr timeout, seconds */
 
-    uid_t    uid;                /* defaults for keys without a record */
-    gid_t    gid;
-    int64_t  mount_ns;
+    uid_t    uid;                /* owner of keys without a record */
+    gid_t    gid;                /* group of keys without a record */
+    int64_t  mount_ns;           /* times of keys without a record */
 
     pthread_rwlock_t ns;         /* namespace lock: held for writing by operations that change
                                     paths (create, unlink, rename, mkdir, rmdir, symlink) */
     pthread_mutex_t  tmu;        /* inode table */
-    struct lsmfs_inode **tab;    /* guarded by tmu */
-    size_t   tabsize, count;     /* guarded by tmu */
-    struct lsmfs_inode *root;
+    struct lsmfs_inode **tab;    /* hash buckets; guarded by tmu */
+    size_t   tabsize, count;     /* buckets (a power of 2), inodes hashed; guarded by tmu */
+    struct lsmfs_inode *root;    /* FUSE_ROOT_ID; never freed while mounted */
     uint64_t next_stino;         /* guarded by tmu */
 
     pthread_mutex_t  bmu;        /* buffer budget */
     size_t   buffered;           /* bytes of content buffers; guarded by bmu */
     struct lsmfs_inode *blist;   /* inodes holding a buffer; guarded by bmu */
+
+    pthread_mutex_t  pool_mu;    /* idle iterators (keys.c) */
+    lsm_iter *pool[LSMFS_ITER_POOL]; /* guarded by pool_mu */
+    int      pool_n;             /* guarded by pool_mu */
+    int64_t  pool_last;          /* lsmfs_mono_ns of the last put; guarded by pool_mu */
+
+    pthread_mutex_t  handles_mu; /* every open file handle (ops.c) */
+    struct lsmfs_handle *handles; /* guarded by handles_mu */
+    struct lsmfs_reclaim *reclaim; /* reclaim.c's state; NULL unless its thread runs */
 };
 
-extern struct lsmfs fs;
 extern const struct fuse_lowlevel_ops lsmfs_ops;
 
 /* reclaim.c: after a value of this many bytes or more (a blob file in the engine) is deleted or
    replaced, its key is noted, and a thread merges the noted keys a second after the last note so
    that the blob files are freed. */
 #define LSMFS_RECLAIM_MIN ((uint64_t)64 << 10)
-void  lsmfs_reclaim_note(const char *key, size_t klen);
-void  lsmfs_reclaim_removed(uint64_t bytes);   /* a small file of that many bytes was removed */
+void  lsmfs_reclaim_note(struct lsmfs *fs, const char *key, size_t klen);
+/* A small file of that many bytes was removed. */
+void  lsmfs_reclaim_removed(struct lsmfs *fs, uint64_t bytes);
 /* Directory path was removed: notes the key range below it when enough small files went first. */
-void  lsmfs_reclaim_note_dir(const char *path, size_t plen);
+void  lsmfs_reclaim_note_dir(struct lsmfs *fs, const char *path, size_t plen);
 /* Notes the key range below directory path (its keys were moved or removed). */
-void  lsmfs_reclaim_note_tree(const char *path, size_t plen);
-int   lsmfs_reclaim_start(void);
-void  lsmfs_reclaim_stop(void);         /* merges what is noted, then joins; before lsm_close */
+void  lsmfs_reclaim_note_tree(struct lsmfs *fs, const char *path, size_t plen);
+int   lsmfs_reclaim_start(struct lsmfs *fs);
+/* Merges what is noted, then joins; before lsm_close. */
+void  lsmfs_reclaim_stop(struct lsmfs *fs);
 
-/* meta.c */
-int   lsmfs_errno(int rc, const char *what, const char *path);
+/* log.c */
+int   lsmfs_errno(struct lsmfs *fs, int rc, const char *what, const char *path);
+void  lsmfs_log_open(int foreground);   /* stderr in the foreground, else syslog */
 void  lsmfs_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int64_t lsmfs_now(void);                /* CLOCK_REALTIME, ns */
 int64_t lsmfs_mono_ns(void);            /* CLOCK_MONOTONIC, ns */
+
+/* keys.c */
 char *lsmfs_key(char tag, const char *path, size_t plen, int slash, size_t *klen);
-int   lsmfs_name_check(const char *name);
-char *lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, size_t *plen);
-void  lsmfs_meta_default(struct lsmfs_meta *m, int type);
-int   lsmfs_stat_path(const char *path, size_t plen, struct lsmfs_meta *m);
-int   lsmfs_dir_has_children(const char *path, size_t plen, int *has);
-/* A refreshed iterator from a small pool (or a new one); give it back with lsmfs_iter_put. */
-int   lsmfs_iter_get(lsm_iter **out);
-void  lsmfs_iter_put(lsm_iter *it);
-void  lsmfs_iter_pool_free(void);        /* before lsm_close */
-void  lsmfs_iter_pool_trim(int64_t idle_ns);   /* frees the pool when unused that long */
-/* Frees the handles the kernel never released (a RELEASE can arrive after the session ended). */
-void  lsmfs_handles_free(void);
+int   lsmfs_name_check(const char *name, size_t n);
+int   lsmfs_key_cmp(const char *a, size_t an, const char *b, size_t bn);
+int   lsmfs_child_path(const struct lsmfs_inode *parent, const char *name, char **path,
+                       size_t *plen);
+void  lsmfs_meta_default(struct lsmfs *fs, struct lsmfs_meta *m, int type);
+void  lsmfs_meta_touch(struct lsmfs_meta *m);
+int   lsmfs_stat_path(struct lsmfs *fs, const char *path, size_t plen, struct lsmfs_meta *m);
+int   lsmfs_dir_has_children(struct lsmfs *fs, const char *path, size_t plen, int *has);
+void  lsmfs_iter_pool_free(struct lsmfs *fs);        /* before lsm_close */
+void  lsmfs_iter_pool_trim(struct lsmfs *fs, int64_t idle_ns); /* frees it when unused that long */
 size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf);
 int   lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m);
-void  lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st);
+int   lsmfs_put_record(lsm_batch *b, const char *path, size_t plen, const struct lsmfs_meta *m);
 
-int   lsmfs_table_init(void);
-void  lsmfs_table_free(void);
-struct lsmfs_inode *lsmfs_ino(fuse_ino_t n);
-struct lsmfs_inode *lsmfs_table_find(const char *path, size_t plen);
-struct lsmfs_inode *lsmfs_table_get(char *path, size_t plen, const struct lsmfs_meta *m);
-void  lsmfs_table_unhash(struct lsmfs_inode *ino);
-void  lsmfs_table_rename(struct lsmfs_inode *ino, char *path, size_t plen);
-void  lsmfs_table_move_prefix(const char *from, size_t flen, const char *to, size_t tlen);
-void  lsmfs_table_forget(struct lsmfs_inode *ino, uint64_t n);
-void  lsmfs_table_open(struct lsmfs_inode *ino);
-void  lsmfs_table_close(struct lsmfs_inode *ino);
-void  lsmfs_table_flush_prefix(const char *path, size_t plen);
-void  lsmfs_table_flush_all(void);
+/* inode.c */
+void  lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st);
+void  lsmfs_fill_entry(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_entry_param *e);
+int   lsmfs_table_init(struct lsmfs *fs);
+void  lsmfs_table_free(struct lsmfs *fs);
+struct lsmfs_inode *lsmfs_ino(struct lsmfs *fs, fuse_ino_t n);
+struct lsmfs_inode *lsmfs_table_find(struct lsmfs *fs, const char *path, size_t plen);
+struct lsmfs_inode *lsmfs_table_ref(struct lsmfs *fs, const char *path, size_t plen);
+struct lsmfs_inode *lsmfs_table_get(struct lsmfs *fs, char *path, size_t plen,
+                                    const struct lsmfs_meta *m);
+void  lsmfs_table_unhash(struct lsmfs *fs, struct lsmfs_inode *ino);
+void  lsmfs_table_rename(struct lsmfs *fs, struct lsmfs_inode *ino, char *path, size_t plen);
+void  lsmfs_table_move_prefix(struct lsmfs *fs, const char *from, size_t flen, const char *to,
+                              size_t tlen);
+void  lsmfs_table_forget(struct lsmfs *fs, struct lsmfs_inode *ino, uint64_t n);
+void  lsmfs_table_open(struct lsmfs *fs, struct lsmfs_inode *ino);
+void  lsmfs_table_close(struct lsmfs *fs, struct lsmfs_inode *ino);
+void  lsmfs_table_flush_prefix(struct lsmfs *fs, const char *path, size_t plen);
+void  lsmfs_table_flush_all(struct lsmfs *fs);
 
 void  lsmfs_add_record(lsm_batch *b, struct lsmfs_inode *ino);
-int   lsmfs_write_batch(lsm_batch *b, int sync);
-int   lsmfs_buf_load(struct lsmfs_inode *ino);
-int   lsmfs_buf_reserve(struct lsmfs_inode *ino, size_t need);
-void  lsmfs_buf_drop(struct lsmfs_inode *ino);
-int   lsmfs_flush_locked(struct lsmfs_inode *ino, int sync);
-void  lsmfs_snap_readers(struct lsmfs_inode *ino);
-void  lsmfs_budget_enforce(void);
+int   lsmfs_write_batch(struct lsmfs *fs, lsm_batch *b, int sync);
+int   lsmfs_buf_load(struct lsmfs *fs, struct lsmfs_inode *ino);
+int   lsmfs_buf_reserve(struct lsmfs *fs, struct lsmfs_inode *ino, size_t need);
+void  lsmfs_buf_drop(struct lsmfs *fs, struct lsmfs_inode *ino);
+int   lsmfs_flush_locked(struct lsmfs *fs, struct lsmfs_inode *ino, int sync);
+void  lsmfs_snap_readers(struct lsmfs *fs, struct lsmfs_inode *ino);
+void  lsmfs_budget_enforce(struct lsmfs *fs);
+
+/* dir.c */
+int   lsmfs_dir_lookup(struct lsmfs *fs, struct lsmfs_inode *parent, const char *name,
+                       struct lsmfs_inode **out);
+int   lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name, int type,
+                     mode_t mode, const char *target, int opening, struct lsmfs_inode **out);
+void  lsmfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
+void  lsmfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
+void  lsmfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);
+void  lsmfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev);
+void  lsmfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode);
+void  lsmfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name);
+void  lsmfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname);
+void  lsmfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+void  lsmfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name);
+void  lsmfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                   const char *newname, unsigned int flags);
+void  lsmfs_opendir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi);
+void  lsmfs_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
+                    struct fuse_file_info *fi);
+void  lsmfs_readdirplus(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
+                        struct fuse_file_info *fi);
+void  lsmfs_releasedir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi);
+void  lsmfs_fsyncdir(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_file_info *fi);
+
+/* ops.c */
+/* Frees the handles the kernel never released (a RELEASE can arrive after the session ended). */
+void  lsmfs_handles_free(struct lsmfs *fs);
 
 #endif /* LSMFS_H */

@@ -28,12 +28,13 @@
 
 #define LSMFS_VERSION "0.1.0"
 
+/* The command line as fuse_opt_parse leaves it; main's alone. */
 struct cmdline {
-    char *datadir, *mountpoint;
+    char *datadir, *mountpoint;  /* the positionals, as given; malloc'd */
     char *memtable_size, *cache_size, *compression, *sync, *max_file_size, *dirty_limit,
-         *timeout;
-    int writeback, kernel_cache;
-    int show_help, show_version, has_fsname;
+         *timeout;               /* -o values not parsed yet; malloc'd, NULL when absent */
+    int writeback, kernel_cache; /* -o flags */
+    int show_help, show_version, has_fsname; /* -h, -V, -o fsname= seen */
 };
 
 enum { KEY_HELP, KEY_VERSION, KEY_FSNAME };
@@ -73,7 +74,7 @@ static const struct fuse_opt spec[] = {
     FUSE_OPT_END
 };
 
-static int opt_proc(void *data, const char *arg, int key, struct fuse_args *out)
+static int main_opt_proc(void *data, const char *arg, int key, struct fuse_args *out)
 {
     struct cmdline *c = data;
     switch (key) {
@@ -106,7 +107,7 @@ static int opt_proc(void *data, const char *arg, int key, struct fuse_args *out)
     return 1;
 }
 
-static void usage(FILE *f)
+static void main_usage(FILE *f)
 {
     fprintf(f,
 "usage: lsmfs [options] DATADIR MOUNTPOINT\n"
@@ -130,7 +131,7 @@ static void usage(FILE *f)
 }
 
 /* SIZE with an optional K/M/G suffix (KiB-style suffixes accepted too). */
-static int parse_size(const char *name, const char *s, size_t *out)
+static int main_parse_size(const char *name, const char *s, size_t *out)
 {
     char *end;
     errno = 0;
@@ -157,62 +158,61 @@ bad:
     return -1;
 }
 
-static int apply_options(const struct cmdline *c)
+/* The index in words (a NULL-terminated list) of the option value s, or -1 after saying what was
+   wanted. */
+static int main_parse_word(const char *name, const char *s, const char *const *words)
 {
-    fs.memtable_size = 4u << 20;
-    fs.cache_size = 8u << 20;
-    fs.max_file_size = 64u << 20;
-    fs.dirty_limit = 256u << 20;
-    fs.timeout = 3600.0;
-    fs.compression = LSM_COMPRESSION_NONE;
-    fs.sync_mode = LSMFS_SYNC_FSYNC;
-    fs.writeback = c->writeback;
-    fs.kernel_cache = c->kernel_cache || c->writeback;
-    if ((c->memtable_size && parse_size("memtable_size", c->memtable_size, &fs.memtable_size)) ||
-        (c->cache_size && parse_size("cache_size", c->cache_size, &fs.cache_size)) ||
-        (c->max_file_size && parse_size("max_file_size", c->max_file_size, &fs.max_file_size)) ||
-        (c->dirty_limit && parse_size("dirty_limit", c->dirty_limit, &fs.dirty_limit)))
+    for (int i = 0; words[i]; i++)
+        if (!strcmp(s, words[i]))
+            return i;
+    fprintf(stderr, "lsmfs: invalid %s '%s' (want ", name, s);
+    for (int i = 0; words[i]; i++)
+        fprintf(stderr, "%s%s", i == 0 ? "" : words[i + 1] ? ", " : " or ", words[i]);
+    fprintf(stderr, ")\n");
+    return -1;
+}
+
+static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
+{
+    fs->memtable_size = 4u << 20;
+    fs->cache_size = 8u << 20;
+    fs->max_file_size = 64u << 20;
+    fs->dirty_limit = 256u << 20;
+    fs->timeout = 3600.0;
+    fs->compression = LSM_COMPRESSION_NONE;
+    fs->sync_mode = LSMFS_SYNC_FSYNC;
+    fs->writeback = c->writeback;
+    fs->kernel_cache = c->kernel_cache || c->writeback;
+    if ((c->memtable_size &&
+         main_parse_size("memtable_size", c->memtable_size, &fs->memtable_size)) ||
+        (c->cache_size && main_parse_size("cache_size", c->cache_size, &fs->cache_size)) ||
+        (c->max_file_size &&
+         main_parse_size("max_file_size", c->max_file_size, &fs->max_file_size)) ||
+        (c->dirty_limit && main_parse_size("dirty_limit", c->dirty_limit, &fs->dirty_limit)))
         return -1;
-    if (fs.memtable_size < 4096) {
+    if (fs->memtable_size < 4096) {
         fprintf(stderr, "lsmfs: memtable_size must be at least 4K\n");
         return -1;
     }
-    if (fs.max_file_size > LSM_MAX_VALUE) {
+    if (fs->max_file_size > LSM_MAX_VALUE) {
         fprintf(stderr, "lsmfs: max_file_size can be at most %uM (the engine's largest value)\n",
                 LSM_MAX_VALUE >> 20);
         return -1;
     }
-    if (fs.dirty_limit < fs.max_file_size)
-        fs.dirty_limit = fs.max_file_size;
-    if (c->compression) {
-        if (!strcmp(c->compression, "none"))
-            fs.compression = LSM_COMPRESSION_NONE;
-        else if (!strcmp(c->compression, "lz4"))
-            fs.compression = LSM_COMPRESSION_LZ4;
-        else if (!strcmp(c->compression, "zstd"))
-            fs.compression = LSM_COMPRESSION_ZSTD;
-        else {
-            fprintf(stderr, "lsmfs: invalid compression '%s' (want none, lz4 or zstd)\n",
-                    c->compression);
-            return -1;
-        }
-    }
-    if (c->sync) {
-        if (!strcmp(c->sync, "fsync"))
-            fs.sync_mode = LSMFS_SYNC_FSYNC;
-        else if (!strcmp(c->sync, "close"))
-            fs.sync_mode = LSMFS_SYNC_CLOSE;
-        else if (!strcmp(c->sync, "always"))
-            fs.sync_mode = LSMFS_SYNC_ALWAYS;
-        else {
-            fprintf(stderr, "lsmfs: invalid sync '%s' (want fsync, close or always)\n", c->sync);
-            return -1;
-        }
-    }
+    if (fs->dirty_limit < fs->max_file_size)
+        fs->dirty_limit = fs->max_file_size;
+    /* in the order of LSM_COMPRESSION_* and LSMFS_SYNC_* */
+    static const char *const compressions[] = { "none", "lz4", "zstd", NULL };
+    static const char *const syncs[] = { "fsync", "close", "always", NULL };
+    if (c->compression &&
+        (fs->compression = main_parse_word("compression", c->compression, compressions)) < 0)
+        return -1;
+    if (c->sync && (fs->sync_mode = main_parse_word("sync", c->sync, syncs)) < 0)
+        return -1;
     if (c->timeout) {
         char *end;
-        fs.timeout = strtod(c->timeout, &end);
-        if (end == c->timeout || *end || fs.timeout < 0) {
+        fs->timeout = strtod(c->timeout, &end);
+        if (end == c->timeout || *end || fs->timeout < 0) {
             fprintf(stderr, "lsmfs: invalid timeout '%s' (want seconds)\n", c->timeout);
             return -1;
         }
@@ -221,7 +221,7 @@ static int apply_options(const struct cmdline *c)
 }
 
 /* Adds "-o<name>=<value>" with the commas and backslashes of value escaped for fuse_opt. */
-static int add_opt_escaped(struct fuse_args *args, const char *name, const char *value)
+static int main_add_opt(struct fuse_args *args, const char *name, const char *value)
 {
     size_t n = strlen(name), vl = strlen(value);
     char *s = malloc(2 + n + 1 + 2 * vl + 1), *p = s;
@@ -240,7 +240,8 @@ static int add_opt_escaped(struct fuse_args *args, const char *name, const char 
 }
 
 /* Opens the engine, creates the session and mounts. Prints the reason on stderr on failure. */
-static int setup(struct fuse_args *args, const char *datadir_arg, const char *mountpoint)
+static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *datadir_arg,
+                 const char *mountpoint)
 {
     lsm_options *lo = lsm_options_new();
     int rc;
@@ -249,13 +250,14 @@ static int setup(struct fuse_args *args, const char *datadir_arg, const char *mo
         fprintf(stderr, "lsmfs: out of memory\n");
         goto fail_0;
     }
-    lsm_options_set_memtable_bytes(lo, fs.memtable_size);
-    lsm_options_set_cache_bytes(lo, fs.cache_size);
-    lsm_options_set_compression(lo, fs.compression, 1);
-    lsm_options_set_sync_writes(lo, fs.sync_mode == LSMFS_SYNC_ALWAYS);
+    lsm_options_set_memtable_bytes(lo, fs->memtable_size);
+    lsm_options_set_cache_bytes(lo, fs->cache_size);
+    lsm_options_set_compression(lo, fs->compression, 1);
+    lsm_options_set_sync_writes(lo, fs->sync_mode == LSMFS_SYNC_ALWAYS);
     lsm_options_set_create_if_missing(lo, 1);
     /* A daemon that was just unmounted may still be closing the database: give it a moment. */
-    for (int tries = 0; (rc = lsm_open(fs.datadir, lo, &fs.db)) == LSM_BUSY && tries < 40; tries++)
+    for (int tries = 0; (rc = lsm_open(fs->datadir, lo, &fs->db)) == LSM_BUSY && tries < 40;
+         tries++)
         usleep(50000);
     lsm_options_free(lo);
     if (rc != LSM_OK) {
@@ -263,44 +265,46 @@ static int setup(struct fuse_args *args, const char *datadir_arg, const char *mo
         fprintf(stderr, "lsmfs: %s: %s\n", datadir_arg, msg && *msg ? msg : lsm_strerror(rc));
         goto fail_0;
     }
-    pthread_rwlock_init(&fs.ns, NULL);
-    pthread_mutex_init(&fs.tmu, NULL);
-    pthread_mutex_init(&fs.bmu, NULL);
-    if ((rc = lsmfs_table_init()) < 0) {
+    pthread_rwlock_init(&fs->ns, NULL);
+    pthread_mutex_init(&fs->tmu, NULL);
+    pthread_mutex_init(&fs->bmu, NULL);
+    pthread_mutex_init(&fs->pool_mu, NULL);
+    pthread_mutex_init(&fs->handles_mu, NULL);
+    if ((rc = lsmfs_table_init(fs))) {
         fprintf(stderr, "lsmfs: %s: cannot read the root directory: %s\n", datadir_arg,
-                strerror(-rc));
+                strerror(rc));
         goto fail_1;
     }
-    fs.se = fuse_session_new(args, &lsmfs_ops, sizeof lsmfs_ops, NULL);
-    if (!fs.se)
+    fs->se = fuse_session_new(args, &lsmfs_ops, sizeof lsmfs_ops, fs);
+    if (!fs->se)
         goto fail_2;   /* libfuse said why (e.g. an unknown option) */
-    if (fuse_set_signal_handlers(fs.se) != 0) {
+    if (fuse_set_signal_handlers(fs->se) != 0) {
         fprintf(stderr, "lsmfs: cannot set signal handlers\n");
         goto fail_3;
     }
-    if (fuse_session_mount(fs.se, mountpoint) != 0) {
+    if (fuse_session_mount(fs->se, mountpoint) != 0) {
         fprintf(stderr, "lsmfs: %s: mount failed\n", mountpoint);
         goto fail_4;
     }
     return 0;
 
 fail_4:
-    fuse_remove_signal_handlers(fs.se);
+    fuse_remove_signal_handlers(fs->se);
 fail_3:
-    fuse_session_destroy(fs.se);
-    fs.se = NULL;
+    fuse_session_destroy(fs->se);
+    fs->se = NULL;
 fail_2:
-    lsmfs_table_free();
+    lsmfs_table_free(fs);
 fail_1:
-    lsm_close(fs.db);
-    fs.db = NULL;
+    lsm_close(fs->db);
+    fs->db = NULL;
 fail_0:
     return -1;
 }
 
 /* Forks; the parent waits for the child's word and exits with it. Returns the pipe's write end
    in the child. */
-static int start_daemon(void)
+static int main_start_daemon(void)
 {
     int pfd[2];
     if (pipe(pfd) != 0) {
@@ -330,7 +334,7 @@ static int start_daemon(void)
     return pfd[1];
 }
 
-static void detach(int fd)
+static void main_detach(int fd)
 {
     int nul = open("/dev/null", O_RDWR);
     setsid();
@@ -349,19 +353,106 @@ static void detach(int fd)
     close(fd);
 }
 
+/* The mount point must be a directory; DATADIR is created if missing and must be one we may use.
+   Sets fs->datadir to its absolute path. */
+static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
+{
+    struct stat st;
+    if (stat(c->mountpoint, &st) != 0) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c->mountpoint, strerror(errno));
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c->mountpoint, strerror(ENOTDIR));
+        return -1;
+    }
+    if (mkdir(c->datadir, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "lsmfs: %s: cannot create: %s\n", c->datadir, strerror(errno));
+        return -1;
+    }
+    if (!(fs->datadir = realpath(c->datadir, NULL))) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c->datadir, strerror(errno));
+        return -1;
+    }
+    if (stat(fs->datadir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c->datadir, strerror(ENOTDIR));
+        return -1;
+    }
+    if (access(fs->datadir, R_OK | W_OK | X_OK) != 0) {
+        fprintf(stderr, "lsmfs: %s: %s\n", c->datadir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs libfuse's loop until unmount or a signal; the exit status to give. */
+static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts)
+{
+    int ret;
+    if (copts->singlethread) {
+        ret = fuse_session_loop(fs->se);
+    } else {
+        struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+        fuse_loop_cfg_set_clone_fd(cfg, copts->clone_fd);
+        /* keep the workers alive between requests: spawning one per burst costs more than it */
+        fuse_loop_cfg_set_idle_threads(cfg, copts->max_idle_threads != UINT_MAX
+                                                ? copts->max_idle_threads : copts->max_threads);
+        fuse_loop_cfg_set_max_threads(cfg, copts->max_threads);
+        ret = fuse_session_loop_mt(fs->se, cfg);
+        fuse_loop_cfg_destroy(cfg);
+    }
+    return ret < 0 ? 1 : 0;
+}
+
+/* Unmounts, writes back what is left, and closes the engine (syncing it, releasing its lock).
+   Returns -1 when closing failed. */
+static int main_teardown(struct lsmfs *fs, const char *datadir_arg)
+{
+    fuse_session_unmount(fs->se);
+    fuse_remove_signal_handlers(fs->se);
+    fuse_session_destroy(fs->se);
+    lsmfs_handles_free(fs);
+    lsmfs_table_flush_all(fs);
+    lsmfs_reclaim_stop(fs);
+    lsmfs_table_free(fs);
+    lsmfs_iter_pool_free(fs);
+    int rc = lsm_close(fs->db);
+    if (rc != LSM_OK) {
+        lsmfs_log(LOG_ERR, "%s: closing the database: %s", datadir_arg, lsm_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static void main_cmdline_free(struct cmdline *c)
+{
+    free(c->datadir);
+    free(c->mountpoint);
+    free(c->memtable_size);
+    free(c->cache_size);
+    free(c->compression);
+    free(c->sync);
+    free(c->max_file_size);
+    free(c->dirty_limit);
+    free(c->timeout);
+}
+
 int main(int argc, char *argv[])
 {
+    struct lsmfs state, *fs = &state;   /* lives as long as the process; every callback gets it
+                                           through fuse_req_userdata */
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct fuse_cmdline_opts copts;
     struct cmdline c;
     int ret = 1, fd = -1;
 
+    memset(fs, 0, sizeof *fs);
     memset(&c, 0, sizeof c);
     memset(&copts, 0, sizeof copts);
-    if (fuse_opt_parse(&args, &c, spec, opt_proc) != 0)
+    if (fuse_opt_parse(&args, &c, spec, main_opt_proc) != 0)
         goto out;
     if (c.show_help) {
-        usage(stdout);
+        main_usage(stdout);
         printf("FUSE options:\n");
         fflush(stdout);
         fuse_cmdline_help();
@@ -382,96 +473,41 @@ int main(int argc, char *argv[])
                         "(lsmfs --help for options)\n", c.datadir ? "MOUNTPOINT" : "DATADIR");
         goto out;
     }
-    if (apply_options(&c) != 0)
+    if (main_apply_options(fs, &c) != 0)
         goto out;
-    fs.foreground = copts.foreground;
+    fs->foreground = copts.foreground;
 
-    struct stat st;
-    if (stat(c.mountpoint, &st) != 0) {
-        fprintf(stderr, "lsmfs: %s: %s\n", c.mountpoint, strerror(errno));
+    if (main_check_paths(fs, &c) != 0)
         goto out;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "lsmfs: %s: %s\n", c.mountpoint, strerror(ENOTDIR));
-        goto out;
-    }
-    if (mkdir(c.datadir, 0700) != 0 && errno != EEXIST) {
-        fprintf(stderr, "lsmfs: %s: cannot create: %s\n", c.datadir, strerror(errno));
-        goto out;
-    }
-    if (!(fs.datadir = realpath(c.datadir, NULL))) {
-        fprintf(stderr, "lsmfs: %s: %s\n", c.datadir, strerror(errno));
-        goto out;
-    }
-    if (stat(fs.datadir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        fprintf(stderr, "lsmfs: %s: %s\n", c.datadir, strerror(ENOTDIR));
-        goto out;
-    }
-    if (access(fs.datadir, R_OK | W_OK | X_OK) != 0) {
-        fprintf(stderr, "lsmfs: %s: %s\n", c.datadir, strerror(errno));
-        goto out;
-    }
     if (fuse_opt_add_arg(&args, "-odefault_permissions") != 0 ||
-        (!c.has_fsname && add_opt_escaped(&args, "fsname", fs.datadir) != 0)) {
+        (!c.has_fsname && main_add_opt(&args, "fsname", fs->datadir) != 0)) {
         fprintf(stderr, "lsmfs: out of memory\n");
         goto out;
     }
-    fs.uid = getuid();
-    fs.gid = getgid();
-    fs.mount_ns = lsmfs_now();
+    fs->uid = getuid();
+    fs->gid = getgid();
+    fs->mount_ns = lsmfs_now();
 
-    if (!fs.foreground) {
-        openlog("lsmfs", LOG_PID, LOG_DAEMON);
-        fd = start_daemon();
-    }
-    if (setup(&args, c.datadir, c.mountpoint) != 0)
+    lsmfs_log_open(fs->foreground);
+    if (!fs->foreground)
+        fd = main_start_daemon();
+    if (main_setup(fs, &args, c.datadir, c.mountpoint) != 0)
         goto out;
     if (fd >= 0) {
-        detach(fd);
+        main_detach(fd);
         fd = -1;
     }
-    if (lsmfs_reclaim_start() < 0)
+    if (lsmfs_reclaim_start(fs) != 0)
         lsmfs_log(LOG_WARNING, "cannot start the thread that frees the space of removed files; "
                   "it will come back only as merges reach it");
 
-    if (copts.singlethread) {
-        ret = fuse_session_loop(fs.se);
-    } else {
-        struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-        fuse_loop_cfg_set_clone_fd(cfg, copts.clone_fd);
-        /* keep the workers alive between requests: spawning one per burst costs more than it */
-        fuse_loop_cfg_set_idle_threads(cfg, copts.max_idle_threads != UINT_MAX
-                                                ? copts.max_idle_threads : copts.max_threads);
-        fuse_loop_cfg_set_max_threads(cfg, copts.max_threads);
-        ret = fuse_session_loop_mt(fs.se, cfg);
-        fuse_loop_cfg_destroy(cfg);
-    }
-    ret = ret < 0 ? 1 : 0;
-    fuse_session_unmount(fs.se);
-    fuse_remove_signal_handlers(fs.se);
-    fuse_session_destroy(fs.se);
-    lsmfs_handles_free();
-    lsmfs_table_flush_all();
-    lsmfs_reclaim_stop();
-    lsmfs_table_free();
-    lsmfs_iter_pool_free();
-    int rc = lsm_close(fs.db);
-    if (rc != LSM_OK) {
-        lsmfs_log(LOG_ERR, "%s: closing the database: %s", c.datadir, lsm_strerror(rc));
+    ret = main_serve(fs, &copts);
+    if (main_teardown(fs, c.datadir) != 0)
         ret = 1;
-    }
 out:
     fuse_opt_free_args(&args);
     free(copts.mountpoint);
-    free(c.datadir);
-    free(c.mountpoint);
-    free(c.memtable_size);
-    free(c.cache_size);
-    free(c.compression);
-    free(c.sync);
-    free(c.max_file_size);
-    free(c.dirty_limit);
-    free(c.timeout);
-    free(fs.datadir);
+    main_cmdline_free(&c);
+    free(fs->datadir);
     return ret;
 }

@@ -45,42 +45,36 @@
 #define RECLAIM_QUIET_NS 1000000000LL   /* wait this long after the last note */
 #define RECLAIM_TRIM_NS  2000000000LL   /* idle pooled iterators go after this long */
 #define RECLAIM_DIR_MIN  ((uint64_t)1 << 20)  /* small files removed before an rmdir counts */
-#define NAME_MAX_BYTES   255
 
-static struct {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_t thread;
-    int started, stop;
-    char *keys[RECLAIM_KEYS];
-    size_t lens[RECLAIM_KEYS];
-    int n;
+struct lsmfs_reclaim {
+    pthread_mutex_t mu;         /* guards all below but thread */
+    pthread_cond_t cv;          /* a note, or stop */
+    pthread_t thread;           /* constant while it runs */
+    int stop;                   /* lsmfs_reclaim_stop was called */
+    char *keys[RECLAIM_KEYS];   /* the keys noted, each malloc'd */
+    size_t lens[RECLAIM_KEYS];  /* their lengths */
+    int n;                      /* keys noted */
     char *lo, *hi;              /* when more than RECLAIM_KEYS were noted: their range */
-    size_t lon, hin;
+    size_t lon, hin;            /* their lengths */
     int64_t last;               /* CLOCK_MONOTONIC ns of the last note */
     uint64_t small_removed;     /* bytes of small files removed since the last rmdir note */
-} rec = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER };
+};
 
-/* Waits on rec.cv (rec.mu held) for at most ns nanoseconds; 1 when the time ran out. */
-static int wait_ns(int64_t ns)
+/* Waits on rec->cv (rec->mu held) for at most ns nanoseconds; 1 when the time ran out. */
+static int reclaim_wait(struct lsmfs_reclaim *rec, int64_t ns)
 {
     int64_t t = lsmfs_now() + ns;       /* the condition variable keeps CLOCK_REALTIME */
-    struct timespec ts = { .tv_sec = (time_t)(t / 1000000000LL), .tv_nsec = (long)(t % 1000000000LL) };
-    return pthread_cond_timedwait(&rec.cv, &rec.mu, &ts) == ETIMEDOUT;
+    struct timespec ts = { .tv_sec = (time_t)(t / 1000000000LL),
+                           .tv_nsec = (long)(t % 1000000000LL) };
+    return pthread_cond_timedwait(&rec->cv, &rec->mu, &ts) == ETIMEDOUT;
 }
 
-static int key_cmp(const char *a, size_t an, const char *b, size_t bn)
-{
-    int c = memcmp(a, b, an < bn ? an : bn);
-    return c ? c : (an > bn) - (an < bn);
-}
-
-/* Replaces *dst (of *dn bytes) by a copy of k. Returns -1 without memory, leaving *dst. */
-static int set_copy(char **dst, size_t *dn, const char *k, size_t n)
+/* Replaces *dst (of *dn bytes) by a copy of k. Returns ENOMEM without memory, leaving *dst. */
+static int reclaim_set_copy(char **dst, size_t *dn, const char *k, size_t n)
 {
     char *c = malloc(n ? n : 1);
     if (!c)
-        return -1;
+        return ENOMEM;
     memcpy(c, k, n);
     free(*dst);
     *dst = c;
@@ -88,149 +82,163 @@ static int set_copy(char **dst, size_t *dn, const char *k, size_t n)
     return 0;
 }
 
-/* Widens [rec.lo, rec.hi] to take k (rec.mu held). Returns -1 without memory. */
-static int widen(const char *k, size_t n)
+/* Widens [rec->lo, rec->hi] to take k (rec->mu held). Returns ENOMEM without memory. */
+static int reclaim_widen(struct lsmfs_reclaim *rec, const char *k, size_t n)
 {
-    if ((!rec.lo || key_cmp(k, n, rec.lo, rec.lon) < 0) && set_copy(&rec.lo, &rec.lon, k, n) < 0)
-        return -1;
-    if ((!rec.hi || key_cmp(k, n, rec.hi, rec.hin) > 0) && set_copy(&rec.hi, &rec.hin, k, n) < 0)
-        return -1;
+    if ((!rec->lo || lsmfs_key_cmp(k, n, rec->lo, rec->lon) < 0) &&
+        reclaim_set_copy(&rec->lo, &rec->lon, k, n))
+        return ENOMEM;
+    if ((!rec->hi || lsmfs_key_cmp(k, n, rec->hi, rec->hin) > 0) &&
+        reclaim_set_copy(&rec->hi, &rec->hin, k, n))
+        return ENOMEM;
     return 0;
 }
 
-void lsmfs_reclaim_note(const char *key, size_t klen)
+void lsmfs_reclaim_note(struct lsmfs *fs, const char *key, size_t klen)
 {
-    pthread_mutex_lock(&rec.mu);
-    if (rec.started && !rec.stop) {
-        rec.last = lsmfs_mono_ns();
+    struct lsmfs_reclaim *rec = fs->reclaim;
+    if (!rec)
+        return;
+    pthread_mutex_lock(&rec->mu);
+    if (!rec->stop) {
+        rec->last = lsmfs_mono_ns();
         char *c = NULL;
-        if (rec.n < RECLAIM_KEYS && !rec.lo && (c = malloc(klen ? klen : 1))) {
+        if (rec->n < RECLAIM_KEYS && !rec->lo && (c = malloc(klen ? klen : 1))) {
             memcpy(c, key, klen);
-            rec.keys[rec.n] = c;
-            rec.lens[rec.n++] = klen;
+            rec->keys[rec->n] = c;
+            rec->lens[rec->n++] = klen;
         } else {
             /* Too many: fold everything noted into one range. Out of memory, the note is lost,
                which costs space until merges get there by themselves, never data. */
-            for (int i = 0; i < rec.n; i++) {
-                widen(rec.keys[i], rec.lens[i]);
-                free(rec.keys[i]);
+            for (int i = 0; i < rec->n; i++) {
+                reclaim_widen(rec, rec->keys[i], rec->lens[i]);
+                free(rec->keys[i]);
             }
-            rec.n = 0;
-            widen(key, klen);
+            rec->n = 0;
+            reclaim_widen(rec, key, klen);
         }
-        pthread_cond_signal(&rec.cv);
+        pthread_cond_signal(&rec->cv);
     }
-    pthread_mutex_unlock(&rec.mu);
+    pthread_mutex_unlock(&rec->mu);
 }
 
-void lsmfs_reclaim_removed(uint64_t bytes)
+void lsmfs_reclaim_removed(struct lsmfs *fs, uint64_t bytes)
 {
-    pthread_mutex_lock(&rec.mu);
-    rec.small_removed += bytes;
-    pthread_mutex_unlock(&rec.mu);
+    struct lsmfs_reclaim *rec = fs->reclaim;
+    if (!rec)
+        return;
+    pthread_mutex_lock(&rec->mu);
+    rec->small_removed += bytes;
+    pthread_mutex_unlock(&rec->mu);
 }
 
-void lsmfs_reclaim_note_dir(const char *path, size_t plen)
+void lsmfs_reclaim_note_dir(struct lsmfs *fs, const char *path, size_t plen)
 {
-    pthread_mutex_lock(&rec.mu);
-    int due = rec.small_removed >= RECLAIM_DIR_MIN;
+    struct lsmfs_reclaim *rec = fs->reclaim;
+    if (!rec)
+        return;
+    pthread_mutex_lock(&rec->mu);
+    int due = rec->small_removed >= RECLAIM_DIR_MIN;
     if (due)
-        rec.small_removed = 0;
-    pthread_mutex_unlock(&rec.mu);
+        rec->small_removed = 0;
+    pthread_mutex_unlock(&rec->mu);
     if (due)
-        lsmfs_reclaim_note_tree(path, plen);
+        lsmfs_reclaim_note_tree(fs, path, plen);
 }
 
-void lsmfs_reclaim_note_tree(const char *path, size_t plen)
+void lsmfs_reclaim_note_tree(struct lsmfs *fs, const char *path, size_t plen)
 {
     /* From "path/" to "path/" and the greatest name: every key below the directory. Both bounds
        have the parent "path/", so they make one range. */
-    char *k = malloc(plen + 1 + NAME_MAX_BYTES);
+    char *k = malloc(plen + 1 + LSMFS_NAME_MAX);
     if (!k)
         return;
     memcpy(k, path, plen);
     k[plen] = '/';
-    lsmfs_reclaim_note(k, plen + 1);
-    memset(k + plen + 1, 0xff, NAME_MAX_BYTES);
-    lsmfs_reclaim_note(k, plen + 1 + NAME_MAX_BYTES);
+    lsmfs_reclaim_note(fs, k, plen + 1);
+    memset(k + plen + 1, 0xff, LSMFS_NAME_MAX);
+    lsmfs_reclaim_note(fs, k, plen + 1 + LSMFS_NAME_MAX);
     free(k);
 }
 
 /* The directory part of a path key: up to its last '/'. */
-static size_t parent_len(const char *k, size_t n)
+static size_t reclaim_parent_len(const char *k, size_t n)
 {
     while (n > 0 && k[n - 1] != '/')
         n--;
     return n;
 }
 
+/* A key taken from the notes by the thread: its own. */
 struct keyref {
-    char *k;
-    size_t n;
+    char *k;                    /* malloc'd */
+    size_t n;                   /* its length */
 };
 
-static int keyref_cmp(const void *a, const void *b)
+static int reclaim_keyref_cmp(const void *a, const void *b)
 {
     const struct keyref *x = a, *y = b;
-    return key_cmp(x->k, x->n, y->k, y->n);
+    return lsmfs_key_cmp(x->k, x->n, y->k, y->n);
 }
 
-static void merge_range(const char *lo, size_t lon, const char *hi, size_t hin)
+static void reclaim_merge(struct lsmfs *fs, const char *lo, size_t lon, const char *hi, size_t hin)
 {
-    int rc = lsm_compact_range(fs.db, lo, lon, hi, hin);
+    int rc = lsm_compact_range(fs->db, lo, lon, hi, hin);
     if (rc != LSM_OK)
         lsmfs_log(LOG_WARNING, "reclaiming the space of removed files (%.*s .. %.*s): %s",
                   (int)(lon < 200 ? lon : 200), lo, (int)(hin < 200 ? hin : 200), hi,
-                  lsm_errmsg(fs.db));
+                  lsm_errmsg(fs->db));
 }
 
 static void *reclaim_main(void *arg)
 {
-    (void)arg;
-    pthread_mutex_lock(&rec.mu);
+    struct lsmfs *fs = arg;
+    struct lsmfs_reclaim *rec = fs->reclaim;
+    pthread_mutex_lock(&rec->mu);
     for (;;) {
-        while (!rec.stop && rec.n == 0 && !rec.lo) {
+        while (!rec->stop && rec->n == 0 && !rec->lo) {
             /* Meanwhile, every RECLAIM_TRIM_NS, pooled iterators nobody used for as long give
-               back the versions they pin (meta.c). */
-            if (wait_ns(RECLAIM_TRIM_NS)) {
-                pthread_mutex_unlock(&rec.mu);
-                lsmfs_iter_pool_trim(RECLAIM_TRIM_NS);
-                pthread_mutex_lock(&rec.mu);
+               back the versions they pin (keys.c). */
+            if (reclaim_wait(rec, RECLAIM_TRIM_NS)) {
+                pthread_mutex_unlock(&rec->mu);
+                lsmfs_iter_pool_trim(fs, RECLAIM_TRIM_NS);
+                pthread_mutex_lock(&rec->mu);
             }
         }
-        if (rec.n == 0 && !rec.lo)
+        if (rec->n == 0 && !rec->lo)
             break;              /* stopping, nothing left */
         /* Quiet for a second: rm -r and rename storms end before any merge starts. At unmount
            what is noted is merged at once, so that rm then umount gives the space back. */
-        int64_t wait = rec.last + RECLAIM_QUIET_NS - lsmfs_mono_ns();
-        if (wait > 0 && !rec.stop) {
-            wait_ns(wait);
+        int64_t wait = rec->last + RECLAIM_QUIET_NS - lsmfs_mono_ns();
+        if (wait > 0 && !rec->stop) {
+            reclaim_wait(rec, wait);
             continue;
         }
         struct keyref keys[RECLAIM_KEYS];
-        int n = rec.n;
+        int n = rec->n;
         for (int i = 0; i < n; i++) {
-            keys[i].k = rec.keys[i];
-            keys[i].n = rec.lens[i];
+            keys[i].k = rec->keys[i];
+            keys[i].n = rec->lens[i];
         }
-        rec.n = 0;
-        char *lo = rec.lo, *hi = rec.hi;
-        size_t lon = rec.lon, hin = rec.hin;
-        rec.lo = rec.hi = NULL;
-        pthread_mutex_unlock(&rec.mu);
+        rec->n = 0;
+        char *lo = rec->lo, *hi = rec->hi;
+        size_t lon = rec->lon, hin = rec->hin;
+        rec->lo = rec->hi = NULL;
+        pthread_mutex_unlock(&rec->mu);
 
         /* An idle pooled iterator holds a snapshot, and a merge keeps every version a snapshot
            can see: let the pool go first, or the old values would survive the merge. */
-        lsmfs_iter_pool_free();
+        lsmfs_iter_pool_free(fs);
         if (lo)
-            merge_range(lo, lon, hi, hin);
-        qsort(keys, (size_t)n, sizeof keys[0], keyref_cmp);
+            reclaim_merge(fs, lo, lon, hi, hin);
+        qsort(keys, (size_t)n, sizeof keys[0], reclaim_keyref_cmp);
         for (int i = 0; i < n;) {
             int j = i + 1;
-            size_t p = parent_len(keys[i].k, keys[i].n);
-            while (j < n && parent_len(keys[j].k, keys[j].n) == p && memcmp(keys[j].k, keys[i].k, p) == 0)
+            size_t p = reclaim_parent_len(keys[i].k, keys[i].n);
+            while (j < n && reclaim_parent_len(keys[j].k, keys[j].n) == p &&
+                   memcmp(keys[j].k, keys[i].k, p) == 0)
                 j++;
-            merge_range(keys[i].k, keys[i].n, keys[j - 1].k, keys[j - 1].n);
+            reclaim_merge(fs, keys[i].k, keys[i].n, keys[j - 1].k, keys[j - 1].n);
             i = j;
         }
         for (int i = 0; i < n; i++)
@@ -239,17 +247,21 @@ static void *reclaim_main(void *arg)
         free(hi);
         /* Likewise an iterator pooled during the merges pins the tables (and blob files) they
            replaced: let them go now, not at its next use. */
-        lsmfs_iter_pool_free();
-        pthread_mutex_lock(&rec.mu);
+        lsmfs_iter_pool_free(fs);
+        pthread_mutex_lock(&rec->mu);
     }
-    pthread_mutex_unlock(&rec.mu);
+    pthread_mutex_unlock(&rec->mu);
     return NULL;
 }
 
-int lsmfs_reclaim_start(void)
+int lsmfs_reclaim_start(struct lsmfs *fs)
 {
-    pthread_mutex_lock(&rec.mu);
-    rec.stop = 0;
+    struct lsmfs_reclaim *rec = calloc(1, sizeof *rec);
+    if (!rec)
+        return ENOMEM;
+    pthread_mutex_init(&rec->mu, NULL);
+    pthread_cond_init(&rec->cv, NULL);
+    fs->reclaim = rec;
     /* The thread starts with SIGTERM, SIGHUP, SIGINT and SIGQUIT blocked (the engine's threads
        and libfuse's workers block them too), so they always reach the thread libfuse's loop
        sleeps on. */
@@ -260,29 +272,33 @@ int lsmfs_reclaim_start(void)
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGQUIT);
     pthread_sigmask(SIG_BLOCK, &mask, &old);
-    int rc = pthread_create(&rec.thread, NULL, reclaim_main, NULL);
+    int rc = pthread_create(&rec->thread, NULL, reclaim_main, fs);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    rec.started = rc == 0;
-    pthread_mutex_unlock(&rec.mu);
-    return rc == 0 ? 0 : -rc;
+    if (rc != 0) {
+        fs->reclaim = NULL;   /* notes are dropped: merges reach those keys by themselves */
+        pthread_cond_destroy(&rec->cv);
+        pthread_mutex_destroy(&rec->mu);
+        free(rec);
+    }
+    return rc;
 }
 
-void lsmfs_reclaim_stop(void)
+void lsmfs_reclaim_stop(struct lsmfs *fs)
 {
-    pthread_mutex_lock(&rec.mu);
-    int started = rec.started;
-    rec.stop = 1;
-    pthread_cond_signal(&rec.cv);
-    pthread_mutex_unlock(&rec.mu);
-    if (started)
-        pthread_join(rec.thread, NULL);
-    pthread_mutex_lock(&rec.mu);
-    rec.started = 0;
-    for (int i = 0; i < rec.n; i++)
-        free(rec.keys[i]);
-    rec.n = 0;
-    free(rec.lo);
-    free(rec.hi);
-    rec.lo = rec.hi = NULL;
-    pthread_mutex_unlock(&rec.mu);
+    struct lsmfs_reclaim *rec = fs->reclaim;
+    if (!rec)
+        return;
+    pthread_mutex_lock(&rec->mu);
+    rec->stop = 1;
+    pthread_cond_signal(&rec->cv);
+    pthread_mutex_unlock(&rec->mu);
+    pthread_join(rec->thread, NULL);
+    fs->reclaim = NULL;
+    for (int i = 0; i < rec->n; i++)
+        free(rec->keys[i]);
+    free(rec->lo);
+    free(rec->hi);
+    pthread_cond_destroy(&rec->cv);
+    pthread_mutex_destroy(&rec->mu);
+    free(rec);
 }

@@ -1,0 +1,1015 @@
+/*
+ * dir.c — the namespace of lsmfs: lookup, making and removing names, rename, and listing.
+ *
+ * What: the FUSE callbacks that find, create, remove and move names (lookup, forget, mknod, mkdir,
+ * symlink, link, unlink, rmdir, rename) and those that list a directory (opendir, readdir,
+ * readdirplus, releasedir, fsyncdir). Each change of the namespace is one batch, made with fs->ns
+ * held for writing, so no request sees half of it.
+ *
+ * Why so: a directory is a key prefix, so a rename of a directory is a copy of every key below it
+ * and a listing is a merge of two streams (data keys and directory records) in key order,
+ * restarted per request by a seek to the cursor the directory handle keeps: a listing never holds
+ * a directory in memory and never rescans it.
+ *
+ * Never: reply twice or not at all to a request; hold an inode mutex while taking fs->ns; leave an
+ * inode findable by a path whose keys are gone.
+ */
+#include "lsmfs.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <xxhash.h>
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+/* What is at path right now: the live inode's attributes when there is one, else the engine's.
+   *inop is the live inode (NULL if none). fs->ns held for writing. */
+static int dir_resolve(struct lsmfs *fs, const char *path, size_t plen, struct lsmfs_meta *m,
+                   struct lsmfs_inode **inop)
+{
+    struct lsmfs_inode *ino = lsmfs_table_find(fs, path, plen);
+    if (inop)
+        *inop = ino;
+    if (ino) {
+        pthread_mutex_lock(&ino->mu);
+        *m = ino->m;
+        pthread_mutex_unlock(&ino->mu);
+        return 0;
+    }
+    return lsmfs_stat_path(fs, path, plen, m);
+}
+
+/* The path of name in directory parent (caller frees *path). A name no file can have through the
+   mount (empty, "." or "..") gives invalid: which errno that is depends on the operation. */
+static int dir_child(const struct lsmfs_inode *parent, const char *name, int invalid, char **path,
+                     size_t *plen)
+{
+    int err = lsmfs_name_check(name, strlen(name));
+    if (err)
+        return err == EINVAL ? invalid : err;
+    if (parent->m.type != LSMFS_DIR)
+        return ENOTDIR;
+    return lsmfs_child_path(parent, name, path, plen);
+}
+
+/* Looks up name in parent; on success *out holds one more lookup reference. fs->ns held. */
+int lsmfs_dir_lookup(struct lsmfs *fs, struct lsmfs_inode *parent, const char *name,
+                     struct lsmfs_inode **out)
+{
+    struct lsmfs_meta m;
+    struct lsmfs_inode *ino;
+    size_t plen;
+    char *path;
+    int err = dir_child(parent, name, ENOENT, &path, &plen);
+    if (err)
+        return err;
+    if ((ino = lsmfs_table_ref(fs, path, plen))) {
+        free(path);
+        *out = ino;
+        return 0;
+    }
+    if ((err = lsmfs_stat_path(fs, path, plen, &m)) || m.type == LSMFS_NONE) {
+        free(path);
+        return err ? err : ENOENT;
+    }
+    if (!(*out = lsmfs_table_get(fs, path, plen, &m)))
+        return ENOMEM;
+    return 0;
+}
+
+/* Adds the record of a directory that is only implicit (e.g. its last child is going away) to b, so
+   that it stays, as an emptied directory does on a local filesystem. fs->ns held for writing. */
+static void dir_keep_parent(lsm_batch *b, struct lsmfs_inode *p)
+{
+    pthread_mutex_lock(&p->mu);
+    if (p->m.type == LSMFS_DIR && !p->m.explicit_dir && p->plen > 0)
+        lsmfs_add_record(b, p);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- lookup and attributes ---- */
+
+void lsmfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct fuse_entry_param e;
+    struct lsmfs_inode *ino;
+    pthread_rwlock_rdlock(&fs->ns);
+    int err = lsmfs_dir_lookup(fs, lsmfs_ino(fs, parent), name, &ino);
+    if (!err)
+        lsmfs_fill_entry(fs, ino, &e);
+    pthread_rwlock_unlock(&fs->ns);
+    if (err == ENOENT) {
+        memset(&e, 0, sizeof e);   /* a negative entry, cached like a positive one */
+        e.entry_timeout = fs->timeout;
+        fuse_reply_entry(req, &e);
+    } else if (err) {
+        fuse_reply_err(req, err);
+    } else {
+        fuse_reply_entry(req, &e);
+    }
+}
+
+void lsmfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    lsmfs_table_forget(fs, lsmfs_ino(fs, ino), nlookup);
+    fuse_reply_none(req);
+}
+
+void lsmfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    for (size_t i = 0; i < count; i++)
+        lsmfs_table_forget(fs, lsmfs_ino(fs, forgets[i].ino), forgets[i].nlookup);
+    fuse_reply_none(req);
+}
+
+/* ---- making and removing names ---- */
+
+/* Creates a regular file, directory or symlink at parent/name as one batch. On success *out holds
+   one lookup reference (and one open reference if opening). fs->ns held for writing. */
+int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name, int type,
+                     mode_t mode, const char *target, int opening, struct lsmfs_inode **out)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_meta m;
+    size_t plen;
+    char *path;
+    int rc = dir_child(parent, name, EEXIST, &path, &plen);
+    if (rc)
+        return rc;
+    if ((rc = dir_resolve(fs, path, plen, &m, NULL)) || m.type != LSMFS_NONE) {
+        free(path);
+        return rc ? rc : EEXIST;
+    }
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    lsmfs_meta_default(fs, &m, type);
+    m.mode = (m.mode & S_IFMT) | (type == LSMFS_LNK ? 0777 : (mode & 07777));
+    m.uid = ctx->uid;
+    m.gid = ctx->gid;
+    lsmfs_meta_touch(&m);
+
+    lsm_batch *b = lsm_batch_new();
+    if (type == LSMFS_DIR) {
+        m.explicit_dir = 1;
+    } else {
+        m.size = target ? strlen(target) : 0;
+        lsm_batch_put(b, path, plen, target ? target : "", m.size);
+    }
+    if ((rc = lsmfs_put_record(b, path, plen, &m)) == 0)
+        rc = lsmfs_write_batch(fs, b, 0);
+    lsm_batch_free(b);
+    if (rc) {
+        free(path);
+        return rc;
+    }
+    struct lsmfs_inode *ino = lsmfs_table_get(fs, path, plen, &m);
+    if (!ino)
+        return ENOMEM;
+    if (opening)
+        lsmfs_table_open(fs, ino);
+    *out = ino;
+    return 0;
+}
+
+static void dir_reply_made(fuse_req_t req, int err, struct lsmfs_inode *ino)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct fuse_entry_param e;
+    if (err) {
+        fuse_reply_err(req, err);
+        return;
+    }
+    lsmfs_fill_entry(fs, ino, &e);
+    if (fuse_reply_entry(req, &e) != 0)
+        lsmfs_table_forget(fs, ino, 1);
+}
+
+void lsmfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                        dev_t rdev)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *ino = NULL;
+    int err = EPERM;   /* device nodes, fifos and sockets are not kept */
+    if (S_ISREG(mode)) {
+        pthread_rwlock_wrlock(&fs->ns);
+        err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_REG, mode, NULL, 0, &ino);
+        pthread_rwlock_unlock(&fs->ns);
+    }
+    dir_reply_made(req, err, ino);
+}
+
+void lsmfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *ino = NULL;
+    pthread_rwlock_wrlock(&fs->ns);
+    int err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_DIR, mode, NULL, 0, &ino);
+    pthread_rwlock_unlock(&fs->ns);
+    dir_reply_made(req, err, ino);
+}
+
+void lsmfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *ino = NULL;
+    int err = strlen(link) > PATH_MAX ? ENAMETOOLONG : 0;
+    pthread_rwlock_wrlock(&fs->ns);
+    if (!err)
+        err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_LNK, 0777, link, 0, &ino);
+    pthread_rwlock_unlock(&fs->ns);
+    dir_reply_made(req, err, ino);
+}
+
+void lsmfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
+{
+    fuse_reply_err(req, EPERM);   /* hard links are not supported */
+}
+
+/* Before a live inode's key goes away: if it is open, load its content so that its handles keep
+   reading it, as on a local filesystem. fs->ns held for writing. */
+static void dir_preserve(struct lsmfs *fs, struct lsmfs_inode *ino)
+{
+    if (!ino)
+        return;
+    pthread_mutex_lock(&fs->tmu);
+    int open = ino->nopen > 0;
+    pthread_mutex_unlock(&fs->tmu);
+    pthread_mutex_lock(&ino->mu);
+    if (ino->m.type != LSMFS_DIR)
+        lsmfs_snap_readers(fs, ino);
+    if (open && ino->m.type != LSMFS_DIR && lsmfs_buf_load(fs, ino) != 0)
+        lsmfs_log(LOG_WARNING, "%s: removed while open; its content could not be kept", ino->path);
+    pthread_mutex_unlock(&ino->mu);
+}
+
+/* After its key went away: the inode serves its open handles from its buffer, is never written
+   back, and is no longer found by path. fs->ns held for writing. */
+static void dir_bury(struct lsmfs *fs, struct lsmfs_inode *ino)
+{
+    if (!ino)
+        return;
+    pthread_mutex_lock(&ino->mu);
+    ino->deleted = 1;
+    ino->dirty = 0;
+    pthread_mutex_unlock(&ino->mu);
+    lsmfs_table_unhash(fs, ino);
+}
+
+/* The batch that deletes what is at path (file, symlink or explicit directory record). */
+static void dir_add_delete(lsm_batch *b, const char *path, size_t plen, int type)
+{
+    size_t kl;
+    char *k;
+    if (type == LSMFS_DIR) {
+        if ((k = lsmfs_key('d', path, plen, 1, &kl)))
+            lsm_batch_delete(b, k, kl);
+    } else {
+        lsm_batch_delete(b, path, plen);
+        if ((k = lsmfs_key('a', path, plen, 0, &kl)))
+            lsm_batch_delete(b, k, kl);
+    }
+    free(k);
+}
+
+static int dir_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *name, int dir)
+{
+    struct lsmfs_meta m;
+    struct lsmfs_inode *ino;
+    size_t plen;
+    char *path;
+    int rc, err = dir_child(parent, name, dir ? EINVAL : EISDIR, &path, &plen);
+    if (err)
+        return err;
+    if ((rc = dir_resolve(fs, path, plen, &m, &ino)) || m.type == LSMFS_NONE) {
+        free(path);
+        return rc ? rc : ENOENT;
+    }
+    if (dir && m.type != LSMFS_DIR)
+        err = ENOTDIR;
+    else if (!dir && m.type == LSMFS_DIR)
+        err = EISDIR;
+    if (!err && dir) {
+        int has;
+        if ((rc = lsmfs_dir_has_children(fs, path, plen, &has)))
+            err = rc;
+        else if (has)
+            err = ENOTEMPTY;
+    }
+    if (err) {
+        free(path);
+        return err;
+    }
+    dir_preserve(fs, ino);
+    lsm_batch *b = lsm_batch_new();
+    dir_add_delete(b, path, plen, m.type);
+    dir_keep_parent(b, parent);
+    rc = lsmfs_write_batch(fs, b, 0);
+    lsm_batch_free(b);
+    if (rc == 0 && m.type == LSMFS_DIR)
+        lsmfs_reclaim_note_dir(fs, path, plen);
+    else if (rc == 0 && m.size >= LSMFS_RECLAIM_MIN)
+        lsmfs_reclaim_note(fs, path, plen);
+    else if (rc == 0)
+        lsmfs_reclaim_removed(fs, m.size + plen);
+    free(path);
+    if (rc)
+        return rc;
+    dir_bury(fs, ino);
+    return 0;
+}
+
+/* UNLINK (dir 0) and RMDIR (dir 1). */
+static void dir_remove_req(fuse_req_t req, fuse_ino_t parent, const char *name, int dir)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    pthread_rwlock_wrlock(&fs->ns);
+    int err = dir_remove(fs, lsmfs_ino(fs, parent), name, dir);
+    pthread_rwlock_unlock(&fs->ns);
+    fuse_reply_err(req, err);
+}
+
+void lsmfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    dir_remove_req(req, parent, name, 0);
+}
+
+void lsmfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    dir_remove_req(req, parent, name, 1);
+}
+
+/* ---- rename ---- */
+
+/* One side of a rename: a name in a directory and what is there. Belongs to the one request
+   renaming, which holds fs->ns for writing throughout. */
+struct rename_side {
+    struct lsmfs_inode *parent;  /* the directory holding the name */
+    char   *path;                /* parent's path + "/" + name; owned, NULL until resolved */
+    size_t  len;                 /* strlen(path) */
+    struct lsmfs_meta m;         /* what is at path (type LSMFS_NONE: nothing) */
+    struct lsmfs_inode *ino;     /* its live inode, or NULL */
+};
+
+/* Puts the value of the file at from under the key to: the buffer of its live inode when loaded,
+   else the engine's value. *vl is its length. ino->mu held when ino is set. */
+static int dir_move_value(struct lsmfs *fs, lsm_batch *b, const char *from, size_t flen,
+                          const char *to, size_t tlen, struct lsmfs_inode *ino, size_t *vl)
+{
+    void *v;
+    if (ino && ino->data) {
+        lsm_batch_put(b, to, tlen, ino->data, ino->m.size);
+        *vl = ino->m.size;
+        return 0;
+    }
+    int rc = lsm_get(fs->db, from, flen, &v, vl);
+    if (rc != LSM_OK)
+        return lsmfs_errno(fs, rc, "rename", from);
+    lsm_batch_put(b, to, tlen, v, *vl);
+    free(v);
+    return 0;
+}
+
+/* dir_move for a file or symlink: its value and attribute record. */
+static int dir_move_file(struct lsmfs *fs, lsm_batch *b, int phase, struct rename_side *from,
+                         const struct rename_side *to, size_t *bytes)
+{
+    size_t vl = 0;
+    int err;
+    if (phase == 0) {
+        dir_add_delete(b, from->path, from->len, from->m.type);
+        return 0;
+    }
+    if (from->ino)
+        pthread_mutex_lock(&from->ino->mu);
+    err = dir_move_value(fs, b, from->path, from->len, to->path, to->len, from->ino, &vl);
+    if (from->ino)
+        pthread_mutex_unlock(&from->ino->mu);
+    if (err)
+        return err;
+    *bytes += vl;
+    from->m.ctime_ns = lsmfs_now();
+    return lsmfs_put_record(b, to->path, to->len, &from->m);
+}
+
+/* Moves (phase 1) or deletes (phase 0) every key that starts with tag, from "/": the data keys
+   (tag 0), attribute records ('a') or directory records ('d') at and below directory from. */
+static int dir_move_keys(struct lsmfs *fs, lsm_batch *b, lsm_iter *it, int phase, char tag,
+                         const char *from, size_t flen, const char *to, size_t tlen,
+                         size_t *bytes)
+{
+    size_t pl, pre = tag ? 2 : 0;
+    int err = 0;
+    char *p = lsmfs_key(tag, from, flen, 1, &pl);
+    if (!p)
+        return ENOMEM;
+    for (lsm_iter_seek(it, p, pl); lsm_iter_valid(it); lsm_iter_next(it)) {
+        size_t n, vl;
+        const char *k = lsm_iter_key(it, &n);
+        if (n < pl || memcmp(k, p, pl) != 0)
+            break;
+        if (phase == 0) {
+            lsm_batch_delete(b, k, n);
+            continue;
+        }
+        const void *v = lsm_iter_value(it, &vl);
+        if (!v) {
+            err = lsmfs_errno(fs, lsm_iter_status(it), "rename", from);
+            break;
+        }
+        *bytes += n + vl;
+        if (*bytes > fs->dirty_limit) {
+            err = EXDEV;   /* too big for one batch: mv(1) falls back to copy and remove */
+            break;
+        }
+        char *nk = malloc(n - flen + tlen);
+        if (!nk) {
+            err = ENOMEM;
+            break;
+        }
+        memcpy(nk, k, pre);
+        memcpy(nk + pre, to, tlen);
+        memcpy(nk + pre + tlen, k + pre + flen, n - pre - flen);
+        lsm_batch_put(b, nk, n - flen + tlen, v, vl);
+        free(nk);
+    }
+    free(p);
+    int rc = lsm_iter_status(it);
+    if (!err && rc != LSM_OK)
+        err = lsmfs_errno(fs, rc, "rename", from);
+    return err;
+}
+
+/* dir_move for a directory: every data key, attribute record and directory record at or below
+   it; an implicit directory gets a record at its new place, so it stays a directory there. */
+static int dir_move_tree(struct lsmfs *fs, lsm_batch *b, int phase, const struct rename_side *from,
+                         const struct rename_side *to, size_t *bytes)
+{
+    static const char tags[3] = { 0, 'a', 'd' };
+    lsm_iter *it;
+    int err = 0, rc = lsm_iter_new(fs->db, &it);
+    if (rc != LSM_OK)
+        return lsmfs_errno(fs, rc, "rename", from->path);
+    for (int t = 0; t < 3 && !err; t++)
+        err = dir_move_keys(fs, b, it, phase, tags[t], from->path, from->len, to->path, to->len,
+                            bytes);
+    lsm_iter_free(it);
+    if (!err && phase == 1 && !from->m.explicit_dir)
+        err = lsmfs_put_record(b, to->path, to->len, &from->m);
+    return err;
+}
+
+/* Adds to b what moves the object of side from to the path of side to: in phase 0 the deletes of
+   its old keys, in phase 1 the puts of its new ones. A batch is applied in order, so all deletes
+   go first and an exchange's puts win. *bytes counts what phase 1 copies. */
+static int dir_move(struct lsmfs *fs, lsm_batch *b, int phase, struct rename_side *from,
+                    const struct rename_side *to, size_t *bytes)
+{
+    if (from->m.type == LSMFS_DIR)
+        return dir_move_tree(fs, b, phase, from, to, bytes);
+    return dir_move_file(fs, b, phase, from, to, bytes);
+}
+
+/* Moves the live inode of a file (or every live inode at or below a directory) to its new path. */
+static void dir_move_inodes(struct lsmfs *fs, const char *from, size_t flen, const char *to,
+                        size_t tlen, int type, struct lsmfs_inode *ino)
+{
+    if (type == LSMFS_DIR) {
+        lsmfs_table_move_prefix(fs, from, flen, to, tlen);
+    } else if (ino) {
+        char *p = malloc(tlen + 1);
+        if (p) {
+            memcpy(p, to, tlen);
+            p[tlen] = '\0';
+            lsmfs_table_rename(fs, ino, p, tlen);
+        } else {
+            lsmfs_table_unhash(fs, ino);
+        }
+    }
+}
+
+/* A moved file's buffer is now in the engine at its new key. */
+static void dir_moved_clean(struct lsmfs_inode *ino, const struct lsmfs_meta *m)
+{
+    if (!ino || m->type == LSMFS_DIR)
+        return;
+    pthread_mutex_lock(&ino->mu);
+    ino->dirty = 0;
+    ino->m.ctime_ns = m->ctime_ns;
+    pthread_mutex_unlock(&ino->mu);
+}
+
+/* Whether the path of a lies strictly below the path of b. */
+static int dir_below(const struct rename_side *a, const struct rename_side *b)
+{
+    return a->len > b->len && a->path[b->len] == '/' && !memcmp(a->path, b->path, b->len);
+}
+
+/* What rename(2) refuses once both sides are known to differ: a directory into itself, a
+   directory over a file or the reverse, a directory over a non-empty one. */
+static int dir_rename_check(struct lsmfs *fs, const struct rename_side *s,
+                            const struct rename_side *t, int exchange)
+{
+    int has;
+    if ((s->m.type == LSMFS_DIR && dir_below(t, s)) ||
+        (exchange && t->m.type == LSMFS_DIR && dir_below(s, t)))
+        return EINVAL;
+    if (exchange || t->m.type == LSMFS_NONE)
+        return 0;
+    if (s->m.type == LSMFS_DIR && t->m.type != LSMFS_DIR)
+        return ENOTDIR;
+    if (s->m.type != LSMFS_DIR && t->m.type == LSMFS_DIR)
+        return EISDIR;
+    if (t->m.type != LSMFS_DIR)
+        return 0;
+    int err = lsmfs_dir_has_children(fs, t->path, t->len, &has);
+    return err ? err : has ? ENOTEMPTY : 0;
+}
+
+/* Writes the rename as one batch: the moves (both ways for an exchange), the delete of a target
+   replaced, and the record of a source directory that would be left empty and implicit. */
+static int dir_rename_write(struct lsmfs *fs, struct rename_side *s, struct rename_side *t,
+                            int exchange)
+{
+    size_t bytes = 0;
+    int err = 0;
+    lsm_batch *b = lsm_batch_new();
+    for (int phase = 0; phase < 2 && !err; phase++) {
+        err = dir_move(fs, b, phase, s, t, &bytes);
+        if (!err && exchange)
+            err = dir_move(fs, b, phase, t, s, &bytes);
+        else if (!err && t->m.type != LSMFS_NONE && phase == 0)
+            dir_add_delete(b, t->path, t->len, t->m.type);
+    }
+    if (!err) {
+        dir_keep_parent(b, s->parent);
+        err = lsmfs_write_batch(fs, b, 0);
+    }
+    lsm_batch_free(b);
+    return err;
+}
+
+/* The values moved were copied to their new keys: the old copies, and a file replaced, are
+   garbage for reclaim.c. */
+static void dir_rename_reclaim(struct lsmfs *fs, const struct rename_side *s,
+                               const struct rename_side *t, int exchange)
+{
+    if (s->m.type == LSMFS_DIR)
+        lsmfs_reclaim_note_tree(fs, s->path, s->len);
+    else if (s->m.size >= LSMFS_RECLAIM_MIN)
+        lsmfs_reclaim_note(fs, s->path, s->len);
+    if (t->m.type == LSMFS_DIR && exchange)
+        lsmfs_reclaim_note_tree(fs, t->path, t->len);
+    else if (t->m.type != LSMFS_NONE && t->m.type != LSMFS_DIR && t->m.size >= LSMFS_RECLAIM_MIN)
+        lsmfs_reclaim_note(fs, t->path, t->len);
+}
+
+/* After the batch: the live inodes take their new paths, and a target replaced is buried. */
+static void dir_rename_inodes(struct lsmfs *fs, struct rename_side *s, struct rename_side *t,
+                              int exchange)
+{
+    if (exchange) {
+        static const char tmp[2] = { '\0', 'x' };   /* can never be a path */
+        dir_move_inodes(fs, s->path, s->len, tmp, 2, s->m.type, s->ino);
+        dir_move_inodes(fs, t->path, t->len, s->path, s->len, t->m.type, t->ino);
+        dir_move_inodes(fs, tmp, 2, t->path, t->len, s->m.type, s->ino);
+        dir_moved_clean(t->ino, &t->m);
+    } else {
+        if (t->m.type != LSMFS_NONE)
+            dir_bury(fs, t->ino);
+        dir_move_inodes(fs, s->path, s->len, t->path, t->len, s->m.type, s->ino);
+    }
+    dir_moved_clean(s->ino, &s->m);
+}
+
+/* rename(2) of sp/sname to tp/tname, honouring RENAME_NOREPLACE and RENAME_EXCHANGE. fs->ns held
+   for writing. */
+static int dir_rename(struct lsmfs *fs, struct lsmfs_inode *sp, const char *sname,
+                     struct lsmfs_inode *tp, const char *tname, unsigned flags)
+{
+    struct rename_side s = { .parent = sp }, t = { .parent = tp };
+    int exchange = (flags & RENAME_EXCHANGE) != 0;
+    int err = dir_child(sp, sname, EINVAL, &s.path, &s.len);
+    if (!err)
+        err = dir_child(tp, tname, EINVAL, &t.path, &t.len);
+    if (!err)
+        err = dir_resolve(fs, s.path, s.len, &s.m, &s.ino);
+    if (!err && s.m.type == LSMFS_NONE)
+        err = ENOENT;
+    if (!err)
+        err = dir_resolve(fs, t.path, t.len, &t.m, &t.ino);
+    if (!err && (flags & RENAME_NOREPLACE) && t.m.type != LSMFS_NONE)
+        err = EEXIST;
+    if (!err && exchange && t.m.type == LSMFS_NONE)
+        err = ENOENT;
+    if (err || (s.len == t.len && memcmp(s.path, t.path, s.len) == 0))
+        goto out;   /* a rename onto itself does nothing */
+    if ((err = dir_rename_check(fs, &s, &t, exchange)))
+        goto out;
+    if (s.m.type == LSMFS_DIR)
+        lsmfs_table_flush_prefix(fs, s.path, s.len);
+    if (exchange && t.m.type == LSMFS_DIR)
+        lsmfs_table_flush_prefix(fs, t.path, t.len);
+    if (t.m.type != LSMFS_NONE && !exchange)
+        dir_preserve(fs, t.ino);
+    if ((err = dir_rename_write(fs, &s, &t, exchange)))
+        goto out;
+    dir_rename_reclaim(fs, &s, &t, exchange);
+    dir_rename_inodes(fs, &s, &t, exchange);
+out:
+    free(s.path);
+    free(t.path);
+    return err;
+}
+
+void lsmfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                  const char *newname, unsigned int flags)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    int err;
+    if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE) ||
+        ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    pthread_rwlock_wrlock(&fs->ns);
+    err = dir_rename(fs, lsmfs_ino(fs, parent), name, lsmfs_ino(fs, newparent), newname, flags);
+    pthread_rwlock_unlock(&fs->ns);
+    fuse_reply_err(req, err);
+}
+
+/* ---- directories ---- */
+
+/* One listing pass over directory dir: two iterators, data keys below dir and directory records
+   below dir, merged in key order. A child's position is its name for a file and its name plus '/'
+   for a directory, so the order is the key order of both streams. */
+struct dir_lister {
+    lsm_iter *di, *ri;           /* data keys, directory records; one request's, like all below */
+    const char *dpath;           /* the directory's path (borrowed; fs->ns pins it) */
+    size_t dplen;                /* strlen(dpath) */
+    char *dpre, *rpre;           /* dpath "/" (or "" for the root), "\0d" dpath "/" (or "\0d") */
+    size_t dprelen, rprelen;     /* their lengths */
+    char *kbuf;                  /* scratch for building keys */
+    size_t kcap;                 /* bytes allocated at kbuf */
+};
+
+/* pre followed by s, in the lister's scratch buffer (valid until its next use). */
+static char *dir_lister_key(struct dir_lister *l, const char *pre, size_t prelen, const char *s,
+                            size_t sl, size_t *kl)
+{
+    if (prelen + sl + 1 > l->kcap) {
+        size_t ncap = (prelen + sl + 1) * 2;
+        char *nb = realloc(l->kbuf, ncap);
+        if (!nb)
+            return NULL;
+        l->kbuf = nb;
+        l->kcap = ncap;
+    }
+    memcpy(l->kbuf, pre, prelen);
+    memcpy(l->kbuf + prelen, s, sl);
+    *kl = prelen + sl;
+    return l->kbuf;
+}
+
+/* Positions both streams at the first child at or after position s. */
+static void dir_lister_seek(struct dir_lister *l, const char *s, size_t sl, int which)
+{
+    size_t kl;
+    char *k;
+    if (which & 1) {
+        if (l->dplen == 0 && sl == 0)
+            lsm_iter_seek(l->di, "\x01", 1);   /* keys starting with NUL are reserved */
+        else if ((k = dir_lister_key(l, l->dpre, l->dprelen, s, sl, &kl)))
+            lsm_iter_seek(l->di, k, kl);
+    }
+    if ((which & 2) && (k = dir_lister_key(l, l->rpre, l->rprelen, s, sl, &kl)))
+        lsm_iter_seek(l->ri, k, kl);
+}
+
+static const char *dir_lister_suffix(lsm_iter *it, const char *pre, size_t prelen, size_t *sl)
+{
+    if (!lsm_iter_valid(it))
+        return NULL;
+    size_t n;
+    const char *k = lsm_iter_key(it, &n);
+    if (n < prelen || memcmp(k, pre, prelen) != 0)
+        return NULL;
+    *sl = n - prelen;
+    return k + prelen;
+}
+
+/* Next child: its name (copied to name, NUL-terminated) and whether it is a directory. Fills
+   next/nextlen with the position after it (the cursor). Returns 0 with *end set at the end, or an
+   errno. */
+static int dir_lister_next(struct lsmfs *fs, struct dir_lister *l, char *name, int *isdir,
+                           char *next,
+                       size_t *nextlen, int *end)
+{
+    *end = 0;
+    for (;;) {
+        size_t dsl = 0, rsl = 0;
+        const char *ds = dir_lister_suffix(l->di, l->dpre, l->dprelen, &dsl);
+        const char *rs = dir_lister_suffix(l->ri, l->rpre, l->rprelen, &rsl);
+        if (l->dplen == 0 && ds && dsl > 0 && ds[0] == '\0')
+            ds = NULL;   /* root listing reached the reserved namespace (cannot happen) */
+        if (!ds && !rs) {
+            int rc = lsm_iter_status(l->di);
+            if (rc == LSM_OK)
+                rc = lsm_iter_status(l->ri);
+            *end = 1;
+            return rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "list", l->dpath);
+        }
+        const char *s = ds;
+        size_t sl = dsl;
+        if (!ds || (rs && lsmfs_key_cmp(rs, rsl, ds, dsl) < 0)) {
+            s = rs;
+            sl = rsl;
+        }
+        const char *slash = memchr(s, '/', sl);
+        size_t nl = slash ? (size_t)(slash - s) : sl;
+        int ok = lsmfs_name_check(s, nl) == 0;
+        if (ok) {
+            memcpy(name, s, nl);
+            name[nl] = '\0';
+        }
+        if (slash) {
+            /* a directory: skip everything below it in both streams */
+            memcpy(next, s, nl);
+            next[nl] = '0';   /* '/' + 1 */
+            *nextlen = nl + 1;
+            dir_lister_seek(l, next, *nextlen, (ds ? 1 : 0) | (rs ? 2 : 0));
+            *isdir = 1;
+        } else {
+            memcpy(next, s, nl);
+            next[nl] = '\0';   /* the key right after this one */
+            *nextlen = nl + 1;
+            if (s == ds)
+                lsm_iter_next(l->di);
+            else
+                lsm_iter_next(l->ri);
+            *isdir = 0;
+            if (s == rs)
+                ok = 0;   /* a directory record without '/': not ours */
+        }
+        if (!ok)
+            continue;
+        if (*isdir && l->dplen + 1 + nl <= LSMFS_PATH_MAX) {
+            /* a file of the same name hides this directory (and was listed already) */
+            uint64_t sz;
+            size_t kl;
+            char *k = dir_lister_key(l, l->dpre, l->dprelen, name, nl, &kl);
+            if (k && lsm_get_size(fs->db, k, kl, &sz) == LSM_OK)
+                continue;
+        }
+        return 0;
+    }
+}
+
+static int dir_lister_open(struct lsmfs *fs, struct dir_lister *l, struct lsmfs_inode *dir)
+{
+    memset(l, 0, sizeof *l);
+    l->dpath = dir->path;
+    l->dplen = dir->plen;
+    if (dir->plen) {
+        l->dpre = lsmfs_key(0, dir->path, dir->plen, 1, &l->dprelen);
+        l->rpre = lsmfs_key('d', dir->path, dir->plen, 1, &l->rprelen);
+    } else {
+        l->dpre = strdup("");
+        l->rpre = lsmfs_key('d', "", 0, 0, &l->rprelen);
+    }
+    if (!l->dpre || !l->rpre)
+        return ENOMEM;
+    int rc = lsm_iter_new(fs->db, &l->di);
+    if (rc == LSM_OK)
+        rc = lsm_iter_new(fs->db, &l->ri);
+    return rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "list", dir->path);
+}
+
+static void dir_lister_close(struct dir_lister *l)
+{
+    lsm_iter_free(l->di);
+    lsm_iter_free(l->ri);
+    free(l->dpre);
+    free(l->rpre);
+    free(l->kbuf);
+}
+
+void lsmfs_opendir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
+{
+    struct lsmfs_dirh *d = calloc(1, sizeof *d);
+    if (!d) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    pthread_mutex_init(&d->mu, NULL);
+    fi->fh = (uint64_t)(uintptr_t)d;
+    /* Every change to a directory comes through this mount, and the kernel drops its cached
+       listing of a directory whenever it creates, removes or renames an entry in it: so the kernel
+       may keep listings and answer repeated readdirs without asking us. */
+    fi->cache_readdir = 1;
+    fi->keep_cache = 1;
+    if (fuse_reply_open(req, fi) != 0) {
+        pthread_mutex_destroy(&d->mu);
+        free(d);
+    }
+}
+
+void lsmfs_releasedir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
+{
+    struct lsmfs_dirh *d = (struct lsmfs_dirh *)(uintptr_t)fi->fh;
+    pthread_mutex_destroy(&d->mu);
+    free(d->cursor);
+    free(d);
+    fuse_reply_err(req, 0);
+}
+
+/* Whether the file name in dir is a symlink (for d_type): reads its attribute record. */
+static int dir_is_symlink(struct lsmfs *fs, struct lsmfs_inode *dir, const char *name)
+{
+    struct lsmfs_meta m;
+    size_t plen, kl;
+    void *v;
+    size_t vl;
+    int lnk = 0;
+    char *path = NULL;
+    char *k = lsmfs_child_path(dir, name, &path, &plen) == 0 ? lsmfs_key('a', path, plen, 0, &kl)
+                                                               : NULL;
+    if (k && lsm_get(fs->db, k, kl, &v, &vl) == LSM_OK) {
+        lnk = lsmfs_meta_decode(v, vl, &m) == 0 && m.type == LSMFS_LNK;
+        free(v);
+    }
+    free(k);
+    free(path);
+    return lnk;
+}
+
+/* One READDIR or READDIRPLUS request: the reply being filled. Belongs to that request. */
+struct dir_fill {
+    fuse_req_t req;
+    struct lsmfs *fs;
+    struct lsmfs_inode *dir;     /* the directory listed */
+    int     plus;                /* READDIRPLUS: entries carry attributes and a lookup reference */
+    char   *buf;                 /* the reply, size bytes */
+    size_t  size, pos;           /* capacity of buf, bytes used */
+};
+
+/* What a plain READDIR says of an entry: its type, and an st_ino made from its name (the kernel
+   asks LOOKUP for the real one). "." and ".." show the directory itself. */
+static void dir_plain_stat(struct dir_fill *f, const char *nm, int isdir, int is_dot,
+                           struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    st->st_mode = isdir ? S_IFDIR : S_IFREG;
+    if (is_dot) {
+        pthread_mutex_lock(&f->dir->mu);
+        lsmfs_meta_to_stat(f->dir, st);
+        pthread_mutex_unlock(&f->dir->mu);
+    } else {
+        st->st_ino = (XXH3_64bits(nm, strlen(nm)) ^ f->dir->stino) | (1ull << 63);
+        if (!isdir && dir_is_symlink(f->fs, f->dir, nm))
+            st->st_mode = S_IFLNK;
+    }
+}
+
+/* Adds the entry nm, at offset off, to the reply; sets *full instead when it does not fit. An
+   entry READDIRPLUS cannot look up any more (hidden or gone) is left out. */
+static int dir_fill_entry(struct dir_fill *f, const char *nm, int isdir, int is_dot, off_t off,
+                          int *full)
+{
+    struct fuse_entry_param e;
+    size_t need = f->plus ? fuse_add_direntry_plus(f->req, NULL, 0, nm, NULL, 0)
+                          : fuse_add_direntry(f->req, NULL, 0, nm, NULL, 0);
+    if (f->pos + need > f->size) {
+        *full = 1;
+        return 0;
+    }
+    if (f->plus && !is_dot) {
+        struct lsmfs_inode *ino;
+        int err = lsmfs_dir_lookup(f->fs, f->dir, nm, &ino);
+        if (err)
+            return err == ENOENT ? 0 : err;
+        lsmfs_fill_entry(f->fs, ino, &e);
+    } else {
+        memset(&e, 0, sizeof e);
+        dir_plain_stat(f, nm, isdir, is_dot, &e.attr);
+    }
+    if (f->plus)
+        f->pos += fuse_add_direntry_plus(f->req, f->buf + f->pos, f->size - f->pos, nm, &e, off);
+    else
+        f->pos += fuse_add_direntry(f->req, f->buf + f->pos, f->size - f->pos, nm, &e.attr, off);
+    return 0;
+}
+
+/* A fresh listing, or a seekdir elsewhere: the handle starts over. d->mu held. */
+static void dir_handle_reset(struct lsmfs_dirh *d)
+{
+    free(d->cursor);
+    d->cursor = NULL;
+    d->clen = 0;
+    d->next_off = 0;
+    d->eof = 0;
+}
+
+/* The listing resumes after the entry whose cursor is next. d->mu held. */
+static int dir_handle_advance(struct lsmfs_dirh *d, const char *next, size_t nextlen)
+{
+    char *c = realloc(d->cursor, nextlen);
+    if (!c)
+        return ENOMEM;
+    memcpy(c, next, nextlen);
+    d->cursor = c;
+    d->clen = nextlen;
+    return 0;
+}
+
+/* Fills f from where handle d stands ("." and ".." first, then the lister's children), passing
+   over skip entries first, until the reply is full or the directory ends. d->mu and fs->ns held. */
+static int dir_fill(struct dir_fill *f, struct lsmfs_dirh *d, off_t skip)
+{
+    struct dir_lister l;
+    char name[LSMFS_NAME_MAX + 1], next[LSMFS_NAME_MAX + 2];
+    size_t nextlen = 0;
+    int isdir = 0, end = 0, full = 0;
+    int err = dir_lister_open(f->fs, &l, f->dir);
+    if (!err)
+        dir_lister_seek(&l, d->cursor ? d->cursor : "", d->clen, 3);
+    while (!err) {
+        int is_dot = d->next_off < 2;
+        const char *nm = d->next_off == 0 ? "." : "..";
+        if (is_dot)
+            isdir = 1;
+        else if ((err = dir_lister_next(f->fs, &l, name, &isdir, next, &nextlen, &end)) || end)
+            break;
+        else
+            nm = name;
+        if (skip > 0)
+            skip--;
+        else if ((err = dir_fill_entry(f, nm, isdir, is_dot, d->next_off + 1, &full)) || full)
+            break;   /* full: this entry comes first next time */
+        d->next_off++;
+        if (!is_dot)
+            err = dir_handle_advance(d, next, nextlen);
+    }
+    if (!err && end)
+        d->eof = 1;
+    dir_lister_close(&l);
+    return err;
+}
+
+/* READDIR and READDIRPLUS: a listing resumes at the handle's cursor when the kernel asks for the
+   offset that follows the last entry returned, and starts over otherwise. */
+static void dir_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
+                       struct fuse_file_info *fi, int plus)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_dirh *d = (struct lsmfs_dirh *)(uintptr_t)fi->fh;
+    struct dir_fill f = { .req = req, .fs = fs, .dir = lsmfs_ino(fs, n), .plus = plus,
+                          .buf = malloc(size), .size = size };
+    int err = 0;
+    if (!f.buf) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    pthread_rwlock_rdlock(&fs->ns);
+    pthread_mutex_lock(&d->mu);
+    if (off == 0 || off != d->next_off)
+        dir_handle_reset(d);
+    if (!d->eof)
+        err = dir_fill(&f, d, off - d->next_off);
+    pthread_mutex_unlock(&d->mu);
+    pthread_rwlock_unlock(&fs->ns);
+    if (err && f.pos == 0)
+        fuse_reply_err(req, err);
+    else
+        fuse_reply_buf(req, f.buf, f.pos);
+    free(f.buf);
+}
+
+void lsmfs_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
+                          struct fuse_file_info *fi)
+{
+    dir_readdir(req, n, size, off, fi, 0);
+}
+
+void lsmfs_readdirplus(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
+                              struct fuse_file_info *fi)
+{
+    dir_readdir(req, n, size, off, fi, 1);
+}
+
+void lsmfs_fsyncdir(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_file_info *fi)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    int rc = lsm_sync(fs->db);
+    fuse_reply_err(req, rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "sync", "directory"));
+}
