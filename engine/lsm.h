@@ -139,8 +139,10 @@ LSM_API int  lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_
 LSM_API int  lsm_get_size(lsm_db *db, const void *key, size_t klen, uint64_t *vlen);
 
 /* Copies at most n bytes of the key's value starting at byte off into buf; *nread is how many were
-   copied (0 at or past the end) and *vlen (may be NULL) the value's full length. Reads only what it
-   must when the value sits in a blob file. */
+   copied (0 at or past the end) and *vlen (may be NULL) the value's full length. It copies no more
+   than the range, wherever the value is: a value in a memtable is copied from in place, one in a
+   blob file is read by range, and one in a table is read with its data block (values at least
+   blob_threshold long never sit in a table block). */
 LSM_API int  lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *buf, size_t n,
                    size_t *nread, uint64_t *vlen);
 

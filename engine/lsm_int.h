@@ -144,6 +144,23 @@ int ikey_cmp(slice a, slice b);
 /* Appends ukey + trailer(seq, type) to b. */
 void ikey_build(buf *b, const void *ukey, size_t n, uint64_t seq, int type);
 
+/* ---- values found by a lookup ---- */
+/* Where a lookup puts the value it finds. With no range (NULL) it takes a malloc'd copy of the
+   whole stored value. With a range, a plain value gives only its bytes [off, off + n), copied into
+   buf (r->copied says how many), so that a small read of a large value never copies the rest; a
+   blob reference, being small, is still copied whole (the caller reads the range from the blob). */
+typedef struct value_range {
+    uint64_t off;               /* first byte wanted */
+    void *buf;                  /* where they go: room for n bytes */
+    size_t n;                   /* bytes wanted */
+    size_t copied;              /* set by value_take: bytes copied (0 at or past the end) */
+} value_range;
+
+/* Takes stored value v of entry type `type` as r says: *val and *vlen get the malloc'd copy, or
+   (range, plain value) *val NULL and *vlen the value's full length. -1 if a copy could not be
+   allocated (nothing changed), else 0. */
+int value_take(value_range *r, slice v, int type, void **val, size_t *vlen);
+
 /* ---- errors ---- */
 /* Formats a message into err (LSM_ERRLEN bytes; may be NULL) and returns code. */
 int err_set(char *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

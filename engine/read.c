@@ -42,11 +42,12 @@ void read_view_put(read_view *rv)
     memset(rv, 0, sizeof *rv);
 }
 
-/* The core lookup: LSM_OK with a malloc'd copy of the stored value (a blob reference when *type
-   is LSM_TYPE_BLOB), or LSM_NOTFOUND, or an error. The caller releases rv with read_view_put only
-   after it has read any blob the value points to: the pinned version keeps the blob file alive. */
-static int read_lookup(lsm_db *db, read_view *rv, const void *key, size_t klen, void **val,
-                       size_t *vlen, int *type, char *err)
+/* The core lookup: LSM_OK with the stored value taken as value_take says with r (r NULL: a
+   malloc'd copy of it, which is a blob reference when *type is LSM_TYPE_BLOB), or LSM_NOTFOUND,
+   or an error. The caller releases rv with read_view_put only after it has read any blob the value
+   points to: the pinned version keeps the blob file alive. */
+static int read_lookup(lsm_db *db, read_view *rv, const void *key, size_t klen, value_range *r,
+                       void **val, size_t *vlen, int *type, char *err)
 {
     read_view_get(db, rv);
     int found = 0, rc = LSM_OK;
@@ -55,15 +56,14 @@ static int read_lookup(lsm_db *db, read_view *rv, const void *key, size_t klen, 
     for (int i = 0; i < 2 && !found; i++) {
         if (mts[i] && memtable_get(mts[i], key, klen, rv->snap, type, &s)) {
             found = 1;
-            if (*type == LSM_TYPE_VALUE) {
-                *val = xmemdup(s.p, s.n);
-                *vlen = s.n;
-            }
+            /* The entry stays in the memtable while rv pins it: only what r asks for is copied. */
+            if (*type == LSM_TYPE_VALUE && value_take(r, s, *type, val, vlen) != 0)
+                return err_set(err, LSM_NOMEM, "cannot allocate %zu bytes for a value", s.n);
         }
     }
     if (!found) {
         table_probe_stats ps;
-        rc = table_cache_get(&db->tables, rv->v, key, klen, rv->snap, &found, type, val, vlen,
+        rc = table_cache_get(&db->tables, rv->v, key, klen, rv->snap, &found, type, r, val, vlen,
                              &ps, err);
         /* Two tables probed past their filters for one key: the first was searched in vain. */
         if (ps.probes >= 2 && db->opt.background_compaction)
@@ -85,7 +85,7 @@ int lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen)
     char err[LSM_ERRLEN] = "";
     int type = LSM_TYPE_VALUE;
     read_view rv;
-    int rc = read_lookup(db, &rv, key, klen, val, vlen, &type, err);
+    int rc = read_lookup(db, &rv, key, klen, NULL, val, vlen, &type, err);
     if (rc == LSM_OK && type == LSM_TYPE_BLOB) {
         rc = blob_set_resolve(&db->blobs, val, vlen, err);
         if (rc != LSM_OK) {
@@ -119,26 +119,23 @@ int lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *
     size_t len = 0;
     int type = LSM_TYPE_VALUE;
     read_view rv;
-    int rc = read_lookup(db, &rv, key, klen, &v, &len, &type, err);
+    /* A plain value gives only the range; a blob reference comes whole and the range is read
+       from the blob file. Either way no more than the range is copied. */
+    value_range r = { off, buf, n, 0 };
+    int rc = read_lookup(db, &rv, key, klen, &r, &v, &len, &type, err);
+    uint64_t full = len, m = r.copied;
+    if (rc == LSM_OK && type == LSM_TYPE_BLOB) {
+        uint64_t number, boff;
+        rc = blob_set_ref_decode(&db->blobs, (slice){ v, len }, &number, &boff, &full, err);
+        m = off < full ? (full - off < n ? full - off : n) : 0;
+        if (rc == LSM_OK && m)
+            rc = blob_set_read(&db->blobs, (slice){ v, len }, off, buf, (size_t)m, &full, err);
+    }
     if (rc == LSM_OK) {
-        uint64_t full = len, m = 0;
-        if (type == LSM_TYPE_BLOB) {
-            uint64_t number, boff;
-            rc = blob_set_ref_decode(&db->blobs, (slice){ v, len }, &number, &boff, &full, err);
-            m = off < full ? (full - off < n ? full - off : n) : 0;
-            if (rc == LSM_OK && m)
-                rc = blob_set_read(&db->blobs, (slice){ v, len }, off, buf, (size_t)m, &full, err);
-        } else {
-            m = off < full ? (full - off < n ? full - off : n) : 0;
-            if (m)
-                memcpy(buf, (uint8_t *)v + off, (size_t)m);
-        }
-        if (rc == LSM_OK) {
-            if (nread)
-                *nread = (size_t)m;
-            if (vlen)
-                *vlen = full;
-        }
+        if (nread)
+            *nread = (size_t)m;
+        if (vlen)
+            *vlen = full;
     }
     read_view_put(&rv);
     free(v);

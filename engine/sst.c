@@ -1296,7 +1296,7 @@ int sst_may_contain_hash(sst *t, uint64_t hash)
 }
 
 int sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, int *type,
-            void **val, size_t *vlen, char *err)
+            value_range *r, void **val, size_t *vlen, char *err)
 {
     *found = 0;
     uint8_t stack[256];
@@ -1326,15 +1326,9 @@ int sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, i
                 if (ty != LSM_TYPE_VALUE && ty != LSM_TYPE_DELETE && ty != LSM_TYPE_BLOB) {
                     rc = sst_corrupt(t, err, ie->off, "unknown entry type");
                 } else if (ty != LSM_TYPE_DELETE) {
-                    void *v = malloc(dc.val.n ? dc.val.n : 1);
-                    if (!v) {
+                    if (value_take(r, dc.val, ty, val, vlen) != 0)
                         rc = err_set(err, LSM_NOMEM, "%s: no memory for a %zu-byte value",
                                      t->path, dc.val.n);
-                    } else {
-                        memcpy(v, dc.val.p, dc.val.n);
-                        *val = v;
-                        *vlen = dc.val.n;
-                    }
                 }
                 if (rc == LSM_OK) {
                     *found = 1;

@@ -44,10 +44,11 @@ int  sst_open(lsm_env *env, const char *path, uint64_t file_size, cache *block_c
 void sst_close(sst *t);                                 /* accepts NULL; no iterator may remain */
 
 /* Finds the newest entry for ukey with sequence <= snap. *found = 1 with *type set and, unless
-   the entry is a delete, *val (malloc'd copy: caller frees) and *vlen; *found = 0 if none. It does
-   not consult the bloom filter: callers ask sst_may_contain(_hash) first, once. */
+   the entry is a delete, the value taken as value_take says (r NULL: *val a malloc'd copy, caller
+   frees); *found = 0 if none. It does not consult the bloom filter: callers ask
+   sst_may_contain(_hash) first, once. */
 int  sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, int *type,
-             void **val, size_t *vlen, char *err);
+             value_range *r, void **val, size_t *vlen, char *err);
 /* Whether the bloom filter admits ukey (1 when there is no filter). */
 int  sst_may_contain(sst *t, const void *ukey, size_t uklen);
 /* The same with hash = sst_key_hash(ukey): a lookup through several tables hashes once. */

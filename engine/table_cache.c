@@ -279,8 +279,8 @@ static int probe_candidates(const version *v, const void *key, size_t klen, prob
 }
 
 int table_cache_get(table_cache *tc, const version *v, const void *key, size_t klen, uint64_t snap,
-                    int *found, int *type, void **val, size_t *vlen, table_probe_stats *ps,
-                    char *err)
+                    int *found, int *type, value_range *r, void **val, size_t *vlen,
+                    table_probe_stats *ps, char *err)
 {
     /* The candidates are opened and their filter lines asked for together before the first is
        tested. A table that fails to open ends the batch there: the loop below opens it again
@@ -309,7 +309,7 @@ int table_cache_get(table_cache *tc, const version *v, const void *key, size_t k
             break;
         if (!sst_may_contain_hash(p->t, hash))
             continue;
-        rc = sst_get(p->t, key, klen, snap, found, type, val, vlen, err);
+        rc = sst_get(p->t, key, klen, snap, found, type, r, val, vlen, err);
         if (ps->probes++ == 0) {
             ps->first = p->f;
             ps->first_level = p->level;

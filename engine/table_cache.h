@@ -43,10 +43,11 @@ typedef struct table_probe_stats {
 } table_probe_stats;
 
 /* Looks user key `key` up at sequence snap in v's tables, newest first: *found is set when a
-   version of it was found (*type LSM_TYPE_VALUE, _BLOB or _DELETE; *val a malloc'd copy of the
-   stored value unless a delete). *ps says which tables were probed in vain, for seek charging. */
+   version of it was found (*type LSM_TYPE_VALUE, _BLOB or _DELETE; unless a delete, the stored
+   value taken as value_take says with r). *ps says which tables were probed in vain, for seek
+   charging. */
 int  table_cache_get(table_cache *tc, const version *v, const void *key, size_t klen, uint64_t snap,
-                     int *found, int *type, void **val, size_t *vlen, table_probe_stats *ps,
-                     char *err);
+                     int *found, int *type, value_range *r, void **val, size_t *vlen,
+                     table_probe_stats *ps, char *err);
 
 #endif /* LSM_TABLE_CACHE_H */

@@ -224,6 +224,29 @@ int err_errno(char *err, int neg_errno, const char *what, const char *path)
     return err_set(err, code, "%s %s: %s", what, path, strerror(e));
 }
 
+int value_take(value_range *r, slice v, int type, void **val, size_t *vlen)
+{
+    if (r && type == LSM_TYPE_VALUE) {
+        size_t m = 0;
+        if (r->off < v.n)
+            m = v.n - r->off < r->n ? (size_t)(v.n - r->off) : r->n;
+        if (m)
+            memcpy(r->buf, v.p + r->off, m);
+        r->copied = m;
+        *val = NULL;
+        *vlen = v.n;
+        return 0;
+    }
+    void *p = malloc(v.n ? v.n : 1);
+    if (!p)
+        return -1;
+    if (v.n)
+        memcpy(p, v.p, v.n);
+    *val = p;
+    *vlen = v.n;
+    return 0;
+}
+
 int u64_cmp(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;

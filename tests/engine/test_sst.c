@@ -188,7 +188,7 @@ static int check_gets(sst *t, const ents *es, int tolerate_corrupt, char *err)
         int found = -1, type = -1;
         void *v = NULL;
         size_t vn = 0;
-        int rc = sst_get(t, ik.p, ik.n - LSM_TRAILER, ikey_seq(ik), &found, &type, &v, &vn, err);
+        int rc = sst_get(t, ik.p, ik.n - LSM_TRAILER, ikey_seq(ik), &found, &type, NULL, &v, &vn, err);
         if (rc == LSM_CORRUPT && tolerate_corrupt)
             return rc;
         if (rc)
@@ -234,7 +234,7 @@ static void expect_not_found(sst *t, const void *uk, size_t n, uint64_t snap)
     int found = -1, type;
     void *v;
     size_t vn;
-    int rc = sst_get(t, uk, n, snap, &found, &type, &v, &vn, err);
+    int rc = sst_get(t, uk, n, snap, &found, &type, NULL, &v, &vn, err);
     if (rc)
         fail_msg("get: %s", err);
     assert_int_equal(found, 0);
@@ -404,7 +404,7 @@ static void check_versions(sst *t, cache *c, int check_one_block)
         int found = -1, type = -1;
         void *v = NULL;
         size_t vn = 0;
-        int rc = sst_get(t, "key", 3, snap, &found, &type, &v, &vn, err);
+        int rc = sst_get(t, "key", 3, snap, &found, &type, NULL, &v, &vn, err);
         if (rc)
             fail_msg("get @%llu: %s", (unsigned long long)snap, err);
         cache_stats(c, &h1, &m1);
@@ -974,7 +974,7 @@ static void test_malformed_blocks_with_valid_checksums(void **state)
                 int found, type;
                 void *v = NULL;
                 size_t vn;
-                int rc = sst_get(t, ik.p, ik.n - 8, LSM_MAX_SEQ, &found, &type, &v, &vn, err);
+                int rc = sst_get(t, ik.p, ik.n - 8, LSM_MAX_SEQ, &found, &type, NULL, &v, &vn, err);
                 assert_true(rc == LSM_OK || rc == LSM_CORRUPT);
                 if (rc == LSM_OK && found && type != LSM_TYPE_DELETE)
                     free(v);
@@ -1069,7 +1069,7 @@ static void test_malformed_index_with_valid_checksum(void **state)
             int found, type;
             void *v = NULL;
             size_t vn;
-            rc = sst_get(t, ik.p, ik.n - 8, LSM_MAX_SEQ, &found, &type, &v, &vn, err);
+            rc = sst_get(t, ik.p, ik.n - 8, LSM_MAX_SEQ, &found, &type, NULL, &v, &vn, err);
             assert_true(rc == LSM_OK || rc == LSM_CORRUPT);
             if (rc == LSM_OK && found && type != LSM_TYPE_DELETE)
                 free(v);
@@ -1128,7 +1128,7 @@ static void *reader(void *p)
         int found, type;
         void *v;
         size_t vn;
-        if (sst_get(a->t, e->ik, e->ikn - 8, LSM_MAX_SEQ, &found, &type, &v, &vn, err) != LSM_OK
+        if (sst_get(a->t, e->ik, e->ikn - 8, LSM_MAX_SEQ, &found, &type, NULL, &v, &vn, err) != LSM_OK
             || !found || vn != e->vn || memcmp(v, e->v, vn) != 0)
             abort();
         free(v);
