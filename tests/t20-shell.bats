@@ -358,6 +358,23 @@ sst_list() {
     assert_eq "$(ls "$MNT" | wc -l)" 2
 }
 
+@test "a large file just written is read by range: 4 KiB reads do not copy the whole value" {
+    [ -w "/proc/$LSMFS_PID/clear_refs" ] || skip "no /proc/PID/clear_refs here"
+    head -c $((60 << 20)) /dev/urandom >"$T/big"
+    cp "$T/big" "$MNT/big"
+    hwm() { awk '/^VmHWM:/ { print $2 * 1024 }' "/proc/$LSMFS_PID/status"; }
+    echo 5 >"/proc/$LSMFS_PID/clear_refs"      # the peak is now what is resident
+    before=$(hwm)
+    for skip in 0 1000 5000 9000 15000; do
+        dd if="$MNT/big" of="$T/piece" bs=4096 skip=$skip count=4 iflag=direct status=none
+        cmp "$T/piece" <(dd if="$T/big" bs=4096 skip=$skip count=4 status=none)
+    done
+    grew=$(($(hwm) - before))
+    # Copying the value whole for a read would add its 60 MiB at once.
+    [ "$grew" -lt $((16 << 20)) ] || { echo "the daemon's peak grew by $grew bytes"; false; }
+    cmp "$T/big" "$MNT/big"
+}
+
 @test "writes at offsets with gaps read as zeros (dd seek=)" {
     printf 'A' | dd of="$MNT/sparse" bs=1 seek=0 conv=notrunc status=none
     printf 'B' | dd of="$MNT/sparse" bs=1 seek=300000 conv=notrunc status=none
