@@ -128,7 +128,10 @@ struct lsmfs {
     size_t   dirty_limit;        /* budget of content buffers, bytes */
     int      compression;        /* LSM_COMPRESSION_* */
     int      sync_mode;          /* LSMFS_SYNC_* */
-    int      writeback, kernel_cache; /* the kernel's writeback and page caches are used */
+    int      writeback, kernel_cache; /* the kernel's writeback cache is used; its page cache
+                                      keeps a file's pages across opens */
+    int      close_to_open;      /* strict mode: a read-only descriptor sees the last flushed
+                                    version, never a writer's pending bytes (direct I/O) */
     int      foreground;         /* not detached: messages go to stderr */
     double   timeout;            /* entry/attr timeout, seconds */
 

@@ -33,7 +33,7 @@ struct cmdline {
     char *datadir, *mountpoint;  /* the positionals, as given; malloc'd */
     char *memtable_size, *cache_size, *compression, *sync, *max_file_size, *dirty_limit,
          *timeout;               /* -o values not parsed yet; malloc'd, NULL when absent */
-    int writeback, kernel_cache; /* -o flags */
+    int writeback, kernel_cache, close_to_open; /* -o flags */
     int show_help, show_version, has_fsname; /* -h, -V, -o fsname= seen */
 };
 
@@ -52,6 +52,8 @@ static const struct fuse_opt spec[] = {
     { "nowriteback", offsetof(struct cmdline, writeback), 0 },
     { "kernel_cache", offsetof(struct cmdline, kernel_cache), 1 },
     { "nokernel_cache", offsetof(struct cmdline, kernel_cache), 0 },
+    { "close_to_open", offsetof(struct cmdline, close_to_open), 1 },
+    { "noclose_to_open", offsetof(struct cmdline, close_to_open), 0 },
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
     FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -123,9 +125,10 @@ static void main_usage(FILE *f)
 "    -o dirty_limit=SIZE    memory for files being written (default 256M, at least\n"
 "                           max_file_size)\n"
 "    -o timeout=SECONDS     kernel cache time for names and attributes (default 3600)\n"
-"    -o kernel_cache        keep file pages in the kernel's cache (faster reads, mmap;\n"
-"                           readers may see a writer's bytes before it closes)\n"
+"    -o kernel_cache        keep file pages in the kernel's cache across opens\n"
 "    -o writeback           kernel_cache plus the kernel's writeback cache\n"
+"    -o close_to_open       strict mode: a reader sees the last flushed version, not a\n"
+"                           writer's unflushed bytes (no shared mmap)\n"
 "    SIZE takes a K, M or G suffix (powers of 1024).\n"
 "\n");
 }
@@ -183,6 +186,13 @@ static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
     fs->sync_mode = LSMFS_SYNC_FSYNC;
     fs->writeback = c->writeback;
     fs->kernel_cache = c->kernel_cache || c->writeback;
+    fs->close_to_open = c->close_to_open;
+    if (fs->close_to_open && fs->kernel_cache) {
+        fprintf(stderr, "lsmfs: close_to_open cannot be combined with %s: the kernel's page "
+                        "cache shows every reader the newest bytes\n",
+                c->writeback ? "writeback" : "kernel_cache");
+        return -1;
+    }
     if ((c->memtable_size &&
          main_parse_size("memtable_size", c->memtable_size, &fs->memtable_size)) ||
         (c->cache_size && main_parse_size("cache_size", c->cache_size, &fs->cache_size)) ||

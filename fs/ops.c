@@ -5,10 +5,14 @@
  * What: reads go to the engine (lsm_get_range: a read never copies the whole value) unless the file
  * is being written, in which case its whole content sits in the inode's buffer (inode.c) and is
  * written back as one batch on flush, fsync, last close, or when the buffer budget is exceeded.
+ * Visibility is POSIX: every descriptor reads the buffer while it exists, and the kernel's page
+ * cache is one view of the file for all of them, so shared mappings work. The close_to_open mode
+ * instead gives read-only descriptors the last flushed version (direct I/O, and a copy kept for
+ * open readers when a write-back replaces it).
  *
- * Why so: the kernel caches entries and attributes for fs->timeout seconds and pages across opens
- * (keep_cache); that is safe because this daemon is the only writer of the database while mounted
- * and every change goes through the kernel.
+ * Why so: the kernel caches entries and attributes for fs->timeout seconds, and pages across opens
+ * with kernel_cache (keep_cache); that is safe because this daemon is the only writer of the
+ * database while mounted and every change goes through the kernel.
  *
  * Never: reply twice or not at all to a request (each callback ends in exactly one fuse_reply_*);
  * hold an inode mutex while taking fs->ns; let a request on an unlinked file write its old key.
@@ -259,7 +263,7 @@ static int ops_open_handle(struct lsmfs *fs, struct lsmfs_inode *ino, struct fus
         }
         h->wrote = 1;
     }
-    if (!ops_writable(fi->flags) && !fs->kernel_cache) {
+    if (!ops_writable(fi->flags) && fs->close_to_open) {
         pthread_mutex_lock(&ino->mu);
         h->rnext = ino->readers;
         if (ino->readers)
@@ -269,15 +273,19 @@ static int ops_open_handle(struct lsmfs *fs, struct lsmfs_inode *ino, struct fus
     }
     fi->fh = (uint64_t)(uintptr_t)h;
     ops_handle_link(fs, h);
-    if (fs->kernel_cache) {
-        fi->keep_cache = 1;   /* this daemon is the only writer: pages stay valid across opens */
-    } else {
+    if (fs->close_to_open) {
         /* The kernel keeps one size and one page cache per inode, so it cannot show a writer its
            pending bytes and a reader the last flushed value: every read comes here instead. */
         fi->direct_io = 1;
-        if (!ops_writable(fi->flags))
-            fi->noflush = 1;   /* nothing to write back: spare the FLUSH request */
+    } else {
+        /* The page cache is one view of the file for every descriptor, as on a local file
+           system: a reader sees a writer's bytes at once, and shared mappings work. Without
+           kernel_cache the pages are dropped at open; with it they stay (this daemon is the only
+           writer, and every change comes through the kernel). */
+        fi->keep_cache = fs->kernel_cache;
     }
+    if (!ops_writable(fi->flags))
+        fi->noflush = 1;   /* nothing to write back: spare the FLUSH request */
     return 0;
 }
 
@@ -383,14 +391,15 @@ static void lsmfs_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
     pthread_rwlock_rdlock(&fs->ns);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
     pthread_mutex_lock(&ino->mu);
-    /* close-to-open: a read-only descriptor sees the last flushed value (or, once the file is
-       unlinked, what it held then); a descriptor open for writing sees the pending bytes */
+    /* The pending bytes, when the file is being written, are its content. Only in close_to_open
+       mode does a read-only descriptor see the last flushed value instead (or, once the file is
+       unlinked, what it held then). */
     const char *src = NULL;
     size_t srclen = 0;
     if (h->snap) {
         src = h->snap->data;
         srclen = h->snap->len;
-    } else if (ino->data && (ops_writable(h->flags) || ino->deleted || fs->kernel_cache)) {
+    } else if (ino->data && (ops_writable(h->flags) || ino->deleted || !fs->close_to_open)) {
         src = ino->data;
         srclen = ino->m.size;
     }

@@ -34,7 +34,7 @@ require_fuse() {
 # the man page says trades that guarantee away.
 require_strict_close_to_open() {
     case " ${LSMFS_TEST_OPTS:-} " in
-    *kernel_cache* | *writeback*) skip "close-to-open for readers is not promised with $LSMFS_TEST_OPTS" ;;
+    *kernel_cache* | *writeback*) skip "close_to_open does not combine with $LSMFS_TEST_OPTS" ;;
     esac
 }
 

@@ -375,6 +375,71 @@ sst_list() {
     cmp "$T/big" "$MNT/big"
 }
 
+@test "a new descriptor sees a writer's unclosed bytes: size and content agree (POSIX, as ext4)" {
+    python3 - "$MNT" <<'PY'
+import os, sys
+m = sys.argv[1]
+early = os.open(m + "/t", os.O_RDONLY | os.O_CREAT, 0o644)     # opened before the writes
+fd = os.open(m + "/t", os.O_RDWR | os.O_TRUNC)
+os.write(fd, b"hello world")
+r = os.open(m + "/t", os.O_RDONLY)
+assert os.fstat(r).st_size == 11, os.fstat(r).st_size
+assert os.read(r, 99) == b"hello world"
+assert os.pread(early, 99, 0) == b"hello world"
+os.pwrite(fd, b"W", 0)
+os.write(fd, b"!" * 100000)                    # grows past what the first reads saw
+assert os.pread(r, 6, 0) == b"Wello "
+assert os.fstat(r).st_size == 100011
+assert len(os.pread(early, 200000, 0)) == 100011
+for x in (fd, r, early):
+    os.close(x)
+assert open(m + "/t", "rb").read() == b"Wello world" + b"!" * 100000
+PY
+}
+
+@test "shared mmap on the default mount: read-only and writable mappings see and make the file" {
+    python3 - "$MNT" <<'PY'
+import mmap, os, sys
+m = sys.argv[1]
+with open(m + "/mm", "wb") as f:
+    f.write(b"a" * 10000)
+fd = os.open(m + "/mm", os.O_RDWR)
+w = mmap.mmap(fd, 10000, mmap.MAP_SHARED)
+assert w[:3] == b"aaa"
+w[4096:4101] = b"HELLO"                        # a store into the second page
+rfd = os.open(m + "/mm", os.O_RDONLY)
+r = mmap.mmap(rfd, 10000, mmap.MAP_SHARED, mmap.PROT_READ)
+assert r[4096:4101] == b"HELLO", r[4096:4101]  # one page cache: the reader's mapping sees it
+os.pwrite(fd, b"XY", 0)                        # a write(2) shows in both mappings
+assert w[:2] == b"XY" and r[:2] == b"XY"
+w.flush()
+w.close(); r.close(); os.close(fd); os.close(rfd)
+PY
+    remount
+    assert_eq "$(head -c 2 "$MNT/mm")" XY
+    assert_eq "$(dd if="$MNT/mm" bs=1 skip=4096 count=5 status=none)" HELLO
+    assert_eq "$(stat -c %s "$MNT/mm")" 10000
+}
+
+@test "close_to_open: a read-only descriptor sees the last flushed version; it refuses kernel_cache" {
+    remount -o close_to_open
+    python3 - "$MNT" <<'PY'
+import os, sys
+m = sys.argv[1]
+fd = os.open(m + "/t", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"hello world")
+r = os.open(m + "/t", os.O_RDONLY)
+assert os.read(r, 99) == b"", "strict mode shows pending bytes"
+os.close(fd)
+r2 = os.open(m + "/t", os.O_RDONLY)
+assert os.read(r2, 99) == b"hello world"
+PY
+    unmount_fs
+    run "$LSMFS" -f -o close_to_open,kernel_cache "$DATA" "$MNT"
+    [ "$status" -ne 0 ]
+    [[ $output == *"close_to_open cannot be combined with kernel_cache"* ]]
+}
+
 @test "writes at offsets with gaps read as zeros (dd seek=)" {
     printf 'A' | dd of="$MNT/sparse" bs=1 seek=0 conv=notrunc status=none
     printf 'B' | dd of="$MNT/sparse" bs=1 seek=300000 conv=notrunc status=none

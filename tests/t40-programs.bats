@@ -257,12 +257,35 @@ EOF
     sqlite_check "$MNT" delete truncate persist
 }
 
-@test "sqlite3 in WAL mode with -o kernel_cache (shared mmap, man lsmfs): intact after a remount" {
+@test "sqlite3 in WAL mode on the default mount (shared mmap): intact after a remount" {
+    sqlite_exercise "$MNT" wal
+    sqlite_check "$MNT" wal
+    remount
+    sqlite_check "$MNT" wal
+}
+
+@test "sqlite3 in WAL mode with -o kernel_cache: intact after a remount" {
     remount -o kernel_cache
     sqlite_exercise "$MNT" wal
     sqlite_check "$MNT" wal
     remount -o kernel_cache
     sqlite_check "$MNT" wal
+}
+
+@test "git clone --no-local into the mount (through index-pack): fsck and contents" {
+    make_tree
+    g() { git -C "$T/repo" -c user.email=t@example.org -c user.name=t "$@"; }
+    cp -r "$T/src" "$T/repo"
+    # past transfer.unpackLimit (100 objects), so the clone runs index-pack, and a pack of MiBs
+    mkdir "$T/repo/many"
+    for i in $(seq 1 150); do echo "file $i" >"$T/repo/many/f$i"; done
+    for i in 1 2 3 4; do head -c 3M /dev/urandom >"$T/repo/blob$i"; done
+    g init -q
+    g add -A
+    g commit -qm "import"
+    git clone -q --no-local "$T/repo" "$MNT/clone"
+    git -C "$MNT/clone" fsck --strict
+    diff -r -x .git -x empty "$T/repo" "$MNT/clone"
 }
 
 @test "two processes appending with O_APPEND to one log: every line intact, none lost" {

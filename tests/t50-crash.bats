@@ -373,7 +373,7 @@ EOF
 
 @test "a descriptor open for reading keeps the version it opened across reads" {
     require_strict_close_to_open
-    mount_fs
+    mount_fs -o close_to_open
     python3 - "$MNT" <<'EOF'
 import os, sys
 m = sys.argv[1]
@@ -399,7 +399,7 @@ EOF
 
 @test "concurrent reader never sees a mixture of old and new bytes" {
     require_strict_close_to_open
-    mount_fs
+    mount_fs -o close_to_open
     write_checker
     python3 - "$MNT" "$T" <<'EOF'
 import os, random, sys, threading
