@@ -22,7 +22,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <syslog.h>
-#include <xxhash.h>
 
 #ifndef RENAME_NOREPLACE
 #define RENAME_NOREPLACE (1 << 0)
@@ -158,6 +157,10 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
     m.uid = ctx->uid;
     m.gid = ctx->gid;
     lsmfs_meta_touch(&m);
+    if ((rc = lsmfs_ino_alloc(fs, &m.ino))) {
+        free(path);
+        return rc;
+    }
 
     lsm_batch *b = lsm_batch_new();
     if (type == LSMFS_DIR) {
@@ -833,24 +836,24 @@ void lsmfs_releasedir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
     fuse_reply_err(req, 0);
 }
 
-/* Whether the file name in dir is a symlink (for d_type): reads its attribute record. */
-static int dir_is_symlink(struct lsmfs *fs, struct lsmfs_inode *dir, const char *name)
+/* The record of name in dir (a directory's when isdir), for its inode number and whether it is a
+   symlink (d_type); name ".." gives dir's parent. Only the record is read. */
+static int dir_entry_record(struct lsmfs *fs, struct lsmfs_inode *dir, const char *name,
+                            int isdir, struct lsmfs_meta *m)
 {
-    struct lsmfs_meta m;
-    size_t plen, kl;
-    void *v;
-    size_t vl;
-    int lnk = 0;
+    size_t plen;
+    int found, err;
     char *path = NULL;
-    char *k = lsmfs_child_path(dir, name, &path, &plen) == 0 ? lsmfs_key('a', path, plen, 0, &kl)
-                                                               : NULL;
-    if (k && lsm_get(fs->db, k, kl, &v, &vl) == LSM_OK) {
-        lnk = lsmfs_meta_decode(v, vl, &m) == 0 && m.type == LSMFS_LNK;
-        free(v);
+    if (strcmp(name, "..") == 0) {
+        const char *slash = memrchr(dir->path, '/', dir->plen);
+        return lsmfs_read_record(fs, dir->path, slash ? (size_t)(slash - dir->path) : 0,
+                                 LSMFS_DIR, m, &found);
     }
-    free(k);
+    if ((err = lsmfs_child_path(dir, name, &path, &plen)))
+        return err;
+    err = lsmfs_read_record(fs, path, plen, isdir ? LSMFS_DIR : LSMFS_REG, m, &found);
     free(path);
-    return lnk;
+    return err;
 }
 
 /* One READDIR or READDIRPLUS request: the reply being filled. Belongs to that request. */
@@ -863,20 +866,22 @@ struct dir_fill {
     size_t  size, pos;           /* capacity of buf, bytes used */
 };
 
-/* What a plain READDIR says of an entry: its type, and an st_ino made from its name (the kernel
-   asks LOOKUP for the real one). "." and ".." show the directory itself. */
+/* What a plain READDIR says of an entry: its type, and its st_ino (d_ino), which is the one
+   LOOKUP gives. "." and ".." show the directory itself, with the parent's number for "..". */
 static void dir_plain_stat(struct dir_fill *f, const char *nm, int isdir, int is_dot,
                            struct stat *st)
 {
+    struct lsmfs_meta m;
     memset(st, 0, sizeof *st);
     st->st_mode = isdir ? S_IFDIR : S_IFREG;
     if (is_dot) {
         pthread_mutex_lock(&f->dir->mu);
         lsmfs_meta_to_stat(f->dir, st);
         pthread_mutex_unlock(&f->dir->mu);
-    } else {
-        st->st_ino = (XXH3_64bits(nm, strlen(nm)) ^ f->dir->stino) | (1ull << 63);
-        if (!isdir && dir_is_symlink(f->fs, f->dir, nm))
+    }
+    if ((!is_dot || nm[1] == '.') && dir_entry_record(f->fs, f->dir, nm, isdir, &m) == 0) {
+        st->st_ino = m.ino;
+        if (!isdir && m.type == LSMFS_LNK)
             st->st_mode = S_IFLNK;
     }
 }
