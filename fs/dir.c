@@ -405,14 +405,73 @@ static int dir_move_file(struct lsmfs *fs, lsm_batch *b, int phase, struct renam
     return lsmfs_put_record(b, to->path, to->len, &from->m);
 }
 
+/* Whether the object of type at the n bytes at path has a record of its own. */
+static int dir_has_record(struct lsmfs *fs, const char *path, size_t n, int type, int *has)
+{
+    uint64_t sz;
+    size_t kl;
+    char *k = lsmfs_key(type == LSMFS_DIR ? 'd' : 'a', path, n, type == LSMFS_DIR, &kl);
+    if (!k)
+        return ENOMEM;
+    int rc = lsm_get_size(fs->db, k, kl, &sz);
+    free(k);
+    *has = rc == LSM_OK;
+    return rc == LSM_OK || rc == LSM_NOTFOUND ? 0 : lsmfs_errno(fs, rc, "rename", path);
+}
+
+/* The data key k (n bytes) moves from below directory from to the same place below to. What
+   has no record on the way, the file k and each directory between from and k not met with the
+   previous data key prev (its keys are contiguous), gets one at its new place holding the inode
+   number its old path gave it, which it keeps (man lsmfs: Inode numbers). A key that cannot be
+   a path is hidden and left alone. */
+static int dir_move_numbers(struct lsmfs *fs, lsm_batch *b, const char *k, size_t n,
+                            const char *prev, size_t prevn, size_t flen, const char *to,
+                            size_t tlen, size_t *bytes)
+{
+    struct lsmfs_meta m;
+    char *np = NULL;
+    int err = 0;
+    for (size_t i = flen + 1, c = i; i <= n && !err; i++) {
+        if (i < n && k[i] != '/')
+            continue;
+        if (lsmfs_name_check(k + c, i - c) != 0)
+            break;
+        int type = i < n ? LSMFS_DIR : LSMFS_REG, has;
+        c = i + 1;
+        if (type == LSMFS_DIR && prevn > i && memcmp(prev, k, i + 1) == 0)
+            continue;
+        if ((err = dir_has_record(fs, k, i, type, &has)) || has)
+            continue;
+        size_t npl = tlen + i - flen;
+        char *nnp = realloc(np, npl + 1);
+        if (!nnp) {
+            err = ENOMEM;
+            break;
+        }
+        np = nnp;
+        memcpy(np, to, tlen);
+        memcpy(np + tlen, k + flen, i - flen);
+        lsmfs_meta_default(fs, &m, type);
+        m.ino = lsmfs_ino_derived(k, i);
+        err = lsmfs_put_record(b, np, npl, &m);
+        *bytes += npl + 64;
+    }
+    free(np);
+    return err;
+}
+
 /* Moves (phase 1) or deletes (phase 0) every key that starts with tag, from "/": the data keys
-   (tag 0), attribute records ('a') or directory records ('d') at and below directory from. */
+   (tag 0), attribute records ('a') or directory records ('d') at and below directory from. Moved
+   files and directories keep their inode numbers: a record without one gets the number its old
+   path gave (lsmfs_put_moved_record), and so does a file or directory without a record
+   (dir_move_numbers). */
 static int dir_move_keys(struct lsmfs *fs, lsm_batch *b, lsm_iter *it, int phase, char tag,
                          const char *from, size_t flen, const char *to, size_t tlen,
                          size_t *bytes)
 {
-    size_t pl, pre = tag ? 2 : 0;
+    size_t pl, pre = tag ? 2 : 0, prevn = 0;
     int err = 0;
+    char *prev = NULL;
     char *p = lsmfs_key(tag, from, flen, 1, &pl);
     if (!p)
         return ENOMEM;
@@ -443,9 +502,27 @@ static int dir_move_keys(struct lsmfs *fs, lsm_batch *b, lsm_iter *it, int phase
         memcpy(nk, k, pre);
         memcpy(nk + pre, to, tlen);
         memcpy(nk + pre + tlen, k + pre + flen, n - pre - flen);
-        lsm_batch_put(b, nk, n - flen + tlen, v, vl);
+        if (tag) {
+            /* the old path: the key without the tag (and a directory record's final '/') */
+            lsmfs_put_moved_record(b, nk, n - flen + tlen, v, vl, k + pre,
+                                   n - pre - (tag == 'd'));
+        } else {
+            lsm_batch_put(b, nk, n - flen + tlen, v, vl);
+            err = dir_move_numbers(fs, b, k, n, prev, prevn, flen, to, tlen, bytes);
+            char *np = err ? NULL : realloc(prev, n);
+            if (np) {
+                memcpy(np, k, n);
+                prev = np;
+                prevn = n;
+            } else if (!err) {
+                err = ENOMEM;
+            }
+        }
         free(nk);
+        if (err)
+            break;
     }
+    free(prev);
     free(p);
     int rc = lsm_iter_status(it);
     if (!err && rc != LSM_OK)
