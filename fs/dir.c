@@ -22,7 +22,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <syslog.h>
-#include <xxhash.h>
 
 #ifndef RENAME_NOREPLACE
 #define RENAME_NOREPLACE (1 << 0)
@@ -158,6 +157,10 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
     m.uid = ctx->uid;
     m.gid = ctx->gid;
     lsmfs_meta_touch(&m);
+    if ((rc = lsmfs_ino_alloc(fs, &m.ino))) {
+        free(path);
+        return rc;
+    }
 
     lsm_batch *b = lsm_batch_new();
     if (type == LSMFS_DIR) {
@@ -402,14 +405,73 @@ static int dir_move_file(struct lsmfs *fs, lsm_batch *b, int phase, struct renam
     return lsmfs_put_record(b, to->path, to->len, &from->m);
 }
 
+/* Whether the object of type at the n bytes at path has a record of its own. */
+static int dir_has_record(struct lsmfs *fs, const char *path, size_t n, int type, int *has)
+{
+    uint64_t sz;
+    size_t kl;
+    char *k = lsmfs_key(type == LSMFS_DIR ? 'd' : 'a', path, n, type == LSMFS_DIR, &kl);
+    if (!k)
+        return ENOMEM;
+    int rc = lsm_get_size(fs->db, k, kl, &sz);
+    free(k);
+    *has = rc == LSM_OK;
+    return rc == LSM_OK || rc == LSM_NOTFOUND ? 0 : lsmfs_errno(fs, rc, "rename", path);
+}
+
+/* The data key k (n bytes) moves from below directory from to the same place below to. What
+   has no record on the way, the file k and each directory between from and k not met with the
+   previous data key prev (its keys are contiguous), gets one at its new place holding the inode
+   number its old path gave it, which it keeps (man lsmfs: Inode numbers). A key that cannot be
+   a path is hidden and left alone. */
+static int dir_move_numbers(struct lsmfs *fs, lsm_batch *b, const char *k, size_t n,
+                            const char *prev, size_t prevn, size_t flen, const char *to,
+                            size_t tlen, size_t *bytes)
+{
+    struct lsmfs_meta m;
+    char *np = NULL;
+    int err = 0;
+    for (size_t i = flen + 1, c = i; i <= n && !err; i++) {
+        if (i < n && k[i] != '/')
+            continue;
+        if (lsmfs_name_check(k + c, i - c) != 0)
+            break;
+        int type = i < n ? LSMFS_DIR : LSMFS_REG, has;
+        c = i + 1;
+        if (type == LSMFS_DIR && prevn > i && memcmp(prev, k, i + 1) == 0)
+            continue;
+        if ((err = dir_has_record(fs, k, i, type, &has)) || has)
+            continue;
+        size_t npl = tlen + i - flen;
+        char *nnp = realloc(np, npl + 1);
+        if (!nnp) {
+            err = ENOMEM;
+            break;
+        }
+        np = nnp;
+        memcpy(np, to, tlen);
+        memcpy(np + tlen, k + flen, i - flen);
+        lsmfs_meta_default(fs, &m, type);
+        m.ino = lsmfs_ino_derived(k, i);
+        err = lsmfs_put_record(b, np, npl, &m);
+        *bytes += npl + 64;
+    }
+    free(np);
+    return err;
+}
+
 /* Moves (phase 1) or deletes (phase 0) every key that starts with tag, from "/": the data keys
-   (tag 0), attribute records ('a') or directory records ('d') at and below directory from. */
+   (tag 0), attribute records ('a') or directory records ('d') at and below directory from. Moved
+   files and directories keep their inode numbers: a record without one gets the number its old
+   path gave (lsmfs_put_moved_record), and so does a file or directory without a record
+   (dir_move_numbers). */
 static int dir_move_keys(struct lsmfs *fs, lsm_batch *b, lsm_iter *it, int phase, char tag,
                          const char *from, size_t flen, const char *to, size_t tlen,
                          size_t *bytes)
 {
-    size_t pl, pre = tag ? 2 : 0;
+    size_t pl, pre = tag ? 2 : 0, prevn = 0;
     int err = 0;
+    char *prev = NULL;
     char *p = lsmfs_key(tag, from, flen, 1, &pl);
     if (!p)
         return ENOMEM;
@@ -440,9 +502,27 @@ static int dir_move_keys(struct lsmfs *fs, lsm_batch *b, lsm_iter *it, int phase
         memcpy(nk, k, pre);
         memcpy(nk + pre, to, tlen);
         memcpy(nk + pre + tlen, k + pre + flen, n - pre - flen);
-        lsm_batch_put(b, nk, n - flen + tlen, v, vl);
+        if (tag) {
+            /* the old path: the key without the tag (and a directory record's final '/') */
+            lsmfs_put_moved_record(b, nk, n - flen + tlen, v, vl, k + pre,
+                                   n - pre - (tag == 'd'));
+        } else {
+            lsm_batch_put(b, nk, n - flen + tlen, v, vl);
+            err = dir_move_numbers(fs, b, k, n, prev, prevn, flen, to, tlen, bytes);
+            char *np = err ? NULL : realloc(prev, n);
+            if (np) {
+                memcpy(np, k, n);
+                prev = np;
+                prevn = n;
+            } else if (!err) {
+                err = ENOMEM;
+            }
+        }
         free(nk);
+        if (err)
+            break;
     }
+    free(prev);
     free(p);
     int rc = lsm_iter_status(it);
     if (!err && rc != LSM_OK)
@@ -833,24 +913,24 @@ void lsmfs_releasedir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
     fuse_reply_err(req, 0);
 }
 
-/* Whether the file name in dir is a symlink (for d_type): reads its attribute record. */
-static int dir_is_symlink(struct lsmfs *fs, struct lsmfs_inode *dir, const char *name)
+/* The record of name in dir (a directory's when isdir), for its inode number and whether it is a
+   symlink (d_type); name ".." gives dir's parent. Only the record is read. */
+static int dir_entry_record(struct lsmfs *fs, struct lsmfs_inode *dir, const char *name,
+                            int isdir, struct lsmfs_meta *m)
 {
-    struct lsmfs_meta m;
-    size_t plen, kl;
-    void *v;
-    size_t vl;
-    int lnk = 0;
+    size_t plen;
+    int found, err;
     char *path = NULL;
-    char *k = lsmfs_child_path(dir, name, &path, &plen) == 0 ? lsmfs_key('a', path, plen, 0, &kl)
-                                                               : NULL;
-    if (k && lsm_get(fs->db, k, kl, &v, &vl) == LSM_OK) {
-        lnk = lsmfs_meta_decode(v, vl, &m) == 0 && m.type == LSMFS_LNK;
-        free(v);
+    if (strcmp(name, "..") == 0) {
+        const char *slash = memrchr(dir->path, '/', dir->plen);
+        return lsmfs_read_record(fs, dir->path, slash ? (size_t)(slash - dir->path) : 0,
+                                 LSMFS_DIR, m, &found);
     }
-    free(k);
+    if ((err = lsmfs_child_path(dir, name, &path, &plen)))
+        return err;
+    err = lsmfs_read_record(fs, path, plen, isdir ? LSMFS_DIR : LSMFS_REG, m, &found);
     free(path);
-    return lnk;
+    return err;
 }
 
 /* One READDIR or READDIRPLUS request: the reply being filled. Belongs to that request. */
@@ -863,20 +943,22 @@ struct dir_fill {
     size_t  size, pos;           /* capacity of buf, bytes used */
 };
 
-/* What a plain READDIR says of an entry: its type, and an st_ino made from its name (the kernel
-   asks LOOKUP for the real one). "." and ".." show the directory itself. */
+/* What a plain READDIR says of an entry: its type, and its st_ino (d_ino), which is the one
+   LOOKUP gives. "." and ".." show the directory itself, with the parent's number for "..". */
 static void dir_plain_stat(struct dir_fill *f, const char *nm, int isdir, int is_dot,
                            struct stat *st)
 {
+    struct lsmfs_meta m;
     memset(st, 0, sizeof *st);
     st->st_mode = isdir ? S_IFDIR : S_IFREG;
     if (is_dot) {
         pthread_mutex_lock(&f->dir->mu);
         lsmfs_meta_to_stat(f->dir, st);
         pthread_mutex_unlock(&f->dir->mu);
-    } else {
-        st->st_ino = (XXH3_64bits(nm, strlen(nm)) ^ f->dir->stino) | (1ull << 63);
-        if (!isdir && dir_is_symlink(f->fs, f->dir, nm))
+    }
+    if ((!is_dot || nm[1] == '.') && dir_entry_record(f->fs, f->dir, nm, isdir, &m) == 0) {
+        st->st_ino = m.ino;
+        if (!isdir && m.type == LSMFS_LNK)
             st->st_mode = S_IFLNK;
     }
 }

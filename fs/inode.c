@@ -3,9 +3,10 @@
  * of files being written, and their write-back to the engine.
  *
  * What: the inode table (path -> inode, with the kernel's lookup count and the open count), the
- * FUSE inode numbers (an inode's address), the buffers of files being written with their global
- * memory budget, the copies read-only handles keep of a version being replaced, and the write-back
- * of an inode as one batch.
+ * FUSE inode numbers (an inode's address; st_ino is another number, the file's own, which keys.c
+ * keeps in its record and this table only carries), the buffers of files being written with
+ * their global memory budget, the copies read-only handles keep of a version being replaced, and
+ * the write-back of an inode as one batch.
  *
  * Why so: one inode object per path lets every handle of a file share one buffer, so two
  * descriptors see each other's writes, and each write-back is one lsm_write batch holding the value
@@ -28,7 +29,7 @@ void lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st)
 {
     const struct lsmfs_meta *m = &ino->m;
     memset(st, 0, sizeof *st);
-    st->st_ino = ino->stino;
+    st->st_ino = m->ino;
     st->st_mode = m->mode;
     st->st_nlink = m->type == LSMFS_DIR ? 2 : 1;
     st->st_uid = m->uid;
@@ -132,7 +133,7 @@ int lsmfs_table_init(struct lsmfs *fs)
     fs->tab = calloc(fs->tabsize, sizeof *fs->tab);
     if (!fs->tab)
         return ENOMEM;
-    if ((rc = lsmfs_stat_path(fs, "", 0, &m)))
+    if ((rc = lsmfs_ino_load(fs)) || (rc = lsmfs_stat_path(fs, "", 0, &m)))
         return rc;
     char *p = strdup("");
     if (!p || !(fs->root = inode_new(p, 0, &m))) {
@@ -140,8 +141,6 @@ int lsmfs_table_init(struct lsmfs *fs)
         return ENOMEM;
     }
     fs->root->nlookup = 1;
-    fs->root->stino = 1;
-    fs->next_stino = 2;
     inode_tab_insert(fs, fs->root);
     return 0;
 }
@@ -198,7 +197,6 @@ struct lsmfs_inode *lsmfs_table_get(struct lsmfs *fs, char *path, size_t plen,
     if (ino) {
         free(path);
     } else if ((ino = inode_new(path, plen, m))) {
-        ino->stino = fs->next_stino++;
         inode_tab_insert(fs, ino);
     } else {
         free(path);

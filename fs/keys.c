@@ -4,9 +4,10 @@
  *
  * What: building keys (data key = the path, "\0a" PATH = attribute record, "\0d" PATH "/" =
  * explicit directory; see lsmfs.h), checking names made through the mount, encoding and decoding
- * the 32-byte attribute record, and resolving a path from the engine alone: a file, an explicit or
- * implicit directory, or nothing. A small pool of iterators serves the prefix probes that
- * resolution needs.
+ * the attribute record, inode numbers (the "\0i" high-water mark they are given from, and the
+ * number a file without one in its record has), and resolving a path from the engine alone: a
+ * file, an explicit or implicit directory, or nothing. A small pool of iterators serves the prefix
+ * probes that resolution needs.
  *
  * Why so: a file's bytes must be exactly the value, so attributes cannot share the key; a key
  * starting with NUL can never be a name, so the reserved namespace is free. Everything that knows
@@ -23,6 +24,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <syslog.h>
+#include <xxhash.h>
 
 /* Builds a key for path: tag 0 = the data key, 'a' = attribute record, 'd' = directory record
    (with the trailing '/' when slash is set). Caller frees with free(). */
@@ -90,15 +92,20 @@ void lsmfs_meta_default(struct lsmfs *fs, struct lsmfs_meta *m, int type)
 }
 
 /*
- * Attribute record, version 1, 32 bytes, little-endian (documented in lsmfs(1), FILES):
+ * Attribute record, version 1, 40 bytes, little-endian (documented in lsmfs(1), FILES):
  *   off 0  u8   version (1)         off 8  u32 uid
  *   off 1  u8   type 1=reg 2=dir 3=symlink
  *   off 2  u16  zero                off 12 u32 gid
  *   off 4  u32  permission bits     off 16 i64 mtime, ns since the epoch
  *                                   off 24 i64 ctime, ns since the epoch
- * A longer record is accepted (bytes past 32 are ignored) so later versions can add fields.
+ *                                   off 32 u64 inode number (st_ino); 0 = none
+ * The inode number was added without a new version, as the first field past the 32 bytes that
+ * lsmfs wrote before, which it reads without one (lsmfs_ino_derived gives it one) and which older
+ * daemons read in a 40-byte record by ignoring the bytes past 32. A longer record is accepted
+ * (bytes past 40 are ignored) so later versions can add fields.
  */
-#define LSMFS_REC_LEN 32
+#define LSMFS_REC_LEN 40
+#define LSMFS_REC_MIN 32                /* a record written before inode numbers were kept */
 
 static void keys_put32(unsigned char *p, uint32_t v)
 {
@@ -135,6 +142,7 @@ size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf)
     keys_put32(buf + 12, m->gid);
     keys_put64(buf + 16, (uint64_t)m->mtime_ns);
     keys_put64(buf + 24, (uint64_t)m->ctime_ns);
+    keys_put64(buf + 32, m->ino);
     return LSMFS_REC_LEN;
 }
 
@@ -164,7 +172,7 @@ int lsmfs_put_record(lsm_batch *b, const char *path, size_t plen, const struct l
 int lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m)
 {
     const unsigned char *p = buf;
-    if (len < LSMFS_REC_LEN || p[0] != 1 || p[1] < LSMFS_REG || p[1] > LSMFS_LNK)
+    if (len < LSMFS_REC_MIN || p[0] != 1 || p[1] < LSMFS_REG || p[1] > LSMFS_LNK)
         return EINVAL;
     uint32_t fmt = p[1] == LSMFS_DIR ? S_IFDIR : p[1] == LSMFS_LNK ? S_IFLNK : S_IFREG;
     m->type = p[1];
@@ -173,6 +181,94 @@ int lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m)
     m->gid = keys_get32(p + 12);
     m->mtime_ns = (int64_t)keys_get64(p + 16);
     m->ctime_ns = (int64_t)keys_get64(p + 24);
+    m->ino = len >= LSMFS_REC_LEN ? keys_get64(p + 32) : 0;
+    return 0;
+}
+
+/* Puts at key the record rec that moves from the object at path: as it is when it holds an inode
+   number (or cannot be read), else with the number derived from path, which the object showed
+   until now and keeps. */
+void lsmfs_put_moved_record(lsm_batch *b, const char *key, size_t klen, const void *rec,
+                            size_t rlen, const char *path, size_t plen)
+{
+    struct lsmfs_meta m;
+    unsigned char buf[LSMFS_REC_LEN];
+    if (lsmfs_meta_decode(rec, rlen, &m) != 0 || m.ino != 0) {
+        lsm_batch_put(b, key, klen, rec, rlen);
+        return;
+    }
+    m.ino = lsmfs_ino_derived(path, plen);
+    lsm_batch_put(b, key, klen, buf, lsmfs_meta_encode(&m, buf));
+}
+
+/* ---- inode numbers ----
+ *
+ * A file made through the mount gets a number from a counter and keeps it in its record: rename
+ * copies the record, so the number follows the file, and a number is never given twice. The
+ * counter's high-water mark is the key "\0i" (u64, little-endian): every number given is below
+ * it. It is raised LSMFS_INO_STEP at a time, synced before any number below the new mark is given,
+ * so a crash can waste numbers but never hand one out again, and a create costs no extra write.
+ *
+ * An object without a number in a record (a key written through the library, an implicit
+ * directory, a record written by an older lsmfs) has one derived from its path: a 64-bit hash with
+ * the top bit set, which counted numbers never reach. It is stable while the path is, and is
+ * written into a record whenever lsmfs writes one for the object (a write, chmod, rename).
+ */
+
+#define LSMFS_INO_ROOT  1               /* the root's, always */
+#define LSMFS_INO_FIRST 2               /* the first counted one */
+#define LSMFS_INO_STEP  4096            /* numbers reserved by one write of "\0i" */
+#define LSMFS_INO_DERIVED (1ull << 63)  /* set in every derived number, in no counted one */
+
+static const char keys_ino_key[2] = { '\0', 'i' };
+
+uint64_t lsmfs_ino_derived(const char *path, size_t plen)
+{
+    return plen == 0 ? LSMFS_INO_ROOT : XXH3_64bits(path, plen) | LSMFS_INO_DERIVED;
+}
+
+/* Reads the high-water mark at mount (before the session starts). Absent: a database that lsmfs
+   never made a file in (or an older lsmfs did, without numbers). */
+int lsmfs_ino_load(struct lsmfs *fs)
+{
+    void *v = NULL;
+    size_t vl = 0;
+    int rc = lsm_get(fs->db, keys_ino_key, sizeof keys_ino_key, &v, &vl);
+    fs->ino_next = fs->ino_limit = LSMFS_INO_FIRST;
+    if (rc == LSM_NOTFOUND)
+        return 0;
+    if (rc != LSM_OK)
+        return lsmfs_errno(fs, rc, "read", "the inode number counter");
+    uint64_t mark = vl == 8 ? keys_get64(v) : 0;
+    free(v);
+    if (vl != 8 || mark >= LSMFS_INO_DERIVED) {
+        lsmfs_log(LOG_ERR, "the inode number counter (key \\0i) is damaged: %zu bytes", vl);
+        return EIO;
+    }
+    if (mark > LSMFS_INO_FIRST)
+        fs->ino_next = fs->ino_limit = mark;
+    return 0;
+}
+
+/* A number no file was ever given, for a file being made. fs->ns held for writing. Returns 0, or
+   the errno of the synced write that raises the mark (nothing is given then). */
+int lsmfs_ino_alloc(struct lsmfs *fs, uint64_t *ino)
+{
+    if (fs->ino_next >= fs->ino_limit) {
+        unsigned char v[8];
+        uint64_t mark = fs->ino_limit + LSMFS_INO_STEP;
+        if (mark >= LSMFS_INO_DERIVED)
+            return ENOSPC;
+        keys_put64(v, mark);
+        lsm_batch *b = lsm_batch_new();
+        lsm_batch_put(b, keys_ino_key, sizeof keys_ino_key, v, sizeof v);
+        int rc = lsm_write(fs->db, b, 1);
+        lsm_batch_free(b);
+        if (rc != LSM_OK)
+            return lsmfs_errno(fs, rc, "write", "the inode number counter");
+        fs->ino_limit = mark;
+    }
+    *ino = fs->ino_next++;
     return 0;
 }
 
@@ -196,6 +292,24 @@ static int keys_read_record(struct lsmfs *fs, const char *key, size_t klen, stru
         lsmfs_meta_default(fs, m, LSMFS_DIR);
     free(v);
     return 0;
+}
+
+/* The record of the object of type at path alone (a directory's "\0d" record, a file's "\0a"):
+   m holds it, or the defaults when there is none (*found 0); m->ino is set either way. */
+int lsmfs_read_record(struct lsmfs *fs, const char *path, size_t plen, int type,
+                      struct lsmfs_meta *m, int *found)
+{
+    size_t kl;
+    int dir = type == LSMFS_DIR;
+    char *k = lsmfs_key(dir ? 'd' : 'a', path, plen, dir, &kl);
+    lsmfs_meta_default(fs, m, type);
+    if (!k)
+        return ENOMEM;
+    int rc = keys_read_record(fs, k, kl, m, found);
+    free(k);
+    if (!m->ino || plen == 0)
+        m->ino = lsmfs_ino_derived(path, plen);
+    return rc;
 }
 
 /* Idle iterators kept for prefix probes: refreshing one costs a mutex and a pointer check when no
@@ -321,6 +435,8 @@ int lsmfs_stat_path(struct lsmfs *fs, const char *path, size_t plen, struct lsmf
             rc = keys_read_record(fs, k, kl, m, &found);
             free(k);
             m->size = vl;
+            if (!m->ino)
+                m->ino = lsmfs_ino_derived(path, plen);
             return rc;
         }
         if (rc != LSM_NOTFOUND)
@@ -333,6 +449,8 @@ int lsmfs_stat_path(struct lsmfs *fs, const char *path, size_t plen, struct lsmf
     free(k);
     if (rc)
         return rc;
+    if (!m->ino || plen == 0)
+        m->ino = lsmfs_ino_derived(path, plen);
     if (found) {
         m->explicit_dir = 1;
         return 0;

@@ -14,6 +14,8 @@
  *   "\0a" PATH        attribute record of the file or symlink at PATH (struct below, encoded).
  *   "\0d" PATH "/"    an explicit directory (made by mkdir, or touched by chmod/utimens/...);
  *                     the value is its attribute record. The root directory is "\0d/".
+ *   "\0i"             the inode-number high-water mark: no number at or above it was ever given
+ *                     to a file (keys.c, lsmfs_ino_alloc).
  * Keys starting with a NUL byte can never be file names, so the reserved namespace never collides
  * with a file. A directory is implicit while some key lies below it.
  *
@@ -62,10 +64,13 @@ struct lsmfs_meta {
     uint32_t uid, gid;      /* owner */
     int64_t  mtime_ns, ctime_ns; /* ns since the epoch */
     uint64_t size;          /* value length (files, symlinks) */
+    uint64_t ino;           /* st_ino: from the record, else derived from the path
+                               (lsmfs_ino_derived); the root's is 1. In an inode, constant */
 };
 
-/* One object the kernel knows (nlookup > 0) or that has open handles. The FUSE inode number is
-   the address of this struct (the root is FUSE_ROOT_ID). */
+/* One object the kernel knows (nlookup > 0) or that has open handles. The FUSE inode number
+   (nodeid) is the address of this struct (the root is FUSE_ROOT_ID); st_ino is m.ino, which the
+   file keeps for its life, whatever nodeid the kernel knows it by. */
 struct lsmfs_inode {
     struct lsmfs_inode *hnext;   /* hash chain; guarded by fs->tmu */
     char    *path;               /* key (no leading '/'); root is ""; changed only with fs->ns
@@ -75,7 +80,6 @@ struct lsmfs_inode {
     uint64_t nlookup;            /* kernel lookup count; guarded by fs->tmu */
     uint32_t nopen;              /* open handles; guarded by fs->tmu */
     int      hashed;             /* reachable by path in the table; guarded by fs->tmu */
-    uint64_t stino;              /* number shown as st_ino; constant */
 
     pthread_mutex_t mu;          /* guards everything below but bprev and bnext */
     struct lsmfs_meta m;         /* current attributes; size follows the buffer when loaded */
@@ -145,7 +149,9 @@ struct lsmfs {
     struct lsmfs_inode **tab;    /* hash buckets; guarded by tmu */
     size_t   tabsize, count;     /* buckets (a power of 2), inodes hashed; guarded by tmu */
     struct lsmfs_inode *root;    /* FUSE_ROOT_ID; never freed while mounted */
-    uint64_t next_stino;         /* guarded by tmu */
+    uint64_t ino_next;           /* next inode number to give; guarded by ns held for writing */
+    uint64_t ino_limit;          /* the "\0i" high-water mark as stored: ino_next may reach it;
+                                    guarded by ns held for writing */
 
     pthread_mutex_t  bmu;        /* buffer budget */
     size_t   buffered;           /* bytes of content buffers; guarded by bmu */
@@ -200,6 +206,13 @@ void  lsmfs_iter_pool_trim(struct lsmfs *fs, int64_t idle_ns); /* frees it when 
 size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf);
 int   lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m);
 int   lsmfs_put_record(lsm_batch *b, const char *path, size_t plen, const struct lsmfs_meta *m);
+void  lsmfs_put_moved_record(lsm_batch *b, const char *key, size_t klen, const void *rec,
+                             size_t rlen, const char *path, size_t plen);
+int   lsmfs_read_record(struct lsmfs *fs, const char *path, size_t plen, int type,
+                        struct lsmfs_meta *m, int *found);
+uint64_t lsmfs_ino_derived(const char *path, size_t plen);
+int   lsmfs_ino_load(struct lsmfs *fs);
+int   lsmfs_ino_alloc(struct lsmfs *fs, uint64_t *ino);
 
 /* inode.c */
 void  lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st);

@@ -281,8 +281,8 @@ static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *data
     pthread_mutex_init(&fs->pool_mu, NULL);
     pthread_mutex_init(&fs->handles_mu, NULL);
     if ((rc = lsmfs_table_init(fs))) {
-        fprintf(stderr, "lsmfs: %s: cannot read the root directory: %s\n", datadir_arg,
-                strerror(rc));
+        fprintf(stderr, "lsmfs: %s: cannot read the root directory or the inode number "
+                "counter: %s\n", datadir_arg, strerror(rc));
         goto fail_1;
     }
     fs->se = fuse_session_new(args, &lsmfs_ops, sizeof lsmfs_ops, fs);

@@ -594,6 +594,69 @@ EOF
     assert_eq "$(cat "$MNT/d/f")" content
 }
 
+# "NAME INO" for each path given (relative to $MNT), one a line.
+inos() {
+    (cd "$MNT" && stat -c '%n %i' "$@")
+}
+
+@test "st_ino of files and directories stays across drop_caches, remount and rename (man lsmfs: Inode numbers)" {
+    require_root
+    mkdir -p "$MNT/d/sub"
+    echo x >"$MNT/d/sub/f"
+    echo y >"$MNT/top"
+    ln -s top "$MNT/link"
+    before=$(inos top link d d/sub d/sub/f)
+    echo 2 >/proc/sys/vm/drop_caches
+    assert_eq "$(inos top link d d/sub d/sub/f)" "$before"
+    remount
+    assert_eq "$(inos top link d d/sub d/sub/f)" "$before"
+    mv "$MNT/top" "$MNT/top2"
+    mv "$MNT/d" "$MNT/e"
+    moved=$(echo "$before" | sed 's/^top /top2 /; s/^d\b/e/')
+    assert_eq "$(inos top2 link e e/sub e/sub/f)" "$moved"
+    echo 2 >/proc/sys/vm/drop_caches
+    assert_eq "$(inos top2 link e e/sub e/sub/f)" "$moved"
+    remount
+    assert_eq "$(inos top2 link e e/sub e/sub/f)" "$moved"
+    # a write and a chmod keep it too, and so does a move into another directory
+    echo more >>"$MNT/top2"
+    chmod 600 "$MNT/e/sub/f"
+    mkdir "$MNT/z"
+    mv "$MNT/e/sub" "$MNT/z/sub"
+    assert_eq "$(inos top2 z/sub z/sub/f)" "$(echo "$moved" | grep -E '^(top2|e/sub|e/sub/f) ' |
+        sed 's|^e/|z/|')"
+}
+
+@test "two live files never share an st_ino, across lookups, drop_caches, remounts and new files" {
+    require_root
+    mkdir "$MNT/a" "$MNT/b"
+    for i in $(seq 1 60); do echo "$i" >"$MNT/a/f$i"; echo "$i" >"$MNT/b/g$i"; done
+    mkdir "$MNT/a/dir1" "$MNT/b/dir2"
+    # every observation of every name, in varying orders, with the caches dropped and the
+    # daemon restarted in between, and files removed and made meanwhile
+    (cd "$MNT" && find . -mindepth 1 | LC_ALL=C sort) >"$T/names"
+    (cd "$MNT" && xargs stat -c '%i %n' <"$T/names") >"$T/seen"
+    echo 2 >/proc/sys/vm/drop_caches
+    (cd "$MNT" && tac "$T/names" | xargs stat -c '%i %n') >>"$T/seen"
+    remount
+    rm "$MNT/a/f7" "$MNT/b/g9"
+    for i in $(seq 1 20); do echo new >"$MNT/b/new$i"; done
+    mkdir "$MNT/newdir"
+    (cd "$MNT" && find . -mindepth 1 | LC_ALL=C sort -r) >"$T/names"
+    (cd "$MNT" && xargs stat -c '%i %n' <"$T/names") >>"$T/seen"
+    remount
+    (cd "$MNT" && shuf "$T/names" | xargs stat -c '%i %n') >>"$T/seen"
+    sort -u "$T/seen" >"$T/pairs"
+    # one number per name, one name per number
+    assert_eq "$(awk '{ print $2 }' "$T/pairs" | sort | uniq -d | head -3)" ""
+    assert_eq "$(awk '{ print $1 }' "$T/pairs" | sort | uniq -d | head -3)" ""
+    [ "$(grep -c . "$T/pairs")" -ge 140 ]
+    # the root is 1, and no other file is
+    assert_eq "$(stat -c %i "$MNT")" 1
+    run grep -c '^1 ' "$T/pairs"
+    assert_eq "$output" 0
+}
+
 @test "max_file_size: with 1M, a 2M write fails with File too large; 1M exactly fits" {
     remount -o max_file_size=1M
     head -c 1048576 /dev/urandom >"$T/one"

@@ -382,3 +382,107 @@ assert dups == 0, "%d names listed twice" % dups
 assert not missing, "%d untouched names missing, e.g. %s" % (len(missing), sorted(missing)[:3])
 EOF
 }
+
+# raw_put KEY VALUE...: puts each pair through the library (liblsm.so via ctypes) while nothing is
+# mounted. Keys and values are Python bytes literals, so reserved keys ("\0a...") can be written.
+raw_put() {
+    python3 - "$REPO/engine/liblsm.so" "$DATA" "$@" <<'EOF2'
+import ast, ctypes, sys
+lib = ctypes.CDLL(sys.argv[1])
+db = ctypes.c_void_p()
+lib.lsm_open.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+lib.lsm_put.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p,
+                        ctypes.c_size_t]
+lib.lsm_close.argtypes = [ctypes.c_void_p]
+assert lib.lsm_open(sys.argv[2].encode(), None, ctypes.byref(db)) == 0
+args = [ast.literal_eval(a) for a in sys.argv[3:]]
+for k, v in zip(args[::2], args[1::2]):
+    assert lib.lsm_put(db, k, len(k), v, len(v)) == 0
+assert lib.lsm_close(db) == 0
+EOF2
+}
+
+# An attribute record as lsmfs wrote it before it kept inode numbers: 32 bytes, version 1.
+old_record() { # TYPE MODE -> a Python bytes literal
+    python3 -c 'import struct, sys
+print(repr(struct.pack("<BBHIIIqq", 1, int(sys.argv[1]), 0, int(sys.argv[2], 8), 0, 0,
+                       1500000000 * 10**9, 1500000000 * 10**9)))' "$1" "$2"
+}
+
+# Checks that the inode of each name in directory $1 that readdir returns (d_ino) is its st_ino.
+check_d_ino() {
+    python3 - "$1" <<'EOF2'
+import os, sys
+d, bad = sys.argv[1], []
+with os.scandir(d) as it:
+    entries = list(it)   # the whole listing first: a lookup meanwhile would make it READDIRPLUS
+for e in entries:
+    st = os.stat(os.path.join(d, e.name), follow_symlinks=False)
+    if e.inode() != st.st_ino:
+        bad.append("%s: d_ino %d, st_ino %d" % (e.name, e.inode(), st.st_ino))
+n = len(entries)
+assert n > 0, "empty listing of " + d
+assert not bad, "%d of %d differ in %s, e.g. %s" % (len(bad), n, d, bad[:3])
+EOF2
+}
+
+@test "readdir's d_ino is st_ino: files, directories, symlinks, API keys, implicit directories" {
+    require_root
+    require_lsmtool
+    for i in $(seq 1 40); do
+        echo v | "$LSMTOOL" "$DATA" put "big/api-$i"
+        echo v | "$LSMTOOL" "$DATA" put "big/implicit-$i/x"
+    done
+    echo v | "$LSMTOOL" "$DATA" put rootapi
+    mount_fs
+    for i in $(seq 1 80); do echo "$i" >"$MNT/big/f-$i"; done
+    for i in $(seq 1 40); do mkdir "$MNT/big/d-$i"; ln -s "f-$i" "$MNT/big/l-$i"; done
+    # the first listing after a mount or a cache drop is READDIRPLUS only for its first reply; a
+    # directory of 240 entries takes several, the rest being plain READDIR
+    for d in "$MNT" "$MNT/big"; do check_d_ino "$d"; done
+    echo 2 >/proc/sys/vm/drop_caches
+    for d in "$MNT/big" "$MNT"; do check_d_ino "$d"; done
+    remount
+    for d in "$MNT/big" "$MNT"; do check_d_ino "$d"; done
+}
+
+@test "API keys without a record and records of older lsmfs get a stable st_ino, kept by rename and chmod" {
+    require_root
+    file=$(old_record 1 640)
+    dir=$(old_record 2 750)
+    raw_put "b'old'" "b'old value'" "b'\\x00aold'" "$file" \
+            "b'\\x00dolddir/'" "$dir" "b'olddir/f'" "b'f'" "b'\\x00aolddir/f'" "$file" \
+            "b'api'" "b'api value'" "b'impl/x'" "b'x'" "b'impl/sub/y'" "b'y'"
+    mount_fs
+    assert_eq "$(stat -c '%a %Y' "$MNT/old" "$MNT/olddir")" "640 1500000000
+750 1500000000"
+    names="old olddir olddir/f api impl impl/x impl/sub impl/sub/y"
+    # shellcheck disable=SC2086 # a list of names
+    before=$(cd "$MNT" && stat -c '%n %i' $names)
+    echo 2 >/proc/sys/vm/drop_caches
+    # shellcheck disable=SC2086
+    assert_eq "$(cd "$MNT" && stat -c '%n %i' $names)" "$before"
+    remount
+    # shellcheck disable=SC2086
+    assert_eq "$(cd "$MNT" && stat -c '%n %i' $names)" "$before"
+    assert_eq "$(echo "$before" | awk '{ print $2 }' | sort | uniq -d)" ""
+    mv "$MNT/old" "$MNT/old2"
+    mv "$MNT/olddir" "$MNT/olddir2"
+    chmod 600 "$MNT/api"
+    mv "$MNT/impl" "$MNT/impl2"
+    echo 2 >/proc/sys/vm/drop_caches
+    moved=$(echo "$before" | sed 's/^old /old2 /; s/^olddir/olddir2/; s/^impl/impl2/')
+    names2="old2 olddir2 olddir2/f api impl2 impl2/x impl2/sub impl2/sub/y"
+    # shellcheck disable=SC2086
+    assert_eq "$(cd "$MNT" && stat -c '%n %i' $names2)" "$moved"
+    remount
+    # shellcheck disable=SC2086
+    assert_eq "$(cd "$MNT" && stat -c '%n %i' $names2)" "$moved"
+    assert_eq "$(stat -c %a "$MNT/api")" 600
+    # a new file takes a number no live file has
+    echo n >"$MNT/new"
+    # shellcheck disable=SC2086
+    assert_eq "$(cd "$MNT" && stat -c '%i' new $names2 | sort | uniq -d)" ""
+    check_d_ino "$MNT"
+    check_d_ino "$MNT/impl2"
+}

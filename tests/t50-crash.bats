@@ -321,6 +321,27 @@ EOF
     done
 }
 
+@test "SIGKILL: files fsynced before keep their st_ino, files made after never take a used one" {
+    mount_fs
+    mkdir "$MNT/d"
+    for i in $(seq 1 30); do echo "$i" >"$MNT/d/f$i"; done
+    python3 -c 'import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd)' "$MNT/d/f30"
+    (cd "$MNT" && stat -c '%i %n' d d/f*) | LC_ALL=C sort -k2 >"$T/before"
+    # made after the sync: may be lost, but their numbers must not come back for new files
+    for i in $(seq 1 30); do echo "$i" >"$MNT/d/late$i"; done
+    (cd "$MNT" && stat -c '%i' d/late*) >"$T/late"
+    kill_daemon
+    mount_fs
+    (cd "$MNT" && stat -c '%i %n' d d/f*) | LC_ALL=C sort -k2 >"$T/after"
+    diff "$T/before" "$T/after"
+    for i in $(seq 1 40); do echo "$i" >"$MNT/d/new$i"; done
+    (cd "$MNT" && stat -c '%i' d d/*) >"$T/all"
+    cat "$T/late" "$T/all" | sort | uniq -d >"$T/dups"
+    # a late file that survived shows its own number twice (once in each list): not a reuse
+    (cd "$MNT" && stat -c '%i' d/late* 2>/dev/null) | sort >"$T/survivors" || true
+    assert_eq "$(comm -23 "$T/dups" "$T/survivors")" ""
+}
+
 @test "SIGKILL during sqlite3 transactions: database intact, every committed row kept" {
     cat >"$T/sql.py" <<'EOF'
 import os, sqlite3, sys
