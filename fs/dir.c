@@ -8,8 +8,10 @@
  *
  * Why so: a directory is a key prefix, so a rename of a directory is a copy of every key below it
  * and a listing is a merge of two streams (data keys and directory records) in key order,
- * restarted per request by a seek to the cursor the directory handle keeps: a listing never holds
- * a directory in memory and never rescans it.
+ * restarted per request by a seek to a cursor: the place right after the last child returned.
+ * A listing never holds a directory in memory and never rescans it. The offset of each child is
+ * a cookie for its cursor (cookie.c says why a place and not a count, and what that promises);
+ * the handle keeps the cursor of the last entry it returned, cookie.c every other.
  *
  * Never: reply twice or not at all to a request; hold an inode mutex while taking fs->ns; leave an
  * inode findable by a path whose keys are gone.
@@ -992,20 +994,21 @@ static int dir_fill_entry(struct dir_fill *f, const char *nm, int isdir, int is_
     return 0;
 }
 
-/* A fresh listing, or a seekdir elsewhere: the handle starts over. d->mu held. */
+/* The handle stands at the start of the listing, before ".". d->mu held. */
 static void dir_handle_reset(struct lsmfs_dirh *d)
 {
     free(d->cursor);
     d->cursor = NULL;
     d->clen = 0;
-    d->next_off = 0;
+    d->dots = 0;
+    d->last = 0;
     d->eof = 0;
 }
 
 /* The listing resumes after the entry whose cursor is next. d->mu held. */
 static int dir_handle_advance(struct lsmfs_dirh *d, const char *next, size_t nextlen)
 {
-    char *c = realloc(d->cursor, nextlen);
+    char *c = realloc(d->cursor, nextlen ? nextlen : 1);
     if (!c)
         return ENOMEM;
     memcpy(c, next, nextlen);
@@ -1014,9 +1017,67 @@ static int dir_handle_advance(struct lsmfs_dirh *d, const char *next, size_t nex
     return 0;
 }
 
-/* Fills f from where handle d stands ("." and ".." first, then the lister's children), passing
-   over skip entries first, until the reply is full or the directory ends. d->mu and fs->ns held. */
-static int dir_fill(struct dir_fill *f, struct lsmfs_dirh *d, off_t skip)
+/* The cursor after the child whose d_off is cookie, found by a pass over dir: what cookie.c no
+   longer has, when that child is still there. Sets *found; fs->ns held. */
+static int dir_find_cookie(struct lsmfs *fs, struct lsmfs_inode *dir, off_t cookie,
+                           struct lsmfs_dirh *d, int *found)
+{
+    struct dir_lister l;
+    char name[LSMFS_NAME_MAX + 1], next[LSMFS_NAME_MAX + 2];
+    size_t nextlen = 0;
+    int isdir, end = 0;
+    int err = dir_lister_open(fs, &l, dir);
+    *found = 0;
+    if (!err)
+        dir_lister_seek(&l, "", 0, 3);
+    while (!err && !*found &&
+           !(err = dir_lister_next(fs, &l, name, &isdir, next, &nextlen, &end)) && !end)
+        if (lsmfs_cookie_hash(next, nextlen) == cookie) {
+            *found = 1;
+            err = dir_handle_advance(d, next, nextlen);
+        }
+    dir_lister_close(&l);
+    return err;
+}
+
+/* Places handle d for a request at offset off: after the entry whose d_off is off (0 is the
+   start, 1 after ".", 2 after ".."; see cookie.c). The handle knows where it stopped; any other
+   offset (the kernel consumed part of a reply, its cached listing was dropped midway, a seekdir,
+   a listing that another open began) is mapped back by cookie.c, or found by a pass. A cookie
+   neither knows (its child is gone, and the table let it go) restarts the names: they repeat
+   rather than being skipped. d->mu and fs->ns held. */
+static int dir_handle_seek(struct lsmfs *fs, struct lsmfs_inode *dir, struct lsmfs_dirh *d,
+                           off_t off)
+{
+    char *cur;
+    size_t clen;
+    int err, found;
+    if (off < 0)
+        return EINVAL;
+    if (off != 0 && off == d->last)
+        return 0;
+    dir_handle_reset(d);
+    d->dots = off < 2 ? (int)off : 2;
+    if (off < 3)
+        return 0;
+    d->last = off;
+    if ((err = lsmfs_cookie_find(fs, dir->path, dir->plen, off, &cur, &clen)) == 0) {
+        d->cursor = cur;
+        d->clen = clen;
+        return 0;
+    }
+    if (err != ENOENT || (err = dir_find_cookie(fs, dir, off, d, &found)))
+        return err;
+    if (!found)
+        lsmfs_log(LOG_NOTICE, "listing %s/ again from its first name: offset %lld is unknown",
+                  dir->path, (long long)off);
+    return 0;
+}
+
+/* Fills f from where handle d stands ("." and ".." first, then the lister's children), until
+   the reply is full or the directory ends. Each child's d_off is the cookie of the cursor after
+   it. d->mu and fs->ns held. */
+static int dir_fill(struct dir_fill *f, struct lsmfs_dirh *d)
 {
     struct dir_lister l;
     char name[LSMFS_NAME_MAX + 1], next[LSMFS_NAME_MAX + 2];
@@ -1026,20 +1087,25 @@ static int dir_fill(struct dir_fill *f, struct lsmfs_dirh *d, off_t skip)
     if (!err)
         dir_lister_seek(&l, d->cursor ? d->cursor : "", d->clen, 3);
     while (!err) {
-        int is_dot = d->next_off < 2;
-        const char *nm = d->next_off == 0 ? "." : "..";
+        int is_dot = d->dots < 2;
+        const char *nm = d->dots == 0 ? "." : "..";
+        off_t off = d->dots + 1;
         if (is_dot)
             isdir = 1;
         else if ((err = dir_lister_next(f->fs, &l, name, &isdir, next, &nextlen, &end)) || end)
             break;
-        else
+        else {
             nm = name;
-        if (skip > 0)
-            skip--;
-        else if ((err = dir_fill_entry(f, nm, isdir, is_dot, d->next_off + 1, &full)) || full)
+            off = lsmfs_cookie_make(f->fs, f->dir->path, f->dir->plen, next, nextlen);
+        }
+        size_t pos = f->pos;
+        if ((err = dir_fill_entry(f, nm, isdir, is_dot, off, &full)) || full)
             break;   /* full: this entry comes first next time */
-        d->next_off++;
-        if (!is_dot)
+        if (f->pos > pos)
+            d->last = off;
+        if (is_dot)
+            d->dots++;
+        else
             err = dir_handle_advance(d, next, nextlen);
     }
     if (!err && end)
@@ -1048,8 +1114,7 @@ static int dir_fill(struct dir_fill *f, struct lsmfs_dirh *d, off_t skip)
     return err;
 }
 
-/* READDIR and READDIRPLUS: a listing resumes at the handle's cursor when the kernel asks for the
-   offset that follows the last entry returned, and starts over otherwise. */
+/* READDIR and READDIRPLUS: off is the d_off of the entry after which the kernel wants more. */
 static void dir_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                        struct fuse_file_info *fi, int plus)
 {
@@ -1064,10 +1129,9 @@ static void dir_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
     }
     pthread_rwlock_rdlock(&fs->ns);
     pthread_mutex_lock(&d->mu);
-    if (off == 0 || off != d->next_off)
-        dir_handle_reset(d);
-    if (!d->eof)
-        err = dir_fill(&f, d, off - d->next_off);
+    err = dir_handle_seek(fs, f.dir, d, off);
+    if (!err && !d->eof)
+        err = dir_fill(&f, d);
     pthread_mutex_unlock(&d->mu);
     pthread_rwlock_unlock(&fs->ns);
     if (err && f.pos == 0)

@@ -1,13 +1,14 @@
 /*
  * lsmfs.h — private declarations shared by the modules of the lsmfs daemon (fs/).
  *
- * The daemon is seven modules, each calling only those listed after it: main.c parses options,
+ * The daemon is eight modules, each calling only those listed after it: main.c parses options,
  * opens the engine, mounts and daemonizes; ops.c holds the FUSE callbacks on files (and the table
  * of all callbacks); dir.c those on the namespace (lookup, create, remove, rename, listing);
- * inode.c owns the in-memory inode table, the buffers of files being written and their
- * write-back; reclaim.c gives back the space of large files removed or replaced; keys.c owns the
- * key layout, names, the attribute record and what a path is in the engine; log.c logging, the
- * engine-code-to-errno map and the clocks. Only engine/lsm.h is used from the engine.
+ * cookie.c the offsets of listings and the table that maps them back to places; inode.c owns
+ * the in-memory inode table, the buffers of files being written and their write-back; reclaim.c
+ * gives back the space of large files removed or replaced; keys.c owns the key layout, names,
+ * the attribute record and what a path is in the engine; log.c logging, the engine-code-to-errno
+ * map and the clocks. Only engine/lsm.h is used from the engine.
  *
  * Key layout (the whole contract with the database; see lsmfs(1)):
  *   PATH              the file's bytes, exactly (PATH has no leading '/').
@@ -31,8 +32,8 @@
  * own except log.c's log destination, which is the process's like syslog's.
  *
  * Locks, in the order they are taken: fs->ns, then an inode's mu, then fs->tmu, then fs->bmu
- * (the budget's victim search uses trylock against the order). pool_mu, handles_mu and
- * reclaim.c's own mutex are leaves: nothing else is taken while they are held.
+ * (the budget's victim search uses trylock against the order). pool_mu, handles_mu and the
+ * mutexes of reclaim.c and cookie.c are leaves: nothing else is taken while they are held.
  */
 #ifndef LSMFS_H
 #define LSMFS_H
@@ -110,12 +111,15 @@ struct lsmfs_handle {
     struct lsmfs_handle *anext, *aprev; /* every open handle; guarded by fs->handles_mu */
 };
 
-/* Per-open-directory handle (fi->fh): where the listing stands. */
+/* Per-open-directory handle (fi->fh): where the listing stands, so that a request at the offset
+   of the last entry returned goes on without asking cookie.c. Any other offset is looked up. */
 struct lsmfs_dirh {
     pthread_mutex_t mu;          /* guards all below */
-    char    *cursor;             /* resume position, relative to the directory's key prefix */
+    char    *cursor;             /* position of the next child, relative to the directory's key
+                                    prefix; NULL before the first */
     size_t   clen;               /* bytes at cursor */
-    off_t    next_off;           /* offset of the next entry to return */
+    int      dots;               /* how many of "." and ".." come before the cursor (0 to 2) */
+    off_t    last;               /* d_off of the last entry returned (0: none) */
     int      eof;                /* the last entry was returned */
 };
 
@@ -130,6 +134,7 @@ struct lsmfs {
     size_t   memtable_size, cache_size; /* engine memtable and block cache, bytes */
     size_t   max_file_size;      /* larger writes fail with EFBIG */
     size_t   dirty_limit;        /* budget of content buffers, bytes */
+    size_t   cookie_bytes;       /* memory for the table of listing offsets (cookie.c) */
     int      compression;        /* LSM_COMPRESSION_* */
     int      sync_mode;          /* LSMFS_SYNC_* */
     int      writeback, kernel_cache; /* the kernel's writeback cache is used; its page cache
@@ -165,9 +170,23 @@ struct lsmfs {
     pthread_mutex_t  handles_mu; /* every open file handle (ops.c) */
     struct lsmfs_handle *handles; /* guarded by handles_mu */
     struct lsmfs_reclaim *reclaim; /* reclaim.c's state; NULL unless its thread runs */
+    struct lsmfs_cookies *cookies; /* cookie.c's table of listing offsets */
 };
 
 extern const struct fuse_lowlevel_ops lsmfs_ops;
+
+/* cookie.c: the d_off of a listed child is a cookie for the cursor cur (len bytes) that
+   follows it in the directory at path (plen bytes); see the file's opening comment. */
+int   lsmfs_cookies_init(struct lsmfs *fs);
+void  lsmfs_cookies_free(struct lsmfs *fs);
+/* The cookie for cur, recorded so lsmfs_cookie_find maps it back; at least 3. */
+off_t lsmfs_cookie_make(struct lsmfs *fs, const char *path, size_t plen, const char *cur,
+                        size_t len);
+/* The cursor recorded for cookie: 0 with *cur (caller frees) and *len, ENOENT, or ENOMEM. */
+int   lsmfs_cookie_find(struct lsmfs *fs, const char *path, size_t plen, off_t cookie,
+                        char **cur, size_t *len);
+/* The cookie cur gets when no other cursor of its directory has it: what a pass looks for. */
+off_t lsmfs_cookie_hash(const char *cur, size_t len);
 
 /* reclaim.c: after a value of this many bytes or more (a blob file in the engine) is deleted or
    replaced, its key is noted, and a thread merges the noted keys a second after the last note so

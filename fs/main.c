@@ -32,7 +32,7 @@
 struct cmdline {
     char *datadir, *mountpoint;  /* the positionals, as given; malloc'd */
     char *memtable_size, *cache_size, *compression, *sync, *max_file_size, *dirty_limit,
-         *timeout;               /* -o values not parsed yet; malloc'd, NULL when absent */
+         *timeout, *dir_cookies; /* -o values not parsed yet; malloc'd, NULL when absent */
     int writeback, kernel_cache, close_to_open; /* -o flags */
     int show_help, show_version, has_fsname; /* -h, -V, -o fsname= seen */
 };
@@ -48,6 +48,7 @@ static const struct fuse_opt spec[] = {
     OPT("max_file_size=%s", max_file_size),
     OPT("dirty_limit=%s", dirty_limit),
     OPT("timeout=%s", timeout),
+    OPT("dir_cookies=%s", dir_cookies),
     { "writeback", offsetof(struct cmdline, writeback), 1 },
     { "nowriteback", offsetof(struct cmdline, writeback), 0 },
     { "kernel_cache", offsetof(struct cmdline, kernel_cache), 1 },
@@ -125,6 +126,7 @@ static void main_usage(FILE *f)
 "    -o dirty_limit=SIZE    memory for files being written (default 256M, at least\n"
 "                           max_file_size)\n"
 "    -o timeout=SECONDS     kernel cache time for names and attributes (default 3600)\n"
+"    -o dir_cookies=SIZE    memory that maps listing offsets back to names (default 32M)\n"
 "    -o kernel_cache        keep file pages in the kernel's cache across opens\n"
 "    -o writeback           kernel_cache plus the kernel's writeback cache\n"
 "    -o close_to_open       strict mode: a reader sees the last flushed version, not a\n"
@@ -181,6 +183,7 @@ static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
     fs->cache_size = 8u << 20;
     fs->max_file_size = 64u << 20;
     fs->dirty_limit = 256u << 20;
+    fs->cookie_bytes = 32u << 20;
     fs->timeout = 3600.0;
     fs->compression = LSM_COMPRESSION_NONE;
     fs->sync_mode = LSMFS_SYNC_FSYNC;
@@ -198,7 +201,8 @@ static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
         (c->cache_size && main_parse_size("cache_size", c->cache_size, &fs->cache_size)) ||
         (c->max_file_size &&
          main_parse_size("max_file_size", c->max_file_size, &fs->max_file_size)) ||
-        (c->dirty_limit && main_parse_size("dirty_limit", c->dirty_limit, &fs->dirty_limit)))
+        (c->dirty_limit && main_parse_size("dirty_limit", c->dirty_limit, &fs->dirty_limit)) ||
+        (c->dir_cookies && main_parse_size("dir_cookies", c->dir_cookies, &fs->cookie_bytes)))
         return -1;
     if (fs->memtable_size < 4096) {
         fprintf(stderr, "lsmfs: memtable_size must be at least 4K\n");
@@ -285,6 +289,10 @@ static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *data
                 "counter: %s\n", datadir_arg, strerror(rc));
         goto fail_1;
     }
+    if (lsmfs_cookies_init(fs)) {
+        fprintf(stderr, "lsmfs: out of memory\n");
+        goto fail_2;
+    }
     fs->se = fuse_session_new(args, &lsmfs_ops, sizeof lsmfs_ops, fs);
     if (!fs->se)
         goto fail_2;   /* libfuse said why (e.g. an unknown option) */
@@ -304,6 +312,7 @@ fail_3:
     fuse_session_destroy(fs->se);
     fs->se = NULL;
 fail_2:
+    lsmfs_cookies_free(fs);
     lsmfs_table_free(fs);
 fail_1:
     lsm_close(fs->db);
@@ -425,6 +434,7 @@ static int main_teardown(struct lsmfs *fs, const char *datadir_arg)
     lsmfs_table_flush_all(fs);
     lsmfs_reclaim_stop(fs);
     lsmfs_table_free(fs);
+    lsmfs_cookies_free(fs);
     lsmfs_iter_pool_free(fs);
     int rc = lsm_close(fs->db);
     if (rc != LSM_OK) {
@@ -445,6 +455,7 @@ static void main_cmdline_free(struct cmdline *c)
     free(c->max_file_size);
     free(c->dirty_limit);
     free(c->timeout);
+    free(c->dir_cookies);
 }
 
 int main(int argc, char *argv[])

@@ -485,4 +485,220 @@ EOF2
     assert_eq "$(cd "$MNT" && stat -c '%i' new $names2 | sort | uniq -d)" ""
     check_d_ino "$MNT"
     check_d_ino "$MNT/impl2"
+
+# Writes $T/gd.py, a module for the tests below: getdents(fd, size) reads one kernel buffer of
+# size bytes (the getdents64 system call, so a test decides exactly where the kernel's position
+# stops), entries(fd, size) the same as (name, d_off) pairs, read_all(fd, size) reads to the end, drop() drops the kernel's caches (page cache, which
+# holds FUSE's cached listings, dentries and inodes), each_once(names, want) checks a listing.
+write_getdents_py() {
+    cat >"$T/gd.py" <<'EOF'
+import collections, ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+SYS_getdents64 = {"x86_64": 217, "aarch64": 61, "riscv64": 61, "i686": 220}[os.uname().machine]
+def entries(fd, size):
+    buf = ctypes.create_string_buffer(size)
+    n = libc.syscall(SYS_getdents64, fd, buf, size)
+    if n < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    raw, p, out = buf.raw[:n], 0, []
+    while p < n:
+        ino, off, reclen, typ = struct.unpack_from("<QqHB", raw, p)
+        out.append((raw[p + 19:p + reclen].split(b"\0", 1)[0].decode(), off))
+        p += reclen
+    return out
+def getdents(fd, size):
+    return [name for name, off in entries(fd, size)]
+def read_all(fd, size):
+    out = []
+    while True:
+        b = getdents(fd, size)
+        if not b:
+            return out
+        out += b
+def drop():
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+def each_once(names, want):
+    """Every name of want appears in names exactly once; returns what is wrong, or None."""
+    c = collections.Counter(names)
+    missing = sorted(n for n in want if c[n] == 0)
+    twice = sorted(n for n in want if c[n] > 1)
+    if missing or twice or c["."] != 1 or c[".."] != 1:
+        return "%d missing (e.g. %s), %d twice (e.g. %s), '.' x%d, '..' x%d" % (
+            len(missing), missing[:3], len(twice), twice[:3], c["."], c[".."])
+    return None
+EOF
+}
+
+# resume_after_change CHANGE [DIR]: reads about 1000 of the 4000 entries of $MNT/DIR (default d)
+# through one open directory, after another open listed it whole (so the kernel holds its
+# listing), runs CHANGE (python: d, first = names read, names = the 4000, removed = the set of
+# names it removes), drops the caches, reads on; every name never removed must appear once.
+resume_after_change() {
+    write_getdents_py
+    python3 - "$MNT/${2:-d}" "$T" "$1" <<'EOF'
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from gd import *
+d = sys.argv[1]
+os.mkdir(d)
+names = ["f%05d" % i for i in range(4000)]
+for n in names:
+    open(os.path.join(d, n), "w").close()
+assert len(os.listdir(d)) == 4000             # another open fills the kernel's cached listing
+fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+first = []
+while len(first) < 1000:
+    first += getdents(fd, 1000)               # a buffer that ends mid-reply
+removed = set()
+exec(sys.argv[3])
+drop()
+rest = read_all(fd, 1000)
+os.close(fd)
+bad = each_once(first + rest, set(names) - removed)
+assert not bad, "after %d entries: %s" % (len(first), bad)
+EOF
+}
+
+@test "resuming after the cache is dropped: entries read, then removed, skip nothing" {
+    require_root
+    mount_fs
+    resume_after_change '
+for n in first[2:]:
+    os.unlink(os.path.join(d, n)); removed.add(n)'
+}
+
+@test "resuming after the cache is dropped: names created before the position repeat nothing" {
+    require_root
+    mount_fs
+    resume_after_change '
+for i in range(1000):
+    open(os.path.join(d, "a%05d" % i), "w").close()'
+}
+
+@test "an offset kept from a closed open still places a new one (seekdir), entry and inode gone" {
+    require_root
+    mount_fs
+    write_getdents_py
+    python3 - "$MNT/d" "$T" <<'EOF'
+import os, sys
+sys.path.insert(0, sys.argv[2])
+from gd import *
+d = sys.argv[1]
+os.mkdir(d)
+names = ["n%05d" % i for i in range(3000)]
+for n in names:
+    open(os.path.join(d, n), "w").close()
+fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+got = []
+while len(got) < 600:
+    got += entries(fd, 4096)
+name, off = got[500]                          # telldir() after name
+os.close(fd)
+for n in names[:400] + [name]:
+    os.unlink(os.path.join(d, n))
+for i in range(300):
+    open(os.path.join(d, "a%05d" % i), "w").close()
+drop()                                        # the kernel forgets the directory's inode too
+fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+os.lseek(fd, off, os.SEEK_SET)                # seekdir()
+rest = read_all(fd, 4096)
+want = names[names.index(name) + 1:]
+assert rest == want, "after %s: %d names from %s, want %d from %s" % (
+    name, len(rest), rest[:2], len(want), want[:1])
+EOF
+}
+
+@test "with no table of offsets (dir_cookies=0) a pass finds the place; a lost place repeats" {
+    require_root
+    mount_fs -o dir_cookies=0
+    resume_after_change '
+for i in range(1000):
+    open(os.path.join(d, "a%05d" % i), "w").close()' created
+    run grep -q 'again from its first name' "$LOG"
+    [ "$status" -eq 1 ]
+    # the last name read is gone too: the listing starts over, and nothing is skipped
+    resume_after_change '
+for n in first[2:]:
+    os.unlink(os.path.join(d, n)); removed.add(n)' removed
+    grep -q 'listing removed/ again from its first name' "$LOG"
+}
+
+@test "listers, renamers and creators at once, caches dropped: stable names once per listing" {
+    require_root
+    mount_fs -o memtable_size=64K
+    write_getdents_py
+    python3 - "$MNT/d" "$T" <<'EOF'
+import os, sys, threading, time
+sys.path.insert(0, sys.argv[2])
+from gd import *
+d = sys.argv[1]
+os.mkdir(d)
+stable = set("s%04d-%s" % (i, "p" * (i % 30)) for i in range(2000))
+for n in stable:
+    open(os.path.join(d, n), "w").close()
+stop, errors, listings = threading.Event(), [], [0]
+def renamer(k):       # moves names from before the stable ones to after them and back
+    i = 0
+    while not stop.is_set():
+        a, z = os.path.join(d, "a%d-%d" % (k, i % 200)), os.path.join(d, "z%d-%d" % (k, i % 200))
+        if i < 200:
+            open(a, "w").close()
+        else:
+            os.rename(z, a)
+        os.rename(a, z)
+        i += 1
+def creator():        # new names everywhere among the stable ones, removed again later
+    i = 0
+    while not stop.is_set():
+        open(os.path.join(d, "s%04d-new%d" % (i * 7 % 2000, i)), "w").close()
+        if i >= 100:
+            os.unlink(os.path.join(d, "s%04d-new%d" % ((i - 100) * 7 % 2000, i - 100)))
+        i += 1
+def lister(size):
+    while not stop.is_set():
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        names = read_all(fd, size)
+        os.close(fd)
+        bad = each_once(names, stable)
+        if bad:
+            errors.append(bad)
+        listings[0] += 1
+threads = [threading.Thread(target=f, args=a) for f, a in
+           ((renamer, (0,)), (renamer, (1,)), (creator, ()),
+            (lister, (1000,)), (lister, (1500,)), (lister, (32768,)))]
+for t in threads:
+    t.start()
+for i in range(10):   # a bounded number of drops
+    time.sleep(0.3)
+    drop()
+stop.set()
+for t in threads:
+    t.join()
+assert listings[0] >= 10, "only %d listings" % listings[0]
+assert not errors, "%d of %d listings wrong, e.g. %s" % (len(errors), listings[0], errors[0])
+EOF
+}
+
+@test "rm -rf of a directory of 110000 files while caches are dropped removes it all" {
+    require_root
+    require_lsmtool
+    # more than the 100000 entries GNU rm (fts) reads before it starts removing
+    python3 -c '
+for i in range(110000):
+    print("put big/f%06d v" % ((i * 7919) % 110000))' | "$LSMTOOL" "$DATA" load
+    mount_fs
+    assert_eq "$(ls -U "$MNT/big" | wc -l)" 110000
+    (for i in $(seq 1 12); do sleep 0.4; echo 3 >/proc/sys/vm/drop_caches; done) &
+    dropper=$!
+    CLEANUPS+=("kill $dropper 2>/dev/null; wait $dropper 2>/dev/null")
+    run rm -rf "$MNT/big"
+    kill "$dropper" 2>/dev/null || true
+    wait "$dropper" 2>/dev/null || true
+    if [ "$status" -ne 0 ]; then
+        echo "rm -rf: $output; $(ls -U "$MNT/big" | wc -l) files left" >&2
+        false
+    fi
+    [ ! -e "$MNT/big" ]
 }
