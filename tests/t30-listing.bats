@@ -485,6 +485,7 @@ EOF2
     assert_eq "$(cd "$MNT" && stat -c '%i' new $names2 | sort | uniq -d)" ""
     check_d_ino "$MNT"
     check_d_ino "$MNT/impl2"
+}
 
 # Writes $T/gd.py, a module for the tests below: getdents(fd, size) reads one kernel buffer of
 # size bytes (the getdents64 system call, so a test decides exactly where the kernel's position
