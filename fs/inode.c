@@ -318,9 +318,11 @@ void lsmfs_table_close(struct lsmfs *fs, struct lsmfs_inode *ino)
     }
     pthread_mutex_unlock(&fs->tmu);
     if (last) {
-        if (ino->dirty)
-            lsmfs_flush_locked(fs, ino, 0);
-        lsmfs_buf_drop(fs, ino);
+        /* A write-back that fails (a full disk, say) keeps the bytes in the buffer: the file's
+           size and content still agree, and the next flush tries again. Only an inode nobody
+           can reach any more lets them go. */
+        if (!ino->dirty || lsmfs_flush_locked(fs, ino, 0) == 0 || gone)
+            lsmfs_buf_drop(fs, ino);
     }
     pthread_mutex_unlock(&ino->mu);
     if (gone)

@@ -328,3 +328,30 @@ EOF2
     echo again >"$MNT/again"
     assert_eq "$(cat "$MNT/again")" again
 }
+
+@test "full disk: a file whose write-back failed keeps size and content in agreement" {
+    require_root
+    mount_tmpfs "$T/small" size=3m
+    DATA=$T/small/data
+    mount_fs
+    python3 - "$MNT" <<'EOF2'
+import errno, os, sys
+m = sys.argv[1]
+for i in range(40):
+    data = os.urandom(150000)
+    fd = os.open("%s/f%02d" % (m, i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, data)
+    try:
+        os.close(fd)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+        break
+else:
+    raise AssertionError("40 x 150 KB fit in a 3 MB filesystem?")
+# every file, the one whose close failed included, reads as many bytes as stat says it holds
+for name in sorted(os.listdir(m)):
+    p = os.path.join(m, name)
+    size, got = os.stat(p).st_size, len(open(p, "rb").read())
+    assert size == got, "%s: stat says %d bytes, a read gives %d" % (name, size, got)
+EOF2
+}
