@@ -386,6 +386,11 @@ EOF
 # raw_put KEY VALUE...: puts each pair through the library (liblsm.so via ctypes) while nothing is
 # mounted. Keys and values are Python bytes literals, so reserved keys ("\0a...") can be written.
 raw_put() {
+    # Under make check the library is built with AddressSanitizer, whose runtime must be loaded
+    # before anything else in the process that loads it (python here).
+    local asan
+    asan=$(ldd "$REPO/engine/liblsm.so" | awk '/libasan/ { print $3 }')
+    LD_PRELOAD=$asan ASAN_OPTIONS=${asan:+detect_leaks=0} \
     python3 - "$REPO/engine/liblsm.so" "$DATA" "$@" <<'EOF2'
 import ast, ctypes, sys
 lib = ctypes.CDLL(sys.argv[1])
