@@ -35,7 +35,8 @@ ENGINE_SRC = engine/util.c engine/env.c engine/options.c engine/wal.c engine/mem
              engine/blob.c engine/table_cache.c engine/builder.c engine/db.c engine/recover.c \
              engine/write.c engine/flush.c engine/read.c engine/db_iter.c engine/compact_pick.c \
              engine/compact.c
-FS_SRC     = fs/main.c fs/ops.c fs/dir.c fs/cookie.c fs/inode.c fs/keys.c fs/reclaim.c fs/log.c
+FS_SRC     = fs/main.c fs/ops.c fs/dir.c fs/cookie.c fs/inode.c fs/keys.c fs/reclaim.c fs/log.c \
+             fs/xattr.c
 ITOOLS     =
 TOOLS      = $(ITOOLS) tools/lsmtool
 TESTS      = tests/engine/test_bloom tests/engine/test_cache tests/engine/test_corrupt \

@@ -318,8 +318,10 @@ static int dir_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *
     dir_preserve(fs, ino);
     lsm_batch *b = lsm_batch_new();
     dir_add_delete(b, path, plen, m.type);
-    dir_keep_parent(b, parent);
-    rc = lsmfs_write_batch(fs, b, 0);
+    if ((rc = lsmfs_xattr_drop(fs, b, path, plen, m.type)) == 0) {
+        dir_keep_parent(b, parent);
+        rc = lsmfs_write_batch(fs, b, 0);
+    }
     lsm_batch_free(b);
     if (rc == 0 && m.type == LSMFS_DIR)
         lsmfs_reclaim_note_dir(fs, path, plen);
@@ -385,7 +387,7 @@ static int dir_move_value(struct lsmfs *fs, lsm_batch *b, const char *from, size
     return 0;
 }
 
-/* dir_move for a file or symlink: its value and attribute record. */
+/* dir_move for a file or symlink: its value, attribute record and extended attributes. */
 static int dir_move_file(struct lsmfs *fs, lsm_batch *b, int phase, struct rename_side *from,
                          const struct rename_side *to, size_t *bytes)
 {
@@ -393,13 +395,16 @@ static int dir_move_file(struct lsmfs *fs, lsm_batch *b, int phase, struct renam
     int err;
     if (phase == 0) {
         dir_add_delete(b, from->path, from->len, from->m.type);
-        return 0;
+        return lsmfs_xattr_drop(fs, b, from->path, from->len, from->m.type);
     }
     if (from->ino)
         pthread_mutex_lock(&from->ino->mu);
     err = dir_move_value(fs, b, from->path, from->len, to->path, to->len, from->ino, &vl);
     if (from->ino)
         pthread_mutex_unlock(&from->ino->mu);
+    if (!err)
+        err = lsmfs_xattr_copy(fs, b, from->path, from->len, from->m.type, to->path, to->len,
+                               bytes);
     if (err)
         return err;
     *bytes += vl;
@@ -463,7 +468,8 @@ static int dir_move_numbers(struct lsmfs *fs, lsm_batch *b, const char *k, size_
 }
 
 /* Moves (phase 1) or deletes (phase 0) every key that starts with tag, from "/": the data keys
-   (tag 0), attribute records ('a') or directory records ('d') at and below directory from. Moved
+   (tag 0), attribute records ('a'), directory records ('d') or extended attributes ('x') at and
+   below directory from. Moved
    files and directories keep their inode numbers: a record without one gets the number its old
    path gave (lsmfs_put_moved_record), and so does a file or directory without a record
    (dir_move_numbers). */
@@ -504,7 +510,9 @@ static int dir_move_keys(struct lsmfs *fs, lsm_batch *b, lsm_iter *it, int phase
         memcpy(nk, k, pre);
         memcpy(nk + pre, to, tlen);
         memcpy(nk + pre + tlen, k + pre + flen, n - pre - flen);
-        if (tag) {
+        if (tag == 'x') {
+            lsm_batch_put(b, nk, n - flen + tlen, v, vl);
+        } else if (tag) {
             /* the old path: the key without the tag (and a directory record's final '/') */
             lsmfs_put_moved_record(b, nk, n - flen + tlen, v, vl, k + pre,
                                    n - pre - (tag == 'd'));
@@ -532,17 +540,18 @@ static int dir_move_keys(struct lsmfs *fs, lsm_batch *b, lsm_iter *it, int phase
     return err;
 }
 
-/* dir_move for a directory: every data key, attribute record and directory record at or below
-   it; an implicit directory gets a record at its new place, so it stays a directory there. */
+/* dir_move for a directory: every data key, attribute record, directory record and extended
+   attribute at or below it (its own included); an implicit directory gets a record at its new
+   place, so it stays a directory there. */
 static int dir_move_tree(struct lsmfs *fs, lsm_batch *b, int phase, const struct rename_side *from,
                          const struct rename_side *to, size_t *bytes)
 {
-    static const char tags[3] = { 0, 'a', 'd' };
+    static const char tags[4] = { 0, 'a', 'd', 'x' };
     lsm_iter *it;
     int err = 0, rc = lsm_iter_new(fs->db, &it);
     if (rc != LSM_OK)
         return lsmfs_errno(fs, rc, "rename", from->path);
-    for (int t = 0; t < 3 && !err; t++)
+    for (int t = 0; t < 4 && !err; t++)
         err = dir_move_keys(fs, b, it, phase, tags[t], from->path, from->len, to->path, to->len,
                             bytes);
     lsm_iter_free(it);
@@ -630,8 +639,10 @@ static int dir_rename_write(struct lsmfs *fs, struct rename_side *s, struct rena
         err = dir_move(fs, b, phase, s, t, &bytes);
         if (!err && exchange)
             err = dir_move(fs, b, phase, t, s, &bytes);
-        else if (!err && t->m.type != LSMFS_NONE && phase == 0)
+        else if (!err && t->m.type != LSMFS_NONE && phase == 0) {
             dir_add_delete(b, t->path, t->len, t->m.type);
+            err = lsmfs_xattr_drop(fs, b, t->path, t->len, t->m.type);
+        }
     }
     if (!err) {
         dir_keep_parent(b, s->parent);

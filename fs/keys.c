@@ -3,7 +3,7 @@
  * codec, and what a path is when only the engine is asked.
  *
  * What: building keys (data key = the path, "\0a" PATH = attribute record, "\0d" PATH "/" =
- * explicit directory; see lsmfs.h), checking names made through the mount, encoding and decoding
+ * explicit directory, "\0x" PATH for xattr.c; see lsmfs.h), checking names made through the mount, encoding and decoding
  * the attribute record, inode numbers (the "\0i" high-water mark they are given from, and the
  * number a file without one in its record has), and resolving a path from the engine alone: a
  * file, an explicit or implicit directory, or nothing. A small pool of iterators serves the prefix
@@ -26,8 +26,8 @@
 #include <syslog.h>
 #include <xxhash.h>
 
-/* Builds a key for path: tag 0 = the data key, 'a' = attribute record, 'd' = directory record
-   (with the trailing '/' when slash is set). Caller frees with free(). */
+/* Builds a key for path: tag 0 = the data key, 'a' = attribute record, 'd' = directory record,
+   'x' = the start of an extended attribute's (xattr.c) (with the trailing '/' when slash is set). Caller frees with free(). */
 char *lsmfs_key(char tag, const char *path, size_t plen, int slash, size_t *klen)
 {
     size_t pre = tag ? 2 : 0, n = pre + plen + (slash ? 1 : 0);
@@ -351,6 +351,16 @@ static void keys_iter_put(struct lsmfs *fs, lsm_iter *it)
     }
     pthread_mutex_unlock(&fs->pool_mu);
     lsm_iter_free(it);
+}
+
+int lsmfs_iter_get(struct lsmfs *fs, lsm_iter **out, const char *path)
+{
+    return keys_iter_get(fs, out, path);
+}
+
+void lsmfs_iter_put(struct lsmfs *fs, lsm_iter *it)
+{
+    keys_iter_put(fs, it);
 }
 
 /* A pooled iterator holds the snapshot and version of its last use, and with them tables (and

@@ -1,9 +1,10 @@
 /*
  * lsmfs.h — private declarations shared by the modules of the lsmfs daemon (fs/).
  *
- * The daemon is eight modules, each calling only those listed after it: main.c parses options,
+ * The daemon is nine modules, each calling only those listed after it: main.c parses options,
  * opens the engine, mounts and daemonizes; ops.c holds the FUSE callbacks on files (and the table
  * of all callbacks); dir.c those on the namespace (lookup, create, remove, rename, listing);
+ * xattr.c extended attributes (the callbacks, and moving or dropping them with their file);
  * cookie.c the offsets of listings and the table that maps them back to places; inode.c owns
  * the in-memory inode table, the buffers of files being written and their write-back; reclaim.c
  * gives back the space of large files removed or replaced; keys.c owns the key layout, names,
@@ -17,6 +18,10 @@
  *                     the value is its attribute record. The root directory is "\0d/".
  *   "\0i"             the inode-number high-water mark: no number at or above it was ever given
  *                     to a file (keys.c, lsmfs_ino_alloc).
+ *   "\0x" PATH "\0" NAME     extended attribute NAME of the file or symlink at PATH; the value is
+ *   "\0x" PATH "/\0" NAME    the attribute's value. The second form is a directory's (the root's
+ *                     is "\0x/\0" NAME), so "\0x" PATH "/" holds every attribute at and below
+ *                     directory PATH (xattr.c).
  * Keys starting with a NUL byte can never be file names, so the reserved namespace never collides
  * with a file. A directory is implicit while some key lies below it.
  *
@@ -157,6 +162,8 @@ struct lsmfs {
     uint64_t ino_next;           /* next inode number to give; guarded by ns held for writing */
     uint64_t ino_limit;          /* the "\0i" high-water mark as stored: ino_next may reach it;
                                     guarded by ns held for writing */
+    int      xattr_state;        /* whether any "\0x" key may exist: 0 not known yet, 1 none,
+                                    2 some (xattr.c); read and written with __atomic builtins */
 
     pthread_mutex_t  bmu;        /* buffer budget */
     size_t   buffered;           /* bytes of content buffers; guarded by bmu */
@@ -221,6 +228,10 @@ void  lsmfs_meta_touch(struct lsmfs_meta *m);
 int   lsmfs_stat_path(struct lsmfs *fs, const char *path, size_t plen, struct lsmfs_meta *m);
 int   lsmfs_dir_has_children(struct lsmfs *fs, const char *path, size_t plen, int *has);
 void  lsmfs_iter_pool_free(struct lsmfs *fs);        /* before lsm_close */
+/* A pooled iterator, refreshed and unbounded (path names it in errors); give it back with
+   lsmfs_iter_put. Returns 0 or an errno. */
+int   lsmfs_iter_get(struct lsmfs *fs, lsm_iter **out, const char *path);
+void  lsmfs_iter_put(struct lsmfs *fs, lsm_iter *it);
 void  lsmfs_iter_pool_trim(struct lsmfs *fs, int64_t idle_ns); /* frees it when unused that long */
 size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf);
 int   lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m);
@@ -285,6 +296,19 @@ void  lsmfs_readdirplus(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                         struct fuse_file_info *fi);
 void  lsmfs_releasedir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi);
 void  lsmfs_fsyncdir(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_file_info *fi);
+
+/* xattr.c: the attributes of the object of type at a path, for the batch that renames or
+   removes it (fs->ns held for writing). Directories moved whole need neither: their prefix
+   "\0x" PATH "/" moves with their other keys (dir.c). Both return 0 or an errno. */
+int   lsmfs_xattr_drop(struct lsmfs *fs, lsm_batch *b, const char *path, size_t plen, int type);
+/* Puts copies of them at path to; *bytes grows by what is copied. */
+int   lsmfs_xattr_copy(struct lsmfs *fs, lsm_batch *b, const char *from, size_t flen, int type,
+                       const char *to, size_t tlen, size_t *bytes);
+void  lsmfs_setxattr(fuse_req_t req, fuse_ino_t n, const char *name, const char *value,
+                     size_t size, int flags);
+void  lsmfs_getxattr(fuse_req_t req, fuse_ino_t n, const char *name, size_t size);
+void  lsmfs_listxattr(fuse_req_t req, fuse_ino_t n, size_t size);
+void  lsmfs_removexattr(fuse_req_t req, fuse_ino_t n, const char *name);
 
 /* ops.c */
 /* Frees the handles the kernel never released (a RELEASE can arrive after the session ended). */

@@ -546,5 +546,9 @@ const struct fuse_lowlevel_ops lsmfs_ops = {
     .releasedir = lsmfs_releasedir,
     .fsyncdir = lsmfs_fsyncdir,
     .statfs = lsmfs_statfs,
+    .setxattr = lsmfs_setxattr,
+    .getxattr = lsmfs_getxattr,
+    .listxattr = lsmfs_listxattr,
+    .removexattr = lsmfs_removexattr,
 };
 
