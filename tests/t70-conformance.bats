@@ -9,8 +9,15 @@ load helper
 setup() {
     common_setup
     require_root
+    # Cases run as uid 65534 too, which must reach both mounts: bats's temporary directories are
+    # private (0700), so both live in a directory of their own under /tmp, searchable by all.
+    P=$(mktemp -d /tmp/lsmfs-t70.XXXXXX)
+    chmod 0755 "$P"
+    CLEANUPS+=("rmdir '$P/mnt' '$P/tmpfs' '$P'")
+    MNT=$P/mnt
+    mkdir "$MNT"
     mount_fs -o allow_other
-    mount_tmpfs "$T/tmpfs" mode=0755
+    mount_tmpfs "$P/tmpfs" mode=0755
 }
 
 teardown() {
@@ -18,7 +25,7 @@ teardown() {
 }
 
 @test "conformance cases give the same outcome on lsmfs and on tmpfs" {
-    python3 "$REPO/tests/conformance.py" run "$T/tmpfs" >"$T/tmpfs.out"
+    python3 "$REPO/tests/conformance.py" run "$P/tmpfs" >"$T/tmpfs.out"
     python3 "$REPO/tests/conformance.py" run "$MNT" >"$T/lsmfs.out"
     run python3 "$REPO/tests/conformance.py" compare "$T/lsmfs.out" "$T/tmpfs.out"
     # the table, as a TAP comment line
