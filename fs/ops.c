@@ -61,9 +61,12 @@ static void lsmfs_getattr(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *f
     struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     struct stat st;
+    pthread_rwlock_rdlock(&fs->ns);
+    lsmfs_dir_count(fs, ino);   /* once per directory inode; a failure leaves st_nlink 1 */
     pthread_mutex_lock(&ino->mu);
     lsmfs_meta_to_stat(ino, &st);
     pthread_mutex_unlock(&ino->mu);
+    pthread_rwlock_unlock(&fs->ns);
     fuse_reply_attr(req, &st, fs->timeout);
 }
 
@@ -103,6 +106,7 @@ static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int t
     int64_t now = lsmfs_now();
 
     pthread_rwlock_rdlock(&fs->ns);
+    lsmfs_dir_count(fs, ino);
     pthread_mutex_lock(&ino->mu);
     if (to_set & FUSE_SET_ATTR_SIZE) {
         if (ino->m.type == LSMFS_DIR)
