@@ -36,3 +36,23 @@ teardown() {
     fi
     grep -E '^(documented|known bug|note)' <<<"$output" | sed 's/^/# /' >&3 || true
 }
+
+@test "a directory's times, st_nlink and set-group-ID bit survive a remount; API keys count" {
+    require_lsmtool
+    mkdir -p "$MNT/d/a" "$MNT/d/b/c"
+    echo x >"$MNT/d/f"
+    chmod 2775 "$MNT/d/b"
+    mkdir "$MNT/d/b/s"
+    rm "$MNT/d/f"
+    before=$(stat -c '%n %h %y %z %a' "$MNT" "$MNT/d" "$MNT/d/b" "$MNT/d/b/s")
+    unmount_fs
+    # a directory made only by keys below it counts its subdirectories too
+    echo v | "$LSMTOOL" "$DATA" put imp/x/y
+    echo v | "$LSMTOOL" "$DATA" put imp/z/w/v
+    echo v | "$LSMTOOL" "$DATA" put imp/file
+    mount_fs -o allow_other
+    assert_eq "$(stat -c '%n %h %y %z %a' "$MNT" "$MNT/d" "$MNT/d/b" "$MNT/d/b/s")" \
+        "$(sed "1s|^\($MNT\) 3 |\1 4 |" <<<"$before")"   # the root gained imp/
+    assert_eq "$(stat -c %h "$MNT/imp" "$MNT/imp/z")" "4
+3"
+}
