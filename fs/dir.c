@@ -294,13 +294,15 @@ static void dir_preserve(struct lsmfs *fs, struct lsmfs_inode *ino)
 }
 
 /* After its key went away: the inode serves its open handles from its buffer, is never written
-   back, and is no longer found by path. fs->ns held for writing. */
+   back, and is no longer found by path; losing its link is a change of its own (ctime). fs->ns
+   held for writing. */
 static void dir_bury(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     if (!ino)
         return;
     pthread_mutex_lock(&ino->mu);
     ino->deleted = 1;
+    ino->m.ctime_ns = lsmfs_now();
     ino->dirty = 0;
     pthread_mutex_unlock(&ino->mu);
     lsmfs_table_unhash(fs, ino);

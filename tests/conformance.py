@@ -34,6 +34,7 @@ DOCUMENTED = {
     "link_hard": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (hard links)",
     "mknod_fifo": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (FIFOs)",
     "rename_whiteout": "lsmfs(1) STANDARDS (RENAME_WHITEOUT leaves a device node: EINVAL)",
+    "o_tmpfile": "lsmfs(1) STANDARDS (O_TMPFILE: EOPNOTSUPP)",
 }
 # ... and those that differ only with -o writeback (LSMFS_TEST_OPTS="-o writeback"), where the
 # kernel keeps a file's times and writes reach lsmfs from its write-back, not from the writer.
@@ -1496,6 +1497,66 @@ def rename_dir_cross_parent_times(d):
     os.rename(d + "/x/s", d + "/y/s")
     return "ok %s %s dotdot=%s" % (changed(tx, d + "/x", "s"), changed(ty, d + "/y", "t"),
                                    os.stat(d + "/y/s/..").st_ino == os.stat(d + "/y").st_ino)
+
+
+@case
+def ctime_same_value_changes(d):
+    put(d + "/f", b"abc", 0o644)
+    out = []
+    for op in (lambda: os.chmod(d + "/f", 0o644), lambda: os.chown(d + "/f", 0, 0),
+               lambda: os.utime(d + "/f", ns=(10**18, 10**18)),
+               lambda: os.utime(d + "/f", ns=(10**18, 10**18))):
+        t = times(d + "/f")
+        tick()
+        op()
+        out.append(changed(t, d + "/f"))
+    return "ok " + " ".join(out)
+
+
+@case
+def unlink_open_ctime(d):
+    put(d + "/f", b"abc")
+    fd = os.open(d + "/f", os.O_RDONLY)
+    t = os.fstat(fd)
+    tick()
+    os.unlink(d + "/f")
+    st = os.fstat(fd)
+    os.close(fd)
+    return "ok c%s" % ("+" if st.st_ctime_ns != t.st_ctime_ns else "=")
+
+
+@case
+def rename_onto_ancestor(d):
+    os.mkdir(d + "/a")
+    os.mkdir(d + "/a/b")
+    return attempt(os.rename, d + "/a/b", d + "/a")
+
+
+@case
+def mkdir_mode_zero(d):
+    os.mkdir(d + "/s", 0)
+    fd = os.open(d + "/f", os.O_CREAT | os.O_RDWR, 0)
+    os.write(fd, b"ok")
+    os.close(fd)
+    return "ok %o %o %r" % (os.stat(d + "/s").st_mode, os.stat(d + "/f").st_mode, get(d + "/f"))
+
+
+@case
+def o_tmpfile(d):
+    return attempt(lambda: os.close(os.open(d, os.O_TMPFILE | os.O_RDWR, 0o600)))
+
+
+@case
+def rename_file_times_of_replaced_open(d):
+    put(d + "/a", b"A")
+    put(d + "/b", b"B")
+    fd = os.open(d + "/b", os.O_RDONLY)
+    t = os.fstat(fd)
+    tick()
+    os.rename(d + "/a", d + "/b")
+    st = os.fstat(fd)
+    os.close(fd)
+    return "ok c%s" % ("+" if st.st_ctime_ns != t.st_ctime_ns else "=")
 
 
 # ---- what lsmfs does not keep ----
