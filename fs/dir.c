@@ -76,6 +76,7 @@ int lsmfs_dir_lookup(struct lsmfs *fs, struct lsmfs_inode *parent, const char *n
     if ((ino = lsmfs_table_ref(fs, path, plen))) {
         free(path);
         *out = ino;
+        lsmfs_dir_count(fs, ino);
         return 0;
     }
     if ((err = lsmfs_stat_path(fs, path, plen, &m)) || m.type == LSMFS_NONE) {
@@ -84,16 +85,32 @@ int lsmfs_dir_lookup(struct lsmfs *fs, struct lsmfs_inode *parent, const char *n
     }
     if (!(*out = lsmfs_table_get(fs, path, plen, &m)))
         return ENOMEM;
+    lsmfs_dir_count(fs, *out);   /* st_nlink; without it, 1 ("not counted") is still right */
     return 0;
 }
 
-/* Adds the record of a directory that is only implicit (e.g. its last child is going away) to b, so
-   that it stays, as an emptied directory does on a local filesystem. fs->ns held for writing. */
-static void dir_keep_parent(lsm_batch *b, struct lsmfs_inode *p)
+/* Directory p gains or loses an entry in batch b: its mtime and ctime become now (POSIX), and its
+   record goes in b with them. That makes an implicit directory explicit, so it also stays when its
+   last child goes away, as an emptied directory does on a local filesystem. fs->ns held for
+   writing. */
+static void dir_touch_parent(lsm_batch *b, struct lsmfs_inode *p, int64_t now)
 {
     pthread_mutex_lock(&p->mu);
-    if (p->m.type == LSMFS_DIR && !p->m.explicit_dir && p->plen > 0)
+    if (p->m.type == LSMFS_DIR) {
+        p->m.mtime_ns = p->m.ctime_ns = now;
         lsmfs_add_record(b, p);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Directory p gained (d > 0) or lost subdirectories, once the batch that did it was written. */
+static void dir_nsub_add(struct lsmfs_inode *p, int64_t d)
+{
+    if (!d)
+        return;
+    pthread_mutex_lock(&p->mu);
+    if (p->nsub >= 0)
+        p->nsub += d;
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -154,10 +171,20 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
         return rc ? rc : EEXIST;
     }
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    pthread_mutex_lock(&parent->mu);
+    uint32_t pmode = parent->m.mode, pgid = parent->m.gid;
+    pthread_mutex_unlock(&parent->mu);
     lsmfs_meta_default(fs, &m, type);
     m.mode = (m.mode & S_IFMT) | (type == LSMFS_LNK ? 0777 : (mode & 07777));
     m.uid = ctx->uid;
     m.gid = ctx->gid;
+    if (pmode & S_ISGID) {
+        /* a set-group-ID directory gives its group to what is made in it, and its bit to
+           subdirectories (mkdir(2), inode(7)) */
+        m.gid = pgid;
+        if (type == LSMFS_DIR)
+            m.mode |= S_ISGID;
+    }
     lsmfs_meta_touch(&m);
     if ((rc = lsmfs_ino_alloc(fs, &m.ino))) {
         free(path);
@@ -171,16 +198,24 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
         m.size = target ? strlen(target) : 0;
         lsm_batch_put(b, path, plen, target ? target : "", m.size);
     }
-    if ((rc = lsmfs_put_record(b, path, plen, &m)) == 0)
+    if ((rc = lsmfs_put_record(b, path, plen, &m)) == 0) {
+        dir_touch_parent(b, parent, m.mtime_ns);
         rc = lsmfs_write_batch(fs, b, 0);
+    }
     lsm_batch_free(b);
     if (rc) {
         free(path);
         return rc;
     }
+    dir_nsub_add(parent, type == LSMFS_DIR);
     struct lsmfs_inode *ino = lsmfs_table_get(fs, path, plen, &m);
     if (!ino)
         return ENOMEM;
+    if (type == LSMFS_DIR) {
+        pthread_mutex_lock(&ino->mu);
+        ino->nsub = 0;
+        pthread_mutex_unlock(&ino->mu);
+    }
     if (opening)
         lsmfs_table_open(fs, ino);
     *out = ino;
@@ -259,13 +294,15 @@ static void dir_preserve(struct lsmfs *fs, struct lsmfs_inode *ino)
 }
 
 /* After its key went away: the inode serves its open handles from its buffer, is never written
-   back, and is no longer found by path. fs->ns held for writing. */
+   back, and is no longer found by path; losing its link is a change of its own (ctime). fs->ns
+   held for writing. */
 static void dir_bury(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     if (!ino)
         return;
     pthread_mutex_lock(&ino->mu);
     ino->deleted = 1;
+    ino->m.ctime_ns = lsmfs_now();
     ino->dirty = 0;
     pthread_mutex_unlock(&ino->mu);
     lsmfs_table_unhash(fs, ino);
@@ -319,10 +356,12 @@ static int dir_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *
     lsm_batch *b = lsm_batch_new();
     dir_add_delete(b, path, plen, m.type);
     if ((rc = lsmfs_xattr_drop(fs, b, path, plen, m.type)) == 0) {
-        dir_keep_parent(b, parent);
+        dir_touch_parent(b, parent, lsmfs_now());
         rc = lsmfs_write_batch(fs, b, 0);
     }
     lsm_batch_free(b);
+    if (rc == 0 && m.type == LSMFS_DIR)
+        dir_nsub_add(parent, -1);
     if (rc == 0 && m.type == LSMFS_DIR)
         lsmfs_reclaim_note_dir(fs, path, plen);
     else if (rc == 0 && m.size >= LSMFS_RECLAIM_MIN)
@@ -543,7 +582,7 @@ static int dir_move_keys(struct lsmfs *fs, lsm_batch *b, lsm_iter *it, int phase
 /* dir_move for a directory: every data key, attribute record, directory record and extended
    attribute at or below it (its own included); an implicit directory gets a record at its new
    place, so it stays a directory there. */
-static int dir_move_tree(struct lsmfs *fs, lsm_batch *b, int phase, const struct rename_side *from,
+static int dir_move_tree(struct lsmfs *fs, lsm_batch *b, int phase, struct rename_side *from,
                          const struct rename_side *to, size_t *bytes)
 {
     static const char tags[4] = { 0, 'a', 'd', 'x' };
@@ -555,8 +594,12 @@ static int dir_move_tree(struct lsmfs *fs, lsm_batch *b, int phase, const struct
         err = dir_move_keys(fs, b, it, phase, tags[t], from->path, from->len, to->path, to->len,
                             bytes);
     lsm_iter_free(it);
-    if (!err && phase == 1 && !from->m.explicit_dir)
+    if (!err && phase == 1) {
+        /* after the moved records, so that it wins: the new ctime (and, for an implicit
+           directory, a record that keeps it a directory at its new place) */
+        from->m.ctime_ns = lsmfs_now();
         err = lsmfs_put_record(b, to->path, to->len, &from->m);
+    }
     return err;
 }
 
@@ -589,13 +632,14 @@ static void dir_move_inodes(struct lsmfs *fs, const char *from, size_t flen, con
     }
 }
 
-/* A moved file's buffer is now in the engine at its new key. */
+/* A moved file's buffer is now in the engine at its new key; a moved object has a new ctime. */
 static void dir_moved_clean(struct lsmfs_inode *ino, const struct lsmfs_meta *m)
 {
-    if (!ino || m->type == LSMFS_DIR)
+    if (!ino)
         return;
     pthread_mutex_lock(&ino->mu);
-    ino->dirty = 0;
+    if (m->type != LSMFS_DIR)
+        ino->dirty = 0;
     ino->m.ctime_ns = m->ctime_ns;
     pthread_mutex_unlock(&ino->mu);
 }
@@ -645,10 +689,19 @@ static int dir_rename_write(struct lsmfs *fs, struct rename_side *s, struct rena
         }
     }
     if (!err) {
-        dir_keep_parent(b, s->parent);
+        int64_t now = lsmfs_now();
+        dir_touch_parent(b, s->parent, now);
+        if (t->parent != s->parent)
+            dir_touch_parent(b, t->parent, now);
         err = lsmfs_write_batch(fs, b, 0);
     }
     lsm_batch_free(b);
+    if (!err) {
+        /* subdirectories that changed parent, or that a directory replaced */
+        int sd = s->m.type == LSMFS_DIR, td = t->m.type == LSMFS_DIR;
+        dir_nsub_add(s->parent, -sd + (exchange ? td : 0));
+        dir_nsub_add(t->parent, sd - td);
+    }
     return err;
 }
 
@@ -895,6 +948,43 @@ static void dir_lister_close(struct dir_lister *l)
     free(l->dpre);
     free(l->rpre);
     free(l->kbuf);
+}
+
+/* Counts the subdirectories of dir once, for its st_nlink, unless it holds more than
+   DIR_COUNT_MAX children: that many stay uncounted (st_nlink 1, as find(1) and fts(3) know it:
+   "the count is not kept"), so that a stat never costs a long listing pass. fs->ns held (for
+   reading at least), no inode mutex. */
+#define DIR_COUNT_MAX 4096
+int lsmfs_dir_count(struct lsmfs *fs, struct lsmfs_inode *dir)
+{
+    struct dir_lister l;
+    char name[LSMFS_NAME_MAX + 1], next[LSMFS_NAME_MAX + 2];
+    size_t nextlen = 0, seen = 0;
+    int isdir = 0, end = 0;
+    int64_t n = 0;
+    pthread_mutex_lock(&dir->mu);
+    int need = dir->m.type == LSMFS_DIR && dir->nsub == -1 && !dir->deleted;
+    pthread_mutex_unlock(&dir->mu);
+    if (!need)
+        return 0;
+    int err = dir_lister_open(fs, &l, dir);
+    if (!err)
+        dir_lister_seek(&l, "", 0, 3);
+    while (!err && !(err = dir_lister_next(fs, &l, name, &isdir, next, &nextlen, &end)) && !end) {
+        n += isdir;
+        if (++seen > DIR_COUNT_MAX) {
+            n = -2;
+            break;
+        }
+    }
+    dir_lister_close(&l);
+    if (err)
+        return err;
+    pthread_mutex_lock(&dir->mu);
+    if (dir->nsub == -1)
+        dir->nsub = n;
+    pthread_mutex_unlock(&dir->mu);
+    return 0;
 }
 
 void lsmfs_opendir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)

@@ -31,7 +31,12 @@ void lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st)
     memset(st, 0, sizeof *st);
     st->st_ino = m->ino;
     st->st_mode = m->mode;
-    st->st_nlink = m->type == LSMFS_DIR ? 2 : 1;
+    if (ino->deleted)
+        st->st_nlink = 0;   /* unlinked (or replaced) while open */
+    else if (m->type == LSMFS_DIR)
+        st->st_nlink = ino->nsub >= 0 ? 2 + (nlink_t)ino->nsub : 1;   /* 1: not counted */
+    else
+        st->st_nlink = 1;
     st->st_uid = m->uid;
     st->st_gid = m->gid;
     st->st_size = m->type == LSMFS_DIR ? 4096 : (off_t)m->size;
@@ -112,6 +117,7 @@ static struct lsmfs_inode *inode_new(char *path, size_t plen, const struct lsmfs
     ino->path = path;
     ino->plen = plen;
     ino->m = *m;
+    ino->nsub = -1;
     return ino;
 }
 

@@ -89,7 +89,11 @@ struct lsmfs_inode {
 
     pthread_mutex_t mu;          /* guards everything below but bprev and bnext */
     struct lsmfs_meta m;         /* current attributes; size follows the buffer when loaded */
-    int      deleted;            /* unlinked or replaced: never written back again */
+    int      deleted;            /* unlinked or replaced: never written back again; st_nlink 0 */
+    int64_t  nsub;               /* a directory's subdirectories (st_nlink is 2 + nsub): counted
+                                    once (lsmfs_dir_count), then kept by mkdir, rmdir and rename,
+                                    which change it with fs->ns held for writing; -1 not counted
+                                    yet, -2 too many to count (st_nlink 1) */
     int      dirty;              /* data or attributes differ from the engine */
     int      replaces_big;       /* the next write-back supersedes a stored value of at least
                                     LSMFS_RECLAIM_MIN bytes (reclaim.c) */
@@ -278,6 +282,9 @@ int   lsmfs_dir_lookup(struct lsmfs *fs, struct lsmfs_inode *parent, const char 
                        struct lsmfs_inode **out);
 int   lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name, int type,
                      mode_t mode, const char *target, int opening, struct lsmfs_inode **out);
+/* Counts dir's subdirectories for st_nlink if not yet done (struct lsmfs_inode nsub). fs->ns
+   held, no inode mutex. */
+int   lsmfs_dir_count(struct lsmfs *fs, struct lsmfs_inode *dir);
 void  lsmfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
 void  lsmfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup);
 void  lsmfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets);

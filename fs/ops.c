@@ -61,9 +61,12 @@ static void lsmfs_getattr(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *f
     struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     struct stat st;
+    pthread_rwlock_rdlock(&fs->ns);
+    lsmfs_dir_count(fs, ino);   /* once per directory inode; a failure leaves st_nlink 1 */
     pthread_mutex_lock(&ino->mu);
     lsmfs_meta_to_stat(ino, &st);
     pthread_mutex_unlock(&ino->mu);
+    pthread_rwlock_unlock(&fs->ns);
     fuse_reply_attr(req, &st, fs->timeout);
 }
 
@@ -93,6 +96,36 @@ static int ops_resize_locked(struct lsmfs *fs, struct lsmfs_inode *ino, uint64_t
     return 0;
 }
 
+/* Whether the process of req is in group gid (its primary or a supplementary group). */
+static int ops_in_group(fuse_req_t req, gid_t gid)
+{
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    gid_t groups[64];
+    if (ctx->gid == gid)
+        return 1;
+    int ng = fuse_req_getgroups(req, 64, groups);
+    for (int i = 0; i < ng && i < 64; i++)
+        if (groups[i] == gid)
+            return 1;
+    return 0;
+}
+
+/* What a write or truncate by a process without CAP_FSETID (root stands for it) does to a regular
+   file (inode(7), "The file mode"): it clears set-user-ID, and set-group-ID when group-execute is
+   set or the writer is not in the file's group. The kernel asks for this through SETATTR only when
+   group-execute is set (fuse_setattr works it out from the mode alone), so the daemon does it.
+   ino->mu held; returns whether the mode changed. */
+static int ops_kill_priv_locked(fuse_req_t req, struct lsmfs_inode *ino)
+{
+    uint32_t mode = ino->m.mode, kill = mode & S_ISUID;
+    if (fuse_req_ctx(req)->uid == 0 || ino->m.type != LSMFS_REG || !(mode & (S_ISUID | S_ISGID)))
+        return 0;
+    if ((mode & S_ISGID) && ((mode & S_IXGRP) || !ops_in_group(req, ino->m.gid)))
+        kill |= S_ISGID;
+    ino->m.mode &= ~kill;
+    return kill != 0;
+}
+
 static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int to_set,
                           struct fuse_file_info *fi)
 {
@@ -103,14 +136,18 @@ static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int t
     int64_t now = lsmfs_now();
 
     pthread_rwlock_rdlock(&fs->ns);
+    lsmfs_dir_count(fs, ino);
     pthread_mutex_lock(&ino->mu);
     if (to_set & FUSE_SET_ATTR_SIZE) {
         if (ino->m.type == LSMFS_DIR)
             rc = EISDIR;
         else if (ino->m.type != LSMFS_REG)
             rc = EINVAL;
-        else if ((rc = ops_resize_locked(fs, ino, (uint64_t)attr->st_size)) == 0)
+        else if ((rc = ops_resize_locked(fs, ino, (uint64_t)attr->st_size)) == 0) {
             ino->m.mtime_ns = now;
+            if (!(to_set & FUSE_SET_ATTR_MODE))
+                ops_kill_priv_locked(req, ino);
+        }
     }
     if (rc == 0) {
         if (to_set & FUSE_SET_ATTR_MODE)
@@ -157,17 +194,10 @@ static void lsmfs_access(fuse_req_t req, fuse_ino_t n, int mask)
             err = EACCES;
     } else {
         unsigned bits = mode & 07;
-        if (ctx->uid == uid) {
+        if (ctx->uid == uid)
             bits = (mode >> 6) & 07;
-        } else {
-            gid_t groups[64];
-            int ng = fuse_req_getgroups(req, 64, groups);
-            int in = ctx->gid == gid;
-            for (int i = 0; !in && i < ng && i < 64; i++)
-                in = groups[i] == gid;
-            if (in)
-                bits = (mode >> 3) & 07;
-        }
+        else if (ops_in_group(req, gid))
+            bits = (mode >> 3) & 07;
         if ((mask & R_OK && !(bits & 4)) || (mask & W_OK && !(bits & 2)) ||
             (mask & X_OK && !(bits & 1)))
             err = EACCES;
@@ -453,6 +483,7 @@ static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t si
             if (end > ino->m.size)
                 ino->m.size = end;
             lsmfs_meta_touch(&ino->m);
+            ops_kill_priv_locked(req, ino);
             ino->dirty = 1;
             h->wrote = 1;
         }
