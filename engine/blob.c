@@ -101,7 +101,8 @@ void blob_ref_encode(buf *out, uint64_t file, uint64_t off, uint64_t len)
     buf_put_varint(out, len);
 }
 
-int blob_ref_decode(slice s, uint64_t *file, uint64_t *off, uint64_t *len)
+/* 0 on success, -1 if s is not a well-formed reference. */
+static int blob_ref_decode(slice s, uint64_t *file, uint64_t *off, uint64_t *len)
 {
     const uint8_t *p = s.p, *end = s.p + s.n;
     if (!(p = dec_varint(p, end, file)) || !(p = dec_varint(p, end, off)) ||
@@ -110,7 +111,8 @@ int blob_ref_decode(slice s, uint64_t *file, uint64_t *off, uint64_t *len)
     return 0;
 }
 
-int blob_check_header(lsm_env *env, lsm_file *f, const char *path, char *err)
+/* Checks the header of an opened blob file. */
+static int blob_check_header(lsm_env *env, lsm_file *f, const char *path, char *err)
 {
     uint8_t h[BLOB_HEADER];
     int e = env_pread_all(env, f, h, sizeof h, 0);
@@ -126,8 +128,10 @@ int blob_check_header(lsm_env *env, lsm_file *f, const char *path, char *err)
     return LSM_OK;
 }
 
-int blob_read(lsm_env *env, lsm_file *f, const char *path, uint64_t off, uint64_t len,
-              uint64_t pos, void *dst, size_t n, char *err)
+/* Copies bytes [pos, pos + n) of the value at (off, len) in f into dst, verifying the checksum of
+   every chunk it touches. pos + n must be <= len. LSM_CORRUPT "path: offset N: why" on damage. */
+static int blob_read(lsm_env *env, lsm_file *f, const char *path, uint64_t off, uint64_t len,
+                     uint64_t pos, void *dst, size_t n, char *err)
 {
     if (n == 0)
         return LSM_OK;

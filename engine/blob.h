@@ -34,16 +34,9 @@ int  blob_writer_finish(blob_writer *w, char *err);
 /* Closes, removes the file and frees; accepts NULL. */
 void blob_writer_abandon(blob_writer *w);
 
+/* Appends a reference to the value at (off, len) of blob file `file`; blob_set_ref_decode reads
+   it back. */
 void blob_ref_encode(buf *out, uint64_t file, uint64_t off, uint64_t len);
-/* 0 on success, -1 if s is not a well-formed reference. */
-int  blob_ref_decode(slice s, uint64_t *file, uint64_t *off, uint64_t *len);
-
-/* Copies bytes [pos, pos + n) of the value at (off, len) in f into dst, verifying the checksum of
-   every chunk it touches. pos + n must be <= len. LSM_CORRUPT "path: offset N: why" on damage. */
-int  blob_read(lsm_env *env, lsm_file *f, const char *path, uint64_t off, uint64_t len,
-               uint64_t pos, void *dst, size_t n, char *err);
-/* Checks the header of an opened blob file. */
-int  blob_check_header(lsm_env *env, lsm_file *f, const char *path, char *err);
 
 /* ---- the blob set of a database ---- */
 

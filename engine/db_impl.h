@@ -126,7 +126,6 @@ void *db_flush_main(void *arg);                     /* the flush thread; returns
 
 /* ---- read.c ---- */
 void read_view_pin(lsm_db *db, read_view *rv);      /* caller holds mu */
-void read_view_get(lsm_db *db, read_view *rv);      /* takes mu */
 void read_view_put(read_view *rv);
 
 /* ---- db_iter.c ---- */

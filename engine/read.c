@@ -27,7 +27,8 @@ void read_view_pin(lsm_db *db, read_view *rv)
     rv->snap = db->last_seq;
 }
 
-void read_view_get(lsm_db *db, read_view *rv)
+/* Pins what a read sees now, taking mu. */
+static void read_view_get(lsm_db *db, read_view *rv)
 {
     pthread_mutex_lock(&db->mu);
     read_view_pin(db, rv);
