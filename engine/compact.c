@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 #include <stdlib.h>
 #include "builder.h"
@@ -338,14 +339,20 @@ fail:
     return rc;
 }
 
-/* Ends a compaction that held the levels `busy` (caller holds mu): a failure stops all background
-   writes, and everyone waiting on compaction progress looks again. */
+/* Ends a compaction that held the levels `busy` (caller holds mu): a failure for want of space
+   holds compactions back for a second (deletes may free space meanwhile); any other failure stops
+   all background writes; everyone waiting on compaction progress looks again. */
 static void compact_done(lsm_db *db, unsigned busy, int rc, const char *err)
 {
     db->compacting--;
     db->level_busy &= ~busy;
-    if (rc != LSM_OK)
+    if (space_retryable(db, rc)) {
+        space_release(db);
+        db->compact_wait_until = now_micros() + COMPACT_SPACE_WAIT;
+        db_fail(db, rc, err);
+    } else if (rc != LSM_OK) {
         db_set_bg_error(db, rc, err);
+    }
     pthread_cond_broadcast(&db->bg_cv);
     pthread_cond_broadcast(&db->compact_cv);
 }
@@ -356,6 +363,27 @@ static void compact_done(lsm_db *db, unsigned busy, int rc, const char *err)
 static int compact_writes_recent(const lsm_db *db)
 {
     return db->l0_stopped || now_micros() - db->last_switch_micros < 1000000;
+}
+
+/* Which blob files c moves values out of: none on a full disk, where the copies would not fit. */
+static uint64_t compact_gc_cutoff(lsm_db *db, const compaction *c)
+{
+    return c->trivial_move || c->n == 0 || space_low(db) ? 0 : blob_set_gc_cutoff(&db->blobs);
+}
+
+/* compact_run, if the file system has room for everything c could write (its inputs' size, an
+   upper bound) — giving back the reserve if that makes the room — so that a compaction never
+   starts that a full disk would stop half way; else LSM_NOSPACE, having written nothing. */
+static int compact_run_if_room(lsm_db *db, compaction *c, char *err)
+{
+    uint64_t need = 0;
+    for (int i = 0; i < c->n && !c->trivial_move; i++)
+        need += c->in[i]->size;
+    if (!space_fits(db, need) && !(space_release(db) && space_fits(db, need)))
+        return err_set(err, LSM_NOSPACE, "%s: the disk is full: no room for a compaction of "
+                       "%" PRIu64 " bytes", db->dir, need);
+    c->gc_cutoff = compact_gc_cutoff(db, c);
+    return compact_run(db, c, err);
 }
 
 void *compact_thread_main(void *arg)
@@ -382,6 +410,16 @@ void *compact_thread_main(void *arg)
             pthread_cond_wait(&db->compact_cv, &db->mu);
         if (db->shutting_down)
             break;
+        uint64_t now = now_micros();
+        if (db->compact_wait_until > now) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            uint64_t ns = (uint64_t)ts.tv_nsec + (db->compact_wait_until - now) * 1000;
+            ts.tv_sec += (time_t)(ns / 1000000000u);
+            ts.tv_nsec = (long)(ns % 1000000000u);
+            pthread_cond_timedwait(&db->compact_cv, &db->mu, &ts);
+            continue;
+        }
         compaction c;
         file_meta *seek = NULL;
         if (compact_score(db, db->vs.current, db->level_busy, &level) < 1) {
@@ -397,9 +435,10 @@ void *compact_thread_main(void *arg)
             atomic_fetch_add(&db->st_compactions_parallel, 1);
         db->level_busy |= compact_level_bits(level);
         pthread_mutex_unlock(&db->mu);
-        c.gc_cutoff = c.trivial_move ? 0 : blob_set_gc_cutoff(&db->blobs);
-        int rc = compact_run(db, &c, err);
+        int rc = compact_run_if_room(db, &c, err);
         compaction_free(&c);
+        if (rc == LSM_OK && space_low(db))
+            space_refill(db, 0);
         pthread_mutex_lock(&db->mu);
         compact_done(db, compact_level_bits(level), rc, err);
     }
@@ -441,8 +480,10 @@ static int compact_manual_begin(lsm_db *db, compaction *c, char *err)
 /* Runs c when it has inputs, frees it and gives the levels back. */
 static int compact_manual_end(lsm_db *db, compaction *c, char *err)
 {
-    int rc = c->n ? compact_run(db, c, err) : LSM_OK;
+    int rc = c->n ? compact_run_if_room(db, c, err) : LSM_OK;
     compaction_free(c);
+    if (rc == LSM_OK && space_low(db))
+        space_refill(db, 1);
     pthread_mutex_lock(&db->mu);
     compact_done(db, ~0u, rc, err);
     pthread_mutex_unlock(&db->mu);
@@ -467,7 +508,6 @@ static int compact_all(lsm_db *db, char *err)
         deepest++;
     c.out_level = deepest;
     c.full = 1;
-    c.gc_cutoff = blob_set_gc_cutoff(&db->blobs);
     return compact_manual_end(db, &c, err);
 }
 
@@ -506,7 +546,6 @@ static int compact_range_step(lsm_db *db, int level, int out_level, slice lo, sl
             compaction_add(&c, over[i], out_level);
         free(over);
     }
-    c.gc_cutoff = c.n ? blob_set_gc_cutoff(&db->blobs) : 0;
     return compact_manual_end(db, &c, err);
 }
 

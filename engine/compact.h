@@ -22,6 +22,7 @@
 #define WRITE_RATE_MAX     (64u << 20) /* bytes/s allowed at L0_SLOWDOWN, falling to 0 at L0_STOP */
 #define COMPACT_THREADS    2      /* compactions that may run at once, on disjoint levels */
 #define COMPACT_NICE       5      /* how much nicer than the process compaction threads run */
+#define COMPACT_SPACE_WAIT 1000000 /* µs without compactions after one found the disk full */
 
 /* One compaction: input tables of one or two levels, and where the output goes. */
 typedef struct compaction {

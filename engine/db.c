@@ -1,5 +1,6 @@
 /*
- * db.c — the lsm_db handle: lsm_open in named steps (options, lock, recover, start threads),
+ * db.c — the lsm_db handle: lsm_open in named steps (options, lock, give back the
+ * reserve, recover, start threads, take the reserve),
  * lsm_close, statistics, error messages, and the small services every part of the handle shares
  * (file numbers, directory syncs, the version set's table callbacks).
  *
@@ -112,6 +113,7 @@ static void db_free(lsm_db *db)
     pthread_mutex_destroy(&db->mu);
     pthread_mutex_destroy(&db->manifest_mu);
     pthread_mutex_destroy(&db->errmu);
+    pthread_mutex_destroy(&db->space_mu);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->work_cv);
     pthread_cond_destroy(&db->compact_cv);
@@ -155,6 +157,7 @@ static lsm_db *db_new(const char *dir, const lsm_options *opt, char *err)
     pthread_mutex_init(&db->mu, NULL);
     pthread_mutex_init(&db->manifest_mu, NULL);
     pthread_mutex_init(&db->errmu, NULL);
+    pthread_mutex_init(&db->space_mu, NULL);
     pthread_cond_init(&db->bg_cv, NULL);
     pthread_cond_init(&db->work_cv, NULL);
     pthread_cond_init(&db->compact_cv, NULL);
@@ -225,8 +228,10 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     if (!db)
         return LSM_INVALID;
     int rc = db_lock_dir(db, err);
-    if (rc == LSM_OK)
+    if (rc == LSM_OK) {
+        space_open(db);
         rc = db_recover(db, err);
+    }
     if (rc == LSM_OK) {
         db->mem = memtable_new();
         rc = db_start_threads(db, err);
@@ -235,6 +240,7 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
         db_free(db);
         return rc;
     }
+    space_refill(db, 1);
     *out = db;
     return LSM_OK;
 }

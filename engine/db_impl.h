@@ -84,6 +84,15 @@ struct lsm_db {
     buf compact_pointer[LSM_MAX_LEVELS]; /* round-robin position per level; only the compaction
                                             that holds the level's busy bit */
 
+    pthread_mutex_t space_mu;       /* the reserve file (space.c); a leaf lock */
+    int reserve_held;               /* RESERVE exists at its full size; guarded by space_mu */
+    uint64_t reserve_tried;         /* now_micros of the last attempt to take it; space_mu */
+    atomic_int low_space;           /* the reserve was given back: only writes that free space
+                                       are accepted (space.c) */
+    int flush_nospace;              /* the last flush failed for want of space; guarded by mu */
+    uint64_t compact_wait_until;    /* no compaction starts before this (now_micros): the last
+                                       one found no space; guarded by mu */
+
     pthread_mutex_t errmu;
     char errmsg[LSM_ERRLEN];        /* last failure on this handle; guarded by errmu */
 
@@ -105,6 +114,21 @@ int  db_fail(lsm_db *db, int rc, const char *msg);  /* records msg for lsm_errms
 void db_set_bg_error(lsm_db *db, int rc, const char *msg); /* caller holds mu */
 uint64_t db_new_file_number(lsm_db *db);           /* takes mu */
 int  db_sync_dir(lsm_db *db, char *err);
+
+/* ---- space.c: the reserve file and low-space mode (see the file's opening comment) ---- */
+void space_open(lsm_db *db);             /* at open, before recovery: gives the reserve back */
+/* Tries to take the reserve (again), at most once a second unless now; success ends low-space
+   mode. Does I/O: call without mu. */
+void space_refill(lsm_db *db, int now);
+/* The disk refused a write: gives the reserve back and enters low-space mode. Returns 1 if a
+   reserve was held (so the refused work is worth trying again at once). */
+int  space_release(lsm_db *db);
+int  space_low(lsm_db *db);              /* in low-space mode */
+/* Whether the file system reports room for bytes more (1 when it does not say). */
+int  space_fits(lsm_db *db, uint64_t bytes);
+/* Whether rc is a refusal for want of space that left the manifest whole, so that the work may be
+   tried again later (a log that failed half way through a record is not). */
+int  space_retryable(lsm_db *db, int rc);
 
 /* ---- recover.c ---- */
 /* Recovers the database in db->dir (creating it when allowed): the manifest, the logs, a new WAL;

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include "env.h"
 #include "lsm_int.h"
@@ -105,6 +106,15 @@ static int env_posix_preallocate(lsm_env *env, lsm_file *f, uint64_t off, uint64
     if (r < 0 && errno == ENOSYS)
         return -EOPNOTSUPP;
     return r < 0 ? -errno : 0;
+}
+
+static int env_posix_space(lsm_env *env, const char *dir, uint64_t *avail)
+{
+    struct statvfs sv;
+    if (statvfs(dir, &sv) < 0)
+        return -errno;
+    *avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+    return 0;
 }
 
 static int env_posix_sync(lsm_env *env, lsm_file *f)
@@ -316,6 +326,7 @@ static lsm_env env_posix_env = {
     .writeback = env_posix_writeback,
     .pwrite = env_posix_pwrite,
     .preallocate = env_posix_preallocate,
+    .space = env_posix_space,
 };
 
 lsm_env *env_posix(void)

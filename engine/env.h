@@ -69,6 +69,9 @@ struct lsm_env {
        order, until the next sync: after a power loss some may read as zero while later ones
        survive. */
     int     (*preallocate)(lsm_env *env, lsm_file *f, uint64_t off, uint64_t n);
+    /* Optional (NULL where unknown): bytes an unprivileged writer can still allocate on the file
+       system holding dir (statvfs(3) f_bavail * f_frsize). */
+    int     (*space)(lsm_env *env, const char *dir, uint64_t *avail);
 };
 
 lsm_env *env_posix(void);                 /* static; never freed */

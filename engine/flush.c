@@ -3,9 +3,11 @@
  * table in the manifest, and only then deletes the WAL that held the memtable's writes.
  *
  * Between flushes it hands buffered WAL records to the OS at least every 100 ms, so unsynced
- * writes do not sit in this process for long. A failed flush is a sticky background error: writes
- * stop (db_make_room reports it) and reads go on. It must never delete a WAL whose writes are not
- * yet in a table the manifest names.
+ * writes do not sit in this process for long. A flush the disk has no room for is tried again at
+ * once with the reserve's room (space.c), then once a second until space is freed, while writers
+ * that would wait for it get LSM_NOSPACE; any other failed flush is a sticky background error:
+ * writes stop (db_make_room reports it) and reads go on. It must never delete a WAL whose writes
+ * are not yet in a table the manifest names.
  */
 #include <errno.h>
 #include <time.h>
@@ -49,6 +51,20 @@ static int db_flush_memtable(lsm_db *db, memtable *imm, uint64_t log_number, uin
     return rc;
 }
 
+/* Waits up to ms milliseconds on work_cv (caller holds mu). */
+static int db_flush_wait(lsm_db *db, long ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return pthread_cond_timedwait(&db->work_cv, &db->mu, &ts);
+}
+
 void *db_flush_main(void *arg)
 {
     lsm_db *db = arg;
@@ -58,14 +74,7 @@ void *db_flush_main(void *arg)
         while (!db->shutting_down && (!db->imm || db->bg_error)) {
             /* Between flushes, hand buffered WAL records to the OS at least every 100 ms, so
                unsynced writes are not held in this process for long. */
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 100 * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            if (pthread_cond_timedwait(&db->work_cv, &db->mu, &ts) == ETIMEDOUT && db->wal)
+            if (db_flush_wait(db, 100) == ETIMEDOUT && db->wal)
                 logw_flush(db->wal, NULL);
         }
         if (!db->imm || db->bg_error)
@@ -74,20 +83,42 @@ void *db_flush_main(void *arg)
         uint64_t old_log = db->imm_log, log_number = db->wal_number, seq = db->last_seq;
         pthread_mutex_unlock(&db->mu);
         int rc = db_flush_memtable(db, imm, log_number, seq, err);
+        int retry = space_retryable(db, rc);
+        if (retry && space_release(db)) {
+            rc = db_flush_memtable(db, imm, log_number, seq, err);
+            retry = space_retryable(db, rc);
+        }
         if (rc == LSM_OK) {
             char path[4096];
             file_path(db->dir, old_log, ".log", path, sizeof path);
             db->env->unlink(db->env, path);
         }
         pthread_mutex_lock(&db->mu);
+        if (retry) {
+            /* Writers that wait for this flush fail instead (db_make_room); a delete may free
+               the space, or another program may. */
+            db->flush_nospace = 1;
+            db_fail(db, rc, err);
+            pthread_cond_broadcast(&db->bg_cv);
+            if (db->shutting_down)
+                break;          /* its writes are still in their log, replayed at the next open */
+            db_flush_wait(db, 1000);
+            continue;
+        }
         if (rc != LSM_OK) {
             db_set_bg_error(db, rc, err);
             break;
         }
+        db->flush_nospace = 0;
         db->imm = NULL;
         memtable_unref(imm);
         pthread_cond_broadcast(&db->bg_cv);
         pthread_cond_broadcast(&db->compact_cv);
+        if (space_low(db)) {
+            pthread_mutex_unlock(&db->mu);
+            space_refill(db, 0);
+            pthread_mutex_lock(&db->mu);
+        }
     }
     pthread_mutex_unlock(&db->mu);
     return NULL;

@@ -53,8 +53,12 @@ enum {
     LSM_INVALID  = -6,  /* bad argument or misuse: nothing was changed */
     LSM_EXISTS   = -7,  /* the database exists and error_if_exists was set */
     LSM_CLOSED   = -8,  /* the handle failed hard earlier (I/O error); reopen to recover */
-    LSM_NOSPACE  = -9   /* the device is full (ENOSPC, EDQUOT). As after LSM_IOERR, writes keep
-                           failing with it until the database is reopened; reads still work */
+    LSM_NOSPACE  = -9   /* the device is full (ENOSPC, EDQUOT). The write that gets it changed
+                           nothing and the handle stays usable: with a reserve
+                           (lsm_options_set_reserve_bytes) deletes go on working, and writes that
+                           add data work again once space is freed. Only when the disk filled in
+                           the middle of a log or manifest record (a file system without
+                           fallocate) does it stay, as LSM_IOERR does, until a reopen */
 };
 
 enum {
@@ -118,6 +122,15 @@ LSM_API int lsm_options_set_blob_threshold(lsm_options *opt, size_t n);
    compaction are paced once level 0 holds 20 tables (64 MiB/s there, falling to nothing at 36)
    and wait while it holds 36; level 0 never holds more than 36. */
 LSM_API int lsm_options_set_background_compaction(lsm_options *opt, int on);
+/* Bytes held back in a file named RESERVE in the database directory, for the day the disk is
+   full; default 0 (none). When the disk first refuses a write, the reserve is given back and the
+   refused work retried; from then on writes that only add data fail with LSM_NOSPACE at once,
+   while deletes (and batches marked with lsm_batch_set_frees_space) go on, and their flushes and
+   compactions use the reserve's room to free space. The reserve is taken back, and adding data
+   allowed again, as soon as the file system has room for it. lsm_open gives it back before
+   recovery, so a database on a full disk can still be opened. Size it to hold at least one
+   memtable flush (twice the memtable size is a good start). */
+LSM_API int lsm_options_set_reserve_bytes(lsm_options *opt, size_t n);
 
 /* Opens (creating if allowed) the database in directory dir. opt NULL = defaults. On success *out is
    a handle to close with lsm_close(). On failure *out is NULL; the message is in lsm_errmsg(NULL)
@@ -157,6 +170,10 @@ LSM_API void lsm_batch_put(lsm_batch *b, const void *key, size_t klen, const voi
 LSM_API void lsm_batch_delete(lsm_batch *b, const void *key, size_t klen);
 LSM_API void lsm_batch_clear(lsm_batch *b);
 LSM_API int  lsm_batch_count(const lsm_batch *b);
+/* Marks b as a write that frees space (a removal that also rewrites a little metadata), so it is
+   accepted on a full disk while the reserve is in use, as deletes are; on = 0 clears the mark.
+   lsm_batch_clear clears it too. */
+LSM_API void lsm_batch_set_frees_space(lsm_batch *b, int on);
 LSM_API int  lsm_write(lsm_db *db, lsm_batch *b, int sync);
 LSM_API void lsm_batch_free(lsm_batch *b);
 

@@ -27,6 +27,7 @@ struct lsm_options {
     size_t level1_bytes;
     size_t blob_threshold;
     int    background_compaction;
+    size_t reserve_bytes;
     struct lsm_env *env;        /* NULL = POSIX; only the engine's tests substitute one (env.h) */
 };
 

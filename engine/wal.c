@@ -296,6 +296,25 @@ int logw_seal(logw *w, char *err)
     return mlen ? logw_sync(w, err) : LSM_OK;
 }
 
+int logw_reserve(logw *w, size_t n, char *err)
+{
+    pthread_mutex_lock(&w->mu);
+    int r = w->ioerr;
+    uint64_t need = w->wb.written + w->pending.len + n + LOG_REC_HEADER + 2 * LOG_MARK_BYTES;
+    if (r == 0 && w->prealloc && need > w->alloc)
+        r = logw_preallocate(w, (size_t)(need - w->wb.written));
+    pthread_mutex_unlock(&w->mu);
+    return r < 0 ? err_errno(err, r, "preallocating", w->path) : LSM_OK;
+}
+
+int logw_failed(logw *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int r = w->ioerr != 0;
+    pthread_mutex_unlock(&w->mu);
+    return r;
+}
+
 uint64_t logw_size(const logw *w)
 {
     return w->size;

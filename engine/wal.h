@@ -44,6 +44,13 @@ int  logw_sync(logw *w, char *err);
 /* logw_sync, then (version 2) a sync mark for it and another sync, so that every record of the
    log is vouched for by a mark: for a log about to be closed for good. */
 int  logw_seal(logw *w, char *err);
+/* Makes sure that a record of n bytes, after whatever is buffered, lands in preallocated space,
+   preallocating more if needed: a version-2 log then never meets a full disk in the middle of a
+   record. On failure (LSM_NOSPACE on a full disk) nothing was written and the log stays usable.
+   A no-op where the log is not preallocated. */
+int  logw_reserve(logw *w, size_t n, char *err);
+/* Whether a write or sync of the log failed (it is unusable then). */
+int  logw_failed(logw *w);
 uint64_t logw_size(const logw *w);                  /* bytes of records so far, header included */
 int  logw_close(logw *w, char *err);                /* closes without sync; accepts NULL */
 

@@ -25,6 +25,8 @@ struct lsm_batch {
     buf rep;                    /* header + entries */
     int count;
     int invalid;                /* a key or value had a bad length: lsm_write refuses */
+    int puts;                   /* entries that add a value */
+    int frees_space;            /* lsm_batch_set_frees_space: accepted in low-space mode */
     uint64_t user_bytes;        /* key + value bytes, for statistics */
 };
 
@@ -55,6 +57,8 @@ void lsm_batch_clear(lsm_batch *b)
     b->rep.len = BATCH_HEADER;
     b->count = 0;
     b->invalid = 0;
+    b->puts = 0;
+    b->frees_space = 0;
     b->user_bytes = 0;
 }
 
@@ -67,8 +71,10 @@ static void batch_add(lsm_batch *b, int type, const void *key, size_t klen, cons
     buf_reserve(&b->rep, 1 + 10 + klen + 10 + vlen);
     buf_putc(&b->rep, (uint8_t)type);
     buf_put_lenslice(&b->rep, key, klen);
-    if (type == LSM_TYPE_VALUE)
+    if (type == LSM_TYPE_VALUE) {
         buf_put_lenslice(&b->rep, val, vlen);
+        b->puts++;
+    }
     b->count++;
     b->user_bytes += klen + vlen;
 }
@@ -83,6 +89,12 @@ void lsm_batch_delete(lsm_batch *b, const void *key, size_t klen)
 {
     if (b)
         batch_add(b, LSM_TYPE_DELETE, key, klen, NULL, 0);
+}
+
+void lsm_batch_set_frees_space(lsm_batch *b, int on)
+{
+    if (b)
+        b->frees_space = on != 0;
 }
 
 int lsm_batch_count(const lsm_batch *b)
@@ -154,8 +166,17 @@ static int db_switch_memtable(lsm_db *db, char *err)
     logw *old = db->wal, *nw = NULL;
     pthread_mutex_unlock(&db->mu);
     int rc = logw_seal(old, err);
-    if (rc == LSM_OK)
+    if (rc == LSM_OK) {
         rc = db_new_wal(db, num, &nw, err);
+        /* A full disk: the old log stays live (a seal mark does not end it), so this is worth
+           another try with the reserve's room, and otherwise costs the writer, not the handle. */
+        if (rc == LSM_NOSPACE && space_release(db))
+            rc = db_new_wal(db, num, &nw, err);
+        if (rc == LSM_NOSPACE && !logw_failed(old)) {
+            pthread_mutex_lock(&db->mu);
+            return rc;
+        }
+    }
     pthread_mutex_lock(&db->mu);
     if (rc != LSM_OK) {
         db_set_bg_error(db, rc, err);
@@ -218,6 +239,10 @@ static int db_make_room(lsm_db *db, int force, char *err)
         if (force && memtable_entries(db->mem) == 0)
             return LSM_OK;
         if (db->imm || (db->opt.background_compaction && l0 >= L0_STOP)) {
+            /* What it would wait for cannot happen until space is freed. */
+            if ((db->imm && db->flush_nospace) || (!db->imm && db->compact_wait_until > now_micros()))
+                return err_set(err, LSM_NOSPACE, "%s: the disk is full: the memtable cannot be "
+                               "flushed until space is freed", db->dir);
             db_wait_for_room(db);
             continue;
         }
@@ -247,7 +272,10 @@ static void db_write_gather(lsm_db *db, writer *w, write_group *g)
     size_t total = b ? b->rep.len : BATCH_HEADER;
     size_t limit = total <= (128u << 10) ? total + (128u << 10) : GROUP_MAX_BYTES;
     *g = (write_group){ .last = w, .seq = db->last_seq + 1, .sync = w->sync };
+    int low = space_low(db);
     for (writer *x = w->next; x && !x->force_flush; x = x->next) {
+        if (low && x->b && x->b->puts && !x->b->frees_space)
+            break;              /* it leads its own group, to be refused alone */
         size_t n = x->b ? x->b->rep.len - BATCH_HEADER : 0;
         if (total + n > limit)
             break;
@@ -286,8 +314,8 @@ static void db_write_gather(lsm_db *db, writer *w, write_group *g)
 static int db_write_group(lsm_db *db, memtable *mem, logw *wal, const write_group *g,
                           uint64_t *last_seq, char *err)
 {
-    int rc = LSM_OK;
-    if (g->count > 0) {
+    int rc = logw_reserve(wal, g->count > 0 ? g->len : 0, err);
+    if (rc == LSM_OK && g->count > 0) {
         rc = logw_append(wal, g->rep, g->len, err);
         atomic_fetch_add(&db->st_wal_bytes, g->len + 8);
         atomic_fetch_add(&db->st_user_bytes, g->user_bytes);
@@ -320,6 +348,21 @@ static void db_write_done(lsm_db *db, writer *w, writer *last, int rc)
         pthread_cond_signal(&db->wq_head->cv);
 }
 
+/* In low-space mode, refuses a batch that adds data unless its writer marked it as freeing space
+   (caller holds mu, is the leader); first tries, at most once a second, to end the mode. */
+static int db_write_admit(lsm_db *db, const lsm_batch *b, char *err)
+{
+    if (!b || !b->puts || b->frees_space || !space_low(db))
+        return LSM_OK;
+    pthread_mutex_unlock(&db->mu);
+    space_refill(db, 0);
+    pthread_mutex_lock(&db->mu);
+    if (!space_low(db))
+        return LSM_OK;
+    return err_set(err, LSM_NOSPACE, "%s: the disk is full: only writes that free space are "
+                   "accepted until space is freed", db->dir);
+}
+
 /* Every write goes through here: it queues, and the writer at the head leads a group. */
 static int db_write(lsm_db *db, lsm_batch *b, int sync, int force_flush)
 {
@@ -340,7 +383,9 @@ static int db_write(lsm_db *db, lsm_batch *b, int sync, int force_flush)
         return w.rc;
     }
     writer *last = &w;
-    int rc = db_make_room(db, force_flush, err);
+    int rc = db_write_admit(db, b, err);
+    if (rc == LSM_OK)
+        rc = db_make_room(db, force_flush, err);
     if (rc == LSM_OK) {
         write_group g;
         db_write_gather(db, &w, &g);
@@ -350,10 +395,17 @@ static int db_write(lsm_db *db, lsm_batch *b, int sync, int force_flush)
         uint64_t last_seq;
         pthread_mutex_unlock(&db->mu);
         rc = db_write_group(db, mem, wal, &g, &last_seq, err);
+        /* A full disk refused the log's preallocation before anything was written: once more
+           with the reserve's room; failing that, only this group fails. */
+        int intact = rc == LSM_NOSPACE && !logw_failed(wal);
+        if (intact && space_release(db)) {
+            rc = db_write_group(db, mem, wal, &g, &last_seq, err);
+            intact = rc == LSM_NOSPACE && !logw_failed(wal);
+        }
         pthread_mutex_lock(&db->mu);
-        if (rc != LSM_OK)
+        if (rc != LSM_OK && !intact)
             db_set_bg_error(db, rc == LSM_CORRUPT || rc == LSM_NOSPACE ? rc : LSM_IOERR, err);
-        else
+        else if (rc == LSM_OK)
             db->last_seq = last_seq;
     }
     db_write_done(db, &w, last, rc);

@@ -355,6 +355,7 @@ static int dir_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *
     dir_preserve(fs, ino);
     lsm_batch *b = lsm_batch_new();
     dir_add_delete(b, path, plen, m.type);
+    lsm_batch_set_frees_space(b, 1);    /* works on a full disk (the engine's reserve) */
     if ((rc = lsmfs_xattr_drop(fs, b, path, plen, m.type)) == 0) {
         dir_touch_parent(b, parent, lsmfs_now());
         rc = lsmfs_write_batch(fs, b, 0);
@@ -693,6 +694,10 @@ static int dir_rename_write(struct lsmfs *fs, struct rename_side *s, struct rena
         dir_touch_parent(b, s->parent, now);
         if (t->parent != s->parent)
             dir_touch_parent(b, t->parent, now);
+        /* A rename that copies little (a file's value moves with it) may use the reserve on a
+           full disk, as a removal does: `mv f .trash/` and replacing a file must still work. */
+        if (bytes <= LSMFS_FREES_MAX)
+            lsm_batch_set_frees_space(b, 1);
         err = lsmfs_write_batch(fs, b, 0);
     }
     lsm_batch_free(b);

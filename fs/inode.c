@@ -520,6 +520,9 @@ int lsmfs_flush_locked(struct lsmfs *fs, struct lsmfs_inode *ino, int sync)
         lsm_batch_put(b, ino->path, ino->plen, ino->data, ino->m.size);
     }
     int put = ino->m.type != LSMFS_DIR && ino->data;
+    /* Emptying a large file (`: > log`) is how people free space: allowed on a full disk. */
+    if (put && ino->replaces_big && ino->m.size <= LSMFS_FREES_MAX)
+        lsm_batch_set_frees_space(b, 1);
     lsmfs_add_record(b, ino);
     rc = lsmfs_write_batch(fs, b, sync);
     lsm_batch_free(b);

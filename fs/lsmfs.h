@@ -57,6 +57,10 @@
 
 #define LSMFS_ITER_POOL 4                   /* idle iterators kept for prefix probes (keys.c) */
 
+/* A write-back or rename that writes at most this many bytes and removes or shrinks something
+   is marked as freeing space (lsm_batch_set_frees_space): it still works on a full disk. */
+#define LSMFS_FREES_MAX ((size_t)64 << 10)
+
 enum { LSMFS_NONE = 0, LSMFS_REG, LSMFS_DIR, LSMFS_LNK };
 enum { LSMFS_SYNC_FSYNC = 0, LSMFS_SYNC_CLOSE, LSMFS_SYNC_ALWAYS };
 
@@ -144,6 +148,8 @@ struct lsmfs {
     size_t   max_file_size;      /* larger writes fail with EFBIG */
     size_t   dirty_limit;        /* budget of content buffers, bytes */
     size_t   cookie_bytes;       /* memory for the table of listing offsets (cookie.c) */
+    size_t   reserve;            /* disk bytes the engine holds back for removals on a full disk
+                                    (lsm_options_set_reserve_bytes); SIZE_MAX until decided */
     int      compression;        /* LSM_COMPRESSION_* */
     int      sync_mode;          /* LSMFS_SYNC_* */
     int      writeback, kernel_cache; /* the kernel's writeback cache is used; its page cache

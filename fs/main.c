@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -32,7 +33,7 @@
 struct cmdline {
     char *datadir, *mountpoint;  /* the positionals, as given; malloc'd */
     char *memtable_size, *cache_size, *compression, *sync, *max_file_size, *dirty_limit,
-         *timeout, *dir_cookies; /* -o values not parsed yet; malloc'd, NULL when absent */
+         *timeout, *dir_cookies, *reserve; /* -o values not parsed yet; malloc'd, NULL when absent */
     int writeback, kernel_cache, close_to_open; /* -o flags */
     int show_help, show_version, has_fsname; /* -h, -V, -o fsname= seen */
 };
@@ -49,6 +50,7 @@ static const struct fuse_opt spec[] = {
     OPT("dirty_limit=%s", dirty_limit),
     OPT("timeout=%s", timeout),
     OPT("dir_cookies=%s", dir_cookies),
+    OPT("reserve=%s", reserve),
     { "writeback", offsetof(struct cmdline, writeback), 1 },
     { "nowriteback", offsetof(struct cmdline, writeback), 0 },
     { "kernel_cache", offsetof(struct cmdline, kernel_cache), 1 },
@@ -127,6 +129,9 @@ static void main_usage(FILE *f)
 "                           max_file_size)\n"
 "    -o timeout=SECONDS     kernel cache time for names and attributes (default 3600)\n"
 "    -o dir_cookies=SIZE    memory that maps listing offsets back to names (default 32M)\n"
+"    -o reserve=SIZE        disk space held back so that files can be removed when the\n"
+"                           disk is full (default 2 x memtable_size + 4M, at most a\n"
+"                           tenth of the file system holding DATADIR; 0 = none)\n"
 "    -o kernel_cache        keep file pages in the kernel's cache across opens\n"
 "    -o writeback           kernel_cache plus the kernel's writeback cache\n"
 "    -o close_to_open       strict mode: a reader sees the last flushed version, not a\n"
@@ -184,6 +189,7 @@ static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
     fs->max_file_size = 64u << 20;
     fs->dirty_limit = 256u << 20;
     fs->cookie_bytes = 32u << 20;
+    fs->reserve = SIZE_MAX;
     fs->timeout = 3600.0;
     fs->compression = LSM_COMPRESSION_NONE;
     fs->sync_mode = LSMFS_SYNC_FSYNC;
@@ -202,7 +208,8 @@ static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
         (c->max_file_size &&
          main_parse_size("max_file_size", c->max_file_size, &fs->max_file_size)) ||
         (c->dirty_limit && main_parse_size("dirty_limit", c->dirty_limit, &fs->dirty_limit)) ||
-        (c->dir_cookies && main_parse_size("dir_cookies", c->dir_cookies, &fs->cookie_bytes)))
+        (c->dir_cookies && main_parse_size("dir_cookies", c->dir_cookies, &fs->cookie_bytes)) ||
+        (c->reserve && main_parse_size("reserve", c->reserve, &fs->reserve)))
         return -1;
     if (fs->memtable_size < 4096) {
         fprintf(stderr, "lsmfs: memtable_size must be at least 4K\n");
@@ -253,6 +260,25 @@ static int main_add_opt(struct fuse_args *args, const char *name, const char *va
     return rc;
 }
 
+/* The reserve when none was asked for: room for two memtable flushes and some, but never more
+   than a tenth of the file system that holds the data directory (or, while that does not exist
+   yet, its parent). */
+static size_t main_default_reserve(const struct lsmfs *fs)
+{
+    size_t want = 2 * fs->memtable_size + (4u << 20);
+    struct statvfs sv;
+    char *parent = strdup(fs->datadir), *slash = parent ? strrchr(parent, '/') : NULL;
+    if (slash)
+        *(slash == parent ? slash + 1 : slash) = '\0';
+    if (statvfs(fs->datadir, &sv) == 0 || (parent && statvfs(parent, &sv) == 0)) {
+        uint64_t tenth = (uint64_t)sv.f_blocks * sv.f_frsize / 10;
+        if (tenth < want)
+            want = (size_t)tenth;
+    }
+    free(parent);
+    return want;
+}
+
 /* Opens the engine, creates the session and mounts. Prints the reason on stderr on failure. */
 static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *datadir_arg,
                  const char *mountpoint)
@@ -269,6 +295,9 @@ static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *data
     lsm_options_set_compression(lo, fs->compression, 1);
     lsm_options_set_sync_writes(lo, fs->sync_mode == LSMFS_SYNC_ALWAYS);
     lsm_options_set_create_if_missing(lo, 1);
+    if (fs->reserve == SIZE_MAX)
+        fs->reserve = main_default_reserve(fs);
+    lsm_options_set_reserve_bytes(lo, fs->reserve);
     /* A daemon that was just unmounted may still be closing the database: give it a moment. */
     for (int tries = 0; (rc = lsm_open(fs->datadir, lo, &fs->db)) == LSM_BUSY && tries < 40;
          tries++)
@@ -455,6 +484,7 @@ static void main_cmdline_free(struct cmdline *c)
     free(c->max_file_size);
     free(c->dirty_limit);
     free(c->timeout);
+    free(c->reserve);
     free(c->dir_cookies);
 }
 

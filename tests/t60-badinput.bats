@@ -333,7 +333,8 @@ EOF2
     require_root
     mount_tmpfs "$T/small" size=3m
     DATA=$T/small/data
-    mount_fs
+    # Without a reserve, creating still works on the full disk and the close is what fails.
+    mount_fs -o reserve=0
     python3 - "$MNT" <<'EOF2'
 import errno, os, sys
 m = sys.argv[1]
@@ -354,4 +355,102 @@ for name in sorted(os.listdir(m)):
     size, got = os.stat(p).st_size, len(open(p, "rb").read())
     assert size == got, "%s: stat says %d bytes, a read gives %d" % (name, size, got)
 EOF2
+}
+
+# Writes 1 MiB files into $1 (fsync, close) until ENOSPC; appends "sha256  name" of each file whose
+# close succeeded to $2. Any other error, or no ENOSPC within 200 files, fails.
+fill_until_full() {
+    python3 - "$1" "$2" <<'EOF2'
+import errno, hashlib, os, sys
+m, out = sys.argv[1], sys.argv[2]
+ok = open(out, "a")
+n0 = len(os.listdir(m))
+for i in range(n0, n0 + 200):
+    data = os.urandom(1 << 20)
+    try:
+        fd = os.open("%s/f%03d" % (m, i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        ok.write("%s  f%03d\n" % (hashlib.sha256(data).hexdigest(), i))
+        ok.flush()
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, "f%03d: %s, expected ENOSPC" % (i, e)
+        print("# ENOSPC at f%03d" % i)
+        sys.exit(0)
+sys.exit("200 MiB fit in a 64 MiB file system?")
+EOF2
+}
+
+# Available KiB of the file system at $1.
+avail_kb() {
+    df -k --output=avail "$1" | tail -n 1 | tr -d ' '
+}
+
+# Waits up to 30 s for the file system at $1 to have at least $2 KiB available.
+wait_avail() {
+    local i
+    for ((i = 0; i < 300; i++)); do
+        [ "$(avail_kb "$1")" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    echo "only $(avail_kb "$1") KiB available on $1 after 30 s, expected $2" >&2
+    return 1
+}
+
+@test "full disk: rm frees the space, writes work again, and the data survives a remount on a full disk" {
+    require_root
+    mount_tmpfs "$T/small" size=64m
+    DATA=$T/small/data
+    mount_fs
+    fill_until_full "$MNT" "$T/ok"
+    [ "$(wc -l <"$T/ok")" -ge 30 ]
+    pid_alive "$LSMFS_PID"
+    # Full: adding fails with ENOSPC, and says so.
+    run -1 bash -c "echo more >'$MNT/more'"
+    [[ "$output" == *"No space left on device"* ]]
+    # A remount on the full disk works, and every file whose close succeeded is intact.
+    remount
+    (cd "$MNT" && sha256sum -c --quiet "$T/ok")
+    # rm works on the full disk, and its space comes back to the file system.
+    rm "$MNT"/f*
+    [ -z "$(ls -A "$MNT")" ]
+    wait_avail "$T/small" $((40 * 1024))
+    # Writing works again, without a remount.
+    for i in $(seq 1 50); do
+        echo again >"$MNT/again" 2>/dev/null && break
+        sleep 0.1
+    done
+    assert_eq "$(cat "$MNT/again")" again
+    remount
+    assert_eq "$(ls "$MNT")" again
+}
+
+@test "full disk: when another program fills the disk, files can still be removed and the mount remounted" {
+    require_root
+    mount_tmpfs "$T/small" size=64m
+    DATA=$T/small/data
+    mount_fs
+    for i in $(seq 1 8); do
+        head -c 1M /dev/urandom >"$MNT/keep$i"
+    done
+    sync "$MNT"/keep*
+    (cd "$MNT" && sha256sum keep*) >"$T/sums"
+    # Another program takes every free byte beside the data directory.
+    dd if=/dev/zero of="$T/small/hog" bs=1M 2>/dev/null || true
+    [ "$(avail_kb "$T/small")" -lt 1024 ]
+    rm "$MNT/keep1" "$MNT/keep2"
+    sed -i '/keep[12]$/d' "$T/sums"
+    remount
+    (cd "$MNT" && sha256sum -c --quiet "$T/sums")
+    [ ! -e "$MNT/keep1" ]
+    rm "$MNT/keep3"
+    rm "$T/small/hog"
+    for i in $(seq 1 50); do
+        echo back >"$MNT/back" 2>/dev/null && break
+        sleep 0.1
+    done
+    assert_eq "$(cat "$MNT/back")" back
 }

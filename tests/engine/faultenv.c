@@ -17,6 +17,11 @@
  * calls are open with LSM_O_CREATE, append, pwrite, preallocate, sync, rename, unlink, mkdir,
  * sync_dir and lock; close, unlock and every read keep working on a "dead" machine.
  *
+ * A full disk is modelled by a capacity (faultenv_set_capacity): the bytes of the files that live
+ * directory entries name may not exceed it, so a write or preallocation that would grow past it
+ * fails with ENOSPC and changes nothing, and unlinking a file gives its bytes back at once (an
+ * unlinked file still open is not counted: the simplification is on the generous side).
+ *
  * It must never report success for an operation that did not happen.
  */
 #ifndef _GNU_SOURCE
@@ -82,6 +87,7 @@ typedef struct faultenv {
     int short_writes;              /* appends write at most half */
     long mutations;                /* mutating calls attempted so far */
     uint64_t rng;                  /* xorshift64 state for power loss's coin tosses */
+    uint64_t capacity;             /* bytes the live files may hold; 0 = no limit */
 } faultenv;
 
 #define FAULT_PAGE 4096           /* the unit in which written-over bytes survive power loss */
@@ -203,6 +209,24 @@ static int faultenv_lookup_dir(faultenv *fe, const char *path, fault_dir **dir, 
 }
 
 /* Counts a mutating call and says whether the "dead machine" refuses it. Called under mu. */
+/* Bytes of the files that live directory entries name. Caller holds mu. */
+static uint64_t faultenv_used(faultenv *fe)
+{
+    uint64_t used = 0;
+    for (fault_dir *d = fe->dirs; d; d = d->next)
+        for (int i = 0; i < d->live.n; i++)
+            used += d->live.v[i].ino->len;
+    return used;
+}
+
+/* -ENOSPC if growing ino to end bytes would pass the capacity, else 0. Caller holds mu. */
+static int faultenv_room(faultenv *fe, const fault_inode *ino, uint64_t end)
+{
+    if (!fe->capacity || end <= ino->len)
+        return 0;
+    return faultenv_used(fe) + (end - ino->len) > fe->capacity ? -ENOSPC : 0;
+}
+
 static int faultenv_mutate(faultenv *fe)
 {
     fe->mutations++;
@@ -307,6 +331,8 @@ static ssize_t faultenv_write_at(faultenv *fe, lsm_file *f, const void *buf, siz
     fault_inode *ino = f->ino;
     if (off > SIZE_MAX / 2 || n > SIZE_MAX / 2)
         return -EFBIG;
+    if ((r = faultenv_room(fe, ino, off + n)) < 0)
+        return r;
     if (off < ino->synced && n > 0 && !ino->old)
         ino->old = xmemdup(ino->data, ino->synced);
     faultenv_grow(ino, (size_t)off + n);
@@ -342,6 +368,8 @@ static int faultenv_preallocate(lsm_env *env, lsm_file *f, uint64_t off, uint64_
         r = -EBADF;
     else if (r == 0 && (off > SIZE_MAX / 2 || n > SIZE_MAX / 2))
         r = -EFBIG;
+    if (r == 0)
+        r = faultenv_room(fe, f->ino, off + n);
     if (r == 0)
         faultenv_grow(f->ino, (size_t)(off + n));
     pthread_mutex_unlock(&fe->mu);
@@ -578,6 +606,34 @@ static int faultenv_unlock(lsm_env *env, lsm_file *f)
     return faultenv_close(env, f);
 }
 
+static int faultenv_space(lsm_env *env, const char *dir, uint64_t *avail)
+{
+    faultenv *fe = faultenv_of(env);
+    pthread_mutex_lock(&fe->mu);
+    uint64_t used = faultenv_used(fe);
+    int r = fe->capacity ? 0 : -ENOSYS;
+    *avail = used < fe->capacity ? fe->capacity - used : 0;
+    pthread_mutex_unlock(&fe->mu);
+    return r;
+}
+
+void faultenv_set_capacity(lsm_env *env, uint64_t bytes)
+{
+    faultenv *fe = faultenv_of(env);
+    pthread_mutex_lock(&fe->mu);
+    fe->capacity = bytes;
+    pthread_mutex_unlock(&fe->mu);
+}
+
+uint64_t faultenv_space_used(lsm_env *env)
+{
+    faultenv *fe = faultenv_of(env);
+    pthread_mutex_lock(&fe->mu);
+    uint64_t used = faultenv_used(fe);
+    pthread_mutex_unlock(&fe->mu);
+    return used;
+}
+
 lsm_env *faultenv_new(void)
 {
     faultenv *fe = xcalloc(1, sizeof *fe);
@@ -598,6 +654,7 @@ lsm_env *faultenv_new(void)
         .unlock = faultenv_unlock,
         .pwrite = faultenv_pwrite,
         .preallocate = faultenv_preallocate,
+        .space = faultenv_space,
     };
     fe->rng = FAULT_SEED;
     pthread_mutex_init(&fe->mu, NULL);

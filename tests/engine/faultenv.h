@@ -19,6 +19,11 @@ void     faultenv_power_loss(lsm_env *env);
    sync_dir), every mutating call fails with -err (EIO, ENOSPC) and changes nothing — the machine
    is "dead" — until faultenv_clear or faultenv_power_loss. err = 0 disarms. */
 void     faultenv_fail_after(lsm_env *env, long after, int err);
+/* A disk of that many bytes (0: no limit): writes and preallocations that would make the files
+   of the live directories hold more fail with ENOSPC and change nothing; unlink gives space back.
+   env->space reports what is left. */
+void     faultenv_set_capacity(lsm_env *env, uint64_t bytes);
+uint64_t faultenv_space_used(lsm_env *env);   /* bytes the live files hold */
 /* With short != 0, every append writes at most half of what it is given (at least 1 byte). */
 void     faultenv_short_writes(lsm_env *env, int on);
 void     faultenv_clear(lsm_env *env);
