@@ -3,8 +3,10 @@
 
 Written from POSIX.1-2017 and the Linux man pages (open(2), read(2), write(2), truncate(2),
 unlink(2), rename(2), mkdir(2), rmdir(2), symlink(2), readlink(2), chmod(2), chown(2),
-utimensat(2), stat(2), access(2), inode(7)): for each syscall lsmfs supports, the errno of each
-error case and which timestamps and link counts change.
+utimensat(2), stat(2), access(2), mknod(2), copy_file_range(2), seekdir(3), inode(7)): for each
+syscall lsmfs supports, the errno of each error case and which timestamps and link counts change;
+and for those it does not (link(2), mknod(2) of anything but a regular file, bind(2) of a
+UNIX-domain socket, fallocate(2), O_TMPFILE), the errno it gives instead.
 
   conformance.py run DIR [CASE...]   runs the cases (as root) in fresh subdirectories of DIR and
                                      prints one line per case: "CASE <name> <outcome>"
@@ -20,6 +22,7 @@ pipe; the mount must allow other users (-o allow_other).
 import ctypes
 import errno
 import os
+import socket
 import stat
 import sys
 import time
@@ -33,6 +36,10 @@ DOCUMENTED = {
     "atime_kept": "lsmfs(1) STANDARDS; KEYS AS FILES, Attributes (access times are not kept)",
     "link_hard": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (hard links)",
     "mknod_fifo": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (FIFOs)",
+    "mknod_chr": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (device nodes)",
+    "mknod_sock": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (sockets)",
+    "bind_unix_socket": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (sockets: bind(2))",
+    "fallocate_direct": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (fallocate(2))",
     "rename_whiteout": "lsmfs(1) STANDARDS (RENAME_WHITEOUT leaves a device node: EINVAL)",
     "o_tmpfile": "lsmfs(1) STANDARDS (O_TMPFILE: EOPNOTSUPP)",
 }
@@ -1559,6 +1566,90 @@ def rename_file_times_of_replaced_open(d):
     return "ok c%s" % ("+" if st.st_ctime_ns != t.st_ctime_ns else "=")
 
 
+# ---- mknod(2) of a regular file, copy_file_range(2), seekdir(3), O_PATH, posix_fallocate(3):
+# what libfuse's test_syscalls also checks ----
+
+
+@case
+def mknod_reg(d):
+    os.mknod(d + "/f", stat.S_IFREG | 0o640)
+    os.mknod(d + "/g", 0o600)               # no type: a regular file (mknod(2))
+    st, sg = os.stat(d + "/f"), os.stat(d + "/g")
+    return "ok %o %o size=%d nlink=%d" % (st.st_mode, sg.st_mode, st.st_size, st.st_nlink)
+
+
+@case
+def mknod_exists(d):
+    put(d + "/f")
+    return attempt(os.mknod, d + "/f", stat.S_IFREG | 0o600)
+
+
+@case
+def copy_file_range_unflushed(d):
+    # the source is still open for writing: its bytes were never flushed
+    a = os.open(d + "/a", os.O_CREAT | os.O_RDWR, 0o644)
+    os.write(a, b"abcdefghijklmnopqrstuvwxyz")
+    b = os.open(d + "/b", os.O_CREAT | os.O_WRONLY, 0o644)
+    n = os.copy_file_range(a, b, 26, 0, 0)
+    m = os.copy_file_range(a, b, 10, 20, 30)  # past the end of the source: 6 bytes
+    os.close(a)
+    os.close(b)
+    return "ok %d %d %r" % (n, m, get(d + "/b"))
+
+
+class dirent(ctypes.Structure):
+    _fields_ = [("d_ino", ctypes.c_uint64), ("d_off", ctypes.c_int64),
+                ("d_reclen", ctypes.c_ushort), ("d_type", ctypes.c_ubyte),
+                ("d_name", ctypes.c_char * 256)]
+
+
+@case
+def seekdir_back(d):
+    # telldir before every entry, read to the end, then seekdir back to each, last first
+    os.mkdir(d + "/s")
+    for n in ("f1", "f2", "f3"):
+        put(d + "/s/" + n)
+    libc.opendir.restype = libc.readdir.restype = ctypes.c_void_p
+    libc.readdir.argtypes = libc.telldir.argtypes = libc.closedir.argtypes = [ctypes.c_void_p]
+    libc.telldir.restype = ctypes.c_long
+    libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+    dp = libc.opendir((d + "/s").encode())
+    seen = []
+    while True:
+        off = libc.telldir(dp)
+        e = libc.readdir(dp)
+        if not e:
+            break
+        seen.append((off, dirent.from_address(e).d_name))
+    bad = 0
+    for off, name in reversed(seen):
+        libc.seekdir(dp, off)
+        e = libc.readdir(dp)
+        bad += not e or dirent.from_address(e).d_name != name
+    libc.closedir(dp)
+    return "ok entries=%d wrong=%d" % (len(seen), bad)
+
+
+@case
+def opath_unlinked_fstat(d):
+    put(d + "/f", b"abc", 0o640)
+    fd = os.open(d + "/f", os.O_PATH)
+    os.unlink(d + "/f")
+    st = os.fstat(fd)
+    os.close(fd)
+    return "ok nlink=%d size=%d mode=%o" % (st.st_nlink, st.st_size, st.st_mode)
+
+
+@case
+def posix_fallocate_grows(d):
+    # glibc writes zeros itself where the filesystem has no fallocate(2)
+    put(d + "/f", b"abc")
+    fd = os.open(d + "/f", os.O_RDWR)
+    os.posix_fallocate(fd, 0, 100)
+    os.close(fd)
+    return "ok size=%d %r" % (os.stat(d + "/f").st_size, get(d + "/f")[:5])
+
+
 # ---- what lsmfs does not keep ----
 
 
@@ -1571,6 +1662,35 @@ def link_hard(d):
 @case
 def mknod_fifo(d):
     return attempt(os.mkfifo, d + "/p")
+
+
+@case
+def mknod_chr(d):
+    return attempt(os.mknod, d + "/c", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+
+
+@case
+def mknod_sock(d):
+    return attempt(os.mknod, d + "/s", stat.S_IFSOCK | 0o600)
+
+
+@case
+def bind_unix_socket(d):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        return attempt(s.bind, d + "/s")
+    finally:
+        s.close()
+
+
+@case
+def fallocate_direct(d):
+    put(d + "/f", b"abc")
+    fd = os.open(d + "/f", os.O_RDWR)
+    r = libc.fallocate(fd, 0, ctypes.c_int64(0), ctypes.c_int64(100))
+    e = ctypes.get_errno()
+    os.close(fd)
+    return "ok" if r == 0 else errno.errorcode.get(e, str(e))
 
 
 def run(root, names):

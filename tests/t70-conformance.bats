@@ -56,3 +56,27 @@ teardown() {
     assert_eq "$(stat -c %h "$MNT/imp" "$MNT/imp/z")" "4
 3"
 }
+
+# libfuse's test/test_syscalls.c is another project's code and stays out of this tree: build it
+# yourself (cc -D_GNU_SOURCE -DHAVE_COPY_FILE_RANGE with an empty config.h) and point
+# LSMFS_TEST_SYSCALLS at the binary. The tests it fails are named (numbers change between
+# versions) and must be exactly those lsmfs(1) STANDARDS lists.
+@test "libfuse's test_syscalls fails only what lsmfs(1) documents (with LSMFS_TEST_SYSCALLS)" {
+    [ -n "${LSMFS_TEST_SYSCALLS:-}" ] || skip "LSMFS_TEST_SYSCALLS (a built libfuse test_syscalls) is not set"
+    mkdir "$MNT/ts"
+    run "$LSMFS_TEST_SYSCALLS" "$MNT/ts"
+    echo "$output" >"$T/syscalls.out"
+    # link, link-unlink-link: hard links; mkfifo; socket: bind(2); utime: access times
+    assert_eq "$(grep -v ' OK$' "$T/syscalls.out" | sed -n 's/^ *[0-9]* \[\([^]]*\)\].*/\1/p' |
+        sort -u | tr '\n' ' ')" "link link-unlink-link mkfifo socket utime "
+    # Its checks of unlinked files (-u: fstat of an O_PATH descriptor kept from every test) run
+    # only after a run with no failure, so each test that passed runs again alone with them. The
+    # symlink test fails alone anywhere (it takes the length of the previous test's file name).
+    for n in $(grep ' OK$' "$T/syscalls.out" | grep -v '\[symlink\]' | awk '{print $1}'); do
+        run "$LSMFS_TEST_SYSCALLS" "$MNT/ts" "$n" -u
+        if [ "$status" -ne 0 ]; then
+            echo "test $n alone with -u: $output" >&2
+            return 1
+        fi
+    done
+}
