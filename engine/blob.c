@@ -293,6 +293,17 @@ uint64_t blob_set_gc_cutoff(blob_set *bs)
     return cutoff;
 }
 
+uint64_t blob_set_bytes_below(blob_set *bs, uint64_t cutoff)
+{
+    uint64_t bytes = 0;
+    pthread_mutex_lock(&bs->mu);
+    for (int i = 0; i < bs->n; i++)
+        if (bs->v[i].number < cutoff)
+            bytes += bs->v[i].size;
+    pthread_mutex_unlock(&bs->mu);
+    return bytes;
+}
+
 int blob_set_ref_decode(const blob_set *bs, slice ref, uint64_t *number, uint64_t *off,
                         uint64_t *len, char *err)
 {

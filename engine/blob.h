@@ -65,6 +65,8 @@ uint64_t blob_set_live_bytes(blob_set *bs);
 /* Oldest-quarter blob file number for age-based garbage collection: a compaction moves the live
    values of files numbered below it (0: none, while fewer than four files live). */
 uint64_t blob_set_gc_cutoff(blob_set *bs);
+/* Bytes of the live blob files numbered below cutoff: what moving their values may write. */
+uint64_t blob_set_bytes_below(blob_set *bs, uint64_t cutoff);
 /* Decodes a blob reference found in a table; LSM_CORRUPT with a message if it is malformed. */
 int  blob_set_ref_decode(const blob_set *bs, slice ref, uint64_t *number, uint64_t *off,
                          uint64_t *len, char *err);

@@ -346,6 +346,8 @@ static void compact_done(lsm_db *db, unsigned busy, int rc, const char *err)
 {
     db->compacting--;
     db->level_busy &= ~busy;
+    if (db->flush_nospace)
+        pthread_cond_broadcast(&db->work_cv);   /* the flush may fit now */
     if (space_retryable(db, rc)) {
         space_release(db);
         db->compact_wait_until = now_micros() + COMPACT_SPACE_WAIT;
@@ -365,10 +367,18 @@ static int compact_writes_recent(const lsm_db *db)
     return db->l0_stopped || now_micros() - db->last_switch_micros < 1000000;
 }
 
-/* Which blob files c moves values out of: none on a full disk, where the copies would not fit. */
-static uint64_t compact_gc_cutoff(lsm_db *db, const compaction *c)
+/* Which blob files c moves values out of. Moving writes up to their size again, so only with
+   room to spare: the copies, c's own output (need) and a reserve's worth left free for flushes;
+   never in low-space mode. */
+static uint64_t compact_gc_cutoff(lsm_db *db, const compaction *c, uint64_t need)
 {
-    return c->trivial_move || c->n == 0 || space_low(db) ? 0 : blob_set_gc_cutoff(&db->blobs);
+    if (c->trivial_move || c->n == 0 || space_low(db))
+        return 0;
+    uint64_t cutoff = blob_set_gc_cutoff(&db->blobs);
+    if (cutoff && !space_fits(db, need + blob_set_bytes_below(&db->blobs, cutoff) +
+                                  db->opt.reserve_bytes))
+        return 0;
+    return cutoff;
 }
 
 /* compact_run, if the file system has room for everything c could write (its inputs' size, an
@@ -382,7 +392,7 @@ static int compact_run_if_room(lsm_db *db, compaction *c, char *err)
     if (!space_fits(db, need) && !(space_release(db) && space_fits(db, need)))
         return err_set(err, LSM_NOSPACE, "%s: the disk is full: no room for a compaction of "
                        "%" PRIu64 " bytes", db->dir, need);
-    c->gc_cutoff = compact_gc_cutoff(db, c);
+    c->gc_cutoff = compact_gc_cutoff(db, c, need);
     return compact_run(db, c, err);
 }
 

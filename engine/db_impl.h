@@ -90,6 +90,7 @@ struct lsm_db {
     atomic_int low_space;           /* the reserve was given back: only writes that free space
                                        are accepted (space.c) */
     int flush_nospace;              /* the last flush failed for want of space; guarded by mu */
+    uint64_t flush_attempts;        /* flushes tried, failed or not; guarded by mu */
     uint64_t compact_wait_until;    /* no compaction starts before this (now_micros): the last
                                        one found no space; guarded by mu */
 

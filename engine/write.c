@@ -215,6 +215,7 @@ static void db_wait_for_room(lsm_db *db)
 static int db_make_room(lsm_db *db, int force, char *err)
 {
     int allow_delay = !force && db->opt.background_compaction;
+    int retried = 0;            /* waited for one more flush attempt after one found no space */
     for (;;) {
         if (db->bg_error)
             return err_set(err, db->bg_error, "%s", db->bg_errmsg);
@@ -239,7 +240,17 @@ static int db_make_room(lsm_db *db, int force, char *err)
         if (force && memtable_entries(db->mem) == 0)
             return LSM_OK;
         if (db->imm || (db->opt.background_compaction && l0 >= L0_STOP)) {
-            /* What it would wait for cannot happen until space is freed. */
+            /* The flush found no space: wait for one more try (a compaction may have ended,
+               a delete freed space), then give up rather than wait for space to be freed. */
+            if (db->imm && db->flush_nospace && !retried) {
+                uint64_t tries = db->flush_attempts;
+                retried = 1;
+                pthread_cond_broadcast(&db->work_cv);
+                while (db->flush_attempts == tries && db->imm && !db->bg_error &&
+                       !db->shutting_down)
+                    pthread_cond_wait(&db->bg_cv, &db->mu);
+                continue;
+            }
             if ((db->imm && db->flush_nospace) || (!db->imm && db->compact_wait_until > now_micros()))
                 return err_set(err, LSM_NOSPACE, "%s: the disk is full: the memtable cannot be "
                                "flushed until space is freed", db->dir);

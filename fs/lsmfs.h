@@ -74,6 +74,7 @@ struct lsmfs_meta {
     uint32_t uid, gid;      /* owner */
     int64_t  mtime_ns, ctime_ns; /* ns since the epoch */
     uint64_t size;          /* value length (files, symlinks) */
+    uint64_t rdev;          /* st_rdev of a device node, else 0 */
     uint64_t ino;           /* st_ino: from the record, else derived from the path
                                (lsmfs_ino_derived); the root's is 1. In an inode, constant */
 };
@@ -286,8 +287,11 @@ void  lsmfs_budget_enforce(struct lsmfs *fs);
 /* dir.c */
 int   lsmfs_dir_lookup(struct lsmfs *fs, struct lsmfs_inode *parent, const char *name,
                        struct lsmfs_inode **out);
+/* Makes name in parent: a file (type LSMFS_REG; mode's S_IFMT may make it a FIFO, socket or,
+   with rdev, a device node), a directory or a symlink to target. */
 int   lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name, int type,
-                     mode_t mode, const char *target, int opening, struct lsmfs_inode **out);
+                     mode_t mode, dev_t rdev, const char *target, int opening,
+                     struct lsmfs_inode **out);
 /* Counts dir's subdirectories for st_nlink if not yet done (struct lsmfs_inode nsub). fs->ns
    held, no inode mutex. */
 int   lsmfs_dir_count(struct lsmfs *fs, struct lsmfs_inode *dir);
