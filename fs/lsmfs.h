@@ -1,8 +1,8 @@
 /*
  * lsmfs.h — private declarations shared by the modules of the lsmfs daemon (fs/).
  *
- * The daemon is nine modules, each calling only those listed after it: main.c parses options,
- * opens the engine, mounts and daemonizes; ops.c holds the FUSE callbacks on files (and the table
+ * The daemon is ten modules, each calling only those listed after it: main.c parses options,
+ * opens the engine, mounts and daemonizes; stats.c reports counters (SIGUSR1); ops.c holds the FUSE callbacks on files (and the table
  * of all callbacks); dir.c those on the namespace (lookup, create, remove, rename, listing);
  * xattr.c extended attributes (the callbacks, and moving or dropping them with their file);
  * cookie.c the offsets of listings and the table that maps them back to places; inode.c owns
@@ -189,6 +189,9 @@ struct lsmfs {
     struct lsmfs_handle *handles; /* guarded by handles_mu */
     struct lsmfs_reclaim *reclaim; /* reclaim.c's state; NULL unless its thread runs */
     struct lsmfs_cookies *cookies; /* cookie.c's table of listing offsets */
+    pthread_t stats_thread;      /* takes SIGUSR1 (stats.c) */
+    int      stats_running;      /* stats_thread was started; main's */
+    int      stats_stop;         /* tells stats_thread to end; __atomic builtins */
 };
 
 extern const struct fuse_lowlevel_ops lsmfs_ops;
@@ -220,6 +223,13 @@ void  lsmfs_reclaim_note_tree(struct lsmfs *fs, const char *path, size_t plen);
 int   lsmfs_reclaim_start(struct lsmfs *fs);
 /* Merges what is noted, then joins; before lsm_close. */
 void  lsmfs_reclaim_stop(struct lsmfs *fs);
+
+/* stats.c: a report of the engine's and the daemon's counters; SIGUSR1 logs it. */
+void  lsmfs_stats_write(struct lsmfs *fs, FILE *f);
+/* Blocks SIGUSR1 in the caller (call it before any other thread starts) and starts the thread
+   that takes it. 0 or an errno. */
+int   lsmfs_stats_start(struct lsmfs *fs);
+void  lsmfs_stats_stop(struct lsmfs *fs);
 
 /* log.c */
 int   lsmfs_errno(struct lsmfs *fs, int rc, const char *what, const char *path);

@@ -628,6 +628,8 @@ int main(int argc, char *argv[])
     lsmfs_log_open(fs->foreground);
     if (!fs->foreground)
         fd = main_start_daemon();
+    if (lsmfs_stats_start(fs) != 0)
+        lsmfs_log(LOG_WARNING, "cannot start the thread that reports statistics on SIGUSR1");
     if (main_setup(fs, &args, c.datadir, c.mountpoint) != 0)
         goto out;
     if (fd >= 0) {
@@ -642,6 +644,7 @@ int main(int argc, char *argv[])
     if (main_teardown(fs, c.datadir) != 0)
         ret = 1;
 out:
+    lsmfs_stats_stop(fs);
     fuse_opt_free_args(&args);
     free(copts.mountpoint);
     main_cmdline_free(&c);

@@ -290,3 +290,21 @@ before INT"
     [[ $output == *"inside the mount point"* ]]
     not_mounted "$MNT"
 }
+
+@test "SIGUSR1 logs the engine's and the daemon's statistics and the daemon keeps serving" {
+    mount_fs
+    for i in $(seq 1 50); do echo "v$i" >"$MNT/k$i"; done
+    kill -USR1 "$LSMFS_PID"
+    kill -USR1 "$LSMFS_PID"
+    for i in $(seq 1 50); do
+        grep -q "stats: block cache" "$LOG" && break
+        sleep 0.1
+    done
+    grep -q "stats: levels:" "$LOG"
+    grep -q "stats: written: by users" "$LOG"
+    grep -q "stats: daemon:" "$LOG"
+    pid_alive "$LSMFS_PID"
+    assert_eq "$(cat "$MNT/k7")" v7
+    unmount_fs
+    [ "$DAEMON_STATUS" -eq 0 ]
+}
