@@ -41,7 +41,10 @@ extern "C" {
 #define LSM_VERSION_STRING "0.2.0"    /* ABI: liblsm.so.1 */
 
 #define LSM_MAX_KEY   65535u          /* longest key, bytes */
-#define LSM_MAX_VALUE (1u << 30)      /* longest value, bytes (1 GiB) */
+#define LSM_MAX_VALUE (1u << 30)      /* longest value given to lsm_put or returned whole, bytes
+                                         (1 GiB) */
+#define LSM_MAX_EXTENT_VALUE (UINT64_C(1) << 44) /* longest value written with lsm_value_writer,
+                                                    bytes (16 TiB) */
 
 enum {
     LSM_OK       = 0,
@@ -135,16 +138,60 @@ LSM_API int  lsm_delete(lsm_db *db, const void *key, size_t klen);
    a valid 1-byte allocation); LSM_NOTFOUND if absent. */
 LSM_API int  lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen);
 
-/* Like lsm_get without copying the value: only its length. */
+/* Like lsm_get without copying the value: only its length (of an extent map: from the map alone,
+   without reading data). */
 LSM_API int  lsm_get_size(lsm_db *db, const void *key, size_t klen, uint64_t *vlen);
 
 /* Copies at most n bytes of the key's value starting at byte off into buf; *nread is how many were
    copied (0 at or past the end) and *vlen (may be NULL) the value's full length. It copies no more
    than the range, wherever the value is: a value in a memtable is copied from in place, one in a
    blob file is read by range, and one in a table is read with its data block (values at least
-   blob_threshold long never sit in a table block). */
+   blob_threshold long never sit in a table block). A value written with lsm_value_writer is read
+   from the extents the range meets; holes give zeros. */
 LSM_API int  lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *buf, size_t n,
                    size_t *nread, uint64_t *vlen);
+
+/* ---- values written a piece at a time ----
+   A value writer builds a new version of one key's value as an extent map (man/lsm-format.5,
+   EXTENT MAPS): bytes written at any offset go to a blob file the writer owns, unwritten ranges
+   are holes that read as zeros and take no space, and ranges the writer does not touch are shared
+   with the version it started from (no copy). A write of n bytes costs O(n) I/O plus the map;
+   sequential writes extend one record, holding at most 64 KiB of them in memory. Nothing is
+   visible until commit, which writes the new map as one atomic write (through the WAL, like
+   lsm_put): after a crash the key holds the old version or the new one, never a mixture, and the
+   writer's bytes are synced before the map names them. A writer that is aborted, or never
+   committed because the process died, leaves nothing: its blob file is removed (at the next open
+   after a crash). Values written this way may be up to LSM_MAX_EXTENT_VALUE bytes; lsm_get returns
+   one only up to LSM_MAX_VALUE (larger: LSM_NOMEM, read it with lsm_get_range), and lsm_iter_value
+   fails the same way on one.
+   A writer belongs to one thread at a time; any number may be open, on the same key too: the last
+   commit wins, as with lsm_put. Close every writer (commit or abort) before lsm_close. */
+typedef struct lsm_value_writer lsm_value_writer;
+
+#define LSM_VW_KEEP 1   /* lsm_value_writer_open: start from the key's current value (else empty) */
+
+/* Opens a writer for key. flags 0: the new value starts empty; LSM_VW_KEEP: it starts as the
+   key's current value (empty when absent). On success *out is the writer, to finish with
+   lsm_value_writer_commit or _abort; on failure *out is NULL. */
+LSM_API int lsm_value_writer_open(lsm_db *db, const void *key, size_t klen, int flags,
+                                  lsm_value_writer **out);
+/* Writes n bytes at byte off (copied before the call returns). Writing past the end grows the
+   value, leaving a hole between the old end and off. LSM_INVALID past LSM_MAX_EXTENT_VALUE. After
+   an I/O failure the writer is spoiled: every later call fails and commit only releases it. */
+LSM_API int lsm_value_writer_write(lsm_value_writer *w, uint64_t off, const void *buf, size_t n);
+/* Sets the value's size: bytes past size go; growing adds a hole. */
+LSM_API int lsm_value_writer_truncate(lsm_value_writer *w, uint64_t size);
+/* The value's size as written so far. */
+LSM_API uint64_t lsm_value_writer_size(const lsm_value_writer *w);
+/* Reads at most n bytes at off of the value as written so far (uncommitted writes included) into
+   buf; *nread (may be NULL) is how many (0 at or past the end). */
+LSM_API int lsm_value_writer_read(lsm_value_writer *w, uint64_t off, void *buf, size_t n,
+                                  size_t *nread);
+/* Makes the new value the key's value in one atomic write, syncing the WAL when sync is set (as
+   lsm_write's sync). Frees w, whatever the result. */
+LSM_API int lsm_value_writer_commit(lsm_value_writer *w, int sync);
+/* Drops everything written and frees w. Accepts NULL. */
+LSM_API void lsm_value_writer_abort(lsm_value_writer *w);
 
 /* Every write committed so far is on stable storage when this returns LSM_OK. */
 LSM_API int  lsm_sync(lsm_db *db);

@@ -53,7 +53,7 @@ static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off
         return err_set(st->err, LSM_CORRUPT,
                        "%s: its last %" PRIu64 " bytes are damaged although a newer log (%s) "
                        "holds writes", st->torn, st->torn_bytes, st->path);
-    if (db_batch_apply(*st->mem, p, n, &last) != LSM_OK)
+    if (db_batch_apply(st->db, *st->mem, p, n, &last) != LSM_OK)
         return err_set(st->err, LSM_CORRUPT, "%s: offset %" PRIu64 ": malformed batch record",
                        st->path, off);
     if (n >= BATCH_HEADER && dec_fixed32(p + 8) > 0 && last > st->max_seq)

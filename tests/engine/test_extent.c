@@ -1,0 +1,781 @@
+/*
+ * test_extent.c — values written a piece at a time (lsm_value_writer) and stored as extent maps:
+ * holes, partial rewrites and truncates against an in-memory oracle with reopens between, range
+ * reads, sparse values of several GiB and up to 1 TiB, sharing of unchanged extents (bytes written
+ * for a small rewrite), power loss in the middle of writing and of committing (afterwards a value
+ * is exactly an old or a new version), removal of orphan blob files at open, and garbage
+ * collection giving back the space of dead extents (directory's allocated bytes measured).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "db_impl.h"
+#include "faultenv.h"
+#include "helper_model.h"
+#include "lsm.h"
+#include "options.h"
+
+#define GiB (UINT64_C(1) << 30)
+#define MiB (UINT64_C(1) << 20)
+#define KiB (UINT64_C(1) << 10)
+
+static void small_options(lsm_options *o)
+{
+    options_defaults(o);
+    o->memtable_bytes = 64 << 10;
+    o->table_bytes = 32 << 10;
+    o->level1_bytes = 128 << 10;
+    o->blob_threshold = 4096;
+}
+
+static lsm_db *open_dir(const char *dir, lsm_options *o)
+{
+    lsm_db *db = NULL;
+    int rc = lsm_open(dir, o, &db);
+    if (rc != LSM_OK)
+        fail_msg("lsm_open %s: %s: %s", dir, lsm_strerror(rc), lsm_errmsg(NULL));
+    return db;
+}
+
+/* Bytes the files of dir occupy on disk (st_blocks), and how many of them end in ext. */
+static uint64_t dir_usage(const char *dir, const char *ext, int *count)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    uint64_t bytes = 0;
+    if (count)
+        *count = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[4096];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        bytes += (uint64_t)st.st_blocks * 512;
+        size_t n = strlen(e->d_name), k = ext ? strlen(ext) : 0;
+        if (count && ext && n > k && strcmp(e->d_name + n - k, ext) == 0)
+            (*count)++;
+    }
+    closedir(d);
+    return bytes;
+}
+
+/* The oracle: a value as a plain byte array. */
+typedef struct oracle {
+    uint8_t *p;
+    uint64_t size, cap;
+} oracle;
+
+static void oracle_write(oracle *o, uint64_t off, const void *b, size_t n)
+{
+    if (off + n > o->cap) {
+        uint64_t cap = (off + n) * 2;
+        o->p = realloc(o->p, cap);
+        memset(o->p + o->cap, 0, cap - o->cap);
+        o->cap = cap;
+    }
+    memcpy(o->p + off, b, n);
+    if (off + n > o->size)
+        o->size = off + n;
+}
+
+static void oracle_truncate(oracle *o, uint64_t size)
+{
+    if (size > o->cap) {
+        o->p = realloc(o->p, size);
+        memset(o->p + o->cap, 0, size - o->cap);
+        o->cap = size;
+    }
+    if (size < o->size)
+        memset(o->p + size, 0, o->size - size);
+    o->size = size;
+}
+
+/* Checks key's whole value and some random ranges against o. */
+static void check_value(lsm_db *db, const char *key, const oracle *o, trng *r)
+{
+    uint64_t size = 0;
+    int rc = lsm_get_size(db, key, strlen(key), &size);
+    assert_int_equal(rc, LSM_OK);
+    assert_int_equal(size, o->size);
+    void *v = NULL;
+    size_t vl = 0;
+    rc = lsm_get(db, key, strlen(key), &v, &vl);
+    if (rc != LSM_OK)
+        fail_msg("lsm_get %s: %s: %s", key, lsm_strerror(rc), lsm_errmsg(db));
+    assert_int_equal(vl, o->size);
+    if (vl && memcmp(v, o->p, vl) != 0) {
+        size_t i = 0;
+        while (((uint8_t *)v)[i] == o->p[i])
+            i++;
+        fail_msg("%s: first difference at byte %zu of %zu", key, i, vl);
+    }
+    free(v);
+    uint8_t *b = malloc(300 * KiB);
+    for (int i = 0; i < 20; i++) {
+        uint64_t off = trng_below(r, o->size + 1000);
+        size_t n = (size_t)trng_below(r, 300 * KiB);
+        size_t got = 0;
+        uint64_t full = 0;
+        rc = lsm_get_range(db, key, strlen(key), off, b, n, &got, &full);
+        assert_int_equal(rc, LSM_OK);
+        assert_int_equal(full, o->size);
+        size_t want = off < o->size ? (o->size - off < n ? (size_t)(o->size - off) : n) : 0;
+        assert_int_equal(got, want);
+        if (want && memcmp(b, o->p + off, want) != 0)
+            fail_msg("%s: range [%" PRIu64 ", +%zu) differs", key, off, want);
+    }
+    free(b);
+}
+
+/* ---- basics: holes, sizes, ranges, the iterator, reopen ---- */
+
+static void test_basic(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_dir(dir, &o);
+    lsm_value_writer *w;
+    assert_int_equal(lsm_value_writer_open(db, "a", 1, 0, &w), LSM_OK);
+    assert_int_equal(lsm_value_writer_write(w, 100, "hello", 5), LSM_OK);
+    assert_int_equal(lsm_value_writer_write(w, 105, " world", 6), LSM_OK);
+    assert_int_equal(lsm_value_writer_size(w), 111);
+    char rb[16];
+    size_t got;
+    assert_int_equal(lsm_value_writer_read(w, 98, rb, 16, &got), LSM_OK);
+    assert_int_equal(got, 13);
+    assert_memory_equal(rb, "\0\0hello world", 13);
+    /* Nothing is visible before commit. */
+    uint64_t size;
+    assert_int_equal(lsm_get_size(db, "a", 1, &size), LSM_NOTFOUND);
+    assert_int_equal(lsm_value_writer_commit(w, 1), LSM_OK);
+    for (int round = 0; round < 3; round++) {
+        assert_int_equal(lsm_get_size(db, "a", 1, &size), LSM_OK);
+        assert_int_equal(size, 111);
+        void *v;
+        size_t vl;
+        assert_int_equal(lsm_get(db, "a", 1, &v, &vl), LSM_OK);
+        assert_int_equal(vl, 111);
+        uint8_t zero[100] = { 0 };
+        assert_memory_equal(v, zero, 100);
+        assert_memory_equal((char *)v + 100, "hello world", 11);
+        free(v);
+        lsm_iter *it;
+        assert_int_equal(lsm_iter_new(db, &it), LSM_OK);
+        lsm_iter_seek(it, "a", 1);
+        assert_true(lsm_iter_valid(it));
+        const void *iv = lsm_iter_value(it, &vl);
+        assert_non_null(iv);
+        assert_int_equal(vl, 111);
+        assert_memory_equal((const char *)iv + 100, "hello world", 11);
+        lsm_iter_free(it);
+        if (round == 0)
+            assert_int_equal(lsm_flush(db), LSM_OK);
+        if (round == 1) {
+            assert_int_equal(lsm_close(db), LSM_OK);
+            db = open_dir(dir, &o);
+        }
+    }
+    /* An empty value, and a value that is one hole. */
+    assert_int_equal(lsm_value_writer_open(db, "empty", 5, 0, &w), LSM_OK);
+    assert_int_equal(lsm_value_writer_commit(w, 0), LSM_OK);
+    assert_int_equal(lsm_value_writer_open(db, "hole", 4, 0, &w), LSM_OK);
+    assert_int_equal(lsm_value_writer_truncate(w, 5000), LSM_OK);
+    assert_int_equal(lsm_value_writer_commit(w, 0), LSM_OK);
+    void *v;
+    size_t vl;
+    assert_int_equal(lsm_get(db, "empty", 5, &v, &vl), LSM_OK);
+    assert_int_equal(vl, 0);
+    free(v);
+    assert_int_equal(lsm_get(db, "hole", 4, &v, &vl), LSM_OK);
+    assert_int_equal(vl, 5000);
+    for (size_t i = 0; i < vl; i++)
+        assert_int_equal(((uint8_t *)v)[i], 0);
+    free(v);
+    /* Abort leaves nothing; misuse is refused. */
+    assert_int_equal(lsm_value_writer_open(db, "b", 1, 0, &w), LSM_OK);
+    assert_int_equal(lsm_value_writer_write(w, 0, "x", 1), LSM_OK);
+    lsm_value_writer_abort(w);
+    assert_int_equal(lsm_get_size(db, "b", 1, &size), LSM_NOTFOUND);
+    assert_int_equal(lsm_value_writer_open(db, "b", 1, 0x80, &w), LSM_INVALID);
+    assert_null(w);
+    assert_int_equal(lsm_value_writer_open(db, "b", 1, 0, &w), LSM_OK);
+    assert_int_equal(lsm_value_writer_write(w, LSM_MAX_EXTENT_VALUE, "x", 1), LSM_INVALID);
+    lsm_value_writer_abort(w);
+    lsm_value_writer_abort(NULL);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
+/* A writer may start from a plain value in the memtable, in a table, or in a blob file. */
+static void test_keep_plain(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_dir(dir, &o);
+    trng r;
+    trng_seed(&r, test_seed("keep_plain", 7));
+    size_t sizes[] = { 10, 3000, 100000 };  /* small, in a table block, in a blob file */
+    for (int flush = 0; flush < 2; flush++)
+        for (int i = 0; i < 3; i++) {
+            char key[16];
+            snprintf(key, sizeof key, "p%d%d", flush, i);
+            oracle or = { 0 };
+            uint8_t *b = malloc(sizes[i]);
+            trng_fill(&r, b, sizes[i]);
+            oracle_write(&or, 0, b, sizes[i]);
+            assert_int_equal(lsm_put(db, key, strlen(key), b, sizes[i]), LSM_OK);
+            if (flush)
+                assert_int_equal(lsm_flush(db), LSM_OK);
+            lsm_value_writer *w;
+            assert_int_equal(lsm_value_writer_open(db, key, strlen(key), LSM_VW_KEEP, &w), LSM_OK);
+            assert_int_equal(lsm_value_writer_size(w), sizes[i]);
+            assert_int_equal(lsm_value_writer_write(w, 5, "XYZ", 3), LSM_OK);
+            oracle_write(&or, 5, "XYZ", 3);
+            assert_int_equal(lsm_value_writer_write(w, sizes[i] + 10, "END", 3), LSM_OK);
+            oracle_write(&or, sizes[i] + 10, "END", 3);
+            assert_int_equal(lsm_value_writer_commit(w, 0), LSM_OK);
+            check_value(db, key, &or, &r);
+            free(b);
+            free(or.p);
+        }
+    assert_int_equal(lsm_close(db), LSM_OK);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
+/* ---- random rewrites, truncates and holes against the oracle, with reopens ---- */
+
+static void random_ops(lsm_db *db, const char *key, oracle *or, trng *r, uint64_t span, int ops)
+{
+    lsm_value_writer *w;
+    int keep = or->size > 0 || trng_chance(r, 50);
+    if (!keep)
+        oracle_truncate(or, 0);
+    assert_int_equal(lsm_value_writer_open(db, key, strlen(key), keep ? LSM_VW_KEEP : 0, &w), LSM_OK);
+    uint8_t *b = malloc(256 * KiB);
+    for (int i = 0; i < ops; i++) {
+        int what = (int)trng_below(r, 10);
+        if (what < 7) {
+            uint64_t off = trng_below(r, span);
+            size_t n = 1 + (size_t)trng_below(r, trng_chance(r, 80) ? 8 * KiB : 256 * KiB);
+            trng_fill(r, b, n);
+            assert_int_equal(lsm_value_writer_write(w, off, b, n), LSM_OK);
+            oracle_write(or, off, b, n);
+            /* Sometimes go on sequentially: one record grows. */
+            if (trng_chance(r, 40)) {
+                trng_fill(r, b, n);
+                assert_int_equal(lsm_value_writer_write(w, off + n, b, n), LSM_OK);
+                oracle_write(or, off + n, b, n);
+            }
+        } else if (what < 9) {
+            uint64_t size = trng_below(r, span + span / 4);
+            assert_int_equal(lsm_value_writer_truncate(w, size), LSM_OK);
+            oracle_truncate(or, size);
+        } else {
+            uint64_t off = trng_below(r, or->size + 100);
+            size_t n = (size_t)trng_below(r, 64 * KiB), got;
+            uint8_t *rb = malloc(n + 1);
+            assert_int_equal(lsm_value_writer_read(w, off, rb, n, &got), LSM_OK);
+            size_t want = off < or->size ? (or->size - off < n ? (size_t)(or->size - off) : n) : 0;
+            assert_int_equal(got, want);
+            if (want)
+                assert_memory_equal(rb, or->p + off, want);
+            free(rb);
+        }
+        assert_int_equal(lsm_value_writer_size(w), or->size);
+    }
+    free(b);
+    assert_int_equal(lsm_value_writer_commit(w, trng_chance(r, 50)), LSM_OK);
+}
+
+static void test_model(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_dir(dir, &o);
+    trng r;
+    trng_seed(&r, test_seed("extent_model", 42));
+    enum { NK = 4 };
+    oracle ors[NK] = { { 0 } };
+    long rounds = test_scale(60);
+    for (long round = 0; round < rounds; round++) {
+        int k = (int)trng_below(&r, NK);
+        char key[16];
+        snprintf(key, sizeof key, "k%d", k);
+        random_ops(db, key, &ors[k], &r, k == 0 ? 64 * KiB : 4 * MiB, 1 + (int)trng_below(&r, 30));
+        check_value(db, key, &ors[k], &r);
+        if (trng_chance(&r, 15))
+            assert_int_equal(lsm_flush(db), LSM_OK);
+        if (trng_chance(&r, 10))
+            assert_int_equal(lsm_compact(db), LSM_OK);
+        if (trng_chance(&r, 15)) {
+            assert_int_equal(lsm_close(db), LSM_OK);
+            db = open_dir(dir, &o);
+            for (int j = 0; j < NK; j++) {
+                snprintf(key, sizeof key, "k%d", j);
+                if (ors[j].p)
+                    check_value(db, key, &ors[j], &r);
+            }
+        }
+    }
+    assert_int_equal(lsm_close(db), LSM_OK);
+    for (int j = 0; j < NK; j++)
+        free(ors[j].p);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
+/* ---- sparse values of several GiB and 1 TiB ---- */
+
+static void test_huge_sparse(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_dir(dir, &o);
+    const uint64_t T = UINT64_C(1) << 40;
+    uint64_t offs[] = { 0, 3 * GiB + 12345, 5 * GiB - 4 * KiB, T - 4 * KiB };
+    lsm_value_writer *w;
+    assert_int_equal(lsm_value_writer_open(db, "big", 3, 0, &w), LSM_OK);
+    uint8_t piece[4 * KiB];
+    for (int i = 0; i < 4; i++) {
+        memset(piece, 'a' + i, sizeof piece);
+        assert_int_equal(lsm_value_writer_write(w, offs[i], piece, sizeof piece), LSM_OK);
+    }
+    assert_int_equal(lsm_value_writer_size(w), T);
+    assert_int_equal(lsm_value_writer_commit(w, 1), LSM_OK);
+    for (int round = 0; round < 2; round++) {
+        uint64_t size;
+        assert_int_equal(lsm_get_size(db, "big", 3, &size), LSM_OK);
+        assert_int_equal(size, T);
+        for (int i = 0; i < 4; i++) {
+            /* A range straddling the piece's start: zeros, then the piece. */
+            uint8_t b[8 * KiB];
+            size_t got;
+            uint64_t at = offs[i] >= 100 ? offs[i] - 100 : 0;
+            assert_int_equal(lsm_get_range(db, "big", 3, at, b, sizeof b, &got, &size), LSM_OK);
+            size_t want = T - at < sizeof b ? (size_t)(T - at) : sizeof b;
+            assert_int_equal(got, want);
+            for (size_t j = 0; j < got; j++) {
+                uint64_t x = at + j;
+                int in = x >= offs[i] && x < offs[i] + 4 * KiB;
+                if (b[j] != (in ? 'a' + i : 0))
+                    fail_msg("byte %" PRIu64 ": %d", x, b[j]);
+            }
+        }
+        /* Too large to return whole: a clear error, nothing allocated. */
+        void *v = NULL;
+        size_t vl;
+        assert_int_equal(lsm_get(db, "big", 3, &v, &vl), LSM_NOMEM);
+        assert_null(v);
+        assert_non_null(strstr(lsm_errmsg(db), "lsm_get_range"));
+        lsm_iter *it;
+        assert_int_equal(lsm_iter_new(db, &it), LSM_OK);
+        lsm_iter_seek(it, "big", 3);
+        assert_true(lsm_iter_valid(it));
+        assert_null(lsm_iter_value(it, &vl));
+        assert_int_equal(lsm_iter_status(it), LSM_NOMEM);
+        lsm_iter_free(it);
+        assert_int_equal(lsm_close(db), LSM_OK);
+        db = open_dir(dir, &o);
+    }
+    /* A 1 TiB value of four pieces takes about four pieces of disk. */
+    uint64_t used = dir_usage(dir, NULL, NULL);
+    assert_true(used < 4 * MiB);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
+/* ---- sharing: a small rewrite of a large value costs about what it writes ---- */
+
+static void test_sharing(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_dir(dir, &o);
+    trng r;
+    trng_seed(&r, test_seed("extent_sharing", 3));
+    const size_t N = 32 * MiB;
+    uint8_t *b = malloc(MiB);
+    lsm_value_writer *w;
+    assert_int_equal(lsm_value_writer_open(db, "v", 1, 0, &w), LSM_OK);
+    for (size_t off = 0; off < N; off += MiB) {
+        trng_fill(&r, b, MiB);
+        assert_int_equal(lsm_value_writer_write(w, off, b, MiB), LSM_OK);
+    }
+    assert_int_equal(lsm_value_writer_commit(w, 1), LSM_OK);
+    assert_int_equal(lsm_flush(db), LSM_OK);
+    lsm_stats st0, st1;
+    assert_int_equal(lsm_stats_get(db, &st0, sizeof st0), LSM_OK);
+    uint64_t disk0 = dir_usage(dir, NULL, NULL);
+    /* 4 KiB into the middle. */
+    assert_int_equal(lsm_value_writer_open(db, "v", 1, LSM_VW_KEEP, &w), LSM_OK);
+    memset(b, 'z', 4 * KiB);
+    assert_int_equal(lsm_value_writer_write(w, 17 * MiB + 123, b, 4 * KiB), LSM_OK);
+    assert_int_equal(lsm_value_writer_commit(w, 1), LSM_OK);
+    assert_int_equal(lsm_stats_get(db, &st1, sizeof st1), LSM_OK);
+    uint64_t blob = st1.blob_bytes_written - st0.blob_bytes_written;
+    uint64_t wal = st1.wal_bytes_written - st0.wal_bytes_written;
+    uint64_t disk1 = dir_usage(dir, NULL, NULL);
+    print_message("# 4 KiB rewrite of a 32 MiB value: %" PRIu64 " blob bytes, %" PRIu64
+                  " WAL bytes, directory grew by %" PRId64 " bytes\n",
+                  blob, wal, (int64_t)(disk1 - disk0));
+    assert_int_equal(blob, 4 * KiB);
+    assert_true(wal < 1024);
+    assert_true(disk1 < disk0 + 64 * KiB);
+    size_t got;
+    uint8_t rb[4 * KiB + 2];
+    assert_int_equal(lsm_get_range(db, "v", 1, 17 * MiB + 122, rb, sizeof rb, &got, NULL), LSM_OK);
+    assert_int_equal(got, sizeof rb);
+    for (size_t i = 1; i <= 4 * KiB; i++)
+        assert_int_equal(rb[i], 'z');
+    free(b);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
+/* ---- garbage collection ---- */
+
+static void write_dense(lsm_db *db, const char *key, uint64_t at, size_t n, int flags, trng *r,
+                        oracle *or)
+{
+    uint8_t *b = malloc(MiB);
+    lsm_value_writer *w;
+    assert_int_equal(lsm_value_writer_open(db, key, strlen(key), flags, &w), LSM_OK);
+    if (!(flags & LSM_VW_KEEP))
+        oracle_truncate(or, 0);
+    for (size_t off = 0; off < n; off += MiB) {
+        size_t k = n - off < MiB ? n - off : MiB;
+        trng_fill(r, b, k);
+        assert_int_equal(lsm_value_writer_write(w, at + off, b, k), LSM_OK);
+        oracle_write(or, at + off, b, k);
+    }
+    assert_int_equal(lsm_value_writer_commit(w, 1), LSM_OK);
+    free(b);
+}
+
+static void test_gc(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_dir(dir, &o);
+    trng r;
+    trng_seed(&r, test_seed("extent_gc", 5));
+    oracle a = { 0 }, b = { 0 };
+    /* a: 16 MiB, then its first 12 MiB rewritten (the old file keeps 4 MiB live); b: 16 MiB,
+       then rewritten whole (the old file is dead). */
+    write_dense(db, "a", 0, 16 * MiB, 0, &r, &a);
+    write_dense(db, "b", 0, 16 * MiB, 0, &r, &b);
+    assert_int_equal(lsm_flush(db), LSM_OK);
+    write_dense(db, "a", 0, 12 * MiB, LSM_VW_KEEP, &r, &a);
+    write_dense(db, "b", 0, 16 * MiB, 0, &r, &b);
+    assert_int_equal(lsm_flush(db), LSM_OK);
+    int nblobs;
+    uint64_t before = dir_usage(dir, ".blob", &nblobs);
+    /* The first compaction drops the old versions and counts their garbage; the next moves a's
+       live 4 MiB out of its half-dead file. */
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    int nafter;
+    uint64_t after = dir_usage(dir, ".blob", &nafter);
+    print_message("# directory: %" PRIu64 " bytes in %d blob files before, %" PRIu64
+                  " bytes in %d after\n", before, nblobs, after, nafter);
+    assert_true(before > 60 * MiB);
+    assert_true(after < 34 * MiB);      /* 32 MiB live, plus tables and the WAL */
+    check_value(db, "a", &a, &r);
+    check_value(db, "b", &b, &r);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    db = open_dir(dir, &o);
+    check_value(db, "a", &a, &r);
+    check_value(db, "b", &b, &r);
+    lsm_stats st;
+    assert_int_equal(lsm_stats_get(db, &st, sizeof st), LSM_OK);
+    assert_true(st.blob_bytes_live < 33 * MiB);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    free(a.p);
+    free(b.p);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
+/* A snapshot (an open iterator) keeps the old version's extents readable through compaction. */
+static void test_snapshot_keeps(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_dir(dir, &o);
+    trng r;
+    trng_seed(&r, 11);
+    oracle a = { 0 }, old = { 0 };
+    write_dense(db, "a", 0, 3 * MiB, 0, &r, &a);
+    oracle_write(&old, 0, a.p, a.size);
+    lsm_iter *it;
+    assert_int_equal(lsm_iter_new(db, &it), LSM_OK);
+    write_dense(db, "a", 0, 3 * MiB, 0, &r, &a);
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    lsm_iter_seek(it, "a", 1);
+    assert_true(lsm_iter_valid(it));
+    size_t vl;
+    const void *v = lsm_iter_value(it, &vl);
+    assert_non_null(v);
+    assert_int_equal(vl, old.size);
+    assert_memory_equal(v, old.p, vl);
+    lsm_iter_free(it);
+    check_value(db, "a", &a, &r);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    free(a.p);
+    free(old.p);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
+/* ---- pins: a blob file named only by an open writer or a memtable's map stays ---- */
+
+static uint64_t only_blob(const char *dir)
+{
+    DIR *d = opendir(dir);
+    uint64_t num = 0;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (strstr(e->d_name, ".blob")) {
+            num = strtoull(e->d_name, NULL, 10);
+            n++;
+        }
+    closedir(d);
+    assert_int_equal(n, 1);
+    return num;
+}
+
+static void test_pins(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    lsm_options o;
+    small_options(&o);
+    o.background_compaction = 0;
+    lsm_db *db = open_dir(dir, &o);
+    trng r;
+    trng_seed(&r, 19);
+    oracle a = { 0 };
+    write_dense(db, "a", 0, 2 * MiB, 0, &r, &a);
+    assert_int_equal(lsm_flush(db), LSM_OK);
+    uint64_t b1 = only_blob(dir);
+    /* A writer starts from v1; meanwhile the key is deleted and compaction drops v1: the last
+       table naming v1's blob file goes, but the writer still shares its extents. */
+    lsm_value_writer *w;
+    assert_int_equal(lsm_value_writer_open(db, "a", 1, LSM_VW_KEEP, &w), LSM_OK);
+    assert_int_equal(lsm_value_writer_write(w, 5, "new", 3), LSM_OK);
+    oracle_write(&a, 5, "new", 3);
+    assert_int_equal(lsm_delete(db, "a", 1), LSM_OK);
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    assert_int_equal(lsm_value_writer_commit(w, 0), LSM_OK);
+    check_value(db, "a", &a, &r);
+    /* Now only the memtable's map names v1's file: a table reference coming and going (as a
+       compaction's would) must not delete it. */
+    blob_set_ref(&db->blobs, &b1, 1);
+    blob_set_unref(&db->blobs, &b1, 1);
+    check_value(db, "a", &a, &r);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    db = open_dir(dir, &o);
+    check_value(db, "a", &a, &r);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    free(a.p);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
+/* ---- orphans: a writer that never committed leaves no file after the next open ---- */
+
+static void test_orphans(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_dir(dir, &o);
+    trng r;
+    trng_seed(&r, 13);
+    oracle a = { 0 };
+    write_dense(db, "a", 0, 2 * MiB, 0, &r, &a);    /* committed, in the memtable and WAL only */
+    assert_int_equal(lsm_close(db), LSM_OK);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        lsm_db *cdb;
+        if (lsm_open(dir, &o, &cdb) != LSM_OK)
+            _exit(2);
+        lsm_value_writer *w;
+        uint8_t b[64 * 1024];
+        memset(b, 7, sizeof b);
+        if (lsm_value_writer_open(cdb, "a", 1, LSM_VW_KEEP, &w) != LSM_OK)
+            _exit(3);
+        for (int i = 0; i < 32; i++)
+            if (lsm_value_writer_write(w, (uint64_t)i * sizeof b, b, sizeof b) != LSM_OK)
+                _exit(4);
+        if (lsm_value_writer_open(cdb, "c", 1, 0, &w) != LSM_OK ||
+            lsm_value_writer_write(w, 0, b, sizeof b) != LSM_OK)
+            _exit(5);
+        _exit(0);               /* a crash: neither writer committed */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    int n;
+    dir_usage(dir, ".blob", &n);
+    assert_int_equal(n, 3);     /* a's, and the two uncommitted writers' */
+    db = open_dir(dir, &o);
+    dir_usage(dir, ".blob", &n);
+    assert_int_equal(n, 1);
+    check_value(db, "a", &a, &r);
+    uint64_t size;
+    assert_int_equal(lsm_get_size(db, "c", 1, &size), LSM_NOTFOUND);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    free(a.p);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
+/* ---- power loss while writing pieces and while committing ---- */
+
+#define FDB "/db"
+
+static lsm_db *fopen_db(lsm_env *env)
+{
+    lsm_options o;
+    small_options(&o);
+    o.env = env;
+    lsm_db *db = NULL;
+    int rc = lsm_open(FDB, &o, &db);
+    if (rc != LSM_OK)
+        fail_msg("lsm_open: %s: %s", lsm_strerror(rc), lsm_errmsg(NULL));
+    return db;
+}
+
+/* Whether key's value equals o exactly. */
+static int value_is(lsm_db *db, const char *key, const oracle *o)
+{
+    void *v = NULL;
+    size_t vl = 0;
+    int rc = lsm_get(db, key, strlen(key), &v, &vl);
+    int same = rc == LSM_OK && vl == o->size && (vl == 0 || memcmp(v, o->p, vl) == 0);
+    if (rc == LSM_NOTFOUND && o->size == (uint64_t)-1)
+        same = 1;
+    free(v);
+    return same;
+}
+
+static int count_blobs(lsm_env *env)
+{
+    char **names;
+    int n, k = 0;
+    assert_int_equal(env->list(env, FDB, &names, &n), 0);
+    for (int i = 0; i < n; i++)
+        if (strstr(names[i], ".blob"))
+            k++;
+    env_free_list(names, n);
+    return k;
+}
+
+static void test_power_loss(void **state)
+{
+    trng r;
+    trng_seed(&r, test_seed("extent_power", 17));
+    /* The new version: random rewrites of the old one, including a hole and growth. */
+    long steps = 0;
+    for (long fail_at = 0;; fail_at += 1 + (steps > 200 ? fail_at / 8 : 0)) {
+        lsm_env *env = faultenv_new();
+        faultenv_seed(env, trng_next(&r));
+        lsm_db *db = fopen_db(env);
+        oracle v1 = { 0 }, v2 = { 0 };
+        trng wr;
+        trng_seed(&wr, 99);
+        write_dense(db, "k", 0, 700 * KiB, 0, &wr, &v1);
+        oracle_write(&v2, 0, v1.p, v1.size);
+        if (fail_at % 3 == 0)
+            assert_int_equal(lsm_flush(db), LSM_OK);
+        /* From here on, the machine dies after fail_at more mutating calls. */
+        faultenv_fail_after(env, fail_at, EIO);
+        lsm_value_writer *w;
+        int rc = lsm_value_writer_open(db, "k", 1, LSM_VW_KEEP, &w);
+        uint8_t b[100 * 1024];
+        for (int i = 0; rc == LSM_OK && i < 6; i++) {
+            uint64_t off = trng_below(&wr, 900 * KiB);
+            size_t n = 1 + (size_t)trng_below(&wr, sizeof b);
+            trng_fill(&wr, b, n);
+            rc = lsm_value_writer_write(w, off, b, n);
+            oracle_write(&v2, off, b, n);
+        }
+        if (rc == LSM_OK)
+            rc = lsm_value_writer_truncate(w, 850 * KiB);
+        oracle_truncate(&v2, 850 * KiB);
+        if (rc == LSM_OK)
+            rc = lsm_value_writer_commit(w, 1);
+        else if (w)
+            lsm_value_writer_abort(w);
+        int committed = rc == LSM_OK;
+        /* Power loss: unsynced bytes and directory entries vanish. */
+        faultenv_power_loss(env);
+        lsm_close(db);
+        db = fopen_db(env);
+        int old = value_is(db, "k", &v1), new = value_is(db, "k", &v2);
+        if (!(old || new))
+            fail_msg("fail_at %ld: the value is neither the old nor the new version", fail_at);
+        if (committed && !new)
+            fail_msg("fail_at %ld: a synced commit was lost", fail_at);
+        /* Every blob file left is named: the old version's and the new one's at most. */
+        assert_true(count_blobs(env) <= (new ? 2 : 1));
+        /* And the database still works. */
+        assert_int_equal(lsm_compact(db), LSM_OK);
+        assert_true(value_is(db, "k", new ? &v2 : &v1));
+        assert_int_equal(lsm_close(db), LSM_OK);
+        faultenv_free(env);
+        free(v1.p);
+        free(v2.p);
+        steps++;
+        if (committed)
+            break;
+    }
+    print_message("# power loss at %ld points of a writer's life\n", steps);
+    assert_true(steps > 5);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_basic),
+        cmocka_unit_test(test_keep_plain),
+        cmocka_unit_test(test_model),
+        cmocka_unit_test(test_huge_sparse),
+        cmocka_unit_test(test_sharing),
+        cmocka_unit_test(test_gc),
+        cmocka_unit_test(test_snapshot_keeps),
+        cmocka_unit_test(test_pins),
+        cmocka_unit_test(test_orphans),
+        cmocka_unit_test(test_power_loss),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
