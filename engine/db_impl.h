@@ -118,9 +118,10 @@ int  db_recover(lsm_db *db, char *err);
 int  db_batch_apply(lsm_db *db, memtable *m, const uint8_t *p, size_t n, uint64_t *last);
 /* Creates WAL `number`, durable (header and directory entry) before any write is acknowledged. */
 int  db_new_wal(lsm_db *db, uint64_t number, logw **out, char *err);
-/* Writes one entry of any type (an extent map: LSM_TYPE_EXTENTS) as lsm_put writes a value. */
+/* Writes one entry of any type (an extent map: LSM_TYPE_EXTENTS) as lsm_put writes a value,
+   followed in the same atomic write by the entries of batch `with` (may be NULL). */
 int  db_write_entry(lsm_db *db, int type, const void *key, size_t klen, const void *val,
-                    size_t vlen, int sync);
+                    size_t vlen, const lsm_batch *with, int sync);
 /* LSM_OK if key has a valid length, else LSM_INVALID with a message on db. */
 int  db_check_key(lsm_db *db, const void *key, size_t klen);
 

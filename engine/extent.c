@@ -108,9 +108,9 @@ static size_t extent_map_find(const extent_map *m, uint64_t off)
     return lo;
 }
 
-void extent_map_put(extent_map *m, const extent *e)
+/* Replaces what m holds of [a, b) by e (NULL: by a hole). */
+static void extent_map_splice(extent_map *m, uint64_t a, uint64_t b, const extent *e)
 {
-    uint64_t a = e->off, b = e->off + e->len;
     size_t i = extent_map_find(m, a), j = i;
     while (j < m->n && m->v[j].off < b)
         j++;
@@ -122,7 +122,8 @@ void extent_map_put(extent_map *m, const extent *e)
         repl[k].len = a - m->v[i].off;
         k++;
     }
-    repl[k++] = *e;
+    if (e)
+        repl[k++] = *e;
     if (i < j && m->v[j - 1].off + m->v[j - 1].len > b) {
         extent t = m->v[j - 1];
         uint64_t cut = b - t.off;
@@ -137,6 +138,11 @@ void extent_map_put(extent_map *m, const extent *e)
     m->n = m->n - (j - i) + (size_t)k;
     if (b > m->size)
         m->size = b;
+}
+
+void extent_map_put(extent_map *m, const extent *e)
+{
+    extent_map_splice(m, e->off, e->off + e->len, e);
 }
 
 void extent_map_truncate(extent_map *m, uint64_t size)
@@ -624,6 +630,109 @@ int lsm_value_writer_read(lsm_value_writer *w, uint64_t off, void *buf, size_t n
     return LSM_OK;
 }
 
+int lsm_value_writer_punch(lsm_value_writer *w, uint64_t off, uint64_t n)
+{
+    if (!w || off > LSM_MAX_EXTENT_VALUE || n > LSM_MAX_EXTENT_VALUE - off)
+        return w ? db_fail(w->db, LSM_INVALID, "lsm_value_writer_punch: past "
+                           "LSM_MAX_EXTENT_VALUE") : LSM_INVALID;
+    if (w->rc != LSM_OK)
+        return db_fail(w->db, w->rc, w->err);
+    int rc = writer_close_record(w);
+    if (rc != LSM_OK) {
+        w->rc = rc;
+        return db_fail(w->db, rc, w->err);
+    }
+    uint64_t size = w->map.size;
+    uint64_t end = off + n < size ? off + n : size;
+    if (off < end)
+        extent_map_splice(&w->map, off, end, NULL);
+    w->map.size = size;
+    return LSM_OK;
+}
+
+int lsm_value_writer_copy(lsm_value_writer *w, uint64_t off, const void *src, size_t srclen,
+                          uint64_t src_off, uint64_t n, uint64_t *copied)
+{
+    if (copied)
+        *copied = 0;
+    if (!w || off > LSM_MAX_EXTENT_VALUE || n > LSM_MAX_EXTENT_VALUE - off)
+        return w ? db_fail(w->db, LSM_INVALID, "lsm_value_writer_copy: past "
+                           "LSM_MAX_EXTENT_VALUE") : LSM_INVALID;
+    lsm_db *db = w->db;
+    if (w->rc != LSM_OK)
+        return db_fail(db, w->rc, w->err);
+    int rc = db_check_key(db, src, srclen);
+    if (rc != LSM_OK)
+        return rc;
+    if ((rc = writer_close_record(w)) != LSM_OK) {
+        w->rc = rc;
+        return db_fail(db, rc, w->err);
+    }
+    read_view rv;
+    void *v = NULL;
+    size_t vlen = 0;
+    int type = LSM_TYPE_VALUE;
+    char err[LSM_ERRLEN] = "";
+    extent_map sm = { 0 };
+    rc = db_lookup(db, &rv, src, srclen, &v, &vlen, &type, err);
+    if (rc == LSM_OK && type == LSM_TYPE_EXTENTS) {
+        if (extent_map_decode((slice){ v, vlen }, &sm) != 0)
+            rc = err_set(err, LSM_CORRUPT, "malformed extent map in %s", db->dir);
+    } else if (rc == LSM_OK && type == LSM_TYPE_BLOB) {
+        uint64_t number, boff, len;
+        rc = blob_set_ref_decode(&db->blobs, (slice){ v, vlen }, &number, &boff, &len, err);
+        if (rc == LSM_OK && len) {
+            extent e = { 0, len, number, boff, len, 0 };
+            extent_map_put(&sm, &e);
+        }
+        sm.size = len;
+    } else if (rc == LSM_OK) {
+        /* A plain value is small or in a memtable: its bytes are written, not shared. */
+        uint64_t k = src_off < vlen ? (vlen - src_off < n ? vlen - src_off : n) : 0;
+        if (k) {
+            rc = writer_append(w, off, (const uint8_t *)v + src_off, (size_t)k);
+            if (rc == LSM_OK)
+                rc = writer_close_record(w);
+            if (rc != LSM_OK) {
+                w->rc = rc;
+                memcpy(err, w->err, sizeof err);
+            }
+        }
+        if (rc == LSM_OK && copied)
+            *copied = k;
+        goto out;
+    }
+    if (rc == LSM_OK) {
+        /* Share the source's extents in the range; its holes become holes here. */
+        uint64_t k = src_off < sm.size ? (sm.size - src_off < n ? sm.size - src_off : n) : 0;
+        if (k) {
+            extent_map_splice(&w->map, off, off + k, NULL);
+            uint64_t *nums = xmalloc((sm.n ? sm.n : 1) * sizeof *nums);
+            int nn = 0;
+            for (size_t i = extent_map_find(&sm, src_off);
+                 i < sm.n && sm.v[i].off < src_off + k; i++) {
+                extent e = sm.v[i];
+                uint64_t a = e.off > src_off ? e.off : src_off;
+                uint64_t b = e.off + e.len < src_off + k ? e.off + e.len : src_off + k;
+                e.start += a - e.off;
+                e.len = b - a;
+                e.off = off + (a - src_off);
+                extent_map_put(&w->map, &e);
+                nums[nn++] = e.file;
+            }
+            writer_pin(w, nums, nn);    /* while rv still keeps them */
+            free(nums);
+        }
+        if (copied)
+            *copied = k;
+    }
+out:
+    read_view_put(&rv);
+    free(v);
+    extent_map_free(&sm);
+    return db_fail(db, rc, err);
+}
+
 /* Releases the pins and frees w; the blob file, if any, is closed (and removed when `remove`). */
 static void writer_free(lsm_value_writer *w, int remove)
 {
@@ -641,6 +750,11 @@ static void writer_free(lsm_value_writer *w, int remove)
 }
 
 int lsm_value_writer_commit(lsm_value_writer *w, int sync)
+{
+    return lsm_value_writer_commit_batch(w, NULL, sync);
+}
+
+int lsm_value_writer_commit_batch(lsm_value_writer *w, const lsm_batch *b, int sync)
 {
     if (!w)
         return LSM_INVALID;
@@ -681,7 +795,7 @@ int lsm_value_writer_commit(lsm_value_writer *w, int sync)
         rc = db_fail(db, LSM_INVALID, err);
     } else {
         /* Records its own message on failure. */
-        rc = db_write_entry(db, LSM_TYPE_EXTENTS, w->key.p, w->key.len, enc.p, enc.len, sync);
+        rc = db_write_entry(db, LSM_TYPE_EXTENTS, w->key.p, w->key.len, enc.p, enc.len, b, sync);
     }
     buf_free(&enc);
     /* After a failed write the map may still be in the WAL: the file stays, and the next open

@@ -187,9 +187,21 @@ LSM_API uint64_t lsm_value_writer_size(const lsm_value_writer *w);
    buf; *nread (may be NULL) is how many (0 at or past the end). */
 LSM_API int lsm_value_writer_read(lsm_value_writer *w, uint64_t off, void *buf, size_t n,
                                   size_t *nread);
+/* Makes the range [off, off + n) a hole (as fallocate's PUNCH_HOLE|KEEP_SIZE): the size stays. */
+LSM_API int lsm_value_writer_punch(lsm_value_writer *w, uint64_t off, uint64_t n);
+/* Makes [off, off + k) of the new value the bytes [src_off, src_off + k) of key src's current
+   value, k = min(n, what src holds past src_off), *copied = k (may be NULL). Nothing is copied
+   when src is a value written with a value writer or a large value in a blob file: the range
+   shares its extents (and holes) with src, so a reflink copy costs the map only; a small value is
+   copied. src may be the writer's own key (its committed value). LSM_NOTFOUND if src is absent. */
+LSM_API int lsm_value_writer_copy(lsm_value_writer *w, uint64_t off, const void *src,
+                                  size_t srclen, uint64_t src_off, uint64_t n, uint64_t *copied);
 /* Makes the new value the key's value in one atomic write, syncing the WAL when sync is set (as
    lsm_write's sync). Frees w, whatever the result. */
 LSM_API int lsm_value_writer_commit(lsm_value_writer *w, int sync);
+/* As lsm_value_writer_commit, with the entries of batch b (may be NULL; not changed) in the same
+   atomic write, after the value: a file's content and its attribute record, say. */
+LSM_API int lsm_value_writer_commit_batch(lsm_value_writer *w, const lsm_batch *b, int sync);
 /* Drops everything written and frees w. Accepts NULL. */
 LSM_API void lsm_value_writer_abort(lsm_value_writer *w);
 

@@ -416,12 +416,18 @@ int lsm_put(lsm_db *db, const void *key, size_t klen, const void *val, size_t vl
 }
 
 int db_write_entry(lsm_db *db, int type, const void *key, size_t klen, const void *val,
-                   size_t vlen, int sync)
+                   size_t vlen, const lsm_batch *with, int sync)
 {
     lsm_batch b = { 0 };
     lsm_batch_clear(&b);
     batch_add(&b, type, key, klen, val, vlen);
-    int rc = b.invalid ? db_fail(db, LSM_INVALID, "entry with a bad key or value length")
+    if (with) {
+        buf_append(&b.rep, with->rep.p + BATCH_HEADER, with->rep.len - BATCH_HEADER);
+        b.count += with->count;
+        b.invalid |= with->invalid;
+        b.user_bytes += with->user_bytes;
+    }
+    int rc = b.invalid ? db_fail(db, LSM_INVALID, "entry or batch with a bad key or value length")
                        : db_write(db, &b, sync, 0);
     buf_free(&b.rep);
     return rc;

@@ -266,14 +266,34 @@ static void test_keep_plain(void **state)
 static void random_ops(lsm_db *db, const char *key, oracle *or, trng *r, uint64_t span, int ops)
 {
     lsm_value_writer *w;
+    int exists = or->p != NULL;
+    oracle committed = { 0 };           /* the key's value before this writer */
+    if (exists)
+        oracle_write(&committed, 0, or->p, or->size);
+    committed.size = or->size;
     int keep = or->size > 0 || trng_chance(r, 50);
     if (!keep)
         oracle_truncate(or, 0);
     assert_int_equal(lsm_value_writer_open(db, key, strlen(key), keep ? LSM_VW_KEEP : 0, &w), LSM_OK);
     uint8_t *b = malloc(256 * KiB);
     for (int i = 0; i < ops; i++) {
-        int what = (int)trng_below(r, 10);
-        if (what < 7) {
+        int what = (int)trng_below(r, 12);
+        if (what == 10) {
+            uint64_t off = trng_below(r, or->size + 100), n = trng_below(r, span / 4);
+            assert_int_equal(lsm_value_writer_punch(w, off, n), LSM_OK);
+            if (off < or->size)
+                memset(or->p + off, 0, (size_t)(or->size - off < n ? or->size - off : n));
+        } else if (what == 11 && exists) {
+            /* Copy from the key's own committed value: shared extents, moved. */
+            uint64_t src = trng_below(r, committed.size + 100), off = trng_below(r, span);
+            uint64_t n = trng_below(r, span / 2), copied;
+            assert_int_equal(lsm_value_writer_copy(w, off, key, strlen(key), src, n, &copied),
+                             LSM_OK);
+            uint64_t k = src < committed.size ? (committed.size - src < n ? committed.size - src : n) : 0;
+            assert_int_equal(copied, k);
+            if (k)
+                oracle_write(or, off, committed.p + src, (size_t)k);
+        } else if (what < 7) {
             uint64_t off = trng_below(r, span);
             size_t n = 1 + (size_t)trng_below(r, trng_chance(r, 80) ? 8 * KiB : 256 * KiB);
             trng_fill(r, b, n);
@@ -303,6 +323,7 @@ static void random_ops(lsm_db *db, const char *key, oracle *or, trng *r, uint64_
         assert_int_equal(lsm_value_writer_size(w), or->size);
     }
     free(b);
+    free(committed.p);
     assert_int_equal(lsm_value_writer_commit(w, trng_chance(r, 50)), LSM_OK);
 }
 
@@ -609,6 +630,63 @@ static void test_pins(void **state)
     free(dir);
 }
 
+/* ---- copy (reflink), punch, commit with a batch ---- */
+
+static void test_copy_punch(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_dir(dir, &o);
+    trng r;
+    trng_seed(&r, test_seed("extent_copy", 23));
+    oracle a = { 0 }, b = { 0 };
+    write_dense(db, "a", 0, 8 * MiB, 0, &r, &a);
+    lsm_stats st0, st1;
+    assert_int_equal(lsm_stats_get(db, &st0, sizeof st0), LSM_OK);
+    lsm_value_writer *w;
+    assert_int_equal(lsm_value_writer_open(db, "b", 1, 0, &w), LSM_OK);
+    uint64_t copied;
+    assert_int_equal(lsm_value_writer_copy(w, 100, "a", 1, MiB, 4 * MiB, &copied), LSM_OK);
+    assert_int_equal(copied, 4 * MiB);
+    oracle_write(&b, 100, a.p + MiB, 4 * MiB);
+    /* Past the source's end: only what it holds. */
+    assert_int_equal(lsm_value_writer_copy(w, 10 * MiB, "a", 1, 7 * MiB, 4 * MiB, &copied), LSM_OK);
+    assert_int_equal(copied, 1 * MiB);
+    oracle_write(&b, 10 * MiB, a.p + 7 * MiB, MiB);
+    assert_int_equal(lsm_value_writer_copy(w, 0, "nope", 4, 0, 10, &copied), LSM_NOTFOUND);
+    assert_int_equal(lsm_value_writer_punch(w, 200, 300), LSM_OK);
+    memset(b.p + 200, 0, 300);
+    assert_int_equal(lsm_value_writer_punch(w, 11 * MiB - 10, 100), LSM_OK);   /* past the end */
+    memset(b.p + 11 * MiB - 10, 0, 10);
+    assert_int_equal(lsm_value_writer_size(w), b.size);
+    lsm_batch *bt = lsm_batch_new();
+    lsm_batch_put(bt, "attr-b", 6, "meta", 4);
+    assert_int_equal(lsm_value_writer_commit_batch(w, bt, 1), LSM_OK);
+    lsm_batch_free(bt);
+    assert_int_equal(lsm_stats_get(db, &st1, sizeof st1), LSM_OK);
+    assert_int_equal(st1.blob_bytes_written, st0.blob_bytes_written);  /* nothing copied */
+    check_value(db, "b", &b, &r);
+    void *v;
+    size_t vl;
+    assert_int_equal(lsm_get(db, "attr-b", 6, &v, &vl), LSM_OK);
+    assert_int_equal(vl, 4);
+    free(v);
+    /* The source goes; the copy keeps the shared extents alive. */
+    assert_int_equal(lsm_delete(db, "a", 1), LSM_OK);
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    check_value(db, "b", &b, &r);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    db = open_dir(dir, &o);
+    check_value(db, "b", &b, &r);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    free(a.p);
+    free(b.p);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
 /* ---- orphans: a writer that never committed leaves no file after the next open ---- */
 
 static void test_orphans(void **state)
@@ -774,6 +852,7 @@ int main(void)
         cmocka_unit_test(test_gc),
         cmocka_unit_test(test_snapshot_keeps),
         cmocka_unit_test(test_pins),
+        cmocka_unit_test(test_copy_punch),
         cmocka_unit_test(test_orphans),
         cmocka_unit_test(test_power_loss),
     };
