@@ -19,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "db_impl.h"
@@ -737,6 +739,140 @@ static void test_orphans(void **state)
     free(dir);
 }
 
+/* ---- SIGKILL at random moments of a history of writers ---- */
+
+/* Version v of the value "f": version v - 1 changed by a few writes and maybe a truncate, all
+   derived from v alone. */
+static void history_step(oracle *o, long v, lsm_value_writer *w)
+{
+    trng r;
+    trng_seed(&r, (uint64_t)v * 7919 + 1);
+    static uint8_t b[160 * 1024];
+    int n = 1 + (int)trng_below(&r, 5);
+    for (int i = 0; i < n; i++) {
+        uint64_t off = trng_below(&r, 3 * MiB);
+        size_t k = 1 + (size_t)trng_below(&r, sizeof b);
+        trng_fill(&r, b, k);
+        if (w && lsm_value_writer_write(w, off, b, k) != LSM_OK)
+            _exit(7);
+        oracle_write(o, off, b, k);
+    }
+    if (trng_chance(&r, 20)) {
+        uint64_t size = trng_below(&r, 3 * MiB);
+        if (w && lsm_value_writer_truncate(w, size) != LSM_OK)
+            _exit(8);
+        oracle_truncate(o, size);
+    }
+}
+
+static void kill_options(lsm_options *o)
+{
+    small_options(o);
+    o->memtable_bytes = 16 << 10;   /* flushes and compactions all the time */
+    o->table_bytes = 8 << 10;
+    o->level1_bytes = 32 << 10;
+}
+
+static int value_is(lsm_db *db, const char *key, const oracle *o);
+
+static void test_sigkill(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    trng r;
+    trng_seed(&r, test_seed("extent_sigkill", 29));
+    lsm_options o;
+    kill_options(&o);
+    long done = 0;              /* the version the database holds */
+    oracle cur = { 0 };         /* version `done` */
+    int rounds = (int)test_scale(12);
+    for (int round = 0; round < rounds; round++) {
+        int fds[2];
+        assert_int_equal(pipe(fds), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            close(fds[0]);
+            lsm_db *db;
+            if (lsm_open(dir, &o, &db) != LSM_OK)
+                _exit(2);
+            for (long v = done + 1;; v++) {
+                lsm_value_writer *w;
+                if (lsm_value_writer_open(db, "f", 1, LSM_VW_KEEP, &w) != LSM_OK)
+                    _exit(3);
+                oracle scratch = { 0 };
+                history_step(&scratch, v, w);
+                free(scratch.p);
+                /* Small plain writes beside it keep flushes and compactions going. */
+                char k[16], val[200];
+                snprintf(k, sizeof k, "x%ld", v % 50);
+                memset(val, 'v', sizeof val);
+                if (lsm_put(db, k, strlen(k), val, sizeof val) != LSM_OK)
+                    _exit(4);
+                if (lsm_value_writer_commit(w, 1) != LSM_OK)
+                    _exit(5);
+                if (write(fds[1], &v, sizeof v) != sizeof v)
+                    _exit(6);
+            }
+        }
+        close(fds[1]);
+        struct timespec ts = { 0, (long)(20 + trng_below(&r, 200)) * 1000000L };
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        long acked = done, v;
+        while (read(fds[0], &v, sizeof v) == sizeof v)
+            acked = v;
+        close(fds[0]);
+        assert_true(WIFSIGNALED(status));
+        /* Versions up to `acked` committed with sync; `acked + 1` may or may not have. */
+        for (long x = done + 1; x <= acked; x++)
+            history_step(&cur, x, NULL);
+        oracle next = { 0 };
+        oracle_write(&next, 0, cur.p ? cur.p : (uint8_t *)"", cur.size);
+        next.size = cur.size;
+        history_step(&next, acked + 1, NULL);
+        lsm_db *db = open_dir(dir, &o);
+        int is_acked = value_is(db, "f", &cur), is_next = value_is(db, "f", &next);
+        if (acked == 0 && !is_next) {
+            uint64_t sz;
+            is_acked = lsm_get_size(db, "f", 1, &sz) == LSM_NOTFOUND;
+        }
+        if (!is_acked && !is_next)
+            fail_msg("round %d: \"f\" is neither version %ld nor %ld", round, acked, acked + 1);
+        if (is_next && !is_acked) {
+            free(cur.p);
+            cur = next;
+            done = acked + 1;
+        } else {
+            free(next.p);
+            done = acked;
+        }
+        /* Every blob file left is live: orphans of the killed writer went at open. */
+        lsm_stats st;
+        assert_int_equal(lsm_stats_get(db, &st, sizeof st), LSM_OK);
+        uint64_t files = 0;
+        DIR *d = opendir(dir);
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (strstr(e->d_name, ".blob")) {
+                char path[4096];
+                struct stat sb;
+                snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+                assert_int_equal(stat(path, &sb), 0);
+                files += (uint64_t)sb.st_size;
+            }
+        closedir(d);
+        assert_int_equal(files, st.blob_bytes_live);
+        assert_int_equal(lsm_close(db), LSM_OK);
+    }
+    print_message("# %d kills, %ld versions\n", rounds, done);
+    assert_true(done > rounds);
+    free(cur.p);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
 /* ---- power loss while writing pieces and while committing ---- */
 
 #define FDB "/db"
@@ -855,6 +991,7 @@ int main(void)
         cmocka_unit_test(test_copy_punch),
         cmocka_unit_test(test_orphans),
         cmocka_unit_test(test_power_loss),
+        cmocka_unit_test(test_sigkill),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
