@@ -270,6 +270,7 @@ struct blob_count {
     int pins;                   /* memtables and open value writers whose maps name it */
     uint64_t size;              /* bytes, for statistics */
     uint64_t garbage;           /* bytes no version needs any more (an estimate: extent.c) */
+    int garbage_dirty;          /* garbage changed since the manifest last recorded it */
 };
 
 typedef struct blob_file {
@@ -318,6 +319,7 @@ static struct blob_count *blob_set_slot(blob_set *bs, uint64_t number, int creat
     b->pins = 0;
     b->size = 0;
     b->garbage = 0;
+    b->garbage_dirty = 0;
     return b;
 }
 
@@ -385,9 +387,37 @@ void blob_set_add_garbage(blob_set *bs, uint64_t number, uint64_t bytes)
 {
     pthread_mutex_lock(&bs->mu);
     struct blob_count *b = blob_set_slot(bs, number, 0);
-    if (b)
+    if (b && bytes) {
         b->garbage += bytes;
+        b->garbage_dirty = 1;
+    }
     pthread_mutex_unlock(&bs->mu);
+}
+
+void blob_set_load_garbage(blob_set *bs, uint64_t number, uint64_t bytes)
+{
+    pthread_mutex_lock(&bs->mu);
+    struct blob_count *b = blob_set_slot(bs, number, 0);
+    if (b)
+        b->garbage = bytes;
+    pthread_mutex_unlock(&bs->mu);
+}
+
+int blob_set_take_garbage(blob_set *bs, uint64_t **pairs)
+{
+    pthread_mutex_lock(&bs->mu);
+    int n = 0;
+    *pairs = NULL;
+    for (int i = 0; i < bs->n; i++)
+        if (bs->v[i].garbage_dirty) {
+            *pairs = xrealloc(*pairs, (size_t)(n + 1) * 2 * sizeof **pairs);
+            (*pairs)[2 * n] = bs->v[i].number;
+            (*pairs)[2 * n + 1] = bs->v[i].garbage;
+            bs->v[i].garbage_dirty = 0;
+            n++;
+        }
+    pthread_mutex_unlock(&bs->mu);
+    return n;
 }
 
 int blob_set_mostly_garbage(blob_set *bs, uint64_t number)

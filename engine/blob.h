@@ -76,9 +76,14 @@ int  blob_set_live(blob_set *bs, uint64_t number);
 void blob_set_pin(blob_set *bs, const uint64_t *nums, int n);
 void blob_set_unpin(blob_set *bs, const uint64_t *nums, int n);
 /* Live-byte accounting (extent.c): bytes of blob file number that no version needs any more. An
-   estimate that may only err high (shared extents), kept in memory only: see lsm-format.5,
-   EXTENT MAPS. A file half or more garbage has its live extents moved by compaction. */
+   estimate that may only err high (shared extents), recorded in the manifest by compactions:
+   see lsm-format.5, EXTENT MAPS. A file half or more garbage has its live extents moved by compaction. */
 void blob_set_add_garbage(blob_set *bs, uint64_t number, uint64_t bytes);
+/* Sets the garbage of a live file from the manifest, at open. */
+void blob_set_load_garbage(blob_set *bs, uint64_t number, uint64_t bytes);
+/* The files whose garbage changed since the last call: *pairs (malloc'd) holds (number, total)
+   pairs for the next manifest edit; returns how many. */
+int  blob_set_take_garbage(blob_set *bs, uint64_t **pairs);
 int  blob_set_mostly_garbage(blob_set *bs, uint64_t number);
 uint64_t blob_set_garbage(blob_set *bs, uint64_t number);
 /* Bytes of the blob files some table names. */

@@ -334,6 +334,7 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
 
 apply:
     pthread_mutex_lock(&db->manifest_mu);
+    extent_edit_garbage(db, &e);    /* taken under manifest_mu: totals reach it in order */
     rc = vset_apply(&db->vs, &e, err);
     pthread_mutex_unlock(&db->manifest_mu);
     if (rc == LSM_OK) {

@@ -350,6 +350,21 @@ void extent_note_dropped(lsm_db *db, int newer_type, slice newer, int old_type, 
     free(nw);
 }
 
+void extent_edit_garbage(lsm_db *db, version_edit *e)
+{
+    uint64_t *pairs;
+    int n = blob_set_take_garbage(&db->blobs, &pairs);
+    for (int i = 0; i < n; i++)
+        edit_garbage(e, pairs[2 * i], pairs[2 * i + 1]);
+    free(pairs);
+}
+
+void extent_load_garbage(lsm_db *db)
+{
+    for (int i = 0; i < db->vs.ngarbage; i++)
+        blob_set_load_garbage(&db->blobs, db->vs.garbage[2 * i], db->vs.garbage[2 * i + 1]);
+}
+
 /* ---- relocation, on the table writer's path ---- */
 
 /* Copies extent e into a new record of the table writer's blob file; e then points there. */

@@ -66,6 +66,12 @@ int  extent_pin_memtable(lsm_db *db, memtable *m, slice map);
    newer does not use become garbage of their files. */
 void extent_note_dropped(lsm_db *db, int newer_type, slice newer, int old_type, slice old);
 
+/* Adds to e the garbage totals of the blob files whose count changed since the last edit that
+   carried them (caller holds manifest_mu). */
+void extent_edit_garbage(lsm_db *db, version_edit *e);
+/* At open: the garbage the manifest recorded for each blob file still named. */
+void extent_load_garbage(lsm_db *db);
+
 /* The table writer meets map v: it names the map's blob files in the table and, when tw->relocate
    is set, copies the extents lying in files that are half garbage into its own blob file; *nv is
    v or the rewritten map (in tw->val). */

@@ -18,6 +18,7 @@
 #include <string.h>
 #include "builder.h"
 #include "db_impl.h"
+#include "extent.h"
 
 struct recover_state {
     lsm_db *db;
@@ -250,6 +251,7 @@ int db_recover(lsm_db *db, char *err)
     for (int l = 0; l < LSM_MAX_LEVELS; l++)
         for (int j = 0; j < cur->nfiles[l]; j++)
             blob_set_ref(&db->blobs, cur->files[l][j]->blobs, cur->files[l][j]->nblobs);
+    extent_load_garbage(db);        /* for the files just counted live */
 
     /* The logs become L0 tables, a new log starts, and one edit (after a fresh manifest) names
        both: a crash before it leaves the old logs to replay again. */

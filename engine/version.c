@@ -19,7 +19,7 @@
 #include "version.h"
 
 enum { TAG_LOG = 1, TAG_NEXT_FILE = 2, TAG_LAST_SEQ = 3, TAG_DELETED = 4, TAG_NEW_FILE = 5,
-       TAG_NEW_FILE_BLOBS = 6 };
+       TAG_NEW_FILE_BLOBS = 6, TAG_BLOB_GARBAGE = 7 };
 
 file_meta *file_meta_new(uint64_t number, uint64_t size, slice smallest, slice largest)
 {
@@ -94,7 +94,30 @@ void edit_free(version_edit *e)
         file_meta_unref(e->added[i].f);
     free(e->added);
     free(e->deleted);
+    free(e->garbage);
     edit_init(e);
+}
+
+/* Sets file's total in the pairs array (*v, *n, *cap), adding it when absent. */
+static void garbage_set(uint64_t **v, int *n, int *cap, uint64_t file, uint64_t bytes)
+{
+    for (int i = 0; i < *n; i++)
+        if ((*v)[2 * i] == file) {
+            (*v)[2 * i + 1] = bytes;
+            return;
+        }
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 8;
+        *v = xrealloc(*v, (size_t)*cap * 2 * sizeof **v);
+    }
+    (*v)[2 * *n] = file;
+    (*v)[2 * *n + 1] = bytes;
+    (*n)++;
+}
+
+void edit_garbage(version_edit *e, uint64_t file, uint64_t bytes)
+{
+    garbage_set(&e->garbage, &e->ngarbage, &e->capgarbage, file, bytes);
 }
 
 void edit_add(version_edit *e, int level, file_meta *f)
@@ -153,6 +176,11 @@ void edit_encode(const version_edit *e, buf *out)
                 buf_put_varint(out, f->blobs[b]);
         }
     }
+    for (int i = 0; i < e->ngarbage; i++) {
+        buf_put_varint(out, TAG_BLOB_GARBAGE);
+        buf_put_varint(out, e->garbage[2 * i]);
+        buf_put_varint(out, e->garbage[2 * i + 1]);
+    }
 }
 
 /* Decodes one edit; returns a static description of the problem, or NULL when it is well formed. */
@@ -210,6 +238,11 @@ static const char *version_edit_decode(version_edit *e, const uint8_t *p, size_t
                 edit_add(e, (int)a, f);
                 file_meta_unref(f);
             }
+            break;
+        case TAG_BLOB_GARBAGE:
+            if (!(p = dec_varint(p, end, &a)) || !(p = dec_varint(p, end, &b)))
+                return "bad blob garbage field";
+            edit_garbage(e, a, b);
             break;
         default:
             return "unknown field tag";
@@ -374,6 +407,9 @@ static int vset_replay_record(void *arg, const uint8_t *p, size_t n, uint64_t of
         st->vs->last_seq = e.last_seq;
         st->have_seq = 1;
     }
+    for (int i = 0; i < e.ngarbage; i++)
+        garbage_set(&st->vs->garbage, &st->vs->ngarbage, &st->vs->capgarbage, e.garbage[2 * i],
+                    e.garbage[2 * i + 1]);
     edit_free(&e);
     return LSM_OK;
 }
@@ -469,6 +505,9 @@ int vset_apply(vset *vs, version_edit *e, char *err)
     }
     vs->log_number = e->log_number;
     vs->last_seq = e->last_seq;
+    for (int i = 0; i < e->ngarbage; i++)
+        garbage_set(&vs->garbage, &vs->ngarbage, &vs->capgarbage, e->garbage[2 * i],
+                    e->garbage[2 * i + 1]);
     for (int i = 0; i < e->nadded && vs->add; i++) {
         int moved = 0;
         for (int d = 0; d < e->ndeleted && !moved; d++)
@@ -499,6 +538,22 @@ int vset_write_snapshot(vset *vs, char *err)
     for (int l = 0; l < LSM_MAX_LEVELS; l++)
         for (int i = 0; i < v->nfiles[l]; i++)
             edit_add(&e, l, v->files[l][i]);
+    /* Garbage of the blob files the version still names; the rest are gone. */
+    int keep = 0;
+    for (int g = 0; g < vs->ngarbage; g++) {
+        int named = 0;
+        for (int l = 0; l < LSM_MAX_LEVELS && !named; l++)
+            for (int i = 0; i < v->nfiles[l] && !named; i++)
+                for (int b = 0; b < v->files[l][i]->nblobs && !named; b++)
+                    named = v->files[l][i]->blobs[b] == vs->garbage[2 * g];
+        if (named) {
+            vs->garbage[2 * keep] = vs->garbage[2 * g];
+            vs->garbage[2 * keep + 1] = vs->garbage[2 * g + 1];
+            edit_garbage(&e, vs->garbage[2 * keep], vs->garbage[2 * keep + 1]);
+            keep++;
+        }
+    }
+    vs->ngarbage = keep;
     version_unref(v);
 
     snprintf(path, sizeof path, "%s/MANIFEST-%06" PRIu64, vs->dir, num);
@@ -531,6 +586,9 @@ int vset_write_snapshot(vset *vs, char *err)
 
 void vset_close(vset *vs)
 {
+    free(vs->garbage);
+    vs->garbage = NULL;
+    vs->ngarbage = vs->capgarbage = 0;
     logw_close(vs->manifest, NULL);
     vs->manifest = NULL;
     version_unref(vs->current);
