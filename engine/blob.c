@@ -394,6 +394,11 @@ void blob_set_add_garbage(blob_set *bs, uint64_t number, uint64_t bytes)
     pthread_mutex_unlock(&bs->mu);
 }
 
+void blob_set_forget(blob_set *bs, uint64_t number)
+{
+    cache_erase(bs->files, 0, number);
+}
+
 void blob_set_load_garbage(blob_set *bs, uint64_t number, uint64_t bytes)
 {
     pthread_mutex_lock(&bs->mu);

@@ -79,6 +79,8 @@ void blob_set_unpin(blob_set *bs, const uint64_t *nums, int n);
    estimate that may only err high (shared extents), recorded in the manifest by compactions:
    see lsm-format.5, EXTENT MAPS. A file half or more garbage has its live extents moved by compaction. */
 void blob_set_add_garbage(blob_set *bs, uint64_t number, uint64_t bytes);
+/* Closes blob file number if the set holds it open (its writer removed it). */
+void blob_set_forget(blob_set *bs, uint64_t number);
 /* Sets the garbage of a live file from the manifest, at open. */
 void blob_set_load_garbage(blob_set *bs, uint64_t number, uint64_t bytes);
 /* The files whose garbage changed since the last call: *pairs (malloc'd) holds (number, total)

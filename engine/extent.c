@@ -752,10 +752,12 @@ out:
 static void writer_free(lsm_value_writer *w, int remove)
 {
     if (w->bw) {
-        if (remove)
+        if (remove) {
             blob_writer_abandon(w->bw);
-        else
+            blob_set_forget(&w->db->blobs, w->file);    /* lsm_value_writer_read opened it */
+        } else {
             blob_writer_finish(w->bw, NULL);
+        }
     }
     blob_set_unpin(&w->db->blobs, w->pins, w->npins);
     free(w->pins);
