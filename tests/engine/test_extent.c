@@ -153,7 +153,7 @@ static int deleted_blobs_open(void)
     int n = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        char path[64], target[4096];
+        char path[300], target[4096];
         snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
         ssize_t k = readlink(path, target, sizeof target - 1);
         if (k > 0) {
