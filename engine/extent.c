@@ -242,6 +242,88 @@ int extent_read_range(lsm_db *db, slice map, uint64_t off, void *dst, size_t n, 
     return rc;
 }
 
+/* The key's current value as a map: a value not written by a value writer becomes one extent
+   (a plain value's is a placeholder, good for sizes only). */
+static int extent_lookup_map(lsm_db *db, const void *key, size_t klen, extent_map *m, char *err)
+{
+    read_view rv;
+    void *v = NULL;
+    size_t vlen = 0;
+    int type = LSM_TYPE_VALUE;
+    int rc = db_lookup(db, &rv, key, klen, &v, &vlen, &type, err);
+    if (rc == LSM_OK && type == LSM_TYPE_EXTENTS) {
+        if (extent_map_decode((slice){ v, vlen }, m) != 0)
+            rc = err_set(err, LSM_CORRUPT, "malformed extent map in %s", db->dir);
+    } else if (rc == LSM_OK) {
+        uint64_t len = vlen, number = 0, off = BLOB_HEADER;
+        if (type == LSM_TYPE_BLOB)
+            rc = blob_set_ref_decode(&db->blobs, (slice){ v, vlen }, &number, &off, &len, err);
+        if (rc == LSM_OK && len) {
+            extent e = { 0, len, number, off, len, 0 };
+            extent_map_put(m, &e);
+        }
+        m->size = len;
+    }
+    read_view_put(&rv);
+    free(v);
+    return rc;
+}
+
+int lsm_get_allocated(lsm_db *db, const void *key, size_t klen, uint64_t *size,
+                      uint64_t *allocated)
+{
+    if (size)
+        *size = 0;
+    if (allocated)
+        *allocated = 0;
+    if (!db)
+        return LSM_INVALID;
+    int rc = db_check_key(db, key, klen);
+    if (rc != LSM_OK)
+        return rc;
+    char err[LSM_ERRLEN] = "";
+    extent_map m = { 0 };
+    rc = extent_lookup_map(db, key, klen, &m, err);
+    if (rc == LSM_OK) {
+        uint64_t a = 0;
+        for (size_t i = 0; i < m.n; i++)
+            a += m.v[i].len;
+        if (size)
+            *size = m.size;
+        if (allocated)
+            *allocated = a;
+    }
+    extent_map_free(&m);
+    return db_fail(db, rc, err);
+}
+
+int lsm_get_next_data(lsm_db *db, const void *key, size_t klen, uint64_t off, uint64_t *start,
+                      uint64_t *end)
+{
+    if (!db || !start || !end)
+        return LSM_INVALID;
+    *start = *end = 0;
+    int rc = db_check_key(db, key, klen);
+    if (rc != LSM_OK)
+        return rc;
+    char err[LSM_ERRLEN] = "";
+    extent_map m = { 0 };
+    rc = extent_lookup_map(db, key, klen, &m, err);
+    if (rc == LSM_OK) {
+        *start = *end = m.size;
+        size_t i = extent_map_find(&m, off);
+        if (i < m.n) {
+            /* Extents that touch end to end are one range of data. */
+            *start = m.v[i].off;
+            *end = m.v[i].off + m.v[i].len;
+            while (++i < m.n && m.v[i].off == *end)
+                *end += m.v[i].len;
+        }
+    }
+    extent_map_free(&m);
+    return db_fail(db, rc, err);
+}
+
 /* ---- pins ---- */
 
 static void extent_unpin(void *arg, const uint64_t *nums, int n)

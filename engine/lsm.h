@@ -2,7 +2,7 @@
  * lsm.h — the public interface of liblsm, an embeddable, crash-safe LSM-tree key-value engine.
  *
  * Conventions, stated once:
- *  - Handles (lsm_db, lsm_iter, lsm_batch, lsm_options) are opaque; create them with the functions
+ *  - Handles (lsm_db, lsm_iter, lsm_batch, lsm_options, lsm_value_writer) are opaque; create them with the functions
  *    below. Nothing the ABI depends on is an open struct except lsm_stats, which callers pass with
  *    its size and which only ever grows at its end: adding an option or a counter never breaks a
  *    program built against an older lsm.h (soname liblsm.so.1).
@@ -141,6 +141,20 @@ LSM_API int  lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_
 /* Like lsm_get without copying the value: only its length (of an extent map: from the map alone,
    without reading data). */
 LSM_API int  lsm_get_size(lsm_db *db, const void *key, size_t klen, uint64_t *vlen);
+
+/* The value's length (*size) and the bytes it occupies (*allocated): for a value written with a
+   value writer, the sum of its extents' lengths (holes take nothing; an extent shared with another
+   value counts in each, as reflinked files do in du); for any other value its length. Reads no
+   data. Either pointer may be NULL. */
+LSM_API int  lsm_get_allocated(lsm_db *db, const void *key, size_t klen, uint64_t *size,
+                               uint64_t *allocated);
+
+/* For SEEK_DATA/SEEK_HOLE: the first range of data [*start, *end) of the key's value that ends
+   after off (it may begin before off); *start == *end == the value's length when only holes (or
+   nothing) follow off. A value not written with a value writer is one range of data. Reads no
+   data. LSM_NOTFOUND only when the key is absent. */
+LSM_API int  lsm_get_next_data(lsm_db *db, const void *key, size_t klen, uint64_t off,
+                               uint64_t *start, uint64_t *end);
 
 /* Copies at most n bytes of the key's value starting at byte off into buf; *nread is how many were
    copied (0 at or past the end) and *vlen (may be NULL) the value's full length. It copies no more

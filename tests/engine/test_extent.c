@@ -429,7 +429,31 @@ static void test_huge_sparse(void **state)
                     fail_msg("byte %" PRIu64 ": %d", x, b[j]);
             }
         }
-        /* Too large to return whole: a clear error, nothing allocated. */
+        /* Sizes and data ranges come from the map alone. */
+    uint64_t sz, alloc, ds, de;
+    assert_int_equal(lsm_get_allocated(db, "big", 3, &sz, &alloc), LSM_OK);
+    assert_int_equal(sz, T);
+    assert_int_equal(alloc, 16 * KiB);
+    assert_int_equal(lsm_get_next_data(db, "big", 3, 5000, &ds, &de), LSM_OK);
+    assert_int_equal(ds, offs[1]);
+    assert_int_equal(de, offs[1] + 4 * KiB);
+    assert_int_equal(lsm_get_next_data(db, "big", 3, 1000, &ds, &de), LSM_OK);
+    assert_int_equal(ds, 0);
+    assert_int_equal(de, 4 * KiB);
+    assert_int_equal(lsm_get_next_data(db, "big", 3, T - 1, &ds, &de), LSM_OK);
+    assert_int_equal(ds, T - 4 * KiB);
+    assert_int_equal(lsm_get_next_data(db, "big", 3, T, &ds, &de), LSM_OK);
+    assert_int_equal(ds, T);
+    assert_int_equal(de, T);
+    assert_int_equal(lsm_get_next_data(db, "nope", 4, 0, &ds, &de), LSM_NOTFOUND);
+    assert_int_equal(lsm_put(db, "plain", 5, "abc", 3), LSM_OK);
+    assert_int_equal(lsm_get_allocated(db, "plain", 5, &sz, &alloc), LSM_OK);
+    assert_int_equal(sz, 3);
+    assert_int_equal(alloc, 3);
+    assert_int_equal(lsm_get_next_data(db, "plain", 5, 1, &ds, &de), LSM_OK);
+    assert_int_equal(ds, 0);
+    assert_int_equal(de, 3);
+    /* Too large to return whole: a clear error, nothing allocated. */
         void *v = NULL;
         size_t vl;
         assert_int_equal(lsm_get(db, "big", 3, &v, &vl), LSM_NOMEM);
