@@ -449,38 +449,48 @@ void extent_load_garbage(lsm_db *db)
 
 /* ---- relocation, on the table writer's path ---- */
 
-/* Copies extent e into a new record of the table writer's blob file; e then points there. */
-static int extent_move(table_writer *tw, extent *e, void *tmp, char *err)
+/* Copies extents v[0..n) (logically back to back) into one new record of the table writer's
+   blob file, a piece at a time; *out is the one extent that replaces them. Relocation so also
+   undoes fragmentation: the run's neighbours become one extent. */
+static int extent_move(table_writer *tw, const extent *v, size_t n, extent *out, void *tmp,
+                       char *err)
 {
     lsm_db *db = tw->db;
     int rc = builder_blob_writer(tw, err);
     uint64_t rec_off, len;
     if (rc == LSM_OK)
         rc = blob_record_begin(tw->bw, &rec_off);
-    for (uint64_t done = 0; rc == LSM_OK && done < e->len;) {
-        size_t k = e->len - done < EXTENT_MOVE_PIECE ? (size_t)(e->len - done) : EXTENT_MOVE_PIECE;
-        rc = blob_set_read_record(&db->blobs, e->file, e->rec_off, e->rec_len, e->start + done,
-                                  tmp, k, err);
-        if (rc == LSM_OK)
-            rc = blob_record_append(tw->bw, tmp, k, err);
-        done += k;
+    for (size_t i = 0; i < n; i++) {
+        const extent *e = &v[i];
+        for (uint64_t done = 0; rc == LSM_OK && done < e->len;) {
+            size_t k = e->len - done < EXTENT_MOVE_PIECE ? (size_t)(e->len - done)
+                                                         : EXTENT_MOVE_PIECE;
+            rc = blob_set_read_record(&db->blobs, e->file, e->rec_off, e->rec_len,
+                                      e->start + done, tmp, k, err);
+            if (rc == LSM_OK)
+                rc = blob_record_append(tw->bw, tmp, k, err);
+            done += k;
+        }
     }
     if (rc == LSM_OK)
         rc = blob_record_end(tw->bw, &len, err);
     if (rc != LSM_OK)
         return rc;
-    blob_set_add_garbage(&db->blobs, e->file, e->len);
-    atomic_fetch_add(&db->st_blob_bytes, e->len);
-    e->file = tw->bw_number;
-    e->rec_off = rec_off;
-    e->rec_len = len;
-    e->start = 0;
+    for (size_t i = 0; i < n; i++)
+        blob_set_add_garbage(&db->blobs, v[i].file, v[i].len);
+    atomic_fetch_add(&db->st_blob_bytes, len);
+    *out = (extent){ v[0].off, len, tw->bw_number, rec_off, len, 0 };
     return LSM_OK;
+}
+
+/* Whether relocation moves extent e. */
+static int extent_should_move(table_writer *tw, const extent *e)
+{
+    return e->file != tw->bw_number && blob_set_mostly_garbage(&tw->db->blobs, e->file);
 }
 
 int extent_builder_add(table_writer *tw, slice v, slice *nv, char *err)
 {
-    lsm_db *db = tw->db;
     extent_map m = { 0 };
     *nv = v;
     if (extent_map_decode(v, &m) != 0) {
@@ -490,14 +500,28 @@ int extent_builder_add(table_writer *tw, slice v, slice *nv, char *err)
     }
     int rc = LSM_OK, moved = 0;
     void *tmp = NULL;
-    for (size_t i = 0; tw->relocate && rc == LSM_OK && i < m.n; i++) {
-        if (m.v[i].file == tw->bw_number || !blob_set_mostly_garbage(&db->blobs, m.v[i].file))
+    size_t k = 0;               /* extents kept or made so far, compacted in place */
+    for (size_t i = 0; tw->relocate && rc == LSM_OK && i < m.n;) {
+        if (!extent_should_move(tw, &m.v[i])) {
+            m.v[k++] = m.v[i++];
             continue;
+        }
+        /* A run of extents to move that lie back to back becomes one record. */
+        size_t j = i + 1;
+        uint64_t run = m.v[i].len;
+        while (j < m.n && m.v[j].off == m.v[j - 1].off + m.v[j - 1].len &&
+               run + m.v[j].len <= EXTENT_RECORD_MAX && extent_should_move(tw, &m.v[j]))
+            run += m.v[j++].len;
         if (!tmp)
             tmp = xmalloc(EXTENT_MOVE_PIECE);
-        rc = extent_move(tw, &m.v[i], tmp, err);
+        extent e;
+        rc = extent_move(tw, m.v + i, j - i, &e, tmp, err);
+        m.v[k++] = e;
+        i = j;
         moved = 1;
     }
+    if (tw->relocate && rc == LSM_OK)
+        m.n = k;
     free(tmp);
     if (rc == LSM_OK) {
         for (size_t i = 0; i < m.n; i++)

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "db_impl.h"
+#include "extent.h"
 #include "faultenv.h"
 #include "helper_model.h"
 #include "lsm.h"
@@ -261,7 +262,7 @@ static void test_keep_plain(void **state)
     size_t sizes[] = { 10, 3000, 100000 };  /* small, in a table block, in a blob file */
     for (int flush = 0; flush < 2; flush++)
         for (int i = 0; i < 3; i++) {
-            char key[16];
+            char key[32];
             snprintf(key, sizeof key, "p%d%d", flush, i);
             oracle or = { 0 };
             uint8_t *b = malloc(sizes[i]);
@@ -590,6 +591,60 @@ static void test_gc(void **state)
     assert_int_equal(lsm_close(db), LSM_OK);
     free(a.p);
     free(b.p);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
+/* Extents in key's map (engine internals: the test links the static library). */
+static size_t map_extents(lsm_db *db, const char *key)
+{
+    read_view rv;
+    void *v = NULL;
+    size_t vl = 0;
+    int type = 0;
+    char err[LSM_ERRLEN];
+    assert_int_equal(db_lookup(db, &rv, key, strlen(key), &v, &vl, &type, err), LSM_OK);
+    read_view_put(&rv);
+    assert_int_equal(type, LSM_TYPE_EXTENTS);
+    extent_map m = { 0 };
+    assert_int_equal(extent_map_decode((slice){ v, vl }, &m), 0);
+    size_t n = m.n;
+    extent_map_free(&m);
+    free(v);
+    return n;
+}
+
+/* Relocation copies a fragmented live remainder into one record. */
+static void test_gc_defragments(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_dir(dir, &o);
+    trng r;
+    trng_seed(&r, 31);
+    oracle a = { 0 };
+    uint8_t *b = malloc(64 * KiB);
+    lsm_value_writer *w;
+    /* 64 pieces of 64 KiB written last to first: 64 records, 64 extents. */
+    assert_int_equal(lsm_value_writer_open(db, "a", 1, 0, &w), LSM_OK);
+    for (int i = 63; i >= 0; i--) {
+        trng_fill(&r, b, 64 * KiB);
+        assert_int_equal(lsm_value_writer_write(w, (uint64_t)i * 64 * KiB, b, 64 * KiB), LSM_OK);
+        oracle_write(&a, (uint64_t)i * 64 * KiB, b, 64 * KiB);
+    }
+    assert_int_equal(lsm_value_writer_commit(w, 0), LSM_OK);
+    assert_int_equal(map_extents(db, "a"), 64);
+    /* The first 3 MiB rewritten in one run: the old file keeps 16 live pieces of 64. */
+    write_dense(db, "a", 0, 3 * MiB, LSM_VW_KEEP, &r, &a);
+    assert_int_equal(map_extents(db, "a"), 17);
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    assert_int_equal(map_extents(db, "a"), 2);
+    check_value(db, "a", &a, &r);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    free(b);
+    free(a.p);
     tmpdir_remove(dir);
     free(dir);
 }
@@ -1038,6 +1093,7 @@ int main(void)
         cmocka_unit_test(test_huge_sparse),
         cmocka_unit_test(test_sharing),
         cmocka_unit_test(test_gc),
+        cmocka_unit_test(test_gc_defragments),
         cmocka_unit_test(test_snapshot_keeps),
         cmocka_unit_test(test_pins),
         cmocka_unit_test(test_copy_punch),
