@@ -135,7 +135,8 @@ LSM_API int  lsm_put(lsm_db *db, const void *key, size_t klen, const void *val, 
 LSM_API int  lsm_delete(lsm_db *db, const void *key, size_t klen);
 
 /* *val is from malloc() (caller frees; NULL when vlen is 0 is never returned: a 0-length value gives
-   a valid 1-byte allocation); LSM_NOTFOUND if absent. */
+   a valid 1-byte allocation); LSM_NOTFOUND if absent; LSM_NOMEM (with a message) for a value
+   longer than LSM_MAX_VALUE, which only a value writer makes: read those with lsm_get_range. */
 LSM_API int  lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen);
 
 /* Like lsm_get without copying the value: only its length (of an extent map: from the map alone,
@@ -242,7 +243,9 @@ LSM_API int  lsm_iter_valid(const lsm_iter *it);
 LSM_API void lsm_iter_next(lsm_iter *it);
 LSM_API const void *lsm_iter_key(const lsm_iter *it, size_t *klen);    /* borrowed until the next call */
 /* Borrowed until the next call. NULL when the value could not be read (a value kept in a blob file
-   is read here, and that can fail): the iterator is then invalid and lsm_iter_status says why. */
+   is read here, and that can fail; a value longer than LSM_MAX_VALUE gives LSM_NOMEM): the
+   iterator is then invalid and lsm_iter_status says why. A scan that may meet such values reads
+   keys only, and values by range. */
 LSM_API const void *lsm_iter_value(const lsm_iter *it, size_t *vlen);
 LSM_API int  lsm_iter_status(const lsm_iter *it);
 /* Iteration stops (lsm_iter_valid turns 0) at the first key >= key; klen 0 removes the bound. A

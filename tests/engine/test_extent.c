@@ -14,6 +14,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -794,6 +795,100 @@ static void test_copy_punch(void **state)
     free(dir);
 }
 
+/* ---- threads: writers on several keys while flushes, compactions and relocation run ---- */
+
+typedef struct thread_arg {
+    lsm_db *db;
+    int id;
+    int rounds;
+    int bad;                    /* rounds whose value differed from the oracle */
+    char why[200];
+} thread_arg;
+
+static void *writer_thread(void *p)
+{
+    thread_arg *t = p;
+    trng r;
+    trng_seed(&r, (uint64_t)t->id * 1000 + 7);
+    oracle o = { 0 };
+    char key[16];
+    snprintf(key, sizeof key, "t%d", t->id);
+    uint8_t *b = malloc(64 * KiB);
+    for (int round = 0; round < t->rounds && !t->bad; round++) {
+        lsm_value_writer *w;
+        if (lsm_value_writer_open(t->db, key, strlen(key), LSM_VW_KEEP, &w) != LSM_OK) {
+            snprintf(t->why, sizeof t->why, "open: %s", lsm_errmsg(t->db));
+            t->bad = 1;
+            break;
+        }
+        int n = 1 + (int)trng_below(&r, 6);
+        for (int i = 0; i < n; i++) {
+            uint64_t off = trng_below(&r, MiB);
+            size_t k = 1 + (size_t)trng_below(&r, 64 * KiB);
+            trng_fill(&r, b, k);
+            if (lsm_value_writer_write(w, off, b, k) != LSM_OK)
+                t->bad = 1;
+            oracle_write(&o, off, b, k);
+        }
+        if (trng_chance(&r, 10)) {
+            uint64_t size = trng_below(&r, MiB);
+            if (lsm_value_writer_truncate(w, size) != LSM_OK)
+                t->bad = 1;
+            oracle_truncate(&o, size);
+        }
+        if (lsm_value_writer_commit(w, 0) != LSM_OK)
+            t->bad = 1;
+        void *v = NULL;
+        size_t vl = 0;
+        int rc = lsm_get(t->db, key, strlen(key), &v, &vl);
+        if (t->bad || rc != LSM_OK || vl != o.size || (vl && memcmp(v, o.p, vl) != 0)) {
+            snprintf(t->why, sizeof t->why, "%s round %d: rc %d (%s), %zu bytes, want %" PRIu64,
+                     key, round, rc, lsm_errmsg(t->db), vl, o.size);
+            t->bad = 1;
+        }
+        free(v);
+    }
+    free(b);
+    free(o.p);
+    return NULL;
+}
+
+static void test_threads(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    lsm_options o;
+    small_options(&o);
+    o.memtable_bytes = 16 << 10;   /* flushes and compactions all the time */
+    o.table_bytes = 8 << 10;
+    o.level1_bytes = 32 << 10;
+    lsm_db *db = open_dir(dir, &o);
+    enum { NT = 3 };
+    pthread_t th[NT];
+    thread_arg ta[NT];
+    for (int i = 0; i < NT; i++) {
+        ta[i] = (thread_arg){ .db = db, .id = i, .rounds = (int)test_scale(150) };
+        assert_int_equal(pthread_create(&th[i], NULL, writer_thread, &ta[i]), 0);
+    }
+    /* Meanwhile: plain writes that keep memtables turning over, and manual compactions. */
+    char val[300];
+    memset(val, 'p', sizeof val);
+    for (int i = 0; i < 400; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "p%d", i % 37);
+        assert_int_equal(lsm_put(db, k, strlen(k), val, sizeof val), LSM_OK);
+        if (i % 100 == 99)
+            assert_int_equal(lsm_compact(db), LSM_OK);
+    }
+    for (int i = 0; i < NT; i++) {
+        pthread_join(th[i], NULL);
+        if (ta[i].bad)
+            fail_msg("%s", ta[i].why);
+    }
+    assert_int_equal(lsm_close(db), LSM_OK);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
 /* ---- orphans: a writer that never committed leaves no file after the next open ---- */
 
 static void test_orphans(void **state)
@@ -1097,6 +1192,7 @@ int main(void)
         cmocka_unit_test(test_snapshot_keeps),
         cmocka_unit_test(test_pins),
         cmocka_unit_test(test_copy_punch),
+        cmocka_unit_test(test_threads),
         cmocka_unit_test(test_orphans),
         cmocka_unit_test(test_power_loss),
         cmocka_unit_test(test_sigkill),
