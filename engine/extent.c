@@ -181,16 +181,21 @@ int extent_read(lsm_db *db, const extent_map *m, uint64_t off, void *dst, size_t
     uint64_t end = off + n;
     if (end > m->size || end < off)
         return err_set(err, LSM_INVALID, "read past the end of a value");
-    memset(d, 0, n);
+    uint64_t at = off;          /* bytes before this are filled */
     for (size_t i = extent_map_find(m, off); i < m->n && m->v[i].off < end; i++) {
         const extent *e = &m->v[i];
         uint64_t a = e->off > off ? e->off : off;
         uint64_t b = e->off + e->len < end ? e->off + e->len : end;
+        if (a > at)
+            memset(d + (at - off), 0, (size_t)(a - at));    /* a hole */
         int rc = blob_set_read_record(&db->blobs, e->file, e->rec_off, e->rec_len,
                                       e->start + (a - e->off), d + (a - off), (size_t)(b - a), err);
         if (rc != LSM_OK)
             return rc;
+        at = b;
     }
+    if (end > at)
+        memset(d + (at - off), 0, (size_t)(end - at));
     return LSM_OK;
 }
 
