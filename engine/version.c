@@ -120,6 +120,56 @@ void edit_garbage(version_edit *e, uint64_t file, uint64_t bytes)
     garbage_set(&e->garbage, &e->ngarbage, &e->capgarbage, file, bytes);
 }
 
+/* Orders (file, bytes, arrival) triples by file, then arrival. */
+static int garbage_cmp(const void *a, const void *b)
+{
+    const uint64_t *x = a, *y = b;
+    if (x[0] != y[0])
+        return x[0] < y[0] ? -1 : 1;
+    return x[2] < y[2] ? -1 : x[2] > y[2];
+}
+
+/* Keeps the last total recorded for each file in vs->garbage, ascending by file. */
+static void vset_garbage_normalize(vset *vs)
+{
+    int n = vs->ngarbage;
+    if (n == 0)
+        return;
+    uint64_t *t = xmalloc((size_t)n * 3 * sizeof *t);
+    for (int i = 0; i < n; i++) {
+        t[3 * i] = vs->garbage[2 * i];
+        t[3 * i + 1] = vs->garbage[2 * i + 1];
+        t[3 * i + 2] = (uint64_t)i;
+    }
+    qsort(t, (size_t)n, 3 * sizeof *t, garbage_cmp);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (i + 1 < n && t[3 * (i + 1)] == t[3 * i])
+            continue;           /* a later total for the same file follows */
+        vs->garbage[2 * k] = t[3 * i];
+        vs->garbage[2 * k + 1] = t[3 * i + 1];
+        k++;
+    }
+    free(t);
+    vs->ngarbage = k;
+    vs->garbage_normal = k;
+}
+
+/* Appends (file, bytes) to vs's totals; duplicates are folded when the list has doubled since it
+   was last folded, so replaying or applying E records costs O(E log E), not O(E * files). */
+static void vset_garbage_add(vset *vs, uint64_t file, uint64_t bytes)
+{
+    if (vs->ngarbage == vs->capgarbage) {
+        vs->capgarbage = vs->capgarbage ? 2 * vs->capgarbage : 64;
+        vs->garbage = xrealloc(vs->garbage, (size_t)vs->capgarbage * 2 * sizeof *vs->garbage);
+    }
+    vs->garbage[2 * vs->ngarbage] = file;
+    vs->garbage[2 * vs->ngarbage + 1] = bytes;
+    vs->ngarbage++;
+    if (vs->ngarbage > 2 * vs->garbage_normal + 64)
+        vset_garbage_normalize(vs);
+}
+
 void edit_add(version_edit *e, int level, file_meta *f)
 {
     if (e->nadded == e->capadded) {
@@ -408,8 +458,7 @@ static int vset_replay_record(void *arg, const uint8_t *p, size_t n, uint64_t of
         st->have_seq = 1;
     }
     for (int i = 0; i < e.ngarbage; i++)
-        garbage_set(&st->vs->garbage, &st->vs->ngarbage, &st->vs->capgarbage, e.garbage[2 * i],
-                    e.garbage[2 * i + 1]);
+        vset_garbage_add(st->vs, e.garbage[2 * i], e.garbage[2 * i + 1]);
     edit_free(&e);
     return LSM_OK;
 }
@@ -464,6 +513,7 @@ int vset_recover(vset *vs, char *err)
     if (vs->next_file <= num)
         vs->next_file = num + 1;
     vs->current = st.v;
+    vset_garbage_normalize(vs);
     return LSM_OK;
 }
 
@@ -506,8 +556,7 @@ int vset_apply(vset *vs, version_edit *e, char *err)
     vs->log_number = e->log_number;
     vs->last_seq = e->last_seq;
     for (int i = 0; i < e->ngarbage; i++)
-        garbage_set(&vs->garbage, &vs->ngarbage, &vs->capgarbage, e->garbage[2 * i],
-                    e->garbage[2 * i + 1]);
+        vset_garbage_add(vs, e->garbage[2 * i], e->garbage[2 * i + 1]);
     for (int i = 0; i < e->nadded && vs->add; i++) {
         int moved = 0;
         for (int d = 0; d < e->ndeleted && !moved; d++)
@@ -539,13 +588,19 @@ int vset_write_snapshot(vset *vs, char *err)
         for (int i = 0; i < v->nfiles[l]; i++)
             edit_add(&e, l, v->files[l][i]);
     /* Garbage of the blob files the version still names; the rest are gone. */
+    vset_garbage_normalize(vs);
+    uint64_t *names = NULL;
+    size_t nnames = 0;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++)
+        for (int i = 0; i < v->nfiles[l]; i++) {
+            names = xrealloc(names, (nnames + (size_t)v->files[l][i]->nblobs + 1) * sizeof *names);
+            for (int b = 0; b < v->files[l][i]->nblobs; b++)
+                names[nnames++] = v->files[l][i]->blobs[b];
+        }
+    qsort(names, nnames, sizeof *names, u64_cmp);
     int keep = 0;
     for (int g = 0; g < vs->ngarbage; g++) {
-        int named = 0;
-        for (int l = 0; l < LSM_MAX_LEVELS && !named; l++)
-            for (int i = 0; i < v->nfiles[l] && !named; i++)
-                for (int b = 0; b < v->files[l][i]->nblobs && !named; b++)
-                    named = v->files[l][i]->blobs[b] == vs->garbage[2 * g];
+        int named = nnames && bsearch(&vs->garbage[2 * g], names, nnames, sizeof *names, u64_cmp);
         if (named) {
             vs->garbage[2 * keep] = vs->garbage[2 * g];
             vs->garbage[2 * keep + 1] = vs->garbage[2 * g + 1];
@@ -553,7 +608,8 @@ int vset_write_snapshot(vset *vs, char *err)
             keep++;
         }
     }
-    vs->ngarbage = keep;
+    vs->ngarbage = vs->garbage_normal = keep;
+    free(names);
     version_unref(v);
 
     snprintf(path, sizeof path, "%s/MANIFEST-%06" PRIu64, vs->dir, num);
@@ -588,7 +644,7 @@ void vset_close(vset *vs)
 {
     free(vs->garbage);
     vs->garbage = NULL;
-    vs->ngarbage = vs->capgarbage = 0;
+    vs->ngarbage = vs->capgarbage = vs->garbage_normal = 0;
     logw_close(vs->manifest, NULL);
     vs->manifest = NULL;
     version_unref(vs->current);

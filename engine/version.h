@@ -90,8 +90,11 @@ typedef struct vset {
     vset_add_fn add;           /* counts blob references of a new table */
     void *drop_arg;            /* argument of drop and add */
     uint64_t *garbage;         /* pairs (blob file, garbage bytes) as the manifest holds them:
-                                  replayed, then updated by each edit; guarded by manifest_mu */
+                                  replayed, then updated by each edit; a later pair for a file
+                                  overrides an earlier one (folded now and then); guarded by
+                                  manifest_mu */
     int ngarbage, capgarbage;
+    int garbage_normal;        /* pairs after the last folding */
 } vset;
 
 file_meta *file_meta_new(uint64_t number, uint64_t size, slice smallest, slice largest);
