@@ -372,13 +372,19 @@ void blob_set_pin(blob_set *bs, const uint64_t *nums, int n)
     pthread_mutex_unlock(&bs->mu);
 }
 
-void blob_set_unpin(blob_set *bs, const uint64_t *nums, int n)
+void blob_set_unpin(blob_set *bs, const uint64_t *nums, int n, int drop)
 {
+    char path[4096];
     pthread_mutex_lock(&bs->mu);
     for (int i = 0; i < n; i++) {
         struct blob_count *b = blob_set_slot(bs, nums[i], 0);
-        if (b && b->pins > 0)
-            b->pins--;
+        if (!b || b->pins == 0 || --b->pins > 0 || b->refs > 0 || !drop)
+            continue;
+        uint64_t number = b->number;
+        *b = bs->v[--bs->n];
+        cache_erase(bs->files, 0, number);
+        file_path(bs->dir, number, ".blob", path, sizeof path);
+        bs->env->unlink(bs->env, path);
     }
     pthread_mutex_unlock(&bs->mu);
 }

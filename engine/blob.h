@@ -70,11 +70,14 @@ void blob_set_unref(blob_set *bs, const uint64_t *nums, int n);
 void blob_set_note_size(blob_set *bs, uint64_t number, uint64_t size);
 /* Whether some table, memtable or open value writer names blob file number. */
 int  blob_set_live(blob_set *bs, uint64_t number);
-/* Pins: a memtable holding extent maps, or an open value writer, that names blob files keeps them
-   alive as a table does (blob_set_unref never deletes a pinned file). Unpinning never deletes: a
-   file whose last holder was a pin is removed at the next open, when no table names it. */
+/* Pins: a memtable holding extent maps, or an open value writer or reader, that names blob files
+   keeps them alive as a table does (blob_set_unref never deletes a pinned file). With drop, the
+   last unpin of a file no table names deletes it: what writers and readers do, which are all
+   closed before the database is. A memtable's unpin never deletes (drop 0): at close, and during
+   recovery before the tables that replace them are installed, a memtable's maps may be the only
+   ones naming a file, in a WAL; such a file, if nothing names it by then, goes at the next open. */
 void blob_set_pin(blob_set *bs, const uint64_t *nums, int n);
-void blob_set_unpin(blob_set *bs, const uint64_t *nums, int n);
+void blob_set_unpin(blob_set *bs, const uint64_t *nums, int n, int drop);
 /* Live-byte accounting (extent.c): bytes of blob file number that no version needs any more. An
    estimate that may only err high (shared extents), recorded in the manifest by compactions:
    see lsm-format.5, EXTENT MAPS. A file half or more garbage has its live extents moved by compaction. */

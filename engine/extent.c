@@ -329,11 +329,106 @@ int lsm_get_next_data(lsm_db *db, const void *key, size_t klen, uint64_t off, ui
     return db_fail(db, rc, err);
 }
 
+/* ---- the value reader ---- */
+
+struct lsm_value_reader {
+    lsm_db *db;
+    extent_map map;             /* the version it opened; a plain value is in `plain` */
+    void *plain;                /* a plain value's bytes (malloc'd), or NULL */
+    uint64_t *pins;             /* blob files pinned while it is open */
+    int npins;
+};
+
+int lsm_value_reader_open(lsm_db *db, const void *key, size_t klen, lsm_value_reader **out)
+{
+    if (out)
+        *out = NULL;
+    if (!db || !out)
+        return LSM_INVALID;
+    int rc = db_check_key(db, key, klen);
+    if (rc != LSM_OK)
+        return rc;
+    lsm_value_reader *r = xcalloc(1, sizeof *r);
+    r->db = db;
+    read_view rv;
+    void *v = NULL;
+    size_t vlen = 0;
+    int type = LSM_TYPE_VALUE;
+    char err[LSM_ERRLEN] = "";
+    rc = db_lookup(db, &rv, key, klen, &v, &vlen, &type, err);
+    if (rc == LSM_OK && type == LSM_TYPE_EXTENTS) {
+        if (extent_map_decode((slice){ v, vlen }, &r->map) != 0)
+            rc = err_set(err, LSM_CORRUPT, "malformed extent map in %s", db->dir);
+    } else if (rc == LSM_OK && type == LSM_TYPE_BLOB) {
+        uint64_t number, off, len;
+        rc = blob_set_ref_decode(&db->blobs, (slice){ v, vlen }, &number, &off, &len, err);
+        if (rc == LSM_OK && len) {
+            extent e = { 0, len, number, off, len, 0 };
+            extent_map_put(&r->map, &e);
+        }
+        r->map.size = len;
+    } else if (rc == LSM_OK) {
+        r->plain = v;           /* small, or in a memtable: the copy is the version */
+        r->map.size = vlen;
+        v = NULL;
+    }
+    if (rc == LSM_OK && !r->plain) {
+        r->npins = extent_map_files(&r->map, &r->pins);
+        blob_set_pin(&db->blobs, r->pins, r->npins);    /* while rv still keeps them */
+    }
+    read_view_put(&rv);
+    free(v);
+    if (rc != LSM_OK) {
+        lsm_value_reader_close(r);
+        return db_fail(db, rc, err);
+    }
+    *out = r;
+    return LSM_OK;
+}
+
+uint64_t lsm_value_reader_size(const lsm_value_reader *r)
+{
+    return r ? r->map.size : 0;
+}
+
+int lsm_value_reader_read(lsm_value_reader *r, uint64_t off, void *buf, size_t n, size_t *nread)
+{
+    if (nread)
+        *nread = 0;
+    if (!r || (n && !buf))
+        return LSM_INVALID;
+    uint64_t k = off < r->map.size ? (r->map.size - off < n ? r->map.size - off : n) : 0;
+    if (k == 0)
+        return LSM_OK;
+    if (r->plain) {
+        memcpy(buf, (const uint8_t *)r->plain + off, (size_t)k);
+    } else {
+        char err[LSM_ERRLEN] = "";
+        int rc = extent_read(r->db, &r->map, off, buf, (size_t)k, err);
+        if (rc != LSM_OK)
+            return db_fail(r->db, rc, err);
+    }
+    if (nread)
+        *nread = (size_t)k;
+    return LSM_OK;
+}
+
+void lsm_value_reader_close(lsm_value_reader *r)
+{
+    if (!r)
+        return;
+    blob_set_unpin(&r->db->blobs, r->pins, r->npins, 1);
+    free(r->pins);
+    free(r->plain);
+    extent_map_free(&r->map);
+    free(r);
+}
+
 /* ---- pins ---- */
 
 static void extent_unpin(void *arg, const uint64_t *nums, int n)
 {
-    blob_set_unpin(arg, nums, n);
+    blob_set_unpin(arg, nums, n, 0);
 }
 
 int extent_pin_memtable(lsm_db *db, memtable *m, slice map)
@@ -870,7 +965,7 @@ static void writer_free(lsm_value_writer *w, int remove)
             blob_writer_finish(w->bw, NULL);
         }
     }
-    blob_set_unpin(&w->db->blobs, w->pins, w->npins);
+    blob_set_unpin(&w->db->blobs, w->pins, w->npins, 1);
     free(w->pins);
     extent_map_free(&w->map);
     buf_free(&w->key);

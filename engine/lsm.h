@@ -2,13 +2,14 @@
  * lsm.h — the public interface of liblsm, an embeddable, crash-safe LSM-tree key-value engine.
  *
  * Conventions, stated once:
- *  - Handles (lsm_db, lsm_iter, lsm_batch, lsm_options, lsm_value_writer) are opaque; create them with the functions
- *    below. Nothing the ABI depends on is an open struct except lsm_stats, which callers pass with
- *    its size and which only ever grows at its end: adding an option or a counter never breaks a
- *    program built against an older lsm.h (soname liblsm.so.1).
+ *  - Handles (lsm_db, lsm_iter, lsm_batch, lsm_options, lsm_value_writer, lsm_value_reader) are
+ *    opaque; create them with the functions below. Nothing the ABI depends on is an open struct
+ *    except lsm_stats, which callers pass with its size and which only ever grows at its end:
+ *    adding an option or a counter never breaks a program built against an older lsm.h (soname
+ *    liblsm.so.1).
  *  - Keys and values are (pointer, length) pairs of arbitrary bytes. Keys are 1..LSM_MAX_KEY bytes
  *    and compare bytewise (memcmp over the common prefix, then the shorter key first). Values are
- *    0..LSM_MAX_VALUE bytes.
+ *    0..LSM_MAX_VALUE bytes, or up to LSM_MAX_EXTENT_VALUE written with a value writer.
  *  - Memory the library returns is either owned by the caller (said as "caller frees with free()")
  *    or borrowed (said with how long it stays valid). Every free/close function accepts NULL.
  *  - Every function that can fail returns int: LSM_OK (0) or a negative LSM_* code. lsm_strerror()
@@ -219,6 +220,24 @@ LSM_API int lsm_value_writer_commit(lsm_value_writer *w, int sync);
 LSM_API int lsm_value_writer_commit_batch(lsm_value_writer *w, const lsm_batch *b, int sync);
 /* Drops everything written and frees w. Accepts NULL. */
 LSM_API void lsm_value_writer_abort(lsm_value_writer *w);
+
+/* A value reader reads one version of a key's value by range for as long as it is open, whatever
+   is written or compacted meanwhile (the blob files of that version stay on disk until it is
+   closed), and finds each range from the map it decoded once: the way to read a large value
+   many times (a file held open). A reader belongs to one thread at a time; close every reader
+   before lsm_close. */
+typedef struct lsm_value_reader lsm_value_reader;
+
+/* Opens a reader on key's current value; LSM_NOTFOUND if absent. A plain value (not written with a
+   value writer, nor large enough for a blob file) is copied into the reader. */
+LSM_API int lsm_value_reader_open(lsm_db *db, const void *key, size_t klen, lsm_value_reader **out);
+LSM_API uint64_t lsm_value_reader_size(const lsm_value_reader *r);
+/* Copies at most n bytes at off into buf; *nread (may be NULL) is how many (0 at or past the end);
+   holes read as zeros. */
+LSM_API int lsm_value_reader_read(lsm_value_reader *r, uint64_t off, void *buf, size_t n,
+                                  size_t *nread);
+/* Accepts NULL. */
+LSM_API void lsm_value_reader_close(lsm_value_reader *r);
 
 /* Every write committed so far is on stable storage when this returns LSM_OK. */
 LSM_API int  lsm_sync(lsm_db *db);

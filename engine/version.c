@@ -597,7 +597,8 @@ int vset_write_snapshot(vset *vs, char *err)
             for (int b = 0; b < v->files[l][i]->nblobs; b++)
                 names[nnames++] = v->files[l][i]->blobs[b];
         }
-    qsort(names, nnames, sizeof *names, u64_cmp);
+    if (nnames)
+        qsort(names, nnames, sizeof *names, u64_cmp);
     int keep = 0;
     for (int g = 0; g < vs->ngarbage; g++) {
         int named = nnames && bsearch(&vs->garbage[2 * g], names, nnames, sizeof *names, u64_cmp);

@@ -889,6 +889,90 @@ static void test_threads(void **state)
     free(dir);
 }
 
+/* ---- readers: one version, by range, for as long as they are open ---- */
+
+static void test_reader(void **state)
+{
+    char *dir = tmpdir_new("extent");
+    lsm_options o;
+    small_options(&o);
+    o.background_compaction = 0;
+    lsm_db *db = open_dir(dir, &o);
+    trng r;
+    trng_seed(&r, 37);
+    oracle v1 = { 0 }, v2 = { 0 };
+    write_dense(db, "r", 0, 3 * MiB, 0, &r, &v1);
+    lsm_value_reader *rd;
+    assert_int_equal(lsm_value_reader_open(db, "r", 1, &rd), LSM_OK);
+    assert_int_equal(lsm_value_reader_size(rd), 3 * MiB);
+    /* The key is rewritten whole and compacted: v1's blob file is named by no table any more. */
+    write_dense(db, "r", 0, 2 * MiB, 0, &r, &v2);
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    int n;
+    dir_usage(dir, ".blob", &n);
+    assert_int_equal(n, 2);
+    uint8_t *b = malloc(MiB);
+    for (int i = 0; i < 30; i++) {
+        uint64_t off = trng_below(&r, 3 * MiB + 10);
+        size_t k = (size_t)trng_below(&r, MiB), got;
+        assert_int_equal(lsm_value_reader_read(rd, off, b, k, &got), LSM_OK);
+        size_t want = off < v1.size ? (v1.size - off < k ? (size_t)(v1.size - off) : k) : 0;
+        assert_int_equal(got, want);
+        if (want)
+            assert_memory_equal(b, v1.p + off, want);
+    }
+    /* Closing the last holder of v1's file deletes it at once. */
+    lsm_value_reader_close(rd);
+    dir_usage(dir, ".blob", &n);
+    assert_int_equal(n, 1);
+    check_value(db, "r", &v2, &r);
+    /* Plain values, small and in a blob file; an absent key. */
+    assert_int_equal(lsm_put(db, "s", 1, "small", 5), LSM_OK);
+    trng_fill(&r, b, 200000);
+    assert_int_equal(lsm_put(db, "l", 1, b, 200000), LSM_OK);
+    assert_int_equal(lsm_flush(db), LSM_OK);
+    size_t got;
+    uint8_t rb[8];
+    assert_int_equal(lsm_value_reader_open(db, "s", 1, &rd), LSM_OK);
+    assert_int_equal(lsm_value_reader_read(rd, 1, rb, 8, &got), LSM_OK);
+    assert_int_equal(got, 4);
+    assert_memory_equal(rb, "mall", 4);
+    lsm_value_reader_close(rd);
+    assert_int_equal(lsm_value_reader_open(db, "l", 1, &rd), LSM_OK);
+    assert_int_equal(lsm_value_reader_size(rd), 200000);
+    assert_int_equal(lsm_value_reader_read(rd, 199996, rb, 8, &got), LSM_OK);
+    assert_int_equal(got, 4);
+    assert_memory_equal(rb, b + 199996, 4);
+    lsm_value_reader_close(rd);
+    assert_int_equal(lsm_value_reader_open(db, "nope", 4, &rd), LSM_NOTFOUND);
+    assert_null(rd);
+    lsm_value_reader_close(NULL);
+    /* A writer that started from a version whose file then lost its last table gives the file
+       back when it aborts. */
+    oracle z = { 0 };
+    write_dense(db, "z", 0, MiB, 0, &r, &z);
+    assert_int_equal(lsm_flush(db), LSM_OK);
+    int before;
+    dir_usage(dir, ".blob", &before);
+    lsm_value_writer *w;
+    assert_int_equal(lsm_value_writer_open(db, "z", 1, LSM_VW_KEEP, &w), LSM_OK);
+    assert_int_equal(lsm_delete(db, "z", 1), LSM_OK);
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    dir_usage(dir, ".blob", &n);
+    assert_int_equal(n, before);
+    lsm_value_writer_abort(w);
+    dir_usage(dir, ".blob", &n);
+    assert_int_equal(n, before - 1);
+    free(b);
+    free(v1.p);
+    free(v2.p);
+    free(z.p);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    tmpdir_remove(dir);
+    free(dir);
+}
+
 /* ---- orphans: a writer that never committed leaves no file after the next open ---- */
 
 static void test_orphans(void **state)
@@ -1196,6 +1280,7 @@ int main(void)
         cmocka_unit_test(test_pins),
         cmocka_unit_test(test_copy_punch),
         cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_reader),
         cmocka_unit_test(test_orphans),
         cmocka_unit_test(test_power_loss),
         cmocka_unit_test(test_sigkill),
