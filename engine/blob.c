@@ -364,6 +364,13 @@ int blob_set_live(blob_set *bs, uint64_t number)
     return live;
 }
 
+void blob_set_keep_unpinned(blob_set *bs)
+{
+    pthread_mutex_lock(&bs->mu);
+    bs->keep_unpinned = 1;
+    pthread_mutex_unlock(&bs->mu);
+}
+
 void blob_set_pin(blob_set *bs, const uint64_t *nums, int n)
 {
     pthread_mutex_lock(&bs->mu);
@@ -378,7 +385,7 @@ void blob_set_unpin(blob_set *bs, const uint64_t *nums, int n, int drop)
     pthread_mutex_lock(&bs->mu);
     for (int i = 0; i < n; i++) {
         struct blob_count *b = blob_set_slot(bs, nums[i], 0);
-        if (!b || b->pins == 0 || --b->pins > 0 || b->refs > 0 || !drop)
+        if (!b || b->pins == 0 || --b->pins > 0 || b->refs > 0 || !drop || bs->keep_unpinned)
             continue;
         uint64_t number = b->number;
         *b = bs->v[--bs->n];

@@ -57,6 +57,7 @@ typedef struct blob_set {
     pthread_mutex_t mu;
     struct blob_count *v;       /* live blob files, unsorted; guarded by mu */
     int n, cap;                 /* guarded by mu */
+    int keep_unpinned;          /* unpins never delete any more (blob_set_keep_unpinned); mu */
 } blob_set;
 
 void blob_set_init(blob_set *bs, lsm_env *env, const char *dir, size_t max_open);
@@ -78,6 +79,10 @@ int  blob_set_live(blob_set *bs, uint64_t number);
    ones naming a file, in a WAL; such a file, if nothing names it by then, goes at the next open. */
 void blob_set_pin(blob_set *bs, const uint64_t *nums, int n);
 void blob_set_unpin(blob_set *bs, const uint64_t *nums, int n, int drop);
+/* From now until the database is closed, unpins delete nothing: a value writer's commit failed
+   after its map went to the WAL, where it may be replayed from at the next open, and the files
+   it names (or shares with others) must still be there then. */
+void blob_set_keep_unpinned(blob_set *bs);
 /* Live-byte accounting (extent.c): bytes of blob file number that no version needs any more. An
    estimate that may only err high (shared extents), recorded in the manifest by compactions:
    see lsm-format.5, EXTENT MAPS. A file half or more garbage has its live extents moved by compaction. */

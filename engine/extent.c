@@ -651,6 +651,7 @@ struct lsm_value_writer {
     int open;                   /* a record is open: sequential writes extend it */
     uint64_t rec_off;           /* the open record's offset in the file */
     uint64_t rec_at;            /* logical offset of its first byte */
+    int map_failed;             /* writing the map failed: it may still be in the WAL */
     int rc;                     /* a failed write spoils the writer: commit refuses */
     char err[LSM_ERRLEN];
 };
@@ -957,6 +958,8 @@ out:
 /* Releases the pins and frees w; the blob file, if any, is closed (and removed when `remove`). */
 static void writer_free(lsm_value_writer *w, int remove)
 {
+    if (w->map_failed)
+        blob_set_keep_unpinned(&w->db->blobs);
     if (w->bw) {
         if (remove) {
             blob_writer_abandon(w->bw);
@@ -1019,6 +1022,7 @@ int lsm_value_writer_commit_batch(lsm_value_writer *w, const lsm_batch *b, int s
     } else {
         /* Records its own message on failure. */
         rc = db_write_entry(db, LSM_TYPE_EXTENTS, w->key.p, w->key.len, enc.p, enc.len, b, sync);
+        w->map_failed = rc != LSM_OK;
     }
     buf_free(&enc);
     /* After a failed write the map may still be in the WAL: the file stays, and the next open

@@ -19,6 +19,9 @@ void     faultenv_power_loss(lsm_env *env);
    sync_dir), every mutating call fails with -err (EIO, ENOSPC) and changes nothing — the machine
    is "dead" — until faultenv_clear or faultenv_power_loss. err = 0 disarms. */
 void     faultenv_fail_after(lsm_env *env, long after, int err);
+/* As faultenv_fail_after, but only that one call fails; the calls after it work (a transient
+   fault, such as a sync that failed once). */
+void     faultenv_fail_once(lsm_env *env, long after, int err);
 /* With short != 0, every append writes at most half of what it is given (at least 1 byte). */
 void     faultenv_short_writes(lsm_env *env, int on);
 void     faultenv_clear(lsm_env *env);
