@@ -301,26 +301,41 @@ void blob_set_destroy(blob_set *bs)
     pthread_mutex_destroy(&bs->mu);
 }
 
-/* Finds number's slot (caller holds mu); creates it when create is set. */
+/* Finds number's slot (caller holds mu); creates it when create is set. Slots are kept sorted
+   by number, so a lookup is a binary search however many blob files live (value writers make one
+   per commit that wrote data). */
 static struct blob_count *blob_set_slot(blob_set *bs, uint64_t number, int create)
 {
-    for (int i = 0; i < bs->n; i++)
-        if (bs->v[i].number == number)
-            return &bs->v[i];
+    int lo = 0, hi = bs->n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (bs->v[mid].number < number)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < bs->n && bs->v[lo].number == number)
+        return &bs->v[lo];
     if (!create)
         return NULL;
     if (bs->n == bs->cap) {
         bs->cap = bs->cap ? 2 * bs->cap : 16;
         bs->v = xrealloc(bs->v, (size_t)bs->cap * sizeof *bs->v);
     }
-    struct blob_count *b = &bs->v[bs->n++];
+    memmove(bs->v + lo + 1, bs->v + lo, (size_t)(bs->n - lo) * sizeof *bs->v);
+    bs->n++;
+    struct blob_count *b = &bs->v[lo];
+    memset(b, 0, sizeof *b);
     b->number = number;
-    b->refs = 0;
-    b->pins = 0;
-    b->size = 0;
-    b->garbage = 0;
-    b->garbage_dirty = 0;
     return b;
+}
+
+/* Removes slot b (caller holds mu), keeping the order. */
+static void blob_set_remove_slot(blob_set *bs, struct blob_count *b)
+{
+    size_t i = (size_t)(b - bs->v);
+    memmove(b, b + 1, (bs->n - 1 - i) * sizeof *b);
+    bs->n--;
 }
 
 void blob_set_ref(blob_set *bs, const uint64_t *nums, int n)
@@ -340,7 +355,7 @@ void blob_set_unref(blob_set *bs, const uint64_t *nums, int n)
         if (!b || --b->refs > 0 || b->pins > 0)
             continue;
         uint64_t number = b->number;
-        *b = bs->v[--bs->n];
+        blob_set_remove_slot(bs, b);
         cache_erase(bs->files, 0, number);
         file_path(bs->dir, number, ".blob", path, sizeof path);
         bs->env->unlink(bs->env, path);
@@ -388,7 +403,7 @@ void blob_set_unpin(blob_set *bs, const uint64_t *nums, int n, int drop)
         if (!b || b->pins == 0 || --b->pins > 0 || b->refs > 0 || !drop || bs->keep_unpinned)
             continue;
         uint64_t number = b->number;
-        *b = bs->v[--bs->n];
+        blob_set_remove_slot(bs, b);
         cache_erase(bs->files, 0, number);
         file_path(bs->dir, number, ".blob", path, sizeof path);
         bs->env->unlink(bs->env, path);
@@ -471,14 +486,8 @@ uint64_t blob_set_gc_cutoff(blob_set *bs)
 {
     uint64_t cutoff = 0;
     pthread_mutex_lock(&bs->mu);
-    if (bs->n >= 4) {
-        uint64_t *nums = xmalloc((size_t)bs->n * sizeof *nums);
-        for (int i = 0; i < bs->n; i++)
-            nums[i] = bs->v[i].number;
-        qsort(nums, (size_t)bs->n, sizeof *nums, u64_cmp);
-        cutoff = nums[bs->n / 4];
-        free(nums);
-    }
+    if (bs->n >= 4)
+        cutoff = bs->v[bs->n / 4].number;   /* slots are sorted by number */
     pthread_mutex_unlock(&bs->mu);
     return cutoff;
 }
