@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include "builder.h"
 #include "db_impl.h"
+#include "extent.h"
 
 /* Whether no level deeper than out_level may hold ukey (so a tombstone for it can go). */
 static int compact_is_base(const compaction *c, slice ukey)
@@ -164,6 +165,8 @@ static int compact_merge(subcompaction *s)
     table_writer tw;
     int open = 0, have_cur = 0;
     uint64_t last_seq_for_key = 0;
+    buf newer = { 0 };          /* the version of cur seen last (only blob and map values) */
+    int newer_type = -1;
     for (; rc == LSM_OK && iiter_valid(m); iiter_next(m)) {
         slice key = iiter_key(m);
         slice uk = ikey_user(key);
@@ -174,6 +177,7 @@ static int compact_merge(subcompaction *s)
             buf_append(&cur, uk.p, uk.n);
             have_cur = 1;
             last_seq_for_key = LSM_MAX_SEQ + 1;
+            newer_type = -1;
             /* Cut tables only between user keys, so a level stays disjoint by user key. */
             if (open && sst_builder_file_size(tw.b) >= db->opt.table_bytes) {
                 open = 0;
@@ -190,6 +194,15 @@ static int compact_merge(subcompaction *s)
                  compact_is_base(c, uk))
             drop = 1;       /* nothing older below to hide, and every reader sees the delete */
         last_seq_for_key = seq;
+        /* Live-byte accounting: what a dropped version used and the next newer one does not is
+           garbage of its blob files (extent.c). */
+        int type = ikey_type(key);
+        if (drop)
+            extent_note_dropped(db, newer_type, (slice){ newer.p, newer.len }, type, iiter_value(m));
+        newer_type = type;
+        newer.len = 0;
+        if (type == LSM_TYPE_BLOB || type == LSM_TYPE_EXTENTS)
+            buf_append(&newer, iiter_value(m).p, iiter_value(m).n);
         if (drop)
             continue;
         if (!open) {
@@ -197,6 +210,7 @@ static int compact_merge(subcompaction *s)
             if (rc != LSM_OK)
                 break;
             tw.gc_cutoff = c->gc_cutoff;
+            tw.relocate = 1;
             open = 1;
         }
         rc = builder_add(&tw, key, iiter_value(m), err);
@@ -205,6 +219,7 @@ static int compact_merge(subcompaction *s)
         rc = iiter_status(m, err);
     iiter_free(m);
     buf_free(&cur);
+    buf_free(&newer);
     if (open) {
         if (rc == LSM_OK)
             rc = compact_output_done(db, &tw, &s->e, c->out_level, &s->u, &s->bytes, err);
@@ -320,6 +335,7 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
 
 apply:
     pthread_mutex_lock(&db->manifest_mu);
+    extent_edit_garbage(db, &e);    /* taken under manifest_mu: totals reach it in order */
     rc = vset_apply(&db->vs, &e, err);
     pthread_mutex_unlock(&db->manifest_mu);
     if (rc == LSM_OK) {
