@@ -685,10 +685,16 @@ static int writer_close_record(lsm_value_writer *w)
     return LSM_OK;
 }
 
-static int writer_append(lsm_value_writer *w, uint64_t off, const uint8_t *p, size_t n)
+static int writer_append_data(lsm_value_writer *w, uint64_t off, const uint8_t *p, size_t n)
 {
     lsm_db *db = w->db;
     int rc;
+    if (space_low(db)) {
+        space_refill(db, 0);
+        if (space_low(db))
+            return err_set(w->err, LSM_NOSPACE, "%s: the disk is full: only writes that free "
+                           "space are accepted until space is freed", db->dir);
+    }
     if (!w->bw) {
         w->file = db_new_file_number(db);
         file_path(db->dir, w->file, ".blob", w->path, sizeof w->path);
@@ -716,6 +722,17 @@ static int writer_append(lsm_value_writer *w, uint64_t off, const uint8_t *p, si
         n -= k;
     }
     return LSM_OK;
+}
+
+/* Appends n bytes for logical offset off. On a full disk it acts as lsm_write does (space.c): the
+   first refusal gives the reserve back and enters low-space mode, where appending (adding data)
+   is refused at once until space is freed. */
+static int writer_append(lsm_value_writer *w, uint64_t off, const uint8_t *p, size_t n)
+{
+    int rc = writer_append_data(w, off, p, n);
+    if (rc == LSM_NOSPACE)
+        space_release(w->db);
+    return rc;
 }
 
 /* The value's size, the open record included. */
