@@ -298,8 +298,8 @@ static void dir_preserve(struct lsmfs *fs, struct lsmfs_inode *ino)
     pthread_mutex_lock(&ino->mu);
     if (ino->m.type != LSMFS_DIR)
         lsmfs_snap_readers(fs, ino);
-    if (open && ino->m.type != LSMFS_DIR && lsmfs_buf_load(fs, ino) != 0)
-        lsmfs_log(LOG_WARNING, "%s: removed while open; its content could not be kept", ino->path);
+    if (open)
+        lsmfs_content_keep(fs, ino);    /* a small file's bytes, a large one's reader */
     pthread_mutex_unlock(&ino->mu);
 }
 
@@ -416,14 +416,22 @@ struct rename_side {
     size_t  len;                 /* strlen(path) */
     struct lsmfs_meta m;         /* what is at path (type LSMFS_NONE: nothing) */
     struct lsmfs_inode *ino;     /* its live inode, or NULL */
+    lsm_value_writer *w;         /* a large file's value moved by sharing its extents: a writer
+                                    on the new key, committed with the batch (dir_move_large) */
 };
 
 /* Puts the value of the file at from under the key to: the buffer of its live inode when loaded,
-   else the engine's value. *vl is its length. ino->mu held when ino is set. */
+   else the engine's value (a writer is committed first: its key is the old path). *vl is its
+   length. ino->mu held when ino is set. */
 static int dir_move_value(struct lsmfs *fs, lsm_batch *b, const char *from, size_t flen,
                           const char *to, size_t tlen, struct lsmfs_inode *ino, size_t *vl)
 {
     void *v;
+    if (ino && ino->w) {
+        int err = lsmfs_flush_locked(fs, ino, 0);
+        if (err)
+            return err;
+    }
     if (ino && ino->data) {
         lsm_batch_put(b, to, tlen, ino->data, ino->m.size);
         *vl = ino->m.size;
@@ -442,14 +450,15 @@ static int dir_move_file(struct lsmfs *fs, lsm_batch *b, int phase, struct renam
                          const struct rename_side *to, size_t *bytes)
 {
     size_t vl = 0;
-    int err;
+    int err = 0;
     if (phase == 0) {
         dir_add_delete(b, from->path, from->len, from->m.type);
         return lsmfs_xattr_drop(fs, b, from->path, from->len, from->m.type);
     }
     if (from->ino)
         pthread_mutex_lock(&from->ino->mu);
-    err = dir_move_value(fs, b, from->path, from->len, to->path, to->len, from->ino, &vl);
+    if (!from->w)   /* else the writer on the new key holds the value */
+        err = dir_move_value(fs, b, from->path, from->len, to->path, to->len, from->ino, &vl);
     if (from->ino)
         pthread_mutex_unlock(&from->ino->mu);
     if (!err)
@@ -682,19 +691,58 @@ static int dir_rename_check(struct lsmfs *fs, const struct rename_side *s,
     return err ? err : has ? ENOTEMPTY : 0;
 }
 
+/* A file larger than LSMFS_SMALL_MAX moves without copying its bytes: a writer on the new key
+   takes the old value's extents (lsm_value_writer_copy: the map only) and commits with the rename
+   batch, so memory and disk writes do not grow with the file (a value copied through the batch
+   would be read whole into memory). Its live inode's pending writes are committed first (the
+   writer's key is the old path). Not for an exchange: one commit carries one writer. */
+static int dir_move_large(struct lsmfs *fs, struct rename_side *s, const struct rename_side *t)
+{
+    uint64_t size = s->m.size, copied;
+    int err = 0;
+    if (s->m.type != LSMFS_REG)
+        return 0;
+    if (s->ino) {
+        pthread_mutex_lock(&s->ino->mu);
+        if (s->ino->w)
+            err = lsmfs_flush_locked(fs, s->ino, 0);
+        size = s->ino->data ? 0 : s->ino->m.size;   /* a buffer is small: it moves in the batch */
+        pthread_mutex_unlock(&s->ino->mu);
+    }
+    if (err || size <= LSMFS_SMALL_MAX)
+        return err;
+    int rc = lsm_value_writer_open(fs->db, t->path, t->len, 0, &s->w);
+    if (rc == LSM_OK &&
+        (rc = lsm_value_writer_copy(s->w, 0, s->path, s->len, 0, size, &copied)) == LSM_OK)
+        rc = lsm_value_writer_truncate(s->w, size);
+    if (rc != LSM_OK) {
+        lsm_value_writer_abort(s->w);
+        s->w = NULL;
+        return lsmfs_errno(fs, rc, "rename", s->path);
+    }
+    return 0;
+}
+
 /* Writes the rename as one batch: the moves (both ways for an exchange), the delete of a target
    replaced, and the record of a source directory that would be left empty and implicit. */
 static int dir_rename_write(struct lsmfs *fs, struct rename_side *s, struct rename_side *t,
                             int exchange)
 {
-    size_t bytes = 0;
-    int err = 0;
+    size_t bytes = 0, kl;
+    int err = exchange ? 0 : dir_move_large(fs, s, t);
     lsm_batch *b = lsm_batch_new();
     for (int phase = 0; phase < 2 && !err; phase++) {
         err = dir_move(fs, b, phase, s, t, &bytes);
-        if (!err && exchange)
+        if (!err && exchange) {
             err = dir_move(fs, b, phase, t, s, &bytes);
-        else if (!err && t->m.type != LSMFS_NONE && phase == 0) {
+        } else if (!err && t->m.type != LSMFS_NONE && phase == 0 && s->w) {
+            /* the writer's value lands on t's key before the batch: delete only the record */
+            char *k = lsmfs_key('a', t->path, t->len, 0, &kl);
+            if (k)
+                lsm_batch_delete(b, k, kl);
+            free(k);
+            err = k ? lsmfs_xattr_drop(fs, b, t->path, t->len, t->m.type) : ENOMEM;
+        } else if (!err && t->m.type != LSMFS_NONE && phase == 0) {
             dir_add_delete(b, t->path, t->len, t->m.type);
             err = lsmfs_xattr_drop(fs, b, t->path, t->len, t->m.type);
         }
@@ -708,8 +756,17 @@ static int dir_rename_write(struct lsmfs *fs, struct rename_side *s, struct rena
            full disk, as a removal does: `mv f .trash/` and replacing a file must still work. */
         if (bytes <= LSMFS_FREES_MAX)
             lsm_batch_set_frees_space(b, 1);
-        err = lsmfs_write_batch(fs, b, 0);
+        if (s->w) {
+            int rc = lsm_value_writer_commit_batch(s->w, b,
+                                                   fs->sync_mode == LSMFS_SYNC_ALWAYS);
+            s->w = NULL;
+            err = rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "rename", s->path);
+        } else {
+            err = lsmfs_write_batch(fs, b, 0);
+        }
     }
+    lsm_value_writer_abort(s->w);
+    s->w = NULL;
     lsm_batch_free(b);
     if (!err) {
         /* subdirectories that changed parent, or that a directory replaced */

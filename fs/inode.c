@@ -1,20 +1,29 @@
 /*
- * inode.c — the in-memory inodes of lsmfs: the table that finds them by path, the content buffers
- * of files being written, and their write-back to the engine.
+ * inode.c — the in-memory inodes of lsmfs: the table that finds them by path, the content of
+ * files being written, and its write-back to the engine.
  *
  * What: the inode table (path -> inode, with the kernel's lookup count and the open count), the
  * FUSE inode numbers (an inode's address; st_ino is another number, the file's own, which keys.c
- * keeps in its record and this table only carries), the buffers of files being written with
- * their global memory budget, the copies read-only handles keep of a version being replaced, and
- * the write-back of an inode as one batch.
+ * keeps in its record and this table only carries), the content of files being written with its
+ * global memory budget, the versions read-only handles keep when a write-back replaces theirs,
+ * and the write-back of an inode as one atomic engine write.
  *
- * Why so: one inode object per path lets every handle of a file share one buffer, so two
- * descriptors see each other's writes, and each write-back is one lsm_write batch holding the value
- * and its record, so a crash never leaves a torn value or a value without its attributes.
+ * A file being written holds its new content in one of two forms. A small one (at most
+ * LSMFS_SMALL_MAX bytes) sits whole in a buffer (data) and is written back as one batch, the
+ * value and its record: the cheapest way to store a small file written in one go. Anything larger
+ * goes through the engine's value writer (w): each write goes to the writer's own blob file at its
+ * offset (a sequential run is one record), so memory per open file is the writer's chunk, not the
+ * file's size; holes cost nothing; ranges not written are shared with the version the writer
+ * started from. The write-back of such a file is the writer's commit, with the record in the same
+ * batch (lsm_value_writer_commit_batch). A buffer that grows past the threshold becomes a writer.
+ *
+ * Why so: one inode object per path lets every handle of a file share one buffer or writer, so two
+ * descriptors see each other's writes, and each write-back is one atomic engine write holding the
+ * value and its record, so a crash never leaves a torn value or a value without its attributes.
  *
  * Never: write back an inode that was unlinked or replaced; take an inode's mutex while holding
  * fs->tmu or fs->bmu (order: fs->ns, then inode mu, then fs->tmu, then fs->bmu; the one exception,
- * the budget's victim search, uses trylock).
+ * the budget's victim search, uses trylock); hold a large file's content in memory.
  */
 #include "lsmfs.h"
 
@@ -23,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <syslog.h>
 #include <xxhash.h>
 
 void lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st)
@@ -42,7 +52,14 @@ void lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st)
     st->st_size = m->type == LSMFS_DIR ? 4096 : (off_t)m->size;
     st->st_rdev = (dev_t)m->rdev;
     st->st_blksize = 4096;
-    st->st_blocks = m->type == LSMFS_DIR ? 8 : (blkcnt_t)((m->size + 511) / 512);
+    /* du shows what the file occupies: holes take nothing (a writer's uncommitted bytes count) */
+    uint64_t a = m->size;
+    if (m->type == LSMFS_REG && ino->alloc_ok) {
+        a = ino->alloc + (ino->w ? ino->wbytes : 0);
+        if (a > m->size)
+            a = m->size;
+    }
+    st->st_blocks = m->type == LSMFS_DIR ? 8 : (blkcnt_t)((a + 511) / 512);
     st->st_mtim.tv_sec = m->mtime_ns / 1000000000;
     st->st_mtim.tv_nsec = m->mtime_ns % 1000000000;
     st->st_ctim.tv_sec = m->ctime_ns / 1000000000;
@@ -128,6 +145,8 @@ static void inode_free(struct lsmfs_inode *ino)
         return;
     pthread_mutex_destroy(&ino->mu);
     free(ino->data);
+    lsm_value_writer_abort(ino->w);
+    lsm_value_reader_close(ino->r);
     free(ino->path);
     free(ino);
 }
@@ -400,48 +419,73 @@ static void inode_blist_del(struct lsmfs *fs, struct lsmfs_inode *ino)
     ino->bprev = ino->bnext = NULL;
 }
 
-/* Makes room for need bytes of content. ino->mu held. */
+/* Counts delta more (or less) bytes in the budget; ino enters or leaves the list of inodes holding
+   content when its cap goes from or to 0. ino->mu held. */
+static void inode_account(struct lsmfs *fs, struct lsmfs_inode *ino, size_t ncap)
+{
+    pthread_mutex_lock(&fs->bmu);
+    if (!ino->cap && ncap)
+        inode_blist_add(fs, ino);
+    else if (ino->cap && !ncap)
+        inode_blist_del(fs, ino);
+    fs->buffered += ncap;
+    fs->buffered -= ino->cap;
+    pthread_mutex_unlock(&fs->bmu);
+    ino->cap = ncap;
+}
+
+/* Before the content of ino starts to change: what the engine holds is what the next write-back
+   supersedes. ino->mu held. */
+static void inode_begin_change(struct lsmfs_inode *ino)
+{
+    if (!ino->data && !ino->w)
+        ino->csize = ino->m.size;
+}
+
+/* Makes room for need bytes of content in the buffer. ino->mu held; no writer open. */
 int lsmfs_buf_reserve(struct lsmfs *fs, struct lsmfs_inode *ino, size_t need)
 {
     if (ino->data && ino->cap >= need)
         return 0;
-    size_t ncap = ino->cap ? ino->cap : 4096;
+    inode_begin_change(ino);
+    size_t ncap = ino->cap && ino->data ? ino->cap : 4096;
     while (ncap < need)
         ncap *= 2;
-    if (ncap > fs->max_file_size && need <= fs->max_file_size)
-        ncap = fs->max_file_size > 0 ? fs->max_file_size : 1;
     char *nd = realloc(ino->data, ncap);
     if (!nd)
         return ENOMEM;
-    pthread_mutex_lock(&fs->bmu);
-    if (!ino->data)
-        inode_blist_add(fs, ino);
-    fs->buffered += ncap - ino->cap;
-    pthread_mutex_unlock(&fs->bmu);
     ino->data = nd;
-    ino->cap = ncap;
+    inode_account(fs, ino, ncap);
     return 0;
 }
 
-/* Frees ino's buffer (ino->mu held or ino unreachable). Write back first if it is dirty. */
+/* Frees ino's buffer, writer and reader (ino->mu held or ino unreachable). Write back first if it
+   is dirty: an open writer is aborted. */
 void lsmfs_buf_drop(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
-    if (!ino->data)
-        return;
-    pthread_mutex_lock(&fs->bmu);
-    inode_blist_del(fs, ino);
-    fs->buffered -= ino->cap;
-    pthread_mutex_unlock(&fs->bmu);
+    if (ino->w) {
+        lsm_value_writer_abort(ino->w);
+        ino->w = NULL;
+        ino->wbytes = 0;
+        ino->alloc_ok = 0;
+    }
+    if (ino->r) {
+        lsm_value_reader_close(ino->r);
+        ino->r = NULL;
+    }
     free(ino->data);
     ino->data = NULL;
-    ino->cap = 0;
+    if (ino->cap)
+        inode_account(fs, ino, 0);
 }
 
-/* Loads the whole value into the buffer, if it is not there yet. ino->mu and fs->ns held. */
+/* Loads the whole value into the buffer, if it is not there yet: only for a small file (at most
+   LSMFS_SMALL_MAX). ino->mu and fs->ns held. */
 int lsmfs_buf_load(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
-    if (ino->data)
+    if (ino->data || ino->w)
         return 0;
+    inode_begin_change(ino);
     if (ino->m.size == 0)
         return lsmfs_buf_reserve(fs, ino, 1);
     void *v;
@@ -451,22 +495,152 @@ int lsmfs_buf_load(struct lsmfs *fs, struct lsmfs_inode *ino)
         return lsmfs_buf_reserve(fs, ino, 1);   /* deleted under us: treat as empty */
     if (rc != LSM_OK)
         return lsmfs_errno(fs, rc, "read", ino->path);
-    size_t cap = vl ? vl : 1;
-    pthread_mutex_lock(&fs->bmu);
-    inode_blist_add(fs, ino);
-    fs->buffered += cap;
-    pthread_mutex_unlock(&fs->bmu);
     ino->data = v;
-    ino->cap = cap;
-    ino->m.size = vl;
-    if (vl >= LSMFS_RECLAIM_MIN)
-        ino->replaces_big = 1;
+    inode_account(fs, ino, vl ? vl : 1);
+    ino->m.size = ino->csize = vl;
     return 0;
 }
 
+/* Copies the content of r into the new writer w, a piece at a time. */
+static int inode_copy_reader(lsm_value_reader *r, lsm_value_writer *w)
+{
+    size_t piece = 1u << 20, got;
+    char *buf = malloc(piece);
+    uint64_t size = lsm_value_reader_size(r);
+    int rc = buf ? LSM_OK : LSM_NOMEM;
+    for (uint64_t off = 0; rc == LSM_OK && off < size; off += got) {
+        if ((rc = lsm_value_reader_read(r, off, buf, piece, &got)) == LSM_OK && got == 0)
+            break;
+        if (rc == LSM_OK)
+            rc = lsm_value_writer_write(w, off, buf, got);
+    }
+    if (rc == LSM_OK)
+        rc = lsm_value_writer_truncate(w, size);
+    free(buf);
+    return rc;
+}
+
+int lsmfs_writer_get(struct lsmfs *fs, struct lsmfs_inode *ino)
+{
+    if (ino->w)
+        return 0;
+    inode_begin_change(ino);
+    /* From the buffer (it is the content) or an unlinked file's reader (its key may be someone
+       else's now): the writer starts empty. Else from the engine's current value. */
+    int keep = !ino->data && !ino->r;
+    lsm_value_writer *w;
+    int rc = lsm_value_writer_open(fs->db, ino->path, ino->plen, keep ? LSM_VW_KEEP : 0, &w);
+    if (rc != LSM_OK)
+        return lsmfs_errno(fs, rc, "open a writer for", ino->path);
+    ino->wbytes = 0;
+    if (ino->data && ino->m.size)
+        rc = lsm_value_writer_write(w, 0, ino->data, ino->m.size);
+    else if (ino->r)
+        rc = inode_copy_reader(ino->r, w);
+    if (rc != LSM_OK) {
+        lsm_value_writer_abort(w);
+        return lsmfs_errno(fs, rc, "write", ino->path);
+    }
+    if (!keep) {
+        ino->alloc = 0;     /* every byte of the content is the writer's own */
+        ino->alloc_ok = 1;
+        ino->wbytes = ino->m.size;
+    }
+    free(ino->data);
+    ino->data = NULL;
+    if (ino->r) {
+        lsm_value_reader_close(ino->r);
+        ino->r = NULL;
+    }
+    ino->w = w;
+    if (keep)
+        ino->m.size = lsm_value_writer_size(w);  /* the engine's truth */
+    inode_account(fs, ino, LSMFS_WRITER_MEM);
+    return 0;
+}
+
+/* The size of the value in the engine, 0 when absent. */
+static uint64_t inode_engine_size(struct lsmfs *fs, struct lsmfs_inode *ino)
+{
+    uint64_t size = 0;
+    if (ino->deleted || lsm_get_size(fs->db, ino->path, ino->plen, &size) != LSM_OK)
+        return 0;
+    return size;
+}
+
+int lsmfs_writer_fail(struct lsmfs *fs, struct lsmfs_inode *ino, int rc, const char *what)
+{
+    int err = lsmfs_errno(fs, rc, what, ino->path);
+    /* A writer that failed refuses everything after (lsm.h): what it held since the last commit
+       is lost, as pages are on a local file system whose write-back failed. The file is again
+       what the engine holds. */
+    lsm_value_writer_abort(ino->w);
+    ino->w = NULL;
+    ino->wbytes = 0;
+    ino->alloc_ok = 0;
+    inode_account(fs, ino, 0);
+    ino->m.size = inode_engine_size(fs, ino);
+    return err;
+}
+
+void lsmfs_content_keep(struct lsmfs *fs, struct lsmfs_inode *ino)
+{
+    if (ino->data || ino->w || ino->r || ino->m.type == LSMFS_DIR)
+        return;
+    int rc = 0;
+    if (ino->m.size <= LSMFS_SMALL_MAX) {
+        rc = lsmfs_buf_load(fs, ino);
+    } else {
+        int e = lsm_value_reader_open(fs->db, ino->path, ino->plen, &ino->r);
+        if (e != LSM_OK && e != LSM_NOTFOUND)
+            rc = lsmfs_errno(fs, e, "keep", ino->path);
+    }
+    if (rc)
+        lsmfs_log(LOG_WARNING, "%s: removed while open; its content could not be kept", ino->path);
+}
+
+int lsmfs_content_read(struct lsmfs *fs, struct lsmfs_inode *ino, uint64_t off, char *buf,
+                       size_t n, size_t *got)
+{
+    int rc;
+    *got = 0;
+    if (ino->data) {
+        size_t len = off >= ino->m.size ? 0 : ino->m.size - off;
+        *got = len < n ? len : n;
+        memcpy(buf, ino->data + off * (*got != 0), *got);
+        return 0;
+    }
+    if (ino->w) {
+        rc = lsm_value_writer_read(ino->w, off, buf, n, got);
+        return rc == LSM_OK ? 0 : lsmfs_writer_fail(fs, ino, rc, "read");
+    }
+    /* An unlinked file kept its content only if it was open then (dir.c): one opened later
+       through a stale name reads what the name holds now, as before. */
+    if (ino->r)
+        rc = lsm_value_reader_read(ino->r, off, buf, n, got);
+    else
+        rc = lsm_get_range(fs->db, ino->path, ino->plen, off, buf, n, got, NULL);
+    if (rc == LSM_NOTFOUND)
+        return 0;
+    return rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "read", ino->path);
+}
+
+void lsmfs_alloc_update(struct lsmfs *fs, struct lsmfs_inode *ino)
+{
+    /* a plain value occupies its length: only large files ask the engine */
+    if (ino->alloc_ok || ino->m.type != LSMFS_REG || ino->deleted || ino->data ||
+        ino->m.size <= LSMFS_SMALL_MAX)
+        return;
+    uint64_t size, alloc;
+    if (lsm_get_allocated(fs->db, ino->path, ino->plen, &size, &alloc) == LSM_OK) {
+        ino->alloc = alloc;
+        ino->alloc_ok = 1;
+    }
+}
+
 /* Before the value of ino changes in the engine: every read-only handle that still reads the
-   engine gets (a share of) a copy of the current value, so that it keeps reading the version it
-   opened. ino->mu and fs->ns held. */
+   engine gets (a share of) a reader of the current version, so that it keeps reading the version
+   it opened. ino->mu and fs->ns held. */
 void lsmfs_snap_readers(struct lsmfs *fs, struct lsmfs_inode *ino)
 {
     struct lsmfs_snap *snap = NULL;
@@ -474,34 +648,29 @@ void lsmfs_snap_readers(struct lsmfs *fs, struct lsmfs_inode *ino)
         if (h->snap)
             continue;
         if (!snap) {
-            void *v = NULL;
-            size_t vl = 0;
-            int rc = lsm_get(fs->db, ino->path, ino->plen, &v, &vl);
+            lsm_value_reader *r = NULL;
+            int rc = lsm_value_reader_open(fs->db, ino->path, ino->plen, &r);
             if (rc != LSM_OK && rc != LSM_NOTFOUND) {
                 lsmfs_errno(fs, rc, "keep the old version of", ino->path);
                 return;   /* those readers will see the new value */
             }
-            if (rc != LSM_OK)
-                vl = 0;
-            snap = malloc(sizeof *snap + vl);
-            if (!snap) {
-                free(v);
+            if (!(snap = malloc(sizeof *snap))) {
+                lsm_value_reader_close(r);
                 return;
             }
             snap->refs = 0;
-            snap->len = vl;
-            if (vl)
-                memcpy(snap->data, v, vl);
-            free(v);
+            snap->r = r;
         }
         snap->refs++;
         h->snap = snap;
     }
 }
 
-/* Writes back ino as one atomic batch: the value (when the buffer is loaded) and its record.
-   With sync set (or nothing to write) the engine is synced before returning. ino->mu and fs->ns
-   held. */
+/* Writes back ino as one atomic engine write: the value (the buffer's, or the writer's commit)
+   with its record. With sync set (or nothing to write) the engine is synced before returning. A
+   failed write-back leaves size and content in agreement: a buffer stays for the next try; a
+   writer is gone (the engine frees it whatever the result) and the size is the engine's again.
+   ino->mu and fs->ns held. */
 int lsmfs_flush_locked(struct lsmfs *fs, struct lsmfs_inode *ino, int sync)
 {
     int rc;
@@ -515,29 +684,48 @@ int lsmfs_flush_locked(struct lsmfs *fs, struct lsmfs_inode *ino, int sync)
         rc = lsm_sync(fs->db);
         return rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "sync", ino->path);
     }
+    int put = ino->m.type != LSMFS_DIR && (ino->data || ino->w);
     lsm_batch *b = lsm_batch_new();
-    if (ino->m.type != LSMFS_DIR && ino->data) {
+    if (put)
         lsmfs_snap_readers(fs, ino);
+    if (ino->m.type != LSMFS_DIR && ino->data)
         lsm_batch_put(b, ino->path, ino->plen, ino->data, ino->m.size);
-    }
-    int put = ino->m.type != LSMFS_DIR && ino->data;
-    /* Emptying a large file (`: > log`) is how people free space: allowed on a full disk. */
-    if (put && ino->replaces_big && ino->m.size <= LSMFS_FREES_MAX)
+    /* Emptying or shrinking a large file (`: > log`) is how people free space: allowed on a full
+       disk. */
+    if (put && ino->csize >= LSMFS_FREES_MAX && ino->m.size < ino->csize &&
+        (ino->w || ino->m.size <= LSMFS_FREES_MAX))
         lsm_batch_set_frees_space(b, 1);
+    if (ino->w)
+        ino->m.size = lsm_value_writer_size(ino->w);
     lsmfs_add_record(b, ino);
-    rc = lsmfs_write_batch(fs, b, sync);
+    if (ino->w) {
+        rc = lsm_value_writer_commit_batch(ino->w, b, sync || fs->sync_mode == LSMFS_SYNC_ALWAYS);
+        ino->w = NULL;              /* freed by the commit, whatever the result */
+        ino->wbytes = 0;
+        inode_account(fs, ino, 0);
+        rc = rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "write", ino->path);
+        if (rc)
+            ino->m.size = inode_engine_size(fs, ino);
+    } else {
+        rc = lsmfs_write_batch(fs, b, sync);
+    }
     lsm_batch_free(b);
+    if (put)
+        ino->alloc_ok = 0;
     if (rc == 0)
         ino->dirty = 0;
-    if (rc == 0 && put && ino->replaces_big) {
-        ino->replaces_big = 0;
+    /* A large value superseded leaves its blob file (or extents) to be given back (reclaim.c);
+       a writer sharing the old extents leaves garbage only where it shrank. */
+    if (rc == 0 && put && ino->csize >= LSMFS_RECLAIM_MIN &&
+        (ino->data || ino->m.size < ino->csize))
         lsmfs_reclaim_note(fs, ino->path, ino->plen);
-    }
+    if (rc == 0 && put)
+        ino->csize = ino->m.size;
     return rc;
 }
 
-/* While buffers exceed the budget, write back and free the largest one. Called with fs->ns held
-   for reading and no inode mutex held. */
+/* While buffers and writers exceed the budget, write back and free the largest one. Called with
+   fs->ns held for reading and no inode mutex held. */
 void lsmfs_budget_enforce(struct lsmfs *fs)
 {
     for (;;) {
@@ -581,6 +769,7 @@ void lsmfs_fill_entry(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_ent
     e->attr_timeout = fs->timeout;
     e->entry_timeout = fs->timeout;
     pthread_mutex_lock(&ino->mu);
+    lsmfs_alloc_update(fs, ino);
     lsmfs_meta_to_stat(ino, &e->attr);
     pthread_mutex_unlock(&ino->mu);
 }

@@ -58,8 +58,19 @@
 #define LSMFS_ITER_POOL 4                   /* idle iterators kept for prefix probes (keys.c) */
 
 /* A write-back or rename that writes at most this many bytes and removes or shrinks something
-   is marked as freeing space (lsm_batch_set_frees_space): it still works on a full disk. */
+   is marked as freeing space (lsm_batch_set_frees_space): it still works on a full disk. A commit
+   that empties or shrinks a file of at least this size is marked too. */
 #define LSMFS_FREES_MAX ((size_t)64 << 10)
+
+/* Content up to this size (the engine's blob_threshold) is kept whole in an inode's buffer while
+   it is written and written back as one plain put with the record: one WAL record, no blob file,
+   one sync, which is what a small file written in one go costs least as. Past it (or once a file
+   larger than this is written at all) the file goes through a value writer, which costs its
+   own blob file and three syncs per synced commit but holds at most a chunk in memory. */
+#define LSMFS_SMALL_MAX ((uint64_t)64 << 10)
+
+/* Memory a value writer holds (its 64 KiB chunk and map), counted against dirty_limit. */
+#define LSMFS_WRITER_MEM ((size_t)128 << 10)
 
 enum { LSMFS_NONE = 0, LSMFS_REG, LSMFS_DIR, LSMFS_LNK };
 enum { LSMFS_SYNC_FSYNC = 0, LSMFS_SYNC_CLOSE, LSMFS_SYNC_ALWAYS };
@@ -100,19 +111,28 @@ struct lsmfs_inode {
                                     which change it with fs->ns held for writing; -1 not counted
                                     yet, -2 too many to count (st_nlink 1) */
     int      dirty;              /* data or attributes differ from the engine */
-    int      replaces_big;       /* the next write-back supersedes a stored value of at least
-                                    LSMFS_RECLAIM_MIN bytes (reclaim.c) */
-    char    *data;               /* whole content while loaded (being written), else NULL */
-    size_t   cap;                /* bytes allocated at data; counted in fs->buffered */
+    uint64_t csize;              /* size of the value in the engine when the buffer was loaded or
+                                    the writer opened (what the next write-back supersedes) */
+    char    *data;               /* whole content of a small file being written, else NULL */
+    lsm_value_writer *w;         /* the new version of a file too large for data (or written
+                                    past LSMFS_SMALL_MAX): every handle writes and reads through
+                                    it until the next commit; never both data and w */
+    lsm_value_reader *r;         /* content of a large file unlinked while open, for its handles */
+    uint64_t alloc;              /* bytes the committed value occupies (lsm_get_allocated) */
+    int      alloc_ok;           /* alloc is known */
+    uint64_t wbytes;             /* bytes written through w since it opened (st_blocks) */
+    size_t   cap;                /* bytes allocated at data, or LSMFS_WRITER_MEM for w; counted in
+                                    fs->buffered */
     struct lsmfs_inode *bprev, *bnext; /* list of inodes holding a buffer; guarded by fs->bmu */
     struct lsmfs_handle *readers; /* read-only handles (see struct lsmfs_snap); guarded by mu */
 };
 
-/* The value a read-only handle opened, kept when a write-back replaces it. */
+/* The value a read-only handle opened, kept when a write-back replaces it: a value reader, which
+   pins that version (its blob files) instead of copying it. */
 struct lsmfs_snap {
     int      refs;               /* handles sharing it; guarded by the inode's mu */
-    size_t   len;                /* bytes at data; constant */
-    char     data[];             /* the value; constant */
+    lsm_value_reader *r;         /* the version; NULL when the file was absent or empty; used
+                                    with the inode's mu held */
 };
 
 /* Per-open-file handle (fi->fh). */
@@ -146,7 +166,8 @@ struct lsmfs {
 
     /* options (main.c) */
     size_t   memtable_size, cache_size; /* engine memtable and block cache, bytes */
-    size_t   max_file_size;      /* larger writes fail with EFBIG */
+    uint64_t max_file_size;      /* quota: writes past it fail with EFBIG; 0 = none (the engine's
+                                    LSM_MAX_EXTENT_VALUE) */
     size_t   dirty_limit;        /* budget of content buffers, bytes */
     size_t   cookie_bytes;       /* memory for the table of listing offsets (cookie.c) */
     size_t   reserve;            /* disk bytes the engine holds back for removals on a full disk
@@ -289,7 +310,21 @@ void  lsmfs_add_record(lsm_batch *b, struct lsmfs_inode *ino);
 int   lsmfs_write_batch(struct lsmfs *fs, lsm_batch *b, int sync);
 int   lsmfs_buf_load(struct lsmfs *fs, struct lsmfs_inode *ino);
 int   lsmfs_buf_reserve(struct lsmfs *fs, struct lsmfs_inode *ino, size_t need);
+/* Frees ino's buffer, writer (aborted: write back first) and reader. */
 void  lsmfs_buf_drop(struct lsmfs *fs, struct lsmfs_inode *ino);
+/* Makes sure ino->w is open, holding the file's current content (the buffer's, the engine's, or
+   an unlinked file's reader's). ino->mu and fs->ns held; 0 or an errno. */
+int   lsmfs_writer_get(struct lsmfs *fs, struct lsmfs_inode *ino);
+/* After a writer call failed with rc: the writer is dropped and the size goes back to the
+   engine's, so size and content agree. Returns the errno for rc. */
+int   lsmfs_writer_fail(struct lsmfs *fs, struct lsmfs_inode *ino, int rc, const char *what);
+/* Keeps the content of an open file whose key is going away, for its handles. */
+void  lsmfs_content_keep(struct lsmfs *fs, struct lsmfs_inode *ino);
+/* Reads up to n bytes at off of ino's content as every writable handle sees it. */
+int   lsmfs_content_read(struct lsmfs *fs, struct lsmfs_inode *ino, uint64_t off, char *buf,
+                         size_t n, size_t *got);
+/* Fills ino->alloc if unknown (ino->mu held). */
+void  lsmfs_alloc_update(struct lsmfs *fs, struct lsmfs_inode *ino);
 int   lsmfs_flush_locked(struct lsmfs *fs, struct lsmfs_inode *ino, int sync);
 void  lsmfs_snap_readers(struct lsmfs *fs, struct lsmfs_inode *ino);
 void  lsmfs_budget_enforce(struct lsmfs *fs);

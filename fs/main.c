@@ -125,9 +125,9 @@ static void main_usage(FILE *f)
 "    -o cache_size=SIZE     block cache (default 8M)\n"
 "    -o compression=none|lz4|zstd   table block compression (default none)\n"
 "    -o sync=fsync|close|always     when writes reach stable storage (default fsync)\n"
-"    -o max_file_size=SIZE  largest file; larger writes fail with EFBIG (default 64M)\n"
-"    -o dirty_limit=SIZE    memory for files being written (default 256M, at least\n"
-"                           max_file_size)\n"
+"    -o max_file_size=SIZE  quota per file: writes past it fail with EFBIG (default\n"
+"                           none: files up to 16T)\n"
+"    -o dirty_limit=SIZE    memory for files being written (default 256M)\n"
 "    -o timeout=SECONDS     kernel cache time for names and attributes (default 3600)\n"
 "    -o dir_cookies=SIZE    memory that maps listing offsets back to names (default 32M)\n"
 "    -o reserve=SIZE        disk space held back so that files can be removed when the\n"
@@ -137,7 +137,7 @@ static void main_usage(FILE *f)
 "    -o writeback           kernel_cache plus the kernel's writeback cache\n"
 "    -o close_to_open       strict mode: a reader sees the last flushed version, not a\n"
 "                           writer's unflushed bytes (no shared mmap)\n"
-"    SIZE takes a K, M or G suffix (powers of 1024).\n"
+"    SIZE takes a K, M, G or T suffix (powers of 1024).\n"
 "\n");
 }
 
@@ -154,6 +154,7 @@ static int main_parse_size(const char *name, const char *s, size_t *out)
     case 'k': case 'K': mul = 1ull << 10; end++; break;
     case 'm': case 'M': mul = 1ull << 20; end++; break;
     case 'g': case 'G': mul = 1ull << 30; end++; break;
+    case 't': case 'T': mul = 1ull << 40; end++; break;
     }
     if (mul > 1 && (*end == 'i' || *end == 'I') && (end[1] == 'b' || end[1] == 'B'))
         end += 2;
@@ -164,7 +165,7 @@ static int main_parse_size(const char *name, const char *s, size_t *out)
     *out = (size_t)(v * mul);
     return 0;
 bad:
-    fprintf(stderr, "lsmfs: invalid size for %s: '%s' (want a number with an optional K, M or G "
+    fprintf(stderr, "lsmfs: invalid size for %s: '%s' (want a number with an optional K, M, G or T "
                     "suffix)\n", name, s);
     return -1;
 }
@@ -187,7 +188,7 @@ static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
 {
     fs->memtable_size = 4u << 20;
     fs->cache_size = 8u << 20;
-    fs->max_file_size = 64u << 20;
+    fs->max_file_size = 0;
     fs->dirty_limit = 256u << 20;
     fs->cookie_bytes = 32u << 20;
     fs->reserve = SIZE_MAX;
@@ -203,11 +204,12 @@ static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
                 c->writeback ? "writeback" : "kernel_cache");
         return -1;
     }
+    size_t quota = 0;
     if ((c->memtable_size &&
          main_parse_size("memtable_size", c->memtable_size, &fs->memtable_size)) ||
         (c->cache_size && main_parse_size("cache_size", c->cache_size, &fs->cache_size)) ||
         (c->max_file_size &&
-         main_parse_size("max_file_size", c->max_file_size, &fs->max_file_size)) ||
+         main_parse_size("max_file_size", c->max_file_size, &quota)) ||
         (c->dirty_limit && main_parse_size("dirty_limit", c->dirty_limit, &fs->dirty_limit)) ||
         (c->dir_cookies && main_parse_size("dir_cookies", c->dir_cookies, &fs->cookie_bytes)) ||
         (c->reserve && main_parse_size("reserve", c->reserve, &fs->reserve)))
@@ -216,13 +218,11 @@ static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
         fprintf(stderr, "lsmfs: memtable_size must be at least 4K\n");
         return -1;
     }
-    if (fs->max_file_size > LSM_MAX_VALUE) {
-        fprintf(stderr, "lsmfs: max_file_size can be at most %uM (the engine's largest value)\n",
-                LSM_MAX_VALUE >> 20);
+    fs->max_file_size = quota;
+    if (fs->max_file_size > LSM_MAX_EXTENT_VALUE) {
+        fprintf(stderr, "lsmfs: max_file_size can be at most 16T (the engine's largest value)\n");
         return -1;
     }
-    if (fs->dirty_limit < fs->max_file_size)
-        fs->dirty_limit = fs->max_file_size;
     /* in the order of LSM_COMPRESSION_* and LSMFS_SYNC_* */
     static const char *const compressions[] = { "none", "lz4", "zstd", NULL };
     static const char *const syncs[] = { "fsync", "close", "always", NULL };

@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -64,6 +65,7 @@ static void lsmfs_getattr(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *f
     pthread_rwlock_rdlock(&fs->ns);
     lsmfs_dir_count(fs, ino);   /* once per directory inode; a failure leaves st_nlink 1 */
     pthread_mutex_lock(&ino->mu);
+    lsmfs_alloc_update(fs, ino);
     lsmfs_meta_to_stat(ino, &st);
     pthread_mutex_unlock(&ino->mu);
     pthread_rwlock_unlock(&fs->ns);
@@ -75,22 +77,49 @@ static int64_t ops_ts_ns(const struct timespec *ts)
     return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
 }
 
-/* Sets the size of a file's content (buffer loaded and grown/shrunk). ino->mu held. */
+/* The largest size a file may reach: the quota max_file_size if set, else the engine's. */
+static uint64_t ops_size_limit(const struct lsmfs *fs)
+{
+    return fs->max_file_size && fs->max_file_size < LSM_MAX_EXTENT_VALUE ? fs->max_file_size
+                                                                         : LSM_MAX_EXTENT_VALUE;
+}
+
+/* Whether content of size bytes stays in a buffer: the file has no writer, and both what it holds
+   and what it will hold are small. */
+static int ops_small(const struct lsmfs_inode *ino, uint64_t size)
+{
+    return !ino->w && size <= LSMFS_SMALL_MAX &&
+           (ino->data || ino->m.size <= LSMFS_SMALL_MAX);
+}
+
+/* Sets the size of a file's content: in the buffer of a small file, else through the writer (a
+   hole when it grows). ino->mu held. */
 static int ops_resize_locked(struct lsmfs *fs, struct lsmfs_inode *ino, uint64_t size)
 {
     int rc;
-    if (size > fs->max_file_size)
+    if (size > ops_size_limit(fs))
         return EFBIG;
     if (size == 0) {
-        if (!ino->data && ino->m.size >= LSMFS_RECLAIM_MIN)
-            ino->replaces_big = 1;          /* superseded without being read */
+        /* Empty: whatever was written or stored is superseded without being read (csize stays
+           the stored size the writer started from). */
+        uint64_t csize = ino->csize;
+        int had = ino->w != NULL;
+        if (had)
+            lsmfs_buf_drop(fs, ino);
         if ((rc = lsmfs_buf_reserve(fs, ino, 1)))
             return rc;
-    } else {
+        if (had)
+            ino->csize = csize;
+    } else if (ops_small(ino, size)) {
         if ((rc = lsmfs_buf_load(fs, ino)) || (rc = lsmfs_buf_reserve(fs, ino, size)))
             return rc;
         if (size > ino->m.size)
             memset(ino->data + ino->m.size, 0, size - ino->m.size);
+    } else {
+        if ((rc = lsmfs_writer_get(fs, ino)))
+            return rc;
+        if ((rc = lsm_value_writer_truncate(ino->w, size)) != LSM_OK)
+            return lsmfs_writer_fail(fs, ino, rc, "truncate");
     }
     ino->m.size = size;
     return 0;
@@ -169,6 +198,7 @@ static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int t
         if (rc == 0 && unopened)
             lsmfs_buf_drop(fs, ino);
     }
+    lsmfs_alloc_update(fs, ino);
     lsmfs_meta_to_stat(ino, &st);
     pthread_mutex_unlock(&ino->mu);
     pthread_rwlock_unlock(&fs->ns);
@@ -279,7 +309,7 @@ static int ops_open_handle(struct lsmfs *fs, struct lsmfs_inode *ino, struct fus
     if ((fi->flags & O_TRUNC) && ops_writable(fi->flags)) {
         pthread_mutex_lock(&ino->mu);
         int rc = 0;
-        if (ino->m.size != 0 || !ino->data) {
+        if (ino->m.size != 0 || (!ino->data && !ino->w)) {
             rc = ops_resize_locked(fs, ino, 0);
             if (rc == 0) {
                 lsmfs_meta_touch(&ino->m);
@@ -329,8 +359,10 @@ static void ops_close_handle(struct lsmfs *fs, struct lsmfs_handle *h)
         ino->readers = h->rnext;
     if (h->rnext)
         h->rnext->rprev = h->rprev;
-    if (h->snap && --h->snap->refs == 0)
+    if (h->snap && --h->snap->refs == 0) {
+        lsm_value_reader_close(h->snap->r);
         free(h->snap);
+    }
     pthread_mutex_unlock(&ino->mu);
     lsmfs_table_close(fs, ino);
     ops_handle_unlink(fs, h);
@@ -418,42 +450,39 @@ static void lsmfs_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
 {
     struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
-    pthread_rwlock_rdlock(&fs->ns);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
-    pthread_mutex_lock(&ino->mu);
-    /* The pending bytes, when the file is being written, are its content. Only in close_to_open
-       mode does a read-only descriptor see the last flushed value instead (or, once the file is
-       unlinked, what it held then). */
-    const char *src = NULL;
-    size_t srclen = 0;
-    if (h->snap) {
-        src = h->snap->data;
-        srclen = h->snap->len;
-    } else if (ino->data && (ops_writable(h->flags) || ino->deleted || !fs->close_to_open)) {
-        src = ino->data;
-        srclen = ino->m.size;
-    }
-    if (src) {
-        size_t len = (uint64_t)off >= srclen ? 0 : srclen - (uint64_t)off;
-        if (len > size)
-            len = size;
-        fuse_reply_buf(req, src + (len ? off : 0), len);
-        pthread_mutex_unlock(&ino->mu);
-        pthread_rwlock_unlock(&fs->ns);
-        return;
-    }
-    /* from the engine, with ino->mu held so that no write-back lands in the middle of it */
     char *buf = malloc(size ? size : 1);
     size_t got = 0;
-    int rc = buf ? lsm_get_range(fs->db, ino->path, ino->plen, (uint64_t)off, buf, size, &got, NULL)
-                 : LSM_NOMEM;
+    int err = buf ? 0 : ENOMEM;
+    pthread_rwlock_rdlock(&fs->ns);
+    pthread_mutex_lock(&ino->mu);
+    /* The pending bytes (buffer or writer), when the file is being written, are its content. Only
+       in close_to_open mode does a read-only descriptor see the last flushed value instead (or,
+       once the file is unlinked, what it held then). Everything is read by range: only the
+       pieces the request touches, whatever the file's size. With ino->mu held, no write-back
+       lands in the middle of a read. */
+    if (err) {
+    } else if (h->snap) {
+        int rc = h->snap->r ? lsm_value_reader_read(h->snap->r, (uint64_t)off, buf, size, &got)
+                            : LSM_OK;
+        if (rc != LSM_OK)
+            err = lsmfs_errno(fs, rc, "read", ino->path);
+    } else if ((ino->data || ino->w) && !ops_writable(h->flags) && !ino->deleted &&
+               fs->close_to_open) {
+        int rc = ino->deleted ? LSM_NOTFOUND
+                              : lsm_get_range(fs->db, ino->path, ino->plen, (uint64_t)off, buf,
+                                              size, &got, NULL);
+        if (rc != LSM_OK && rc != LSM_NOTFOUND)
+            err = lsmfs_errno(fs, rc, "read", ino->path);
+    } else {
+        err = lsmfs_content_read(fs, ino, (uint64_t)off, buf, size, &got);
+    }
     pthread_mutex_unlock(&ino->mu);
-    int err = rc == LSM_OK || rc == LSM_NOTFOUND ? 0 : lsmfs_errno(fs, rc, "read", ino->path);
     pthread_rwlock_unlock(&fs->ns);
     if (err)
         fuse_reply_err(req, err);
     else
-        fuse_reply_buf(req, buf, rc == LSM_OK ? got : 0);
+        fuse_reply_buf(req, buf, got);
     free(buf);
 }
 
@@ -463,25 +492,39 @@ static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t si
     struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
+    uint64_t limit = ops_size_limit(fs);
     int rc = 0;
     pthread_rwlock_rdlock(&fs->ns);
     pthread_mutex_lock(&ino->mu);
     if ((h->flags & O_APPEND) && !fs->writeback)
         off = (off_t)ino->m.size;   /* our size is the truth, not the kernel's cached one */
-    if (off < 0 || (uint64_t)off >= fs->max_file_size) {
+    if (off < 0 || (uint64_t)off >= limit) {
         rc = size ? EFBIG : 0;
         size = 0;
-    } else if ((uint64_t)off + size > fs->max_file_size) {
-        size = fs->max_file_size - (uint64_t)off;   /* a short write, then EFBIG */
+    } else if ((uint64_t)off + size > limit) {
+        size = limit - (uint64_t)off;   /* a short write, then EFBIG */
     }
     if (size > 0) {
         uint64_t end = (uint64_t)off + size;
-        if ((rc = lsmfs_buf_load(fs, ino)) == 0 && (rc = lsmfs_buf_reserve(fs, ino, end)) == 0) {
-            if ((uint64_t)off > ino->m.size)
-                memset(ino->data + ino->m.size, 0, (uint64_t)off - ino->m.size);
-            memcpy(ino->data + off, buf, size);
-            if (end > ino->m.size)
-                ino->m.size = end;
+        if (ops_small(ino, end > ino->m.size ? end : ino->m.size)) {
+            if ((rc = lsmfs_buf_load(fs, ino)) == 0 &&
+                (rc = lsmfs_buf_reserve(fs, ino, end)) == 0) {
+                if ((uint64_t)off > ino->m.size)
+                    memset(ino->data + ino->m.size, 0, (uint64_t)off - ino->m.size);
+                memcpy(ino->data + off, buf, size);
+                if (end > ino->m.size)
+                    ino->m.size = end;
+            }
+        } else if ((rc = lsmfs_writer_get(fs, ino)) == 0) {
+            int e = lsm_value_writer_write(ino->w, (uint64_t)off, buf, size);
+            if (e == LSM_OK) {
+                ino->wbytes += size;
+                ino->m.size = lsm_value_writer_size(ino->w);
+            } else {
+                rc = lsmfs_writer_fail(fs, ino, e, "write");
+            }
+        }
+        if (rc == 0) {
             lsmfs_meta_touch(&ino->m);
             ops_kill_priv_locked(req, ino);
             ino->dirty = 1;
@@ -533,6 +576,174 @@ static void lsmfs_fsync(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_
     fuse_reply_err(req, rc);
 }
 
+/* SEEK_DATA and SEEK_HOLE (the kernel answers the other whences alone). A file being written
+   answers as one range of data up to its size, which lseek(2) allows; a stored one from its
+   extent map (lsm_get_next_data: reads no data). */
+static void lsmfs_lseek(fuse_req_t req, fuse_ino_t n, off_t off, int whence,
+                        struct fuse_file_info *fi)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *ino = lsmfs_ino(fs, n);
+    int err = 0;
+    off_t res = off;
+    if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    pthread_rwlock_rdlock(&fs->ns);
+    pthread_mutex_lock(&ino->mu);
+    uint64_t size = ino->m.size, u = (uint64_t)off;
+    if (off < 0 || u >= size) {
+        err = ENXIO;
+    } else if (ino->data || ino->w || ino->r || ino->deleted || size <= LSMFS_SMALL_MAX) {
+        res = whence == SEEK_DATA ? off : (off_t)size;
+    } else {
+        uint64_t start, end;
+        int rc = lsm_get_next_data(fs->db, ino->path, ino->plen, u, &start, &end);
+        /* Data ranges that touch are one: a hole starts where no next range follows at once. */
+        while (rc == LSM_OK && whence == SEEK_HOLE && start <= u && end < size) {
+            uint64_t s2, e2;
+            if ((rc = lsm_get_next_data(fs->db, ino->path, ino->plen, end, &s2, &e2)) != LSM_OK ||
+                s2 != end || e2 <= end)
+                break;
+            end = e2;
+        }
+        if (rc == LSM_NOTFOUND)
+            start = end = size = 0;
+        else if (rc != LSM_OK)
+            err = lsmfs_errno(fs, rc, "seek in", ino->path);
+        if (err) {
+        } else if (whence == SEEK_DATA) {
+            if (start >= size || start == end)
+                err = ENXIO;
+            else
+                res = (off_t)(start > u ? start : u);
+        } else {
+            res = (off_t)(start > u || start == end ? u : end < size ? end : size);
+        }
+    }
+    pthread_mutex_unlock(&ino->mu);
+    pthread_rwlock_unlock(&fs->ns);
+    if (err)
+        fuse_reply_err(req, err);
+    else
+        fuse_reply_lseek(req, res);
+}
+
+/* fallocate(2): mode 0 grows the size with a hole (nothing is reserved on disk: a later write can
+   still fail with ENOSPC, as on tmpfs); KEEP_SIZE alone has nothing to do; PUNCH_HOLE|KEEP_SIZE
+   makes the range a hole; ZERO_RANGE makes it a hole and grows the size unless KEEP_SIZE. Other
+   modes: EOPNOTSUPP. The change is written back with the file (flush, fsync, last close). */
+static void lsmfs_fallocate(fuse_req_t req, fuse_ino_t n, int mode, off_t off, off_t len,
+                            struct fuse_file_info *fi)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *ino = lsmfs_ino(fs, n);
+    struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
+    int punch = mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) ||
+                (mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE;
+    int err = 0;
+    if (mode != 0 && mode != FALLOC_FL_KEEP_SIZE && !punch) {
+        fuse_reply_err(req, EOPNOTSUPP);
+        return;
+    }
+    if (off < 0 || len <= 0) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    uint64_t end = (uint64_t)off + (uint64_t)len;
+    pthread_rwlock_rdlock(&fs->ns);
+    pthread_mutex_lock(&ino->mu);
+    uint64_t size = ino->m.size;
+    if (ino->m.type != LSMFS_REG) {
+        err = ENODEV;
+    } else if (!(mode & FALLOC_FL_KEEP_SIZE) && end > ops_size_limit(fs)) {
+        err = EFBIG;
+    } else if (punch && (uint64_t)off < size) {
+        uint64_t pend = end < size ? end : size;
+        if (ops_small(ino, size)) {
+            if ((err = lsmfs_buf_load(fs, ino)) == 0)
+                memset(ino->data + off, 0, pend - (uint64_t)off);
+        } else if ((err = lsmfs_writer_get(fs, ino)) == 0) {
+            int rc = lsm_value_writer_punch(ino->w, (uint64_t)off, pend - (uint64_t)off);
+            if (rc != LSM_OK)
+                err = lsmfs_writer_fail(fs, ino, rc, "punch a hole in");
+        }
+    }
+    if (!err && !(mode & FALLOC_FL_KEEP_SIZE) && end > ino->m.size)
+        err = ops_resize_locked(fs, ino, end);
+    if (!err && (punch || ino->m.size != size)) {
+        lsmfs_meta_touch(&ino->m);
+        ino->dirty = 1;
+        h->wrote = 1;
+    }
+    pthread_mutex_unlock(&ino->mu);
+    pthread_rwlock_unlock(&fs->ns);
+    fuse_reply_err(req, err);
+}
+
+/* copy_file_range(2) inside the mount: the source's committed version is shared, not copied
+   (lsm_value_writer_copy: the destination's map names the source's extents), so a reflink-style
+   copy of a large file writes no data. The source is written back first when it has pending
+   bytes. The kernel drops the destination's cached pages in the range itself. */
+static void lsmfs_copy_file_range(fuse_req_t req, fuse_ino_t nin, off_t off_in,
+                                  struct fuse_file_info *fi_in, fuse_ino_t nout, off_t off_out,
+                                  struct fuse_file_info *fi_out, size_t len, int flags)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs_inode *src = lsmfs_ino(fs, nin), *dst = lsmfs_ino(fs, nout);
+    struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi_out->fh;
+    uint64_t copied = 0, limit = ops_size_limit(fs);
+    int err = 0;
+    if (flags != 0 || off_in < 0 || off_out < 0) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    pthread_rwlock_rdlock(&fs->ns);
+    pthread_mutex_lock(&src->mu);
+    uint64_t ssize = src->m.size;
+    if (src->m.type != LSMFS_REG || src->deleted)
+        err = src->deleted ? EXDEV : EINVAL;   /* EXDEV: the caller copies by read and write */
+    else if (src->dirty)
+        err = lsmfs_flush_locked(fs, src, 0);
+    pthread_mutex_unlock(&src->mu);
+    if ((uint64_t)off_in >= ssize)
+        len = 0;
+    else if (len > ssize - (uint64_t)off_in)
+        len = (size_t)(ssize - (uint64_t)off_in);
+    if (!err && len && (uint64_t)off_out >= limit)
+        err = EFBIG;
+    else if (!err && (uint64_t)off_out + len > limit)
+        len = (size_t)(limit - (uint64_t)off_out);
+    if (!err && len) {
+        pthread_mutex_lock(&dst->mu);
+        if (dst->m.type != LSMFS_REG) {
+            err = EINVAL;
+        } else if ((err = lsmfs_writer_get(fs, dst)) == 0) {
+            int rc = lsm_value_writer_copy(dst->w, (uint64_t)off_out, src->path, src->plen,
+                                           (uint64_t)off_in, len, &copied);
+            if (rc == LSM_NOTFOUND) {
+                copied = 0;
+            } else if (rc != LSM_OK) {
+                err = lsmfs_writer_fail(fs, dst, rc, "copy into");
+            } else {
+                dst->wbytes += copied;
+                dst->m.size = lsm_value_writer_size(dst->w);
+                lsmfs_meta_touch(&dst->m);
+                ops_kill_priv_locked(req, dst);
+                dst->dirty = 1;
+                h->wrote = 1;
+            }
+        }
+        pthread_mutex_unlock(&dst->mu);
+    }
+    pthread_rwlock_unlock(&fs->ns);
+    if (err)
+        fuse_reply_err(req, err);
+    else
+        fuse_reply_write(req, (size_t)copied);
+}
+
 static void lsmfs_statfs(fuse_req_t req, fuse_ino_t n)
 {
     struct lsmfs *fs = fuse_req_userdata(req);
@@ -577,6 +788,9 @@ const struct fuse_lowlevel_ops lsmfs_ops = {
     .releasedir = lsmfs_releasedir,
     .fsyncdir = lsmfs_fsyncdir,
     .statfs = lsmfs_statfs,
+    .lseek = lsmfs_lseek,
+    .fallocate = lsmfs_fallocate,
+    .copy_file_range = lsmfs_copy_file_range,
     .setxattr = lsmfs_setxattr,
     .getxattr = lsmfs_getxattr,
     .listxattr = lsmfs_listxattr,

@@ -6,7 +6,8 @@ unlink(2), rename(2), mkdir(2), rmdir(2), symlink(2), readlink(2), chmod(2), cho
 utimensat(2), stat(2), access(2), mknod(2), copy_file_range(2), seekdir(3), inode(7)): for each
 syscall lsmfs supports, the errno of each error case and which timestamps and link counts change;
 and for those it does not (link(2), mknod(2) of anything but a regular file, bind(2) of a
-UNIX-domain socket, fallocate(2), O_TMPFILE), the errno it gives instead.
+UNIX-domain socket, fallocate(2) modes but allocate, punch and zero range, O_TMPFILE), the errno
+it gives instead.
 
   conformance.py run DIR [CASE...]   runs the cases (as root) in fresh subdirectories of DIR and
                                      prints one line per case: "CASE <name> <outcome>"
@@ -35,7 +36,6 @@ UMASK = 0o022
 DOCUMENTED = {
     "atime_kept": "lsmfs(1) STANDARDS; KEYS AS FILES, Attributes (access times are not kept)",
     "link_hard": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (hard links)",
-    "fallocate_direct": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (fallocate(2))",
     "rename_whiteout": "lsmfs(1) STANDARDS (RENAME_WHITEOUT leaves a device node: EINVAL)",
     "o_tmpfile": "lsmfs(1) STANDARDS (O_TMPFILE: EOPNOTSUPP)",
 }
@@ -1734,6 +1734,30 @@ def fallocate_direct(d):
     put(d + "/f", b"abc")
     fd = os.open(d + "/f", os.O_RDWR)
     r = libc.fallocate(fd, 0, ctypes.c_int64(0), ctypes.c_int64(100))
+    e = ctypes.get_errno()
+    os.close(fd)
+    return "ok" if r == 0 else errno.errorcode.get(e, str(e))
+
+
+@case
+def fallocate_punch(d):
+    put(d + "/f", b"x" * 10000)
+    fd = os.open(d + "/f", os.O_RDWR)
+    r = libc.fallocate(fd, 3, ctypes.c_int64(4096), ctypes.c_int64(4096))  # PUNCH_HOLE|KEEP_SIZE
+    e = ctypes.get_errno()
+    os.close(fd)
+    if r != 0:
+        return errno.errorcode.get(e, str(e))
+    g = get(d + "/f")
+    return "ok size=%d hole=%s rest=%s" % (len(g), g[4096:8192] == bytes(4096),
+                                          g[:4096] + g[8192:] == b"x" * 5904)
+
+
+@case
+def fallocate_collapse(d):
+    put(d + "/f", b"x" * 8192)
+    fd = os.open(d + "/f", os.O_RDWR)
+    r = libc.fallocate(fd, 8, ctypes.c_int64(0), ctypes.c_int64(4096))  # COLLAPSE_RANGE
     e = ctypes.get_errno()
     os.close(fd)
     return "ok" if r == 0 else errno.errorcode.get(e, str(e))

@@ -329,7 +329,7 @@ EOF2
     assert_eq "$(cat "$MNT/again")" again
 }
 
-@test "full disk: a file whose write-back failed keeps size and content in agreement" {
+@test "full disk: a file whose write or write-back failed keeps size and content in agreement" {
     require_root
     mount_tmpfs "$T/small" size=3m
     DATA=$T/small/data
@@ -341,9 +341,11 @@ m = sys.argv[1]
 for i in range(40):
     data = os.urandom(150000)
     fd = os.open("%s/f%02d" % (m, i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    os.write(fd, data)
     try:
-        os.close(fd)
+        try:
+            os.write(fd, data)      # a large file's bytes go to disk at once: may fail here
+        finally:
+            os.close(fd)            # or at the write-back
     except OSError as e:
         assert e.errno == errno.ENOSPC, e
         break
