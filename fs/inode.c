@@ -526,7 +526,12 @@ int lsmfs_writer_get(struct lsmfs *fs, struct lsmfs_inode *ino)
         return 0;
     inode_begin_change(ino);
     /* From the buffer (it is the content) or an unlinked file's reader (its key may be someone
-       else's now): the writer starts empty. Else from the engine's current value. */
+       else's now): the writer starts empty. Else from the engine's current value (a reader kept
+       for reads goes: the writer's reads see more). */
+    if (ino->r && !ino->deleted) {
+        lsm_value_reader_close(ino->r);
+        ino->r = NULL;
+    }
     int keep = !ino->data && !ino->r;
     lsm_value_writer *w;
     int rc = lsm_value_writer_open(fs->db, ino->path, ino->plen, keep ? LSM_VW_KEEP : 0, &w);
@@ -614,8 +619,15 @@ int lsmfs_content_read(struct lsmfs *fs, struct lsmfs_inode *ino, uint64_t off, 
         rc = lsm_value_writer_read(ino->w, off, buf, n, got);
         return rc == LSM_OK ? 0 : lsmfs_writer_fail(fs, ino, rc, "read");
     }
-    /* An unlinked file kept its content only if it was open then (dir.c): one opened later
-       through a stale name reads what the name holds now, as before. */
+    /* A large file read while open keeps a value reader of its stored version: the map is decoded
+       once, not at every request, and if the file is unlinked its handles keep reading it. An
+       unlinked file kept its content only if it was open then (dir.c): one opened later through a
+       stale name reads what the name holds now, as before. */
+    if (!ino->r && !ino->deleted && ino->m.size > LSMFS_SMALL_MAX) {
+        rc = lsm_value_reader_open(fs->db, ino->path, ino->plen, &ino->r);
+        if (rc != LSM_OK && rc != LSM_NOTFOUND)
+            return lsmfs_errno(fs, rc, "read", ino->path);
+    }
     if (ino->r)
         rc = lsm_value_reader_read(ino->r, off, buf, n, got);
     else
@@ -712,6 +724,10 @@ int lsmfs_flush_locked(struct lsmfs *fs, struct lsmfs_inode *ino, int sync)
     lsm_batch_free(b);
     if (put)
         ino->alloc_ok = 0;
+    if (put && ino->r) {            /* it reads the version just replaced */
+        lsm_value_reader_close(ino->r);
+        ino->r = NULL;
+    }
     if (rc == 0)
         ino->dirty = 0;
     /* A large value superseded leaves its blob file (or extents) to be given back (reclaim.c);

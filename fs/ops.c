@@ -595,7 +595,7 @@ static void lsmfs_lseek(fuse_req_t req, fuse_ino_t n, off_t off, int whence,
     uint64_t size = ino->m.size, u = (uint64_t)off;
     if (off < 0 || u >= size) {
         err = ENXIO;
-    } else if (ino->data || ino->w || ino->r || ino->deleted || size <= LSMFS_SMALL_MAX) {
+    } else if (ino->data || ino->w || ino->deleted || size <= LSMFS_SMALL_MAX) {
         res = whence == SEEK_DATA ? off : (off_t)size;
     } else {
         uint64_t start, end;
