@@ -46,7 +46,8 @@ TESTS      = tests/engine/test_bloom tests/engine/test_cache tests/engine/test_c
              tests/engine/test_space tests/engine/test_sst tests/engine/test_wal \
              tests/engine/test_extent
 TEST_HELPERS = tests/engine/helper_model.o tests/engine/faultenv.o
-BENCHES    = tests/bench/db_bench tests/bench/fsbench tests/bench/extent_bench
+BENCHES    = tests/bench/db_bench tests/bench/fsbench tests/bench/extent_bench \
+             tests/bench/bigbench
 
 # What `make install` puts, each listed once; ITOOLS are tools installed with their man page.
 ILIBS  = engine/liblsm.a engine/liblsm.so

@@ -1,6 +1,7 @@
 #!/bin/sh
 # run.sh — what `make bench` runs: the engine benchmark (tests/bench/db_bench, liblsm beside LevelDB
-# and RocksDB) and then, when it exists, the file-system benchmark tests/bench/fsbench.sh.
+# and RocksDB), then, when they exist, the file-system benchmarks tests/bench/fsbench.sh (small
+# files) and, as root, tests/bench/bigbench.sh (large files).
 #
 # Arguments go to db_bench unchanged (e.g. `sh tests/bench/run.sh --num=100000`). Every database
 # lives under one temporary directory made here (on $TMPDIR, default /tmp) and removed on exit,
@@ -36,6 +37,16 @@ if [ -f "$here/fsbench.sh" ]; then
     (cd "$top" && sh "$here/fsbench.sh") || {
         rc=$?
         echo "run.sh: fsbench.sh failed (exit $rc)" >&2
+        status=1
+    }
+fi
+
+if [ -f "$here/bigbench.sh" ] && [ "$(id -u)" = 0 ]; then
+    echo
+    echo "== bigbench.sh"
+    (cd "$top" && sh "$here/bigbench.sh") || {
+        rc=$?
+        echo "run.sh: bigbench.sh failed (exit $rc)" >&2
         status=1
     }
 fi
