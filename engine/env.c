@@ -12,6 +12,7 @@
  * directory. The lock is an open-file-description (F_OFD_SETLK) write lock, so a second lock of
  * the same file conflicts even inside the same process (a second lsm_open of one directory must
  * fail), and the holder writes its pid into the lock file so that a loser can say who holds it.
+ * Read-only handles take a shared (read) lock of the same file, opened for reading only.
  *
  * It must never print, or report success for an operation that did not happen.
  */
@@ -262,9 +263,15 @@ static int env_posix_lock(lsm_env *env, const char *path, lsm_file **out, long *
     if (r < 0) {
         int e = errno;
         if (e == EAGAIN || e == EACCES) {
-            /* F_OFD_GETLK reports pid -1 for OFD locks, so the file's text is the only witness. */
+            /* F_OFD_GETLK reports pid -1 for OFD locks, so the file's text is the only witness,
+               and only of an exclusive holder: shared (read-only) holders never write it. */
+            struct flock q;
+            memset(&q, 0, sizeof q);
+            q.l_type = F_WRLCK;
+            q.l_whence = SEEK_SET;
+            int shared = fcntl(fd, F_OFD_GETLK, &q) == 0 && q.l_type == F_RDLCK;
             if (holder_pid)
-                *holder_pid = env_posix_lock_holder(fd);
+                *holder_pid = shared ? -1 : env_posix_lock_holder(fd);
             e = EWOULDBLOCK;
         }
         close(fd);
@@ -278,6 +285,38 @@ static int env_posix_lock(lsm_env *env, const char *path, lsm_file **out, long *
         do
             w = pwrite(fd, text, (size_t)len, 0);
         while (w < 0 && errno == EINTR);
+    }
+    lsm_file *f = xcalloc(1, sizeof *f);
+    f->fd = fd;
+    *out = f;
+    return 0;
+}
+
+static int env_posix_lock_shared(lsm_env *env, const char *path, lsm_file **out, long *holder_pid)
+{
+    int fd;
+    do
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return -errno;
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);
+    fl.l_type = F_RDLCK;
+    fl.l_whence = SEEK_SET;
+    int r;
+    do
+        r = fcntl(fd, F_OFD_SETLK, &fl);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        int e = errno;
+        if (e == EAGAIN || e == EACCES) {
+            if (holder_pid)
+                *holder_pid = env_posix_lock_holder(fd);
+            e = EWOULDBLOCK;
+        }
+        close(fd);
+        return -e;
     }
     lsm_file *f = xcalloc(1, sizeof *f);
     f->fd = fd;
@@ -327,6 +366,7 @@ static lsm_env env_posix_env = {
     .pwrite = env_posix_pwrite,
     .preallocate = env_posix_preallocate,
     .space = env_posix_space,
+    .lock_shared = env_posix_lock_shared,
 };
 
 lsm_env *env_posix(void)

@@ -72,6 +72,12 @@ struct lsm_env {
     /* Optional (NULL where unknown): bytes an unprivileged writer can still allocate on the file
        system holding dir (statvfs(3) f_bavail * f_frsize). */
     int     (*space)(lsm_env *env, const char *dir, uint64_t *avail);
+    /* Optional (NULL: read-only handles take no lock): takes a shared lock on path, which must
+       exist (-ENOENT otherwise; it is never created), opened for reading only, so that it works on
+       a read-only file system. Shared locks coexist; -EWOULDBLOCK while an exclusive lock (lock
+       above) is held, with *holder_pid as there. An exclusive lock refused because of shared
+       holders sets *holder_pid to -1. */
+    int     (*lock_shared)(lsm_env *env, const char *path, lsm_file **out, long *holder_pid);
 };
 
 lsm_env *env_posix(void);                 /* static; never freed */

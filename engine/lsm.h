@@ -131,6 +131,18 @@ LSM_API int lsm_options_set_background_compaction(lsm_options *opt, int on);
    recovery, so a database on a full disk can still be opened. Size it to hold at least one
    memtable flush (twice the memtable size is a good start). */
 LSM_API int lsm_options_set_reserve_bytes(lsm_options *opt, size_t n);
+/* 1: open read-only; default 0. Such an open never writes to the directory: it creates no WAL or
+   manifest, deletes, renames and flushes nothing and never compacts; the WALs are replayed into
+   memory, so the handle sees every write that a read-write open would. lsm_put, lsm_delete,
+   lsm_write, lsm_flush and the compactions fail with LSM_INVALID (lsm_sync does nothing). It takes
+   a shared lock on LOCK: any number of read-only handles (in any processes) coexist, while a
+   read-write handle excludes them both ways, and the loser fails with LSM_BUSY naming the holder
+   ("LOCK: held by a read-write handle or process (pid 123)", or "held by read-only handles").
+   A directory without LOCK (a copy, a database on a read-only medium) is opened without a lock:
+   then nothing stops a later read-write open from changing it under the handle. The directory
+   must hold a database (create_if_missing and error_if_exists are ignored). The writes the logs
+   hold stay in memory for the handle's life. */
+LSM_API int lsm_options_set_read_only(lsm_options *opt, int on);
 
 /* Opens (creating if allowed) the database in directory dir. opt NULL = defaults. On success *out is
    a handle to close with lsm_close(). On failure *out is NULL; the message is in lsm_errmsg(NULL)

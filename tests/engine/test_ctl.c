@@ -1,0 +1,225 @@
+/*
+ * test_ctl.c — the API that operating a database needs (lsm.h): read-only opens and their shared
+ * lock, consistent copies (lsm_checkpoint), verification (lsm_check) and salvage (lsm_repair).
+ *
+ * Each test works in its own temporary directory under /tmp and removes it. The tests damage files
+ * by flipping bytes (helper_model's file surgery) and compare what the engine reads with models;
+ * they use nothing but lsm.h, except options.h to build options on the stack.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "helper_model.h"
+#include "lsm.h"
+#include "options.h"
+
+#define CHECK_OK(db, expr) do { \
+        int rc_ = (expr); \
+        if (rc_ != LSM_OK) \
+            fail_msg("%s = %d (%s): %s", #expr, rc_, lsm_strerror(rc_), lsm_errmsg(db)); \
+    } while (0)
+
+typedef struct fixture {
+    char *tmp;                /* the temp directory */
+    char *dir;                /* tmp/db, the database directory */
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->tmp = tmpdir_new("ctl");
+    f->dir = path_join(f->tmp, "db");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    tmpdir_remove(f->tmp);
+    free(f->tmp);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+static lsm_db *open_opt(const char *dir, int read_only, size_t memtable_bytes)
+{
+    lsm_options o;
+    options_defaults(&o);
+    o.background_compaction = 0;
+    o.read_only = read_only;
+    if (memtable_bytes)
+        o.memtable_bytes = memtable_bytes;
+    lsm_db *db = NULL;
+    int rc = lsm_open(dir, &o, &db);
+    if (rc != LSM_OK)
+        fail_msg("lsm_open(%s) = %d (%s): %s", dir, rc, lsm_strerror(rc), lsm_errmsg(NULL));
+    return db;
+}
+
+static int try_open(const char *dir, int read_only)
+{
+    lsm_options *o = lsm_options_new();
+    lsm_options_set_read_only(o, read_only);
+    lsm_options_set_create_if_missing(o, 0);
+    lsm_db *db = NULL;
+    int rc = lsm_open(dir, o, &db);
+    lsm_options_free(o);
+    lsm_close(db);
+    return rc;
+}
+
+/* "name size hash\n" for every file of dir, in name order: equal strings mean equal contents. */
+static char *dir_state(const char *dir)
+{
+    char **names;
+    int n = dir_names(dir, "", "", &names);
+    size_t cap = 64 + (size_t)n * 300, len = 0;
+    char *s = malloc(cap);
+    s[0] = 0;
+    for (int i = 0; i < n; i++) {
+        char *p = path_join(dir, names[i]);
+        uint8_t *d = NULL;
+        size_t dn = 0;
+        uint64_t h = 1469598103934665603ull;
+        if (file_read(p, &d, &dn) == 0)
+            for (size_t j = 0; j < dn; j++)
+                h = (h ^ d[j]) * 1099511628211ull;
+        len += (size_t)snprintf(s + len, cap - len, "%s %zu %016llx\n", names[i], dn,
+                                (unsigned long long)h);
+        free(d);
+        free(p);
+    }
+    names_free(names, n);
+    return s;
+}
+
+/* Puts n keys "k%06d" = "v%06d.gen" in m and db, flushing every flush_every (0: never). */
+static void fill(lsm_db *db, model *m, int from, int n, int gen, int flush_every)
+{
+    for (int i = from; i < from + n; i++) {
+        char k[32], v[64];
+        int kl = snprintf(k, sizeof k, "k%06d", i), vl = snprintf(v, sizeof v, "v%06d.%d", i, gen);
+        CHECK_OK(db, lsm_put(db, k, (size_t)kl, v, (size_t)vl));
+        model_put(m, k, (size_t)kl, v, (size_t)vl);
+        if (flush_every && (i - from + 1) % flush_every == 0)
+            CHECK_OK(db, lsm_flush(db));
+    }
+}
+
+/* ---- read-only open ---- */
+
+static void test_read_only_changes_nothing(void **state)
+{
+    fixture *f = *state;
+    model *m = model_new();
+    lsm_db *db = open_opt(f->dir, 0, 0);
+    fill(db, m, 0, 300, 1, 100);
+    fill(db, m, 50, 20, 2, 0);                  /* in the WAL only */
+    CHECK_OK(db, lsm_delete(db, "k000007", 7));
+    model_del(m, "k000007", 7);
+    CHECK_OK(db, lsm_close(db));
+    char *before = dir_state(f->dir);
+
+    db = open_opt(f->dir, 1, 4096);             /* a small memtable must not cause a flush */
+    check_db_equals_model(db, m, "read-only open");
+    assert_int_equal(lsm_put(db, "x", 1, "y", 1), LSM_INVALID);
+    assert_non_null(strstr(lsm_errmsg(db), "read-only"));
+    assert_int_equal(lsm_delete(db, "k000001", 7), LSM_INVALID);
+    lsm_batch *b = lsm_batch_new();
+    lsm_batch_put(b, "x", 1, "y", 1);
+    assert_int_equal(lsm_write(db, b, 1), LSM_INVALID);
+    lsm_batch_free(b);
+    assert_int_equal(lsm_flush(db), LSM_INVALID);
+    assert_int_equal(lsm_compact(db), LSM_INVALID);
+    assert_int_equal(lsm_compact_range(db, "a", 1, "z", 1), LSM_INVALID);
+    CHECK_OK(db, lsm_sync(db));
+    lsm_stats st;
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
+    check_db_equals_model(db, m, "after refused writes");
+    CHECK_OK(db, lsm_close(db));
+
+    char *after = dir_state(f->dir);
+    assert_string_equal(before, after);
+    free(before);
+    free(after);
+    model_free(m);
+}
+
+static void test_read_only_locks(void **state)
+{
+    fixture *f = *state;
+    lsm_db *rw = open_opt(f->dir, 0, 0);
+    CHECK_OK(rw, lsm_put(rw, "a", 1, "1", 1));
+    /* a read-write handle excludes read-only ones, and the refusal names its pid */
+    assert_int_equal(try_open(f->dir, 1), LSM_BUSY);
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %ld", (long)getpid());
+    assert_non_null(strstr(lsm_errmsg(NULL), pid));
+    CHECK_OK(rw, lsm_close(rw));
+
+    /* read-only handles share the directory ... */
+    lsm_db *r1 = open_opt(f->dir, 1, 0), *r2 = open_opt(f->dir, 1, 0);
+    void *v;
+    size_t vl;
+    CHECK_OK(r2, lsm_get(r2, "a", 1, &v, &vl));
+    free(v);
+    /* ... and exclude a read-write one */
+    assert_int_equal(try_open(f->dir, 0), LSM_BUSY);
+    assert_non_null(strstr(lsm_errmsg(NULL), "read-only"));
+    CHECK_OK(r1, lsm_close(r1));
+    assert_int_equal(try_open(f->dir, 0), LSM_BUSY);
+    CHECK_OK(r2, lsm_close(r2));
+    assert_int_equal(try_open(f->dir, 0), LSM_OK);
+}
+
+static void test_read_only_without_lock_file(void **state)
+{
+    fixture *f = *state;
+    model *m = model_new();
+    lsm_db *db = open_opt(f->dir, 0, 0);
+    fill(db, m, 0, 50, 1, 25);
+    CHECK_OK(db, lsm_close(db));
+    char *lock = path_join(f->dir, "LOCK");
+    assert_int_equal(unlink(lock), 0);
+    char *before = dir_state(f->dir);
+    db = open_opt(f->dir, 1, 0);
+    check_db_equals_model(db, m, "read-only open without LOCK");
+    CHECK_OK(db, lsm_close(db));
+    assert_int_equal(file_size(lock), -1);      /* not created */
+    char *after = dir_state(f->dir);
+    assert_string_equal(before, after);
+    /* no database: refused, and nothing made */
+    char *empty = path_join(f->tmp, "empty");
+    assert_int_equal(mkdir(empty, 0700), 0);
+    assert_int_not_equal(try_open(empty, 1), LSM_OK);
+    char **names;
+    assert_int_equal(dir_names(empty, "", "", &names), 0);
+    names_free(names, 0);
+    free(empty);
+    free(before);
+    free(after);
+    free(lock);
+    model_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_read_only_changes_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_locks, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_only_without_lock_file, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
