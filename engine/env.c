@@ -324,6 +324,11 @@ static int env_posix_lock_shared(lsm_env *env, const char *path, lsm_file **out,
     return 0;
 }
 
+static int env_posix_link(lsm_env *env, const char *from, const char *to)
+{
+    return link(from, to) < 0 ? -errno : 0;
+}
+
 static int env_posix_unlock(lsm_env *env, lsm_file *f)
 {
     return env_posix_close(env, f);     /* closing the description releases its OFD lock */
@@ -367,6 +372,7 @@ static lsm_env env_posix_env = {
     .preallocate = env_posix_preallocate,
     .space = env_posix_space,
     .lock_shared = env_posix_lock_shared,
+    .link = env_posix_link,
 };
 
 lsm_env *env_posix(void)
@@ -533,4 +539,43 @@ int env_read_file(lsm_env *env, const char *path, uint8_t **out, size_t *n)
     *out = p;
     *n = (size_t)size;
     return 0;
+}
+
+int env_copy_file(lsm_env *env, const char *from, const char *to)
+{
+    lsm_file *in = NULL, *out = NULL;
+    int r = env->open(env, from, LSM_O_READ, &in);
+    if (r < 0)
+        return r;
+    r = env->open(env, to, LSM_O_CREATE, &out);
+    if (r < 0) {
+        env->close(env, in);
+        return r;
+    }
+    size_t cap = 1u << 20;
+    uint8_t *p = xmalloc(cap);
+    uint64_t off = 0;
+    for (;;) {
+        ssize_t n = env->pread(env, in, p, cap, off);
+        if (n < 0) {
+            r = (int)n;
+            break;
+        }
+        if (n == 0)
+            break;
+        r = env_append_all(env, out, p, (size_t)n);
+        if (r < 0)
+            break;
+        off += (uint64_t)n;
+    }
+    free(p);
+    if (r == 0)
+        r = env->sync(env, out);
+    env->close(env, in);
+    int c = env->close(env, out);
+    if (r == 0 && c < 0)
+        r = c;
+    if (r < 0)
+        env->unlink(env, to);
+    return r;
 }

@@ -225,6 +225,17 @@ LSM_API int  lsm_compact(lsm_db *db);
    level and what it overlaps below. */
 LSM_API int  lsm_compact_range(lsm_db *db, const void *lo, size_t lon, const void *hi, size_t hin);
 
+/* Makes in dest, a directory that must not exist (LSM_EXISTS), a database holding exactly the
+   writes visible at the call: the tables and blob files of the moment are hard-linked (copied where
+   linking fails, as across file systems), what the memtables hold is written as one new table, and
+   a fresh manifest and CURRENT (written last) name them; every file and directory is synced before
+   it returns. Writes, flushes and compactions on db go on meanwhile, and other threads may use db;
+   the call writes nothing in db's own directory, so it works on a read-only handle too. The copy
+   opens read-only or read-write like any database and shares no state with db (a hard link is a
+   second name: deleting either never touches the other). On failure dest may remain, holding some
+   files but no CURRENT, so that no open takes it for a database: remove it. */
+LSM_API int lsm_checkpoint(lsm_db *db, const char *dest);
+
 #define LSM_MAX_LEVELS 7
 
 typedef struct lsm_stats {

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,12 +215,150 @@ static void test_read_only_without_lock_file(void **state)
     model_free(m);
 }
 
+/* ---- checkpoint ---- */
+
+typedef struct writer_arg {
+    lsm_db *db;
+    history h;                 /* batch i writes "n" = i among its other changes */
+    atomic_int stop;
+    atomic_long done;          /* batches acknowledged */
+} writer_arg;
+
+static void *writer_main(void *p)
+{
+    writer_arg *w = p;
+    trng r;
+    trng_seed(&r, 77);
+    lsm_batch *b = lsm_batch_new();
+    for (long i = 0; !atomic_load(&w->stop) || i < 200; i++) {
+        hbatch *hb = history_add(&w->h);
+        char n[32], k[32];
+        int nl = snprintf(n, sizeof n, "%ld", i);
+        hbatch_put(hb, "n", 1, n, (size_t)nl);
+        for (int j = 0; j < 4; j++) {
+            int kl = snprintf(k, sizeof k, "key%04u", (unsigned)trng_below(&r, 2000));
+            if (trng_chance(&r, 20)) {
+                hbatch_del(hb, k, (size_t)kl);
+            } else {
+                uint8_t v[300];
+                size_t vl = (size_t)trng_below(&r, trng_chance(&r, 5) ? 300 : 40);
+                trng_fill(&r, v, vl);
+                hbatch_put(hb, k, (size_t)kl, v, vl);
+            }
+        }
+        hbatch_to_lsm(hb, b);
+        int rc = lsm_write(w->db, b, 0);
+        if (rc != LSM_OK)
+            fail_msg("lsm_write: %s", lsm_errmsg(w->db));
+        hb->acked = 1;
+        atomic_store(&w->done, i + 1);
+    }
+    lsm_batch_free(b);
+    return NULL;
+}
+
+/* The model of batches 0..last of h. */
+static model *history_model(const history *h, long last)
+{
+    model *m = model_new();
+    for (long i = 0; i <= last; i++)
+        hbatch_apply(&h->b[i], m);
+    return m;
+}
+
+static void test_checkpoint_under_writes(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    options_defaults(&o);
+    o.memtable_bytes = 16384;          /* flushes and compactions run while checkpoints are made */
+    o.table_bytes = 8192;
+    o.level1_bytes = 32768;
+    o.blob_threshold = 200;            /* and some values live in blob files */
+    lsm_db *db = NULL;
+    CHECK_OK(NULL, lsm_open(f->dir, &o, &db));
+    writer_arg w = { .db = db };
+    history_init(&w.h);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, writer_main, &w), 0);
+    char *dests[5];
+    long before[5];
+    for (int i = 0; i < 5; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "ckpt%d", i);
+        dests[i] = path_join(f->tmp, name);
+        usleep(20000);
+        before[i] = atomic_load(&w.done);
+        CHECK_OK(db, lsm_checkpoint(db, dests[i]));
+    }
+    atomic_store(&w.stop, 1);
+    pthread_join(t, NULL);
+    assert_int_equal(lsm_checkpoint(db, dests[0]), LSM_EXISTS);
+    for (int i = 0; i < 5; i++) {
+        /* the copy is exactly the state after some batch n: every batch up to it, none after */
+        lsm_db *c = open_opt(dests[i], 1, 0);
+        void *v;
+        size_t vl;
+        CHECK_OK(c, lsm_get(c, "n", 1, &v, &vl));
+        char nb[32];
+        snprintf(nb, sizeof nb, "%.*s", (int)vl, (char *)v);
+        free(v);
+        long n = atol(nb);
+        /* not older than what was acknowledged before the call */
+        assert_true(n >= before[i] - 1);
+        assert_true(n < atomic_load(&w.done));
+        model *m = history_model(&w.h, n);
+        check_db_equals_model(c, m, dests[i]);
+        CHECK_OK(c, lsm_close(c));
+        /* and it opens read-write, independent of the source */
+        c = open_opt(dests[i], 0, 0);
+        CHECK_OK(c, lsm_put(c, "n", 1, "x", 1));
+        CHECK_OK(c, lsm_compact(c));
+        model_put(m, "n", 1, "x", 1);
+        check_db_equals_model(c, m, "checkpoint reopened read-write");
+        CHECK_OK(c, lsm_close(c));
+        model_free(m);
+        free(dests[i]);
+    }
+    model *all = history_model(&w.h, atomic_load(&w.done) - 1);
+    check_db_equals_model(db, all, "source after the checkpoints");
+    model_free(all);
+    CHECK_OK(db, lsm_close(db));
+    history_free(&w.h);
+}
+
+static void test_checkpoint_read_only(void **state)
+{
+    fixture *f = *state;
+    model *m = model_new();
+    lsm_db *db = open_opt(f->dir, 0, 0);
+    fill(db, m, 0, 100, 1, 50);
+    fill(db, m, 20, 10, 2, 0);                  /* in the WAL only */
+    CHECK_OK(db, lsm_close(db));
+    char *before = dir_state(f->dir);
+    db = open_opt(f->dir, 1, 0);
+    char *dest = path_join(f->tmp, "copy");
+    CHECK_OK(db, lsm_checkpoint(db, dest));
+    CHECK_OK(db, lsm_close(db));
+    char *after = dir_state(f->dir);
+    assert_string_equal(before, after);
+    db = open_opt(dest, 1, 0);
+    check_db_equals_model(db, m, "checkpoint of a read-only handle");
+    CHECK_OK(db, lsm_close(db));
+    free(dest);
+    free(before);
+    free(after);
+    model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_read_only_changes_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_only_locks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_only_without_lock_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_under_writes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checkpoint_read_only, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
