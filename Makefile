@@ -34,7 +34,8 @@ ENGINE_SRC = engine/util.c engine/env.c engine/options.c engine/wal.c engine/mem
              engine/bloom.c engine/cache.c engine/sst.c engine/iter.c engine/version.c \
              engine/blob.c engine/table_cache.c engine/builder.c engine/db.c engine/recover.c \
              engine/write.c engine/flush.c engine/read.c engine/db_iter.c engine/compact_pick.c \
-             engine/compact.c engine/space.c engine/checkpoint.c
+             engine/compact.c engine/space.c engine/checkpoint.c \
+             engine/check.c engine/repair.c
 FS_SRC     = fs/main.c fs/ops.c fs/dir.c fs/cookie.c fs/inode.c fs/keys.c fs/reclaim.c fs/log.c \
              fs/xattr.c
 ITOOLS     =

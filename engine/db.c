@@ -48,6 +48,13 @@ const char *lsm_errmsg(lsm_db *db)
     return tl_errmsg;
 }
 
+int db_open_fail(int rc, const char *msg)
+{
+    snprintf(tl_open_err, sizeof tl_open_err, "%s", rc == LSM_OK ? "" : msg && *msg ? msg
+                                                                   : lsm_strerror(rc));
+    return rc;
+}
+
 int db_fail(lsm_db *db, int rc, const char *msg)
 {
     if (rc == LSM_OK || rc == LSM_NOTFOUND)

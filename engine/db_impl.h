@@ -111,6 +111,8 @@ typedef struct read_view {
 
 /* ---- db.c ---- */
 int  db_fail(lsm_db *db, int rc, const char *msg);  /* records msg for lsm_errmsg, returns rc */
+/* The same for calls without a handle (lsm_repair): msg goes where lsm_errmsg(NULL) finds it. */
+int  db_open_fail(int rc, const char *msg);
 void db_set_bg_error(lsm_db *db, int rc, const char *msg); /* caller holds mu */
 uint64_t db_new_file_number(lsm_db *db);           /* takes mu */
 int  db_sync_dir(lsm_db *db, char *err);

@@ -236,6 +236,36 @@ LSM_API int  lsm_compact_range(lsm_db *db, const void *lo, size_t lon, const voi
    files but no CURRENT, so that no open takes it for a database: remove it. */
 LSM_API int lsm_checkpoint(lsm_db *db, const char *dest);
 
+/* What lsm_check and lsm_repair say about each damaged file: file is its path; what is the first
+   problem found in it ("path: offset N: why"); lo and hi (lon and hin bytes; NULL and 0 when
+   unknown, as for a log or the manifest) are the smallest and largest user keys whose values the
+   damage puts at stake. Every argument is borrowed for the call only. */
+typedef void (*lsm_check_fn)(void *arg, const char *file, const char *what, const void *lo,
+                             size_t lon, const void *hi, size_t hin);
+
+/* Verifies the whole database: reads every block of every live table (bypassing the block cache),
+   every chunk of every value kept in a blob file, the manifest and the logs a reopen would replay,
+   checking every checksum, the order of keys and each table's recorded key range. Calls report
+   (may be NULL) once per damaged file, in the calling thread, and goes on to the end. Returns
+   LSM_OK when everything verified, LSM_CORRUPT when something did not (lsm_errmsg counts the
+   damaged files), LSM_INVALID for a NULL db. Reads only: safe on a read-only handle and while other
+   threads write; it costs a full read of the database. */
+LSM_API int lsm_check(lsm_db *db, lsm_check_fn report, void *arg);
+
+/* Rebuilds a usable database in dir from whatever of it is readable, as LevelDB's RepairDB does:
+   the tables the manifest names (every table in dir when the manifest is unreadable) give every
+   entry that verifies — a damaged table its entries before the damage — and the logs every intact
+   record before their first damage. Everything is merged by sequence number into new tables, so
+   the newest readable version of each key wins; a value whose blob file cannot be read becomes a
+   deletion (the key is lost rather than an older value coming back). A new manifest and CURRENT
+   name the result; the replaced tables, logs and manifests are moved into dir/lost/, never
+   deleted. report (may be NULL) is called once for each loss, with what and which keys. opt NULL
+   = defaults (table size and compression of the new tables come from it). Takes dir's lock for the
+   call: fails with LSM_BUSY while any handle holds it. Returns LSM_OK when the database was
+   rebuilt (whatever was lost), else an error with the detail in lsm_errmsg(NULL); until it
+   replaces CURRENT, as its last step, the directory is as it was. */
+LSM_API int lsm_repair(const char *dir, const lsm_options *opt, lsm_check_fn report, void *arg);
+
 #define LSM_MAX_LEVELS 7
 
 typedef struct lsm_stats {

@@ -351,6 +351,214 @@ static void test_checkpoint_read_only(void **state)
     model_free(m);
 }
 
+/* ---- check and repair ---- */
+
+typedef struct reports {
+    int n;
+    char file[8][512], what[8][512], lo[8][64], hi[8][64];
+} reports;
+
+static void collect(void *arg, const char *file, const char *what, const void *lo, size_t lon,
+                    const void *hi, size_t hin)
+{
+    reports *r = arg;
+    if (r->n < 8) {
+        snprintf(r->file[r->n], sizeof r->file[0], "%s", file);
+        snprintf(r->what[r->n], sizeof r->what[0], "%s", what);
+        snprintf(r->lo[r->n], sizeof r->lo[0], "%.*s", (int)lon, lo ? (const char *)lo : "");
+        snprintf(r->hi[r->n], sizeof r->hi[0], "%.*s", (int)hin, hi ? (const char *)hi : "");
+    }
+    r->n++;
+}
+
+/* Builds: table 1 = a000..a099 and "big1" = "old", table 2 = b000..b099 (many small blocks),
+   table 3 = big1..big3 with their 5000-byte values in one blob file, and c000..c009 only in the
+   WAL. names[0..2] get the tables' paths, names[3] the blob file's. */
+static void build_db(const char *dir, model *m, char *names[4])
+{
+    lsm_options o;
+    options_defaults(&o);
+    o.background_compaction = 0;
+    o.block_bytes = 256;
+    o.blob_threshold = 1000;
+    lsm_db *db = NULL;
+    CHECK_OK(NULL, lsm_open(dir, &o, &db));
+    fill(db, m, 0, 0, 0, 0);
+    char k[32], v[5000];
+    for (int i = 0; i < 100; i++) {
+        int kl = snprintf(k, sizeof k, "a%03d", i);
+        CHECK_OK(db, lsm_put(db, k, (size_t)kl, "va", 2));
+        model_put(m, k, (size_t)kl, "va", 2);
+    }
+    CHECK_OK(db, lsm_put(db, "big1", 4, "old", 3));
+    CHECK_OK(db, lsm_flush(db));
+    for (int i = 0; i < 100; i++) {
+        int kl = snprintf(k, sizeof k, "b%03d", i);
+        CHECK_OK(db, lsm_put(db, k, (size_t)kl, "value of b", 10));
+        model_put(m, k, (size_t)kl, "value of b", 10);
+    }
+    CHECK_OK(db, lsm_flush(db));
+    for (int i = 1; i <= 3; i++) {
+        int kl = snprintf(k, sizeof k, "big%d", i);
+        memset(v, 'A' + i, sizeof v);
+        CHECK_OK(db, lsm_put(db, k, (size_t)kl, v, sizeof v));
+        model_put(m, k, (size_t)kl, v, sizeof v);
+    }
+    CHECK_OK(db, lsm_flush(db));
+    for (int i = 0; i < 10; i++) {
+        int kl = snprintf(k, sizeof k, "c%03d", i);
+        CHECK_OK(db, lsm_put(db, k, (size_t)kl, "vc", 2));
+        model_put(m, k, (size_t)kl, "vc", 2);
+    }
+    reports r = { 0 };
+    CHECK_OK(db, lsm_check(db, collect, &r));
+    assert_int_equal(r.n, 0);
+    CHECK_OK(db, lsm_close(db));
+    char **t;
+    assert_int_equal(dir_names(dir, "", ".sst", &t), 3);
+    for (int i = 0; i < 3; i++)
+        names[i] = path_join(dir, t[i]);
+    names_free(t, 3);
+    assert_int_equal(dir_names(dir, "", ".blob", &t), 1);
+    names[3] = path_join(dir, t[0]);
+    names_free(t, 1);
+}
+
+static void free_names(char *names[4])
+{
+    for (int i = 0; i < 4; i++)
+        free(names[i]);
+}
+
+static int check_dir(const char *dir, reports *r)
+{
+    lsm_db *db = open_opt(dir, 1, 0);
+    int rc = lsm_check(db, collect, r);
+    CHECK_OK(db, lsm_close(db));
+    return rc;
+}
+
+static void test_check_finds_damage(void **state)
+{
+    fixture *f = *state;
+    model *m = model_new();
+    char *names[4];
+    build_db(f->dir, m, names);
+
+    /* a flipped byte in a data block of the table of b000..b099 */
+    assert_int_equal(file_flip(names[1], 40), 0);
+    reports r = { 0 };
+    assert_int_equal(check_dir(f->dir, &r), LSM_CORRUPT);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.file[0], names[1]);
+    assert_string_equal(r.lo[0], "b000");
+    assert_string_equal(r.hi[0], "b099");
+    assert_true(strlen(r.what[0]) > 0);
+    assert_int_equal(file_flip(names[1], 40), 0);       /* undo */
+    memset(&r, 0, sizeof r);
+    assert_int_equal(check_dir(f->dir, &r), LSM_OK);
+
+    /* a flipped byte in the value of big2 in the blob file */
+    long long at = 16 + 5000 + 4 + 100;                 /* big1's bytes and checksum, then big2 */
+    assert_int_equal(file_flip(names[3], (uint64_t)at), 0);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(check_dir(f->dir, &r), LSM_CORRUPT);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.file[0], names[3]);
+    assert_string_equal(r.lo[0], "big2");
+    assert_string_equal(r.hi[0], "big2");
+    assert_int_equal(file_flip(names[3], (uint64_t)at), 0);
+
+    /* and in the live WAL of a read-write handle: reported without a key range */
+    lsm_db *db = open_opt(f->dir, 0, 0);
+    for (int i = 0; i < 3; i++) {               /* synced, so that sync marks vouch for it */
+        CHECK_OK(db, lsm_put(db, "d1", 2, "v", 1));
+        CHECK_OK(db, lsm_sync(db));
+    }
+    char **logs;
+    assert_int_equal(dir_names(f->dir, "", ".log", &logs), 1);
+    char *log = path_join(f->dir, logs[0]);
+    names_free(logs, 1);
+    assert_int_equal(file_flip(log, 20), 0);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(lsm_check(db, collect, &r), LSM_CORRUPT);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.file[0], log);
+    assert_string_equal(r.lo[0], "");
+    assert_non_null(strstr(lsm_errmsg(db), "1 damaged file"));
+    lsm_close(db);
+    free(log);
+    free_names(names);
+    model_free(m);
+}
+
+static void test_repair_salvages(void **state)
+{
+    fixture *f = *state;
+    model *m = model_new();
+    char *names[4];
+    build_db(f->dir, m, names);
+    /* the middle of table 2's data blocks, and big2's value */
+    assert_int_equal(file_flip(names[1], 700), 0);
+    assert_int_equal(file_flip(names[3], 16 + 5000 + 4 + 100), 0);
+
+    reports r = { 0 };
+    CHECK_OK(NULL, lsm_repair(f->dir, NULL, collect, &r));
+    assert_int_equal(r.n, 2);
+    int t = strcmp(r.file[0], names[1]) == 0 ? 0 : 1;
+    assert_string_equal(r.file[t], names[1]);
+    assert_string_equal(r.file[1 - t], names[3]);
+    assert_string_equal(r.lo[1 - t], "big2");
+
+    /* the repaired database: clean, and every key outside the damage as it was */
+    memset(&r, 0, sizeof r);
+    assert_int_equal(check_dir(f->dir, &r), LSM_OK);
+    lsm_db *db = open_opt(f->dir, 0, 0);
+    model *got;
+    CHECK_OK(db, model_from_db(db, &got));
+    int bkept = 0;
+    for (size_t i = 0; i < model_count(m); i++) {
+        const uint8_t *k, *v, *gv;
+        size_t kl, vl, gvl;
+        model_at(m, i, &k, &kl, &v, &vl);
+        gv = model_get(got, k, kl, &gvl);
+        if (kl == 4 && memcmp(k, "big2", 4) == 0) {
+            assert_null(gv);                    /* lost, and "old" did not come back */
+            continue;
+        }
+        if (k[0] == 'b' && kl == 4 && !gv)
+            continue;                           /* after the damage in table 2 */
+        if (!gv)
+            fail_msg("%s lost", show(k, kl));
+        assert_int_equal(gvl, vl);
+        assert_memory_equal(gv, v, vl);
+        bkept += k[0] == 'b' && k[1] != 'i';
+    }
+    assert_int_equal(model_count(got), model_count(m) - 1 - (100 - (size_t)bkept));
+    assert_true(bkept > 0 && bkept < 100);      /* the entries before the damage */
+    /* usable: writes, reopen, compaction */
+    CHECK_OK(db, lsm_put(db, "b050", 4, "new", 3));
+    CHECK_OK(db, lsm_compact(db));
+    CHECK_OK(db, lsm_close(db));
+    db = open_opt(f->dir, 0, 0);
+    void *v;
+    size_t vl;
+    CHECK_OK(db, lsm_get(db, "b050", 4, &v, &vl));
+    assert_memory_equal(v, "new", 3);
+    free(v);
+    CHECK_OK(db, lsm_close(db));
+    /* the old files are kept in lost/ */
+    char *lost = path_join(f->dir, "lost");
+    char **old;
+    int nold = dir_names(lost, "", ".sst", &old);
+    assert_int_equal(nold, 3);
+    names_free(old, nold);
+    free(lost);
+    model_free(got);
+    free_names(names);
+    model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -359,6 +567,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_read_only_without_lock_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_under_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_checkpoint_read_only, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_check_finds_damage, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repair_salvages, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
