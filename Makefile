@@ -38,8 +38,8 @@ ENGINE_SRC = engine/util.c engine/env.c engine/options.c engine/wal.c engine/mem
              engine/check.c engine/repair.c
 FS_SRC     = fs/main.c fs/ops.c fs/dir.c fs/cookie.c fs/inode.c fs/keys.c fs/reclaim.c fs/log.c \
              fs/xattr.c
-ITOOLS     =
-TOOLS      = $(ITOOLS) tools/lsmtool
+ITOOLS     = tools/lsmctl
+TOOLS      = $(ITOOLS)
 TESTS      = tests/engine/test_bloom tests/engine/test_cache tests/engine/test_corrupt \
              tests/engine/test_crash tests/engine/test_db tests/engine/test_env \
              tests/engine/test_fault tests/engine/test_garbage tests/engine/test_iter \
@@ -52,12 +52,12 @@ BENCHES    = tests/bench/db_bench tests/bench/fsbench
 # What `make install` puts, each listed once; ITOOLS are tools installed with their man page.
 ILIBS  = engine/liblsm.a engine/liblsm.so
 IPROGS = fs/lsmfs $(ITOOLS)
-IDOCS  = man/lsmfs.1 man/lsm-format.5
+IDOCS  = man/lsmfs.1 man/lsmctl.1 man/lsm-format.5
 
 ENGINE_OBJ = $(ENGINE_SRC:.c=.o)
 ENGINE_PIC = $(ENGINE_SRC:.c=.pic.o)
 FS_OBJ     = $(FS_SRC:.c=.o)
-OBJS = $(ENGINE_OBJ) $(ENGINE_PIC) $(FS_OBJ) $(TOOLS:=.o) $(TESTS:=.o) $(TEST_HELPERS) $(BENCHES:=.o)
+OBJS = $(ENGINE_OBJ) $(ENGINE_PIC) $(FS_OBJ) $(TOOLS:=.o) tools/ctl_cmd.o $(TESTS:=.o) $(TEST_HELPERS) $(BENCHES:=.o)
 
 COMPILE = $(CC) -Iengine $(CPPFLAGS) $(XCFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 LINK    = $(CC) $(CFLAGS) $(LDFLAGS) -pthread
@@ -81,8 +81,9 @@ engine/liblsm.so: $(ENGINE_PIC)
 	$(LINK) -shared -Wl,-soname,$(SONAME) -o $@ $(ENGINE_PIC) $(LIBS)
 fs/lsmfs: $(FS_OBJ) engine/liblsm.a
 	$(LINK) -o $@ $(FS_OBJ) engine/liblsm.a $(FUSE_LIBS) $(LIBS)
-$(TOOLS): %: %.o engine/liblsm.a
-	$(LINK) -o $@ $@.o engine/liblsm.a $(LIBS)
+# The commands live in tools/ctl_cmd.c, which lsmfs will link too.
+$(TOOLS): %: %.o tools/ctl_cmd.o engine/liblsm.a
+	$(LINK) -o $@ $@.o tools/ctl_cmd.o engine/liblsm.a $(LIBS)
 $(TESTS): %: %.o $(TEST_HELPERS) engine/liblsm.a
 	$(LINK) -o $@ $@.o $(TEST_HELPERS) engine/liblsm.a $(CMOCKA_LIBS) $(LIBS)
 $(BENCHES): %: %.o engine/liblsm.a

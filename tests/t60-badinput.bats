@@ -34,11 +34,13 @@ teardown() {
 }
 
 @test "offline tool refuses a DATADIR the daemon holds" {
-    require_lsmtool
+    require_lsmctl
     mount_fs
-    run "$LSMTOOL" "$DATA" list
-    [ "$status" -ne 0 ]
-    [[ $output == *LOCK* ]]
+    run "$LSMCTL" -d "$DATA" scan
+    [ "$status" -eq 4 ]
+    [[ $output == *"$DATA is mounted by lsmfs (pid $LSMFS_PID)"* ]]
+    run "$LSMCTL" -d "$DATA" put k v
+    [ "$status" -eq 4 ]
 }
 
 @test "missing MOUNTPOINT: non-zero exit with a message naming it" {
