@@ -327,3 +327,30 @@ PYEOF
     diff "$T/tree1" "$T/tree2"
     cmp "$T/f1" "$MNT/d/e/f"
 }
+
+@test "lsmctl on a read-only file system reads, checks and backs up; a backup across file systems is a copy" {
+    require_root
+    make_db
+    ctl flush                                   # a blob file too
+    ctl scan --values >"$T/before"
+    mount_tmpfs "$T/ro" size=64m
+    cp -a "$DATA" "$T/ro/data"
+    mount -o remount,ro "$T/ro"
+    run "$LSMCTL" -d "$T/ro/data" scan --values
+    [ "$status" -eq 0 ]
+    diff "$T/before" <(printf '%s\n' "$output")
+    run "$LSMCTL" -d "$T/ro/data" check
+    [ "$status" -eq 0 ]
+    run "$LSMCTL" -d "$T/ro/data" put k v
+    [ "$status" -eq 5 ]
+    # from the read-only tmpfs to $T: links fail with EXDEV, so the files are copied
+    "$LSMCTL" -d "$T/ro/data" backup "$T/bk"
+    diff "$T/before" <("$LSMCTL" -d "$T/bk" scan --values)
+    for f in "$T"/bk/*.sst "$T"/bk/*.blob; do
+        assert_eq "$(stat -c %h "$f")" 1
+    done
+    # on one file system they are links
+    ctl backup "$T/bk2"
+    sst=$(ls "$T"/bk2/*.sst | head -n1)
+    [ "$(stat -c %h "$sst")" -ge 2 ]
+}

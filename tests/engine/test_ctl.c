@@ -559,6 +559,45 @@ static void test_repair_salvages(void **state)
     model_free(m);
 }
 
+static void test_repair_without_manifest(void **state)
+{
+    fixture *f = *state;
+    model *m = model_new();
+    char *names[4];
+    build_db(f->dir, m, names);
+    /* the manifest lost: every table and log in the directory is used, newest version by
+       sequence number, whatever the file numbers say */
+    lsm_db *db = open_opt(f->dir, 0, 0);
+    CHECK_OK(db, lsm_put(db, "a001", 4, "newer", 5));
+    model_put(m, "a001", 4, "newer", 5);
+    CHECK_OK(db, lsm_close(db));
+    char **man;
+    int nm = dir_names(f->dir, "MANIFEST-", "", &man);
+    for (int i = 0; i < nm; i++) {
+        char *p = path_join(f->dir, man[i]);
+        unlink(p);
+        free(p);
+    }
+    names_free(man, nm);
+    char *cur = path_join(f->dir, "CURRENT");
+    unlink(cur);
+    free(cur);
+    reports r = { 0 };
+    CHECK_OK(NULL, lsm_repair(f->dir, NULL, collect, &r));
+    assert_int_equal(r.n, 1);                   /* only that the manifest was gone */
+    assert_non_null(strstr(r.what[0], "CURRENT is missing"));
+    db = open_opt(f->dir, 1, 0);
+    check_db_equals_model(db, m, "repaired without a manifest");
+    CHECK_OK(db, lsm_close(db));
+    /* and refused while a handle holds the directory */
+    db = open_opt(f->dir, 1, 0);
+    assert_int_equal(lsm_repair(f->dir, NULL, NULL, NULL), LSM_BUSY);
+    assert_non_null(strstr(lsm_errmsg(NULL), "LOCK"));
+    CHECK_OK(db, lsm_close(db));
+    free_names(names);
+    model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -569,6 +608,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_checkpoint_read_only, setup, teardown),
         cmocka_unit_test_setup_teardown(test_check_finds_damage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair_salvages, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_repair_without_manifest, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
