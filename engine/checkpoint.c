@@ -156,7 +156,8 @@ static int ckpt_make(lsm_db *db, const char *dest, char *err)
                 blobs[nblobs++] = f->blobs[b];
             }
         }
-    qsort(blobs, (size_t)nblobs, sizeof *blobs, u64_cmp);
+    if (nblobs)
+        qsort(blobs, (size_t)nblobs, sizeof *blobs, u64_cmp);
     for (int i = 0; i < nblobs && rc == LSM_OK; i++) {
         if (i > 0 && blobs[i] == blobs[i - 1])
             continue;

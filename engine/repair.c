@@ -218,6 +218,7 @@ static int repair_blob_ok(repair_state *rs, slice ukey, slice ref, uint64_t *num
 static int repair_write(repair_state *rs)
 {
     iiter *in = merge_iter_new(rs->src, rs->nsrc);
+    free(rs->src);              /* the merge owns the children, not the array */
     rs->src = NULL;
     rs->nsrc = 0;
     int rc = LSM_OK;
