@@ -254,8 +254,8 @@ LSM_API int lsm_check(lsm_db *db, lsm_check_fn report, void *arg);
 
 /* Rebuilds a usable database in dir from whatever of it is readable, as LevelDB's RepairDB does:
    the tables the manifest names (every table in dir when the manifest is unreadable) give every
-   entry that verifies — a damaged table its entries before the damage — and the logs every intact
-   record before their first damage. Everything is merged by sequence number into new tables, so
+   entry that verifies — a damaged table every block but the damaged ones — and the logs every
+   intact record before their first damage. Everything is merged by sequence number into new tables, so
    the newest readable version of each key wins; a value whose blob file cannot be read becomes a
    deletion (the key is lost rather than an older value coming back). A new manifest and CURRENT
    name the result; the replaced tables, logs and manifests are moved into dir/lost/, never

@@ -4,7 +4,8 @@
  *
  * The sources are the tables the manifest names and the logs it would replay (every table and log
  * in the directory when the manifest cannot be read). A table that reads cleanly is used as it is;
- * one that fails part way gives the entries before the damage; the logs give every intact record
+ * a damaged one gives every data block that verifies (sst_salvage), so a bad block costs only the
+ * keys between its neighbours; the logs give every intact record
  * before their first damage. All of it is merged by internal key — sequence numbers, not file
  * numbers, decide which version of a key is newest — into fresh tables of the deepest level (one
  * sorted run), keeping every version, tombstones and blob references included. A blob value that
@@ -71,6 +72,50 @@ static void repair_add_source(repair_state *rs, iiter *it)
     rs->src[rs->nsrc++] = it;
 }
 
+/* A damaged table read block by block (sst_salvage): the entries go to m; the report of a bad
+   block waits for the next good key, which bounds the keys it lost. */
+struct salvage {
+    repair_state *rs;
+    memtable *m;
+    const char *path;
+    buf prev;                   /* the last good user key (or the table's smallest) */
+    char pending[LSM_ERRLEN];   /* a bad block not yet reported, or "" */
+    int nbad;
+};
+
+static void salvage_flush(struct salvage *sv, slice next)
+{
+    if (!sv->pending[0])
+        return;
+    char what[LSM_ERRLEN + 96];
+    snprintf(what, sizeof what, "%s; %d damaged block%s, the keys between lost", sv->pending,
+             sv->nbad, sv->nbad == 1 ? "" : "s");
+    repair_report(sv->rs, sv->path, what, (slice){ sv->prev.p, sv->prev.len }, next);
+    sv->pending[0] = 0;
+    sv->nbad = 0;
+}
+
+static void salvage_entry(void *arg, slice k, slice v)
+{
+    struct salvage *sv = arg;
+    slice u = ikey_user(k);
+    salvage_flush(sv, u);
+    memtable_add(sv->m, ikey_seq(k), ikey_type(k), u.p, u.n, v.p, v.n);
+    uint64_t seq = ikey_seq(k);
+    if (seq > sv->rs->max_seq)
+        sv->rs->max_seq = seq;
+    sv->prev.len = 0;
+    buf_append(&sv->prev, u.p, u.n);
+}
+
+static void salvage_bad(void *arg, const char *why)
+{
+    struct salvage *sv = arg;
+    if (!sv->pending[0])
+        snprintf(sv->pending, sizeof sv->pending, "%s", why);
+    sv->nbad++;
+}
+
 /* Adds table number as a source: as it is when it reads cleanly, else what precedes the damage. */
 static void repair_table(repair_state *rs, uint64_t number, const file_meta *meta)
 {
@@ -92,12 +137,10 @@ static void repair_table(repair_state *rs, uint64_t number, const file_meta *met
         return;
     }
     iiter *it = sst_iter_new(t);
-    uint64_t n = 0;
     for (iiter_seek_first(it); iiter_valid(it); iiter_next(it)) {
         uint64_t seq = ikey_seq(iiter_key(it));
         if (seq > rs->max_seq)
             rs->max_seq = seq;
-        n++;
     }
     rc = iiter_status(it, err);
     iiter_free(it);
@@ -107,23 +150,21 @@ static void repair_table(repair_state *rs, uint64_t number, const file_meta *met
         repair_add_source(rs, sst_iter_new(t));
         return;
     }
-    /* Salvage the entries before the damage into a memtable. */
-    memtable *m = memtable_new();
-    buf lastk = { 0 };
-    it = sst_iter_new(t);
-    for (iiter_seek_first(it); iiter_valid(it); iiter_next(it)) {
-        slice k = iiter_key(it), v = iiter_value(it), u = ikey_user(k);
-        memtable_add(m, ikey_seq(k), ikey_type(k), u.p, u.n, v.p, v.n);
-        lastk.len = 0;
-        buf_append(&lastk, u.p, u.n);
-    }
-    iiter_free(it);
+    /* Salvage every block that verifies into a memtable; each bad block is a loss of the keys
+       between its neighbours. */
+    struct salvage sv = { .rs = rs, .m = memtable_new(), .path = path };
+    buf_append(&sv.prev, mlo.p, mlo.n);
+    int nbad = sst_salvage(t, salvage_entry, salvage_bad, &sv);
+    salvage_flush(&sv, mhi);
     sst_close(t);
-    char what[LSM_ERRLEN + 128];
-    snprintf(what, sizeof what, "%s; %" PRIu64 " entries before the damage kept, the rest lost",
-             err, n);
-    repair_report(rs, path, what, lastk.len ? (slice){ lastk.p, lastk.len } : mlo, mhi);
-    buf_free(&lastk);
+    if (nbad == 0) {
+        /* the iterator failed where every block verifies: an entry it could not parse */
+        char what[LSM_ERRLEN + 64];
+        snprintf(what, sizeof what, "%s; the entries that parse were kept", err);
+        repair_report(rs, path, what, mlo, mhi);
+    }
+    buf_free(&sv.prev);
+    memtable *m = sv.m;
     repair_add_source(rs, memtable_iter_new(m));
     memtable_unref(m);
 }
