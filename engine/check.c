@@ -169,10 +169,8 @@ static int check_run(check_state *cs)
     version_unref(v);
 
     char path[4096];
-    if (!db->opt.read_only || manifest) {
-        snprintf(path, sizeof path, "%s/MANIFEST-%06" PRIu64, db->dir, manifest);
-        check_log(cs, path, MANIFEST_MAGIC);
-    }
+    snprintf(path, sizeof path, "%s/MANIFEST-%06" PRIu64, db->dir, manifest);
+    check_log(cs, path, MANIFEST_MAGIC);
     char **names = NULL;
     int n = 0;
     int e = db->env->list(db->env, db->dir, &names, &n);

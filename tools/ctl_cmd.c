@@ -791,8 +791,8 @@ static const struct command {
     { "check", CTL_MODE_READ, cmd_check, "" },
     { "repair", CTL_MODE_OFFLINE, NULL, "" },
     { "stats", CTL_MODE_READ, cmd_stats, "" },
-    { "compact", CTL_MODE_WRITE, cmd_compact, "[--from KEY] [--to KEY]" },
-    { "flush", CTL_MODE_WRITE, cmd_flush, "" },
+    { "compact", CTL_MODE_MAINTAIN, cmd_compact, "[--from KEY] [--to KEY]" },
+    { "flush", CTL_MODE_MAINTAIN, cmd_flush, "" },
     { "script", CTL_MODE_WRITE, cmd_script, "< COMMANDS" },
 };
 

@@ -22,12 +22,18 @@ enum {
     CTL_EXIT_ERROR = 5       /* any other failure (I/O, no database, out of memory) */
 };
 
-/* How a command uses the database (what lsmctl opens it with). */
+/* How a command uses the database: what lsmctl opens it with, and what a daemon that serves
+   commands on its own handle may run. */
 enum {
     CTL_MODE_UNKNOWN = -1,   /* not a command */
-    CTL_MODE_READ = 0,       /* reads only: open read-only; safe beside other readers */
-    CTL_MODE_WRITE = 1,      /* writes: open read-write */
-    CTL_MODE_OFFLINE = 2     /* works on the directory itself without a handle (repair) */
+    CTL_MODE_READ = 0,       /* reads only (get scan dump backup check stats): open read-only;
+                                safe on a mounted file system's handle */
+    CTL_MODE_WRITE = 1,      /* changes keys (put del load script): open read-write. On a mounted
+                                file system's handle it would change files behind lsmfs's inode
+                                and kernel caches: a daemon must refuse it */
+    CTL_MODE_OFFLINE = 2,    /* works on the directory itself, without a handle (repair) */
+    CTL_MODE_MAINTAIN = 3    /* rewrites tables but no key (compact flush): open read-write; safe
+                                on a mounted file system's handle */
 };
 
 /* The mode of the command named in argv (after any leading global options such as --hex);
