@@ -21,6 +21,11 @@ struct blob_writer {
     char *path;
     uint64_t size;              /* bytes written so far */
     buf sums;                   /* checksums of the value being added */
+    /* A record written a piece at a time (blob_record_*): */
+    int in_record;              /* a record is open */
+    uint64_t rec_off, rec_len;  /* where it starts, bytes so far */
+    uint8_t *part;              /* its last chunk, while shorter than BLOB_CHUNK */
+    size_t part_len;
 };
 
 int blob_writer_open(lsm_env *env, const char *path, blob_writer **out, char *err)
@@ -69,8 +74,95 @@ uint64_t blob_writer_size(const blob_writer *w)
     return w->size;
 }
 
+int blob_record_begin(blob_writer *w, uint64_t *off)
+{
+    if (w->in_record)
+        return LSM_INVALID;
+    w->in_record = 1;
+    w->rec_off = w->size;
+    w->rec_len = 0;
+    w->part_len = 0;
+    w->sums.len = 0;
+    *off = w->size;
+    return LSM_OK;
+}
+
+int blob_record_append(blob_writer *w, const void *p, size_t n, char *err)
+{
+    const uint8_t *s = p;
+    if (!w->part)
+        w->part = xmalloc(BLOB_CHUNK);
+    while (n > 0) {
+        if (w->part_len == 0 && n >= BLOB_CHUNK) {
+            /* Whole chunks go straight from the caller's buffer. */
+            size_t m = n - n % BLOB_CHUNK;
+            for (size_t i = 0; i < m; i += BLOB_CHUNK)
+                buf_put_fixed32(&w->sums, checksum32(s + i, BLOB_CHUNK));
+            int e = env_append_all(w->env, w->f, s, m);
+            if (e < 0)
+                return err_errno(err, e, "writing", w->path);
+            w->size += m;
+            w->rec_len += m;
+            s += m;
+            n -= m;
+            continue;
+        }
+        size_t m = BLOB_CHUNK - w->part_len < n ? BLOB_CHUNK - w->part_len : n;
+        memcpy(w->part + w->part_len, s, m);
+        w->part_len += m;
+        s += m;
+        n -= m;
+        if (w->part_len == BLOB_CHUNK) {
+            buf_put_fixed32(&w->sums, checksum32(w->part, BLOB_CHUNK));
+            int e = env_append_all(w->env, w->f, w->part, BLOB_CHUNK);
+            if (e < 0)
+                return err_errno(err, e, "writing", w->path);
+            w->size += BLOB_CHUNK;
+            w->rec_len += BLOB_CHUNK;
+            w->part_len = 0;
+        }
+    }
+    return LSM_OK;
+}
+
+uint64_t blob_record_length(const blob_writer *w)
+{
+    return w->in_record ? w->rec_len + w->part_len : 0;
+}
+
+int blob_record_end(blob_writer *w, uint64_t *len, char *err)
+{
+    if (!w->in_record)
+        return LSM_INVALID;
+    w->in_record = 0;
+    int e = 0;
+    if (w->part_len) {
+        buf_put_fixed32(&w->sums, checksum32(w->part, w->part_len));
+        e = env_append_all(w->env, w->f, w->part, w->part_len);
+        if (e == 0) {
+            w->size += w->part_len;
+            w->rec_len += w->part_len;
+        }
+        w->part_len = 0;
+    }
+    if (e == 0)
+        e = env_append_all(w->env, w->f, w->sums.p, w->sums.len);
+    if (e < 0)
+        return err_errno(err, e, "writing", w->path);
+    w->size += w->sums.len;
+    *len = w->rec_len;
+    return LSM_OK;
+}
+
+int blob_writer_sync(blob_writer *w, char *err)
+{
+    int e = w->env->sync(w->env, w->f);
+    return e < 0 ? err_errno(err, e, "syncing", w->path) : LSM_OK;
+}
+
 static void blob_writer_free(blob_writer *w)
 {
+    free(w->part);
     buf_free(&w->sums);
     free(w->path);
     free(w);
@@ -175,7 +267,10 @@ static int blob_read(lsm_env *env, lsm_file *f, const char *path, uint64_t off, 
 struct blob_count {
     uint64_t number;
     int refs;                   /* tables in the current version (or pinned old ones) naming it */
+    int pins;                   /* memtables and open value writers whose maps name it */
     uint64_t size;              /* bytes, for statistics */
+    uint64_t garbage;           /* bytes no version needs any more (an estimate: extent.c) */
+    int garbage_dirty;          /* garbage changed since the manifest last recorded it */
 };
 
 typedef struct blob_file {
@@ -206,23 +301,41 @@ void blob_set_destroy(blob_set *bs)
     pthread_mutex_destroy(&bs->mu);
 }
 
-/* Finds number's slot (caller holds mu); creates it when create is set. */
+/* Finds number's slot (caller holds mu); creates it when create is set. Slots are kept sorted
+   by number, so a lookup is a binary search however many blob files live (value writers make one
+   per commit that wrote data). */
 static struct blob_count *blob_set_slot(blob_set *bs, uint64_t number, int create)
 {
-    for (int i = 0; i < bs->n; i++)
-        if (bs->v[i].number == number)
-            return &bs->v[i];
+    int lo = 0, hi = bs->n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (bs->v[mid].number < number)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < bs->n && bs->v[lo].number == number)
+        return &bs->v[lo];
     if (!create)
         return NULL;
     if (bs->n == bs->cap) {
         bs->cap = bs->cap ? 2 * bs->cap : 16;
         bs->v = xrealloc(bs->v, (size_t)bs->cap * sizeof *bs->v);
     }
-    struct blob_count *b = &bs->v[bs->n++];
+    memmove(bs->v + lo + 1, bs->v + lo, (size_t)(bs->n - lo) * sizeof *bs->v);
+    bs->n++;
+    struct blob_count *b = &bs->v[lo];
+    memset(b, 0, sizeof *b);
     b->number = number;
-    b->refs = 0;
-    b->size = 0;
     return b;
+}
+
+/* Removes slot b (caller holds mu), keeping the order. */
+static void blob_set_remove_slot(blob_set *bs, struct blob_count *b)
+{
+    size_t i = (size_t)(b - bs->v);
+    memmove(b, b + 1, (bs->n - 1 - i) * sizeof *b);
+    bs->n--;
 }
 
 void blob_set_ref(blob_set *bs, const uint64_t *nums, int n)
@@ -239,10 +352,10 @@ void blob_set_unref(blob_set *bs, const uint64_t *nums, int n)
     pthread_mutex_lock(&bs->mu);
     for (int i = 0; i < n; i++) {
         struct blob_count *b = blob_set_slot(bs, nums[i], 0);
-        if (!b || --b->refs > 0)
+        if (!b || --b->refs > 0 || b->pins > 0)
             continue;
         uint64_t number = b->number;
-        *b = bs->v[--bs->n];
+        blob_set_remove_slot(bs, b);
         cache_erase(bs->files, 0, number);
         file_path(bs->dir, number, ".blob", path, sizeof path);
         bs->env->unlink(bs->env, path);
@@ -261,9 +374,101 @@ int blob_set_live(blob_set *bs, uint64_t number)
 {
     pthread_mutex_lock(&bs->mu);
     struct blob_count *b = blob_set_slot(bs, number, 0);
-    int live = b && b->refs > 0;
+    int live = b && (b->refs > 0 || b->pins > 0);
     pthread_mutex_unlock(&bs->mu);
     return live;
+}
+
+void blob_set_keep_unpinned(blob_set *bs)
+{
+    pthread_mutex_lock(&bs->mu);
+    bs->keep_unpinned = 1;
+    pthread_mutex_unlock(&bs->mu);
+}
+
+void blob_set_pin(blob_set *bs, const uint64_t *nums, int n)
+{
+    pthread_mutex_lock(&bs->mu);
+    for (int i = 0; i < n; i++)
+        blob_set_slot(bs, nums[i], 1)->pins++;
+    pthread_mutex_unlock(&bs->mu);
+}
+
+void blob_set_unpin(blob_set *bs, const uint64_t *nums, int n, int drop)
+{
+    char path[4096];
+    pthread_mutex_lock(&bs->mu);
+    for (int i = 0; i < n; i++) {
+        struct blob_count *b = blob_set_slot(bs, nums[i], 0);
+        if (!b || b->pins == 0 || --b->pins > 0 || b->refs > 0 || !drop || bs->keep_unpinned)
+            continue;
+        uint64_t number = b->number;
+        blob_set_remove_slot(bs, b);
+        cache_erase(bs->files, 0, number);
+        file_path(bs->dir, number, ".blob", path, sizeof path);
+        bs->env->unlink(bs->env, path);
+    }
+    pthread_mutex_unlock(&bs->mu);
+}
+
+void blob_set_add_garbage(blob_set *bs, uint64_t number, uint64_t bytes)
+{
+    pthread_mutex_lock(&bs->mu);
+    struct blob_count *b = blob_set_slot(bs, number, 0);
+    if (b && bytes) {
+        b->garbage += bytes;
+        b->garbage_dirty = 1;
+    }
+    pthread_mutex_unlock(&bs->mu);
+}
+
+void blob_set_forget(blob_set *bs, uint64_t number)
+{
+    cache_erase(bs->files, 0, number);
+}
+
+void blob_set_load_garbage(blob_set *bs, uint64_t number, uint64_t bytes)
+{
+    pthread_mutex_lock(&bs->mu);
+    struct blob_count *b = blob_set_slot(bs, number, 0);
+    if (b)
+        b->garbage = bytes;
+    pthread_mutex_unlock(&bs->mu);
+}
+
+int blob_set_take_garbage(blob_set *bs, uint64_t **pairs)
+{
+    pthread_mutex_lock(&bs->mu);
+    int n = 0;
+    *pairs = NULL;
+    for (int i = 0; i < bs->n; i++)
+        if (bs->v[i].garbage_dirty) {
+            *pairs = xrealloc(*pairs, (size_t)(n + 1) * 2 * sizeof **pairs);
+            (*pairs)[2 * n] = bs->v[i].number;
+            (*pairs)[2 * n + 1] = bs->v[i].garbage;
+            bs->v[i].garbage_dirty = 0;
+            n++;
+        }
+    pthread_mutex_unlock(&bs->mu);
+    return n;
+}
+
+int blob_set_mostly_garbage(blob_set *bs, uint64_t number)
+{
+    pthread_mutex_lock(&bs->mu);
+    struct blob_count *b = blob_set_slot(bs, number, 0);
+    int yes = b && b->size > 0 && 2 * b->garbage >= b->size;
+    pthread_mutex_unlock(&bs->mu);
+    return yes;
+}
+
+uint64_t blob_set_garbage(blob_set *bs, uint64_t number)
+{
+    pthread_mutex_lock(&bs->mu);
+    struct blob_count *b = blob_set_slot(bs, number, 0);
+    uint64_t g = b ? b->garbage : 0;
+    pthread_mutex_unlock(&bs->mu);
+    return g;
 }
 
 uint64_t blob_set_live_bytes(blob_set *bs)
@@ -281,16 +486,21 @@ uint64_t blob_set_gc_cutoff(blob_set *bs)
 {
     uint64_t cutoff = 0;
     pthread_mutex_lock(&bs->mu);
-    if (bs->n >= 4) {
-        uint64_t *nums = xmalloc((size_t)bs->n * sizeof *nums);
-        for (int i = 0; i < bs->n; i++)
-            nums[i] = bs->v[i].number;
-        qsort(nums, (size_t)bs->n, sizeof *nums, u64_cmp);
-        cutoff = nums[bs->n / 4];
-        free(nums);
-    }
+    if (bs->n >= 4)
+        cutoff = bs->v[bs->n / 4].number;   /* slots are sorted by number */
     pthread_mutex_unlock(&bs->mu);
     return cutoff;
+}
+
+uint64_t blob_set_bytes_below(blob_set *bs, uint64_t cutoff)
+{
+    uint64_t bytes = 0;
+    pthread_mutex_lock(&bs->mu);
+    for (int i = 0; i < bs->n; i++)
+        if (bs->v[i].number < cutoff)
+            bytes += bs->v[i].size;
+    pthread_mutex_unlock(&bs->mu);
+    return bytes;
 }
 
 int blob_set_ref_decode(const blob_set *bs, slice ref, uint64_t *number, uint64_t *off,
@@ -342,6 +552,23 @@ int blob_set_read(blob_set *bs, slice ref, uint64_t pos, void *dst, size_t n, ui
         return rc;
     blob_file *bf = cache_value(h);
     rc = blob_read(bs->env, bf->f, path, off, *len, pos, dst, n, err);
+    cache_release(bs->files, h);
+    return rc;
+}
+
+int blob_set_read_record(blob_set *bs, uint64_t number, uint64_t off, uint64_t len, uint64_t pos,
+                         void *dst, size_t n, char *err)
+{
+    char path[4096];
+    file_path(bs->dir, number, ".blob", path, sizeof path);
+    if (off < BLOB_HEADER)
+        return err_set(err, LSM_CORRUPT, "%s: record offset %" PRIu64 " inside the header", path, off);
+    cache_handle *h = NULL;
+    int rc = blob_set_open(bs, number, path, &h, err);
+    if (rc != LSM_OK)
+        return rc;
+    blob_file *bf = cache_value(h);
+    rc = blob_read(bs->env, bf->f, path, off, len, pos, dst, n, err);
     cache_release(bs->files, h);
     return rc;
 }

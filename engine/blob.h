@@ -29,6 +29,16 @@ int  blob_writer_open(lsm_env *env, const char *path, blob_writer **out, char *e
 /* Appends a value; *off is where its bytes start. */
 int  blob_writer_add(blob_writer *w, slice val, uint64_t *off, char *err);
 uint64_t blob_writer_size(const blob_writer *w);
+/* A record written a piece at a time (the same format as blob_writer_add's): begin, any number of
+   appends, end. Whole chunks go to the file as they fill; at most one partial chunk is held in
+   memory, plus 4 bytes of checksum per chunk until the end. *off is where the record's bytes
+   start, *len their count. Used by value writers and by compaction's extent relocation (extent.c). */
+int  blob_record_begin(blob_writer *w, uint64_t *off);
+int  blob_record_append(blob_writer *w, const void *p, size_t n, char *err);
+uint64_t blob_record_length(const blob_writer *w);      /* of the open record; 0 if none */
+int  blob_record_end(blob_writer *w, uint64_t *len, char *err);
+/* Syncs what was written so far (the file stays open). */
+int  blob_writer_sync(blob_writer *w, char *err);
 /* Syncs, closes and frees. */
 int  blob_writer_finish(blob_writer *w, char *err);
 /* Closes, removes the file and frees; accepts NULL. */
@@ -47,6 +57,7 @@ typedef struct blob_set {
     pthread_mutex_t mu;
     struct blob_count *v;       /* live blob files, unsorted; guarded by mu */
     int n, cap;                 /* guarded by mu */
+    int keep_unpinned;          /* unpins never delete any more (blob_set_keep_unpinned); mu */
 } blob_set;
 
 void blob_set_init(blob_set *bs, lsm_env *env, const char *dir, size_t max_open);
@@ -58,19 +69,50 @@ void blob_set_ref(blob_set *bs, const uint64_t *nums, int n);
 void blob_set_unref(blob_set *bs, const uint64_t *nums, int n);
 /* Records the size of blob file number (for statistics), counting it live if it was not. */
 void blob_set_note_size(blob_set *bs, uint64_t number, uint64_t size);
-/* Whether some table names blob file number. */
+/* Whether some table, memtable or open value writer names blob file number. */
 int  blob_set_live(blob_set *bs, uint64_t number);
+/* Pins: a memtable holding extent maps, or an open value writer or reader, that names blob files
+   keeps them alive as a table does (blob_set_unref never deletes a pinned file). With drop, the
+   last unpin of a file no table names deletes it: what writers and readers do, which are all
+   closed before the database is. A memtable's unpin never deletes (drop 0): at close, and during
+   recovery before the tables that replace them are installed, a memtable's maps may be the only
+   ones naming a file, in a WAL; such a file, if nothing names it by then, goes at the next open. */
+void blob_set_pin(blob_set *bs, const uint64_t *nums, int n);
+void blob_set_unpin(blob_set *bs, const uint64_t *nums, int n, int drop);
+/* From now until the database is closed, unpins delete nothing: a value writer's commit failed
+   after its map went to the WAL, where it may be replayed from at the next open, and the files
+   it names (or shares with others) must still be there then. */
+void blob_set_keep_unpinned(blob_set *bs);
+/* Live-byte accounting (extent.c): bytes of blob file number that no version needs any more. An
+   estimate that may only err high (shared extents), recorded in the manifest by compactions:
+   see lsm-format.5, EXTENT MAPS. A file half or more garbage has its live extents moved by compaction. */
+void blob_set_add_garbage(blob_set *bs, uint64_t number, uint64_t bytes);
+/* Closes blob file number if the set holds it open (its writer removed it). */
+void blob_set_forget(blob_set *bs, uint64_t number);
+/* Sets the garbage of a live file from the manifest, at open. */
+void blob_set_load_garbage(blob_set *bs, uint64_t number, uint64_t bytes);
+/* The files whose garbage changed since the last call: *pairs (malloc'd) holds (number, total)
+   pairs for the next manifest edit; returns how many. */
+int  blob_set_take_garbage(blob_set *bs, uint64_t **pairs);
+int  blob_set_mostly_garbage(blob_set *bs, uint64_t number);
+uint64_t blob_set_garbage(blob_set *bs, uint64_t number);
 /* Bytes of the blob files some table names. */
 uint64_t blob_set_live_bytes(blob_set *bs);
 /* Oldest-quarter blob file number for age-based garbage collection: a compaction moves the live
    values of files numbered below it (0: none, while fewer than four files live). */
 uint64_t blob_set_gc_cutoff(blob_set *bs);
+/* Bytes of the live blob files numbered below cutoff: what moving their values may write. */
+uint64_t blob_set_bytes_below(blob_set *bs, uint64_t cutoff);
 /* Decodes a blob reference found in a table; LSM_CORRUPT with a message if it is malformed. */
 int  blob_set_ref_decode(const blob_set *bs, slice ref, uint64_t *number, uint64_t *off,
                          uint64_t *len, char *err);
 /* Reads [pos, pos + n) of the value that ref points to into dst; *len is its full length. */
 int  blob_set_read(blob_set *bs, slice ref, uint64_t pos, void *dst, size_t n, uint64_t *len,
                    char *err);
+/* Reads [pos, pos + n) of the record at (off, len) of blob file number into dst, verifying every
+   chunk it touches. */
+int  blob_set_read_record(blob_set *bs, uint64_t number, uint64_t off, uint64_t len, uint64_t pos,
+                          void *dst, size_t n, char *err);
 /* Replaces *val (a blob reference, malloc'd) by the value it points to (malloc'd). */
 int  blob_set_resolve(blob_set *bs, void **val, size_t *vlen, char *err);
 

@@ -14,6 +14,7 @@
 #include <string.h>
 #include "builder.h"
 #include "db_impl.h"
+#include "extent.h"
 
 int builder_write_memtable(lsm_db *db, memtable *m, file_meta **out, uint64_t *bytes, char *err)
 {
@@ -63,7 +64,7 @@ int builder_open(lsm_db *db, table_writer *tw, char *err)
     return LSM_OK;
 }
 
-static void builder_note_blob(table_writer *tw, uint64_t number)
+void builder_note_blob(table_writer *tw, uint64_t number)
 {
     int i = tw->nblobs;
     while (i > 0 && tw->blobs[i - 1] > number)
@@ -76,20 +77,26 @@ static void builder_note_blob(table_writer *tw, uint64_t number)
     tw->nblobs++;
 }
 
+int builder_blob_writer(table_writer *tw, char *err)
+{
+    lsm_db *db = tw->db;
+    if (tw->bw)
+        return LSM_OK;
+    char path[4096];
+    tw->bw_number = db_new_file_number(db);
+    file_path(db->dir, tw->bw_number, ".blob", path, sizeof path);
+    return blob_writer_open(db->env, path, &tw->bw, err);
+}
+
 /* Appends a large value to this writer's blob file; the entry becomes a reference to it. */
 static int builder_store_blob(table_writer *tw, slice k, slice v, slice *nk, slice *nv, char *err)
 {
     lsm_db *db = tw->db;
-    if (!tw->bw) {
-        char path[4096];
-        tw->bw_number = db_new_file_number(db);
-        file_path(db->dir, tw->bw_number, ".blob", path, sizeof path);
-        int rc = blob_writer_open(db->env, path, &tw->bw, err);
-        if (rc != LSM_OK)
-            return rc;
-    }
+    int rc = builder_blob_writer(tw, err);
+    if (rc != LSM_OK)
+        return rc;
     uint64_t off;
-    int rc = blob_writer_add(tw->bw, v, &off, err);
+    rc = blob_writer_add(tw->bw, v, &off, err);
     if (rc != LSM_OK)
         return rc;
     atomic_fetch_add(&db->st_blob_bytes, v.n);
@@ -130,6 +137,9 @@ int builder_add(table_writer *tw, slice k, slice v, char *err)
         } else {
             builder_note_blob(tw, number);
         }
+    } else if (type == LSM_TYPE_EXTENTS) {
+        /* Names the map's blob files, and moves extents out of files half garbage. */
+        rc = extent_builder_add(tw, v, &v, err);
     }
     if (rc != LSM_OK)
         return rc;

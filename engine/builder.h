@@ -25,6 +25,7 @@ typedef struct table_writer {
     uint64_t *blobs;            /* blob files referenced, kept sorted */
     int nblobs;
     uint64_t gc_cutoff;         /* values in blob files numbered below this are rewritten */
+    int relocate;               /* move extents out of blob files half garbage (compaction) */
     buf key, val;               /* scratch for rewritten entries */
 } table_writer;
 
@@ -39,6 +40,10 @@ int  builder_add(table_writer *tw, slice k, slice v, char *err);
    and close it before any version names the table: a compaction syncs its outputs together at its
    end, so one journal commit serves them all. On failure the table is abandoned. */
 int  builder_finish(table_writer *tw, file_meta **out, uint64_t *bytes, lsm_file **keep, char *err);
+/* Opens the writer's blob file if it has none yet (tw->bw, tw->bw_number). */
+int  builder_blob_writer(table_writer *tw, char *err);
+/* Records that the table names blob file number. */
+void builder_note_blob(table_writer *tw, uint64_t number);
 /* Closes and deletes the unfinished table (and its blob file). */
 void builder_abandon(table_writer *tw);
 

@@ -4,7 +4,8 @@
  * manifest and the logs recovery would replay — and reports each damaged file with what is wrong
  * and the range of keys it covers, so that an operator knows what is at stake before repairing.
  *
- * It reads through its own table handles without the block cache, so that a block cached before
+ * The value checks (value_verify, value_files) serve lsm_repair and lsm_checkpoint too. It reads
+ * through its own table handles without the block cache, so that a block cached before
  * the damage happened cannot hide it, and it pins one version for the whole run, so compactions
  * may go on meanwhile (a table they retire stays on disk until the check lets it go). It never
  * writes, and never stops at the first damage: each file is reported once, with the first
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "db_impl.h"
+#include "extent.h"
 #include "sst.h"
 
 typedef struct check_state {
@@ -59,24 +61,83 @@ static void check_blob_damage(check_state *cs, uint64_t number, slice k, const c
     buf_append(&d->hi, k.p, k.n);
 }
 
-/* Reads every chunk of the blob value ref (of user key k) through the blob set. */
-static void check_blob_value(check_state *cs, slice k, slice ref)
+int value_files(const blob_set *bs, int type, slice v, uint64_t **nums)
 {
-    lsm_db *db = cs->db;
-    char err[LSM_ERRLEN] = "";
-    uint64_t number, off, len;
-    if (blob_set_ref_decode(&db->blobs, ref, &number, &off, &len, err) != LSM_OK)
-        return;                 /* the table's own report covers a bad reference */
-    uint8_t *chunk = xmalloc(BLOB_CHUNK);
+    *nums = NULL;
+    if (type == LSM_TYPE_BLOB) {
+        uint64_t number, off, len;
+        char err[LSM_ERRLEN];
+        if (blob_set_ref_decode(bs, v, &number, &off, &len, err) != LSM_OK)
+            return 0;
+        *nums = xmalloc(sizeof **nums);
+        **nums = number;
+        return 1;
+    }
+    if (type != LSM_TYPE_EXTENTS)
+        return 0;
+    extent_map m = { 0 };
+    int n = extent_map_decode(v, &m) == 0 ? extent_map_files(&m, nums) : 0;
+    extent_map_free(&m);
+    return n;
+}
+
+/* Reads [start, start + len) of record (off, rlen) of blob file number, a chunk at a time. */
+static int value_verify_record(blob_set *bs, uint64_t number, uint64_t off, uint64_t rlen,
+                               uint64_t start, uint64_t len, uint8_t *piece, char *err)
+{
     for (uint64_t pos = 0; pos < len; pos += BLOB_CHUNK) {
         size_t n = len - pos < BLOB_CHUNK ? (size_t)(len - pos) : BLOB_CHUNK;
-        uint64_t full;
-        if (blob_set_read(&db->blobs, ref, pos, chunk, n, &full, err) != LSM_OK) {
-            check_blob_damage(cs, number, k, err);
-            break;
-        }
+        int rc = blob_set_read_record(bs, number, off, rlen, start + pos, piece, n, err);
+        if (rc != LSM_OK)
+            return rc;
     }
-    free(chunk);
+    return LSM_OK;
+}
+
+int value_verify(blob_set *bs, int type, slice v, uint64_t *bad_file, char *err)
+{
+    *bad_file = 0;
+    if (type != LSM_TYPE_BLOB && type != LSM_TYPE_EXTENTS)
+        return LSM_OK;
+    uint8_t *piece = xmalloc(BLOB_CHUNK);
+    int rc = LSM_OK;
+    if (type == LSM_TYPE_BLOB) {
+        uint64_t number, off, len;
+        rc = blob_set_ref_decode(bs, v, &number, &off, &len, err);
+        if (rc == LSM_OK) {
+            /* a blob value is one whole record */
+            for (uint64_t pos = 0; pos < len && rc == LSM_OK; pos += BLOB_CHUNK) {
+                size_t n = len - pos < BLOB_CHUNK ? (size_t)(len - pos) : BLOB_CHUNK;
+                uint64_t full;
+                rc = blob_set_read(bs, v, pos, piece, n, &full, err);
+            }
+            if (rc != LSM_OK)
+                *bad_file = number;
+        }
+    } else {
+        extent_map m = { 0 };
+        if (extent_map_decode(v, &m) != 0)
+            rc = err_set(err, LSM_CORRUPT, "malformed extent map in %s", bs->dir);
+        for (size_t i = 0; i < m.n && rc == LSM_OK; i++) {
+            const extent *e = &m.v[i];
+            rc = value_verify_record(bs, e->file, e->rec_off, e->rec_len, e->start, e->len, piece,
+                                     err);
+            if (rc != LSM_OK)
+                *bad_file = e->file;
+        }
+        extent_map_free(&m);
+    }
+    free(piece);
+    return rc;
+}
+
+/* Reads every chunk of blob file data the value of user key k uses. */
+static void check_value(check_state *cs, slice k, int type, slice v)
+{
+    char err[LSM_ERRLEN] = "";
+    uint64_t bad = 0;
+    if (value_verify(&cs->db->blobs, type, v, &bad, err) != LSM_OK && bad)
+        check_blob_damage(cs, bad, k, err);
 }
 
 /* Reads table f entry by entry, checking order, its key range and its blob values. */
@@ -108,8 +169,8 @@ static void check_table(check_state *cs, const file_meta *f)
         else if (ikey_cmp(k, fs) < 0 || ikey_cmp(k, fl) > 0)
             rc = err_set(err, LSM_CORRUPT, "%s: entry %" PRIu64 ": key outside the range the "
                          "manifest records for the table", path, n);
-        else if (ikey_type(k) == LSM_TYPE_BLOB)
-            check_blob_value(cs, ikey_user(k), iiter_value(it));
+        else if (ikey_type(k) == LSM_TYPE_BLOB || ikey_type(k) == LSM_TYPE_EXTENTS)
+            check_value(cs, ikey_user(k), ikey_type(k), iiter_value(it));
         prev.len = 0;
         buf_append(&prev, k.p, k.n);
         n++;

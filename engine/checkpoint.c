@@ -6,7 +6,8 @@
  * and sequence number together, as a read does): the version's tables and the blob files they name
  * are immutable, so they are hard-linked (copied where the link fails, as across file systems);
  * what the memtables hold up to that sequence is written as one new level-0 table numbered after
- * every file of the version, so it is the newest; a fresh manifest names all of it, and CURRENT,
+ * every file of the version, so it is the newest, naming the blob files its extent maps use (the
+ * memtables' pins keep those alive meanwhile); a fresh manifest names all of it, and CURRENT,
  * written last, makes the directory a database. The copy has no WAL and no LOCK. It never writes to
  * the source directory, so it works on a read-only handle too, and it never lets a table go while
  * it links it: the pinned version keeps its tables and their blob files alive.
@@ -34,9 +35,36 @@ static int ckpt_link(lsm_db *db, const char *dest, const char *name, char *err)
 /* Writes the entries of the memtables of rv up to rv->snap as table number into dest; *out is
    NULL when there are none. Large values stay in the table (no blob file): a checkpoint is read
    the same either way, and the first compaction moves them out. */
+/* Appends the n numbers of nums to the list (*v, *nv, *cap). */
+static void ckpt_note(uint64_t **v, int *nv, int *cap, const uint64_t *nums, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (*nv == *cap) {
+            *cap = *cap ? 2 * *cap : 16;
+            *v = xrealloc(*v, (size_t)*cap * sizeof **v);
+        }
+        (*v)[(*nv)++] = nums[i];
+    }
+}
+
+/* Sorts the list and drops repeats; returns the new count. */
+static int ckpt_unique(uint64_t *v, int n)
+{
+    if (n == 0)
+        return 0;
+    qsort(v, (size_t)n, sizeof *v, u64_cmp);
+    int k = 1;
+    for (int i = 1; i < n; i++)
+        if (v[i] != v[k - 1])
+            v[k++] = v[i];
+    return k;
+}
+
 static int ckpt_write_memtables(lsm_db *db, read_view *rv, const char *dest, uint64_t number,
                                 file_meta **out, char *err)
 {
+    uint64_t *blobs = NULL;     /* files the memtables' extent maps name */
+    int nblobs = 0, capblobs = 0;
     *out = NULL;
     iiter *kids[2];
     int n = 0;
@@ -70,6 +98,12 @@ static int ckpt_write_memtables(lsm_db *db, read_view *rv, const char *dest, uin
             b = sst_builder_new(db->env, f, path, &so);
             buf_append(&lo, k.p, k.n);
         }
+        if (ikey_type(k) == LSM_TYPE_EXTENTS) {
+            uint64_t *nums;
+            int n = value_files(&db->blobs, LSM_TYPE_EXTENTS, iiter_value(in), &nums);
+            ckpt_note(&blobs, &nblobs, &capblobs, nums, n);
+            free(nums);
+        }
         rc = sst_builder_add(b, k, iiter_value(in), err);
         hi.len = 0;
         buf_append(&hi, k.p, k.n);
@@ -88,8 +122,12 @@ static int ckpt_write_memtables(lsm_db *db, read_view *rv, const char *dest, uin
     }
     if (f)
         db->env->close(db->env, f);
-    if (f && rc == LSM_OK)
+    if (f && rc == LSM_OK) {
         *out = file_meta_new(number, size, (slice){ lo.p, lo.len }, (slice){ hi.p, hi.len });
+        nblobs = ckpt_unique(blobs, nblobs);
+        file_meta_set_blobs(*out, blobs, nblobs);
+    }
+    free(blobs);
     buf_free(&lo);
     buf_free(&hi);
     return rc;
@@ -139,7 +177,7 @@ static int ckpt_make(lsm_db *db, const char *dest, char *err)
     edit_init(&edit);
     int rc = LSM_OK;
     version *v = rv.v;
-    uint64_t *blobs = NULL;
+    uint64_t *blobs = NULL;     /* blob files of the copy: its tables name them */
     int nblobs = 0, capblobs = 0;
     for (int l = 0; l < LSM_MAX_LEVELS && rc == LSM_OK; l++)
         for (int i = 0; i < v->nfiles[l] && rc == LSM_OK; i++) {
@@ -148,31 +186,23 @@ static int ckpt_make(lsm_db *db, const char *dest, char *err)
             snprintf(name, sizeof name, "%06" PRIu64 ".sst", f->number);
             rc = ckpt_link(db, dest, name, err);
             edit_add(&edit, l, f);
-            for (int b = 0; b < f->nblobs; b++) {
-                if (nblobs == capblobs) {
-                    capblobs = capblobs ? 2 * capblobs : 16;
-                    blobs = xrealloc(blobs, (size_t)capblobs * sizeof *blobs);
-                }
-                blobs[nblobs++] = f->blobs[b];
-            }
+            ckpt_note(&blobs, &nblobs, &capblobs, f->blobs, f->nblobs);
         }
-    if (nblobs)
-        qsort(blobs, (size_t)nblobs, sizeof *blobs, u64_cmp);
-    for (int i = 0; i < nblobs && rc == LSM_OK; i++) {
-        if (i > 0 && blobs[i] == blobs[i - 1])
-            continue;
-        char name[64];
-        snprintf(name, sizeof name, "%06" PRIu64 ".blob", blobs[i]);
-        rc = ckpt_link(db, dest, name, err);
-    }
-    free(blobs);
     file_meta *mf = NULL;
     if (rc == LSM_OK)
         rc = ckpt_write_memtables(db, &rv, dest, number, &mf, err);
     if (mf) {
         edit_add(&edit, 0, mf);
+        ckpt_note(&blobs, &nblobs, &capblobs, mf->blobs, mf->nblobs);
         file_meta_unref(mf);
     }
+    nblobs = ckpt_unique(blobs, nblobs);
+    for (int i = 0; i < nblobs && rc == LSM_OK; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%06" PRIu64 ".blob", blobs[i]);
+        rc = ckpt_link(db, dest, name, err);
+    }
+    free(blobs);
     edit.has_log_number = edit.has_next_file = edit.has_last_seq = 1;
     edit.log_number = number + 2;   /* the copy has no log: replay finds none this new */
     edit.next_file = number + 2;

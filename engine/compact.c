@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include "builder.h"
 #include "db_impl.h"
+#include "extent.h"
 
 /* Whether no level deeper than out_level may hold ukey (so a tombstone for it can go). */
 static int compact_is_base(const compaction *c, slice ukey)
@@ -164,6 +165,8 @@ static int compact_merge(subcompaction *s)
     table_writer tw;
     int open = 0, have_cur = 0;
     uint64_t last_seq_for_key = 0;
+    buf newer = { 0 };          /* the version of cur seen last (only blob and map values) */
+    int newer_type = -1;
     for (; rc == LSM_OK && iiter_valid(m); iiter_next(m)) {
         slice key = iiter_key(m);
         slice uk = ikey_user(key);
@@ -174,6 +177,7 @@ static int compact_merge(subcompaction *s)
             buf_append(&cur, uk.p, uk.n);
             have_cur = 1;
             last_seq_for_key = LSM_MAX_SEQ + 1;
+            newer_type = -1;
             /* Cut tables only between user keys, so a level stays disjoint by user key. */
             if (open && sst_builder_file_size(tw.b) >= db->opt.table_bytes) {
                 open = 0;
@@ -190,6 +194,15 @@ static int compact_merge(subcompaction *s)
                  compact_is_base(c, uk))
             drop = 1;       /* nothing older below to hide, and every reader sees the delete */
         last_seq_for_key = seq;
+        /* Live-byte accounting: what a dropped version used and the next newer one does not is
+           garbage of its blob files (extent.c). */
+        int type = ikey_type(key);
+        if (drop)
+            extent_note_dropped(db, newer_type, (slice){ newer.p, newer.len }, type, iiter_value(m));
+        newer_type = type;
+        newer.len = 0;
+        if (type == LSM_TYPE_BLOB || type == LSM_TYPE_EXTENTS)
+            buf_append(&newer, iiter_value(m).p, iiter_value(m).n);
         if (drop)
             continue;
         if (!open) {
@@ -197,6 +210,7 @@ static int compact_merge(subcompaction *s)
             if (rc != LSM_OK)
                 break;
             tw.gc_cutoff = c->gc_cutoff;
+            tw.relocate = 1;
             open = 1;
         }
         rc = builder_add(&tw, key, iiter_value(m), err);
@@ -205,6 +219,7 @@ static int compact_merge(subcompaction *s)
         rc = iiter_status(m, err);
     iiter_free(m);
     buf_free(&cur);
+    buf_free(&newer);
     if (open) {
         if (rc == LSM_OK)
             rc = compact_output_done(db, &tw, &s->e, c->out_level, &s->u, &s->bytes, err);
@@ -320,6 +335,7 @@ static int compact_run(lsm_db *db, compaction *c, char *err)
 
 apply:
     pthread_mutex_lock(&db->manifest_mu);
+    extent_edit_garbage(db, &e);    /* taken under manifest_mu: totals reach it in order */
     rc = vset_apply(&db->vs, &e, err);
     pthread_mutex_unlock(&db->manifest_mu);
     if (rc == LSM_OK) {
@@ -346,6 +362,8 @@ static void compact_done(lsm_db *db, unsigned busy, int rc, const char *err)
 {
     db->compacting--;
     db->level_busy &= ~busy;
+    if (db->flush_nospace)
+        pthread_cond_broadcast(&db->work_cv);   /* the flush may fit now */
     if (space_retryable(db, rc)) {
         space_release(db);
         db->compact_wait_until = now_micros() + COMPACT_SPACE_WAIT;
@@ -365,10 +383,18 @@ static int compact_writes_recent(const lsm_db *db)
     return db->l0_stopped || now_micros() - db->last_switch_micros < 1000000;
 }
 
-/* Which blob files c moves values out of: none on a full disk, where the copies would not fit. */
-static uint64_t compact_gc_cutoff(lsm_db *db, const compaction *c)
+/* Which blob files c moves values out of. Moving writes up to their size again, so only with
+   room to spare: the copies, c's own output (need) and a reserve's worth left free for flushes;
+   never in low-space mode. */
+static uint64_t compact_gc_cutoff(lsm_db *db, const compaction *c, uint64_t need)
 {
-    return c->trivial_move || c->n == 0 || space_low(db) ? 0 : blob_set_gc_cutoff(&db->blobs);
+    if (c->trivial_move || c->n == 0 || space_low(db))
+        return 0;
+    uint64_t cutoff = blob_set_gc_cutoff(&db->blobs);
+    if (cutoff && !space_fits(db, need + blob_set_bytes_below(&db->blobs, cutoff) +
+                                  db->opt.reserve_bytes))
+        return 0;
+    return cutoff;
 }
 
 /* compact_run, if the file system has room for everything c could write (its inputs' size, an
@@ -382,7 +408,7 @@ static int compact_run_if_room(lsm_db *db, compaction *c, char *err)
     if (!space_fits(db, need) && !(space_release(db) && space_fits(db, need)))
         return err_set(err, LSM_NOSPACE, "%s: the disk is full: no room for a compaction of "
                        "%" PRIu64 " bytes", db->dir, need);
-    c->gc_cutoff = compact_gc_cutoff(db, c);
+    c->gc_cutoff = compact_gc_cutoff(db, c, need);
     return compact_run(db, c, err);
 }
 

@@ -266,6 +266,8 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     int rc = db_lock_dir(db, err);
     if (rc == LSM_OK && !db->opt.read_only)
         space_open(db);
+    if (db->opt.read_only)
+        blob_set_keep_unpinned(&db->blobs);     /* a last unpin deletes nothing */
     if (rc == LSM_OK)
         rc = db_recover(db, err);
     if (rc == LSM_OK && !db->opt.read_only) {

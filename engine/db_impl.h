@@ -90,6 +90,7 @@ struct lsm_db {
     atomic_int low_space;           /* the reserve was given back: only writes that free space
                                        are accepted (space.c) */
     int flush_nospace;              /* the last flush failed for want of space; guarded by mu */
+    uint64_t flush_attempts;        /* flushes tried, failed or not; guarded by mu */
     uint64_t compact_wait_until;    /* no compaction starts before this (now_micros): the last
                                        one found no space; guarded by mu */
 
@@ -132,6 +133,14 @@ int  space_fits(lsm_db *db, uint64_t bytes);
    tried again later (a log that failed half way through a record is not). */
 int  space_retryable(lsm_db *db, int rc);
 
+/* ---- check.c: values kept in blob files (a blob reference or an extent map) ---- */
+/* Reads every chunk of blob file data the value (of entry type type) uses, verifying checksums;
+   on damage returns the error with *bad_file the damaged file's number (0: the value itself is
+   malformed). LSM_OK at once for a value kept inline. */
+int  value_verify(blob_set *bs, int type, slice v, uint64_t *bad_file, char *err);
+/* The blob files the value names, ascending and distinct, in *nums (malloc'd, NULL when none). */
+int  value_files(const blob_set *bs, int type, slice v, uint64_t **nums);
+
 /* ---- recover.c ---- */
 /* Recovers the database in db->dir (creating it when allowed): the manifest, the logs, a new WAL;
    then deletes the files nothing names. Called by lsm_open with the directory locked. */
@@ -141,9 +150,13 @@ int  db_recover(lsm_db *db, char *err);
 #define BATCH_HEADER 12     /* fixed64 first sequence | fixed32 count, before a batch's entries */
 /* Applies a batch in its WAL record form to m; LSM_CORRUPT if it is malformed. *last is the
    sequence number of its last entry (first - 1 for an empty batch). */
-int  db_batch_apply(memtable *m, const uint8_t *p, size_t n, uint64_t *last);
+int  db_batch_apply(lsm_db *db, memtable *m, const uint8_t *p, size_t n, uint64_t *last);
 /* Creates WAL `number`, durable (header and directory entry) before any write is acknowledged. */
 int  db_new_wal(lsm_db *db, uint64_t number, logw **out, char *err);
+/* Writes one entry of any type (an extent map: LSM_TYPE_EXTENTS) as lsm_put writes a value,
+   followed in the same atomic write by the entries of batch `with` (may be NULL). */
+int  db_write_entry(lsm_db *db, int type, const void *key, size_t klen, const void *val,
+                    size_t vlen, const lsm_batch *with, int sync);
 /* LSM_OK if key has a valid length, else LSM_INVALID with a message on db. */
 int  db_check_key(lsm_db *db, const void *key, size_t klen);
 
@@ -153,6 +166,11 @@ void *db_flush_main(void *arg);                     /* the flush thread; returns
 /* ---- read.c ---- */
 void read_view_pin(lsm_db *db, read_view *rv);      /* caller holds mu */
 void read_view_put(read_view *rv);
+/* The newest visible stored value of key, pinned by rv (the caller releases it with read_view_put
+   after reading any blob file the value names): LSM_OK with a malloc'd copy in *val and its entry
+   type in *type, LSM_NOTFOUND, or an error with a message in err. */
+int  db_lookup(lsm_db *db, read_view *rv, const void *key, size_t klen, void **val, size_t *vlen,
+               int *type, char *err);
 
 /* ---- db_iter.c ---- */
 uint64_t db_oldest_snapshot(lsm_db *db);            /* caller holds mu */

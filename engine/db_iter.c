@@ -11,9 +11,11 @@
  * would. It must never show an entry newer than its snapshot, and never let compaction drop a
  * version its snapshot can see (it stays registered until freed or refreshed).
  */
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include "db_impl.h"
+#include "extent.h"
 
 struct lsm_iter {
     lsm_db *db;
@@ -23,8 +25,8 @@ struct lsm_iter {
     int valid;
     int rc;                     /* sticky failure */
     buf key;                    /* user key of the current entry */
-    slice val;                  /* stored value (a blob reference when val_is_blob) */
-    int val_is_blob;
+    slice val;                  /* stored value (a blob reference or extent map when val_is_blob) */
+    int val_is_blob;            /* 0, or the entry type to resolve: LSM_TYPE_BLOB or _EXTENTS */
     buf blobval;                /* the resolved blob value */
     buf bound;                  /* exclusive upper bound on user keys; empty: none */
     int64_t sample_left;        /* bytes to read before the next read sample */
@@ -195,7 +197,8 @@ static void lsm_iter_find_next(lsm_iter *it, int skipping)
                     skipping = 1;
                 } else {
                     it->val = iiter_value(m);
-                    it->val_is_blob = ikey_type(k) == LSM_TYPE_BLOB;
+                    it->val_is_blob = ikey_type(k) == LSM_TYPE_BLOB || ikey_type(k) == LSM_TYPE_EXTENTS
+                                          ? ikey_type(k) : 0;
                     it->valid = 1;
                     return;
                 }
@@ -259,7 +262,28 @@ const void *lsm_iter_value(const lsm_iter *cit, size_t *vlen)
 {
     /* Blob values are read only when asked for: a listing that wants keys never reads them. */
     lsm_iter *it = (lsm_iter *)cit;
-    if (lsm_iter_valid(it) && it->val_is_blob) {
+    if (lsm_iter_valid(it) && it->val_is_blob == LSM_TYPE_EXTENTS) {
+        extent_map em = { 0 };
+        char err[LSM_ERRLEN] = "";
+        int rc = LSM_OK;
+        if (extent_map_decode(it->val, &em) != 0)
+            rc = err_set(err, LSM_CORRUPT, "malformed extent map in %s", it->db->dir);
+        else if (em.size > LSM_MAX_VALUE)
+            rc = err_set(err, LSM_NOMEM, "value of %" PRIu64 " bytes is longer than LSM_MAX_VALUE: "
+                         "read it by range (lsm_get_range)", em.size);
+        if (rc == LSM_OK) {
+            it->blobval.len = 0;
+            buf_reserve(&it->blobval, (size_t)em.size + 1);
+            rc = extent_read(it->db, &em, 0, it->blobval.p, (size_t)em.size, err);
+        }
+        if (rc != LSM_OK) {
+            it->rc = db_fail(it->db, rc, err);
+        } else {
+            it->val = (slice){ it->blobval.p, (size_t)em.size };
+            it->val_is_blob = 0;
+        }
+        extent_map_free(&em);
+    } else if (lsm_iter_valid(it) && it->val_is_blob) {
         uint64_t number, off, len;
         char err[LSM_ERRLEN] = "";
         int rc = blob_set_ref_decode(&it->db->blobs, it->val, &number, &off, &len, err);

@@ -94,6 +94,7 @@ void *db_flush_main(void *arg)
             db->env->unlink(db->env, path);
         }
         pthread_mutex_lock(&db->mu);
+        db->flush_attempts++;
         if (retry) {
             /* Writers that wait for this flush fail instead (db_make_room); a delete may free
                the space, or another program may. */

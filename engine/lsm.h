@@ -2,13 +2,14 @@
  * lsm.h — the public interface of liblsm, an embeddable, crash-safe LSM-tree key-value engine.
  *
  * Conventions, stated once:
- *  - Handles (lsm_db, lsm_iter, lsm_batch, lsm_options) are opaque; create them with the functions
- *    below. Nothing the ABI depends on is an open struct except lsm_stats, which callers pass with
- *    its size and which only ever grows at its end: adding an option or a counter never breaks a
- *    program built against an older lsm.h (soname liblsm.so.1).
+ *  - Handles (lsm_db, lsm_iter, lsm_batch, lsm_options, lsm_value_writer, lsm_value_reader) are
+ *    opaque; create them with the functions below. Nothing the ABI depends on is an open struct
+ *    except lsm_stats, which callers pass with its size and which only ever grows at its end:
+ *    adding an option or a counter never breaks a program built against an older lsm.h (soname
+ *    liblsm.so.1).
  *  - Keys and values are (pointer, length) pairs of arbitrary bytes. Keys are 1..LSM_MAX_KEY bytes
  *    and compare bytewise (memcmp over the common prefix, then the shorter key first). Values are
- *    0..LSM_MAX_VALUE bytes.
+ *    0..LSM_MAX_VALUE bytes, or up to LSM_MAX_EXTENT_VALUE written with a value writer.
  *  - Memory the library returns is either owned by the caller (said as "caller frees with free()")
  *    or borrowed (said with how long it stays valid). Every free/close function accepts NULL.
  *  - Every function that can fail returns int: LSM_OK (0) or a negative LSM_* code. lsm_strerror()
@@ -41,7 +42,10 @@ extern "C" {
 #define LSM_VERSION_STRING "0.2.0"    /* ABI: liblsm.so.1 */
 
 #define LSM_MAX_KEY   65535u          /* longest key, bytes */
-#define LSM_MAX_VALUE (1u << 30)      /* longest value, bytes (1 GiB) */
+#define LSM_MAX_VALUE (1u << 30)      /* longest value given to lsm_put or returned whole, bytes
+                                         (1 GiB) */
+#define LSM_MAX_EXTENT_VALUE (UINT64_C(1) << 44) /* longest value written with lsm_value_writer,
+                                                    bytes (16 TiB) */
 
 enum {
     LSM_OK       = 0,
@@ -134,14 +138,14 @@ LSM_API int lsm_options_set_reserve_bytes(lsm_options *opt, size_t n);
 /* 1: open read-only; default 0. Such an open never writes to the directory: it creates no WAL or
    manifest, deletes, renames and flushes nothing and never compacts; the WALs are replayed into
    memory, so the handle sees every write that a read-write open would. lsm_put, lsm_delete,
-   lsm_write, lsm_flush and the compactions fail with LSM_INVALID (lsm_sync does nothing). It takes
-   a shared lock on LOCK: any number of read-only handles (in any processes) coexist, while a
-   read-write handle excludes them both ways, and the loser fails with LSM_BUSY naming the holder
-   ("LOCK: held by a read-write handle or process (pid 123)", or "held by read-only handles").
-   A directory without LOCK (a copy, a database on a read-only medium) is opened without a lock:
-   then nothing stops a later read-write open from changing it under the handle. The directory
-   must hold a database (create_if_missing and error_if_exists are ignored). The writes the logs
-   hold stay in memory for the handle's life. */
+   lsm_write, lsm_value_writer_open, lsm_flush and the compactions fail with LSM_INVALID (lsm_sync
+   does nothing). It takes a shared lock on LOCK: any number of read-only handles (in any
+   processes) coexist, while a read-write handle excludes them both ways, and the loser fails with
+   LSM_BUSY naming the holder ("LOCK: held by a read-write handle or process (pid 123)", or "held
+   by read-only handles"). A directory without LOCK (a copy, a database on a read-only medium) is
+   opened without a lock: then nothing stops a later read-write open from changing it under the
+   handle. The directory must hold a database (create_if_missing and error_if_exists are
+   ignored). The writes the logs hold stay in memory for the handle's life. */
 LSM_API int lsm_options_set_read_only(lsm_options *opt, int on);
 
 /* Opens (creating if allowed) the database in directory dir. opt NULL = defaults. On success *out is
@@ -157,19 +161,108 @@ LSM_API int  lsm_put(lsm_db *db, const void *key, size_t klen, const void *val, 
 LSM_API int  lsm_delete(lsm_db *db, const void *key, size_t klen);
 
 /* *val is from malloc() (caller frees; NULL when vlen is 0 is never returned: a 0-length value gives
-   a valid 1-byte allocation); LSM_NOTFOUND if absent. */
+   a valid 1-byte allocation); LSM_NOTFOUND if absent; LSM_NOMEM (with a message) for a value
+   longer than LSM_MAX_VALUE, which only a value writer makes: read those with lsm_get_range. */
 LSM_API int  lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen);
 
-/* Like lsm_get without copying the value: only its length. */
+/* Like lsm_get without copying the value: only its length (of an extent map: from the map alone,
+   without reading data). */
 LSM_API int  lsm_get_size(lsm_db *db, const void *key, size_t klen, uint64_t *vlen);
+
+/* The value's length (*size) and the bytes it occupies (*allocated): for a value written with a
+   value writer, the sum of its extents' lengths (holes take nothing; an extent shared with another
+   value counts in each, as reflinked files do in du); for any other value its length. Reads no
+   data. Either pointer may be NULL. */
+LSM_API int  lsm_get_allocated(lsm_db *db, const void *key, size_t klen, uint64_t *size,
+                               uint64_t *allocated);
+
+/* For SEEK_DATA/SEEK_HOLE: the first range of data [*start, *end) of the key's value that ends
+   after off (it may begin before off); *start == *end == the value's length when only holes (or
+   nothing) follow off. A value not written with a value writer is one range of data. Reads no
+   data. LSM_NOTFOUND only when the key is absent. */
+LSM_API int  lsm_get_next_data(lsm_db *db, const void *key, size_t klen, uint64_t off,
+                               uint64_t *start, uint64_t *end);
 
 /* Copies at most n bytes of the key's value starting at byte off into buf; *nread is how many were
    copied (0 at or past the end) and *vlen (may be NULL) the value's full length. It copies no more
    than the range, wherever the value is: a value in a memtable is copied from in place, one in a
    blob file is read by range, and one in a table is read with its data block (values at least
-   blob_threshold long never sit in a table block). */
+   blob_threshold long never sit in a table block). A value written with lsm_value_writer is read
+   from the extents the range meets; holes give zeros. */
 LSM_API int  lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *buf, size_t n,
                    size_t *nread, uint64_t *vlen);
+
+/* ---- values written a piece at a time ----
+   A value writer builds a new version of one key's value as an extent map (man/lsm-format.5,
+   EXTENT MAPS): bytes written at any offset go to a blob file the writer owns, unwritten ranges
+   are holes that read as zeros and take no space, and ranges the writer does not touch are shared
+   with the version it started from (no copy). A write of n bytes costs O(n) I/O plus the map;
+   sequential writes extend one record, holding at most 64 KiB of them in memory. Nothing is
+   visible until commit, which writes the new map as one atomic write (through the WAL, like
+   lsm_put): after a crash the key holds the old version or the new one, never a mixture, and the
+   writer's bytes are synced before the map names them. A writer that is aborted, or never
+   committed because the process died, leaves nothing: its blob file is removed (at the next open
+   after a crash). Values written this way may be up to LSM_MAX_EXTENT_VALUE bytes; lsm_get returns
+   one only up to LSM_MAX_VALUE (larger: LSM_NOMEM, read it with lsm_get_range), and lsm_iter_value
+   fails the same way on one.
+   A writer belongs to one thread at a time; any number may be open, on the same key too: the last
+   commit wins, as with lsm_put. Close every writer (commit or abort) before lsm_close. */
+typedef struct lsm_value_writer lsm_value_writer;
+
+#define LSM_VW_KEEP 1   /* lsm_value_writer_open: start from the key's current value (else empty) */
+
+/* Opens a writer for key. flags 0: the new value starts empty; LSM_VW_KEEP: it starts as the
+   key's current value (empty when absent). On success *out is the writer, to finish with
+   lsm_value_writer_commit or _abort; on failure *out is NULL. */
+LSM_API int lsm_value_writer_open(lsm_db *db, const void *key, size_t klen, int flags,
+                                  lsm_value_writer **out);
+/* Writes n bytes at byte off (copied before the call returns). Writing past the end grows the
+   value, leaving a hole between the old end and off. LSM_INVALID past LSM_MAX_EXTENT_VALUE. After
+   an I/O failure the writer is spoiled: every later call fails and commit only releases it. */
+LSM_API int lsm_value_writer_write(lsm_value_writer *w, uint64_t off, const void *buf, size_t n);
+/* Sets the value's size: bytes past size go; growing adds a hole. */
+LSM_API int lsm_value_writer_truncate(lsm_value_writer *w, uint64_t size);
+/* The value's size as written so far. */
+LSM_API uint64_t lsm_value_writer_size(const lsm_value_writer *w);
+/* Reads at most n bytes at off of the value as written so far (uncommitted writes included) into
+   buf; *nread (may be NULL) is how many (0 at or past the end). */
+LSM_API int lsm_value_writer_read(lsm_value_writer *w, uint64_t off, void *buf, size_t n,
+                                  size_t *nread);
+/* Makes the range [off, off + n) a hole (as fallocate's PUNCH_HOLE|KEEP_SIZE): the size stays. */
+LSM_API int lsm_value_writer_punch(lsm_value_writer *w, uint64_t off, uint64_t n);
+/* Makes [off, off + k) of the new value the bytes [src_off, src_off + k) of key src's current
+   value, k = min(n, what src holds past src_off), *copied = k (may be NULL). Nothing is copied
+   when src is a value written with a value writer or a large value in a blob file: the range
+   shares its extents (and holes) with src, so a reflink copy costs the map only; a small value is
+   copied. src may be the writer's own key (its committed value). LSM_NOTFOUND if src is absent. */
+LSM_API int lsm_value_writer_copy(lsm_value_writer *w, uint64_t off, const void *src,
+                                  size_t srclen, uint64_t src_off, uint64_t n, uint64_t *copied);
+/* Makes the new value the key's value in one atomic write, syncing the WAL when sync is set (as
+   lsm_write's sync). Frees w, whatever the result. */
+LSM_API int lsm_value_writer_commit(lsm_value_writer *w, int sync);
+/* As lsm_value_writer_commit, with the entries of batch b (may be NULL; not changed) in the same
+   atomic write, after the value: a file's content and its attribute record, say. */
+LSM_API int lsm_value_writer_commit_batch(lsm_value_writer *w, const lsm_batch *b, int sync);
+/* Drops everything written and frees w. Accepts NULL. */
+LSM_API void lsm_value_writer_abort(lsm_value_writer *w);
+
+/* A value reader reads one version of a key's value by range for as long as it is open, whatever
+   is written or compacted meanwhile (the blob files of that version stay on disk until it is
+   closed), and finds each range from the map it decoded once: the way to read a large value
+   many times (a file held open). A reader belongs to one thread at a time; close every reader
+   before lsm_close. */
+typedef struct lsm_value_reader lsm_value_reader;
+
+/* Opens a reader on key's current value; LSM_NOTFOUND if absent. A plain value (not written with a
+   value writer, nor large enough for a blob file) is copied into the reader. */
+LSM_API int lsm_value_reader_open(lsm_db *db, const void *key, size_t klen, lsm_value_reader **out);
+LSM_API uint64_t lsm_value_reader_size(const lsm_value_reader *r);
+/* Copies at most n bytes at off into buf; *nread (may be NULL) is how many (0 at or past the end);
+   holes read as zeros. */
+LSM_API int lsm_value_reader_read(lsm_value_reader *r, uint64_t off, void *buf, size_t n,
+                                  size_t *nread);
+/* Accepts NULL. */
+LSM_API void lsm_value_reader_close(lsm_value_reader *r);
 
 /* Every write committed so far is on stable storage when this returns LSM_OK. */
 LSM_API int  lsm_sync(lsm_db *db);
@@ -198,7 +291,9 @@ LSM_API int  lsm_iter_valid(const lsm_iter *it);
 LSM_API void lsm_iter_next(lsm_iter *it);
 LSM_API const void *lsm_iter_key(const lsm_iter *it, size_t *klen);    /* borrowed until the next call */
 /* Borrowed until the next call. NULL when the value could not be read (a value kept in a blob file
-   is read here, and that can fail): the iterator is then invalid and lsm_iter_status says why. */
+   is read here, and that can fail; a value longer than LSM_MAX_VALUE gives LSM_NOMEM): the
+   iterator is then invalid and lsm_iter_status says why. A scan that may meet such values reads
+   keys only, and values by range. */
 LSM_API const void *lsm_iter_value(const lsm_iter *it, size_t *vlen);
 LSM_API int  lsm_iter_status(const lsm_iter *it);
 /* Iteration stops (lsm_iter_valid turns 0) at the first key >= key; klen 0 removes the bound. A

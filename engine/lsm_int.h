@@ -28,7 +28,8 @@ typedef struct slice {
 enum {
     LSM_TYPE_DELETE = 0,
     LSM_TYPE_VALUE  = 1,
-    LSM_TYPE_BLOB   = 2             /* value is a blob reference (file, offset, length) */
+    LSM_TYPE_BLOB   = 2,            /* value is a blob reference (file, offset, length) */
+    LSM_TYPE_EXTENTS = 3            /* value is an extent map (extent.h; lsm-format.5, EXTENT MAPS) */
 };
 
 #define LSM_MAX_SEQ ((UINT64_C(1) << 56) - 1)

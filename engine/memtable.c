@@ -55,6 +55,10 @@ struct memtable {
     uint64_t rng;                           /* xorshift state for tower heights; guarded by writer */
     mt_node *sp_prev[MEMTABLE_MAX_HEIGHT];  /* last insert's predecessors; guarded by the writer */
     mt_node *sp_next[MEMTABLE_MAX_HEIGHT];  /* last insert's successors; guarded by the writer */
+    uint64_t *pins;                         /* blob files pinned (memtable_pin); guarded by the writer */
+    int npins, cappins;                     /* guarded by the writer */
+    memtable_unpin_fn unpin;                /* called at free with pins; set by the first pin */
+    void *unpin_arg;
 };
 
 typedef struct mt_iter {
@@ -200,6 +204,9 @@ void memtable_unref(memtable *m)
 {
     if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
         return;
+    if (m->unpin)
+        m->unpin(m->unpin_arg, m->pins, m->npins);
+    free(m->pins);
     mt_block *b = m->blocks;
     while (b) {
         mt_block *next = b->next;
@@ -207,6 +214,22 @@ void memtable_unref(memtable *m)
         b = next;
     }
     free(m);
+}
+
+void memtable_pin(memtable *m, const uint64_t *nums, int n, memtable_unpin_fn fn, void *arg)
+{
+    if (n <= 0)
+        return;
+    if (m->npins + n > m->cappins) {
+        m->cappins = m->npins + n > 2 * m->cappins ? m->npins + n : 2 * m->cappins;
+        m->pins = xrealloc(m->pins, (size_t)m->cappins * sizeof *m->pins);
+    }
+    memcpy(m->pins + m->npins, nums, (size_t)n * sizeof *nums);
+    m->npins += n;
+    if (!m->unpin) {
+        m->unpin = fn;
+        m->unpin_arg = arg;
+    }
 }
 
 size_t memtable_usage(const memtable *m)

@@ -24,6 +24,12 @@ void   memtable_add(memtable *m, uint64_t seq, int type, const void *key, size_t
    from the memtable: valid while the caller holds a reference) if there is one, else 0. */
 int    memtable_get(memtable *m, const void *key, size_t klen, uint64_t snap, int *type, slice *val);
 
+/* Blob files named by extent maps in m stay pinned while m lives: the writer records them here
+   (the caller serialises calls, as for memtable_add) and the last unref calls fn(arg, nums, n)
+   with every number recorded (fn and arg of the first call). */
+typedef void (*memtable_unpin_fn)(void *arg, const uint64_t *nums, int n);
+void   memtable_pin(memtable *m, const uint64_t *nums, int n, memtable_unpin_fn fn, void *arg);
+
 size_t memtable_usage(const memtable *m);     /* bytes of arena in use (approximate, thread-safe) */
 uint64_t memtable_entries(const memtable *m);
 

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "db_impl.h"
+#include "extent.h"
 
 /* Pins what a read sees now (caller holds mu). */
 void read_view_pin(lsm_db *db, read_view *rv)
@@ -58,7 +59,8 @@ static int read_lookup(lsm_db *db, read_view *rv, const void *key, size_t klen, 
         if (mts[i] && memtable_get(mts[i], key, klen, rv->snap, type, &s)) {
             found = 1;
             /* The entry stays in the memtable while rv pins it: only what r asks for is copied. */
-            if (*type == LSM_TYPE_VALUE && value_take(r, s, *type, val, vlen) != 0)
+            if ((*type == LSM_TYPE_VALUE || *type == LSM_TYPE_EXTENTS) &&
+                value_take(r, s, *type, val, vlen) != 0)
                 return err_set(err, LSM_NOMEM, "cannot allocate %zu bytes for a value", s.n);
         }
     }
@@ -75,6 +77,12 @@ static int read_lookup(lsm_db *db, read_view *rv, const void *key, size_t klen, 
     return found && *type != LSM_TYPE_DELETE ? LSM_OK : LSM_NOTFOUND;
 }
 
+int db_lookup(lsm_db *db, read_view *rv, const void *key, size_t klen, void **val, size_t *vlen,
+              int *type, char *err)
+{
+    return read_lookup(db, rv, key, klen, NULL, val, vlen, type, err);
+}
+
 int lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen)
 {
     if (!db || !val || !vlen)
@@ -87,8 +95,9 @@ int lsm_get(lsm_db *db, const void *key, size_t klen, void **val, size_t *vlen)
     int type = LSM_TYPE_VALUE;
     read_view rv;
     int rc = read_lookup(db, &rv, key, klen, NULL, val, vlen, &type, err);
-    if (rc == LSM_OK && type == LSM_TYPE_BLOB) {
-        rc = blob_set_resolve(&db->blobs, val, vlen, err);
+    if (rc == LSM_OK && (type == LSM_TYPE_BLOB || type == LSM_TYPE_EXTENTS)) {
+        rc = type == LSM_TYPE_BLOB ? blob_set_resolve(&db->blobs, val, vlen, err)
+                                   : extent_resolve(db, val, vlen, err);
         if (rc != LSM_OK) {
             free(*val);
             *val = NULL;
@@ -131,6 +140,9 @@ int lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t off, void *
         m = off < full ? (full - off < n ? full - off : n) : 0;
         if (rc == LSM_OK && m)
             rc = blob_set_read(&db->blobs, (slice){ v, len }, off, buf, (size_t)m, &full, err);
+    } else if (rc == LSM_OK && type == LSM_TYPE_EXTENTS) {
+        /* A map: only the extents the range meets are read, holes are zeros. */
+        rc = extent_read_range(db, (slice){ v, len }, off, buf, n, &m, &full, err);
     }
     if (rc == LSM_OK) {
         if (nread)

@@ -19,6 +19,7 @@
 #include <string.h>
 #include "builder.h"
 #include "db_impl.h"
+#include "extent.h"
 
 struct recover_state {
     lsm_db *db;
@@ -54,7 +55,7 @@ static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off
         return err_set(st->err, LSM_CORRUPT,
                        "%s: its last %" PRIu64 " bytes are damaged although a newer log (%s) "
                        "holds writes", st->torn, st->torn_bytes, st->path);
-    if (db_batch_apply(*st->mem, p, n, &last) != LSM_OK)
+    if (db_batch_apply(st->db, *st->mem, p, n, &last) != LSM_OK)
         return err_set(st->err, LSM_CORRUPT, "%s: offset %" PRIu64 ": malformed batch record",
                        st->path, off);
     if (n >= BATCH_HEADER && dec_fixed32(p + 8) > 0 && last > st->max_seq)
@@ -257,6 +258,7 @@ int db_recover(lsm_db *db, char *err)
     for (int l = 0; l < LSM_MAX_LEVELS; l++)
         for (int j = 0; j < cur->nfiles[l]; j++)
             blob_set_ref(&db->blobs, cur->files[l][j]->blobs, cur->files[l][j]->nblobs);
+    extent_load_garbage(db);        /* for the files just counted live */
 
     /* The logs become L0 tables, a new log starts, and one edit (after a fresh manifest) names
        both: a crash before it leaves the old logs to replay again. */

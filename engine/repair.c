@@ -174,11 +174,39 @@ struct repair_log {
     memtable *m;
 };
 
+/* db_batch_apply without a handle: a map's blob files need no pin here, as nothing is deleted
+   while the repair runs. Entries before a malformed one stay applied. */
+static int repair_batch_apply(memtable *m, const uint8_t *p, size_t n, uint64_t *last)
+{
+    if (n < BATCH_HEADER)
+        return LSM_CORRUPT;
+    uint64_t seq = dec_fixed64(p);
+    uint32_t count = dec_fixed32(p + 8);
+    const uint8_t *q = p + BATCH_HEADER, *end = p + n;
+    for (uint32_t i = 0; i < count; i++) {
+        slice k, v = { NULL, 0 };
+        if (q >= end)
+            return LSM_CORRUPT;
+        int type = *q++;
+        if (!(q = dec_lenslice(q, end, &k)) || k.n == 0)
+            return LSM_CORRUPT;
+        if (type == LSM_TYPE_VALUE || type == LSM_TYPE_EXTENTS) {
+            if (!(q = dec_lenslice(q, end, &v)))
+                return LSM_CORRUPT;
+        } else if (type != LSM_TYPE_DELETE) {
+            return LSM_CORRUPT;
+        }
+        memtable_add(m, seq + i, type, k.p, k.n, v.p, v.n);
+    }
+    *last = seq + count - 1;
+    return q == end ? LSM_OK : LSM_CORRUPT;
+}
+
 static int repair_log_record(void *arg, const uint8_t *p, size_t n, uint64_t off)
 {
     struct repair_log *rl = arg;
     uint64_t last;
-    if (db_batch_apply(rl->m, p, n, &last) != LSM_OK)
+    if (repair_batch_apply(rl->m, p, n, &last) != LSM_OK)
         return err_set(rl->rs->err, LSM_CORRUPT, "offset %" PRIu64 ": malformed batch record",
                        off);
     if (n >= BATCH_HEADER && dec_fixed32(p + 8) > 0 && last > rl->rs->max_seq)
@@ -229,30 +257,28 @@ static void repair_note_blob(repair_state *rs, uint64_t number)
     rs->tblobs[i] = number;
 }
 
-/* Whether every chunk of blob value ref reads back; reports the key lost if not. */
-static int repair_blob_ok(repair_state *rs, slice ukey, slice ref, uint64_t *number)
+/* Whether every chunk of blob file data the value of ukey uses reads back (inline values: yes);
+   reports the key lost if not, and notes the files it names for the table being written if so. */
+static int repair_value_ok(repair_state *rs, slice ukey, int type, slice v)
 {
     char err[LSM_ERRLEN] = "";
-    uint64_t off, len;
-    if (blob_set_ref_decode(&rs->blobs, ref, number, &off, &len, err) != LSM_OK) {
-        repair_report(rs, rs->dir, err, ukey, ukey);
+    uint64_t bad = 0;
+    if (value_verify(&rs->blobs, type, v, &bad, err) != LSM_OK) {
+        char path[4096], what[LSM_ERRLEN + 64];
+        if (bad)
+            file_path(rs->dir, bad, ".blob", path, sizeof path);
+        else
+            snprintf(path, sizeof path, "%s", rs->dir);
+        snprintf(what, sizeof what, "%s; the value of this key is lost", err);
+        repair_report(rs, path, what, ukey, ukey);
         return 0;
     }
-    uint8_t *chunk = xmalloc(BLOB_CHUNK);
-    int ok = 1;
-    for (uint64_t pos = 0; pos < len && ok; pos += BLOB_CHUNK) {
-        size_t n = len - pos < BLOB_CHUNK ? (size_t)(len - pos) : BLOB_CHUNK;
-        uint64_t full;
-        if (blob_set_read(&rs->blobs, ref, pos, chunk, n, &full, err) != LSM_OK) {
-            char path[4096], what[LSM_ERRLEN + 64];
-            file_path(rs->dir, *number, ".blob", path, sizeof path);
-            snprintf(what, sizeof what, "%s; the value of this key is lost", err);
-            repair_report(rs, path, what, ukey, ukey);
-            ok = 0;
-        }
-    }
-    free(chunk);
-    return ok;
+    uint64_t *nums;
+    int n = value_files(&rs->blobs, type, v, &nums);
+    for (int i = 0; i < n; i++)
+        repair_note_blob(rs, nums[i]);
+    free(nums);
+    return 1;
 }
 
 /* Writes the merged sources into new tables of the deepest level. */
@@ -274,17 +300,6 @@ static int repair_write(repair_state *rs)
             continue;
         rs->last.len = 0;
         buf_append(&rs->last, k.p, k.n);
-        if (ikey_type(k) == LSM_TYPE_BLOB) {
-            uint64_t number = 0;
-            if (repair_blob_ok(rs, u, v, &number)) {
-                repair_note_blob(rs, number);
-            } else {
-                key.len = 0;
-                ikey_build(&key, u.p, u.n, ikey_seq(k), LSM_TYPE_DELETE);
-                k = (slice){ key.p, key.len };
-                v = (slice){ NULL, 0 };
-            }
-        }
         /* A table ends only between user keys, so the run stays disjoint. */
         if (rs->b && new_ukey && sst_builder_file_size(rs->b) >= rs->opt.table_bytes)
             rc = repair_finish_table(rs);
@@ -306,8 +321,17 @@ static int repair_write(repair_state *rs)
             };
             rs->b = sst_builder_new(rs->env, rs->f, path, &so);
             rs->lo.len = 0;
-            buf_append(&rs->lo, k.p, k.n);
         }
+        /* after the cut: the files a value names belong to the table it goes into */
+        if (rc == LSM_OK && (ikey_type(k) == LSM_TYPE_BLOB || ikey_type(k) == LSM_TYPE_EXTENTS) &&
+            !repair_value_ok(rs, u, ikey_type(k), v)) {
+            key.len = 0;
+            ikey_build(&key, u.p, u.n, ikey_seq(k), LSM_TYPE_DELETE);
+            k = (slice){ key.p, key.len };
+            v = (slice){ NULL, 0 };
+        }
+        if (rc == LSM_OK && !rs->lo.len)
+            buf_append(&rs->lo, k.p, k.n);
         if (rc == LSM_OK)
             rc = sst_builder_add(rs->b, k, v, rs->err);
         rs->hi.len = 0;

@@ -1323,7 +1323,8 @@ int sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, i
             slice k = sst_cursor_key(&dc);
             if (ukey_cmp(k.p, k.n - LSM_TRAILER, ukey, uklen) == 0) {
                 int ty = ikey_type(k);
-                if (ty != LSM_TYPE_VALUE && ty != LSM_TYPE_DELETE && ty != LSM_TYPE_BLOB) {
+                if (ty != LSM_TYPE_VALUE && ty != LSM_TYPE_DELETE && ty != LSM_TYPE_BLOB &&
+                    ty != LSM_TYPE_EXTENTS) {
                     rc = sst_corrupt(t, err, ie->off, "unknown entry type");
                 } else if (ty != LSM_TYPE_DELETE) {
                     if (value_take(r, dc.val, ty, val, vlen) != 0)

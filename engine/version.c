@@ -19,7 +19,7 @@
 #include "version.h"
 
 enum { TAG_LOG = 1, TAG_NEXT_FILE = 2, TAG_LAST_SEQ = 3, TAG_DELETED = 4, TAG_NEW_FILE = 5,
-       TAG_NEW_FILE_BLOBS = 6 };
+       TAG_NEW_FILE_BLOBS = 6, TAG_BLOB_GARBAGE = 7 };
 
 file_meta *file_meta_new(uint64_t number, uint64_t size, slice smallest, slice largest)
 {
@@ -94,7 +94,80 @@ void edit_free(version_edit *e)
         file_meta_unref(e->added[i].f);
     free(e->added);
     free(e->deleted);
+    free(e->garbage);
     edit_init(e);
+}
+
+/* Sets file's total in the pairs array (*v, *n, *cap), adding it when absent. */
+static void garbage_set(uint64_t **v, int *n, int *cap, uint64_t file, uint64_t bytes)
+{
+    for (int i = 0; i < *n; i++)
+        if ((*v)[2 * i] == file) {
+            (*v)[2 * i + 1] = bytes;
+            return;
+        }
+    if (*n == *cap) {
+        *cap = *cap ? 2 * *cap : 8;
+        *v = xrealloc(*v, (size_t)*cap * 2 * sizeof **v);
+    }
+    (*v)[2 * *n] = file;
+    (*v)[2 * *n + 1] = bytes;
+    (*n)++;
+}
+
+void edit_garbage(version_edit *e, uint64_t file, uint64_t bytes)
+{
+    garbage_set(&e->garbage, &e->ngarbage, &e->capgarbage, file, bytes);
+}
+
+/* Orders (file, bytes, arrival) triples by file, then arrival. */
+static int garbage_cmp(const void *a, const void *b)
+{
+    const uint64_t *x = a, *y = b;
+    if (x[0] != y[0])
+        return x[0] < y[0] ? -1 : 1;
+    return x[2] < y[2] ? -1 : x[2] > y[2];
+}
+
+/* Keeps the last total recorded for each file in vs->garbage, ascending by file. */
+static void vset_garbage_normalize(vset *vs)
+{
+    int n = vs->ngarbage;
+    if (n == 0)
+        return;
+    uint64_t *t = xmalloc((size_t)n * 3 * sizeof *t);
+    for (int i = 0; i < n; i++) {
+        t[3 * i] = vs->garbage[2 * i];
+        t[3 * i + 1] = vs->garbage[2 * i + 1];
+        t[3 * i + 2] = (uint64_t)i;
+    }
+    qsort(t, (size_t)n, 3 * sizeof *t, garbage_cmp);
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (i + 1 < n && t[3 * (i + 1)] == t[3 * i])
+            continue;           /* a later total for the same file follows */
+        vs->garbage[2 * k] = t[3 * i];
+        vs->garbage[2 * k + 1] = t[3 * i + 1];
+        k++;
+    }
+    free(t);
+    vs->ngarbage = k;
+    vs->garbage_normal = k;
+}
+
+/* Appends (file, bytes) to vs's totals; duplicates are folded when the list has doubled since it
+   was last folded, so replaying or applying E records costs O(E log E), not O(E * files). */
+static void vset_garbage_add(vset *vs, uint64_t file, uint64_t bytes)
+{
+    if (vs->ngarbage == vs->capgarbage) {
+        vs->capgarbage = vs->capgarbage ? 2 * vs->capgarbage : 64;
+        vs->garbage = xrealloc(vs->garbage, (size_t)vs->capgarbage * 2 * sizeof *vs->garbage);
+    }
+    vs->garbage[2 * vs->ngarbage] = file;
+    vs->garbage[2 * vs->ngarbage + 1] = bytes;
+    vs->ngarbage++;
+    if (vs->ngarbage > 2 * vs->garbage_normal + 64)
+        vset_garbage_normalize(vs);
 }
 
 void edit_add(version_edit *e, int level, file_meta *f)
@@ -153,6 +226,11 @@ void edit_encode(const version_edit *e, buf *out)
                 buf_put_varint(out, f->blobs[b]);
         }
     }
+    for (int i = 0; i < e->ngarbage; i++) {
+        buf_put_varint(out, TAG_BLOB_GARBAGE);
+        buf_put_varint(out, e->garbage[2 * i]);
+        buf_put_varint(out, e->garbage[2 * i + 1]);
+    }
 }
 
 /* Decodes one edit; returns a static description of the problem, or NULL when it is well formed. */
@@ -210,6 +288,11 @@ static const char *version_edit_decode(version_edit *e, const uint8_t *p, size_t
                 edit_add(e, (int)a, f);
                 file_meta_unref(f);
             }
+            break;
+        case TAG_BLOB_GARBAGE:
+            if (!(p = dec_varint(p, end, &a)) || !(p = dec_varint(p, end, &b)))
+                return "bad blob garbage field";
+            edit_garbage(e, a, b);
             break;
         default:
             return "unknown field tag";
@@ -374,6 +457,8 @@ static int vset_replay_record(void *arg, const uint8_t *p, size_t n, uint64_t of
         st->vs->last_seq = e.last_seq;
         st->have_seq = 1;
     }
+    for (int i = 0; i < e.ngarbage; i++)
+        vset_garbage_add(st->vs, e.garbage[2 * i], e.garbage[2 * i + 1]);
     edit_free(&e);
     return LSM_OK;
 }
@@ -428,6 +513,7 @@ int vset_recover(vset *vs, char *err)
     if (vs->next_file <= num)
         vs->next_file = num + 1;
     vs->current = st.v;
+    vset_garbage_normalize(vs);
     return LSM_OK;
 }
 
@@ -469,6 +555,8 @@ int vset_apply(vset *vs, version_edit *e, char *err)
     }
     vs->log_number = e->log_number;
     vs->last_seq = e->last_seq;
+    for (int i = 0; i < e->ngarbage; i++)
+        vset_garbage_add(vs, e->garbage[2 * i], e->garbage[2 * i + 1]);
     for (int i = 0; i < e->nadded && vs->add; i++) {
         int moved = 0;
         for (int d = 0; d < e->ndeleted && !moved; d++)
@@ -499,6 +587,30 @@ int vset_write_snapshot(vset *vs, char *err)
     for (int l = 0; l < LSM_MAX_LEVELS; l++)
         for (int i = 0; i < v->nfiles[l]; i++)
             edit_add(&e, l, v->files[l][i]);
+    /* Garbage of the blob files the version still names; the rest are gone. */
+    vset_garbage_normalize(vs);
+    uint64_t *names = NULL;
+    size_t nnames = 0;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++)
+        for (int i = 0; i < v->nfiles[l]; i++) {
+            names = xrealloc(names, (nnames + (size_t)v->files[l][i]->nblobs + 1) * sizeof *names);
+            for (int b = 0; b < v->files[l][i]->nblobs; b++)
+                names[nnames++] = v->files[l][i]->blobs[b];
+        }
+    if (nnames)
+        qsort(names, nnames, sizeof *names, u64_cmp);
+    int keep = 0;
+    for (int g = 0; g < vs->ngarbage; g++) {
+        int named = nnames && bsearch(&vs->garbage[2 * g], names, nnames, sizeof *names, u64_cmp);
+        if (named) {
+            vs->garbage[2 * keep] = vs->garbage[2 * g];
+            vs->garbage[2 * keep + 1] = vs->garbage[2 * g + 1];
+            edit_garbage(&e, vs->garbage[2 * keep], vs->garbage[2 * keep + 1]);
+            keep++;
+        }
+    }
+    vs->ngarbage = vs->garbage_normal = keep;
+    free(names);
     version_unref(v);
 
     snprintf(path, sizeof path, "%s/MANIFEST-%06" PRIu64, vs->dir, num);
@@ -531,6 +643,9 @@ int vset_write_snapshot(vset *vs, char *err)
 
 void vset_close(vset *vs)
 {
+    free(vs->garbage);
+    vs->garbage = NULL;
+    vs->ngarbage = vs->capgarbage = vs->garbage_normal = 0;
     logw_close(vs->manifest, NULL);
     vs->manifest = NULL;
     version_unref(vs->current);

@@ -67,6 +67,8 @@ typedef struct version_edit {
     int nadded, capadded;
     del_file *deleted;
     int ndeleted, capdeleted;
+    uint64_t *garbage;         /* pairs (blob file number, its garbage bytes in total) */
+    int ngarbage, capgarbage;  /* pairs */
 } version_edit;
 
 /* Called (from any thread) when a table no version needs any more is to be deleted. */
@@ -87,6 +89,12 @@ typedef struct vset {
     vset_drop_fn drop;         /* deletes a table file */
     vset_add_fn add;           /* counts blob references of a new table */
     void *drop_arg;            /* argument of drop and add */
+    uint64_t *garbage;         /* pairs (blob file, garbage bytes) as the manifest holds them:
+                                  replayed, then updated by each edit; a later pair for a file
+                                  overrides an earlier one (folded now and then); guarded by
+                                  manifest_mu */
+    int ngarbage, capgarbage;
+    int garbage_normal;        /* pairs after the last folding */
 } vset;
 
 file_meta *file_meta_new(uint64_t number, uint64_t size, slice smallest, slice largest);
@@ -112,6 +120,9 @@ void edit_init(version_edit *e);
 void edit_free(version_edit *e);
 void edit_add(version_edit *e, int level, file_meta *f);   /* takes a new reference on f */
 void edit_delete(version_edit *e, int level, uint64_t number);
+/* Records that blob file `file` holds `bytes` of garbage in total (extent.c's live-byte
+   accounting); a later record for the same file replaces it. */
+void edit_garbage(version_edit *e, uint64_t file, uint64_t bytes);
 void edit_encode(const version_edit *e, buf *out);
 
 /* Reads CURRENT and replays that manifest into vs->current. LSM_NOTFOUND if CURRENT is absent. */

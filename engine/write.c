@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "db_impl.h"
+#include "extent.h"
 
 #define GROUP_MAX_BYTES (1u << 20)  /* a write group's batches never exceed this, unless one does */
 
@@ -71,7 +72,7 @@ static void batch_add(lsm_batch *b, int type, const void *key, size_t klen, cons
     buf_reserve(&b->rep, 1 + 10 + klen + 10 + vlen);
     buf_putc(&b->rep, (uint8_t)type);
     buf_put_lenslice(&b->rep, key, klen);
-    if (type == LSM_TYPE_VALUE) {
+    if (type != LSM_TYPE_DELETE) {
         buf_put_lenslice(&b->rep, val, vlen);
         b->puts++;
     }
@@ -110,7 +111,7 @@ void lsm_batch_free(lsm_batch *b)
     free(b);
 }
 
-int db_batch_apply(memtable *m, const uint8_t *p, size_t n, uint64_t *last)
+int db_batch_apply(lsm_db *db, memtable *m, const uint8_t *p, size_t n, uint64_t *last)
 {
     if (n < BATCH_HEADER)
         return LSM_CORRUPT;
@@ -124,8 +125,11 @@ int db_batch_apply(memtable *m, const uint8_t *p, size_t n, uint64_t *last)
         int type = *q++;
         if (!(q = dec_lenslice(q, end, &k)) || k.n == 0)
             return LSM_CORRUPT;
-        if (type == LSM_TYPE_VALUE) {
+        if (type == LSM_TYPE_VALUE || type == LSM_TYPE_EXTENTS) {
             if (!(q = dec_lenslice(q, end, &v)))
+                return LSM_CORRUPT;
+            /* A map's blob files stay pinned while this memtable lives (extent.c). */
+            if (type == LSM_TYPE_EXTENTS && extent_pin_memtable(db, m, v) != 0)
                 return LSM_CORRUPT;
         } else if (type != LSM_TYPE_DELETE) {
             return LSM_CORRUPT;
@@ -215,6 +219,7 @@ static void db_wait_for_room(lsm_db *db)
 static int db_make_room(lsm_db *db, int force, char *err)
 {
     int allow_delay = !force && db->opt.background_compaction;
+    int retried = 0;            /* waited for one more flush attempt after one found no space */
     for (;;) {
         if (db->bg_error)
             return err_set(err, db->bg_error, "%s", db->bg_errmsg);
@@ -239,7 +244,17 @@ static int db_make_room(lsm_db *db, int force, char *err)
         if (force && memtable_entries(db->mem) == 0)
             return LSM_OK;
         if (db->imm || (db->opt.background_compaction && l0 >= L0_STOP)) {
-            /* What it would wait for cannot happen until space is freed. */
+            /* The flush found no space: wait for one more try (a compaction may have ended,
+               a delete freed space), then give up rather than wait for space to be freed. */
+            if (db->imm && db->flush_nospace && !retried) {
+                uint64_t tries = db->flush_attempts;
+                retried = 1;
+                pthread_cond_broadcast(&db->work_cv);
+                while (db->flush_attempts == tries && db->imm && !db->bg_error &&
+                       !db->shutting_down)
+                    pthread_cond_wait(&db->bg_cv, &db->mu);
+                continue;
+            }
             if ((db->imm && db->flush_nospace) || (!db->imm && db->compact_wait_until > now_micros()))
                 return err_set(err, LSM_NOSPACE, "%s: the disk is full: the memtable cannot be "
                                "flushed until space is freed", db->dir);
@@ -323,7 +338,7 @@ static int db_write_group(lsm_db *db, memtable *mem, logw *wal, const write_grou
     if (rc == LSM_OK && g->sync)
         rc = logw_sync(wal, err);
     *last_seq = g->seq - 1;
-    if (rc == LSM_OK && g->count > 0 && db_batch_apply(mem, g->rep, g->len, last_seq) != LSM_OK)
+    if (rc == LSM_OK && g->count > 0 && db_batch_apply(db, mem, g->rep, g->len, last_seq) != LSM_OK)
         rc = err_set(err, LSM_CORRUPT, "internal: malformed batch");
     return rc;
 }
@@ -468,6 +483,26 @@ int lsm_put(lsm_db *db, const void *key, size_t klen, const void *val, size_t vl
     if (vlen > LSM_MAX_VALUE || (vlen && !val))
         return db_fail(db, LSM_INVALID, "value longer than LSM_MAX_VALUE (1 GiB)");
     return db_write_one(db, LSM_TYPE_VALUE, key, klen, val, vlen);
+}
+
+int db_write_entry(lsm_db *db, int type, const void *key, size_t klen, const void *val,
+                   size_t vlen, const lsm_batch *with, int sync)
+{
+    lsm_batch b = { 0 };
+    lsm_batch_clear(&b);
+    batch_add(&b, type, key, klen, val, vlen);
+    if (with) {
+        buf_append(&b.rep, with->rep.p + BATCH_HEADER, with->rep.len - BATCH_HEADER);
+        b.count += with->count;
+        b.invalid |= with->invalid;
+        b.user_bytes += with->user_bytes;
+        b.puts += with->puts;
+        b.frees_space = with->frees_space;    /* a shrinking commit marked so by its writer */
+    }
+    int rc = b.invalid ? db_fail(db, LSM_INVALID, "entry or batch with a bad key or value length")
+                       : db_write(db, &b, sync, 0);
+    buf_free(&b.rep);
+    return rc;
 }
 
 int lsm_delete(lsm_db *db, const void *key, size_t klen)

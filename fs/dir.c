@@ -157,7 +157,8 @@ void lsmfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f
 /* Creates a regular file, directory or symlink at parent/name as one batch. On success *out holds
    one lookup reference (and one open reference if opening). fs->ns held for writing. */
 int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name, int type,
-                     mode_t mode, const char *target, int opening, struct lsmfs_inode **out)
+                     mode_t mode, dev_t rdev, const char *target, int opening,
+                     struct lsmfs_inode **out)
 {
     struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_meta m;
@@ -176,6 +177,10 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
     pthread_mutex_unlock(&parent->mu);
     lsmfs_meta_default(fs, &m, type);
     m.mode = (m.mode & S_IFMT) | (type == LSMFS_LNK ? 0777 : (mode & 07777));
+    if (type == LSMFS_REG && (mode & S_IFMT) && !S_ISREG(mode)) {
+        m.mode = (mode & S_IFMT) | (mode & 07777);      /* a FIFO, socket or device node */
+        m.rdev = S_ISCHR(mode) || S_ISBLK(mode) ? (uint64_t)rdev : 0;
+    }
     m.uid = ctx->uid;
     m.gid = ctx->gid;
     if (pmode & S_ISGID) {
@@ -240,10 +245,13 @@ void lsmfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 {
     struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_inode *ino = NULL;
-    int err = EPERM;   /* device nodes, fifos and sockets are not kept */
-    if (S_ISREG(mode)) {
+    int err = EINVAL;
+    /* FIFOs, sockets and device nodes are records only: the kernel carries their I/O. */
+    if (S_ISREG(mode) || S_ISFIFO(mode) || S_ISSOCK(mode) || S_ISCHR(mode) || S_ISBLK(mode) ||
+        !(mode & S_IFMT)) {
         pthread_rwlock_wrlock(&fs->ns);
-        err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_REG, mode, NULL, 0, &ino);
+        err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_REG, mode, rdev, NULL, 0,
+                             &ino);
         pthread_rwlock_unlock(&fs->ns);
     }
     dir_reply_made(req, err, ino);
@@ -254,7 +262,8 @@ void lsmfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
     struct lsmfs *fs = fuse_req_userdata(req);
     struct lsmfs_inode *ino = NULL;
     pthread_rwlock_wrlock(&fs->ns);
-    int err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_DIR, mode, NULL, 0, &ino);
+    int err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_DIR, mode, 0, NULL, 0,
+                             &ino);
     pthread_rwlock_unlock(&fs->ns);
     dir_reply_made(req, err, ino);
 }
@@ -266,7 +275,8 @@ void lsmfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const ch
     int err = strlen(link) > PATH_MAX ? ENAMETOOLONG : 0;
     pthread_rwlock_wrlock(&fs->ns);
     if (!err)
-        err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_LNK, 0777, link, 0, &ino);
+        err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_LNK, 0777, 0, link, 0,
+                             &ino);
     pthread_rwlock_unlock(&fs->ns);
     dir_reply_made(req, err, ino);
 }
@@ -1066,8 +1076,8 @@ static void dir_plain_stat(struct dir_fill *f, const char *nm, int isdir, int is
     }
     if ((!is_dot || nm[1] == '.') && dir_entry_record(f->fs, f->dir, nm, isdir, &m) == 0) {
         st->st_ino = m.ino;
-        if (!isdir && m.type == LSMFS_LNK)
-            st->st_mode = S_IFLNK;
+        if (!isdir && m.type != LSMFS_DIR)
+            st->st_mode = m.mode & S_IFMT;  /* a symlink, FIFO, socket or device node */
     }
 }
 

@@ -40,6 +40,7 @@ void lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st)
     st->st_uid = m->uid;
     st->st_gid = m->gid;
     st->st_size = m->type == LSMFS_DIR ? 4096 : (off_t)m->size;
+    st->st_rdev = (dev_t)m->rdev;
     st->st_blksize = 4096;
     st->st_blocks = m->type == LSMFS_DIR ? 8 : (blkcnt_t)((m->size + 511) / 512);
     st->st_mtim.tv_sec = m->mtime_ns / 1000000000;

@@ -92,10 +92,10 @@ void lsmfs_meta_default(struct lsmfs *fs, struct lsmfs_meta *m, int type)
 }
 
 /*
- * Attribute record, version 1, 40 bytes, little-endian (documented in lsmfs(1), FILES):
+ * Attribute record, version 1, 40 bytes (48 for a device node), little-endian (documented in lsmfs(1), FILES):
  *   off 0  u8   version (1)         off 8  u32 uid
  *   off 1  u8   type 1=reg 2=dir 3=symlink
- *   off 2  u16  zero                off 12 u32 gid
+ *   off 2  u16  special file        off 12 u32 gid
  *   off 4  u32  permission bits     off 16 i64 mtime, ns since the epoch
  *                                   off 24 i64 ctime, ns since the epoch
  *                                   off 32 u64 inode number (st_ino); 0 = none
@@ -103,9 +103,15 @@ void lsmfs_meta_default(struct lsmfs *fs, struct lsmfs_meta *m, int type)
  * lsmfs wrote before, which it reads without one (lsmfs_ino_derived gives it one) and which older
  * daemons read in a 40-byte record by ignoring the bytes past 32. A longer record is accepted
  * (bytes past 40 are ignored) so later versions can add fields.
+ *
+ * Special files (FIFOs, sockets, device nodes) are type 1 with their S_IFMT bits, shifted right
+ * by 12, in the u16 at offset 2 (0 for every other object), and, for a device node, a 48-byte
+ * record whose u64 at offset 40 is st_rdev. A daemon older than this shows them as empty regular
+ * files. Their value key holds nothing: the kernel, not lsmfs, carries their I/O.
  */
 #define LSMFS_REC_LEN 40
 #define LSMFS_REC_MIN 32                /* a record written before inode numbers were kept */
+#define LSMFS_REC_MAX 48                /* a device node's, with st_rdev */
 
 static void keys_put32(unsigned char *p, uint32_t v)
 {
@@ -134,16 +140,24 @@ static uint64_t keys_get64(const unsigned char *p)
 
 size_t lsmfs_meta_encode(const struct lsmfs_meta *m, unsigned char *buf)
 {
-    memset(buf, 0, LSMFS_REC_LEN);
+    memset(buf, 0, LSMFS_REC_MAX);
     buf[0] = 1;
     buf[1] = (unsigned char)m->type;
+    uint32_t fmt = m->mode & S_IFMT;
+    if (m->type == LSMFS_REG && fmt != S_IFREG && fmt != 0) {
+        buf[2] = (unsigned char)(fmt >> 12);
+        buf[3] = (unsigned char)(fmt >> 20);
+    }
     keys_put32(buf + 4, m->mode & 07777);
     keys_put32(buf + 8, m->uid);
     keys_put32(buf + 12, m->gid);
     keys_put64(buf + 16, (uint64_t)m->mtime_ns);
     keys_put64(buf + 24, (uint64_t)m->ctime_ns);
     keys_put64(buf + 32, m->ino);
-    return LSMFS_REC_LEN;
+    if (!m->rdev)
+        return LSMFS_REC_LEN;
+    keys_put64(buf + 40, m->rdev);
+    return LSMFS_REC_MAX;
 }
 
 /* Key order, as the engine's: bytewise over the common prefix, then the shorter first. */
@@ -157,7 +171,7 @@ int lsmfs_key_cmp(const char *a, size_t an, const char *b, size_t bn)
    attribute record. Returns 0, or ENOMEM (b unchanged). */
 int lsmfs_put_record(lsm_batch *b, const char *path, size_t plen, const struct lsmfs_meta *m)
 {
-    unsigned char rec[LSMFS_REC_LEN];
+    unsigned char rec[LSMFS_REC_MAX];
     size_t kl, rl = lsmfs_meta_encode(m, rec);
     int dir = m->type == LSMFS_DIR;
     char *k = lsmfs_key(dir ? 'd' : 'a', path, plen, dir, &kl);
@@ -175,6 +189,13 @@ int lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m)
     if (len < LSMFS_REC_MIN || p[0] != 1 || p[1] < LSMFS_REG || p[1] > LSMFS_LNK)
         return EINVAL;
     uint32_t fmt = p[1] == LSMFS_DIR ? S_IFDIR : p[1] == LSMFS_LNK ? S_IFLNK : S_IFREG;
+    uint32_t special = ((uint32_t)p[2] | (uint32_t)p[3] << 8) << 12;
+    if (special) {
+        if (p[1] != LSMFS_REG || !(S_ISFIFO(special) || S_ISSOCK(special) || S_ISCHR(special) ||
+                                   S_ISBLK(special)))
+            return EINVAL;
+        fmt = special;
+    }
     m->type = p[1];
     m->mode = fmt | (keys_get32(p + 4) & 07777);
     m->uid = keys_get32(p + 8);
@@ -182,6 +203,7 @@ int lsmfs_meta_decode(const void *buf, size_t len, struct lsmfs_meta *m)
     m->mtime_ns = (int64_t)keys_get64(p + 16);
     m->ctime_ns = (int64_t)keys_get64(p + 24);
     m->ino = len >= LSMFS_REC_LEN ? keys_get64(p + 32) : 0;
+    m->rdev = len >= LSMFS_REC_MAX ? keys_get64(p + 40) : 0;
     return 0;
 }
 
@@ -192,7 +214,7 @@ void lsmfs_put_moved_record(lsm_batch *b, const char *key, size_t klen, const vo
                             size_t rlen, const char *path, size_t plen)
 {
     struct lsmfs_meta m;
-    unsigned char buf[LSMFS_REC_LEN];
+    unsigned char buf[LSMFS_REC_MAX];
     if (lsmfs_meta_decode(rec, rlen, &m) != 0 || m.ino != 0) {
         lsm_batch_put(b, key, klen, rec, rlen);
         return;

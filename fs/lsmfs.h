@@ -1,8 +1,8 @@
 /*
  * lsmfs.h — private declarations shared by the modules of the lsmfs daemon (fs/).
  *
- * The daemon is nine modules, each calling only those listed after it: main.c parses options,
- * opens the engine, mounts and daemonizes; ops.c holds the FUSE callbacks on files (and the table
+ * The daemon is ten modules, each calling only those listed after it: main.c parses options,
+ * opens the engine, mounts and daemonizes; stats.c reports counters (SIGUSR1); ops.c holds the FUSE callbacks on files (and the table
  * of all callbacks); dir.c those on the namespace (lookup, create, remove, rename, listing);
  * xattr.c extended attributes (the callbacks, and moving or dropping them with their file);
  * cookie.c the offsets of listings and the table that maps them back to places; inode.c owns
@@ -74,6 +74,7 @@ struct lsmfs_meta {
     uint32_t uid, gid;      /* owner */
     int64_t  mtime_ns, ctime_ns; /* ns since the epoch */
     uint64_t size;          /* value length (files, symlinks) */
+    uint64_t rdev;          /* st_rdev of a device node, else 0 */
     uint64_t ino;           /* st_ino: from the record, else derived from the path
                                (lsmfs_ino_derived); the root's is 1. In an inode, constant */
 };
@@ -188,6 +189,9 @@ struct lsmfs {
     struct lsmfs_handle *handles; /* guarded by handles_mu */
     struct lsmfs_reclaim *reclaim; /* reclaim.c's state; NULL unless its thread runs */
     struct lsmfs_cookies *cookies; /* cookie.c's table of listing offsets */
+    pthread_t stats_thread;      /* takes SIGUSR1 (stats.c) */
+    int      stats_running;      /* stats_thread was started; main's */
+    int      stats_stop;         /* tells stats_thread to end; __atomic builtins */
 };
 
 extern const struct fuse_lowlevel_ops lsmfs_ops;
@@ -219,6 +223,13 @@ void  lsmfs_reclaim_note_tree(struct lsmfs *fs, const char *path, size_t plen);
 int   lsmfs_reclaim_start(struct lsmfs *fs);
 /* Merges what is noted, then joins; before lsm_close. */
 void  lsmfs_reclaim_stop(struct lsmfs *fs);
+
+/* stats.c: a report of the engine's and the daemon's counters; SIGUSR1 logs it. */
+void  lsmfs_stats_write(struct lsmfs *fs, FILE *f);
+/* Blocks SIGUSR1 in the caller (call it before any other thread starts) and starts the thread
+   that takes it. 0 or an errno. */
+int   lsmfs_stats_start(struct lsmfs *fs);
+void  lsmfs_stats_stop(struct lsmfs *fs);
 
 /* log.c */
 int   lsmfs_errno(struct lsmfs *fs, int rc, const char *what, const char *path);
@@ -286,8 +297,11 @@ void  lsmfs_budget_enforce(struct lsmfs *fs);
 /* dir.c */
 int   lsmfs_dir_lookup(struct lsmfs *fs, struct lsmfs_inode *parent, const char *name,
                        struct lsmfs_inode **out);
+/* Makes name in parent: a file (type LSMFS_REG; mode's S_IFMT may make it a FIFO, socket or,
+   with rdev, a device node), a directory or a symlink to target. */
 int   lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name, int type,
-                     mode_t mode, const char *target, int opening, struct lsmfs_inode **out);
+                     mode_t mode, dev_t rdev, const char *target, int opening,
+                     struct lsmfs_inode **out);
 /* Counts dir's subdirectories for st_nlink if not yet done (struct lsmfs_inode nsub). fs->ns
    held, no inode mutex. */
 int   lsmfs_dir_count(struct lsmfs *fs, struct lsmfs_inode *dir);

@@ -15,6 +15,7 @@
  */
 #include "lsmfs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -401,6 +402,89 @@ static void main_detach(int fd)
     close(fd);
 }
 
+/* Whether name is one a database directory may hold: the engine's files (lsm-format(5)), what
+   lsmfs and lsmctl keep beside them, and lost+found (DATADIR may be a file system's root). */
+static int main_db_name(const char *name)
+{
+    static const char *const exact[] = { "CURRENT", "CURRENT.tmp", "LOCK", "RESERVE",
+                                         "lsmfs.ctl", "snapshots", "lost+found", NULL };
+    static const char *const suffix[] = { ".log", ".sst", ".blob", ".tmp", NULL };
+    for (int i = 0; exact[i]; i++)
+        if (strcmp(name, exact[i]) == 0)
+            return 1;
+    if (strncmp(name, "MANIFEST-", 9) == 0)
+        return 1;
+    size_t n = strlen(name);
+    for (int i = 0; suffix[i]; i++) {
+        size_t sl = strlen(suffix[i]);
+        if (n > sl && strcmp(name + n - sl, suffix[i]) == 0 && name[0] >= '0' && name[0] <= '9')
+            return 1;
+    }
+    return 0;
+}
+
+/* What dir holds: *db when it has a CURRENT file, *foreign names a file that no database
+   directory holds (the first found; caller frees), or NULL. -1 if it cannot be read. */
+static int main_scan_dir(const char *dir, int *db, char **foreign)
+{
+    DIR *d = opendir(dir);
+    *db = 0;
+    *foreign = NULL;
+    if (!d)
+        return -1;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        if (strcmp(e->d_name, "CURRENT") == 0)
+            *db = 1;
+        else if (!*foreign && !main_db_name(e->d_name))
+            *foreign = strdup(e->d_name);
+    }
+    closedir(d);
+    return 0;
+}
+
+/* Refuses the mistakes that hide or scatter data: a mount point that holds a database (DATADIR
+   and MOUNTPOINT swapped: the new mount would hide it), a DATADIR that holds other files and no
+   database (lsmfs would add its files among them), a DATADIR inside the mount point. */
+static int main_check_places(const char *datadir, const char *mountpoint, const char *mp_arg,
+                             const char *dd_arg)
+{
+    int db;
+    char *foreign;
+    if (main_scan_dir(mountpoint, &db, &foreign) == 0) {
+        free(foreign);
+        if (db) {
+            fprintf(stderr, "lsmfs: %s: the mount point holds an lsmfs database (a CURRENT file): "
+                            "mounting over it would hide it. Did you swap DATADIR and "
+                            "MOUNTPOINT? (usage: lsmfs DATADIR MOUNTPOINT)\n", mp_arg);
+            return -1;
+        }
+    }
+    if (!datadir)
+        return 0;
+    if (main_scan_dir(datadir, &db, &foreign) == 0 && !db && foreign) {
+        fprintf(stderr, "lsmfs: %s: not empty and holds no lsmfs database (it has '%s'): "
+                        "refusing to put database files among other files; give an empty or "
+                        "new directory as DATADIR\n", dd_arg, foreign);
+        free(foreign);
+        return -1;
+    }
+    free(foreign);
+    char *mp = realpath(mountpoint, NULL);
+    size_t ml = mp ? strlen(mp) : 0;
+    int inside = mp && strncmp(datadir, mp, ml) == 0 &&
+                 (datadir[ml] == '\0' || datadir[ml] == '/' || ml == 1);
+    free(mp);
+    if (inside) {
+        fprintf(stderr, "lsmfs: %s: DATADIR lies inside the mount point %s, which would hide it "
+                        "from the daemon itself\n", dd_arg, mp_arg);
+        return -1;
+    }
+    return 0;
+}
+
 /* The mount point must be a directory; DATADIR is created if missing and must be one we may use.
    Sets fs->datadir to its absolute path. */
 static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
@@ -414,6 +498,8 @@ static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
         fprintf(stderr, "lsmfs: %s: %s\n", c->mountpoint, strerror(ENOTDIR));
         return -1;
     }
+    if (main_check_places(NULL, c->mountpoint, c->mountpoint, c->datadir) != 0)
+        return -1;
     if (mkdir(c->datadir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "lsmfs: %s: cannot create: %s\n", c->datadir, strerror(errno));
         return -1;
@@ -430,7 +516,7 @@ static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
         fprintf(stderr, "lsmfs: %s: %s\n", c->datadir, strerror(errno));
         return -1;
     }
-    return 0;
+    return main_check_places(fs->datadir, c->mountpoint, c->mountpoint, c->datadir);
 }
 
 /* Runs libfuse's loop until unmount or a signal; the exit status to give. */
@@ -542,6 +628,8 @@ int main(int argc, char *argv[])
     lsmfs_log_open(fs->foreground);
     if (!fs->foreground)
         fd = main_start_daemon();
+    if (lsmfs_stats_start(fs) != 0)
+        lsmfs_log(LOG_WARNING, "cannot start the thread that reports statistics on SIGUSR1");
     if (main_setup(fs, &args, c.datadir, c.mountpoint) != 0)
         goto out;
     if (fd >= 0) {
@@ -556,6 +644,7 @@ int main(int argc, char *argv[])
     if (main_teardown(fs, c.datadir) != 0)
         ret = 1;
 out:
+    lsmfs_stats_stop(fs);
     fuse_opt_free_args(&args);
     free(copts.mountpoint);
     main_cmdline_free(&c);

@@ -376,7 +376,7 @@ static void lsmfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
     struct fuse_entry_param e;
     int err;
     pthread_rwlock_wrlock(&fs->ns);
-    err = lsmfs_dir_make(req, p, name, LSMFS_REG, mode, NULL, 1, &ino);
+    err = lsmfs_dir_make(req, p, name, LSMFS_REG, mode & ~S_IFMT, 0, NULL, 1, &ino);
     if (err == EEXIST && !(fi->flags & O_EXCL) && lsmfs_name_check(name, strlen(name)) == 0) {
         /* lost a race with another creator: open what is there */
         if ((err = lsmfs_dir_lookup(fs, p, name, &ino)) == 0) {

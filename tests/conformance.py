@@ -35,10 +35,6 @@ UMASK = 0o022
 DOCUMENTED = {
     "atime_kept": "lsmfs(1) STANDARDS; KEYS AS FILES, Attributes (access times are not kept)",
     "link_hard": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (hard links)",
-    "mknod_fifo": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (FIFOs)",
-    "mknod_chr": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (device nodes)",
-    "mknod_sock": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (sockets)",
-    "bind_unix_socket": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (sockets: bind(2))",
     "fallocate_direct": "lsmfs(1) STANDARDS; KEYS AS FILES, Not supported (fallocate(2))",
     "rename_whiteout": "lsmfs(1) STANDARDS (RENAME_WHITEOUT leaves a device node: EINVAL)",
     "o_tmpfile": "lsmfs(1) STANDARDS (O_TMPFILE: EOPNOTSUPP)",
@@ -1659,28 +1655,78 @@ def link_hard(d):
     return attempt(os.link, d + "/f", d + "/g")
 
 
+def special(path):
+    """What stat and a listing say of a special file: type, permissions, st_rdev, size, d_type."""
+    st = os.lstat(path)
+    d, name = os.path.split(path)
+    ent = [e for e in os.scandir(d) if e.name == name][0]
+    kinds = [k for k, f in (("file", ent.is_file), ("dir", ent.is_dir),
+                            ("link", ent.is_symlink)) if f(follow_symlinks=False)]
+    return "type=%o perm=%o rdev=%d,%d size=%d listed=%s" % (
+        stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), os.major(st.st_rdev),
+        os.minor(st.st_rdev), st.st_size, ",".join(kinds) or "other")
+
+
 @case
 def mknod_fifo(d):
-    return attempt(os.mkfifo, d + "/p")
+    r = attempt(os.mkfifo, d + "/p", 0o640)
+    if r != "ok":
+        return r
+    # bytes pass through it (the kernel's pipe, not the file system)
+    rfd = os.open(d + "/p", os.O_RDONLY | os.O_NONBLOCK)
+    wfd = os.open(d + "/p", os.O_WRONLY)
+    os.write(wfd, b"through")
+    got = os.read(rfd, 100)
+    os.close(wfd)
+    os.close(rfd)
+    return "ok %s read=%r" % (special(d + "/p"), got)
 
 
 @case
 def mknod_chr(d):
-    return attempt(os.mknod, d + "/c", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    r = attempt(os.mknod, d + "/c", stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    return r if r != "ok" else "ok " + special(d + "/c")
+
+
+@case
+def mknod_blk(d):
+    r = attempt(os.mknod, d + "/b", stat.S_IFBLK | 0o660, os.makedev(7, 200))
+    return r if r != "ok" else "ok " + special(d + "/b")
 
 
 @case
 def mknod_sock(d):
-    return attempt(os.mknod, d + "/s", stat.S_IFSOCK | 0o600)
+    r = attempt(os.mknod, d + "/s", stat.S_IFSOCK | 0o600)
+    return r if r != "ok" else "ok " + special(d + "/s")
 
 
 @case
 def bind_unix_socket(d):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        return attempt(s.bind, d + "/s")
+        r = attempt(s.bind, d + "/s")
+        if r != "ok":
+            return r
+        s.listen(1)
+        c.connect(d + "/s")
+        a, _ = s.accept()
+        c.send(b"hello")
+        got = a.recv(10)
+        a.close()
+        return "ok %s got=%r" % (special(d + "/s"), got)
     finally:
+        c.close()
         s.close()
+
+
+@case
+def special_rename_unlink(d):
+    os.mkfifo(d + "/p")
+    os.rename(d + "/p", d + "/q")
+    r = special(d + "/q")
+    os.unlink(d + "/q")
+    return "ok %s gone=%s" % (r, not os.path.exists(d + "/q"))
 
 
 @case

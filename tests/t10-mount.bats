@@ -249,3 +249,62 @@ two"
 before HUP
 before INT"
 }
+
+@test "DATADIR and MOUNTPOINT swapped: refused, the database stays visible and nothing is created" {
+    mount_fs
+    echo precious >"$MNT/k"
+    unmount_fs
+    mkdir "$T/empty"
+    run "$LSMFS" -f "$T/empty" "$DATA" 3>&-
+    [ "$status" -ne 0 ]
+    [[ $output == *"swap"* ]]
+    not_mounted "$DATA"
+    [ -z "$(ls -A "$T/empty")" ]
+    run "$LSMFS" -f "$T/new" "$DATA" 3>&-
+    [ "$status" -ne 0 ]
+    [ ! -e "$T/new" ]
+    [ -e "$DATA/CURRENT" ]
+    mount_fs
+    assert_eq "$(cat "$MNT/k")" precious
+}
+
+@test "a DATADIR holding other files and no database is refused and left as it was" {
+    mkdir -p "$DATA/photos"
+    echo mine >"$DATA/notes.txt"
+    run "$LSMFS" -f "$DATA" "$MNT" 3>&-
+    [ "$status" -ne 0 ]
+    [[ $output == *"not empty and holds no lsmfs database"* ]]
+    not_mounted "$MNT"
+    assert_eq "$(ls -A "$DATA" | tr '\n' ' ')" "notes.txt photos "
+    # a file system's own root (lost+found) is fine
+    mkdir -p "$T/fsroot/lost+found"
+    DATA=$T/fsroot
+    mount_fs
+    echo v >"$MNT/k"
+    assert_eq "$(cat "$MNT/k")" v
+}
+
+@test "a DATADIR inside the mount point is refused" {
+    run "$LSMFS" -f "$MNT/data" "$MNT" 3>&-
+    [ "$status" -ne 0 ]
+    [[ $output == *"inside the mount point"* ]]
+    not_mounted "$MNT"
+}
+
+@test "SIGUSR1 logs the engine's and the daemon's statistics and the daemon keeps serving" {
+    mount_fs
+    for i in $(seq 1 50); do echo "v$i" >"$MNT/k$i"; done
+    kill -USR1 "$LSMFS_PID"
+    kill -USR1 "$LSMFS_PID"
+    for i in $(seq 1 50); do
+        grep -q "stats: block cache" "$LOG" && break
+        sleep 0.1
+    done
+    grep -q "stats: levels:" "$LOG"
+    grep -q "stats: written: by users" "$LOG"
+    grep -q "stats: daemon:" "$LOG"
+    pid_alive "$LSMFS_PID"
+    assert_eq "$(cat "$MNT/k7")" v7
+    unmount_fs
+    [ "$DAEMON_STATUS" -eq 0 ]
+}

@@ -26,6 +26,7 @@
 #define DUMP_ENTRY   0x01
 #define DUMP_END     0x02
 #define LOAD_BATCH_BYTES (4u << 20)
+#define LOAD_INLINE_MAX  (16u << 20)   /* longer values are loaded with a value writer */
 
 /* ---- small helpers ---- */
 
@@ -230,6 +231,7 @@ typedef struct ctl {
     FILE *in, *out, *err;
     int hex;                   /* --hex given */
     bytes k, v;                /* scratch */
+    lsm_value_writer *vw;      /* load: the long value being read, or NULL */
 } ctl;
 
 static int usage_of(ctl *c, const char *cmd, const char *args)
@@ -253,22 +255,35 @@ static int cmd_get(ctl *c, int argc, char **argv)
         return usage_of(c, "get", "[--escape | --hex] KEY");
     if (get_key(argv[i], c->hex, &c->k, c->err))
         return CTL_EXIT_USAGE;
-    void *val;
-    size_t vlen;
-    int rc = lsm_get(c->db, c->k.p, c->k.len, &val, &vlen);
+    /* by range, a piece at a time: a value of any size (an extent map past 1 GiB too) */
+    size_t cap = 1u << 20;
+    unsigned char *piece = malloc(cap);
+    if (!piece) {
+        fprintf(c->err, "lsmctl: get: out of memory\n");
+        return CTL_EXIT_ERROR;
+    }
+    uint64_t off = 0, vlen = 0;
+    size_t got = 0;
+    int rc;
+    do {
+        rc = lsm_get_range(c->db, c->k.p, c->k.len, off, piece, cap, &got, &vlen);
+        if (rc != LSM_OK)
+            break;
+        if (c->hex || escape)
+            put_text(c->out, piece, got, c->hex);
+        else
+            fwrite(piece, 1, got, c->out);
+        off += got;
+    } while (off < vlen && got > 0);
+    free(piece);
     if (rc == LSM_NOTFOUND) {
         fprintf(c->err, "lsmctl: %s: not found\n", argv[i]);
         return CTL_EXIT_NOTFOUND;
     }
     if (rc != LSM_OK)
         return ctl_fail(c->db, c->err, "get", rc);
-    if (c->hex || escape) {
-        put_text(c->out, val, vlen, c->hex);
+    if (c->hex || escape)
         putc('\n', c->out);
-    } else {
-        fwrite(val, 1, vlen, c->out);
-    }
-    free(val);
     return CTL_EXIT_OK;
 }
 
@@ -399,6 +414,76 @@ out:
 
 /* ---- dump and load ---- */
 
+/* The dump stream being written: its running checksum and counts. */
+typedef struct dumper {
+    ctl *c;
+    uint64_t all, n, bytes;
+} dumper;
+
+static void dump_put(dumper *d, const void *p, size_t n)
+{
+    fwrite(p, 1, n, d->c->out);
+    d->all = fnv64(d->all, p, n);
+}
+
+/* Writes one entry whose value is in memory. */
+static void dump_entry(dumper *d, const void *k, size_t kl, const void *v, uint64_t vl)
+{
+    unsigned char rh[13], sum[8];
+    rh[0] = DUMP_ENTRY;
+    le32(rh + 1, (uint32_t)kl);
+    le64(rh + 5, vl);
+    le64(sum, fnv64(fnv64(fnv64(FNV64_INIT, rh, sizeof rh), k, kl), v, (size_t)vl));
+    dump_put(d, rh, sizeof rh);
+    dump_put(d, k, kl);
+    dump_put(d, v, (size_t)vl);
+    dump_put(d, sum, 8);
+    d->n++;
+    d->bytes += kl + vl;
+}
+
+/* Writes one entry whose value is too long to hold (past LSM_MAX_VALUE): read by range through
+   a value reader, at its current version. */
+static int dump_entry_by_range(dumper *d, const void *k, size_t kl)
+{
+    lsm_value_reader *r;
+    int rc = lsm_value_reader_open(d->c->db, k, kl, &r);
+    if (rc != LSM_OK)
+        return rc;
+    uint64_t vl = lsm_value_reader_size(r);
+    unsigned char rh[13], sum[8];
+    rh[0] = DUMP_ENTRY;
+    le32(rh + 1, (uint32_t)kl);
+    le64(rh + 5, vl);
+    uint64_t h = fnv64(fnv64(FNV64_INIT, rh, sizeof rh), k, kl);
+    dump_put(d, rh, sizeof rh);
+    dump_put(d, k, kl);
+    size_t cap = 1u << 20;
+    unsigned char *piece = malloc(cap);
+    if (!piece)
+        rc = LSM_NOMEM;
+    for (uint64_t off = 0; rc == LSM_OK && off < vl;) {
+        size_t got = 0;
+        rc = lsm_value_reader_read(r, off, piece, cap, &got);
+        if (rc == LSM_OK && got == 0)
+            rc = LSM_CORRUPT;
+        if (rc == LSM_OK) {
+            h = fnv64(h, piece, got);
+            dump_put(d, piece, got);
+            off += got;
+        }
+    }
+    free(piece);
+    lsm_value_reader_close(r);
+    if (rc == LSM_OK) {
+        le64(sum, h);
+        dump_put(d, sum, 8);
+        d->n++;
+        d->bytes += kl + vl;
+    }
+    return rc;
+}
+
 static int cmd_dump(ctl *c, int argc, char **argv)
 {
     if (argc != 1)
@@ -407,49 +492,67 @@ static int cmd_dump(ctl *c, int argc, char **argv)
         fprintf(c->err, "lsmctl: dump: the stream is binary: redirect it to a file or a pipe\n");
         return CTL_EXIT_USAGE;
     }
+    dumper d = { .c = c, .all = FNV64_INIT };
     unsigned char h[16];
     memcpy(h, DUMP_MAGIC, 8);
     le32(h + 8, DUMP_VERSION);
     le32(h + 12, 0);
-    uint64_t all = fnv64(FNV64_INIT, h, sizeof h), n = 0, nbytes = 0;
-    fwrite(h, 1, sizeof h, c->out);
+    dump_put(&d, h, sizeof h);
     lsm_iter *it;
     int rc = lsm_iter_new(c->db, &it);
     if (rc != LSM_OK)
         return ctl_fail(c->db, c->err, "dump", rc);
     progress pg;
     progress_init(&pg, c->err);
-    for (lsm_iter_seek(it, NULL, 0); lsm_iter_valid(it); lsm_iter_next(it)) {
+    bytes after = { 0 };        /* where to go on after a value read by range */
+    lsm_iter_seek(it, NULL, 0);
+    while (rc == LSM_OK && lsm_iter_valid(it)) {
         size_t kl, vl;
         const void *k = lsm_iter_key(it, &kl);
         const void *v = lsm_iter_value(it, &vl);
-        if (!v)
+        if (v) {
+            dump_entry(&d, k, kl, v, vl);
+            lsm_iter_next(it);
+        } else if (lsm_iter_status(it) == LSM_NOMEM) {
+            /* a value past LSM_MAX_VALUE: the iterator cannot hand it over and is spent; read
+               the value by range, then go on with a fresh iterator after its key */
+            after.len = 0;
+            if (bytes_reserve(&after, kl)) {
+                rc = LSM_NOMEM;
+                break;
+            }
+            memcpy(after.p, k, kl);
+            after.len = kl;
+            lsm_iter_free(it);
+            it = NULL;
+            rc = dump_entry_by_range(&d, after.p, after.len);
+            if (rc == LSM_OK)
+                rc = lsm_iter_new(c->db, &it);
+            if (rc == LSM_OK) {
+                lsm_iter_seek(it, after.p, after.len);
+                if (lsm_iter_valid(it)) {
+                    const void *k2 = lsm_iter_key(it, &kl);
+                    if (kl == after.len && memcmp(k2, after.p, kl) == 0)
+                        lsm_iter_next(it);
+                }
+            }
+        } else {
             break;
-        unsigned char rh[9], sum[8];
-        rh[0] = DUMP_ENTRY;
-        le32(rh + 1, (uint32_t)kl);
-        le32(rh + 5, (uint32_t)vl);
-        uint64_t s = fnv64(fnv64(fnv64(FNV64_INIT, rh, 9), k, kl), v, vl);
-        le64(sum, s);
-        fwrite(rh, 1, 9, c->out);
-        fwrite(k, 1, kl, c->out);
-        fwrite(v, 1, vl, c->out);
-        fwrite(sum, 1, 8, c->out);
-        all = fnv64(fnv64(fnv64(fnv64(all, rh, 9), k, kl), v, vl), sum, 8);
-        n++;
-        nbytes += kl + vl;
-        progress_show(&pg, "dump", n, nbytes);
+        }
+        progress_show(&pg, "dump", d.n, d.bytes);
     }
     progress_end(&pg);
-    rc = lsm_iter_status(it);
+    free(after.p);
+    if (rc == LSM_OK && it)
+        rc = lsm_iter_status(it);
     lsm_iter_free(it);
     if (rc != LSM_OK)
         return ctl_fail(c->db, c->err, "dump", rc);
     unsigned char end[17];
     end[0] = DUMP_END;
-    le64(end + 1, n);
-    all = fnv64(all, end, 9);
-    le64(end + 9, all);
+    le64(end + 1, d.n);
+    d.all = fnv64(d.all, end, 9);
+    le64(end + 9, d.all);
     fwrite(end, 1, sizeof end, c->out);
     if (fflush(c->out) != 0 || ferror(c->out)) {
         fprintf(c->err, "lsmctl: dump: writing the stream: %s\n", strerror(errno));
@@ -468,6 +571,33 @@ static int load_damaged(ctl *c, uint64_t off, const char *why)
 {
     fprintf(c->err, "lsmctl: load: offset %" PRIu64 ": %s\n", off, why);
     return CTL_EXIT_DAMAGED;
+}
+
+/* Reads the vl bytes of a long value into a new value writer (c->vw) for key c->k, a piece at a
+   time, adding them to the checksums *h and *all. */
+static int load_long_value(ctl *c, uint32_t kl, uint64_t vl, uint64_t *h, uint64_t *all,
+                           uint64_t off, int *rc)
+{
+    *rc = lsm_value_writer_open(c->db, c->k.p, kl, 0, &c->vw);
+    if (*rc != LSM_OK)
+        return CTL_EXIT_OK;
+    size_t cap = 1u << 20;
+    if (bytes_reserve(&c->v, cap)) {
+        fprintf(c->err, "lsmctl: load: out of memory\n");
+        return CTL_EXIT_ERROR;
+    }
+    for (uint64_t pos = 0; pos < vl;) {
+        size_t n = vl - pos < cap ? (size_t)(vl - pos) : cap;
+        if (read_exact(c->in, c->v.p, n) != 0)
+            return load_damaged(c, off, "truncated record");
+        *h = fnv64(*h, c->v.p, n);
+        *all = fnv64(*all, c->v.p, n);
+        *rc = lsm_value_writer_write(c->vw, pos, c->v.p, n);
+        if (*rc != LSM_OK)
+            return CTL_EXIT_OK;
+        pos += n;
+    }
+    return CTL_EXIT_OK;
 }
 
 static int cmd_load(ctl *c, int argc, char **argv)
@@ -506,7 +636,7 @@ static int cmd_load(ctl *c, int argc, char **argv)
     progress pg;
     progress_init(&pg, c->err);
     for (;;) {
-        unsigned char rh[9], sum[8];
+        unsigned char rh[13], sum[8];
         if (read_exact(c->in, rh, 1) != 0) {
             status = load_damaged(c, off, "the stream ends without its end record (truncated)");
             break;
@@ -525,36 +655,62 @@ static int cmd_load(ctl *c, int argc, char **argv)
                 status = load_damaged(c, off, "stream checksum mismatch");
             break;
         }
-        if (rh[0] != DUMP_ENTRY || read_exact(c->in, rh + 1, 8) != 0) {
+        if (rh[0] != DUMP_ENTRY || read_exact(c->in, rh + 1, sizeof rh - 1) != 0) {
             status = load_damaged(c, off, rh[0] != DUMP_ENTRY ? "unknown record type"
                                                               : "truncated record header");
             break;
         }
-        uint32_t kl = get32(rh + 1), vl = get32(rh + 5);
-        if (kl == 0 || kl > LSM_MAX_KEY || vl > LSM_MAX_VALUE) {
+        uint32_t kl = get32(rh + 1);
+        uint64_t vl = get64(rh + 5);
+        if (kl == 0 || kl > LSM_MAX_KEY || vl > LSM_MAX_EXTENT_VALUE) {
             status = load_damaged(c, off, "impossible key or value length");
             break;
         }
-        c->k.len = c->v.len = 0;
-        if (bytes_reserve(&c->k, kl) || bytes_reserve(&c->v, vl ? vl : 1)) {
+        if (bytes_reserve(&c->k, kl) || (vl <= LOAD_INLINE_MAX && bytes_reserve(&c->v, vl + 1))) {
             fprintf(c->err, "lsmctl: load: out of memory\n");
             status = CTL_EXIT_ERROR;
             break;
         }
-        if (read_exact(c->in, c->k.p, kl) || read_exact(c->in, c->v.p, vl) ||
-            read_exact(c->in, sum, 8)) {
+        if (read_exact(c->in, c->k.p, kl) != 0) {
             status = load_damaged(c, off, "truncated record");
             break;
         }
-        uint64_t s = fnv64(fnv64(fnv64(FNV64_INIT, rh, 9), c->k.p, kl), c->v.p, vl);
-        if (get64(sum) != s) {
+        uint64_t h = fnv64(fnv64(FNV64_INIT, rh, sizeof rh), c->k.p, kl);
+        all = fnv64(fnv64(all, rh, sizeof rh), c->k.p, kl);
+        if (vl > LOAD_INLINE_MAX) {
+            /* too long to hold: written a piece at a time with a value writer, committed only
+               once its checksum is verified */
+            rc = LSM_OK;
+            status = load_long_value(c, kl, vl, &h, &all, off, &rc);
+            if (status != CTL_EXIT_OK || rc != LSM_OK)
+                break;
+        } else {
+            if (read_exact(c->in, c->v.p, (size_t)vl) != 0) {
+                status = load_damaged(c, off, "truncated record");
+                break;
+            }
+            h = fnv64(h, c->v.p, (size_t)vl);
+            all = fnv64(all, c->v.p, (size_t)vl);
+        }
+        if (read_exact(c->in, sum, 8) != 0) {
+            status = load_damaged(c, off, "truncated record");
+            break;
+        }
+        if (get64(sum) != h) {
             status = load_damaged(c, off, "record checksum mismatch");
             break;
         }
-        all = fnv64(fnv64(fnv64(fnv64(all, rh, 9), c->k.p, kl), c->v.p, vl), sum, 8);
-        lsm_batch_put(b, c->k.p, kl, c->v.p, vl);
-        pending += kl + vl;
-        off += 9 + kl + vl + 8;
+        all = fnv64(all, sum, 8);
+        if (vl > LOAD_INLINE_MAX) {
+            rc = lsm_value_writer_commit(c->vw, 0);
+            c->vw = NULL;
+            if (rc != LSM_OK)
+                break;
+        } else {
+            lsm_batch_put(b, c->k.p, kl, c->v.p, (size_t)vl);
+            pending += kl + vl;
+        }
+        off += sizeof rh + kl + vl + 8;
         n++;
         if (pending >= LOAD_BATCH_BYTES) {
             rc = lsm_write(c->db, b, 0);
@@ -842,6 +998,7 @@ int ctl_run_io(lsm_db *db, int argc, char **argv, FILE *in, FILE *out, FILE *err
         return CTL_EXIT_USAGE;
     }
     int status = cmd->run(&c, argc - i, argv + i);
+    lsm_value_writer_abort(c.vw);
     free(c.k.p);
     free(c.v.p);
     if (fflush(out) != 0 && status == CTL_EXIT_OK) {

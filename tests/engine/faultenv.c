@@ -84,6 +84,7 @@ typedef struct faultenv {
     fault_lock *locks;             /* locks held */
     long fail_left;                /* mutating calls still allowed while fail_err is armed */
     int fail_err;                  /* positive errno to fail with, or 0 when disarmed */
+    int fail_once;                 /* only the one call fails, then the fault disarms */
     int short_writes;              /* appends write at most half */
     long mutations;                /* mutating calls attempted so far */
     uint64_t rng;                  /* xorshift64 state for power loss's coin tosses */
@@ -236,7 +237,10 @@ static int faultenv_mutate(faultenv *fe)
         fe->fail_left--;
         return 0;
     }
-    return -fe->fail_err;
+    int e = fe->fail_err;
+    if (fe->fail_once)
+        fe->fail_err = fe->fail_once = 0;
+    return -e;
 }
 
 static lsm_file *faultenv_handle(fault_inode *ino, int writable)
@@ -742,6 +746,16 @@ void faultenv_fail_after(lsm_env *env, long after, int err)
     pthread_mutex_unlock(&fe->mu);
 }
 
+void faultenv_fail_once(lsm_env *env, long after, int err)
+{
+    faultenv *fe = faultenv_of(env);
+    pthread_mutex_lock(&fe->mu);
+    fe->fail_left = after < 0 ? 0 : after;
+    fe->fail_err = err < 0 ? -err : err;
+    fe->fail_once = 1;
+    pthread_mutex_unlock(&fe->mu);
+}
+
 void faultenv_short_writes(lsm_env *env, int on)
 {
     faultenv *fe = faultenv_of(env);
@@ -756,6 +770,7 @@ void faultenv_clear(lsm_env *env)
     pthread_mutex_lock(&fe->mu);
     fe->fail_err = 0;
     fe->fail_left = 0;
+    fe->fail_once = 0;
     fe->short_writes = 0;
     pthread_mutex_unlock(&fe->mu);
 }

@@ -24,6 +24,9 @@ void     faultenv_fail_after(lsm_env *env, long after, int err);
    env->space reports what is left. */
 void     faultenv_set_capacity(lsm_env *env, uint64_t bytes);
 uint64_t faultenv_space_used(lsm_env *env);   /* bytes the live files hold */
+/* As faultenv_fail_after, but only that one call fails; the calls after it work (a transient
+   fault, such as a sync that failed once). */
+void     faultenv_fail_once(lsm_env *env, long after, int err);
 /* With short != 0, every append writes at most half of what it is given (at least 1 byte). */
 void     faultenv_short_writes(lsm_env *env, int on);
 void     faultenv_clear(lsm_env *env);

@@ -607,6 +607,111 @@ static void test_repair_without_manifest(void **state)
     model_free(m);
 }
 
+/* ---- values written with a value writer (extent maps in blob files) ---- */
+
+static void put_extent_value(lsm_db *db, const char *key, char fill, size_t n)
+{
+    lsm_value_writer *w;
+    CHECK_OK(db, lsm_value_writer_open(db, key, strlen(key), 0, &w));
+    char *p = malloc(n);
+    memset(p, fill, n);
+    CHECK_OK(db, lsm_value_writer_write(w, 0, p, n));
+    free(p);
+    CHECK_OK(db, lsm_value_writer_commit(w, 1));
+}
+
+static void check_extent_value(lsm_db *db, const char *key, char fill, size_t n)
+{
+    char *p = malloc(n + 1);
+    size_t got = 0;
+    uint64_t vlen = 0;
+    CHECK_OK(db, lsm_get_range(db, key, strlen(key), 0, p, n + 1, &got, &vlen));
+    assert_int_equal(got, n);
+    assert_int_equal(vlen, n);
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != fill)
+            fail_msg("%s: byte %zu is %d, not %d", key, i, p[i], fill);
+    free(p);
+}
+
+static void test_extent_values(void **state)
+{
+    fixture *f = *state;
+    lsm_db *db = open_opt(f->dir, 0, 0);
+    put_extent_value(db, "flushed", 'F', 200000);
+    CHECK_OK(db, lsm_flush(db));
+    put_extent_value(db, "in-memtable", 'M', 150000);
+    CHECK_OK(db, lsm_put(db, "small", 5, "s", 1));
+
+    /* a checkpoint carries both: the map in a table and the map still in the memtable */
+    char *ck = path_join(f->tmp, "ck");
+    CHECK_OK(db, lsm_checkpoint(db, ck));
+    CHECK_OK(db, lsm_close(db));
+    lsm_db *c = open_opt(ck, 1, 0);
+    check_extent_value(c, "flushed", 'F', 200000);
+    check_extent_value(c, "in-memtable", 'M', 150000);
+    reports r = { 0 };
+    CHECK_OK(c, lsm_check(c, collect, &r));
+    assert_int_equal(r.n, 0);
+    CHECK_OK(c, lsm_close(c));
+    /* the copy's blob files are its own: compacting the copy read-write keeps its values */
+    c = open_opt(ck, 0, 0);
+    CHECK_OK(c, lsm_compact(c));
+    check_extent_value(c, "in-memtable", 'M', 150000);
+    CHECK_OK(c, lsm_close(c));
+
+    /* read-only: no value writer */
+    db = open_opt(f->dir, 1, 0);
+    lsm_value_writer *w = NULL;
+    assert_int_equal(lsm_value_writer_open(db, "x", 1, 0, &w), LSM_INVALID);
+    assert_null(w);
+    CHECK_OK(db, lsm_close(db));
+
+    /* check finds a flipped byte in the blob file of "flushed", and names the key */
+    db = open_opt(f->dir, 0, 0);
+    CHECK_OK(db, lsm_compact(db));              /* both maps in tables now */
+    CHECK_OK(db, lsm_close(db));
+    char **blobs;
+    int nb = dir_names(f->dir, "", ".blob", &blobs);
+    assert_true(nb >= 1);
+    char *hit = NULL;
+    for (int i = 0; i < nb && !hit; i++) {
+        char *p = path_join(f->dir, blobs[i]);
+        uint8_t *d;
+        size_t dn;
+        assert_int_equal(file_read(p, &d, &dn), 0);
+        if (dn > 1000 && d[1000] == 'F')
+            hit = p;
+        else
+            free(p);
+        free(d);
+    }
+    names_free(blobs, nb);
+    assert_non_null(hit);
+    assert_int_equal(file_flip(hit, 1000), 0);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(check_dir(f->dir, &r), LSM_CORRUPT);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.file[0], hit);
+    assert_string_equal(r.lo[0], "flushed");
+    /* repair: "flushed" is lost, the rest stays */
+    memset(&r, 0, sizeof r);
+    CHECK_OK(NULL, lsm_repair(f->dir, NULL, collect, &r));
+    assert_int_equal(r.n, 1);
+    db = open_opt(f->dir, 0, 0);
+    void *v;
+    size_t vl;
+    assert_int_equal(lsm_get(db, "flushed", 7, &v, &vl), LSM_NOTFOUND);
+    check_extent_value(db, "in-memtable", 'M', 150000);
+    CHECK_OK(db, lsm_compact(db));
+    check_extent_value(db, "in-memtable", 'M', 150000);
+    memset(&r, 0, sizeof r);
+    CHECK_OK(db, lsm_check(db, collect, &r));
+    CHECK_OK(db, lsm_close(db));
+    free(hit);
+    free(ck);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -618,6 +723,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_check_finds_damage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair_salvages, setup, teardown),
         cmocka_unit_test_setup_teardown(test_repair_without_manifest, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_extent_values, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
