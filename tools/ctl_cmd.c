@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -222,6 +223,69 @@ static void progress_end(progress *pg)
 {
     if (pg->shown)
         fputs("\r\033[K", pg->err);
+}
+
+/* For a call that reports nothing while it works (check, backup, compact, repair): the time spent
+   so far, once a second, on a terminal. */
+typedef struct ticker {
+    FILE *err;
+    const char *what;
+    int on;                    /* a thread runs */
+    int stop;                  /* guarded by mu */
+    int shown;                 /* a line is on the terminal */
+    pthread_t t;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} ticker;
+
+static void *ticker_main(void *arg)
+{
+    ticker *tk = arg;
+    struct timespec t0, at;
+    clock_gettime(CLOCK_REALTIME, &t0);
+    at = t0;
+    pthread_mutex_lock(&tk->mu);
+    while (!tk->stop) {
+        at.tv_sec++;
+        if (pthread_cond_timedwait(&tk->cv, &tk->mu, &at) != 0 && !tk->stop) {
+            fprintf(tk->err, "\r%s: %ld s ", tk->what, (long)(at.tv_sec - t0.tv_sec));
+            fflush(tk->err);
+            tk->shown = 1;
+        }
+    }
+    pthread_mutex_unlock(&tk->mu);
+    return NULL;
+}
+
+static void ticker_start(ticker *tk, FILE *err, const char *what)
+{
+    memset(tk, 0, sizeof *tk);
+    tk->err = err;
+    tk->what = what;
+    if (!isatty(fileno(err)))
+        return;
+    pthread_mutex_init(&tk->mu, NULL);
+    pthread_cond_init(&tk->cv, NULL);
+    tk->on = pthread_create(&tk->t, NULL, ticker_main, tk) == 0;
+    if (!tk->on) {
+        pthread_mutex_destroy(&tk->mu);
+        pthread_cond_destroy(&tk->cv);
+    }
+}
+
+static void ticker_stop(ticker *tk)
+{
+    if (!tk->on)
+        return;
+    pthread_mutex_lock(&tk->mu);
+    tk->stop = 1;
+    pthread_cond_signal(&tk->cv);
+    pthread_mutex_unlock(&tk->mu);
+    pthread_join(tk->t, NULL);
+    if (tk->shown)
+        fputs("\r\033[K", tk->err);
+    pthread_mutex_destroy(&tk->mu);
+    pthread_cond_destroy(&tk->cv);
 }
 
 /* ---- the commands ---- */
@@ -740,7 +804,10 @@ static int cmd_backup(ctl *c, int argc, char **argv)
 {
     if (argc != 2)
         return usage_of(c, "backup", "DEST   (DEST must not exist)");
+    ticker tk;
+    ticker_start(&tk, c->err, "backup");
     int rc = lsm_checkpoint(c->db, argv[1]);
+    ticker_stop(&tk);
     return rc == LSM_OK ? CTL_EXIT_OK : ctl_fail(c->db, c->err, "backup", rc);
 }
 
@@ -771,7 +838,10 @@ static int cmd_check(ctl *c, int argc, char **argv)
     if (argc != 1)
         return usage_of(c, "check", "");
     struct check_out co = { .out = c->out, .hex = c->hex };
+    ticker tk;
+    ticker_start(&tk, c->err, "check");
     int rc = lsm_check(c->db, check_line, &co);
+    ticker_stop(&tk);
     if (rc == LSM_OK) {
         fprintf(c->out, "clean\n");
         return CTL_EXIT_OK;
@@ -853,9 +923,12 @@ static int cmd_compact(ctl *c, int argc, char **argv)
         }
     }
     if (status == CTL_EXIT_OK) {
+        ticker tk;
+        ticker_start(&tk, c->err, "compact");
         int rc = ranged ? lsm_compact_range(c->db, from.len ? from.p : NULL, from.len,
                                             to.len ? to.p : NULL, to.len)
                         : lsm_compact(c->db);
+        ticker_stop(&tk);
         if (rc != LSM_OK)
             status = ctl_fail(c->db, c->err, "compact", rc);
     }
@@ -1037,7 +1110,10 @@ static void repair_line(void *arg, const char *file, const char *what, const voi
 int ctl_repair(const char *dir, FILE *out, FILE *err)
 {
     struct repair_out ro = { .out = out };
+    ticker tk;
+    ticker_start(&tk, err, "repair");
     int rc = lsm_repair(dir, NULL, repair_line, &ro);
+    ticker_stop(&tk);
     if (rc != LSM_OK)
         return ctl_fail(NULL, err, "repair", rc);
     if (ro.n)
