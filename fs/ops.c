@@ -54,6 +54,11 @@ static void lsmfs_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
         fs->no_opendir = 1;
     }
+    /* libfuse asks by default that the kernel drop a file's pages whenever a GETATTR shows a
+       new mtime, and ask for attributes before every read to find out: right for a filesystem
+       that others change, wasted here, where every change comes through the kernel (a write's
+       own new mtime would throw away the pages it just wrote). */
+    conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
     conn->max_write = 1u << 20;
     conn->time_gran = 1;
 }
