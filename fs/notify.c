@@ -17,7 +17,8 @@
  * daemon and serves no request, waits in the kernel for as long as it takes. A FLUSH (close(2))
  * waits until what was queued before it has been sent, so that a refused write-back is
  * invalidated by the time close returns; the kernel holds no lock of the file while it waits
- * for a FLUSH's reply, so that wait cannot close a cycle.
+ * for a FLUSH's reply, and the wait is bounded (NOTIFY_WAIT_MAX_S), so it cannot close a cycle
+ * through the worker threads either.
  *
  * Never: call libfuse's notify functions from a request handler or with any daemon lock held;
  * keep a pointer to an inode (the queue holds node ids, which the kernel may have forgotten by
@@ -31,6 +32,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <time.h>
+
+/* The longest a FLUSH waits for the notes queued before it. An invalidation waits in the kernel
+   for the file's locked pages, whose holder may wait for a READ that a worker thread must serve;
+   were every worker waiting here, that would never come. Bounded, the worst is a late note. */
+#define NOTIFY_WAIT_MAX_S 1
 
 struct notify_ent {
     struct notify_ent *next;     /* queue order; guarded by the queue's mu */
@@ -113,10 +120,14 @@ void lsmfs_notify_wait(struct lsmfs *fs)
     struct lsmfs_notify *q = fs->notify;
     if (!q)
         return;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += NOTIFY_WAIT_MAX_S;
     pthread_mutex_lock(&q->mu);
     uint64_t want = q->queued;
     while (q->sent < want && !q->stop)
-        pthread_cond_wait(&q->sent_cv, &q->mu);
+        if (pthread_cond_timedwait(&q->sent_cv, &q->mu, &until) == ETIMEDOUT)
+            break;
     pthread_mutex_unlock(&q->mu);
 }
 
