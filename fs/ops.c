@@ -516,18 +516,18 @@ static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t si
         }
     }
     /* A write from the page cache (write-back, or a shared mapping) that is refused leaves the
-       kernel's pages holding bytes the file does not: they must go, now (lsmfs_notify_inode,
-       sent after this reply) and at the next open. */
+       kernel's pages holding bytes the file does not: they must go, now (lsmfs_notify_inode; the
+       notify thread's invalidation waits in the kernel for this reply) and at the next open. */
     int refused = fi->writepage && (rc || size < wanted);
     if (refused)
         ino->kstale = 1;
     pthread_mutex_unlock(&ino->mu);
+    if (refused)
+        lsmfs_notify_inode(fs, n);   /* queued before the reply: the FLUSH after it waits for it */
     if (rc)
         fuse_reply_err(req, rc);
     else
         fuse_reply_write(req, size);
-    if (refused)
-        lsmfs_notify_inode(fs, n);
     lsmfs_budget_enforce(fs);
     pthread_rwlock_unlock(&fs->ns);
 }

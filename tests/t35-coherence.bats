@@ -218,7 +218,8 @@ EOF
     # max_file_size makes lsmfs refuse a file grown past it. With write(2) going through the
     # daemon the write itself is short; with the writeback cache the kernel took the bytes and
     # the write-back fails, so close(2) reports it, and the kernel must drop the pages it holds:
-    # for a reader that had the file open already, and for one that opens it after.
+    # at once for a reader that opens the file after, and within moments for one that had it
+    # open already.
     local seen_old seen_new told stored
     for MODE in "${MODES[@]}"; do
         mount_mode "$MODE" -o max_file_size=8K
@@ -226,6 +227,7 @@ EOF
 import os, sys
 path = sys.argv[1]
 open(path, "wb").close()
+import time
 rfd = os.open(path, os.O_RDONLY)
 fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
 err = []
@@ -239,8 +241,14 @@ try:
     os.close(fd)
 except OSError as e:
     err.append(e.strerror)
-old = os.pread(rfd, 20000, 0).replace(b"\0", b"")
-new = open(path, "rb").read().replace(b"\0", b"")
+# a descriptor open already sees the pages dropped once the notify thread's invalidation lands,
+# moments after close returns (close(2) fails before any FLUSH reaches lsmfs): wait up to 2 s
+for i in range(200):
+    old = os.pread(rfd, 20000, 0).replace(b"\0", b"")
+    if not old:
+        break
+    time.sleep(0.01)
+new = open(path, "rb").read().replace(b"\0", b"")   # (an open drops stale pages for all)
 print(len(old), len(new), " ".join(err) or "no error")
 EOF
         [ "$status" -eq 0 ]
