@@ -9,7 +9,11 @@
 #        LSMFS_MODES (lsmfs mounts to run, default "default writeback close_to_open"),
 #        LSMFS_BASE (another lsmfs binary, e.g. main's, run with its default mount as "base"),
 #        FSBENCH_DIR (where the temporary directories go, default /var/tmp),
-#        FSBENCH_LOOP (0: use FSBENCH_DIR's filesystem as is instead of a fresh ext4 loop image)
+#        FSBENCH_LOOP (0: use FSBENCH_DIR's filesystem as is instead of a fresh ext4 loop image),
+#        FSBENCH_TREE (a tree to tar, default /usr/include; empty: no real-program phases)
+# After fsbench's phases, three real-program ones time a whole tree (files/s, the wall time per
+# file inverted so that higher is better, like the rest): tar-x (tar xf of the tree's tarball),
+# diff-r (diff -r of the copy against the tree), rm-rf.
 # As root, ext4, bindfs's source and lsmfs's data directory all live on one fresh ext4 image
 # mounted through a loop device, so every disk-backed filesystem sees the same empty disk.
 # Everything it mounts is unmounted on exit, also on failure or ^C. tmpfs needs root; bindfs
@@ -66,6 +70,14 @@ if [ "$(id -u)" = 0 ] && [ "${FSBENCH_LOOP:-1}" != 0 ] && command -v mkfs.ext4 >
         echo "fsbench.sh: cannot mount an ext4 image; using $base as it is" >&2
     fi
 fi
+tree=${FSBENCH_TREE-/usr/include}
+treefiles=0
+if [ -n "$tree" ] && [ -d "$tree" ]; then
+    tar cf "$base/tree.tar" -C "$(dirname "$tree")" "$(basename "$tree")" 2>/dev/null ||
+        rm -f "$base/tree.tar"
+    treefiles=$(find "$tree" -type f | wc -l)
+fi
+
 fstype=$(findmnt -n -o FSTYPE -T "$disk")
 [ "$fstype" = ext4 ] || echo "fsbench.sh: warning: $disk is on $fstype, not ext4" >&2
 
@@ -75,6 +87,29 @@ wait_mount() {  # wait_mount DIR: up to 10 s
         [ $i -ge 100 ] && return 1
         sleep 0.1
         i=$((i + 1))
+    done
+}
+
+# tree_bench NAME DIR: the real-program phases, appended to $base/NAME.out
+tree_bench() {
+    [ -s "$base/tree.tar" ] || return 0
+    for step in tar-x diff-r rm-rf; do
+        sync
+        t0=$(date +%s.%N)
+        case $step in
+        tar-x) tar xf "$base/tree.tar" -C "$2" ;;
+        diff-r) diff -r "$tree" "$2/$(basename "$tree")" >/dev/null ;;
+        rm-rf) rm -rf "${2:?}/$(basename "$tree")" ;;
+        esac
+        rc=$?
+        t1=$(date +%s.%N)
+        if [ $rc -ne 0 ]; then
+            echo "fsbench.sh: $1: $step failed (status $rc)" >&2
+            continue
+        fi
+        awk -v p="$step" -v n="$treefiles" -v a="$t0" -v b="$t1" \
+            'BEGIN { printf "%-10s %8ld %9.3f %12.0f\n", p, n, b - a, n / (b - a) }' |
+            tee -a "$base/$1.out" >&2
     done
 }
 
@@ -91,6 +126,8 @@ bench() {
         echo "fsbench.sh: $name failed: $(cat "$base/$name.err")" >&2
         : >"$base/$name.out"
     fi
+    for dir; do :; done   # the last argument
+    tree_bench "$name" "$dir"
 }
 
 # lsmfs_bench NAME BINARY [-o OPTIONS]: mounts a fresh lsmfs, runs fsbench, unmounts
@@ -157,6 +194,7 @@ fi
 
 echo
 echo "fsbench: $(sed -n 1p "$base/ext4.out" | awk '{ print $2 }') files; ops/s (readdir: names/s); ext4 is a fresh $fstype${LSMFS_OPTS:+; lsmfs -o $LSMFS_OPTS}"
+[ -s "$base/tree.tar" ] && echo "tar-x, diff-r, rm-rf: $tree ($treefiles files, $(du -sh "$tree" | cut -f1)), files/s"
 echo "lsmfs modes: lsmfs = default mount; lsmfs-MODE = -o MODE${LSMFS_BASE:+; base = $LSMFS_BASE, default mount}"
 awk -v dir="$base" -v list="$names" '
     function ratio(a, b) { return (a != "" && b > 0) ? sprintf("%.2f", a / b) : "-" }
