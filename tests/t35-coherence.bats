@@ -306,3 +306,45 @@ count_ops() {
         unmount_fs
     done
 }
+
+@test "rename over, and unlink of, a file open for reading: the descriptor keeps its bytes, new opens see the new" {
+    for MODE in "${MODES[@]}"; do
+        mount_mode "$MODE"
+        run python3 - "$MNT" "$MODE" <<'EOF'
+import os, sys
+d, mode = sys.argv[1] + "/" + sys.argv[2], sys.argv[2]
+os.mkdir(d)
+def put(name, data):
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+def drop():
+    if os.getuid() == 0:
+        os.sync()
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+put("target", b"old" * 3000)
+put("src", b"new" * 2000)
+fd = os.open(os.path.join(d, "target"), os.O_RDONLY)
+assert os.pread(fd, 9000, 0) == b"old" * 3000           # cached by the kernel
+os.rename(os.path.join(d, "src"), os.path.join(d, "target"))
+drop()
+assert os.pread(fd, 9000, 0) == b"old" * 3000, "the open descriptor lost its file"
+assert open(os.path.join(d, "target"), "rb").read() == b"new" * 2000
+assert os.stat(os.path.join(d, "target")).st_size == 6000
+assert sorted(os.listdir(d)) == ["target"]
+os.unlink(os.path.join(d, "target"))
+drop()
+assert os.fstat(fd).st_nlink == 0
+assert os.pread(fd, 9000, 0) == b"old" * 3000
+assert not os.path.exists(os.path.join(d, "target"))
+assert os.listdir(d) == []
+put("target", b"third")                                   # the name again, a new file
+assert open(os.path.join(d, "target"), "rb").read() == b"third"
+assert os.pread(fd, 9000, 0) == b"old" * 3000
+os.close(fd)
+print("ok")
+EOF
+        check "open reader across rename and unlink" "$status $output" "0 ok"
+        unmount_fs
+    done
+}
