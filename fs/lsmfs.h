@@ -221,12 +221,9 @@ int   lsmfs_reclaim_start(struct lsmfs *fs);
 /* Merges what is noted, then joins; before lsm_close. */
 void  lsmfs_reclaim_stop(struct lsmfs *fs);
 
-/* notify.c: queue an invalidation for the notify thread; callable from any handler, with any
-   lock held (the queue's mutex is a leaf). */
-void  lsmfs_notify_inode(struct lsmfs *fs, fuse_ino_t node);   /* its pages and attributes */
-void  lsmfs_notify_entry(struct lsmfs *fs, fuse_ino_t parent, const char *name, size_t namelen);
-/* Returns once every note queued before the call has been sent. Only from FLUSH (notify.c). */
-void  lsmfs_notify_wait(struct lsmfs *fs);
+/* notify.c: queues an invalidation of node's pages and attributes for the notify thread;
+   callable from any handler, with any lock held (the queue's mutex is a leaf). */
+void  lsmfs_notify_inode(struct lsmfs *fs, fuse_ino_t node);
 int   lsmfs_notify_start(struct lsmfs *fs);   /* once the session exists */
 void  lsmfs_notify_stop(struct lsmfs *fs);    /* sends what is queued; before the session ends */
 

@@ -2,9 +2,9 @@
  * notify.c — the invalidations lsmfs sends the kernel when a change of its own could leave the
  * kernel's caches stale.
  *
- * What: a queue of "drop the pages and attributes of this inode" and "drop this name in this
- * directory" notes, and one thread that hands each to libfuse (fuse_lowlevel_notify_inval_inode,
- * fuse_lowlevel_notify_inval_entry). Callers only queue: nothing here blocks a request.
+ * What: a queue of "drop the pages and attributes of this inode" notes, and one thread that
+ * hands each to libfuse (fuse_lowlevel_notify_inval_inode). Callers only queue: nothing here
+ * blocks a request. (Names need no note: the daemon never makes or removes one on its own.)
  *
  * Why so: the kernel keeps file pages across opens, names, negative names, attributes and
  * directory listings for a long time (lsmfs(1), CACHING), which is right because every change
@@ -14,11 +14,10 @@
  * directory; a request handler may run while the kernel holds exactly those (a WRITE from
  * write-back holds the page, a CREATE the directory), and it must reply before the kernel lets
  * go. So a handler never notifies itself: it queues, and this thread, which holds no lock of the
- * daemon and serves no request, waits in the kernel for as long as it takes. A FLUSH (close(2))
- * waits until what was queued before it has been sent, so that a refused write-back is
- * invalidated by the time close returns; the kernel holds no lock of the file while it waits
- * for a FLUSH's reply, and the wait is bounded (NOTIFY_WAIT_MAX_S), so it cannot close a cycle
- * through the worker threads either.
+ * daemon and serves no request, waits in the kernel for as long as it takes. So the invalidation
+ * lands moments after the reply, not before it: the writer's close(2), which reports the failed
+ * write-back without asking the daemon, may return first. What opens the file after is safe
+ * regardless: an inode with a refused write-back drops its pages at its next open (ops.c).
  *
  * Never: call libfuse's notify functions from a request handler or with any daemon lock held;
  * keep a pointer to an inode (the queue holds node ids, which the kernel may have forgotten by
@@ -28,29 +27,18 @@
 
 #include <errno.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
-#include <time.h>
-
-/* The longest a FLUSH waits for the notes queued before it. An invalidation waits in the kernel
-   for the file's locked pages, whose holder may wait for a READ that a worker thread must serve;
-   were every worker waiting here, that would never come. Bounded, the worst is a late note. */
-#define NOTIFY_WAIT_MAX_S 1
 
 struct notify_ent {
     struct notify_ent *next;     /* queue order; guarded by the queue's mu */
-    fuse_ino_t node;             /* the inode, or the directory holding name */
-    size_t   namelen;            /* 0: the inode's pages and attributes; else a name */
-    char     name[];             /* namelen bytes, not NUL-terminated */
+    fuse_ino_t node;             /* the inode whose pages and attributes go */
 };
 
 struct lsmfs_notify {
     pthread_mutex_t mu;          /* guards all below; a leaf */
     pthread_cond_t  cv;          /* signalled when a note is queued or stop is set */
-    pthread_cond_t  sent_cv;     /* broadcast when a note has been sent */
-    uint64_t  queued, sent;      /* notes queued and sent (or dropped) so far */
     struct notify_ent *head, **tail; /* the queue */
     int       stop;              /* the thread should send what is queued and exit */
     pthread_t thread;            /* constant after lsmfs_notify_start */
@@ -58,11 +46,7 @@ struct lsmfs_notify {
 
 static void notify_send(struct lsmfs *fs, const struct notify_ent *e)
 {
-    int rc;
-    if (e->namelen)
-        rc = fuse_lowlevel_notify_inval_entry(fs->se, e->node, e->name, e->namelen);
-    else
-        rc = fuse_lowlevel_notify_inval_inode(fs->se, e->node, 0, 0);   /* all pages, attrs */
+    int rc = fuse_lowlevel_notify_inval_inode(fs->se, e->node, 0, 0);   /* all pages, attrs */
     if (rc != 0 && rc != -ENOENT && rc != -ENOTCONN && rc != -ENODEV)
         lsmfs_log(LOG_WARNING, "cannot invalidate the kernel's cache: %s", strerror(-rc));
 }
@@ -85,61 +69,28 @@ static void *notify_thread(void *arg)
         notify_send(fs, e);
         free(e);
         pthread_mutex_lock(&q->mu);
-        q->sent++;
-        pthread_cond_broadcast(&q->sent_cv);
     }
     pthread_mutex_unlock(&q->mu);
     return NULL;
 }
 
-static void notify_queue(struct lsmfs *fs, fuse_ino_t node, const char *name, size_t namelen)
+void lsmfs_notify_inode(struct lsmfs *fs, fuse_ino_t node)
 {
     struct lsmfs_notify *q = fs->notify;
     if (!q)
         return;
-    struct notify_ent *e = malloc(sizeof *e + namelen);
+    struct notify_ent *e = malloc(sizeof *e);
     if (!e) {
         lsmfs_log(LOG_WARNING, "out of memory: a kernel cache invalidation is lost");
         return;
     }
     e->next = NULL;
     e->node = node;
-    e->namelen = namelen;
-    if (namelen)
-        memcpy(e->name, name, namelen);
     pthread_mutex_lock(&q->mu);
     *q->tail = e;
     q->tail = &e->next;
-    q->queued++;
     pthread_cond_signal(&q->cv);
     pthread_mutex_unlock(&q->mu);
-}
-
-void lsmfs_notify_wait(struct lsmfs *fs)
-{
-    struct lsmfs_notify *q = fs->notify;
-    if (!q)
-        return;
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += NOTIFY_WAIT_MAX_S;
-    pthread_mutex_lock(&q->mu);
-    uint64_t want = q->queued;
-    while (q->sent < want && !q->stop)
-        if (pthread_cond_timedwait(&q->sent_cv, &q->mu, &until) == ETIMEDOUT)
-            break;
-    pthread_mutex_unlock(&q->mu);
-}
-
-void lsmfs_notify_inode(struct lsmfs *fs, fuse_ino_t node)
-{
-    notify_queue(fs, node, NULL, 0);
-}
-
-void lsmfs_notify_entry(struct lsmfs *fs, fuse_ino_t parent, const char *name, size_t namelen)
-{
-    if (namelen)
-        notify_queue(fs, parent, name, namelen);
 }
 
 int lsmfs_notify_start(struct lsmfs *fs)
@@ -149,7 +100,6 @@ int lsmfs_notify_start(struct lsmfs *fs)
         return ENOMEM;
     pthread_mutex_init(&q->mu, NULL);
     pthread_cond_init(&q->cv, NULL);
-    pthread_cond_init(&q->sent_cv, NULL);
     q->tail = &q->head;
     fs->notify = q;
     /* as reclaim.c's: born with the signals blocked that must reach libfuse's loop */
@@ -164,7 +114,6 @@ int lsmfs_notify_start(struct lsmfs *fs)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         fs->notify = NULL;
-        pthread_cond_destroy(&q->sent_cv);
         pthread_cond_destroy(&q->cv);
         pthread_mutex_destroy(&q->mu);
         free(q);
@@ -183,7 +132,6 @@ void lsmfs_notify_stop(struct lsmfs *fs)
     pthread_mutex_unlock(&q->mu);
     pthread_join(q->thread, NULL);
     fs->notify = NULL;
-    pthread_cond_destroy(&q->sent_cv);
     pthread_cond_destroy(&q->cv);
     pthread_mutex_destroy(&q->mu);
     free(q);

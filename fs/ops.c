@@ -523,7 +523,7 @@ static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t si
         ino->kstale = 1;
     pthread_mutex_unlock(&ino->mu);
     if (refused)
-        lsmfs_notify_inode(fs, n);   /* queued before the reply: the FLUSH after it waits for it */
+        lsmfs_notify_inode(fs, n);
     if (rc)
         fuse_reply_err(req, rc);
     else
@@ -544,7 +544,6 @@ static void lsmfs_flush(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
         h->wrote = 0;
     pthread_mutex_unlock(&ino->mu);
     pthread_rwlock_unlock(&fs->ns);
-    lsmfs_notify_wait(fs);   /* a refused write-back before this close is invalidated by now */
     fuse_reply_err(req, rc);
 }
 

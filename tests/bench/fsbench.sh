@@ -13,7 +13,7 @@
 #        FSBENCH_TREE (a tree to tar, default /usr/include; empty: no real-program phases)
 # After fsbench's phases, three real-program ones time a whole tree (files/s, the wall time per
 # file inverted so that higher is better, like the rest): tar-x (tar xf of the tree's tarball),
-# diff-r (diff -r of the copy against the tree), rm-rf.
+# diff-r (diff -r --no-dereference of the copy against the tree), rm-rf.
 # As root, ext4, bindfs's source and lsmfs's data directory all live on one fresh ext4 image
 # mounted through a loop device, so every disk-backed filesystem sees the same empty disk.
 # Everything it mounts is unmounted on exit, also on failure or ^C. tmpfs needs root; bindfs
@@ -98,7 +98,7 @@ tree_bench() {
         t0=$(date +%s.%N)
         case $step in
         tar-x) tar xf "$base/tree.tar" -C "$2" ;;
-        diff-r) diff -r "$tree" "$2/$(basename "$tree")" >/dev/null ;;
+        diff-r) diff -r --no-dereference "$tree" "$2/$(basename "$tree")" >/dev/null ;;
         rm-rf) rm -rf "${2:?}/$(basename "$tree")" ;;
         esac
         rc=$?
