@@ -328,9 +328,14 @@ static int ops_open_handle(struct lsmfs *fs, struct lsmfs_inode *ino, struct fus
            kernel_cache (the default) the pages stay across opens: this daemon is the only
            writer, every change comes through the kernel, and the kernel updates its pages with
            each write it makes. The exception is a write from the page cache that was refused
-           (lsmfs_write): then the pages hold bytes the file does not, and go. */
+           (lsmfs_write): then the pages hold bytes the file does not, and go. So do they when
+           this open raced with the rename or unlink that replaced the file: its OPEN arrived
+           after the daemon buried the inode with nothing kept (no handle was open then), so
+           reads go by path to what is there now, and pages of the old bytes (a writer's, say)
+           would mix with them. */
         pthread_mutex_lock(&ino->mu);
-        fi->keep_cache = fs->kernel_cache && !ino->kstale;
+        int raced = ino->deleted && !ino->data;
+        fi->keep_cache = fs->kernel_cache && !ino->kstale && !raced;
         ino->kstale = 0;
         pthread_mutex_unlock(&ino->mu);
     }
