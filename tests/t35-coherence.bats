@@ -329,6 +329,7 @@ assert os.pread(fd, 9000, 0) == b"old" * 3000           # cached by the kernel
 os.rename(os.path.join(d, "src"), os.path.join(d, "target"))
 drop()
 assert os.pread(fd, 9000, 0) == b"old" * 3000, "the open descriptor lost its file"
+assert os.fstat(fd).st_nlink == 0, "a file replaced by a rename still has a link"
 assert open(os.path.join(d, "target"), "rb").read() == b"new" * 2000
 assert os.stat(os.path.join(d, "target")).st_size == 6000
 assert sorted(os.listdir(d)) == ["target"]
