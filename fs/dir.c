@@ -1004,6 +1004,13 @@ int lsmfs_dir_count(struct lsmfs *fs, struct lsmfs_inode *dir)
 
 void lsmfs_opendir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
+    struct lsmfs *fs = fuse_req_userdata(req);
+    if (fs->no_opendir) {
+        /* "success, and do not ask again": the kernel opens directories itself from now on,
+           keeping and caching listings as below, and sends no RELEASEDIR */
+        fuse_reply_err(req, ENOSYS);
+        return;
+    }
     struct lsmfs_dirh *d = calloc(1, sizeof *d);
     if (!d) {
         fuse_reply_err(req, ENOMEM);
@@ -1235,11 +1242,20 @@ static void dir_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                        struct fuse_file_info *fi, int plus)
 {
     struct lsmfs *fs = fuse_req_userdata(req);
-    struct lsmfs_dirh *d = (struct lsmfs_dirh *)(uintptr_t)fi->fh;
+    struct lsmfs_dirh *d = (struct lsmfs_dirh *)(uintptr_t)fi->fh, own;
+    if (!d) {
+        /* opened by the kernel alone (fs->no_opendir): a handle for this request, placed by the
+           offset through cookie.c */
+        memset(&own, 0, sizeof own);
+        pthread_mutex_init(&own.mu, NULL);
+        d = &own;
+    }
     struct dir_fill f = { .req = req, .fs = fs, .dir = lsmfs_ino(fs, n), .plus = plus,
                           .buf = malloc(size), .size = size };
     int err = 0;
     if (!f.buf) {
+        if (d == &own)
+            pthread_mutex_destroy(&own.mu);
         fuse_reply_err(req, ENOMEM);
         return;
     }
@@ -1255,6 +1271,10 @@ static void dir_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
     else
         fuse_reply_buf(req, f.buf, f.pos);
     free(f.buf);
+    if (d == &own) {
+        pthread_mutex_destroy(&own.mu);
+        free(own.cursor);
+    }
 }
 
 void lsmfs_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,

@@ -568,7 +568,7 @@ void lsmfs_budget_enforce(struct lsmfs *fs)
     }
 }
 
-static fuse_ino_t inode_id(struct lsmfs *fs, const struct lsmfs_inode *ino)
+fuse_ino_t lsmfs_nodeid(struct lsmfs *fs, const struct lsmfs_inode *ino)
 {
     return ino == fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)ino;
 }
@@ -576,7 +576,7 @@ static fuse_ino_t inode_id(struct lsmfs *fs, const struct lsmfs_inode *ino)
 void lsmfs_fill_entry(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_entry_param *e)
 {
     memset(e, 0, sizeof *e);
-    e->ino = inode_id(fs, ino);
+    e->ino = lsmfs_nodeid(fs, ino);
     e->generation = 1;
     e->attr_timeout = fs->timeout;
     e->entry_timeout = fs->timeout;

@@ -1,15 +1,16 @@
 /*
  * lsmfs.h — private declarations shared by the modules of the lsmfs daemon (fs/).
  *
- * The daemon is ten modules, each calling only those listed after it: main.c parses options,
- * opens the engine, mounts and daemonizes; stats.c reports counters (SIGUSR1); ops.c holds the FUSE callbacks on files (and the table
- * of all callbacks); dir.c those on the namespace (lookup, create, remove, rename, listing);
- * xattr.c extended attributes (the callbacks, and moving or dropping them with their file);
- * cookie.c the offsets of listings and the table that maps them back to places; inode.c owns
- * the in-memory inode table, the buffers of files being written and their write-back; reclaim.c
- * gives back the space of large files removed or replaced; keys.c owns the key layout, names,
- * the attribute record and what a path is in the engine; log.c logging, the engine-code-to-errno
- * map and the clocks. Only engine/lsm.h is used from the engine.
+ * The daemon is eleven modules, each calling only those listed after it: main.c parses options,
+ * opens the engine, mounts and daemonizes; stats.c reports counters (SIGUSR1); ops.c holds the
+ * FUSE callbacks on files (and the table of all callbacks); dir.c those on the namespace (lookup,
+ * create, remove, rename, listing); xattr.c extended attributes (the callbacks, and moving or
+ * dropping them with their file); cookie.c the offsets of listings and the table that maps them
+ * back to places; inode.c owns the in-memory inode table, the buffers of files being written and
+ * their write-back; reclaim.c gives back the space of large files removed or replaced; notify.c
+ * sends the kernel the invalidations the daemon's own changes need, from a thread of its own;
+ * keys.c owns the key layout, names, the attribute record and what a path is in the engine; log.c
+ * logging, the engine-code-to-errno map and the clocks. Only engine/lsm.h is used from the engine.
  *
  * Key layout (the whole contract with the database; see lsmfs(1)):
  *   PATH              the file's bytes, exactly (PATH has no leading '/').
@@ -38,7 +39,7 @@
  *
  * Locks, in the order they are taken: fs->ns, then an inode's mu, then fs->tmu, then fs->bmu
  * (the budget's victim search uses trylock against the order). pool_mu, handles_mu and the
- * mutexes of reclaim.c and cookie.c are leaves: nothing else is taken while they are held.
+ * mutexes of reclaim.c, cookie.c and notify.c are leaves: nothing else is taken while they are held.
  */
 #ifndef LSMFS_H
 #define LSMFS_H
@@ -100,6 +101,9 @@ struct lsmfs_inode {
                                     which change it with fs->ns held for writing; -1 not counted
                                     yet, -2 too many to count (st_nlink 1) */
     int      dirty;              /* data or attributes differ from the engine */
+    int      kstale;             /* the kernel's cached pages may differ from the content (a
+                                    write from its page cache was refused): the next open drops
+                                    them instead of keeping them */
     int      replaces_big;       /* the next write-back supersedes a stored value of at least
                                     LSMFS_RECLAIM_MIN bytes (reclaim.c) */
     char    *data;               /* whole content while loaded (being written), else NULL */
@@ -155,6 +159,8 @@ struct lsmfs {
     int      sync_mode;          /* LSMFS_SYNC_* */
     int      writeback, kernel_cache; /* the kernel's writeback cache is used; its page cache
                                       keeps a file's pages across opens */
+    int      no_opendir;         /* the kernel opens directories without asking (listings
+                                    then arrive with fi->fh 0: no struct lsmfs_dirh) */
     int      close_to_open;      /* strict mode: a read-only descriptor sees the last flushed
                                     version, never a writer's pending bytes (direct I/O) */
     int      foreground;         /* not detached: messages go to stderr */
@@ -192,6 +198,7 @@ struct lsmfs {
     pthread_t stats_thread;      /* takes SIGUSR1 (stats.c) */
     int      stats_running;      /* stats_thread was started; main's */
     int      stats_stop;         /* tells stats_thread to end; __atomic builtins */
+    struct lsmfs_notify *notify; /* notify.c's queue; NULL unless its thread runs */
 };
 
 extern const struct fuse_lowlevel_ops lsmfs_ops;
@@ -230,6 +237,11 @@ void  lsmfs_stats_write(struct lsmfs *fs, FILE *f);
    that takes it. 0 or an errno. */
 int   lsmfs_stats_start(struct lsmfs *fs);
 void  lsmfs_stats_stop(struct lsmfs *fs);
+/* notify.c: queues an invalidation of node's pages and attributes for the notify thread;
+   callable from any handler, with any lock held (the queue's mutex is a leaf). */
+void  lsmfs_notify_inode(struct lsmfs *fs, fuse_ino_t node);
+int   lsmfs_notify_start(struct lsmfs *fs);   /* once the session exists */
+void  lsmfs_notify_stop(struct lsmfs *fs);    /* sends what is queued; before the session ends */
 
 /* log.c */
 int   lsmfs_errno(struct lsmfs *fs, int rc, const char *what, const char *path);
@@ -271,6 +283,7 @@ void  lsmfs_fill_entry(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_en
 int   lsmfs_table_init(struct lsmfs *fs);
 void  lsmfs_table_free(struct lsmfs *fs);
 struct lsmfs_inode *lsmfs_ino(struct lsmfs *fs, fuse_ino_t n);
+fuse_ino_t lsmfs_nodeid(struct lsmfs *fs, const struct lsmfs_inode *ino); /* the kernel's name */
 struct lsmfs_inode *lsmfs_table_find(struct lsmfs *fs, const char *path, size_t plen);
 struct lsmfs_inode *lsmfs_table_ref(struct lsmfs *fs, const char *path, size_t plen);
 struct lsmfs_inode *lsmfs_table_get(struct lsmfs *fs, char *path, size_t plen,

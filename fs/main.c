@@ -35,7 +35,7 @@ struct cmdline {
     char *datadir, *mountpoint;  /* the positionals, as given; malloc'd */
     char *memtable_size, *cache_size, *compression, *sync, *max_file_size, *dirty_limit,
          *timeout, *dir_cookies, *reserve; /* -o values not parsed yet; malloc'd, NULL when absent */
-    int writeback, kernel_cache, close_to_open; /* -o flags */
+    int writeback, kernel_cache, close_to_open; /* -o flags; kernel_cache -1 when not given */
     int show_help, show_version, has_fsname; /* -h, -V, -o fsname= seen */
 };
 
@@ -133,7 +133,8 @@ static void main_usage(FILE *f)
 "    -o reserve=SIZE        disk space held back so that files can be removed when the\n"
 "                           disk is full (default 2 x memtable_size + 4M, at most a\n"
 "                           tenth of the file system holding DATADIR; 0 = none)\n"
-"    -o kernel_cache        keep file pages in the kernel's cache across opens\n"
+"    -o nokernel_cache      drop a file's cached pages at every open (default: keep\n"
+"                           them while the file is unchanged)\n"
 "    -o writeback           kernel_cache plus the kernel's writeback cache\n"
 "    -o close_to_open       strict mode: a reader sees the last flushed version, not a\n"
 "                           writer's unflushed bytes (no shared mmap)\n"
@@ -195,8 +196,11 @@ static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
     fs->compression = LSM_COMPRESSION_NONE;
     fs->sync_mode = LSMFS_SYNC_FSYNC;
     fs->writeback = c->writeback;
-    fs->kernel_cache = c->kernel_cache || c->writeback;
     fs->close_to_open = c->close_to_open;
+    /* Pages stay cached across opens unless asked otherwise, or unless the strict mode needs
+       every read to come here. */
+    fs->kernel_cache = c->kernel_cache == 1 || c->writeback ||
+                       (c->kernel_cache == -1 && !c->close_to_open);
     if (fs->close_to_open && fs->kernel_cache) {
         fprintf(stderr, "lsmfs: close_to_open cannot be combined with %s: the kernel's page "
                         "cache shows every reader the newest bytes\n",
@@ -542,6 +546,7 @@ static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts)
    Returns -1 when closing failed. */
 static int main_teardown(struct lsmfs *fs, const char *datadir_arg)
 {
+    lsmfs_notify_stop(fs);
     fuse_session_unmount(fs->se);
     fuse_remove_signal_handlers(fs->se);
     fuse_session_destroy(fs->se);
@@ -585,6 +590,7 @@ int main(int argc, char *argv[])
 
     memset(fs, 0, sizeof *fs);
     memset(&c, 0, sizeof c);
+    c.kernel_cache = -1;
     memset(&copts, 0, sizeof copts);
     if (fuse_opt_parse(&args, &c, spec, main_opt_proc) != 0)
         goto out;
@@ -640,6 +646,9 @@ int main(int argc, char *argv[])
         lsmfs_log(LOG_WARNING, "cannot start the thread that frees the space of removed files; "
                   "it will come back only as merges reach it");
 
+    if (lsmfs_notify_start(fs) != 0)
+        lsmfs_log(LOG_WARNING, "cannot start the thread that invalidates the kernel's caches; "
+                  "files the kernel wrote back and lsmfs refused may read stale until reopened");
     ret = main_serve(fs, &copts);
     if (main_teardown(fs, c.datadir) != 0)
         ret = 1;
