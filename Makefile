@@ -37,7 +37,7 @@ ENGINE_SRC = engine/util.c engine/env.c engine/options.c engine/wal.c engine/mem
              engine/compact.c engine/space.c engine/extent.c engine/checkpoint.c \
              engine/check.c engine/repair.c
 FS_SRC     = fs/main.c fs/ops.c fs/dir.c fs/cookie.c fs/inode.c fs/keys.c fs/reclaim.c fs/log.c \
-             fs/xattr.c fs/stats.c fs/notify.c
+             fs/xattr.c fs/stats.c fs/notify.c fs/control.c tools/ctl_cmd.c tools/ctl_snapshot.c
 ITOOLS     = tools/lsmctl
 TOOLS      = $(ITOOLS)
 TESTS      = tests/engine/test_bloom tests/engine/test_cache tests/engine/test_corrupt \
@@ -57,7 +57,8 @@ IDOCS  = man/lsmfs.1 man/lsmctl.1 man/lsm-format.5
 ENGINE_OBJ = $(ENGINE_SRC:.c=.o)
 ENGINE_PIC = $(ENGINE_SRC:.c=.pic.o)
 FS_OBJ     = $(FS_SRC:.c=.o)
-OBJS = $(ENGINE_OBJ) $(ENGINE_PIC) $(FS_OBJ) $(TOOLS:=.o) tools/ctl_cmd.o $(TESTS:=.o) $(TEST_HELPERS) $(BENCHES:=.o)
+CTL_OBJ    = tools/ctl_cmd.o tools/ctl_snapshot.o tools/ctl_client.o
+OBJS = $(ENGINE_OBJ) $(ENGINE_PIC) $(FS_OBJ) $(TOOLS:=.o) $(CTL_OBJ) $(TESTS:=.o) $(TEST_HELPERS) $(BENCHES:=.o)
 
 COMPILE = $(CC) -Iengine $(CPPFLAGS) $(XCFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 LINK    = $(CC) $(CFLAGS) $(LDFLAGS) -pthread
@@ -82,8 +83,8 @@ engine/liblsm.so: $(ENGINE_PIC)
 fs/lsmfs: $(FS_OBJ) engine/liblsm.a
 	$(LINK) -o $@ $(FS_OBJ) engine/liblsm.a $(FUSE_LIBS) $(LIBS)
 # The commands live in tools/ctl_cmd.c, which lsmfs will link too.
-$(TOOLS): %: %.o tools/ctl_cmd.o engine/liblsm.a
-	$(LINK) -o $@ $@.o tools/ctl_cmd.o engine/liblsm.a $(LIBS)
+$(TOOLS): %: %.o $(CTL_OBJ) engine/liblsm.a
+	$(LINK) -o $@ $@.o $(CTL_OBJ) engine/liblsm.a $(LIBS)
 $(TESTS): %: %.o $(TEST_HELPERS) engine/liblsm.a
 	$(LINK) -o $@ $@.o $(TEST_HELPERS) engine/liblsm.a $(CMOCKA_LIBS) $(LIBS)
 $(BENCHES): %: %.o engine/liblsm.a

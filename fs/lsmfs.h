@@ -161,6 +161,7 @@ struct lsmfs {
                                       keeps a file's pages across opens */
     int      no_opendir;         /* the kernel opens directories without asking (listings
                                     then arrive with fi->fh 0: no struct lsmfs_dirh) */
+    int      read_only;          /* -o ro or snapshot=: the engine opened read-only */
     int      close_to_open;      /* strict mode: a read-only descriptor sees the last flushed
                                     version, never a writer's pending bytes (direct I/O) */
     int      foreground;         /* not detached: messages go to stderr */
@@ -195,6 +196,7 @@ struct lsmfs {
     struct lsmfs_handle *handles; /* guarded by handles_mu */
     struct lsmfs_reclaim *reclaim; /* reclaim.c's state; NULL unless its thread runs */
     struct lsmfs_cookies *cookies; /* cookie.c's table of listing offsets */
+    struct lsmfs_control *control; /* control.c's socket; NULL unless it runs */
     pthread_t stats_thread;      /* takes SIGUSR1 (stats.c) */
     int      stats_running;      /* stats_thread was started; main's */
     int      stats_stop;         /* tells stats_thread to end; __atomic builtins */
@@ -242,6 +244,11 @@ void  lsmfs_stats_stop(struct lsmfs *fs);
 void  lsmfs_notify_inode(struct lsmfs *fs, fuse_ino_t node);
 int   lsmfs_notify_start(struct lsmfs *fs);   /* once the session exists */
 void  lsmfs_notify_stop(struct lsmfs *fs);    /* sends what is queued; before the session ends */
+
+/* control.c: the control socket DATADIR/lsmfs.ctl through which lsmctl reaches the mount.
+   Start returns 0 or an errno; stop waits for running commands (before lsm_close). */
+int   lsmfs_control_start(struct lsmfs *fs);
+void  lsmfs_control_stop(struct lsmfs *fs);
 
 /* log.c */
 int   lsmfs_errno(struct lsmfs *fs, int rc, const char *what, const char *path);

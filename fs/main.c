@@ -34,12 +34,13 @@
 struct cmdline {
     char *datadir, *mountpoint;  /* the positionals, as given; malloc'd */
     char *memtable_size, *cache_size, *compression, *sync, *max_file_size, *dirty_limit,
-         *timeout, *dir_cookies, *reserve; /* -o values not parsed yet; malloc'd, NULL when absent */
+         *timeout, *dir_cookies, *reserve, *snapshot; /* -o values not parsed yet; malloc'd, NULL when absent */
     int writeback, kernel_cache, close_to_open; /* -o flags; kernel_cache -1 when not given */
+    int ro;                      /* -o ro (kept for libfuse too) */
     int show_help, show_version, has_fsname; /* -h, -V, -o fsname= seen */
 };
 
-enum { KEY_HELP, KEY_VERSION, KEY_FSNAME };
+enum { KEY_HELP, KEY_VERSION, KEY_FSNAME, KEY_RO, KEY_RW };
 
 #define OPT(t, f) { t, offsetof(struct cmdline, f), 1 }
 static const struct fuse_opt spec[] = {
@@ -52,6 +53,9 @@ static const struct fuse_opt spec[] = {
     OPT("timeout=%s", timeout),
     OPT("dir_cookies=%s", dir_cookies),
     OPT("reserve=%s", reserve),
+    OPT("snapshot=%s", snapshot),
+    FUSE_OPT_KEY("ro", KEY_RO),
+    FUSE_OPT_KEY("rw", KEY_RW),
     { "writeback", offsetof(struct cmdline, writeback), 1 },
     { "nowriteback", offsetof(struct cmdline, writeback), 0 },
     { "kernel_cache", offsetof(struct cmdline, kernel_cache), 1 },
@@ -109,6 +113,10 @@ static int main_opt_proc(void *data, const char *arg, int key, struct fuse_args 
     case KEY_FSNAME:
         c->has_fsname = 1;
         return 1;
+    case KEY_RO:
+    case KEY_RW:
+        c->ro = key == KEY_RO;
+        return 1;   /* the kernel's read-only mount too */
     }
     return 1;
 }
@@ -197,6 +205,7 @@ static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
     fs->sync_mode = LSMFS_SYNC_FSYNC;
     fs->writeback = c->writeback;
     fs->close_to_open = c->close_to_open;
+    fs->read_only = c->ro || c->snapshot;
     /* Pages stay cached across opens unless asked otherwise, or unless the strict mode needs
        every read to come here. */
     fs->kernel_cache = c->kernel_cache == 1 || c->writeback ||
@@ -299,9 +308,12 @@ static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *data
     lsm_options_set_cache_bytes(lo, fs->cache_size);
     lsm_options_set_compression(lo, fs->compression, 1);
     lsm_options_set_sync_writes(lo, fs->sync_mode == LSMFS_SYNC_ALWAYS);
-    lsm_options_set_create_if_missing(lo, 1);
+    /* Read-only: the engine writes nothing and shares the directory with other readers (a
+       read-write daemon excludes them, and they it). */
+    lsm_options_set_read_only(lo, fs->read_only);
+    lsm_options_set_create_if_missing(lo, !fs->read_only);
     if (fs->reserve == SIZE_MAX)
-        fs->reserve = main_default_reserve(fs);
+        fs->reserve = fs->read_only ? 0 : main_default_reserve(fs);
     lsm_options_set_reserve_bytes(lo, fs->reserve);
     /* A daemon that was just unmounted may still be closing the database: give it a moment. */
     for (int tries = 0; (rc = lsm_open(fs->datadir, lo, &fs->db)) == LSM_BUSY && tries < 40;
@@ -489,6 +501,33 @@ static int main_check_places(const char *datadir, const char *mountpoint, const 
     return 0;
 }
 
+/* -o snapshot=NAME: DATADIR becomes DATADIR/snapshots/NAME (lsmctl snapshot create), mounted
+   read-only. */
+static int main_snapshot_path(struct cmdline *c, struct fuse_args *args)
+{
+    char *path = NULL, cur[PATH_MAX];
+    if (!*c->snapshot || strchr(c->snapshot, '/') || strcmp(c->snapshot, ".") == 0 ||
+        strcmp(c->snapshot, "..") == 0) {
+        fprintf(stderr, "lsmfs: snapshot=%s: not a snapshot name\n", c->snapshot);
+        return -1;
+    }
+    if (asprintf(&path, "%s/snapshots/%s", c->datadir, c->snapshot) < 0)
+        return -1;
+    snprintf(cur, sizeof cur, "%s/CURRENT", path);
+    if (access(cur, F_OK) != 0) {
+        fprintf(stderr, "lsmfs: %s: no snapshot '%s' (lsmctl -d %s snapshot list shows them)\n",
+                c->datadir, c->snapshot, c->datadir);
+        free(path);
+        return -1;
+    }
+    free(c->datadir);
+    c->datadir = path;
+    if (!c->ro && fuse_opt_add_arg(args, "-oro") != 0)
+        return -1;
+    c->ro = 1;
+    return 0;
+}
+
 /* The mount point must be a directory; DATADIR is created if missing and must be one we may use.
    Sets fs->datadir to its absolute path. */
 static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
@@ -504,7 +543,7 @@ static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
     }
     if (main_check_places(NULL, c->mountpoint, c->mountpoint, c->datadir) != 0)
         return -1;
-    if (mkdir(c->datadir, 0700) != 0 && errno != EEXIST) {
+    if (!c->ro && mkdir(c->datadir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "lsmfs: %s: cannot create: %s\n", c->datadir, strerror(errno));
         return -1;
     }
@@ -546,6 +585,7 @@ static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts)
    Returns -1 when closing failed. */
 static int main_teardown(struct lsmfs *fs, const char *datadir_arg)
 {
+    lsmfs_control_stop(fs);     /* waits for the commands running on fs->db */
     lsmfs_notify_stop(fs);
     fuse_session_unmount(fs->se);
     fuse_remove_signal_handlers(fs->se);
@@ -576,6 +616,7 @@ static void main_cmdline_free(struct cmdline *c)
     free(c->dirty_limit);
     free(c->timeout);
     free(c->reserve);
+    free(c->snapshot);
     free(c->dir_cookies);
 }
 
@@ -586,7 +627,7 @@ int main(int argc, char *argv[])
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct fuse_cmdline_opts copts;
     struct cmdline c;
-    int ret = 1, fd = -1;
+    int ret = 1, fd = -1, rc;
 
     memset(fs, 0, sizeof *fs);
     memset(&c, 0, sizeof c);
@@ -620,6 +661,8 @@ int main(int argc, char *argv[])
         goto out;
     fs->foreground = copts.foreground;
 
+    if (c.snapshot && main_snapshot_path(&c, &args) != 0)
+        goto out;
     if (main_check_paths(fs, &c) != 0)
         goto out;
     if (fuse_opt_add_arg(&args, "-odefault_permissions") != 0 ||
@@ -638,11 +681,16 @@ int main(int argc, char *argv[])
         lsmfs_log(LOG_WARNING, "cannot start the thread that reports statistics on SIGUSR1");
     if (main_setup(fs, &args, c.datadir, c.mountpoint) != 0)
         goto out;
+    /* Before the mount command returns, so a script can run lsmctl at once. A read-only mount
+       has none: DATADIR/lsmfs.ctl belongs to the read-write daemon, and may be read-only. */
+    if (!fs->read_only && (rc = lsmfs_control_start(fs)) != 0)
+        lsmfs_log(LOG_WARNING, "%s: no control socket (%s): lsmctl cannot reach this mount",
+                  fs->datadir, strerror(rc));
     if (fd >= 0) {
         main_detach(fd);
         fd = -1;
     }
-    if (lsmfs_reclaim_start(fs) != 0)
+    if (!fs->read_only && lsmfs_reclaim_start(fs) != 0)
         lsmfs_log(LOG_WARNING, "cannot start the thread that frees the space of removed files; "
                   "it will come back only as merges reach it");
 

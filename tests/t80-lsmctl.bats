@@ -306,20 +306,24 @@ PYEOF
     [ "$status" -eq 1 ]
 }
 
-@test "lsmctl beside lsmfs: busy while mounted (status 4, pid named), -w waits for the lock" {
+@test "lsmctl beside lsmfs: reads go through the daemon, writes of keys are refused (status 4, pid named), -w waits for the lock" {
     require_fuse
     mkdir "$MNT"
     mount_fs
     echo hello >"$MNT/f"
     run ctl get f
+    [ "$status" -eq 0 ]
+    assert_eq "$output" hello
+    run ctl put f other
     [ "$status" -eq 4 ]
     [[ $output == *"$DATA is mounted by lsmfs (pid $LSMFS_PID)"* ]]
     run ctl check
-    [ "$status" -eq 4 ]
-    fusermount3 -u "$MNT"
-    run ctl -w 10 get f
     [ "$status" -eq 0 ]
-    assert_eq "$output" hello
+    fusermount3 -u "$MNT"
+    run ctl -w 10 put f offline
+    [ "$status" -eq 0 ]
+    run ctl get f
+    assert_eq "$output" offline
     wait_gone "$LSMFS_PID" 100
 }
 

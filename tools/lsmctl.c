@@ -6,9 +6,10 @@
  * only read (so that they never change a byte of it and run beside other readers) and read-write
  * for the rest, then ctl_run (ctl_cmd.c), which holds every command so that lsmfs can run the very
  * same ones on the handle it has open. When the open fails because another process holds the
- * directory — a mounted lsmfs — the command is meant to go to that daemon through its control
- * socket, DATADIR/lsmfs.ctl (lsmctl_forward); until the daemon serves it, lsmctl says who holds
- * the directory and exits with the busy status.
+ * directory — a mounted lsmfs — the command goes to that daemon through its control socket,
+ * DATADIR/lsmfs.ctl (ctl_client.c), which runs it with the same code on the handle it has open;
+ * -d also takes the mount point of an lsmfs, whose DATADIR is the mount's source. Snapshots
+ * (ctl_snapshot.c) are handled here, since they need DATADIR's path, not only a handle.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,7 +17,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "ctl_client.h"
 #include "ctl_cmd.h"
+#include "ctl_snapshot.h"
 #include "lsm.h"
 
 static void usage(FILE *f)
@@ -49,14 +52,34 @@ static void proc_name(long pid, char *name, size_t n)
 }
 
 /* The online path: hands argv to the lsmfs that holds datadir, through DATADIR/lsmfs.ctl, and
-   relays its output and status. Returns -1 when no daemon serves the socket. The daemon side is
-   not there yet, so today it always returns -1; it is the one place to fill in. */
+   relays its output and status. Returns -1 when no daemon serves the socket. */
 static int lsmctl_forward(const char *datadir, int argc, char **argv)
 {
-    (void)datadir;
-    (void)argc;
-    (void)argv;
-    return -1;
+    return ctl_forward(datadir, argc, argv, stdout, stderr);
+}
+
+static int open_db(const char *datadir, int mode, int background, double wait_s, lsm_db **db);
+
+/* lsmctl snapshot create NAME | list | delete NAME [DATADIR|MOUNTPOINT]: through the daemon when
+   one holds DATADIR, else on DATADIR itself (read-only for create: a checkpoint writes only the
+   new directory). */
+static int lsmctl_snapshot(const char *datadir, double wait_s, int argc, char **argv)
+{
+    int fwd = lsmctl_forward(datadir, argc, argv);
+    if (fwd >= 0)
+        return fwd;
+    lsm_db *db = NULL;
+    if (argc > 1 && strcmp(argv[1], "create") == 0) {
+        int rc = open_db(datadir, CTL_MODE_READ, 0, wait_s, &db);
+        if (rc != LSM_OK) {
+            fprintf(stderr, "lsmctl: %s: %s: %s\n", datadir, lsm_strerror(rc), lsm_errmsg(NULL));
+            return rc == LSM_BUSY ? CTL_EXIT_BUSY : CTL_EXIT_ERROR;
+        }
+    }
+    int status = ctl_snapshot(db, datadir, argc, argv, stdout, stderr);
+    if (db && lsm_close(db) != LSM_OK && status == CTL_EXIT_OK)
+        status = CTL_EXIT_ERROR;
+    return status;
 }
 
 /* Opens datadir as mode asks, retrying a busy directory for up to wait_s seconds. */
@@ -112,6 +135,32 @@ int main(int argc, char **argv)
     /* the rest, global options such as --hex included, is the command's */
     int cargc = argc - i;
     char **cargv = argv + i;
+    int c = 0;
+    while (c < cargc && strcmp(cargv[c], "--hex") == 0)
+        c++;
+    /* snapshot create|delete NAME [PLACE], snapshot list [PLACE]: PLACE stands for -d */
+    int snap = c < cargc && strcmp(cargv[c], "snapshot") == 0;
+    if (snap && !datadir && cargc - c >= 3 &&
+        cargc - c == (c + 1 < cargc && strcmp(cargv[c + 1], "list") == 0 ? 3 : 4))
+        datadir = cargv[--cargc];
+    /* a mount point of lsmfs stands for its DATADIR, the mount's source */
+    char *mounted = datadir ? ctl_mount_datadir(datadir) : NULL;
+    if (mounted)
+        datadir = mounted;
+    if (snap) {
+        if (!datadir) {
+            fprintf(stderr, "lsmctl: snapshot: give -d DATADIR or a mount point\n");
+            return CTL_EXIT_USAGE;
+        }
+        return lsmctl_snapshot(datadir, wait_s, cargc - c, cargv + c);
+    }
+    /* a mounted file system: its daemon runs the command (a read-only mount has no control
+       socket; then the command opens DATADIR read-only beside it, below) */
+    if (mounted) {
+        int fwd = lsmctl_forward(datadir, cargc, cargv);
+        if (fwd >= 0)
+            return fwd;
+    }
     int mode = ctl_command_mode(cargc, cargv);
     if (mode == CTL_MODE_UNKNOWN || !datadir) {
         if (!datadir && mode != CTL_MODE_UNKNOWN)
@@ -125,9 +174,6 @@ int main(int argc, char **argv)
         return ctl_repair(datadir, stdout, stderr);
 
     /* script builds databases table by table, as its lines say: no background compaction */
-    int c = 0;
-    while (c < cargc && strcmp(cargv[c], "--hex") == 0)
-        c++;
     int background = strcmp(cargv[c], "script") != 0;
     lsm_db *db = NULL;
     int rc = open_db(datadir, mode, background, wait_s, &db);
@@ -141,8 +187,8 @@ int main(int argc, char **argv)
         if (pid > 0)
             proc_name(pid, name, sizeof name);
         if (pid > 0 && strcmp(name, "lsmfs") == 0)
-            fprintf(stderr, "lsmctl: %s is mounted by lsmfs (pid %ld); unmount it first (lsmctl "
-                    "cannot reach a mounted lsmfs yet)\n", datadir, pid);
+            fprintf(stderr, "lsmctl: %s is mounted by lsmfs (pid %ld), which did not answer on "
+                    "%s/lsmfs.ctl; unmount it first\n", datadir, pid, datadir);
         else
             fprintf(stderr, "lsmctl: %s is in use: %s\n", datadir, msg);
         return CTL_EXIT_BUSY;

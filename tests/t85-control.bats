@@ -1,0 +1,121 @@
+#!/usr/bin/env bats
+# t85 — operating a mounted file system: lsmctl through the daemon's control socket (by DATADIR
+# or by mount point), backups and snapshots while mounted, read-only mounts of a snapshot and of
+# a DATADIR beside other readers, and what is refused while mounted.
+
+load helper
+
+setup() {
+    common_setup
+    require_lsmctl
+    mount_fs
+}
+
+teardown() {
+    common_teardown
+}
+
+ctl() {
+    "$LSMCTL" "$@"
+}
+
+@test "lsmctl -d MOUNTPOINT and -d DATADIR reach the daemon: unflushed writes are seen, stats, check" {
+    echo one >"$MNT/a"
+    mkdir "$MNT/d"
+    echo two >"$MNT/d/b"
+    run ctl -d "$MNT" get d/b
+    [ "$status" -eq 0 ]
+    assert_eq "$output" two
+    run ctl -d "$DATA" scan --prefix d/
+    [ "$status" -eq 0 ]
+    assert_eq "$output" d/b
+    run ctl -d "$MNT" stats
+    [ "$status" -eq 0 ]
+    [[ $output == *write_amplification* ]]
+    run ctl -d "$MNT" check
+    [ "$status" -eq 0 ]
+    [ -S "$DATA/lsmfs.ctl" ]
+    [ "$(stat -c %a "$DATA/lsmfs.ctl")" = 600 ]
+}
+
+@test "keys are not changed behind the mount: put, del and load are refused with status 4" {
+    echo keep >"$MNT/k"
+    run ctl -d "$MNT" put k other
+    [ "$status" -eq 4 ]
+    [[ $output == *"change files through the mount"* ]]
+    run ctl -d "$MNT" del k
+    [ "$status" -eq 4 ]
+    run ctl -d "$MNT" repair
+    [ "$status" -ne 0 ]
+    assert_eq "$(cat "$MNT/k")" keep
+}
+
+@test "backup while mounted: a consistent database that opens and holds every file" {
+    for i in $(seq 1 200); do echo "v$i" >"$MNT/f$i"; done
+    head -c 300000 /dev/urandom >"$MNT/big"
+    run ctl -d "$MNT" backup "$T/backup"
+    [ "$status" -eq 0 ]
+    echo changed >"$MNT/f1"
+    assert_eq "$(ctl -d "$T/backup" get f1)" v1
+    assert_eq "$(ctl -d "$T/backup" get f200)" v200
+    ctl -d "$T/backup" get big | cmp - "$MNT/big"
+    run ctl -d "$T/backup" check
+    [ "$status" -eq 0 ]
+}
+
+@test "snapshots: made while mounted, mounted read-only beside it, kept across remounts, deleted" {
+    echo old >"$MNT/f"
+    mkdir "$MNT/dir"
+    ln -s f "$MNT/link"
+    chmod 640 "$MNT/f"
+    run ctl snapshot create before "$MNT"
+    [ "$status" -eq 0 ]
+    echo new >"$MNT/f"
+    rm "$MNT/link"
+    assert_eq "$(ctl snapshot list "$MNT" | cut -f1)" before
+    mkdir "$T/snap"
+    "$LSMFS" -o snapshot=before "$DATA" "$T/snap"
+    MOUNTS+=("$T/snap")
+    assert_eq "$(cat "$T/snap/f")" old
+    assert_eq "$(stat -c %a "$T/snap/f")" 640
+    assert_eq "$(readlink "$T/snap/link")" f
+    [ -d "$T/snap/dir" ]
+    run bash -c "echo x >'$T/snap/f'"
+    [ "$status" -ne 0 ]
+    [[ $output == *"Read-only file system"* ]]
+    assert_eq "$(cat "$MNT/f")" new
+    fusermount3 -u "$T/snap"
+    remount
+    mkdir -p "$T/snap2"
+    "$LSMFS" -o snapshot=before "$DATA" "$T/snap2"
+    MOUNTS+=("$T/snap2")
+    assert_eq "$(cat "$T/snap2/f")" old
+    fusermount3 -u "$T/snap2"
+    run ctl snapshot delete before "$MNT"
+    [ "$status" -eq 0 ]
+    [ ! -e "$DATA/snapshots/before" ]
+    run "$LSMFS" -o snapshot=before "$DATA" "$T/snap2"
+    [ "$status" -ne 0 ]
+    [[ $output == *"no snapshot 'before'"* ]]
+}
+
+@test "read-only mounts: refused beside the read-write one (pid named), several side by side once it is gone" {
+    echo v >"$MNT/k"
+    mkdir "$T/ro1" "$T/ro2"
+    run "$LSMFS" -o ro "$DATA" "$T/ro1"
+    [ "$status" -ne 0 ]
+    [[ $output == *"pid $LSMFS_PID"* ]]
+    unmount_fs
+    "$LSMFS" -o ro "$DATA" "$T/ro1"
+    MOUNTS+=("$T/ro1")
+    "$LSMFS" -o ro "$DATA" "$T/ro2"
+    MOUNTS+=("$T/ro2")
+    assert_eq "$(cat "$T/ro1/k")" v
+    assert_eq "$(cat "$T/ro2/k")" v
+    assert_eq "$(ctl -d "$T/ro1" get k)" v        # no socket: lsmctl reads beside them
+    [ ! -e "$DATA/lsmfs.ctl" ]
+    run ctl -d "$DATA" put k w
+    [ "$status" -eq 4 ]
+    fusermount3 -u "$T/ro1"
+    fusermount3 -u "$T/ro2"
+}
