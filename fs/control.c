@@ -52,22 +52,7 @@ static int control_frame(int fd, char t, const void *p, size_t n)
     uint8_t h[5];
     h[0] = (uint8_t)t;
     ctl_put32(h + 1, (uint32_t)n);
-    const uint8_t *parts[2] = { h, p };
-    size_t lens[2] = { sizeof h, n };
-    for (int i = 0; i < 2; i++) {
-        const uint8_t *b = parts[i];
-        size_t left = lens[i];
-        while (left) {
-            ssize_t w = send(fd, b, left, MSG_NOSIGNAL);
-            if (w < 0 && errno == EINTR)
-                continue;
-            if (w <= 0)
-                return -1;
-            b += w;
-            left -= (size_t)w;
-        }
-    }
-    return 0;
+    return ctl_send_all(fd, h, sizeof h) == 0 && ctl_send_all(fd, p, n) == 0 ? 0 : -1;
 }
 
 /* A stdio stream whose bytes go out as frames of one type (fopencookie). */
@@ -88,27 +73,12 @@ static FILE *control_stream_open(struct control_stream *s)
     return fopencookie(s, "w", io);
 }
 
-static int control_read_all(int fd, void *p, size_t n)
-{
-    uint8_t *b = p;
-    while (n) {
-        ssize_t r = read(fd, b, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        b += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 /* Reads a request: 0 with *argv (argc strings and a NULL; free with control_free_args), or a
    message for the peer in why. */
 static int control_read_request(int fd, int *argc, char ***argv, char *why, size_t wl)
 {
     uint8_t h[8];
-    if (control_read_all(fd, h, sizeof h) != 0)
+    if (ctl_recv_all(fd, h, sizeof h) != 0)
         return snprintf(why, wl, "truncated request"), -1;
     uint32_t version = ctl_get32(h), n = ctl_get32(h + 4);
     if (version != CTL_PROTO_VERSION)
@@ -121,9 +91,9 @@ static int control_read_request(int fd, int *argc, char ***argv, char *why, size
         return snprintf(why, wl, "out of memory"), -1;
     for (uint32_t i = 0; i < n; i++) {
         uint8_t l[4];
-        uint32_t len = control_read_all(fd, l, 4) == 0 ? ctl_get32(l) : UINT32_MAX;
+        uint32_t len = ctl_recv_all(fd, l, 4) == 0 ? ctl_get32(l) : UINT32_MAX;
         if (len > CTL_PROTO_MAX_ARG || !(v[i] = malloc(len + 1)) ||
-            control_read_all(fd, v[i], len) != 0) {
+            ctl_recv_all(fd, v[i], len) != 0) {
             for (uint32_t j = 0; j <= i; j++)
                 free(v[j]);
             free(v);
@@ -221,10 +191,7 @@ static void *control_main(void *arg)
 {
     struct lsmfs *fs = arg;
     struct lsmfs_control *ctl = fs->control;
-    sigset_t all;
-    sigfillset(&all);
-    /* Signals go to the main thread (libfuse's loop waits there); commands' threads inherit. */
-    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    /* born with every signal blocked (lsmfs_thread_start); the commands' threads inherit it */
     for (;;) {
         int fd = accept4(ctl->lfd, NULL, NULL, SOCK_CLOEXEC);
         pthread_mutex_lock(&ctl->mu);
@@ -286,7 +253,7 @@ int lsmfs_control_start(struct lsmfs *fs)
     pthread_mutex_init(&ctl->mu, NULL);
     pthread_cond_init(&ctl->cv, NULL);
     fs->control = ctl;
-    if (!err && (err = pthread_create(&ctl->thread, NULL, control_main, fs)) != 0)
+    if (!err && (err = lsmfs_thread_start(&ctl->thread, control_main, fs)) != 0)
         unlink(sa.sun_path);
     if (err) {
         if (ctl->lfd >= 0)

@@ -16,6 +16,7 @@
 #include "lsmfs.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <syslog.h>
 #include <time.h>
@@ -67,6 +68,16 @@ void lsmfs_log(int prio, const char *fmt, ...)
         vsyslog(prio, fmt, ap);
     }
     va_end(ap);
+}
+
+int lsmfs_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
 }
 
 int64_t lsmfs_now(void)

@@ -255,6 +255,10 @@ int   lsmfs_errno(struct lsmfs *fs, int rc, const char *what, const char *path);
 void  lsmfs_log_open(int foreground);   /* stderr in the foreground, else syslog */
 void  lsmfs_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int64_t lsmfs_now(void);                /* CLOCK_REALTIME, ns */
+/* pthread_create of a daemon thread born with every signal blocked, so that SIGTERM, SIGHUP and
+   SIGINT reach the main thread, where libfuse's loop waits for them (SIGUSR1: stats.c). 0 or an
+   errno. */
+int   lsmfs_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 int64_t lsmfs_mono_ns(void);            /* CLOCK_MONOTONIC, ns */
 
 /* keys.c */

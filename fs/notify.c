@@ -102,16 +102,7 @@ int lsmfs_notify_start(struct lsmfs *fs)
     pthread_cond_init(&q->cv, NULL);
     q->tail = &q->head;
     fs->notify = q;
-    /* as reclaim.c's: born with the signals blocked that must reach libfuse's loop */
-    sigset_t mask, old;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGQUIT);
-    pthread_sigmask(SIG_BLOCK, &mask, &old);
-    int rc = pthread_create(&q->thread, NULL, notify_thread, fs);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = lsmfs_thread_start(&q->thread, notify_thread, fs);
     if (rc != 0) {
         fs->notify = NULL;
         pthread_cond_destroy(&q->cv);

@@ -19,36 +19,6 @@
 #include "ctl_client.h"
 #include "ctl_proto.h"
 
-static int ctl_write_all(int fd, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    while (n) {
-        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int ctl_read_all(int fd, void *p, size_t n)
-{
-    uint8_t *b = p;
-    while (n) {
-        ssize_t r = read(fd, b, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        b += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 /* Connects to datadir's control socket; -1 with errno when nothing listens there. */
 static int ctl_connect(const char *datadir)
 {
@@ -78,29 +48,29 @@ int ctl_forward(const char *datadir, int argc, char **argv, FILE *out, FILE *err
     uint8_t h[8];
     ctl_put32(h, CTL_PROTO_VERSION);
     ctl_put32(h + 4, (uint32_t)argc);
-    int bad = ctl_write_all(fd, h, sizeof h);
+    int bad = ctl_send_all(fd, h, sizeof h);
     for (int i = 0; i < argc && !bad; i++) {
         size_t n = strlen(argv[i]);
         ctl_put32(h, (uint32_t)n);
-        bad = ctl_write_all(fd, h, 4) || ctl_write_all(fd, argv[i], n);
+        bad = ctl_send_all(fd, h, 4) || ctl_send_all(fd, argv[i], n);
     }
     int status = -2;
     char buf[65536];
     while (!bad && status == -2) {
         uint8_t fh[5];
-        if (ctl_read_all(fd, fh, sizeof fh) != 0)
+        if (ctl_recv_all(fd, fh, sizeof fh) != 0)
             break;
         uint32_t n = ctl_get32(fh + 1);
         if (fh[0] == CTL_FRAME_EXIT) {
             uint8_t s[4];
-            if (n == 4 && ctl_read_all(fd, s, 4) == 0)
+            if (n == 4 && ctl_recv_all(fd, s, 4) == 0)
                 status = (int)(int32_t)ctl_get32(s);
             break;
         }
         FILE *to = fh[0] == CTL_FRAME_OUT ? out : err;
         while (n > 0) {
             size_t part = n < sizeof buf ? n : sizeof buf;
-            if (ctl_read_all(fd, buf, part) != 0) {
+            if (ctl_recv_all(fd, buf, part) != 0) {
                 bad = 1;
                 break;
             }

@@ -16,8 +16,11 @@
 #ifndef CTL_PROTO_H
 #define CTL_PROTO_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define CTL_SOCKET_NAME     "lsmfs.ctl"
 #define CTL_PROTO_VERSION   1u
@@ -38,6 +41,38 @@ static inline void ctl_put32(uint8_t *p, uint32_t v)
 static inline uint32_t ctl_get32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Sends all n bytes (never SIGPIPE); 0, or -1 once the peer is gone. */
+static inline int ctl_send_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads exactly n bytes; 0, or -1 at an error or the end of the stream. */
+static inline int ctl_recv_all(int fd, void *p, size_t n)
+{
+    uint8_t *b = p;
+    while (n) {
+        ssize_t r = read(fd, b, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        b += r;
+        n -= (size_t)r;
+    }
+    return 0;
 }
 
 #endif /* CTL_PROTO_H */
