@@ -5,6 +5,14 @@
  * with the handle it has open, for a command that reached it through its control socket, so a
  * command behaves the same offline and on a mounted file system. ctl_run uses only lsm.h and libc,
  * keeps no global state, never calls exit, and reads and writes only the streams it is given.
+ *
+ * For the daemon: link tools/ctl_cmd.o, and for each command received call
+ * ctl_run_io(db, argc, argv, NULL, out, err) with out and err writing to the client (argv without
+ * lsmctl's own -d/-w options, as lsmctl_forward will send it), then send back the status. Run
+ * only CTL_MODE_READ and CTL_MODE_MAINTAIN commands (ctl_command_mode tells): CTL_MODE_WRITE ones
+ * would change keys behind lsmfs's inodes and the kernel's caches, and repair needs the directory
+ * to itself. Before a backup, write back the files lsmfs holds dirty, so that the copy has what
+ * close() and fsync() have promised. check reads the whole database: run it on a worker thread.
  */
 #ifndef CTL_CMD_H
 #define CTL_CMD_H
