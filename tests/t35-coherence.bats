@@ -268,7 +268,18 @@ EOF
 }
 
 # count_ops OPCODE: how many requests of that opcode the daemon's debug log shows so far.
+# How many requests of opcode $1 the daemon's debug log (-d) shows. libfuse prints a request
+# while serving it, after the kernel may already have gone on, so the count is taken once the
+# log has stopped growing (for 0.3 s; at most 5 s), never while earlier requests are still
+# being printed.
 count_ops() {
+    local size last=-1 still=0 i
+    for ((i = 0; i < 50 && still < 3; i++)); do
+        size=$(stat -c %s "$LOG")
+        if [ "$size" = "$last" ]; then still=$((still + 1)); else still=0; fi
+        last=$size
+        sleep 0.1
+    done
     grep -c "opcode: $1 " "$LOG" || true
 }
 
