@@ -126,6 +126,13 @@ static int control_run(struct lsmfs *fs, int argc, char **argv, FILE *out, FILE 
     while (c < argc && argv[c][0] == '-')
         c++;
     const char *cmd = c < argc ? argv[c] : "";
+    if (strcmp(cmd, "backup") == 0 || strcmp(cmd, "snapshot") == 0) {
+        /* A copy holds what was written through the mount, also in files still open: their
+           buffers are written back first (fs->ns held for writing keeps inodes from going). */
+        pthread_rwlock_wrlock(&fs->ns);
+        lsmfs_table_flush_all(fs);
+        pthread_rwlock_unlock(&fs->ns);
+    }
     if (strcmp(cmd, "snapshot") == 0)
         return ctl_snapshot(fs->db, fs->datadir, argc - c, argv + c, out, err);
     int mode = ctl_command_mode(argc, argv);

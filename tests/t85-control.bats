@@ -119,3 +119,15 @@ ctl() {
     fusermount3 -u "$T/ro1"
     fusermount3 -u "$T/ro2"
 }
+
+@test "backup and snapshot while a file is open and written: they hold the bytes written so far" {
+    exec 5>"$MNT/open"
+    printf 'written-not-closed' >&5
+    run ctl -d "$MNT" backup "$T/backup"
+    [ "$status" -eq 0 ]
+    run ctl snapshot create s "$MNT"
+    [ "$status" -eq 0 ]
+    exec 5>&-
+    assert_eq "$(ctl -d "$T/backup" get open)" written-not-closed
+    assert_eq "$(ctl -d "$DATA/snapshots/s" get open)" written-not-closed
+}
