@@ -121,13 +121,26 @@ ctl() {
 }
 
 @test "backup and snapshot while a file is open and written: they hold the bytes written so far" {
-    exec 5>"$MNT/open"
-    printf 'written-not-closed' >&5
+    # A writer that holds one descriptor and never forks: every close(2) of a copy of it (a
+    # shell's redirection, a child's exec) would write the file back by itself.
+    python3 - "$MNT/open" "$T" <<'EOF2' &
+import os, sys, time
+path, t = sys.argv[1:]
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"written-not-closed")
+open(t + "/ready", "w").close()
+while not os.path.exists(t + "/done"):
+    time.sleep(0.05)
+os.close(fd)
+EOF2
+    local writer=$!
+    for i in $(seq 1 100); do [ -e "$T/ready" ] && break; sleep 0.05; done
     run ctl -d "$MNT" backup "$T/backup"
     [ "$status" -eq 0 ]
     run ctl snapshot create s "$MNT"
     [ "$status" -eq 0 ]
-    exec 5>&-
+    touch "$T/done"
+    wait "$writer"
     assert_eq "$(ctl -d "$T/backup" get open)" written-not-closed
     assert_eq "$(ctl -d "$DATA/snapshots/s" get open)" written-not-closed
 }
