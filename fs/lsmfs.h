@@ -252,7 +252,10 @@ void  lsmfs_control_stop(struct lsmfs *fs);
 
 /* log.c */
 int   lsmfs_errno(struct lsmfs *fs, int rc, const char *what, const char *path);
-void  lsmfs_log_open(int foreground);   /* stderr in the foreground, else syslog */
+/* Messages go to the file at path (appended; NULL: none), else to stderr in the foreground, else
+   to syslog; those less urgent than level (LOG_*) are dropped. 0 or the errno of opening path. */
+int   lsmfs_log_open(int foreground, const char *path, int level);
+int   lsmfs_log_level(const char *name);  /* "err", "info", ... as LOG_*; -1 if unknown */
 void  lsmfs_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int64_t lsmfs_now(void);                /* CLOCK_REALTIME, ns */
 /* pthread_create of a daemon thread born with every signal blocked, so that SIGTERM, SIGHUP and

@@ -34,9 +34,10 @@
 struct cmdline {
     char *datadir, *mountpoint;  /* the positionals, as given; malloc'd */
     char *memtable_size, *cache_size, *compression, *sync, *max_file_size, *dirty_limit,
-         *timeout, *dir_cookies, *reserve, *snapshot; /* -o values not parsed yet; malloc'd, NULL when absent */
+         *timeout, *dir_cookies, *reserve, *snapshot, *logfile, *loglevel; /* -o values not parsed yet; malloc'd, NULL when absent */
     int writeback, kernel_cache, close_to_open; /* -o flags; kernel_cache -1 when not given */
     int ro;                      /* -o ro (kept for libfuse too) */
+    int init;                    /* -o init: a database may start in a non-empty DATADIR */
     int show_help, show_version, has_fsname; /* -h, -V, -o fsname= seen */
 };
 
@@ -54,6 +55,9 @@ static const struct fuse_opt spec[] = {
     OPT("dir_cookies=%s", dir_cookies),
     OPT("reserve=%s", reserve),
     OPT("snapshot=%s", snapshot),
+    OPT("logfile=%s", logfile),
+    OPT("loglevel=%s", loglevel),
+    { "init", offsetof(struct cmdline, init), 1 },
     FUSE_OPT_KEY("ro", KEY_RO),
     FUSE_OPT_KEY("rw", KEY_RW),
     { "writeback", offsetof(struct cmdline, writeback), 1 },
@@ -146,6 +150,11 @@ static void main_usage(FILE *f)
 "    -o writeback           kernel_cache plus the kernel's writeback cache\n"
 "    -o close_to_open       strict mode: a reader sees the last flushed version, not a\n"
 "                           writer's unflushed bytes (no shared mmap)\n"
+"    -o ro                  read-only: the database is opened read-only (shared lock)\n"
+"    -o snapshot=NAME       mount the snapshot NAME of DATADIR read-only\n"
+"    -o init                start a database in a DATADIR that holds other files\n"
+"    -o logfile=PATH        append messages to PATH (default: stderr with -f, else syslog)\n"
+"    -o loglevel=LEVEL      err, warning, notice, info (default) or debug\n"
 "    SIZE takes a K, M or G suffix (powers of 1024).\n"
 "\n");
 }
@@ -465,7 +474,7 @@ static int main_scan_dir(const char *dir, int *db, char **foreign)
    and MOUNTPOINT swapped: the new mount would hide it), a DATADIR that holds other files and no
    database (lsmfs would add its files among them), a DATADIR inside the mount point. */
 static int main_check_places(const char *datadir, const char *mountpoint, const char *mp_arg,
-                             const char *dd_arg)
+                             const char *dd_arg, int init)
 {
     int db;
     char *foreign;
@@ -480,10 +489,11 @@ static int main_check_places(const char *datadir, const char *mountpoint, const 
     }
     if (!datadir)
         return 0;
-    if (main_scan_dir(datadir, &db, &foreign) == 0 && !db && foreign) {
+    if (main_scan_dir(datadir, &db, &foreign) == 0 && !db && foreign && !init) {
         fprintf(stderr, "lsmfs: %s: not empty and holds no lsmfs database (it has '%s'): "
                         "refusing to put database files among other files; give an empty or "
-                        "new directory as DATADIR\n", dd_arg, foreign);
+                        "new directory as DATADIR (or -o init to start one there anyway)\n",
+                dd_arg, foreign);
         free(foreign);
         return -1;
     }
@@ -541,7 +551,7 @@ static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
         fprintf(stderr, "lsmfs: %s: %s\n", c->mountpoint, strerror(ENOTDIR));
         return -1;
     }
-    if (main_check_places(NULL, c->mountpoint, c->mountpoint, c->datadir) != 0)
+    if (main_check_places(NULL, c->mountpoint, c->mountpoint, c->datadir, c->init) != 0)
         return -1;
     if (!c->ro && mkdir(c->datadir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "lsmfs: %s: cannot create: %s\n", c->datadir, strerror(errno));
@@ -559,7 +569,7 @@ static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
         fprintf(stderr, "lsmfs: %s: %s\n", c->datadir, strerror(errno));
         return -1;
     }
-    return main_check_places(fs->datadir, c->mountpoint, c->mountpoint, c->datadir);
+    return main_check_places(fs->datadir, c->mountpoint, c->mountpoint, c->datadir, c->init);
 }
 
 /* Runs libfuse's loop until unmount or a signal; the exit status to give. */
@@ -617,6 +627,8 @@ static void main_cmdline_free(struct cmdline *c)
     free(c->timeout);
     free(c->reserve);
     free(c->snapshot);
+    free(c->logfile);
+    free(c->loglevel);
     free(c->dir_cookies);
 }
 
@@ -674,7 +686,16 @@ int main(int argc, char *argv[])
     fs->gid = getgid();
     fs->mount_ns = lsmfs_now();
 
-    lsmfs_log_open(fs->foreground);
+    int level = c.loglevel ? lsmfs_log_level(c.loglevel) : LOG_INFO;
+    if (level < 0) {
+        fprintf(stderr, "lsmfs: loglevel=%s: want err, warning, notice, info or debug\n",
+                c.loglevel);
+        goto out;
+    }
+    if ((rc = lsmfs_log_open(fs->foreground, c.logfile, level)) != 0) {
+        fprintf(stderr, "lsmfs: logfile=%s: %s\n", c.logfile, strerror(rc));
+        goto out;
+    }
     if (!fs->foreground)
         fd = main_start_daemon();
     if (lsmfs_stats_start(fs) != 0)
