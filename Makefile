@@ -37,7 +37,7 @@ ENGINE_SRC = engine/util.c engine/env.c engine/options.c engine/wal.c engine/mem
              engine/compact.c engine/space.c engine/extent.c engine/checkpoint.c \
              engine/check.c engine/repair.c
 FS_SRC     = fs/main.c fs/ops.c fs/dir.c fs/cookie.c fs/inode.c fs/keys.c fs/reclaim.c fs/log.c \
-             fs/xattr.c fs/stats.c fs/notify.c fs/control.c tools/ctl_cmd.c tools/ctl_snapshot.c
+             fs/xattr.c fs/stats.c fs/notify.c fs/control.c fs/view.c tools/ctl_cmd.c tools/ctl_snapshot.c
 ITOOLS     = tools/lsmctl
 TOOLS      = $(ITOOLS)
 TESTS      = tests/engine/test_bloom tests/engine/test_cache tests/engine/test_corrupt \

@@ -29,7 +29,7 @@ void lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st)
 {
     const struct lsmfs_meta *m = &ino->m;
     memset(st, 0, sizeof *st);
-    st->st_ino = m->ino;
+    st->st_ino = m->ino ^ ino->fs->ino_salt;   /* a snapshot's numbers differ from the live ones */
     st->st_mode = m->mode;
     if (ino->deleted)
         st->st_nlink = 0;   /* unlinked (or replaced) while open */
@@ -109,11 +109,13 @@ static struct lsmfs_inode *inode_tab_find(struct lsmfs *fs, const char *path, si
     return NULL;
 }
 
-static struct lsmfs_inode *inode_new(char *path, size_t plen, const struct lsmfs_meta *m)
+static struct lsmfs_inode *inode_new(struct lsmfs *fs, char *path, size_t plen,
+                                     const struct lsmfs_meta *m)
 {
     struct lsmfs_inode *ino = calloc(1, sizeof *ino);
     if (!ino)
         return NULL;
+    ino->fs = fs;
     pthread_mutex_init(&ino->mu, NULL);
     ino->path = path;
     ino->plen = plen;
@@ -143,7 +145,7 @@ int lsmfs_table_init(struct lsmfs *fs)
     if ((rc = lsmfs_ino_load(fs)) || (rc = lsmfs_stat_path(fs, "", 0, &m)))
         return rc;
     char *p = strdup("");
-    if (!p || !(fs->root = inode_new(p, 0, &m))) {
+    if (!p || !(fs->root = inode_new(fs, p, 0, &m))) {
         free(p);
         return ENOMEM;
     }
@@ -203,7 +205,7 @@ struct lsmfs_inode *lsmfs_table_get(struct lsmfs *fs, char *path, size_t plen,
     struct lsmfs_inode *ino = inode_tab_find(fs, path, plen);
     if (ino) {
         free(path);
-    } else if ((ino = inode_new(path, plen, m))) {
+    } else if ((ino = inode_new(fs, path, plen, m))) {
         inode_tab_insert(fs, ino);
     } else {
         free(path);
@@ -570,7 +572,7 @@ void lsmfs_budget_enforce(struct lsmfs *fs)
 
 fuse_ino_t lsmfs_nodeid(struct lsmfs *fs, const struct lsmfs_inode *ino)
 {
-    return ino == fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)ino;
+    return ino == fs->root && !fs->live ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)ino;
 }
 
 void lsmfs_fill_entry(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_entry_param *e)

@@ -84,6 +84,9 @@ struct lsmfs_meta {
    (nodeid) is the address of this struct (the root is FUSE_ROOT_ID); st_ino is m.ino, which the
    file keeps for its life, whatever nodeid the kernel knows it by. */
 struct lsmfs_inode {
+    struct lsmfs *fs;            /* the file system it belongs to: the live one, or a snapshot's
+                                    view (view.c); constant */
+    int      snapdir;            /* the virtual .snapshots directory (view.c); constant */
     struct lsmfs_inode *hnext;   /* hash chain; guarded by fs->tmu */
     char    *path;               /* key (no leading '/'); root is ""; changed only with fs->ns
                                     held for writing and fs->tmu held, so fs->ns held for reading
@@ -197,13 +200,28 @@ struct lsmfs {
     struct lsmfs_reclaim *reclaim; /* reclaim.c's state; NULL unless its thread runs */
     struct lsmfs_cookies *cookies; /* cookie.c's table of listing offsets */
     struct lsmfs_control *control; /* control.c's socket; NULL unless it runs */
+    struct lsmfs_views *views;   /* view.c: .snapshots and the snapshots opened through it */
+    struct lsmfs *live;          /* a snapshot view's live file system; NULL for the live one */
+    uint64_t ino_salt;           /* xored into every st_ino: 0 for the live file system, a
+                                    number of the snapshot's name for a view; constant */
     pthread_t stats_thread;      /* takes SIGUSR1 (stats.c) */
     int      stats_running;      /* stats_thread was started; main's */
     int      stats_stop;         /* tells stats_thread to end; __atomic builtins */
     struct lsmfs_notify *notify; /* notify.c's queue; NULL unless its thread runs */
 };
 
-extern const struct fuse_lowlevel_ops lsmfs_ops;
+/* The callbacks proper (ops.c, dir.c, xattr.c). libfuse gets those of lsmfs_ops_table (view.c),
+   which serve .snapshots, refuse changes in snapshots and call these for the rest. */
+extern const struct fuse_lowlevel_ops lsmfs_base_ops;
+void  lsmfs_ops_table(struct fuse_lowlevel_ops *ops);
+/* Makes the .snapshots directory of fs (view.c); 0 or ENOMEM. */
+int   lsmfs_views_init(struct lsmfs *fs);
+
+/* view.c: the file system a request on inode n works on: the live one (fuse_req_userdata) or the
+   snapshot view n belongs to. */
+struct lsmfs *lsmfs_owner(fuse_req_t req, fuse_ino_t n);
+/* Closes every snapshot view (after the session ended, before lsm_close of the live database). */
+void  lsmfs_views_close(struct lsmfs *fs);
 
 /* cookie.c: the d_off of a listed child is a cookie for the cursor cur (len bytes) that
    follows it in the directory at path (plen bytes); see the file's opening comment. */

@@ -348,7 +348,13 @@ static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *data
         fprintf(stderr, "lsmfs: out of memory\n");
         goto fail_2;
     }
-    fs->se = fuse_session_new(args, &lsmfs_ops, sizeof lsmfs_ops, fs);
+    struct fuse_lowlevel_ops ops;
+    lsmfs_ops_table(&ops);
+    if (lsmfs_views_init(fs)) {
+        fprintf(stderr, "lsmfs: out of memory\n");
+        goto fail_2;
+    }
+    fs->se = fuse_session_new(args, &ops, sizeof ops, fs);
     if (!fs->se)
         goto fail_2;   /* libfuse said why (e.g. an unknown option) */
     if (fuse_set_signal_handlers(fs->se) != 0) {
@@ -367,6 +373,7 @@ fail_3:
     fuse_session_destroy(fs->se);
     fs->se = NULL;
 fail_2:
+    lsmfs_views_close(fs);
     lsmfs_cookies_free(fs);
     lsmfs_table_free(fs);
 fail_1:
@@ -602,6 +609,7 @@ static int main_teardown(struct lsmfs *fs, const char *datadir_arg)
     fuse_session_destroy(fs->se);
     lsmfs_handles_free(fs);
     lsmfs_table_flush_all(fs);
+    lsmfs_views_close(fs);
     lsmfs_reclaim_stop(fs);
     lsmfs_table_free(fs);
     lsmfs_cookies_free(fs);

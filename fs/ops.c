@@ -73,7 +73,7 @@ static void lsmfs_destroy(void *userdata)
 
 static void lsmfs_getattr(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     struct stat st;
     pthread_rwlock_rdlock(&fs->ns);
@@ -144,7 +144,7 @@ static int ops_kill_priv_locked(fuse_req_t req, struct lsmfs_inode *ino)
 static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int to_set,
                           struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     struct stat st;
     int rc = 0;
@@ -195,7 +195,7 @@ static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int t
 
 static void lsmfs_access(fuse_req_t req, fuse_ino_t n, int mask)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     pthread_mutex_lock(&ino->mu);
@@ -222,7 +222,7 @@ static void lsmfs_access(fuse_req_t req, fuse_ino_t n, int mask)
 
 static void lsmfs_readlink(fuse_req_t req, fuse_ino_t n)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     void *v = NULL;
     size_t vl = 0;
@@ -370,7 +370,7 @@ void lsmfs_handles_free(struct lsmfs *fs)
 
 static void lsmfs_open(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     int err = 0;
     pthread_rwlock_rdlock(&fs->ns);
@@ -396,7 +396,7 @@ static void lsmfs_open(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 static void lsmfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                          struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, parent);
     struct lsmfs_inode *ino = NULL, *p = lsmfs_ino(fs, parent);
     struct fuse_entry_param e;
     int err;
@@ -441,7 +441,7 @@ static void lsmfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 static void lsmfs_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     pthread_rwlock_rdlock(&fs->ns);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
@@ -485,7 +485,7 @@ static void lsmfs_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
 static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t size, off_t off,
                         struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     int rc = 0;
@@ -539,7 +539,7 @@ static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t si
 
 static void lsmfs_flush(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     pthread_rwlock_rdlock(&fs->ns);
@@ -554,7 +554,7 @@ static void lsmfs_flush(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 
 static void lsmfs_release(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     pthread_rwlock_rdlock(&fs->ns);
     ops_close_handle(fs, (struct lsmfs_handle *)(uintptr_t)fi->fh);
     pthread_rwlock_unlock(&fs->ns);
@@ -563,7 +563,7 @@ static void lsmfs_release(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *f
 
 static void lsmfs_fsync(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     pthread_rwlock_rdlock(&fs->ns);
     pthread_mutex_lock(&ino->mu);
@@ -587,7 +587,7 @@ static void lsmfs_statfs(fuse_req_t req, fuse_ino_t n)
     fuse_reply_statfs(req, &sv);
 }
 
-const struct fuse_lowlevel_ops lsmfs_ops = {
+const struct fuse_lowlevel_ops lsmfs_base_ops = {
     .init = lsmfs_init,
     .destroy = lsmfs_destroy,
     .lookup = lsmfs_lookup,

@@ -171,3 +171,47 @@ EOF2
     done
     [ $((with - without)) -ge 4096 ] || { echo "du $with KiB with the snapshot, $without without" >&2; false; }
 }
+
+@test "MOUNTPOINT/.snapshots/NAME: cd into a snapshot, read-only, hidden from ls, as it was; comes and goes with lsmctl" {
+    echo old >"$MNT/f"
+    mkdir -p "$MNT/d/e"
+    echo deep >"$MNT/d/e/g"
+    ln -s f "$MNT/link"
+    setfattr -n user.tag -v blue "$MNT/f" 2>/dev/null || true
+    (cd "$MNT" && find . -printf '%p %y %m %s %l\n' | LC_ALL=C sort) >"$T/before"
+    run ctl snapshot create mon "$MNT"
+    [ "$status" -eq 0 ]
+    echo new >"$MNT/f"
+    rm -r "$MNT/d"
+    # hidden from the root's listing, reachable by name
+    [[ "$(ls -A "$MNT")" != *".snapshots"* ]]
+    assert_eq "$(ls "$MNT/.snapshots")" mon
+    (cd "$MNT/.snapshots/mon" && find . -printf '%p %y %m %s %l\n' | LC_ALL=C sort) >"$T/snap"
+    diff "$T/before" "$T/snap"
+    assert_eq "$(cat "$MNT/.snapshots/mon/f")" old
+    assert_eq "$(cat "$MNT/.snapshots/mon/d/e/g")" deep
+    if command -v getfattr >/dev/null; then
+        assert_eq "$(getfattr --only-values -n user.tag "$MNT/.snapshots/mon/f")" blue
+    fi
+    # a file and its snapshot copy are not one file
+    [ "$(stat -c %i "$MNT/f")" != "$(stat -c %i "$MNT/.snapshots/mon/f")" ]
+    # read-only, and the name .snapshots is taken
+    run bash -c "echo x >'$MNT/.snapshots/mon/f'"
+    [[ $output == *"Read-only file system"* ]]
+    run rm "$MNT/.snapshots/mon/f"
+    [ "$status" -ne 0 ]
+    run mkdir "$MNT/.snapshots/new"
+    [ "$status" -ne 0 ]
+    run mkdir "$MNT/.snapshots"
+    [ "$status" -ne 0 ]
+    assert_eq "$(cat "$MNT/f")" new
+    # a snapshot made later shows up, and survives a remount; a deleted one goes
+    ctl snapshot create tue "$MNT" >/dev/null
+    assert_eq "$(ls "$MNT/.snapshots" | tr '\n' ' ')" "mon tue "
+    assert_eq "$(cat "$MNT/.snapshots/tue/f")" new
+    remount
+    assert_eq "$(cat "$MNT/.snapshots/mon/f")" old
+    ctl snapshot delete mon "$MNT" >/dev/null
+    [ ! -e "$MNT/.snapshots/mon" ]
+    assert_eq "$(ls "$MNT/.snapshots")" tue
+}
