@@ -244,6 +244,21 @@ static long env_posix_lock_holder(int fd)
     return pid > 0 ? pid : 0;
 }
 
+/* Takes an open-file-description lock of type (F_WRLCK, F_RDLCK) on all of fd without waiting:
+   0, or -1 with errno (EAGAIN or EACCES: someone holds a conflicting one). */
+static int env_posix_ofd_lock(int fd, short type)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);      /* l_pid must be 0 for OFD locks */
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    int r;
+    do
+        r = fcntl(fd, F_OFD_SETLK, &fl);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
 static int env_posix_lock(lsm_env *env, const char *path, lsm_file **out, long *holder_pid)
 {
     int fd;
@@ -252,15 +267,7 @@ static int env_posix_lock(lsm_env *env, const char *path, lsm_file **out, long *
     while (fd < 0 && errno == EINTR);
     if (fd < 0)
         return -errno;
-    struct flock fl;
-    memset(&fl, 0, sizeof fl);      /* l_pid must be 0 for OFD locks */
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    int r;
-    do
-        r = fcntl(fd, F_OFD_SETLK, &fl);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) {
+    if (env_posix_ofd_lock(fd, F_WRLCK) < 0) {
         int e = errno;
         if (e == EAGAIN || e == EACCES) {
             /* F_OFD_GETLK reports pid -1 for OFD locks, so the file's text is the only witness,
@@ -300,15 +307,7 @@ static int env_posix_lock_shared(lsm_env *env, const char *path, lsm_file **out,
     while (fd < 0 && errno == EINTR);
     if (fd < 0)
         return -errno;
-    struct flock fl;
-    memset(&fl, 0, sizeof fl);
-    fl.l_type = F_RDLCK;
-    fl.l_whence = SEEK_SET;
-    int r;
-    do
-        r = fcntl(fd, F_OFD_SETLK, &fl);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) {
+    if (env_posix_ofd_lock(fd, F_RDLCK) < 0) {
         int e = errno;
         if (e == EAGAIN || e == EACCES) {
             if (holder_pid)
