@@ -34,17 +34,18 @@ ENGINE_SRC = engine/util.c engine/env.c engine/options.c engine/wal.c engine/mem
              engine/bloom.c engine/cache.c engine/sst.c engine/iter.c engine/version.c \
              engine/blob.c engine/table_cache.c engine/builder.c engine/db.c engine/recover.c \
              engine/write.c engine/flush.c engine/read.c engine/db_iter.c engine/compact_pick.c \
-             engine/compact.c engine/space.c engine/extent.c
+             engine/compact.c engine/space.c engine/extent.c engine/checkpoint.c \
+             engine/check.c engine/repair.c
 FS_SRC     = fs/main.c fs/ops.c fs/dir.c fs/cookie.c fs/inode.c fs/keys.c fs/reclaim.c fs/log.c \
-             fs/xattr.c fs/stats.c
-ITOOLS     =
-TOOLS      = $(ITOOLS) tools/lsmtool
+             fs/xattr.c fs/stats.c fs/notify.c fs/control.c fs/view.c tools/ctl_cmd.c tools/ctl_snapshot.c
+ITOOLS     = tools/lsmctl
+TOOLS      = $(ITOOLS)
 TESTS      = tests/engine/test_bloom tests/engine/test_cache tests/engine/test_corrupt \
              tests/engine/test_crash tests/engine/test_db tests/engine/test_env \
              tests/engine/test_fault tests/engine/test_garbage tests/engine/test_iter \
              tests/engine/test_memtable tests/engine/test_model tests/engine/test_refresh \
              tests/engine/test_space tests/engine/test_sst tests/engine/test_wal \
-             tests/engine/test_extent
+             tests/engine/test_extent tests/engine/test_ctl
 TEST_HELPERS = tests/engine/helper_model.o tests/engine/faultenv.o
 BENCHES    = tests/bench/db_bench tests/bench/fsbench tests/bench/extent_bench \
              tests/bench/bigbench
@@ -52,12 +53,13 @@ BENCHES    = tests/bench/db_bench tests/bench/fsbench tests/bench/extent_bench \
 # What `make install` puts, each listed once; ITOOLS are tools installed with their man page.
 ILIBS  = engine/liblsm.a engine/liblsm.so
 IPROGS = fs/lsmfs $(ITOOLS)
-IDOCS  = man/lsmfs.1 man/lsm-format.5
+IDOCS  = man/lsmfs.1 man/lsmctl.1 man/lsm-format.5
 
 ENGINE_OBJ = $(ENGINE_SRC:.c=.o)
 ENGINE_PIC = $(ENGINE_SRC:.c=.pic.o)
 FS_OBJ     = $(FS_SRC:.c=.o)
-OBJS = $(ENGINE_OBJ) $(ENGINE_PIC) $(FS_OBJ) $(TOOLS:=.o) $(TESTS:=.o) $(TEST_HELPERS) $(BENCHES:=.o)
+CTL_OBJ    = tools/ctl_cmd.o tools/ctl_snapshot.o tools/ctl_client.o
+OBJS = $(ENGINE_OBJ) $(ENGINE_PIC) $(FS_OBJ) $(TOOLS:=.o) $(CTL_OBJ) $(TESTS:=.o) $(TEST_HELPERS) $(BENCHES:=.o)
 
 COMPILE = $(CC) -Iengine $(CPPFLAGS) $(XCFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 LINK    = $(CC) $(CFLAGS) $(LDFLAGS) -pthread
@@ -81,8 +83,9 @@ engine/liblsm.so: $(ENGINE_PIC)
 	$(LINK) -shared -Wl,-soname,$(SONAME) -o $@ $(ENGINE_PIC) $(LIBS)
 fs/lsmfs: $(FS_OBJ) engine/liblsm.a
 	$(LINK) -o $@ $(FS_OBJ) engine/liblsm.a $(FUSE_LIBS) $(LIBS)
-$(TOOLS): %: %.o engine/liblsm.a
-	$(LINK) -o $@ $@.o engine/liblsm.a $(LIBS)
+# The commands live in tools/ctl_cmd.c, which lsmfs will link too.
+$(TOOLS): %: %.o $(CTL_OBJ) engine/liblsm.a
+	$(LINK) -o $@ $@.o $(CTL_OBJ) engine/liblsm.a $(LIBS)
 $(TESTS): %: %.o $(TEST_HELPERS) engine/liblsm.a
 	$(LINK) -o $@ $@.o $(TEST_HELPERS) engine/liblsm.a $(CMOCKA_LIBS) $(LIBS)
 $(BENCHES): %: %.o engine/liblsm.a

@@ -48,6 +48,13 @@ const char *lsm_errmsg(lsm_db *db)
     return tl_errmsg;
 }
 
+int db_open_fail(int rc, const char *msg)
+{
+    snprintf(tl_open_err, sizeof tl_open_err, "%s", rc == LSM_OK ? "" : msg && *msg ? msg
+                                                                   : lsm_strerror(rc));
+    return rc;
+}
+
 int db_fail(lsm_db *db, int rc, const char *msg)
 {
     if (rc == LSM_OK || rc == LSM_NOTFOUND)
@@ -174,10 +181,37 @@ static lsm_db *db_new(const char *dir, const lsm_options *opt, char *err)
     return db;
 }
 
+/* Read-only: takes a shared lock of an existing LOCK, creating nothing. A directory whose LOCK
+   is missing (a copy, a read-only file system) is opened without a lock. */
+static int db_lock_dir_shared(lsm_db *db, char *err)
+{
+    const char *dir = db->dir;
+    int e = db->env->file_exists(db->env, dir);
+    if (e == 0)
+        return err_set(err, LSM_INVALID, "%s: no such directory", dir);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/LOCK", dir);
+    long holder = 0;
+    e = db->env->lock_shared ? db->env->lock_shared(db->env, path, &db->lock, &holder) : -ENOENT;
+    if (e == 0)
+        return LSM_OK;
+    db->lock = NULL;
+    if (e == -ENOENT)
+        return LSM_OK;
+    if (e != -EWOULDBLOCK && e != -EAGAIN)
+        return err_errno(err, e, "locking", path);
+    if (holder > 0)
+        return err_set(err, LSM_BUSY, "%s: held by a read-write handle or process (pid %ld)",
+                       path, holder);
+    return err_set(err, LSM_BUSY, "%s: held by a read-write handle or process", path);
+}
+
 /* Makes the directory when allowed and takes its LOCK; a held lock says who holds it. */
 static int db_lock_dir(lsm_db *db, char *err)
 {
     const char *dir = db->dir;
+    if (db->opt.read_only)
+        return db_lock_dir_shared(db, err);
     int e = db->env->file_exists(db->env, dir);
     if (e == 0 && !db->opt.create_if_missing)
         return err_set(err, LSM_INVALID, "%s: no such directory (create_if_missing is off)", dir);
@@ -195,6 +229,8 @@ static int db_lock_dir(lsm_db *db, char *err)
     db->lock = NULL;
     if (e != -EWOULDBLOCK && e != -EAGAIN)
         return err_errno(err, e, "locking", path);
+    if (holder < 0)
+        return err_set(err, LSM_BUSY, "%s: held by read-only handles", path);
     if (holder > 0)
         return err_set(err, LSM_BUSY, "%s: held by another handle or process (pid %ld)", path,
                        holder);
@@ -228,11 +264,13 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
     if (!db)
         return LSM_INVALID;
     int rc = db_lock_dir(db, err);
-    if (rc == LSM_OK) {
+    if (rc == LSM_OK && !db->opt.read_only)
         space_open(db);
+    if (db->opt.read_only)
+        blob_set_keep_unpinned(&db->blobs);     /* a last unpin deletes nothing */
+    if (rc == LSM_OK)
         rc = db_recover(db, err);
-    }
-    if (rc == LSM_OK) {
+    if (rc == LSM_OK && !db->opt.read_only) {
         db->mem = memtable_new();
         rc = db_start_threads(db, err);
     }
@@ -240,7 +278,8 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
         db_free(db);
         return rc;
     }
-    space_refill(db, 1);
+    if (!db->opt.read_only)
+        space_refill(db, 1);
     *out = db;
     return LSM_OK;
 }

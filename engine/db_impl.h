@@ -112,6 +112,8 @@ typedef struct read_view {
 
 /* ---- db.c ---- */
 int  db_fail(lsm_db *db, int rc, const char *msg);  /* records msg for lsm_errmsg, returns rc */
+/* The same for calls without a handle (lsm_repair): msg goes where lsm_errmsg(NULL) finds it. */
+int  db_open_fail(int rc, const char *msg);
 void db_set_bg_error(lsm_db *db, int rc, const char *msg); /* caller holds mu */
 uint64_t db_new_file_number(lsm_db *db);           /* takes mu */
 int  db_sync_dir(lsm_db *db, char *err);
@@ -130,6 +132,14 @@ int  space_fits(lsm_db *db, uint64_t bytes);
 /* Whether rc is a refusal for want of space that left the manifest whole, so that the work may be
    tried again later (a log that failed half way through a record is not). */
 int  space_retryable(lsm_db *db, int rc);
+
+/* ---- check.c: values kept in blob files (a blob reference or an extent map) ---- */
+/* Reads every chunk of blob file data the value (of entry type type) uses, verifying checksums;
+   on damage returns the error with *bad_file the damaged file's number (0: the value itself is
+   malformed). LSM_OK at once for a value kept inline. */
+int  value_verify(blob_set *bs, int type, slice v, uint64_t *bad_file, char *err);
+/* The blob files the value names, ascending and distinct, in *nums (malloc'd, NULL when none). */
+int  value_files(const blob_set *bs, int type, slice v, uint64_t **nums);
 
 /* ---- recover.c ---- */
 /* Recovers the database in db->dir (creating it when allowed): the manifest, the logs, a new WAL;

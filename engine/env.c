@@ -12,6 +12,7 @@
  * directory. The lock is an open-file-description (F_OFD_SETLK) write lock, so a second lock of
  * the same file conflicts even inside the same process (a second lsm_open of one directory must
  * fail), and the holder writes its pid into the lock file so that a loser can say who holds it.
+ * Read-only handles take a shared (read) lock of the same file, opened for reading only.
  *
  * It must never print, or report success for an operation that did not happen.
  */
@@ -243,6 +244,21 @@ static long env_posix_lock_holder(int fd)
     return pid > 0 ? pid : 0;
 }
 
+/* Takes an open-file-description lock of type (F_WRLCK, F_RDLCK) on all of fd without waiting:
+   0, or -1 with errno (EAGAIN or EACCES: someone holds a conflicting one). */
+static int env_posix_ofd_lock(int fd, short type)
+{
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);      /* l_pid must be 0 for OFD locks */
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    int r;
+    do
+        r = fcntl(fd, F_OFD_SETLK, &fl);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
 static int env_posix_lock(lsm_env *env, const char *path, lsm_file **out, long *holder_pid)
 {
     int fd;
@@ -251,20 +267,18 @@ static int env_posix_lock(lsm_env *env, const char *path, lsm_file **out, long *
     while (fd < 0 && errno == EINTR);
     if (fd < 0)
         return -errno;
-    struct flock fl;
-    memset(&fl, 0, sizeof fl);      /* l_pid must be 0 for OFD locks */
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    int r;
-    do
-        r = fcntl(fd, F_OFD_SETLK, &fl);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) {
+    if (env_posix_ofd_lock(fd, F_WRLCK) < 0) {
         int e = errno;
         if (e == EAGAIN || e == EACCES) {
-            /* F_OFD_GETLK reports pid -1 for OFD locks, so the file's text is the only witness. */
+            /* F_OFD_GETLK reports pid -1 for OFD locks, so the file's text is the only witness,
+               and only of an exclusive holder: shared (read-only) holders never write it. */
+            struct flock q;
+            memset(&q, 0, sizeof q);
+            q.l_type = F_WRLCK;
+            q.l_whence = SEEK_SET;
+            int shared = fcntl(fd, F_OFD_GETLK, &q) == 0 && q.l_type == F_RDLCK;
             if (holder_pid)
-                *holder_pid = env_posix_lock_holder(fd);
+                *holder_pid = shared ? -1 : env_posix_lock_holder(fd);
             e = EWOULDBLOCK;
         }
         close(fd);
@@ -283,6 +297,35 @@ static int env_posix_lock(lsm_env *env, const char *path, lsm_file **out, long *
     f->fd = fd;
     *out = f;
     return 0;
+}
+
+static int env_posix_lock_shared(lsm_env *env, const char *path, lsm_file **out, long *holder_pid)
+{
+    int fd;
+    do
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    while (fd < 0 && errno == EINTR);
+    if (fd < 0)
+        return -errno;
+    if (env_posix_ofd_lock(fd, F_RDLCK) < 0) {
+        int e = errno;
+        if (e == EAGAIN || e == EACCES) {
+            if (holder_pid)
+                *holder_pid = env_posix_lock_holder(fd);
+            e = EWOULDBLOCK;
+        }
+        close(fd);
+        return -e;
+    }
+    lsm_file *f = xcalloc(1, sizeof *f);
+    f->fd = fd;
+    *out = f;
+    return 0;
+}
+
+static int env_posix_link(lsm_env *env, const char *from, const char *to)
+{
+    return link(from, to) < 0 ? -errno : 0;
 }
 
 static int env_posix_unlock(lsm_env *env, lsm_file *f)
@@ -327,6 +370,8 @@ static lsm_env env_posix_env = {
     .pwrite = env_posix_pwrite,
     .preallocate = env_posix_preallocate,
     .space = env_posix_space,
+    .lock_shared = env_posix_lock_shared,
+    .link = env_posix_link,
 };
 
 lsm_env *env_posix(void)
@@ -493,4 +538,43 @@ int env_read_file(lsm_env *env, const char *path, uint8_t **out, size_t *n)
     *out = p;
     *n = (size_t)size;
     return 0;
+}
+
+int env_copy_file(lsm_env *env, const char *from, const char *to)
+{
+    lsm_file *in = NULL, *out = NULL;
+    int r = env->open(env, from, LSM_O_READ, &in);
+    if (r < 0)
+        return r;
+    r = env->open(env, to, LSM_O_CREATE, &out);
+    if (r < 0) {
+        env->close(env, in);
+        return r;
+    }
+    size_t cap = 1u << 20;
+    uint8_t *p = xmalloc(cap);
+    uint64_t off = 0;
+    for (;;) {
+        ssize_t n = env->pread(env, in, p, cap, off);
+        if (n < 0) {
+            r = (int)n;
+            break;
+        }
+        if (n == 0)
+            break;
+        r = env_append_all(env, out, p, (size_t)n);
+        if (r < 0)
+            break;
+        off += (uint64_t)n;
+    }
+    free(p);
+    if (r == 0)
+        r = env->sync(env, out);
+    env->close(env, in);
+    int c = env->close(env, out);
+    if (r == 0 && c < 0)
+        r = c;
+    if (r < 0)
+        env->unlink(env, to);
+    return r;
 }

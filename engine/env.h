@@ -72,6 +72,15 @@ struct lsm_env {
     /* Optional (NULL where unknown): bytes an unprivileged writer can still allocate on the file
        system holding dir (statvfs(3) f_bavail * f_frsize). */
     int     (*space)(lsm_env *env, const char *dir, uint64_t *avail);
+    /* Optional (NULL: read-only handles take no lock): takes a shared lock on path, which must
+       exist (-ENOENT otherwise; it is never created), opened for reading only, so that it works on
+       a read-only file system. Shared locks coexist; -EWOULDBLOCK while an exclusive lock (lock
+       above) is held, with *holder_pid as there. An exclusive lock refused because of shared
+       holders sets *holder_pid to -1. */
+    int     (*lock_shared)(lsm_env *env, const char *path, lsm_file **out, long *holder_pid);
+    /* Optional (NULL: callers copy instead): makes to a second name of the file from (link(2));
+       -EXDEV across file systems, -EEXIST if to exists. */
+    int     (*link)(lsm_env *env, const char *from, const char *to);
 };
 
 lsm_env *env_posix(void);                 /* static; never freed */
@@ -96,6 +105,8 @@ void env_free_list(char **names, int n);
 int  env_file_size(lsm_env *env, const char *path, uint64_t *size);
 /* Writes data to path atomically and durably: path.tmp, sync, rename, sync_dir(dir). */
 int  env_write_file_atomic(lsm_env *env, const char *dir, const char *name, const void *p, size_t n);
+/* Copies the file from to a new file to (created, synced, closed); 0 or -errno. */
+int  env_copy_file(lsm_env *env, const char *from, const char *to);
 /* Reads the whole file into *out (malloc'd, caller frees) */
 int  env_read_file(lsm_env *env, const char *path, uint8_t **out, size_t *n);
 

@@ -792,6 +792,9 @@ int lsm_value_writer_open(lsm_db *db, const void *key, size_t klen, int flags,
         *out = NULL;
     if (!db || !out || (flags & ~LSM_VW_KEEP))
         return db ? db_fail(db, LSM_INVALID, "lsm_value_writer_open: bad arguments") : LSM_INVALID;
+    if (db->opt.read_only)
+        return db_fail(db, LSM_INVALID, "the database was opened read-only "
+                       "(lsm_options_set_read_only): value writers are refused");
     int rc = db_check_key(db, key, klen);
     if (rc != LSM_OK)
         return rc;

@@ -135,6 +135,18 @@ LSM_API int lsm_options_set_background_compaction(lsm_options *opt, int on);
    recovery, so a database on a full disk can still be opened. Size it to hold at least one
    memtable flush (twice the memtable size is a good start). */
 LSM_API int lsm_options_set_reserve_bytes(lsm_options *opt, size_t n);
+/* 1: open read-only; default 0. Such an open never writes to the directory: it creates no WAL or
+   manifest, deletes, renames and flushes nothing and never compacts; the WALs are replayed into
+   memory, so the handle sees every write that a read-write open would. lsm_put, lsm_delete,
+   lsm_write, lsm_value_writer_open, lsm_flush and the compactions fail with LSM_INVALID (lsm_sync
+   does nothing). It takes a shared lock on LOCK: any number of read-only handles (in any
+   processes) coexist, while a read-write handle excludes them both ways, and the loser fails with
+   LSM_BUSY naming the holder ("LOCK: held by a read-write handle or process (pid 123)", or "held
+   by read-only handles"). A directory without LOCK (a copy, a database on a read-only medium) is
+   opened without a lock: then nothing stops a later read-write open from changing it under the
+   handle. The directory must hold a database (create_if_missing and error_if_exists are
+   ignored). The writes the logs hold stay in memory for the handle's life. */
+LSM_API int lsm_options_set_read_only(lsm_options *opt, int on);
 
 /* Opens (creating if allowed) the database in directory dir. opt NULL = defaults. On success *out is
    a handle to close with lsm_close(). On failure *out is NULL; the message is in lsm_errmsg(NULL)
@@ -307,6 +319,47 @@ LSM_API int  lsm_compact(lsm_db *db);
    done. Cost grows with the tables the range touches: a single key touches about one table per
    level and what it overlaps below. */
 LSM_API int  lsm_compact_range(lsm_db *db, const void *lo, size_t lon, const void *hi, size_t hin);
+
+/* Makes in dest, a directory that must not exist (LSM_EXISTS), a database holding exactly the
+   writes visible at the call: the tables and blob files of the moment are hard-linked (copied where
+   linking fails, as across file systems), what the memtables hold is written as one new table, and
+   a fresh manifest and CURRENT (written last) name them; every file and directory is synced before
+   it returns. Writes, flushes and compactions on db go on meanwhile, and other threads may use db;
+   the call writes nothing in db's own directory, so it works on a read-only handle too. The copy
+   opens read-only or read-write like any database and shares no state with db (a hard link is a
+   second name: deleting either never touches the other). On failure dest may remain, holding some
+   files but no CURRENT, so that no open takes it for a database: remove it. */
+LSM_API int lsm_checkpoint(lsm_db *db, const char *dest);
+
+/* What lsm_check and lsm_repair say about each damaged file: file is its path; what is the first
+   problem found in it ("path: offset N: why"); lo and hi (lon and hin bytes; NULL and 0 when
+   unknown, as for a log or the manifest) are the smallest and largest user keys whose values the
+   damage puts at stake. Every argument is borrowed for the call only. */
+typedef void (*lsm_check_fn)(void *arg, const char *file, const char *what, const void *lo,
+                             size_t lon, const void *hi, size_t hin);
+
+/* Verifies the whole database: reads every block of every live table (bypassing the block cache),
+   every chunk of every value kept in a blob file, the manifest and the logs a reopen would replay,
+   checking every checksum, the order of keys and each table's recorded key range. Calls report
+   (may be NULL) once per damaged file, in the calling thread, and goes on to the end. Returns
+   LSM_OK when everything verified, LSM_CORRUPT when something did not (lsm_errmsg counts the
+   damaged files), LSM_INVALID for a NULL db. Reads only: safe on a read-only handle and while other
+   threads write; it costs a full read of the database. */
+LSM_API int lsm_check(lsm_db *db, lsm_check_fn report, void *arg);
+
+/* Rebuilds a usable database in dir from whatever of it is readable, as LevelDB's RepairDB does:
+   the tables the manifest names (every table in dir when the manifest is unreadable) give every
+   entry that verifies — a damaged table every block but the damaged ones — and the logs every
+   intact record before their first damage. Everything is merged by sequence number into new tables, so
+   the newest readable version of each key wins; a value whose blob file cannot be read becomes a
+   deletion (the key is lost rather than an older value coming back). A new manifest and CURRENT
+   name the result; the replaced tables, logs and manifests are moved into dir/lost/, never
+   deleted. report (may be NULL) is called once for each loss, with what and which keys. opt NULL
+   = defaults (table size and compression of the new tables come from it). Takes dir's lock for the
+   call: fails with LSM_BUSY while any handle holds it. Returns LSM_OK when the database was
+   rebuilt (whatever was lost), else an error with the detail in lsm_errmsg(NULL); until it
+   replaces CURRENT, as its last step, the directory is as it was. */
+LSM_API int lsm_repair(const char *dir, const lsm_options *opt, lsm_check_fn report, void *arg);
 
 #define LSM_MAX_LEVELS 7
 

@@ -91,6 +91,7 @@ SET_FLAG(sync_writes)
 SET_FLAG(create_if_missing)
 SET_FLAG(error_if_exists)
 SET_FLAG(background_compaction)
+SET_FLAG(read_only)
 
 int lsm_options_set_bloom_bits_per_key(lsm_options *opt, int bits)
 {

@@ -28,6 +28,7 @@ struct lsm_options {
     size_t blob_threshold;
     int    background_compaction;
     size_t reserve_bytes;
+    int    read_only;
     struct lsm_env *env;        /* NULL = POSIX; only the engine's tests substitute one (env.h) */
 };
 

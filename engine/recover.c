@@ -9,7 +9,8 @@
  * live at the crash; in an older log it is damage, reported as such. Only then are orphan files
  * (tables, logs and blob files no version names, old manifests, temporaries) deleted. It must never
  * start an empty database over files that may hold data, and never delete a file before the edit
- * that stops naming it is durable.
+ * that stops naming it is durable. A read-only open (lsm_options_set_read_only) stops after
+ * replaying the logs into the memtable it reads from: it writes, renames and deletes nothing.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -59,7 +60,7 @@ static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off
                        st->path, off);
     if (n >= BATCH_HEADER && dec_fixed32(p + 8) > 0 && last > st->max_seq)
         st->max_seq = last;
-    if (memtable_usage(*st->mem) >= st->db->opt.memtable_bytes) {
+    if (memtable_usage(*st->mem) >= st->db->opt.memtable_bytes && !st->db->opt.read_only) {
         /* Recovery flushes as it goes so a long log never needs more than one memtable. */
         int rc = db_recover_flush(st->db, *st->mem, st->edit, st->bytes, st->err);
         if (rc != LSM_OK)
@@ -117,6 +118,12 @@ static int db_replay_logs(lsm_db *db, version_edit *edit, char *err)
         }
     }
     free(logs);
+    if (db->opt.read_only) {
+        /* Nothing is written: the logs' writes stay in the memtable the handle reads. */
+        db->mem = mem;
+        db->last_seq = st.max_seq;
+        return rc;
+    }
     if (rc == LSM_OK && memtable_entries(mem) > 0)
         rc = db_recover_flush(db, mem, edit, &bytes, err);
     memtable_unref(mem);
@@ -224,9 +231,9 @@ static int db_recover_manifest(lsm_db *db, char *err)
             free(orphan);
             return rc;
         }
-        if (!db->opt.create_if_missing)
-            return err_set(err, LSM_INVALID, "%s: no database here (create_if_missing is off)",
-                           db->dir);
+        if (!db->opt.create_if_missing || db->opt.read_only)
+            return err_set(err, LSM_INVALID, "%s: no database here (%s)", db->dir,
+                           db->opt.read_only ? "opened read-only" : "create_if_missing is off");
         version *v = xcalloc(1, sizeof *v);
         atomic_init(&v->refs, 1);
         v->vs = &db->vs;
@@ -258,6 +265,12 @@ int db_recover(lsm_db *db, char *err)
     version_edit edit;
     edit_init(&edit);
     rc = db_replay_logs(db, &edit, err);
+    if (db->opt.read_only) {
+        /* A read-only handle reads the logs into its memtable and stops there: no new log, no
+           new manifest, nothing deleted. */
+        edit_free(&edit);
+        return rc;
+    }
     if (rc == LSM_OK) {
         db->wal_number = db->vs.next_file++;
         rc = db_new_wal(db, db->wal_number, &db->wal, err);

@@ -1501,3 +1501,27 @@ iiter *sst_iter_new(sst *t)
     atomic_fetch_add(&t->iters, 1);
     return &it->base;
 }
+
+int sst_salvage(sst *t, void (*entry)(void *arg, slice ikey, slice val),
+                void (*bad)(void *arg, const char *why), void *arg)
+{
+    sst_iter *it = (sst_iter *)sst_iter_new(t);
+    int nbad = 0;
+    for (size_t bi = 0; bi < t->nidx; bi++) {
+        it->code = LSM_OK;
+        if (sst_iter_load(it, bi) < 0) {
+            bad(arg, it->msg);
+            nbad++;
+            continue;
+        }
+        for (sst_cursor_seek_first(&it->data); it->data.valid; sst_cursor_next(&it->data))
+            entry(arg, sst_cursor_key(&it->data), it->data.val);
+        if (it->data.corrupt) {
+            sst_corrupt(t, it->msg, it->ref.b->off, "malformed block");
+            bad(arg, it->msg);
+            nbad++;
+        }
+    }
+    sst_iter_free(&it->base);
+    return nbad;
+}

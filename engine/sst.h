@@ -68,6 +68,12 @@ void sst_prefetch_at(const uint8_t *filter, size_t flen, uint64_t hash, const ui
 /* Iterator over all entries, in internal order. Must be freed before sst_close. */
 iiter *sst_iter_new(sst *t);
 
+/* For repair: calls entry for every entry of every data block that verifies, in order, and bad
+   (with "path: offset N: why") for each block that does not, going on past it. Returns the number
+   of bad blocks. */
+int  sst_salvage(sst *t, void (*entry)(void *arg, slice ikey, slice val),
+                 void (*bad)(void *arg, const char *why), void *arg);
+
 uint64_t sst_entries(const sst *t);
 uint64_t sst_file_size(const sst *t);
 

@@ -381,6 +381,13 @@ static int db_write_admit(lsm_db *db, const lsm_batch *b, char *err)
 /* Every write goes through here: it queues, and the writer at the head leads a group. */
 static int db_write(lsm_db *db, lsm_batch *b, int sync, int force_flush)
 {
+    /* A read-only handle has no log and writes no file: a sync has nothing to do, anything else
+       is misuse. */
+    if (db->opt.read_only)
+        return !b && !force_flush ? LSM_OK
+                                  : db_fail(db, LSM_INVALID, "the database was opened read-only "
+                                            "(lsm_options_set_read_only): writes, flushes and "
+                                            "compactions are refused");
     writer w = { .b = b, .sync = sync, .force_flush = force_flush };
     char err[LSM_ERRLEN] = "";
     pthread_cond_init(&w.cv, NULL);

@@ -118,7 +118,7 @@ static void dir_nsub_add(struct lsmfs_inode *p, int64_t d)
 
 void lsmfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, parent);
     struct fuse_entry_param e;
     struct lsmfs_inode *ino;
     pthread_rwlock_rdlock(&fs->ns);
@@ -139,16 +139,17 @@ void lsmfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 void lsmfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, ino);
     lsmfs_table_forget(fs, lsmfs_ino(fs, ino), nlookup);
     fuse_reply_none(req);
 }
 
 void lsmfs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
-    for (size_t i = 0; i < count; i++)
+    for (size_t i = 0; i < count; i++) {
+        struct lsmfs *fs = lsmfs_owner(req, forgets[i].ino);
         lsmfs_table_forget(fs, lsmfs_ino(fs, forgets[i].ino), forgets[i].nlookup);
+    }
     fuse_reply_none(req);
 }
 
@@ -160,7 +161,7 @@ int lsmfs_dir_make(fuse_req_t req, struct lsmfs_inode *parent, const char *name,
                      mode_t mode, dev_t rdev, const char *target, int opening,
                      struct lsmfs_inode **out)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = parent->fs;
     struct lsmfs_meta m;
     size_t plen;
     char *path;
@@ -243,7 +244,7 @@ static void dir_reply_made(fuse_req_t req, int err, struct lsmfs_inode *ino)
 void lsmfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                         dev_t rdev)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, parent);
     struct lsmfs_inode *ino = NULL;
     int err = EINVAL;
     /* FIFOs, sockets and device nodes are records only: the kernel carries their I/O. */
@@ -259,7 +260,7 @@ void lsmfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 
 void lsmfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, parent);
     struct lsmfs_inode *ino = NULL;
     pthread_rwlock_wrlock(&fs->ns);
     int err = lsmfs_dir_make(req, lsmfs_ino(fs, parent), name, LSMFS_DIR, mode, 0, NULL, 0,
@@ -270,7 +271,7 @@ void lsmfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mod
 
 void lsmfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, parent);
     struct lsmfs_inode *ino = NULL;
     int err = strlen(link) > PATH_MAX ? ENAMETOOLONG : 0;
     pthread_rwlock_wrlock(&fs->ns);
@@ -389,7 +390,7 @@ static int dir_remove(struct lsmfs *fs, struct lsmfs_inode *parent, const char *
 /* UNLINK (dir 0) and RMDIR (dir 1). */
 static void dir_remove_req(fuse_req_t req, fuse_ino_t parent, const char *name, int dir)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, parent);
     pthread_rwlock_wrlock(&fs->ns);
     int err = dir_remove(fs, lsmfs_ino(fs, parent), name, dir);
     pthread_rwlock_unlock(&fs->ns);
@@ -853,7 +854,7 @@ out:
 void lsmfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                   const char *newname, unsigned int flags)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, parent);
     int err;
     if (flags & ~(unsigned)(RENAME_NOREPLACE | RENAME_EXCHANGE) ||
         ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE))) {
@@ -1061,6 +1062,13 @@ int lsmfs_dir_count(struct lsmfs *fs, struct lsmfs_inode *dir)
 
 void lsmfs_opendir(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
+    struct lsmfs *fs = lsmfs_owner(req, n);
+    if (fs->no_opendir) {
+        /* "success, and do not ask again": the kernel opens directories itself from now on,
+           keeping and caching listings as below, and sends no RELEASEDIR */
+        fuse_reply_err(req, ENOSYS);
+        return;
+    }
     struct lsmfs_dirh *d = calloc(1, sizeof *d);
     if (!d) {
         fuse_reply_err(req, ENOMEM);
@@ -1132,7 +1140,7 @@ static void dir_plain_stat(struct dir_fill *f, const char *nm, int isdir, int is
         pthread_mutex_unlock(&f->dir->mu);
     }
     if ((!is_dot || nm[1] == '.') && dir_entry_record(f->fs, f->dir, nm, isdir, &m) == 0) {
-        st->st_ino = m.ino;
+        st->st_ino = m.ino ^ f->fs->ino_salt;
         if (!isdir && m.type != LSMFS_DIR)
             st->st_mode = m.mode & S_IFMT;  /* a symlink, FIFO, socket or device node */
     }
@@ -1291,12 +1299,21 @@ static int dir_fill(struct dir_fill *f, struct lsmfs_dirh *d)
 static void dir_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                        struct fuse_file_info *fi, int plus)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
-    struct lsmfs_dirh *d = (struct lsmfs_dirh *)(uintptr_t)fi->fh;
+    struct lsmfs *fs = lsmfs_owner(req, n);
+    struct lsmfs_dirh *d = (struct lsmfs_dirh *)(uintptr_t)fi->fh, own;
+    if (!d) {
+        /* opened by the kernel alone (fs->no_opendir): a handle for this request, placed by the
+           offset through cookie.c */
+        memset(&own, 0, sizeof own);
+        pthread_mutex_init(&own.mu, NULL);
+        d = &own;
+    }
     struct dir_fill f = { .req = req, .fs = fs, .dir = lsmfs_ino(fs, n), .plus = plus,
                           .buf = malloc(size), .size = size };
     int err = 0;
     if (!f.buf) {
+        if (d == &own)
+            pthread_mutex_destroy(&own.mu);
         fuse_reply_err(req, ENOMEM);
         return;
     }
@@ -1312,6 +1329,10 @@ static void dir_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
     else
         fuse_reply_buf(req, f.buf, f.pos);
     free(f.buf);
+    if (d == &own) {
+        pthread_mutex_destroy(&own.mu);
+        free(own.cursor);
+    }
 }
 
 void lsmfs_readdir(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
@@ -1328,7 +1349,7 @@ void lsmfs_readdirplus(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
 
 void lsmfs_fsyncdir(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     int rc = lsm_sync(fs->db);
     fuse_reply_err(req, rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "sync", "directory"));
 }

@@ -39,7 +39,7 @@ void lsmfs_meta_to_stat(const struct lsmfs_inode *ino, struct stat *st)
 {
     const struct lsmfs_meta *m = &ino->m;
     memset(st, 0, sizeof *st);
-    st->st_ino = m->ino;
+    st->st_ino = m->ino ^ ino->fs->ino_salt;   /* a snapshot's numbers differ from the live ones */
     st->st_mode = m->mode;
     if (ino->deleted)
         st->st_nlink = 0;   /* unlinked (or replaced) while open */
@@ -126,11 +126,13 @@ static struct lsmfs_inode *inode_tab_find(struct lsmfs *fs, const char *path, si
     return NULL;
 }
 
-static struct lsmfs_inode *inode_new(char *path, size_t plen, const struct lsmfs_meta *m)
+static struct lsmfs_inode *inode_new(struct lsmfs *fs, char *path, size_t plen,
+                                     const struct lsmfs_meta *m)
 {
     struct lsmfs_inode *ino = calloc(1, sizeof *ino);
     if (!ino)
         return NULL;
+    ino->fs = fs;
     pthread_mutex_init(&ino->mu, NULL);
     ino->path = path;
     ino->plen = plen;
@@ -162,7 +164,7 @@ int lsmfs_table_init(struct lsmfs *fs)
     if ((rc = lsmfs_ino_load(fs)) || (rc = lsmfs_stat_path(fs, "", 0, &m)))
         return rc;
     char *p = strdup("");
-    if (!p || !(fs->root = inode_new(p, 0, &m))) {
+    if (!p || !(fs->root = inode_new(fs, p, 0, &m))) {
         free(p);
         return ENOMEM;
     }
@@ -222,7 +224,7 @@ struct lsmfs_inode *lsmfs_table_get(struct lsmfs *fs, char *path, size_t plen,
     struct lsmfs_inode *ino = inode_tab_find(fs, path, plen);
     if (ino) {
         free(path);
-    } else if ((ino = inode_new(path, plen, m))) {
+    } else if ((ino = inode_new(fs, path, plen, m))) {
         inode_tab_insert(fs, ino);
     } else {
         free(path);
@@ -419,6 +421,14 @@ static void inode_blist_del(struct lsmfs *fs, struct lsmfs_inode *ino)
     ino->bprev = ino->bnext = NULL;
 }
 
+/* The writes a writer held since the last commit are gone (a failed write or commit): the
+   kernel's pages and size may hold them, so they go now (notify.c) and at the next open. */
+static void inode_writes_lost(struct lsmfs *fs, struct lsmfs_inode *ino)
+{
+    ino->kstale = 1;
+    lsmfs_notify_inode(fs, lsmfs_nodeid(fs, ino));
+}
+
 /* Counts delta more (or less) bytes in the budget; ino enters or leaves the list of inodes holding
    content when its cap goes from or to 0. ino->mu held. */
 static void inode_account(struct lsmfs *fs, struct lsmfs_inode *ino, size_t ncap)
@@ -585,6 +595,7 @@ int lsmfs_writer_fail(struct lsmfs *fs, struct lsmfs_inode *ino, int rc, const c
     ino->alloc_ok = 0;
     inode_account(fs, ino, 0);
     ino->m.size = inode_engine_size(fs, ino);
+    inode_writes_lost(fs, ino);
     return err;
 }
 
@@ -702,13 +713,13 @@ int lsmfs_flush_locked(struct lsmfs *fs, struct lsmfs_inode *ino, int sync)
         lsmfs_snap_readers(fs, ino);
     if (ino->m.type != LSMFS_DIR && ino->data)
         lsm_batch_put(b, ino->path, ino->plen, ino->data, ino->m.size);
+    if (ino->w)
+        ino->m.size = lsm_value_writer_size(ino->w);
     /* Emptying or shrinking a large file (`: > log`) is how people free space: allowed on a full
        disk. */
     if (put && ino->csize >= LSMFS_FREES_MAX && ino->m.size < ino->csize &&
         (ino->w || ino->m.size <= LSMFS_FREES_MAX))
         lsm_batch_set_frees_space(b, 1);
-    if (ino->w)
-        ino->m.size = lsm_value_writer_size(ino->w);
     lsmfs_add_record(b, ino);
     if (ino->w) {
         rc = lsm_value_writer_commit_batch(ino->w, b, sync || fs->sync_mode == LSMFS_SYNC_ALWAYS);
@@ -716,8 +727,10 @@ int lsmfs_flush_locked(struct lsmfs *fs, struct lsmfs_inode *ino, int sync)
         ino->wbytes = 0;
         inode_account(fs, ino, 0);
         rc = rc == LSM_OK ? 0 : lsmfs_errno(fs, rc, "write", ino->path);
-        if (rc)
+        if (rc) {
             ino->m.size = inode_engine_size(fs, ino);
+            inode_writes_lost(fs, ino);
+        }
     } else {
         rc = lsmfs_write_batch(fs, b, sync);
     }
@@ -772,15 +785,15 @@ void lsmfs_budget_enforce(struct lsmfs *fs)
     }
 }
 
-static fuse_ino_t inode_id(struct lsmfs *fs, const struct lsmfs_inode *ino)
+fuse_ino_t lsmfs_nodeid(struct lsmfs *fs, const struct lsmfs_inode *ino)
 {
-    return ino == fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)ino;
+    return ino == fs->root && !fs->live ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)ino;
 }
 
 void lsmfs_fill_entry(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_entry_param *e)
 {
     memset(e, 0, sizeof *e);
-    e->ino = inode_id(fs, ino);
+    e->ino = lsmfs_nodeid(fs, ino);
     e->generation = 1;
     e->attr_timeout = fs->timeout;
     e->entry_timeout = fs->timeout;

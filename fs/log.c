@@ -2,7 +2,8 @@
  * log.c — the daemon's leaf services: where messages go, the one map from engine codes to errno,
  * and the clocks.
  *
- * What: lsmfs_log writes to stderr in the foreground and to syslog once detached; lsmfs_errno turns
+ * What: lsmfs_log writes to a log file when -o logfile names one, else to stderr in the foreground
+ * and to syslog once detached, dropping messages less urgent than -o loglevel; lsmfs_errno turns
  * a negative LSM_* code into the positive errno a FUSE reply carries, logging hard failures with
  * the engine's detail; lsmfs_now and lsmfs_mono_ns read the wall and the monotonic clock.
  *
@@ -16,6 +17,9 @@
 #include "lsmfs.h"
 
 #include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <syslog.h>
 #include <time.h>
@@ -23,12 +27,33 @@
 /* Where messages go: set once by lsmfs_log_open before any thread starts, read-only after. Like
    syslog's own openlog state it belongs to the process, not to a mount. */
 static int log_stderr;
+static FILE *log_file;                  /* -o logfile, line-buffered; NULL: stderr or syslog */
+static int log_level = LOG_INFO;        /* messages with a larger priority number are dropped */
 
-void lsmfs_log_open(int foreground)
+static const char *const log_names[] = { "emerg", "alert", "crit", "err", "warning", "notice",
+                                         "info", "debug" };
+
+int lsmfs_log_level(const char *name)
 {
+    for (int i = 0; i < 8; i++)
+        if (strcmp(name, log_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+int lsmfs_log_open(int foreground, const char *path, int level)
+{
+    log_level = level;
+    if (path) {
+        if (!(log_file = fopen(path, "ae")))
+            return errno;
+        setvbuf(log_file, NULL, _IOLBF, 0);
+        return 0;
+    }
     log_stderr = foreground;
     if (!foreground)
         openlog("lsmfs", LOG_PID, LOG_DAEMON);
+    return 0;
 }
 
 /* The one place engine codes become errno values. Hard failures are logged with the engine's
@@ -58,8 +83,22 @@ int lsmfs_errno(struct lsmfs *fs, int rc, const char *what, const char *path)
 void lsmfs_log(int prio, const char *fmt, ...)
 {
     va_list ap;
+    if (prio > log_level)
+        return;
     va_start(ap, fmt);
-    if (log_stderr) {
+    if (log_file) {
+        char when[32];
+        struct tm tm;
+        time_t now = time(NULL);
+        strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", localtime_r(&now, &tm));
+        /* one fprintf per piece under the stream's own lock: lines of two threads may
+           interleave only between pieces, so the line is built first */
+        char line[2048];
+        int n = snprintf(line, sizeof line, "%s lsmfs[%ld]: %s: ", when, (long)getpid(),
+                         log_names[prio & 7]);
+        vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+        fprintf(log_file, "%s\n", line);
+    } else if (log_stderr) {
         fputs("lsmfs: ", stderr);
         vfprintf(stderr, fmt, ap);
         fputc('\n', stderr);
@@ -67,6 +106,16 @@ void lsmfs_log(int prio, const char *fmt, ...)
         vsyslog(prio, fmt, ap);
     }
     va_end(ap);
+}
+
+int lsmfs_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
 }
 
 int64_t lsmfs_now(void)

@@ -1,15 +1,16 @@
 /*
  * lsmfs.h — private declarations shared by the modules of the lsmfs daemon (fs/).
  *
- * The daemon is ten modules, each calling only those listed after it: main.c parses options,
- * opens the engine, mounts and daemonizes; stats.c reports counters (SIGUSR1); ops.c holds the FUSE callbacks on files (and the table
- * of all callbacks); dir.c those on the namespace (lookup, create, remove, rename, listing);
- * xattr.c extended attributes (the callbacks, and moving or dropping them with their file);
- * cookie.c the offsets of listings and the table that maps them back to places; inode.c owns
- * the in-memory inode table, the buffers of files being written and their write-back; reclaim.c
- * gives back the space of large files removed or replaced; keys.c owns the key layout, names,
- * the attribute record and what a path is in the engine; log.c logging, the engine-code-to-errno
- * map and the clocks. Only engine/lsm.h is used from the engine.
+ * The daemon is eleven modules, each calling only those listed after it: main.c parses options,
+ * opens the engine, mounts and daemonizes; stats.c reports counters (SIGUSR1); ops.c holds the
+ * FUSE callbacks on files (and the table of all callbacks); dir.c those on the namespace (lookup,
+ * create, remove, rename, listing); xattr.c extended attributes (the callbacks, and moving or
+ * dropping them with their file); cookie.c the offsets of listings and the table that maps them
+ * back to places; inode.c owns the in-memory inode table, the buffers of files being written and
+ * their write-back; reclaim.c gives back the space of large files removed or replaced; notify.c
+ * sends the kernel the invalidations the daemon's own changes need, from a thread of its own;
+ * keys.c owns the key layout, names, the attribute record and what a path is in the engine; log.c
+ * logging, the engine-code-to-errno map and the clocks. Only engine/lsm.h is used from the engine.
  *
  * Key layout (the whole contract with the database; see lsmfs(1)):
  *   PATH              the file's bytes, exactly (PATH has no leading '/').
@@ -38,7 +39,7 @@
  *
  * Locks, in the order they are taken: fs->ns, then an inode's mu, then fs->tmu, then fs->bmu
  * (the budget's victim search uses trylock against the order). pool_mu, handles_mu and the
- * mutexes of reclaim.c and cookie.c are leaves: nothing else is taken while they are held.
+ * mutexes of reclaim.c, cookie.c and notify.c are leaves: nothing else is taken while they are held.
  */
 #ifndef LSMFS_H
 #define LSMFS_H
@@ -94,6 +95,9 @@ struct lsmfs_meta {
    (nodeid) is the address of this struct (the root is FUSE_ROOT_ID); st_ino is m.ino, which the
    file keeps for its life, whatever nodeid the kernel knows it by. */
 struct lsmfs_inode {
+    struct lsmfs *fs;            /* the file system it belongs to: the live one, or a snapshot's
+                                    view (view.c); constant */
+    int      snapdir;            /* the virtual .snapshots directory (view.c); constant */
     struct lsmfs_inode *hnext;   /* hash chain; guarded by fs->tmu */
     char    *path;               /* key (no leading '/'); root is ""; changed only with fs->ns
                                     held for writing and fs->tmu held, so fs->ns held for reading
@@ -111,6 +115,9 @@ struct lsmfs_inode {
                                     which change it with fs->ns held for writing; -1 not counted
                                     yet, -2 too many to count (st_nlink 1) */
     int      dirty;              /* data or attributes differ from the engine */
+    int      kstale;             /* the kernel's cached pages may differ from the content (a
+                                    write from its page cache was refused): the next open drops
+                                    them instead of keeping them */
     uint64_t csize;              /* size of the value in the engine when the buffer was loaded or
                                     the writer opened (what the next write-back supersedes) */
     char    *data;               /* whole content of a small file being written, else NULL */
@@ -176,6 +183,9 @@ struct lsmfs {
     int      sync_mode;          /* LSMFS_SYNC_* */
     int      writeback, kernel_cache; /* the kernel's writeback cache is used; its page cache
                                       keeps a file's pages across opens */
+    int      no_opendir;         /* the kernel opens directories without asking (listings
+                                    then arrive with fi->fh 0: no struct lsmfs_dirh) */
+    int      read_only;          /* -o ro or snapshot=: the engine opened read-only */
     int      close_to_open;      /* strict mode: a read-only descriptor sees the last flushed
                                     version, never a writer's pending bytes (direct I/O) */
     int      foreground;         /* not detached: messages go to stderr */
@@ -210,12 +220,29 @@ struct lsmfs {
     struct lsmfs_handle *handles; /* guarded by handles_mu */
     struct lsmfs_reclaim *reclaim; /* reclaim.c's state; NULL unless its thread runs */
     struct lsmfs_cookies *cookies; /* cookie.c's table of listing offsets */
+    struct lsmfs_control *control; /* control.c's socket; NULL unless it runs */
+    struct lsmfs_views *views;   /* view.c: .snapshots and the snapshots opened through it */
+    struct lsmfs *live;          /* a snapshot view's live file system; NULL for the live one */
+    uint64_t ino_salt;           /* xored into every st_ino: 0 for the live file system, a
+                                    number of the snapshot's name for a view; constant */
     pthread_t stats_thread;      /* takes SIGUSR1 (stats.c) */
     int      stats_running;      /* stats_thread was started; main's */
     int      stats_stop;         /* tells stats_thread to end; __atomic builtins */
+    struct lsmfs_notify *notify; /* notify.c's queue; NULL unless its thread runs */
 };
 
-extern const struct fuse_lowlevel_ops lsmfs_ops;
+/* The callbacks proper (ops.c, dir.c, xattr.c). libfuse gets those of lsmfs_ops_table (view.c),
+   which serve .snapshots, refuse changes in snapshots and call these for the rest. */
+extern const struct fuse_lowlevel_ops lsmfs_base_ops;
+void  lsmfs_ops_table(struct fuse_lowlevel_ops *ops);
+/* Makes the .snapshots directory of fs (view.c); 0 or ENOMEM. */
+int   lsmfs_views_init(struct lsmfs *fs);
+
+/* view.c: the file system a request on inode n works on: the live one (fuse_req_userdata) or the
+   snapshot view n belongs to. */
+struct lsmfs *lsmfs_owner(fuse_req_t req, fuse_ino_t n);
+/* Closes every snapshot view (after the session ended, before lsm_close of the live database). */
+void  lsmfs_views_close(struct lsmfs *fs);
 
 /* cookie.c: the d_off of a listed child is a cookie for the cursor cur (len bytes) that
    follows it in the directory at path (plen bytes); see the file's opening comment. */
@@ -251,12 +278,29 @@ void  lsmfs_stats_write(struct lsmfs *fs, FILE *f);
    that takes it. 0 or an errno. */
 int   lsmfs_stats_start(struct lsmfs *fs);
 void  lsmfs_stats_stop(struct lsmfs *fs);
+/* notify.c: queues an invalidation of node's pages and attributes for the notify thread;
+   callable from any handler, with any lock held (the queue's mutex is a leaf). */
+void  lsmfs_notify_inode(struct lsmfs *fs, fuse_ino_t node);
+int   lsmfs_notify_start(struct lsmfs *fs);   /* once the session exists */
+void  lsmfs_notify_stop(struct lsmfs *fs);    /* sends what is queued; before the session ends */
+
+/* control.c: the control socket DATADIR/lsmfs.ctl through which lsmctl reaches the mount.
+   Start returns 0 or an errno; stop waits for running commands (before lsm_close). */
+int   lsmfs_control_start(struct lsmfs *fs);
+void  lsmfs_control_stop(struct lsmfs *fs);
 
 /* log.c */
 int   lsmfs_errno(struct lsmfs *fs, int rc, const char *what, const char *path);
-void  lsmfs_log_open(int foreground);   /* stderr in the foreground, else syslog */
+/* Messages go to the file at path (appended; NULL: none), else to stderr in the foreground, else
+   to syslog; those less urgent than level (LOG_*) are dropped. 0 or the errno of opening path. */
+int   lsmfs_log_open(int foreground, const char *path, int level);
+int   lsmfs_log_level(const char *name);  /* "err", "info", ... as LOG_*; -1 if unknown */
 void  lsmfs_log(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int64_t lsmfs_now(void);                /* CLOCK_REALTIME, ns */
+/* pthread_create of a daemon thread born with every signal blocked, so that SIGTERM, SIGHUP and
+   SIGINT reach the main thread, where libfuse's loop waits for them (SIGUSR1: stats.c). 0 or an
+   errno. */
+int   lsmfs_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 int64_t lsmfs_mono_ns(void);            /* CLOCK_MONOTONIC, ns */
 
 /* keys.c */
@@ -292,6 +336,7 @@ void  lsmfs_fill_entry(struct lsmfs *fs, struct lsmfs_inode *ino, struct fuse_en
 int   lsmfs_table_init(struct lsmfs *fs);
 void  lsmfs_table_free(struct lsmfs *fs);
 struct lsmfs_inode *lsmfs_ino(struct lsmfs *fs, fuse_ino_t n);
+fuse_ino_t lsmfs_nodeid(struct lsmfs *fs, const struct lsmfs_inode *ino); /* the kernel's name */
 struct lsmfs_inode *lsmfs_table_find(struct lsmfs *fs, const char *path, size_t plen);
 struct lsmfs_inode *lsmfs_table_ref(struct lsmfs *fs, const char *path, size_t plen);
 struct lsmfs_inode *lsmfs_table_get(struct lsmfs *fs, char *path, size_t plen,

@@ -34,12 +34,14 @@
 struct cmdline {
     char *datadir, *mountpoint;  /* the positionals, as given; malloc'd */
     char *memtable_size, *cache_size, *compression, *sync, *max_file_size, *dirty_limit,
-         *timeout, *dir_cookies, *reserve; /* -o values not parsed yet; malloc'd, NULL when absent */
-    int writeback, kernel_cache, close_to_open; /* -o flags */
+         *timeout, *dir_cookies, *reserve, *snapshot, *logfile, *loglevel; /* -o values not parsed yet; malloc'd, NULL when absent */
+    int writeback, kernel_cache, close_to_open; /* -o flags; kernel_cache -1 when not given */
+    int ro;                      /* -o ro (kept for libfuse too) */
+    int init;                    /* -o init: a database may start in a non-empty DATADIR */
     int show_help, show_version, has_fsname; /* -h, -V, -o fsname= seen */
 };
 
-enum { KEY_HELP, KEY_VERSION, KEY_FSNAME };
+enum { KEY_HELP, KEY_VERSION, KEY_FSNAME, KEY_RO, KEY_RW };
 
 #define OPT(t, f) { t, offsetof(struct cmdline, f), 1 }
 static const struct fuse_opt spec[] = {
@@ -52,6 +54,12 @@ static const struct fuse_opt spec[] = {
     OPT("timeout=%s", timeout),
     OPT("dir_cookies=%s", dir_cookies),
     OPT("reserve=%s", reserve),
+    OPT("snapshot=%s", snapshot),
+    OPT("logfile=%s", logfile),
+    OPT("loglevel=%s", loglevel),
+    { "init", offsetof(struct cmdline, init), 1 },
+    FUSE_OPT_KEY("ro", KEY_RO),
+    FUSE_OPT_KEY("rw", KEY_RW),
     { "writeback", offsetof(struct cmdline, writeback), 1 },
     { "nowriteback", offsetof(struct cmdline, writeback), 0 },
     { "kernel_cache", offsetof(struct cmdline, kernel_cache), 1 },
@@ -109,6 +117,10 @@ static int main_opt_proc(void *data, const char *arg, int key, struct fuse_args 
     case KEY_FSNAME:
         c->has_fsname = 1;
         return 1;
+    case KEY_RO:
+    case KEY_RW:
+        c->ro = key == KEY_RO;
+        return 1;   /* the kernel's read-only mount too */
     }
     return 1;
 }
@@ -133,10 +145,16 @@ static void main_usage(FILE *f)
 "    -o reserve=SIZE        disk space held back so that files can be removed when the\n"
 "                           disk is full (default 2 x memtable_size + 4M, at most a\n"
 "                           tenth of the file system holding DATADIR; 0 = none)\n"
-"    -o kernel_cache        keep file pages in the kernel's cache across opens\n"
+"    -o nokernel_cache      drop a file's cached pages at every open (default: keep\n"
+"                           them while the file is unchanged)\n"
 "    -o writeback           kernel_cache plus the kernel's writeback cache\n"
 "    -o close_to_open       strict mode: a reader sees the last flushed version, not a\n"
 "                           writer's unflushed bytes (no shared mmap)\n"
+"    -o ro                  read-only: the database is opened read-only (shared lock)\n"
+"    -o snapshot=NAME       mount the snapshot NAME of DATADIR read-only\n"
+"    -o init                start a database in a DATADIR that holds other files\n"
+"    -o logfile=PATH        append messages to PATH (default: stderr with -f, else syslog)\n"
+"    -o loglevel=LEVEL      err, warning, notice, info (default) or debug\n"
 "    SIZE takes a K, M, G or T suffix (powers of 1024).\n"
 "\n");
 }
@@ -196,8 +214,12 @@ static int main_apply_options(struct lsmfs *fs, const struct cmdline *c)
     fs->compression = LSM_COMPRESSION_NONE;
     fs->sync_mode = LSMFS_SYNC_FSYNC;
     fs->writeback = c->writeback;
-    fs->kernel_cache = c->kernel_cache || c->writeback;
     fs->close_to_open = c->close_to_open;
+    fs->read_only = c->ro || c->snapshot;
+    /* Pages stay cached across opens unless asked otherwise, or unless the strict mode needs
+       every read to come here. */
+    fs->kernel_cache = c->kernel_cache == 1 || c->writeback ||
+                       (c->kernel_cache == -1 && !c->close_to_open);
     if (fs->close_to_open && fs->kernel_cache) {
         fprintf(stderr, "lsmfs: close_to_open cannot be combined with %s: the kernel's page "
                         "cache shows every reader the newest bytes\n",
@@ -295,9 +317,12 @@ static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *data
     lsm_options_set_cache_bytes(lo, fs->cache_size);
     lsm_options_set_compression(lo, fs->compression, 1);
     lsm_options_set_sync_writes(lo, fs->sync_mode == LSMFS_SYNC_ALWAYS);
-    lsm_options_set_create_if_missing(lo, 1);
+    /* Read-only: the engine writes nothing and shares the directory with other readers (a
+       read-write daemon excludes them, and they it). */
+    lsm_options_set_read_only(lo, fs->read_only);
+    lsm_options_set_create_if_missing(lo, !fs->read_only);
     if (fs->reserve == SIZE_MAX)
-        fs->reserve = main_default_reserve(fs);
+        fs->reserve = fs->read_only ? 0 : main_default_reserve(fs);
     lsm_options_set_reserve_bytes(lo, fs->reserve);
     /* A daemon that was just unmounted may still be closing the database: give it a moment. */
     for (int tries = 0; (rc = lsm_open(fs->datadir, lo, &fs->db)) == LSM_BUSY && tries < 40;
@@ -323,7 +348,13 @@ static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *data
         fprintf(stderr, "lsmfs: out of memory\n");
         goto fail_2;
     }
-    fs->se = fuse_session_new(args, &lsmfs_ops, sizeof lsmfs_ops, fs);
+    struct fuse_lowlevel_ops ops;
+    lsmfs_ops_table(&ops);
+    if (lsmfs_views_init(fs)) {
+        fprintf(stderr, "lsmfs: out of memory\n");
+        goto fail_2;
+    }
+    fs->se = fuse_session_new(args, &ops, sizeof ops, fs);
     if (!fs->se)
         goto fail_2;   /* libfuse said why (e.g. an unknown option) */
     if (fuse_set_signal_handlers(fs->se) != 0) {
@@ -342,6 +373,7 @@ fail_3:
     fuse_session_destroy(fs->se);
     fs->se = NULL;
 fail_2:
+    lsmfs_views_close(fs);
     lsmfs_cookies_free(fs);
     lsmfs_table_free(fs);
 fail_1:
@@ -449,7 +481,7 @@ static int main_scan_dir(const char *dir, int *db, char **foreign)
    and MOUNTPOINT swapped: the new mount would hide it), a DATADIR that holds other files and no
    database (lsmfs would add its files among them), a DATADIR inside the mount point. */
 static int main_check_places(const char *datadir, const char *mountpoint, const char *mp_arg,
-                             const char *dd_arg)
+                             const char *dd_arg, int init)
 {
     int db;
     char *foreign;
@@ -464,10 +496,11 @@ static int main_check_places(const char *datadir, const char *mountpoint, const 
     }
     if (!datadir)
         return 0;
-    if (main_scan_dir(datadir, &db, &foreign) == 0 && !db && foreign) {
+    if (main_scan_dir(datadir, &db, &foreign) == 0 && !db && foreign && !init) {
         fprintf(stderr, "lsmfs: %s: not empty and holds no lsmfs database (it has '%s'): "
                         "refusing to put database files among other files; give an empty or "
-                        "new directory as DATADIR\n", dd_arg, foreign);
+                        "new directory as DATADIR (or -o init to start one there anyway)\n",
+                dd_arg, foreign);
         free(foreign);
         return -1;
     }
@@ -485,6 +518,33 @@ static int main_check_places(const char *datadir, const char *mountpoint, const 
     return 0;
 }
 
+/* -o snapshot=NAME: DATADIR becomes DATADIR/snapshots/NAME (lsmctl snapshot create), mounted
+   read-only. */
+static int main_snapshot_path(struct cmdline *c, struct fuse_args *args)
+{
+    char *path = NULL, cur[PATH_MAX];
+    if (!*c->snapshot || strchr(c->snapshot, '/') || strcmp(c->snapshot, ".") == 0 ||
+        strcmp(c->snapshot, "..") == 0) {
+        fprintf(stderr, "lsmfs: snapshot=%s: not a snapshot name\n", c->snapshot);
+        return -1;
+    }
+    if (asprintf(&path, "%s/snapshots/%s", c->datadir, c->snapshot) < 0)
+        return -1;
+    snprintf(cur, sizeof cur, "%s/CURRENT", path);
+    if (access(cur, F_OK) != 0) {
+        fprintf(stderr, "lsmfs: %s: no snapshot '%s' (lsmctl -d %s snapshot list shows them)\n",
+                c->datadir, c->snapshot, c->datadir);
+        free(path);
+        return -1;
+    }
+    free(c->datadir);
+    c->datadir = path;
+    if (!c->ro && fuse_opt_add_arg(args, "-oro") != 0)
+        return -1;
+    c->ro = 1;
+    return 0;
+}
+
 /* The mount point must be a directory; DATADIR is created if missing and must be one we may use.
    Sets fs->datadir to its absolute path. */
 static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
@@ -498,9 +558,9 @@ static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
         fprintf(stderr, "lsmfs: %s: %s\n", c->mountpoint, strerror(ENOTDIR));
         return -1;
     }
-    if (main_check_places(NULL, c->mountpoint, c->mountpoint, c->datadir) != 0)
+    if (main_check_places(NULL, c->mountpoint, c->mountpoint, c->datadir, c->init) != 0)
         return -1;
-    if (mkdir(c->datadir, 0700) != 0 && errno != EEXIST) {
+    if (!c->ro && mkdir(c->datadir, 0700) != 0 && errno != EEXIST) {
         fprintf(stderr, "lsmfs: %s: cannot create: %s\n", c->datadir, strerror(errno));
         return -1;
     }
@@ -516,7 +576,7 @@ static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
         fprintf(stderr, "lsmfs: %s: %s\n", c->datadir, strerror(errno));
         return -1;
     }
-    return main_check_places(fs->datadir, c->mountpoint, c->mountpoint, c->datadir);
+    return main_check_places(fs->datadir, c->mountpoint, c->mountpoint, c->datadir, c->init);
 }
 
 /* Runs libfuse's loop until unmount or a signal; the exit status to give. */
@@ -542,11 +602,14 @@ static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts)
    Returns -1 when closing failed. */
 static int main_teardown(struct lsmfs *fs, const char *datadir_arg)
 {
+    lsmfs_control_stop(fs);     /* waits for the commands running on fs->db */
+    lsmfs_notify_stop(fs);
     fuse_session_unmount(fs->se);
     fuse_remove_signal_handlers(fs->se);
     fuse_session_destroy(fs->se);
     lsmfs_handles_free(fs);
     lsmfs_table_flush_all(fs);
+    lsmfs_views_close(fs);
     lsmfs_reclaim_stop(fs);
     lsmfs_table_free(fs);
     lsmfs_cookies_free(fs);
@@ -571,6 +634,9 @@ static void main_cmdline_free(struct cmdline *c)
     free(c->dirty_limit);
     free(c->timeout);
     free(c->reserve);
+    free(c->snapshot);
+    free(c->logfile);
+    free(c->loglevel);
     free(c->dir_cookies);
 }
 
@@ -581,10 +647,11 @@ int main(int argc, char *argv[])
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     struct fuse_cmdline_opts copts;
     struct cmdline c;
-    int ret = 1, fd = -1;
+    int ret = 1, fd = -1, rc;
 
     memset(fs, 0, sizeof *fs);
     memset(&c, 0, sizeof c);
+    c.kernel_cache = -1;
     memset(&copts, 0, sizeof copts);
     if (fuse_opt_parse(&args, &c, spec, main_opt_proc) != 0)
         goto out;
@@ -614,6 +681,8 @@ int main(int argc, char *argv[])
         goto out;
     fs->foreground = copts.foreground;
 
+    if (c.snapshot && main_snapshot_path(&c, &args) != 0)
+        goto out;
     if (main_check_paths(fs, &c) != 0)
         goto out;
     if (fuse_opt_add_arg(&args, "-odefault_permissions") != 0 ||
@@ -625,21 +694,38 @@ int main(int argc, char *argv[])
     fs->gid = getgid();
     fs->mount_ns = lsmfs_now();
 
-    lsmfs_log_open(fs->foreground);
+    int level = c.loglevel ? lsmfs_log_level(c.loglevel) : LOG_INFO;
+    if (level < 0) {
+        fprintf(stderr, "lsmfs: loglevel=%s: want err, warning, notice, info or debug\n",
+                c.loglevel);
+        goto out;
+    }
+    if ((rc = lsmfs_log_open(fs->foreground, c.logfile, level)) != 0) {
+        fprintf(stderr, "lsmfs: logfile=%s: %s\n", c.logfile, strerror(rc));
+        goto out;
+    }
     if (!fs->foreground)
         fd = main_start_daemon();
     if (lsmfs_stats_start(fs) != 0)
         lsmfs_log(LOG_WARNING, "cannot start the thread that reports statistics on SIGUSR1");
     if (main_setup(fs, &args, c.datadir, c.mountpoint) != 0)
         goto out;
+    /* Before the mount command returns, so a script can run lsmctl at once. A read-only mount
+       has none: DATADIR/lsmfs.ctl belongs to the read-write daemon, and may be read-only. */
+    if (!fs->read_only && (rc = lsmfs_control_start(fs)) != 0)
+        lsmfs_log(LOG_WARNING, "%s: no control socket (%s): lsmctl cannot reach this mount",
+                  fs->datadir, strerror(rc));
     if (fd >= 0) {
         main_detach(fd);
         fd = -1;
     }
-    if (lsmfs_reclaim_start(fs) != 0)
+    if (!fs->read_only && lsmfs_reclaim_start(fs) != 0)
         lsmfs_log(LOG_WARNING, "cannot start the thread that frees the space of removed files; "
                   "it will come back only as merges reach it");
 
+    if (lsmfs_notify_start(fs) != 0)
+        lsmfs_log(LOG_WARNING, "cannot start the thread that invalidates the kernel's caches; "
+                  "files the kernel wrote back and lsmfs refused may read stale until reopened");
     ret = main_serve(fs, &copts);
     if (main_teardown(fs, c.datadir) != 0)
         ret = 1;

@@ -11,8 +11,11 @@
  * open readers when a write-back replaces it).
  *
  * Why so: the kernel caches entries and attributes for fs->timeout seconds, and pages across opens
- * with kernel_cache (keep_cache); that is safe because this daemon is the only writer of the
- * database while mounted and every change goes through the kernel.
+ * (keep_cache, unless -o nokernel_cache); that is safe because this daemon is the only writer of
+ * the database while mounted and every change goes through the kernel, which updates its own
+ * caches with each request it makes. The one change the kernel cannot know is a write from its
+ * page cache that the daemon refuses: that inode's pages are invalidated (notify.c) and dropped
+ * at its next open.
  *
  * Never: reply twice or not at all to a request (each callback ends in exactly one fuse_reply_*);
  * hold an inode mutex while taking fs->ns; let a request on an unlinked file write its old key.
@@ -45,6 +48,18 @@ static void lsmfs_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_PARALLEL_DIROPS;
     if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
         conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+    /* The kernel may open directories without asking (it then caches their listings as
+       lsmfs_opendir would ask it to): a listing resumes from its offsets alone, through
+       cookie.c's table, so that table must exist. */
+    if ((conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) && fs->cookie_bytes > 0) {
+        conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
+        fs->no_opendir = 1;
+    }
+    /* libfuse asks by default that the kernel drop a file's pages whenever a GETATTR shows a
+       new mtime, and ask for attributes before every read to find out: right for a filesystem
+       that others change, wasted here, where every change comes through the kernel (a write's
+       own new mtime would throw away the pages it just wrote). */
+    conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
     conn->max_write = 1u << 20;
     conn->time_gran = 1;
 }
@@ -59,7 +74,7 @@ static void lsmfs_destroy(void *userdata)
 
 static void lsmfs_getattr(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     struct stat st;
     pthread_rwlock_rdlock(&fs->ns);
@@ -158,7 +173,7 @@ static int ops_kill_priv_locked(fuse_req_t req, struct lsmfs_inode *ino)
 static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int to_set,
                           struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     struct stat st;
     int rc = 0;
@@ -210,7 +225,7 @@ static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int t
 
 static void lsmfs_access(fuse_req_t req, fuse_ino_t n, int mask)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
     pthread_mutex_lock(&ino->mu);
@@ -237,7 +252,7 @@ static void lsmfs_access(fuse_req_t req, fuse_ino_t n, int mask)
 
 static void lsmfs_readlink(fuse_req_t req, fuse_ino_t n)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     void *v = NULL;
     size_t vl = 0;
@@ -339,10 +354,20 @@ static int ops_open_handle(struct lsmfs *fs, struct lsmfs_inode *ino, struct fus
         fi->direct_io = 1;
     } else {
         /* The page cache is one view of the file for every descriptor, as on a local file
-           system: a reader sees a writer's bytes at once, and shared mappings work. Without
-           kernel_cache the pages are dropped at open; with it they stay (this daemon is the only
-           writer, and every change comes through the kernel). */
-        fi->keep_cache = fs->kernel_cache;
+           system: a reader sees a writer's bytes at once, and shared mappings work. With
+           kernel_cache (the default) the pages stay across opens: this daemon is the only
+           writer, every change comes through the kernel, and the kernel updates its pages with
+           each write it makes. The exception is a write from the page cache that was refused
+           (lsmfs_write): then the pages hold bytes the file does not, and go. So do they when
+           this open raced with the rename or unlink that replaced the file: its OPEN arrived
+           after the daemon buried the inode with nothing kept (no handle was open then), so
+           reads go by path to what is there now, and pages of the old bytes (a writer's, say)
+           would mix with them. */
+        pthread_mutex_lock(&ino->mu);
+        int raced = ino->deleted && !ino->data && !ino->w && !ino->r;
+        fi->keep_cache = fs->kernel_cache && !ino->kstale && !raced;
+        ino->kstale = 0;
+        pthread_mutex_unlock(&ino->mu);
     }
     if (!ops_writable(fi->flags))
         fi->noflush = 1;   /* nothing to write back: spare the FLUSH request */
@@ -377,7 +402,7 @@ void lsmfs_handles_free(struct lsmfs *fs)
 
 static void lsmfs_open(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     int err = 0;
     pthread_rwlock_rdlock(&fs->ns);
@@ -403,7 +428,7 @@ static void lsmfs_open(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 static void lsmfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                          struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, parent);
     struct lsmfs_inode *ino = NULL, *p = lsmfs_ino(fs, parent);
     struct fuse_entry_param e;
     int err;
@@ -448,7 +473,7 @@ static void lsmfs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mo
 static void lsmfs_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
     char *buf = malloc(size ? size : 1);
@@ -489,16 +514,23 @@ static void lsmfs_read(fuse_req_t req, fuse_ino_t n, size_t size, off_t off,
 static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t size, off_t off,
                         struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     uint64_t limit = ops_size_limit(fs);
     int rc = 0;
+    size_t wanted = size;
     pthread_rwlock_rdlock(&fs->ns);
     pthread_mutex_lock(&ino->mu);
     if ((h->flags & O_APPEND) && !fs->writeback)
         off = (off_t)ino->m.size;   /* our size is the truth, not the kernel's cached one */
-    if (off < 0 || (uint64_t)off >= limit) {
+    if (fi->writepage && off >= 0 && (uint64_t)off + size > limit) {
+        /* from the kernel's write-back: no process waits for a short count, so a partial write
+           would only store part of what the kernel holds; refuse it whole, and close(2) or
+           fsync(2) report it */
+        rc = EFBIG;
+        size = 0;
+    } else if (off < 0 || (uint64_t)off >= limit) {
         rc = size ? EFBIG : 0;
         size = 0;
     } else if ((uint64_t)off + size > limit) {
@@ -531,7 +563,15 @@ static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t si
             h->wrote = 1;
         }
     }
+    /* A write from the page cache (write-back, or a shared mapping) that is refused leaves the
+       kernel's pages holding bytes the file does not: they must go, now (lsmfs_notify_inode; the
+       notify thread's invalidation waits in the kernel for this reply) and at the next open. */
+    int refused = fi->writepage && (rc || size < wanted);
+    if (refused)
+        ino->kstale = 1;
     pthread_mutex_unlock(&ino->mu);
+    if (refused)
+        lsmfs_notify_inode(fs, n);
     if (rc)
         fuse_reply_err(req, rc);
     else
@@ -542,7 +582,7 @@ static void lsmfs_write(fuse_req_t req, fuse_ino_t n, const char *buf, size_t si
 
 static void lsmfs_flush(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     pthread_rwlock_rdlock(&fs->ns);
@@ -557,7 +597,7 @@ static void lsmfs_flush(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 
 static void lsmfs_release(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     pthread_rwlock_rdlock(&fs->ns);
     ops_close_handle(fs, (struct lsmfs_handle *)(uintptr_t)fi->fh);
     pthread_rwlock_unlock(&fs->ns);
@@ -566,7 +606,7 @@ static void lsmfs_release(fuse_req_t req, fuse_ino_t n, struct fuse_file_info *f
 
 static void lsmfs_fsync(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     pthread_rwlock_rdlock(&fs->ns);
     pthread_mutex_lock(&ino->mu);
@@ -582,7 +622,7 @@ static void lsmfs_fsync(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_
 static void lsmfs_lseek(fuse_req_t req, fuse_ino_t n, off_t off, int whence,
                         struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     int err = 0;
     off_t res = off;
@@ -637,7 +677,7 @@ static void lsmfs_lseek(fuse_req_t req, fuse_ino_t n, off_t off, int whence,
 static void lsmfs_fallocate(fuse_req_t req, fuse_ino_t n, int mode, off_t off, off_t len,
                             struct fuse_file_info *fi)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi->fh;
     int punch = mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) ||
@@ -690,13 +730,17 @@ static void lsmfs_copy_file_range(fuse_req_t req, fuse_ino_t nin, off_t off_in,
                                   struct fuse_file_info *fi_in, fuse_ino_t nout, off_t off_out,
                                   struct fuse_file_info *fi_out, size_t len, int flags)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, nout);
     struct lsmfs_inode *src = lsmfs_ino(fs, nin), *dst = lsmfs_ino(fs, nout);
     struct lsmfs_handle *h = (struct lsmfs_handle *)(uintptr_t)fi_out->fh;
     uint64_t copied = 0, limit = ops_size_limit(fs);
     int err = 0;
     if (flags != 0 || off_in < 0 || off_out < 0) {
         fuse_reply_err(req, EINVAL);
+        return;
+    }
+    if (lsmfs_owner(req, nin) != fs) {
+        fuse_reply_err(req, EXDEV);     /* from a snapshot: another database; copied by hand */
         return;
     }
     pthread_rwlock_rdlock(&fs->ns);
@@ -758,7 +802,7 @@ static void lsmfs_statfs(fuse_req_t req, fuse_ino_t n)
     fuse_reply_statfs(req, &sv);
 }
 
-const struct fuse_lowlevel_ops lsmfs_ops = {
+const struct fuse_lowlevel_ops lsmfs_base_ops = {
     .init = lsmfs_init,
     .destroy = lsmfs_destroy,
     .lookup = lsmfs_lookup,

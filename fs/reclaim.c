@@ -262,18 +262,7 @@ int lsmfs_reclaim_start(struct lsmfs *fs)
     pthread_mutex_init(&rec->mu, NULL);
     pthread_cond_init(&rec->cv, NULL);
     fs->reclaim = rec;
-    /* The thread starts with SIGTERM, SIGHUP, SIGINT and SIGQUIT blocked (the engine's threads
-       and libfuse's workers block them too), so they always reach the thread libfuse's loop
-       sleeps on. */
-    sigset_t mask, old;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGQUIT);
-    pthread_sigmask(SIG_BLOCK, &mask, &old);
-    int rc = pthread_create(&rec->thread, NULL, reclaim_main, fs);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    int rc = lsmfs_thread_start(&rec->thread, reclaim_main, fs);
     if (rc != 0) {
         fs->reclaim = NULL;   /* notes are dropped: merges reach those keys by themselves */
         pthread_cond_destroy(&rec->cv);

@@ -91,9 +91,7 @@ static void stats_log(struct lsmfs *fs)
 static void *stats_main(void *arg)
 {
     struct lsmfs *fs = arg;
-    sigset_t all, set;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL);     /* SIGTERM and the rest go to the main thread */
+    sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGUSR1);
     for (;;) {
@@ -113,7 +111,7 @@ int lsmfs_stats_start(struct lsmfs *fs)
     sigemptyset(&set);
     sigaddset(&set, SIGUSR1);
     int rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
-    if (rc == 0 && (rc = pthread_create(&fs->stats_thread, NULL, stats_main, fs)) == 0)
+    if (rc == 0 && (rc = lsmfs_thread_start(&fs->stats_thread, stats_main, fs)) == 0)
         fs->stats_running = 1;
     return rc;
 }

@@ -240,7 +240,7 @@ static int xattr_change(struct lsmfs *fs, struct lsmfs_inode *ino, const char *n
 static void xattr_change_req(fuse_req_t req, fuse_ino_t n, const char *name, const char *value,
                              size_t size, int flags)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     int user, err = xattr_namespace(name, &user);
     if (!err && strlen(name) > XATTR_NAME_LEN_MAX)
@@ -279,7 +279,7 @@ void lsmfs_removexattr(fuse_req_t req, fuse_ino_t n, const char *name)
 
 void lsmfs_getxattr(fuse_req_t req, fuse_ino_t n, const char *name, size_t size)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     void *v = NULL;
     size_t vl = 0, kl;
@@ -348,7 +348,7 @@ static int xattr_list_one(void *arg, const char *k, size_t kl, size_t noff, cons
 
 void lsmfs_listxattr(fuse_req_t req, fuse_ino_t n, size_t size)
 {
-    struct lsmfs *fs = fuse_req_userdata(req);
+    struct lsmfs *fs = lsmfs_owner(req, n);
     struct lsmfs_inode *ino = lsmfs_ino(fs, n);
     struct xattr_list l = { .trusted = fuse_req_ctx(req)->uid == 0 };
     int err = 0;

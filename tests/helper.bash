@@ -6,15 +6,15 @@
 # mount shows in /proc/mounts.  Everything mounted or started here is recorded, and common_teardown
 # unmounts it and stops only the processes it started, whether the test passed or failed.
 #
-# Environment: LSMFS (daemon binary, default fs/lsmfs of this tree), LSMTOOL (offline tool, default
-# tools/lsmtool), LSMFS_TEST_OPTS (extra daemon arguments for every mount_fs, e.g.
+# Environment: LSMFS (daemon binary, default fs/lsmfs of this tree), LSMCTL (the admin tool, default
+# tools/lsmctl), LSMFS_TEST_OPTS (extra daemon arguments for every mount_fs, e.g.
 # "-o writeback" to run the suites in that mode).
 
 bats_require_minimum_version 1.5.0
 
 REPO=$(cd "$BATS_TEST_DIRNAME/.." && pwd)
 : "${LSMFS:=$REPO/fs/lsmfs}"
-: "${LSMTOOL:=$REPO/tools/lsmtool}"
+: "${LSMCTL:=$REPO/tools/lsmctl}"
 
 MOUNTS=()        # mount points to unmount at teardown
 PIDS=()          # daemon pids this test started
@@ -222,13 +222,13 @@ assert_eq() {
     fi
 }
 
-# Makes sure the offline tool is built (the Makefile builds tools/%).
-require_lsmtool() {
-    if [ ! -x "$LSMTOOL" ]; then
-        make -s -C "$REPO" tools/lsmtool >/dev/null 2>&1 || true
+# Makes sure the admin tool is built (the Makefile builds tools/%).
+require_lsmctl() {
+    if [ ! -x "$LSMCTL" ]; then
+        make -s -C "$REPO" tools/lsmctl >/dev/null 2>&1 || true
     fi
-    if [ ! -x "$LSMTOOL" ]; then
-        echo "offline tool $LSMTOOL is not built (make tools/lsmtool)" >&2
+    if [ ! -x "$LSMCTL" ]; then
+        echo "admin tool $LSMCTL is not built (make tools/lsmctl)" >&2
         return 1
     fi
 }

@@ -126,15 +126,17 @@ EOF
     [ "$status" -eq 1 ]
     assert_eq "$(find "$src/tests" -name '*.o' | wc -l)" 0
 
-    # exactly what install puts (tools/lsmtool is built but not installed yet)
+    # exactly what install puts
     (cd "$dest" && find . \( -type f -o -type l \) | LC_ALL=C sort) >"$T/installed"
     cat >"$T/expected" <<'EOF'
+./usr/local/bin/lsmctl
 ./usr/local/bin/lsmfs
 ./usr/local/include/lsm.h
 ./usr/local/lib/liblsm.a
 ./usr/local/lib/liblsm.so
 ./usr/local/lib/liblsm.so.1
 ./usr/local/lib/pkgconfig/liblsm.pc
+./usr/local/share/man/man1/lsmctl.1
 ./usr/local/share/man/man1/lsmfs.1
 ./usr/local/share/man/man5/lsm-format.5
 EOF

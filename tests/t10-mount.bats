@@ -308,3 +308,30 @@ before INT"
     unmount_fs
     [ "$DAEMON_STATUS" -eq 0 ]
 }
+
+@test "-o init starts a database in a DATADIR that holds other files, and leaves them" {
+    mkdir -p "$DATA"
+    echo mine >"$DATA/notes.txt"
+    mount_fs -o init
+    echo v >"$MNT/k"
+    unmount_fs
+    assert_eq "$(cat "$DATA/notes.txt")" mine
+    mount_fs
+    assert_eq "$(cat "$MNT/k")" v
+}
+
+@test "-o logfile and -o loglevel: messages go to the file, with time, pid and level; less urgent ones dropped" {
+    mount_fs -o logfile="$T/daemon.log",loglevel=info
+    kill -USR1 "$LSMFS_PID"
+    for i in $(seq 1 50); do grep -q "stats: levels" "$T/daemon.log" 2>/dev/null && break; sleep 0.1; done
+    grep -Eq "^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:]{8} lsmfs\[$LSMFS_PID\]: info: stats: levels" "$T/daemon.log"
+    unmount_fs
+    mount_fs -o logfile="$T/quiet.log",loglevel=err
+    kill -USR1 "$LSMFS_PID"
+    sleep 0.5
+    ! grep -q stats "$T/quiet.log"
+    mkdir "$T/m2"
+    run "$LSMFS" -f -o loglevel=loud "$DATA" "$T/m2" 3>&-
+    [ "$status" -ne 0 ]
+    [[ $output == *"loglevel=loud"* ]]
+}

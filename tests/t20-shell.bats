@@ -422,6 +422,7 @@ PY
 }
 
 @test "close_to_open: a read-only descriptor sees the last flushed version; it refuses kernel_cache" {
+    require_strict_close_to_open
     remount -o close_to_open
     python3 - "$MNT" <<'PY'
 import os, sys

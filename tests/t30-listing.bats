@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # t30 — listing: a directory is a merged scan over the live memtable and every table on disk, with
 # the newest version of each key winning and deleted keys hidden; names come out sorted, each once,
-# however many readdir calls the kernel needs.  Databases are built offline with tools/lsmtool
+# however many readdir calls the kernel needs.  Databases are built offline with tools/lsmctl
 # (through the public API) so the tables, overwrites and deletes are exactly the ones intended.
 
 load helper
@@ -14,7 +14,7 @@ teardown() {
     common_teardown
 }
 
-# Writes $T/load (lsmtool load commands: four generations of puts, overwrites and deletes, a flush
+# Writes $T/load (lsmctl script commands: four generations of puts, overwrites and deletes, a flush
 # after the first three, so three tables on disk and the last generation only in the log) and the
 # expected results: $T/root (names in the mount root), $T/dir, $T/dir_sub (names in dir, dir/sub),
 # $T/values (key<TAB>value for every live key).
@@ -141,10 +141,10 @@ EOF
 }
 
 @test "merged listing of keys from the API: 3 tables + live memtable, overwrites, deletes" {
-    require_lsmtool
+    require_lsmctl
     make_history
-    "$LSMTOOL" "$DATA" load <"$T/load"
-    "$LSMTOOL" "$DATA" stats >"$T/stats"
+    "$LSMCTL" -d "$DATA" script <"$T/load"
+    "$LSMCTL" -d "$DATA" stats >"$T/stats"
     [ "$(awk '$1 == "tables" { print $2 }' "$T/stats")" -ge 3 ]
     [ "$(wc -l <"$T/root")" -gt 700 ]
     mount_fs -o memtable_size=64K
@@ -156,10 +156,10 @@ EOF
 }
 
 @test "offline tool and mount agree byte for byte: files are values, keys are paths" {
-    require_lsmtool
+    require_lsmctl
     head -c 100000 /dev/urandom >"$T/blob"
-    printf 'api value' | "$LSMTOOL" "$DATA" put 'user:123'
-    "$LSMTOOL" "$DATA" put 'logs/2026/app' <"$T/blob"
+    printf 'api value' | "$LSMCTL" -d "$DATA" put 'user:123'
+    "$LSMCTL" -d "$DATA" put 'logs/2026/app' <"$T/blob"
     mount_fs
     assert_eq "$(cat "$MNT/user:123")" "api value"
     [ -d "$MNT/logs" ] && [ -d "$MNT/logs/2026" ]
@@ -170,18 +170,18 @@ EOF
     cp "$T/blob" "$MNT/a/b/c"
     rm "$MNT/user:123"
     unmount_fs
-    assert_eq "$("$LSMTOOL" "$DATA" get written)" "from the mount"
-    "$LSMTOOL" "$DATA" get a/b/c >"$T/back"
+    assert_eq "$("$LSMCTL" -d "$DATA" get written)" "from the mount"
+    "$LSMCTL" -d "$DATA" get a/b/c >"$T/back"
     cmp "$T/blob" "$T/back"
-    run "$LSMTOOL" "$DATA" get 'user:123'
+    run "$LSMCTL" -d "$DATA" get 'user:123'
     [ "$status" -eq 1 ]
 }
 
 @test "API keys that cannot be paths are hidden (man lsmfs: Names); a file shadows keys below it" {
-    require_lsmtool
+    require_lsmctl
     long=$(printf 'L%.0s' $(seq 1 256))
     for k in good d/ok file file/below /lead e//f trail/ . .. x/./y x/../y "$long" "d/$long"; do
-        printf 'value of %s' "$k" | "$LSMTOOL" "$DATA" put "$k"
+        printf 'value of %s' "$k" | "$LSMCTL" -d "$DATA" put "$k"
     done
     mount_fs
     assert_eq "$(ls -A "$MNT" | tr '\n' ' ')" "d e file good trail x "
@@ -200,7 +200,7 @@ EOF
     done
     unmount_fs
     for k in file/below /lead e//f x/./y x/../y "$long"; do
-        assert_eq "$("$LSMTOOL" "$DATA" get "$k")" "value of $k"
+        assert_eq "$("$LSMCTL" -d "$DATA" get "$k")" "value of $k"
     done
 }
 
@@ -229,7 +229,7 @@ EOF
 }
 
 @test "200000 keys from the API in one directory: listed completely, sorted, in one pass" {
-    require_lsmtool
+    require_lsmctl
     python3 -c '
 for i in range(200000):
     print("put big/k%07d v%d" % ((i * 7919) % 200000, i))
@@ -237,7 +237,7 @@ for i in range(200000):
         print("flush")
 print("flush")
 for i in range(0, 200000, 1000):
-    print("del big/k%07d" % i)' | "$LSMTOOL" "$DATA" load
+    print("del big/k%07d" % i)' | "$LSMCTL" -d "$DATA" script
     mount_fs
     start=$(date +%s)
     ls -U "$MNT/big" >"$T/list"
@@ -433,12 +433,12 @@ EOF2
 
 @test "readdir's d_ino is st_ino: files, directories, symlinks, API keys, implicit directories" {
     require_root
-    require_lsmtool
+    require_lsmctl
     for i in $(seq 1 40); do
-        echo v | "$LSMTOOL" "$DATA" put "big/api-$i"
-        echo v | "$LSMTOOL" "$DATA" put "big/implicit-$i/x"
+        echo v | "$LSMCTL" -d "$DATA" put "big/api-$i"
+        echo v | "$LSMCTL" -d "$DATA" put "big/implicit-$i/x"
     done
-    echo v | "$LSMTOOL" "$DATA" put rootapi
+    echo v | "$LSMCTL" -d "$DATA" put rootapi
     mount_fs
     for i in $(seq 1 80); do echo "$i" >"$MNT/big/f-$i"; done
     for i in $(seq 1 40); do mkdir "$MNT/big/d-$i"; ln -s "f-$i" "$MNT/big/l-$i"; done
@@ -689,11 +689,11 @@ EOF
 
 @test "rm -rf of a directory of 110000 files while caches are dropped removes it all" {
     require_root
-    require_lsmtool
+    require_lsmctl
     # more than the 100000 entries GNU rm (fts) reads before it starts removing
     python3 -c '
 for i in range(110000):
-    print("put big/f%06d v" % ((i * 7919) % 110000))' | "$LSMTOOL" "$DATA" load
+    print("put big/f%06d v" % ((i * 7919) % 110000))' | "$LSMCTL" -d "$DATA" script
     mount_fs
     assert_eq "$(ls -U "$MNT/big" | wc -l)" 110000
     (for i in $(seq 1 12); do sleep 0.4; echo 3 >/proc/sys/vm/drop_caches; done) &

@@ -33,12 +33,17 @@ teardown() {
     assert_eq "$(cat "$MNT/k2")" second
 }
 
-@test "offline tool refuses a DATADIR the daemon holds" {
-    require_lsmtool
+@test "lsmctl on a DATADIR the daemon holds: reads go through the daemon, key changes are refused" {
+    require_lsmctl
     mount_fs
-    run "$LSMTOOL" "$DATA" list
-    [ "$status" -ne 0 ]
-    [[ $output == *LOCK* ]]
+    echo v >"$MNT/k"
+    run "$LSMCTL" -d "$DATA" scan
+    [ "$status" -eq 0 ]
+    [[ $output == *k* ]]
+    run "$LSMCTL" -d "$DATA" put k v
+    [ "$status" -eq 4 ]
+    [[ $output == *"$DATA is mounted by lsmfs (pid $LSMFS_PID)"* ]]
+    assert_eq "$(cat "$MNT/k")" v
 }
 
 @test "missing MOUNTPOINT: non-zero exit with a message naming it" {

@@ -38,7 +38,7 @@ teardown() {
 }
 
 @test "a directory's times, st_nlink and set-group-ID bit survive a remount; API keys count" {
-    require_lsmtool
+    require_lsmctl
     mkdir -p "$MNT/d/a" "$MNT/d/b/c"
     echo x >"$MNT/d/f"
     chmod 2775 "$MNT/d/b"
@@ -47,9 +47,9 @@ teardown() {
     before=$(stat -c '%n %h %y %z %a' "$MNT" "$MNT/d" "$MNT/d/b" "$MNT/d/b/s")
     unmount_fs
     # a directory made only by keys below it counts its subdirectories too
-    echo v | "$LSMTOOL" "$DATA" put imp/x/y
-    echo v | "$LSMTOOL" "$DATA" put imp/z/w/v
-    echo v | "$LSMTOOL" "$DATA" put imp/file
+    echo v | "$LSMCTL" -d "$DATA" put imp/x/y
+    echo v | "$LSMCTL" -d "$DATA" put imp/z/w/v
+    echo v | "$LSMCTL" -d "$DATA" put imp/file
     mount_fs -o allow_other
     assert_eq "$(stat -c '%n %h %y %z %a' "$MNT" "$MNT/d" "$MNT/d/b" "$MNT/d/b/s")" \
         "$(sed "1s|^\($MNT\) 3 |\1 4 |" <<<"$before")"   # the root gained imp/

@@ -10,6 +10,9 @@
  *   readdir    opendir/readdir/closedir of every subdirectory, repeated R times (default: as
  *              many full passes as fit in half a second, at least one); counted per name returned
  *   read       open + read + close of every file, shuffled, checking each file's own header
+ *   warm-stat  stat() of every file again, in another shuffled order: nothing changed since they
+ *              were written, so a filesystem whose kernel caches stay valid answers alone
+ *   warm-read  open + read + close of every file again, likewise
  *   overwrite  open(O_TRUNC) + write + close of every file, shuffled
  *   rename     rename() of every file to a new name in its directory
  *   unlink     unlink() of every file, then rmdir of the tree
@@ -97,6 +100,54 @@ static void shuffle(long *order)
     }
 }
 
+static void stat_all(const long *order)
+{
+    char path[4200];
+    for (long k = 0; k < nfiles; k++) {
+        struct stat st;
+        file_path(path, sizeof path, order[k], "");
+        if (stat(path, &st) != 0)
+            die("stat", path);
+        if (st.st_size != fsize) {
+            errno = EINVAL;
+            die("stat: wrong size of", path);
+        }
+    }
+}
+
+static void read_all(const long *order, char *rbuf)
+{
+    char path[4200];
+    for (long k = 0; k < nfiles; k++) {
+        long i = order[k];
+        char head[64];
+        file_path(path, sizeof path, i, "");
+        int fd = open(path, O_RDONLY);
+        if (fd < 0)
+            die("open", path);
+        ssize_t n = read(fd, rbuf, (size_t)fsize + 1);
+        if (n < 0)
+            die("read", path);
+        close(fd);
+        int h = snprintf(head, sizeof head, "fsbench %ld 0\n", i);
+        if (n != fsize || memcmp(rbuf, head, (size_t)h) != 0) {
+            fprintf(stderr, "fsbench: %s: wrong content (%zd bytes)\n", path, n);
+            exit(1);
+        }
+    }
+}
+
+/* The same order reversed: another order over the same files, so that the warm passes do not
+   just replay the cold ones. */
+static void reverse(long *order)
+{
+    for (long i = 0, j = nfiles - 1; i < j; i++, j--) {
+        long t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: fsbench [-n FILES] [-s BYTES] [-d DIRS] [-r READDIR_ROUNDS] [-S] DIR\n");
@@ -146,16 +197,7 @@ int main(int argc, char **argv)
     report("create", nfiles, now() - t);
 
     t = now();
-    for (long k = 0; k < nfiles; k++) {
-        struct stat st;
-        file_path(path, sizeof path, order[k], "");
-        if (stat(path, &st) != 0)
-            die("stat", path);
-        if (st.st_size != fsize) {
-            errno = EINVAL;
-            die("stat: wrong size of", path);
-        }
-    }
+    stat_all(order);
     report("stat", nfiles, now() - t);
 
     t = now();
@@ -185,24 +227,18 @@ int main(int argc, char **argv)
     report("readdir", names, now() - t);
 
     t = now();
-    for (long k = 0; k < nfiles; k++) {
-        long i = order[k];
-        char head[64];
-        file_path(path, sizeof path, i, "");
-        int fd = open(path, O_RDONLY);
-        if (fd < 0)
-            die("open", path);
-        ssize_t n = read(fd, rbuf, (size_t)fsize + 1);
-        if (n < 0)
-            die("read", path);
-        close(fd);
-        int h = snprintf(head, sizeof head, "fsbench %ld 0\n", i);
-        if (n != fsize || memcmp(rbuf, head, (size_t)h) != 0) {
-            fprintf(stderr, "fsbench: %s: wrong content (%zd bytes)\n", path, n);
-            return 1;
-        }
-    }
+    read_all(order, rbuf);
     report("read", nfiles, now() - t);
+
+    reverse(order);
+    t = now();
+    stat_all(order);
+    report("warm-stat", nfiles, now() - t);
+
+    t = now();
+    read_all(order, rbuf);
+    report("warm-read", nfiles, now() - t);
+    reverse(order);
 
     t = now();
     for (long k = 0; k < nfiles; k++) {
