@@ -69,10 +69,10 @@ fusermount3 -u "$base/mnt"
 echo
 echo "Large files: lsmfs vs ext4 (same loop-mounted ext4 image, same run; bigbench $*)"
 echo
-printf '| %-10s | %12s | %12s | %6s |\n' phase ext4 lsmfs ratio
-printf '|%s|%s|%s|%s|\n' ------------ -------------: -------------: -------:
+printf '| %-10s | %16s | %16s | %7s |\n' phase ext4 lsmfs ratio
+printf '|%s|%s|%s|%s|\n' ------------ -----------------: -----------------: --------:
 awk 'FNR == NR { v[$1] = $2; u[$1] = $3; next }
-     { printf "| %-10s | %7.1f %-4s | %7.1f %-4s | %5.2fx |\n", $1, v[$1], u[$1], $2, $3,
-              v[$1] > 0 ? $2 / v[$1] : 0 }' "$base/ext4.out" "$base/lsmfs.out"
+     { printf "| %-10s | %10.1f %-5s | %10.1f %-5s | %6.3fx |\n", $1, v[$1], u[$1], $2, $3,
+              (v[$1] > 0 ? $2 / v[$1] : 0) }' "$base/ext4.out" "$base/lsmfs.out"
 echo
 echo "lsmfs peak memory (VmHWM): $((hwm / 1024)) MiB"
