@@ -599,6 +599,25 @@ static void view_listxattr(fuse_req_t req, fuse_ino_t n, size_t size)
         lsmfs_base_ops.listxattr(req, n, size);
 }
 
+static void view_fallocate(fuse_req_t req, fuse_ino_t n, int mode, off_t off, off_t len,
+                           struct fuse_file_info *fi)
+{
+    if (view_read_only(req, n))
+        fuse_reply_err(req, EROFS);
+    else
+        lsmfs_base_ops.fallocate(req, n, mode, off, len, fi);
+}
+
+static void view_copy_file_range(fuse_req_t req, fuse_ino_t in, off_t off_in,
+                                 struct fuse_file_info *fi_in, fuse_ino_t out, off_t off_out,
+                                 struct fuse_file_info *fi_out, size_t len, int flags)
+{
+    if (view_read_only(req, out))
+        fuse_reply_err(req, EROFS);
+    else
+        lsmfs_base_ops.copy_file_range(req, in, off_in, fi_in, out, off_out, fi_out, len, flags);
+}
+
 /* A snapshot has nothing to make durable (and its database, opened read-only, refuses a sync). */
 static void view_fsync(fuse_req_t req, fuse_ino_t n, int datasync, struct fuse_file_info *fi)
 {
@@ -643,6 +662,8 @@ void lsmfs_ops_table(struct fuse_lowlevel_ops *ops)
     ops->removexattr = view_removexattr;
     ops->getxattr = view_getxattr;
     ops->listxattr = view_listxattr;
+    ops->fallocate = view_fallocate;
+    ops->copy_file_range = view_copy_file_range;
     ops->fsync = view_fsync;
     ops->fsyncdir = view_fsyncdir;
 }
