@@ -51,8 +51,14 @@ int lsmfs_log_open(int foreground, const char *path, int level)
         return 0;
     }
     log_stderr = foreground;
-    if (!foreground)
+    if (!foreground) {
+        /* No syslog socket (a container, say): say so while standard error still reaches
+           someone, since a detached daemon's messages would go nowhere. */
+        if (access("/dev/log", W_OK) != 0)
+            fprintf(stderr, "lsmfs: no syslog socket (/dev/log): the daemon's messages will be "
+                            "lost; give -o logfile=PATH to keep them, or run with -f\n");
         openlog("lsmfs", LOG_PID, LOG_DAEMON);
+    }
     return 0;
 }
 
