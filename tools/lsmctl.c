@@ -107,7 +107,8 @@ static int open_db(const char *datadir, int mode, int background, double wait_s,
     return rc;
 }
 
-int main(int argc, char **argv)
+/* main, but for *mounted: the DATADIR of a mount point given with -d (malloc'd; main frees it). */
+static int lsmctl_main(int argc, char **argv, char **mounted_out)
 {
     const char *datadir = NULL;
     double wait_s = 0;
@@ -144,7 +145,7 @@ int main(int argc, char **argv)
         cargc - c == (c + 1 < cargc && strcmp(cargv[c + 1], "list") == 0 ? 3 : 4))
         datadir = cargv[--cargc];
     /* a mount point of lsmfs stands for its DATADIR, the mount's source */
-    char *mounted = datadir ? ctl_mount_datadir(datadir) : NULL;
+    char *mounted = *mounted_out = datadir ? ctl_mount_datadir(datadir) : NULL;
     if (mounted)
         datadir = mounted;
     if (snap) {
@@ -204,5 +205,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "lsmctl: closing %s: %s\n", datadir, lsm_strerror(rc));
         status = CTL_EXIT_ERROR;
     }
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    char *mounted = NULL;
+    int status = lsmctl_main(argc, argv, &mounted);
+    free(mounted);
     return status;
 }
