@@ -45,7 +45,7 @@ TESTS      = tests/engine/test_bloom tests/engine/test_cache tests/engine/test_c
              tests/engine/test_fault tests/engine/test_garbage tests/engine/test_iter \
              tests/engine/test_memtable tests/engine/test_model tests/engine/test_refresh \
              tests/engine/test_space tests/engine/test_sst tests/engine/test_wal \
-             tests/engine/test_extent tests/engine/test_ctl
+             tests/engine/test_extent tests/engine/test_ctl tests/engine/test_api
 TEST_HELPERS = tests/engine/helper_model.o tests/engine/faultenv.o
 BENCHES    = tests/bench/db_bench tests/bench/fsbench tests/bench/extent_bench
 

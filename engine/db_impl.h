@@ -34,6 +34,12 @@ typedef struct snapshot_node {
     struct snapshot_node *prev, *next;
 } snapshot_node;
 
+/* A snapshot handle (lsm.h): the sequence it sees, registered in db->snapshots for its life. */
+struct lsm_snapshot {
+    lsm_db *db;                     /* constant */
+    snapshot_node node;             /* node.seq constant; links guarded by db->mu */
+};
+
 struct lsm_db {
     char *dir;                      /* constant after lsm_open */
     lsm_options opt;                /* sanitized copy; constant after lsm_open */
@@ -62,7 +68,8 @@ struct lsm_db {
     uint64_t paced_bytes;           /* written since the last pacing pause (db_make_room);
                                        guarded by mu */
 
-    snapshot_node snapshots;        /* circular list of live iterator sequences; guarded by mu */
+    snapshot_node snapshots;        /* circular list of the sequences live iterators and snapshot
+                                       handles see, oldest first; guarded by mu */
 
     cache *bcache;                  /* data blocks; locks itself */
     table_cache tables;             /* open tables by file number; locks itself */
@@ -174,5 +181,8 @@ int  db_lookup(lsm_db *db, read_view *rv, const void *key, size_t klen, void **v
 
 /* ---- db_iter.c ---- */
 uint64_t db_oldest_snapshot(lsm_db *db);            /* caller holds mu */
+/* Links n (n->seq set) into db->snapshots in sequence order; caller holds mu. */
+void db_snapshot_link(lsm_db *db, snapshot_node *n);
+void db_snapshot_unlink(snapshot_node *n);          /* caller holds mu */
 
 #endif /* LSM_DB_IMPL_H */

@@ -2,11 +2,11 @@
  * lsm.h — the public interface of liblsm, an embeddable, crash-safe LSM-tree key-value engine.
  *
  * Conventions, stated once:
- *  - Handles (lsm_db, lsm_iter, lsm_batch, lsm_options, lsm_value_writer, lsm_value_reader) are
- *    opaque; create them with the functions below. Nothing the ABI depends on is an open struct
- *    except lsm_stats, which callers pass with its size and which only ever grows at its end:
- *    adding an option or a counter never breaks a program built against an older lsm.h (soname
- *    liblsm.so.1).
+ *  - Handles (lsm_db, lsm_iter, lsm_batch, lsm_options, lsm_snapshot, lsm_value_writer,
+ *    lsm_value_reader) are opaque; create them with the functions below. Nothing the ABI depends
+ *    on is an open struct except lsm_stats, which callers pass with its size and which only ever
+ *    grows at its end: adding an option or a counter never breaks a program built against an
+ *    older lsm.h (soname liblsm.so.1).
  *  - Keys and values are (pointer, length) pairs of arbitrary bytes. Keys are 1..LSM_MAX_KEY bytes
  *    and compare bytewise (memcmp over the common prefix, then the shorter key first). Values are
  *    0..LSM_MAX_VALUE bytes, or up to LSM_MAX_EXTENT_VALUE written with a value writer.
@@ -16,8 +16,9 @@
  *    names a code; lsm_errmsg() gives the detail of the last failure on a handle (file, offset, why).
  *    A call that fails because of misuse (LSM_INVALID) changes nothing.
  *  - Thread safety: any number of threads may share one lsm_db. An lsm_iter or lsm_batch belongs to
- *    one thread at a time. The engine's own background threads (flush, compaction) block every
- *    signal but faults, so a signal sent to the process is always handled by a caller's thread.
+ *    one thread at a time; an lsm_snapshot may be read through by many threads at once. The
+ *    engine's own background threads (flush, compaction) block every signal but faults, so a
+ *    signal sent to the process is always handled by a caller's thread.
  *  - Out of memory inside the engine aborts the process (as LevelDB does), except where a call can
  *    say LSM_NOMEM (a value buffer too large to allocate).
  */
@@ -75,6 +76,7 @@ typedef struct lsm_db lsm_db;
 typedef struct lsm_iter lsm_iter;
 typedef struct lsm_batch lsm_batch;
 typedef struct lsm_options lsm_options;
+typedef struct lsm_snapshot lsm_snapshot;
 
 /* The library's version, "MAJOR.MINOR.PATCH", as built (may differ from LSM_VERSION_STRING, the
    header's, when a program runs against a newer liblsm.so.1). */
@@ -304,6 +306,38 @@ LSM_API void lsm_iter_set_upper_bound(lsm_iter *it, const void *key, size_t klen
    flush or compaction happened since, only the snapshot moves. Unpositioned afterwards: seek. */
 LSM_API int  lsm_iter_refresh(lsm_iter *it);
 LSM_API void lsm_iter_free(lsm_iter *it);
+
+/* ---- snapshots ----
+   A snapshot is a consistent point-in-time view of the database: reads through it see exactly
+   the writes acknowledged before lsm_snapshot_new, never a later one, however many flushes and
+   compactions run meanwhile (it pins a sequence number, as LevelDB's GetSnapshot does, so
+   compaction keeps every version the snapshot can see, and the blob files those versions name).
+   It copies nothing and holds no file open, but while it lives the versions it sees stay on
+   disk, however often they are overwritten or deleted since: free snapshots promptly. Any number may exist; one may be read
+   through by many threads at once. On a read-only handle a snapshot works too (nothing changes
+   under it anyway). Free every snapshot, and every iterator made at one, before lsm_close: a
+   snapshot is not freed by lsm_close and must not be used or freed after it. */
+
+/* Takes a snapshot of db now. On success *out is the snapshot, to free with lsm_snapshot_free;
+   LSM_INVALID for a NULL argument. Costs a lock and a small allocation. */
+LSM_API int  lsm_snapshot_new(lsm_db *db, lsm_snapshot **out);
+/* The sequence number the snapshot sees up to (lsm_stats.last_sequence at the time it was
+   taken); 0 for NULL. */
+LSM_API uint64_t lsm_snapshot_sequence(const lsm_snapshot *s);
+/* Releases the snapshot: compaction may drop what only it kept. Accepts NULL. Iterators made at
+   it must be freed first. */
+LSM_API void lsm_snapshot_free(lsm_snapshot *s);
+/* lsm_get as of snapshot s (NULL: now, as lsm_get). Same ownership and errors; LSM_INVALID when s
+   belongs to another handle. */
+LSM_API int  lsm_get_at(lsm_db *db, const lsm_snapshot *s, const void *key, size_t klen,
+                        void **val, size_t *vlen);
+/* lsm_get_range as of snapshot s (NULL: now); lsm_get_size as of s is this with n 0. */
+LSM_API int  lsm_get_range_at(lsm_db *db, const lsm_snapshot *s, const void *key, size_t klen,
+                              uint64_t off, void *buf, size_t n, size_t *nread, uint64_t *vlen);
+/* An iterator that sees the database as of snapshot s (NULL: now, as lsm_iter_new); everything
+   said of lsm_iter applies. lsm_iter_refresh on it rebuilds its sources but keeps s's view. Free
+   it before s. */
+LSM_API int  lsm_iter_new_at(lsm_db *db, const lsm_snapshot *s, lsm_iter **out);
 
 /* Flushes the memtable to a table and waits for it. */
 LSM_API int  lsm_flush(lsm_db *db);

