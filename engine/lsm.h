@@ -395,6 +395,18 @@ LSM_API int lsm_check(lsm_db *db, lsm_check_fn report, void *arg);
    replaces CURRENT, as its last step, the directory is as it was. */
 LSM_API int lsm_repair(const char *dir, const lsm_options *opt, lsm_check_fn report, void *arg);
 
+/* Deletes the database in dir: every file the engine names (man/lsm-format.5, FILES: CURRENT,
+   CURRENT.tmp, MANIFEST-*, *.log, *.sst, *.blob, RESERVE and, last, LOCK), then dir itself if
+   that leaves it empty. Any other name is left alone, and so is lost/ (what lsm_repair set aside;
+   remove it by hand) and with them the directory. CURRENT goes first, so a destroy cut short
+   leaves no database that opens, only files a second lsm_destroy removes. Takes dir's lock for
+   the call: LSM_BUSY (naming the holder in lsm_errmsg(NULL)) while any handle, read-write or
+   read-only, holds it, in this process or another; a read-only handle on a directory that had no
+   LOCK holds nothing, and is not seen. LSM_OK when dir does not exist. On failure the detail is in
+   lsm_errmsg(NULL). Not thread-safe against lsm_open of the same dir in this process beyond what
+   the lock gives: the loser of the lock fails with LSM_BUSY. */
+LSM_API int lsm_destroy(const char *dir);
+
 #define LSM_MAX_LEVELS 7
 
 typedef struct lsm_stats {

@@ -306,6 +306,95 @@ static void test_snapshot_blobs_and_extents(void **state)
     assert_int_equal(lsm_close(db), LSM_OK);
 }
 
+/* ---- destroy ---- */
+
+static int count_files(const char *dir, const char *suffix)
+{
+    char **names = NULL;
+    int n = dir_names(dir, "", suffix, &names);
+    names_free(names, n);
+    return n;
+}
+
+static void test_destroy(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    small_options(&o);
+    o.reserve_bytes = 4096;
+    lsm_db *db = open_with(f->dir, &o);
+    char val[2000];
+    memset(val, 'x', sizeof val);
+    for (int i = 0; i < 200; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%03d", i);
+        CHECK_OK(db, lsm_put(db, k, strlen(k), val, sizeof val));
+    }
+    CHECK_OK(db, lsm_flush(db));
+    /* Busy while open read-write. */
+    assert_int_equal(lsm_destroy(f->dir), LSM_BUSY);
+    assert_non_null(strstr(lsm_errmsg(NULL), "LOCK"));
+    put_str(db, "still", "here");
+    assert_int_equal(lsm_close(db), LSM_OK);
+    assert_true(count_files(f->dir, ".sst") > 0);
+    assert_true(count_files(f->dir, ".blob") > 0);
+
+    /* Busy while open read-only. */
+    lsm_options ro;
+    options_defaults(&ro);
+    ro.read_only = 1;
+    db = open_with(f->dir, &ro);
+    assert_int_equal(lsm_destroy(f->dir), LSM_BUSY);
+    assert_non_null(strstr(lsm_errmsg(NULL), "read-only"));
+    assert_int_equal(lsm_close(db), LSM_OK);
+
+    /* Names that are not the engine's stay, and so does the directory. */
+    const char *foreign[] = { "notes.txt", "CURRENT.bak", "MANIFEST-12x", "12.sst.old", "x.log" };
+    for (size_t i = 0; i < sizeof foreign / sizeof *foreign; i++) {
+        char *p = path_join(f->dir, foreign[i]);
+        assert_int_equal(file_write(p, "mine", 4), 0);
+        free(p);
+    }
+    CHECK_OK(NULL, lsm_destroy(f->dir));
+    char **names = NULL;
+    int n = dir_names(f->dir, "", "", &names);
+    assert_int_equal(n, (int)(sizeof foreign / sizeof *foreign));
+    for (int i = 0; i < n; i++) {
+        int ok = 0;
+        for (size_t j = 0; j < sizeof foreign / sizeof *foreign; j++)
+            ok |= strcmp(names[i], foreign[j]) == 0;
+        if (!ok)
+            fail_msg("lsm_destroy left %s", names[i]);
+    }
+    names_free(names, n);
+    /* Nothing of the database is left to open. */
+    lsm_options no;
+    options_defaults(&no);
+    no.create_if_missing = 0;
+    lsm_db *gone = NULL;
+    assert_int_not_equal(lsm_open(f->dir, &no, &gone), LSM_OK);
+    assert_null(gone);
+
+    /* Without the foreign files the directory goes too; a missing directory is fine. */
+    for (size_t i = 0; i < sizeof foreign / sizeof *foreign; i++) {
+        char *p = path_join(f->dir, foreign[i]);
+        unlink(p);
+        free(p);
+    }
+    db = open_with(f->dir, &o);
+    put_str(db, "k", "v");
+    assert_int_equal(lsm_close(db), LSM_OK);
+    CHECK_OK(NULL, lsm_destroy(f->dir));
+    struct stat st;
+    assert_int_equal(stat(f->dir, &st), -1);
+    CHECK_OK(NULL, lsm_destroy(f->dir));
+    assert_int_equal(lsm_destroy(NULL), LSM_INVALID);
+    /* A new database can be made there at once. */
+    db = open_with(f->dir, &o);
+    expect_at(db, NULL, "k", NULL, 0);
+    assert_int_equal(lsm_close(db), LSM_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -313,6 +402,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_misuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_iter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_blobs_and_extents, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destroy, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
