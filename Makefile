@@ -35,7 +35,7 @@ ENGINE_SRC = engine/util.c engine/env.c engine/options.c engine/wal.c engine/mem
              engine/blob.c engine/table_cache.c engine/builder.c engine/db.c engine/recover.c \
              engine/write.c engine/flush.c engine/read.c engine/db_iter.c engine/compact_pick.c \
              engine/compact.c engine/space.c engine/extent.c engine/checkpoint.c \
-             engine/check.c engine/repair.c
+             engine/check.c engine/repair.c engine/logger.c
 FS_SRC     = fs/main.c fs/ops.c fs/dir.c fs/cookie.c fs/inode.c fs/keys.c fs/reclaim.c fs/log.c \
              fs/xattr.c fs/stats.c fs/notify.c fs/control.c tools/ctl_cmd.c tools/ctl_snapshot.c
 ITOOLS     = tools/lsmctl

@@ -70,6 +70,8 @@ void db_set_bg_error(lsm_db *db, int rc, const char *msg)
     if (!db->bg_error) {
         db->bg_error = rc;
         snprintf(db->bg_errmsg, sizeof db->bg_errmsg, "%s", msg);
+        db_log_later(db, LSM_LOG_ERROR, "background error, writes stop until a reopen: %s: %s",
+                     lsm_strerror(rc), msg);
     }
     pthread_cond_broadcast(&db->bg_cv);
 }
@@ -121,6 +123,7 @@ static void db_free(lsm_db *db)
     pthread_mutex_destroy(&db->manifest_mu);
     pthread_mutex_destroy(&db->errmu);
     pthread_mutex_destroy(&db->space_mu);
+    pthread_mutex_destroy(&db->logmu);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->work_cv);
     pthread_cond_destroy(&db->compact_cv);
@@ -165,6 +168,7 @@ static lsm_db *db_new(const char *dir, const lsm_options *opt, char *err)
     pthread_mutex_init(&db->manifest_mu, NULL);
     pthread_mutex_init(&db->errmu, NULL);
     pthread_mutex_init(&db->space_mu, NULL);
+    pthread_mutex_init(&db->logmu, NULL);
     pthread_cond_init(&db->bg_cv, NULL);
     pthread_cond_init(&db->work_cv, NULL);
     pthread_cond_init(&db->compact_cv, NULL);
@@ -275,11 +279,13 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
         rc = db_start_threads(db, err);
     }
     if (rc != LSM_OK) {
+        db_log(db, LSM_LOG_ERROR, "%s: open failed: %s", dir, err);
         db_free(db);
         return rc;
     }
     if (!db->opt.read_only)
         space_refill(db, 1);
+    db_log_drain(db);
     *out = db;
     return LSM_OK;
 }
@@ -294,6 +300,9 @@ int lsm_close(lsm_db *db)
     int rc = db->bg_error;
     if (rc == LSM_OK && db->wal)
         rc = logw_seal(db->wal, err);
+    db_log_drain(db);           /* the threads are gone: whatever they queued */
+    if (rc != LSM_OK && rc != db->bg_error)
+        db_log(db, LSM_LOG_ERROR, "closing: %s", err);
     db_free(db);
     return rc;
 }

@@ -29,6 +29,8 @@
 
 typedef struct writer writer;
 
+#define DB_LOG_QUEUE 16             /* messages logger.c holds for delivery outside the locks */
+
 typedef struct snapshot_node {
     uint64_t seq;
     struct snapshot_node *prev, *next;
@@ -104,6 +106,14 @@ struct lsm_db {
     pthread_mutex_t errmu;
     char errmsg[LSM_ERRLEN];        /* last failure on this handle; guarded by errmu */
 
+    pthread_mutex_t logmu;          /* the queue of messages for the logger (logger.c); a leaf */
+    struct {
+        int level;
+        char msg[LSM_ERRLEN];
+    } logq[DB_LOG_QUEUE];           /* oldest first; guarded by logmu */
+    atomic_int logq_n;              /* messages queued; written under logmu, read without it */
+    int log_dropped;                /* messages lost to a full queue; guarded by logmu */
+
     /* statistics; atomics so the hot paths need no lock */
     atomic_uint_fast64_t st_blob_bytes, st_user_bytes, st_wal_bytes, st_flush_bytes, st_compact_bytes,
         st_compact_read, st_stall_micros, st_flushes, st_compactions, st_compactions_parallel,
@@ -124,6 +134,16 @@ int  db_open_fail(int rc, const char *msg);
 void db_set_bg_error(lsm_db *db, int rc, const char *msg); /* caller holds mu */
 uint64_t db_new_file_number(lsm_db *db);           /* takes mu */
 int  db_sync_dir(lsm_db *db, char *err);
+
+/* ---- logger.c: messages to the callback of lsm_options_set_logger (none set: nothing) ---- */
+/* Formats and delivers a message now; the caller holds no engine lock (mu, manifest_mu,
+   space_mu, a cache's lock). */
+void db_log(lsm_db *db, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Queues a message, under any lock, for the next db_log_drain (or db_log). */
+void db_log_later(lsm_db *db, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Delivers what is queued; the caller holds no engine lock. Cheap when nothing is. */
+void db_log_drain(lsm_db *db);
 
 /* ---- space.c: the reserve file and low-space mode (see the file's opening comment) ---- */
 void space_open(lsm_db *db);             /* at open, before recovery: gives the reserve back */

@@ -73,6 +73,14 @@ static void lsm_iter_sample(lsm_iter *it, slice ukey)
         compact_charge_seek(it->db, first, first_level);
 }
 
+/* Records a failure on the iterator's handle; a checksum failure goes to the logger too. */
+static int lsm_iter_fail(lsm_iter *it, int rc, const char *err)
+{
+    if (rc == LSM_CORRUPT)
+        db_log(it->db, LSM_LOG_ERROR, "iterator: %s", err);
+    return db_fail(it->db, rc, err);
+}
+
 uint64_t db_oldest_snapshot(lsm_db *db)
 {
     return db->snapshots.next != &db->snapshots ? db->snapshots.next->seq : db->last_seq;
@@ -250,7 +258,7 @@ static void lsm_iter_find_next(lsm_iter *it, int skipping)
     char err[LSM_ERRLEN] = "";
     int rc = iiter_status(m, err);
     if (rc != LSM_OK)
-        it->rc = db_fail(it->db, rc, err);
+        it->rc = lsm_iter_fail(it, rc, err);
 }
 
 void lsm_iter_seek(lsm_iter *it, const void *key, size_t klen)
@@ -318,7 +326,7 @@ const void *lsm_iter_value(const lsm_iter *cit, size_t *vlen)
             rc = extent_read(it->db, &em, 0, it->blobval.p, (size_t)em.size, err);
         }
         if (rc != LSM_OK) {
-            it->rc = db_fail(it->db, rc, err);
+            it->rc = lsm_iter_fail(it, rc, err);
         } else {
             it->val = (slice){ it->blobval.p, (size_t)em.size };
             it->val_is_blob = 0;
@@ -334,7 +342,7 @@ const void *lsm_iter_value(const lsm_iter *cit, size_t *vlen)
             rc = blob_set_read(&it->db->blobs, it->val, 0, it->blobval.p, (size_t)len, &len, err);
         }
         if (rc != LSM_OK) {
-            it->rc = db_fail(it->db, rc, err);
+            it->rc = lsm_iter_fail(it, rc, err);
         } else {
             it->val = (slice){ it->blobval.p, (size_t)len };
             it->val_is_blob = 0;

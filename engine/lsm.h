@@ -150,6 +150,29 @@ LSM_API int lsm_options_set_reserve_bytes(lsm_options *opt, size_t n);
    ignored). The writes the logs hold stay in memory for the handle's life. */
 LSM_API int lsm_options_set_read_only(lsm_options *opt, int on);
 
+/* Levels of the engine's messages (lsm_options_set_logger), most urgent first. */
+enum {
+    LSM_LOG_ERROR = 0,  /* a failure: a background error that stopped writes, a checksum failure a
+                           read met, an open or a close that failed */
+    LSM_LOG_WARN  = 1,  /* trouble survived: a torn log tail dropped, the disk full (reserve given
+                           back, low-space mode entered, a flush or compaction postponed) */
+    LSM_LOG_INFO  = 2,  /* what an operator wants in a log file: recovery, flushes, low-space mode
+                           left, orphan files removed */
+    LSM_LOG_DEBUG = 3   /* every compaction and table move, normal files removed at open */
+};
+/* What the engine calls with each message: level is an LSM_LOG_* value, msg one line without a
+   newline (borrowed for the call only), arg the pointer given to the setter. */
+typedef void (*lsm_log_fn)(void *arg, int level, const char *msg);
+/* Sets the function the handle reports to (default NULL: the engine says nothing, as without
+   this call). It receives every level; filter in it. It is called from the engine's background
+   threads and from the caller's own threads, possibly from several at once, so it must be
+   thread-safe. The engine calls it holding none of its locks (a message that arises under one
+   is queued and delivered soon after, by a thread that holds none), yet it must not call lsm_*
+   functions on the handle that reports (it may run inside lsm_open, lsm_close, or a flush that
+   a write waits for), and it should return quickly: a slow callback slows flushes and
+   compactions. fn NULL turns reporting off. */
+LSM_API int lsm_options_set_logger(lsm_options *opt, lsm_log_fn fn, void *arg);
+
 /* Opens (creating if allowed) the database in directory dir. opt NULL = defaults. On success *out is
    a handle to close with lsm_close(). On failure *out is NULL; the message is in lsm_errmsg(NULL)
    (kept per thread), e.g. "LOCK: held by another handle (pid 123)" for LSM_BUSY. */

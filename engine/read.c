@@ -87,6 +87,14 @@ int db_lookup(lsm_db *db, read_view *rv, const void *key, size_t klen, void **va
     return read_lookup(db, NULL, rv, key, klen, NULL, val, vlen, type, err);
 }
 
+/* A read failed: a checksum failure is also reported to the handle's logger. */
+static int read_fail(lsm_db *db, int rc, const char *err)
+{
+    if (rc == LSM_CORRUPT)
+        db_log(db, LSM_LOG_ERROR, "read: %s", err);
+    return db_fail(db, rc, err);
+}
+
 /* LSM_OK if snapshot s may be read through on db (s NULL: now). */
 static int read_check_snapshot(lsm_db *db, const lsm_snapshot *s)
 {
@@ -123,7 +131,7 @@ int lsm_get_at(lsm_db *db, const lsm_snapshot *snap, const void *key, size_t kle
         }
     }
     read_view_put(&rv);
-    return db_fail(db, rc, err);
+    return read_fail(db, rc, err);
 }
 
 int lsm_get_size(lsm_db *db, const void *key, size_t klen, uint64_t *vlen)
@@ -176,5 +184,5 @@ int lsm_get_range_at(lsm_db *db, const lsm_snapshot *snap, const void *key, size
     }
     read_view_put(&rv);
     free(v);
-    return db_fail(db, rc, err);
+    return read_fail(db, rc, err);
 }

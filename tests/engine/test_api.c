@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -395,6 +396,214 @@ static void test_destroy(void **state)
     assert_int_equal(lsm_close(db), LSM_OK);
 }
 
+/* ---- the logger ---- */
+
+typedef struct heard {
+    pthread_mutex_t mu;
+    char *text;                 /* every message, "LEVEL msg\n" */
+    size_t len;
+    int calls;
+    int malformed;              /* calls with a bad level or a newline in msg */
+} heard;
+
+static void heard_fn(void *arg, int level, const char *msg)
+{
+    heard *h = arg;             /* may run on the engine's threads: no cmocka asserts here */
+    pthread_mutex_lock(&h->mu);
+    if (level < LSM_LOG_ERROR || level > LSM_LOG_DEBUG || strchr(msg, '\n'))
+        h->malformed++;
+    size_t n = strlen(msg) + 8;
+    h->text = realloc(h->text, h->len + n + 1);
+    h->len += (size_t)snprintf(h->text + h->len, n + 1, "%d %s\n", level, msg);
+    h->calls++;
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void heard_init(heard *h)
+{
+    memset(h, 0, sizeof *h);
+    pthread_mutex_init(&h->mu, NULL);
+    h->text = calloc(1, 1);
+}
+
+static void heard_free(heard *h)
+{
+    if (h->malformed)
+        fail_msg("%d messages had a bad level or a newline:\n%s", h->malformed, h->text);
+    pthread_mutex_destroy(&h->mu);
+    free(h->text);
+}
+
+/* Whether a message of level containing what was heard. */
+static int heard_has(heard *h, int level, const char *what)
+{
+    pthread_mutex_lock(&h->mu);
+    int found = 0;
+    for (char *line = h->text; line && *line && !found;) {
+        char *end = strchr(line, '\n');
+        *end = 0;
+        found = atoi(line) == level && strstr(line, what) != NULL;
+        *end = '\n';
+        line = end + 1;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return found;
+}
+
+/* A reopen after a log lost its last bytes: the logger hears the torn tail (WARN, with its bytes)
+   and the replay (INFO); flushes (INFO) and compactions (DEBUG) are heard too. */
+static void test_logger_recovery(void **state)
+{
+    fixture *f = *state;
+    heard h;
+    heard_init(&h);
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_with(f->dir, &o);     /* no logger: silent, as before */
+    for (int i = 0; i < 50; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%03d", i);
+        put_str(db, k, "some value");
+    }
+    assert_int_equal(lsm_close(db), LSM_OK);
+    /* Cut the log that holds those writes 5 bytes before its end (the log is preallocated:
+       its end is its last non-zero byte), as a crash in its last write would. */
+    char **names = NULL;
+    int n = dir_names(f->dir, "", ".log", &names);
+    assert_int_equal(n, 1);
+    char *lp = path_join(f->dir, names[0]);
+    uint8_t *p;
+    size_t size;
+    assert_int_equal(file_read(lp, &p, &size), 0);
+    while (size > 0 && p[size - 1] == 0)
+        size--;
+    assert_true(size > 100);
+    assert_int_equal(truncate(lp, (off_t)size - 5), 0);
+    free(p);
+    free(lp);
+    names_free(names, n);
+
+    assert_int_equal(lsm_options_set_logger(&o, heard_fn, &h), LSM_OK);
+    assert_int_equal(lsm_options_set_logger(NULL, heard_fn, &h), LSM_INVALID);
+    db = open_with(f->dir, &o);
+    if (!heard_has(&h, LSM_LOG_WARN, "torn tail") || !heard_has(&h, LSM_LOG_INFO, "replayed"))
+        fail_msg("after a reopen over a torn log, the logger heard:\n%s", h.text);
+    if (!heard_has(&h, LSM_LOG_WARN, "bytes"))
+        fail_msg("the torn tail's line names no byte count:\n%s", h.text);
+    /* The old log goes at open (DEBUG). */
+    assert_true(heard_has(&h, LSM_LOG_DEBUG, "removed obsolete"));
+    /* A flush (INFO) and a compaction (DEBUG), with bytes and time. */
+    char val[1000];
+    memset(val, 'v', sizeof val);
+    for (int i = 0; i < 300; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "x%03d", i);
+        CHECK_OK(db, lsm_put(db, k, strlen(k), val, 500));
+    }
+    CHECK_OK(db, lsm_flush(db));
+    CHECK_OK(db, lsm_compact(db));
+    if (!heard_has(&h, LSM_LOG_INFO, "flush: ") || !heard_has(&h, LSM_LOG_DEBUG, "compaction: ") ||
+        !heard_has(&h, LSM_LOG_INFO, " ms"))
+        fail_msg("after writes, a flush and a compaction, the logger heard:\n%s", h.text);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    heard_free(&h);
+}
+
+/* A full disk (the fault env's capacity) with a reserve: the logger hears the reserve given back
+   and low-space mode entered (WARN), and left (INFO) once deletes free space. */
+static void test_logger_full_disk(void **state)
+{
+    (void)state;
+    heard h;
+    heard_init(&h);
+    lsm_env *env = faultenv_new();
+    faultenv_set_capacity(env, 6u << 20);
+    lsm_options o;
+    options_defaults(&o);
+    o.env = env;
+    o.memtable_bytes = 128 << 10;
+    o.table_bytes = 64 << 10;
+    o.level1_bytes = 256 << 10;
+    o.blob_threshold = 8 << 10;
+    o.reserve_bytes = 512 << 10;
+    lsm_options_set_logger(&o, heard_fn, &h);
+    lsm_db *db = open_with("/db", &o);
+    static uint8_t v[16 << 10];
+    trng r;
+    trng_seed(&r, test_seed("logger_full_disk", 5));
+    int keys = 0, rc = LSM_OK;
+    for (; keys < 2000; keys++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%05d", keys);
+        trng_fill(&r, v, sizeof v);
+        rc = lsm_put(db, k, strlen(k), v, sizeof v);
+        if (rc != LSM_OK)
+            break;
+    }
+    assert_int_equal(rc, LSM_NOSPACE);
+    if (!heard_has(&h, LSM_LOG_WARN, "reserve of") ||
+        !heard_has(&h, LSM_LOG_WARN, "low-space mode entered"))
+        fail_msg("on a full disk the logger heard:\n%s", h.text);
+    for (int i = 0; i < keys; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%05d", i);
+        CHECK_OK(db, lsm_delete(db, k, strlen(k)));
+    }
+    CHECK_OK(db, lsm_compact(db));
+    for (int i = 0; i < 50 && !heard_has(&h, LSM_LOG_INFO, "low-space mode left"); i++) {
+        put_str(db, "probe", "x");      /* a refused write retries the reserve once a second */
+        usleep(100000);
+    }
+    if (!heard_has(&h, LSM_LOG_INFO, "low-space mode left"))
+        fail_msg("after freeing space the logger heard:\n%s", h.text);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    faultenv_free(env);
+    heard_free(&h);
+}
+
+/* A read that meets a checksum failure is reported (ERROR). */
+static void test_logger_corruption(void **state)
+{
+    fixture *f = *state;
+    heard h;
+    heard_init(&h);
+    lsm_options o;
+    small_options(&o);
+    o.cache_bytes = 0;
+    lsm_db *db = open_with(f->dir, &o);
+    char val[200];
+    memset(val, 'q', sizeof val);
+    for (int i = 0; i < 100; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%03d", i);
+        CHECK_OK(db, lsm_put(db, k, strlen(k), val, sizeof val));
+    }
+    assert_int_equal(lsm_close(db), LSM_OK);
+    db = open_with(f->dir, &o);             /* the log became a table */
+    assert_int_equal(lsm_close(db), LSM_OK);
+    char **names = NULL;
+    int n = dir_names(f->dir, "", ".sst", &names);
+    assert_int_equal(n, 1);
+    char *tp = path_join(f->dir, names[0]);
+    names_free(names, n);
+    uint8_t *p;
+    size_t len;
+    assert_int_equal(file_read(tp, &p, &len), 0);
+    p[100] ^= 0x40;                         /* inside the first data block */
+    assert_int_equal(file_write(tp, p, len), 0);
+    free(p);
+    free(tp);
+    lsm_options_set_logger(&o, heard_fn, &h);
+    db = open_with(f->dir, &o);
+    void *v = NULL;
+    size_t vn;
+    assert_int_equal(lsm_get(db, "k000", 4, &v, &vn), LSM_CORRUPT);
+    if (!heard_has(&h, LSM_LOG_ERROR, "read: "))
+        fail_msg("a read met a damaged block; the logger heard:\n%s", h.text);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    heard_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -403,6 +612,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_iter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_blobs_and_extents, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_logger_recovery, setup, teardown),
+        cmocka_unit_test(test_logger_full_disk),
+        cmocka_unit_test_setup_teardown(test_logger_corruption, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
