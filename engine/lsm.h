@@ -430,6 +430,20 @@ LSM_API int lsm_repair(const char *dir, const lsm_options *opt, lsm_check_fn rep
    the lock gives: the loser of the lock fails with LSM_BUSY. */
 LSM_API int lsm_destroy(const char *dir);
 
+/* Estimates in *bytes the bytes on disk that the keys in [lo, hi) take (lo NULL: from the first
+   key; hi NULL: to the last), as LevelDB's GetApproximateSizes: the tables of the current version
+   wholly inside the range count whole, and a table the range cuts counts from the data block
+   where the range starts in it to the block where it ends (found through the table's index,
+   which is in memory once the table is open; opening a table may read its index and filter).
+   Counted are table bytes only: writes still in the memtables (lsm_flush first), and values kept
+   in blob files (at least blob_threshold long, or written with a value writer), count nothing
+   but their references. Overwritten and deleted versions that compaction has not dropped yet count
+   as they take space. Granularity is a data block (block_bytes) per table the range cuts. An
+   empty or inverted range gives 0. Reads no data blocks; safe on a read-only handle and while
+   other threads write. */
+LSM_API int lsm_approximate_size(lsm_db *db, const void *lo, size_t lon, const void *hi,
+                                 size_t hin, uint64_t *bytes);
+
 #define LSM_MAX_LEVELS 7
 
 typedef struct lsm_stats {

@@ -1,7 +1,7 @@
 /*
  * read.c — point reads: pinning what a read sees (a read view), and lsm_get, lsm_get_size and
  * lsm_get_range (now, or at a snapshot handle: lsm_get_at, lsm_get_range_at) over the memtables
- * and then the tables.
+ * and then the tables; and lsm_approximate_size, which asks the tables' indexes.
  *
  * A read takes its view (memtables, version, last sequence) under db->mu and searches without it:
  * the live memtable, the one being flushed, then the version's tables through the table cache,
@@ -184,5 +184,24 @@ int lsm_get_range_at(lsm_db *db, const lsm_snapshot *snap, const void *key, size
     }
     read_view_put(&rv);
     free(v);
+    return read_fail(db, rc, err);
+}
+
+int lsm_approximate_size(lsm_db *db, const void *lo, size_t lon, const void *hi, size_t hin,
+                         uint64_t *bytes)
+{
+    if (bytes)
+        *bytes = 0;
+    if (!db || !bytes || (lo && (lon == 0 || lon > LSM_MAX_KEY)) ||
+        (hi && (hin == 0 || hin > LSM_MAX_KEY)))
+        return db ? db_fail(db, LSM_INVALID, "lsm_approximate_size: bad bound") : LSM_INVALID;
+    pthread_mutex_lock(&db->mu);
+    version *v = db->vs.current;
+    version_ref(v);
+    pthread_mutex_unlock(&db->mu);
+    char err[LSM_ERRLEN] = "";
+    int rc = table_cache_approximate_size(&db->tables, v, (slice){ lo, lo ? lon : 0 },
+                                          (slice){ hi, hi ? hin : 0 }, bytes, err);
+    version_unref(v);
     return read_fail(db, rc, err);
 }

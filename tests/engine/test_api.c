@@ -396,6 +396,72 @@ static void test_destroy(void **state)
     assert_int_equal(lsm_close(db), LSM_OK);
 }
 
+/* ---- approximate sizes ---- */
+
+static void test_approximate_size(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    small_options(&o);
+    lsm_db *db = open_with(f->dir, &o);
+    enum { N = 20000, VLEN = 100 };
+    char k[16], v[VLEN];
+    trng r;
+    trng_seed(&r, test_seed("approximate_size", 3));
+    uint64_t total;
+    /* Nothing in tables yet: 0. */
+    put_str(db, "k00000", "x");
+    CHECK_OK(db, lsm_approximate_size(db, NULL, 0, NULL, 0, &total));
+    assert_int_equal(total, 0);
+    for (int i = 0; i < N; i++) {
+        snprintf(k, sizeof k, "k%05d", i);
+        trng_fill(&r, v, sizeof v);     /* incompressible, though nothing compresses here */
+        CHECK_OK(db, lsm_put(db, k, strlen(k), v, sizeof v));
+    }
+    CHECK_OK(db, lsm_compact(db));
+    CHECK_OK(db, lsm_approximate_size(db, NULL, 0, NULL, 0, &total));
+    /* The whole: what was written (keys and values) and the tables' overhead, within 1.5x. */
+    uint64_t written = (uint64_t)N * (6 + VLEN);
+    if (total < written || total > written * 3 / 2)
+        fail_msg("whole database: %" PRIu64 " bytes for %" PRIu64 " written", total, written);
+    lsm_stats st;
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
+    uint64_t tables = 0;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++)
+        tables += st.level_bytes[l];
+    assert_int_equal(total, tables);
+    /* Any range: its share of the keys within 10% of the whole plus two blocks per table. */
+    int ranges[][2] = { { 0, 1000 }, { 5000, 15000 }, { 123, 124 }, { 19000, 20000 }, { 0, N },
+                        { 7000, 7100 } };
+    for (size_t i = 0; i < sizeof ranges / sizeof *ranges; i++) {
+        char lo[16], hi[16];
+        snprintf(lo, sizeof lo, "k%05d", ranges[i][0]);
+        snprintf(hi, sizeof hi, "k%05d", ranges[i][1]);
+        uint64_t got;
+        CHECK_OK(db, lsm_approximate_size(db, lo, strlen(lo), hi, strlen(hi), &got));
+        double want = (double)total * (ranges[i][1] - ranges[i][0]) / N;
+        double slack = want * 0.10 + 2.0 * 4096 * 2;
+        if ((double)got < want - slack || (double)got > want + slack)
+            fail_msg("[%s, %s): %" PRIu64 " bytes, want %.0f +- %.0f", lo, hi, got, want, slack);
+    }
+    /* Open ends, empty, inverted and outside ranges. */
+    uint64_t a, b;
+    CHECK_OK(db, lsm_approximate_size(db, NULL, 0, "k10000", 6, &a));
+    CHECK_OK(db, lsm_approximate_size(db, "k10000", 6, NULL, 0, &b));
+    assert_true(a + b >= total - 2 * 4096 && a + b <= total + 2 * 4096);
+    CHECK_OK(db, lsm_approximate_size(db, "k5", 2, "k5", 2, &a));
+    assert_int_equal(a, 0);
+    CHECK_OK(db, lsm_approximate_size(db, "k9", 2, "k1", 2, &a));
+    assert_int_equal(a, 0);
+    CHECK_OK(db, lsm_approximate_size(db, "z", 1, NULL, 0, &a));
+    assert_int_equal(a, 0);
+    CHECK_OK(db, lsm_approximate_size(db, "a", 1, "b", 1, &a));
+    assert_int_equal(a, 0);
+    assert_int_equal(lsm_approximate_size(db, "", 0, NULL, 0, &a), LSM_INVALID);
+    assert_int_equal(lsm_approximate_size(NULL, NULL, 0, NULL, 0, &a), LSM_INVALID);
+    assert_int_equal(lsm_close(db), LSM_OK);
+}
+
 /* ---- the logger ---- */
 
 typedef struct heard {
@@ -612,6 +678,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_iter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_blobs_and_extents, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_approximate_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_logger_recovery, setup, teardown),
         cmocka_unit_test(test_logger_full_disk),
         cmocka_unit_test_setup_teardown(test_logger_corruption, setup, teardown),
