@@ -1,8 +1,8 @@
 /*
  * db.c — the lsm_db handle: lsm_open in named steps (options, lock, give back the
  * reserve, recover, start threads, take the reserve),
- * lsm_close, statistics, error messages, and the small services every part of the handle shares
- * (file numbers, directory syncs, the version set's table callbacks).
+ * lsm_close, lsm_destroy, statistics, error messages, and the small services every part of the
+ * handle shares (file numbers, directory syncs, the version set's table callbacks).
  *
  * The rest of the handle lives beside it by concern (db_impl.h lists the rooms). Open either
  * returns a handle whose recovery is complete, whose WAL is durable and whose threads run, or

@@ -1,15 +1,17 @@
 /*
  * db_impl.h — the lsm_db handle, shared by the files that implement it, split by concern as
- * RocksDB splits DBImpl: db.c (open, close, stats, errors), recover.c (manifest and log replay),
- * write.c (batches, group commit, pacing, memtable switches), flush.c (memtable -> L0), read.c
- * (read views, point reads), db_iter.c (lsm_iter, snapshots), and the compaction in compact_pick.c
- * and compact.c. The services they use have their own rooms: table_cache.c (open tables, lookups
+ * RocksDB splits DBImpl: db.c (open, close, destroy, stats, errors), recover.c (manifest and log
+ * replay), write.c (batches, group commit, pacing, memtable switches), flush.c (memtable -> L0),
+ * read.c (read views, point reads, approximate sizes), db_iter.c (lsm_iter, snapshot handles,
+ * the snapshot list), logger.c (the info-log callback), and the compaction in compact_pick.c and
+ * compact.c. The services they use have their own rooms: table_cache.c (open tables, lookups
  * through a version), builder.c (the table writer), blob.c (blob files and the blob set).
  *
  * Locking: db->mu guards the memtables, the current version, the writer queue, sequence numbers,
  * snapshots and background state. manifest_mu serialises version edits (flush and compaction
  * threads); it is always taken before mu, never while holding mu. The table cache, the block cache
- * and the blob set lock themselves.
+ * and the blob set lock themselves. errmu and logmu are leaves; space_mu takes only logmu. No
+ * engine lock is held while the info-log callback runs (logger.c).
  */
 #ifndef LSM_DB_IMPL_H
 #define LSM_DB_IMPL_H
