@@ -352,3 +352,19 @@ before INT"
     grep -q "debug: liblsm: recovery: removed obsolete" "$T/debug.log"
     assert_eq "$(cat "$MNT/f7")" "$(printf '%0300d' 7)"
 }
+
+@test "the engine's full-disk events reach the log file: reserve given back, low-space mode entered" {
+    require_root
+    mount_tmpfs "$T/small" size=32m
+    DATA=$T/small/data
+    mount_fs -o logfile="$T/full.log",loglevel=info
+    local i
+    for ((i = 0; i < 100; i++)); do
+        head -c 1M /dev/urandom >"$MNT/f$i" 2>/dev/null || break
+    done
+    [ "$i" -lt 100 ]
+    for i in $(seq 1 50); do grep -q "low-space mode entered" "$T/full.log" && break; sleep 0.1; done
+    grep -Eq "warning: liblsm: .*the disk is full: reserve of [0-9]+ bytes given back" "$T/full.log"
+    grep -Eq "warning: liblsm: .*low-space mode entered" "$T/full.log"
+    pid_alive "$LSMFS_PID"
+}
