@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -304,6 +305,80 @@ static void test_snapshot_blobs_and_extents(void **state)
     free(big_old);
     free(map_old);
     free(buf);
+    assert_int_equal(lsm_close(db), LSM_OK);
+}
+
+/* Many threads read through one snapshot while a writer overwrites every key and background
+   compactions run: each read gives the value of the moment the snapshot was taken. */
+typedef struct snap_reader {
+    lsm_db *db;
+    const lsm_snapshot *s;
+    int keys;
+    int reads, bad;
+    char why[160];
+} snap_reader;
+
+static void *snap_reader_main(void *arg)
+{
+    snap_reader *r = arg;
+    for (int i = 0; i < 3000; i++) {
+        char k[16], want[32];
+        int j = (i * 7919) % r->keys;
+        snprintf(k, sizeof k, "key%05d", j);
+        snprintf(want, sizeof want, "v0-%d", j);
+        void *v = NULL;
+        size_t n = 0;
+        int rc = lsm_get_at(r->db, r->s, k, strlen(k), &v, &n);
+        if (rc != LSM_OK || n != strlen(want) || memcmp(v, want, n) != 0) {
+            if (!r->bad++)
+                snprintf(r->why, sizeof r->why, "%s: rc %d, %zu bytes", k, rc, n);
+        }
+        free(v);
+        r->reads++;
+    }
+    return NULL;
+}
+
+static void test_snapshot_threads(void **state)
+{
+    fixture *f = *state;
+    lsm_options o;
+    small_options(&o);
+    o.background_compaction = 1;
+    o.memtable_bytes = 16 << 10;
+    o.level1_bytes = 64 << 10;
+    lsm_db *db = open_with(f->dir, &o);
+    enum { KEYS = 500, READERS = 4 };
+    char k[16], v[32];
+    for (int i = 0; i < KEYS; i++) {
+        snprintf(k, sizeof k, "key%05d", i);
+        snprintf(v, sizeof v, "v0-%d", i);
+        put_str(db, k, v);
+    }
+    lsm_snapshot *s = NULL;
+    CHECK_OK(db, lsm_snapshot_new(db, &s));
+    snap_reader r[READERS];
+    pthread_t t[READERS];
+    for (int i = 0; i < READERS; i++) {
+        r[i] = (snap_reader){ .db = db, .s = s, .keys = KEYS };
+        assert_int_equal(pthread_create(&t[i], NULL, snap_reader_main, &r[i]), 0);
+    }
+    for (int round = 1; round <= 6; round++)
+        for (int i = 0; i < KEYS; i++) {
+            snprintf(k, sizeof k, "key%05d", i);
+            snprintf(v, sizeof v, "v%d-%d", round, i);
+            put_str(db, k, v);
+        }
+    for (int i = 0; i < READERS; i++) {
+        pthread_join(t[i], NULL);
+        if (r[i].bad)
+            fail_msg("reader %d: %d of %d reads at the snapshot wrong, first %s", i, r[i].bad,
+                     r[i].reads, r[i].why);
+    }
+    lsm_stats st;
+    CHECK_OK(db, lsm_stats_get(db, &st, sizeof st));
+    assert_true(st.flushes > 0);
+    lsm_snapshot_free(s);
     assert_int_equal(lsm_close(db), LSM_OK);
 }
 
@@ -627,6 +702,30 @@ static void test_logger_full_disk(void **state)
     heard_free(&h);
 }
 
+/* A background write that fails (the fault env's EIO) is reported as an ERROR with its cause. */
+static void test_logger_background_error(void **state)
+{
+    (void)state;
+    heard h;
+    heard_init(&h);
+    lsm_env *env = faultenv_new();
+    lsm_options o;
+    small_options(&o);
+    o.env = env;
+    lsm_options_set_logger(&o, heard_fn, &h);
+    lsm_db *db = open_with("/db", &o);
+    put_str(db, "k", "v");
+    faultenv_fail_after(env, 0, EIO);
+    assert_int_not_equal(lsm_flush(db), LSM_OK);
+    for (int i = 0; i < 50 && !heard_has(&h, LSM_LOG_ERROR, "background error"); i++)
+        usleep(20000);
+    if (!heard_has(&h, LSM_LOG_ERROR, "background error") || !heard_has(&h, LSM_LOG_ERROR, "I/O"))
+        fail_msg("after a failed background write the logger heard:\n%s", h.text);
+    lsm_close(db);
+    faultenv_free(env);
+    heard_free(&h);
+}
+
 /* A read that meets a checksum failure is reported (ERROR). */
 static void test_logger_corruption(void **state)
 {
@@ -677,10 +776,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_snapshot_misuse, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_iter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_snapshot_blobs_and_extents, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_approximate_size, setup, teardown),
         cmocka_unit_test_setup_teardown(test_logger_recovery, setup, teardown),
         cmocka_unit_test(test_logger_full_disk),
+        cmocka_unit_test(test_logger_background_error),
         cmocka_unit_test_setup_teardown(test_logger_corruption, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
