@@ -336,10 +336,11 @@ LSM_API void lsm_iter_free(lsm_iter *it);
    compactions run meanwhile (it pins a sequence number, as LevelDB's GetSnapshot does, so
    compaction keeps every version the snapshot can see, and the blob files those versions name).
    It copies nothing and holds no file open, but while it lives the versions it sees stay on
-   disk, however often they are overwritten or deleted since: free snapshots promptly. Any number may exist; one may be read
-   through by many threads at once. On a read-only handle a snapshot works too (nothing changes
-   under it anyway). Free every snapshot, and every iterator made at one, before lsm_close: a
-   snapshot is not freed by lsm_close and must not be used or freed after it. */
+   disk, however often they are overwritten or deleted since: free snapshots promptly. Any number
+   may exist; one may be read through by many threads at once. On a read-only handle a snapshot
+   works too (nothing changes under it anyway). Free every snapshot, and every iterator made at
+   one, before lsm_close: a snapshot is not freed by lsm_close and must not be used or freed
+   after it. */
 
 /* Takes a snapshot of db now. On success *out is the snapshot, to free with lsm_snapshot_free;
    LSM_INVALID for a NULL argument. Costs a lock and a small allocation. */
@@ -425,9 +426,9 @@ LSM_API int lsm_repair(const char *dir, const lsm_options *opt, lsm_check_fn rep
    leaves no database that opens, only files a second lsm_destroy removes. Takes dir's lock for
    the call: LSM_BUSY (naming the holder in lsm_errmsg(NULL)) while any handle, read-write or
    read-only, holds it, in this process or another; a read-only handle on a directory that had no
-   LOCK holds nothing, and is not seen. LSM_OK when dir does not exist. On failure the detail is in
-   lsm_errmsg(NULL). Not thread-safe against lsm_open of the same dir in this process beyond what
-   the lock gives: the loser of the lock fails with LSM_BUSY. */
+   LOCK holds nothing, and is not seen. An lsm_open racing with it fails with LSM_BUSY, or comes
+   after it and finds no database. LSM_OK when dir does not exist; on failure the detail is in
+   lsm_errmsg(NULL). */
 LSM_API int lsm_destroy(const char *dir);
 
 /* Estimates in *bytes the bytes on disk that the keys in [lo, hi) take (lo NULL: from the first
@@ -437,10 +438,10 @@ LSM_API int lsm_destroy(const char *dir);
    which is in memory once the table is open; opening a table may read its index and filter).
    Counted are table bytes only: writes still in the memtables (lsm_flush first), and values kept
    in blob files (at least blob_threshold long, or written with a value writer), count nothing
-   but their references. Overwritten and deleted versions that compaction has not dropped yet count
-   as they take space. Granularity is a data block (block_bytes) per table the range cuts. An
-   empty or inverted range gives 0. Reads no data blocks; safe on a read-only handle and while
-   other threads write. */
+   but their references. Overwritten and deleted versions that compaction has not dropped yet
+   count, as they take space. Granularity is a data block (block_bytes) per table the range cuts. An
+   empty or inverted range gives 0; a bound of 0 or more than LSM_MAX_KEY bytes is LSM_INVALID.
+   Reads no data blocks; safe on a read-only handle and while other threads write. */
 LSM_API int lsm_approximate_size(lsm_db *db, const void *lo, size_t lon, const void *hi,
                                  size_t hin, uint64_t *bytes);
 
