@@ -35,7 +35,7 @@ ENGINE_SRC = engine/util.c engine/env.c engine/options.c engine/wal.c engine/mem
              engine/blob.c engine/table_cache.c engine/builder.c engine/db.c engine/recover.c \
              engine/write.c engine/flush.c engine/read.c engine/db_iter.c engine/compact_pick.c \
              engine/compact.c engine/space.c engine/extent.c engine/checkpoint.c \
-             engine/check.c engine/repair.c
+             engine/check.c engine/repair.c engine/logger.c
 FS_SRC     = fs/main.c fs/ops.c fs/dir.c fs/cookie.c fs/inode.c fs/keys.c fs/reclaim.c fs/log.c \
              fs/xattr.c fs/stats.c fs/notify.c fs/control.c fs/view.c tools/ctl_cmd.c tools/ctl_snapshot.c
 ITOOLS     = tools/lsmctl
@@ -45,7 +45,7 @@ TESTS      = tests/engine/test_bloom tests/engine/test_cache tests/engine/test_c
              tests/engine/test_fault tests/engine/test_garbage tests/engine/test_iter \
              tests/engine/test_memtable tests/engine/test_model tests/engine/test_refresh \
              tests/engine/test_space tests/engine/test_sst tests/engine/test_wal \
-             tests/engine/test_extent tests/engine/test_ctl
+             tests/engine/test_extent tests/engine/test_ctl tests/engine/test_api
 TEST_HELPERS = tests/engine/helper_model.o tests/engine/faultenv.o
 BENCHES    = tests/bench/db_bench tests/bench/fsbench tests/bench/extent_bench \
              tests/bench/bigbench

@@ -310,12 +310,31 @@ static int compact_merge_all(lsm_db *db, const compaction *c, version_edit *e, c
     return rc;
 }
 
+/* Tells the logger what compaction c did, which e installed (no lock held). */
+static void compact_log(lsm_db *db, const compaction *c, const version_edit *e, uint64_t t0)
+{
+    if (c->trivial_move) {
+        db_log(db, LSM_LOG_DEBUG, "compaction: moved %06" PRIu64 ".sst from level %d to %d",
+               c->in[0]->number, c->in_level[0], c->out_level);
+        return;
+    }
+    uint64_t in = 0, out = 0;
+    for (int i = 0; i < c->n; i++)
+        in += c->in[i]->size;
+    for (int i = 0; i < e->nadded; i++)
+        out += e->added[i].f->size;
+    db_log(db, LSM_LOG_DEBUG, "compaction: level %d to %d: %d tables, %" PRIu64 " bytes, into "
+           "%d tables, %" PRIu64 " bytes, in %" PRIu64 " ms", c->in_level[0], c->out_level, c->n,
+           in, e->nadded, out, (now_micros() - t0) / 1000);
+}
+
 /* Merges c's inputs into new tables of c->out_level and installs the result. */
 static int compact_run(lsm_db *db, compaction *c, char *err)
 {
     version_edit e;
     edit_init(&e);
     int rc = LSM_OK;
+    uint64_t t0 = now_micros();
     if (c->trivial_move) {
         edit_delete(&e, c->in_level[0], c->in[0]->number);
         edit_add(&e, c->out_level, c->in[0]);
@@ -340,6 +359,7 @@ apply:
     pthread_mutex_unlock(&db->manifest_mu);
     if (rc == LSM_OK) {
         atomic_fetch_add(&db->st_compactions, 1);
+        compact_log(db, c, &e, t0);
         edit_free(&e);
         return LSM_OK;
     }
@@ -368,6 +388,7 @@ static void compact_done(lsm_db *db, unsigned busy, int rc, const char *err)
         space_release(db);
         db->compact_wait_until = now_micros() + COMPACT_SPACE_WAIT;
         db_fail(db, rc, err);
+        db_log_later(db, LSM_LOG_WARN, "compaction postponed: %s", err);
     } else if (rc != LSM_OK) {
         db_set_bg_error(db, rc, err);
     }
@@ -465,8 +486,14 @@ void *compact_thread_main(void *arg)
         compaction_free(&c);
         if (rc == LSM_OK && space_low(db))
             space_refill(db, 0);
+        db_log_drain(db);
         pthread_mutex_lock(&db->mu);
         compact_done(db, compact_level_bits(level), rc, err);
+        if (atomic_load(&db->logq_n)) {
+            pthread_mutex_unlock(&db->mu);
+            db_log_drain(db);
+            pthread_mutex_lock(&db->mu);
+        }
     }
     pthread_mutex_unlock(&db->mu);
     return NULL;
@@ -513,6 +540,7 @@ static int compact_manual_end(lsm_db *db, compaction *c, char *err)
     pthread_mutex_lock(&db->mu);
     compact_done(db, ~0u, rc, err);
     pthread_mutex_unlock(&db->mu);
+    db_log_drain(db);
     return rc;
 }
 

@@ -1,8 +1,8 @@
 /*
  * db.c — the lsm_db handle: lsm_open in named steps (options, lock, give back the
  * reserve, recover, start threads, take the reserve),
- * lsm_close, statistics, error messages, and the small services every part of the handle shares
- * (file numbers, directory syncs, the version set's table callbacks).
+ * lsm_close, lsm_destroy, statistics, error messages, and the small services every part of the
+ * handle shares (file numbers, directory syncs, the version set's table callbacks).
  *
  * The rest of the handle lives beside it by concern (db_impl.h lists the rooms). Open either
  * returns a handle whose recovery is complete, whose WAL is durable and whose threads run, or
@@ -70,6 +70,8 @@ void db_set_bg_error(lsm_db *db, int rc, const char *msg)
     if (!db->bg_error) {
         db->bg_error = rc;
         snprintf(db->bg_errmsg, sizeof db->bg_errmsg, "%s", msg);
+        db_log_later(db, LSM_LOG_ERROR, "background error, writes stop until a reopen: %s: %s",
+                     lsm_strerror(rc), msg);
     }
     pthread_cond_broadcast(&db->bg_cv);
 }
@@ -121,6 +123,7 @@ static void db_free(lsm_db *db)
     pthread_mutex_destroy(&db->manifest_mu);
     pthread_mutex_destroy(&db->errmu);
     pthread_mutex_destroy(&db->space_mu);
+    pthread_mutex_destroy(&db->logmu);
     pthread_cond_destroy(&db->bg_cv);
     pthread_cond_destroy(&db->work_cv);
     pthread_cond_destroy(&db->compact_cv);
@@ -165,6 +168,7 @@ static lsm_db *db_new(const char *dir, const lsm_options *opt, char *err)
     pthread_mutex_init(&db->manifest_mu, NULL);
     pthread_mutex_init(&db->errmu, NULL);
     pthread_mutex_init(&db->space_mu, NULL);
+    pthread_mutex_init(&db->logmu, NULL);
     pthread_cond_init(&db->bg_cv, NULL);
     pthread_cond_init(&db->work_cv, NULL);
     pthread_cond_init(&db->compact_cv, NULL);
@@ -275,11 +279,13 @@ int lsm_open(const char *dir, const lsm_options *opt, lsm_db **out)
         rc = db_start_threads(db, err);
     }
     if (rc != LSM_OK) {
+        db_log(db, LSM_LOG_ERROR, "%s: open failed: %s", dir, err);
         db_free(db);
         return rc;
     }
     if (!db->opt.read_only)
         space_refill(db, 1);
+    db_log_drain(db);
     *out = db;
     return LSM_OK;
 }
@@ -294,7 +300,97 @@ int lsm_close(lsm_db *db)
     int rc = db->bg_error;
     if (rc == LSM_OK && db->wal)
         rc = logw_seal(db->wal, err);
+    db_log_drain(db);           /* the threads are gone: whatever they queued */
+    if (rc != LSM_OK && rc != db->bg_error)
+        db_log(db, LSM_LOG_ERROR, "closing: %s", err);
     db_free(db);
+    return rc;
+}
+
+/* Whether name is a file of the engine's that lsm_destroy removes (man/lsm-format.5, FILES), and
+   whether it is CURRENT (removed first) or LOCK (removed last). */
+static int db_destroy_name(const char *name, int *current, int *lock)
+{
+    uint64_t num;
+    *current = strcmp(name, "CURRENT") == 0;
+    *lock = strcmp(name, "LOCK") == 0;
+    if (*current || *lock || strcmp(name, "CURRENT.tmp") == 0 || strcmp(name, "RESERVE") == 0)
+        return 1;
+    if (file_parse_name(name, ".log", &num) || file_parse_name(name, ".sst", &num) ||
+        file_parse_name(name, ".blob", &num))
+        return 1;
+    if (strncmp(name, "MANIFEST-", 9) != 0 || !name[9])
+        return 0;
+    for (const char *p = name + 9; *p; p++)
+        if (*p < '0' || *p > '9')
+            return 0;
+    return 1;
+}
+
+/* Removes dir/name; LSM_OK when it is gone (or was already). */
+static int db_destroy_unlink(lsm_env *env, const char *dir, const char *name, char *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int e = env->unlink(env, path);
+    return e < 0 && e != -ENOENT ? err_errno(err, e, "deleting", path) : LSM_OK;
+}
+
+int lsm_destroy(const char *dir)
+{
+    char *err = tl_open_err;
+    err[0] = 0;
+    if (!dir || !*dir)
+        return err_set(err, LSM_INVALID, "lsm_destroy: no directory given");
+    lsm_env *env = env_posix();
+    int e = env->file_exists(env, dir);
+    if (e == 0)
+        return LSM_OK;          /* nothing to destroy */
+    if (e < 0)
+        return err_errno(err, e, "checking", dir);
+    /* The lock, as a read-write open takes it, excludes every handle while the files go. */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/LOCK", dir);
+    lsm_file *lock = NULL;
+    long holder = 0;
+    e = env->lock(env, path, &lock, &holder);
+    if (e == -EWOULDBLOCK || e == -EAGAIN) {
+        if (holder < 0)
+            return err_set(err, LSM_BUSY, "%s: held by read-only handles", path);
+        if (holder > 0)
+            return err_set(err, LSM_BUSY, "%s: held by another handle or process (pid %ld)",
+                           path, holder);
+        return err_set(err, LSM_BUSY, "%s: held by another handle or process", path);
+    }
+    if (e < 0)
+        return err_errno(err, e, "locking", path);
+    char **names = NULL;
+    int n = 0;
+    int rc = LSM_OK;
+    e = env->list(env, dir, &names, &n);
+    if (e < 0)
+        rc = err_errno(err, e, "listing", dir);
+    /* CURRENT first: from then on no open takes what is left for a database. */
+    for (int i = 0; i < n && rc == LSM_OK; i++) {
+        int cur, lk;
+        if (db_destroy_name(names[i], &cur, &lk) && cur)
+            rc = db_destroy_unlink(env, dir, names[i], err);
+    }
+    if (rc == LSM_OK && env->sync_dir(env, dir) < 0)
+        rc = err_set(err, LSM_IOERR, "%s: cannot sync the directory", dir);
+    for (int i = 0; i < n && rc == LSM_OK; i++) {
+        int cur, lk;
+        if (db_destroy_name(names[i], &cur, &lk) && !cur && !lk)
+            rc = db_destroy_unlink(env, dir, names[i], err);
+    }
+    env_free_list(names, n);
+    /* LOCK last, still held: an open racing with us fails on it rather than see half a
+       database; one after the unlink makes a new LOCK and finds an empty directory. */
+    if (rc == LSM_OK)
+        rc = db_destroy_unlink(env, dir, "LOCK", err);
+    env->unlock(env, lock);
+    if (rc == LSM_OK && env->rmdir)
+        env->rmdir(env, dir);   /* fails, as it should, while other names remain */
     return rc;
 }
 

@@ -1,15 +1,17 @@
 /*
  * db_impl.h — the lsm_db handle, shared by the files that implement it, split by concern as
- * RocksDB splits DBImpl: db.c (open, close, stats, errors), recover.c (manifest and log replay),
- * write.c (batches, group commit, pacing, memtable switches), flush.c (memtable -> L0), read.c
- * (read views, point reads), db_iter.c (lsm_iter, snapshots), and the compaction in compact_pick.c
- * and compact.c. The services they use have their own rooms: table_cache.c (open tables, lookups
+ * RocksDB splits DBImpl: db.c (open, close, destroy, stats, errors), recover.c (manifest and log
+ * replay), write.c (batches, group commit, pacing, memtable switches), flush.c (memtable -> L0),
+ * read.c (read views, point reads, approximate sizes), db_iter.c (lsm_iter, snapshot handles,
+ * the snapshot list), logger.c (the info-log callback), and the compaction in compact_pick.c and
+ * compact.c. The services they use have their own rooms: table_cache.c (open tables, lookups
  * through a version), builder.c (the table writer), blob.c (blob files and the blob set).
  *
  * Locking: db->mu guards the memtables, the current version, the writer queue, sequence numbers,
  * snapshots and background state. manifest_mu serialises version edits (flush and compaction
  * threads); it is always taken before mu, never while holding mu. The table cache, the block cache
- * and the blob set lock themselves.
+ * and the blob set lock themselves. errmu and logmu are leaves; space_mu takes only logmu. No
+ * engine lock is held while the info-log callback runs (logger.c).
  */
 #ifndef LSM_DB_IMPL_H
 #define LSM_DB_IMPL_H
@@ -29,10 +31,18 @@
 
 typedef struct writer writer;
 
+#define DB_LOG_QUEUE 16             /* messages logger.c holds for delivery outside the locks */
+
 typedef struct snapshot_node {
     uint64_t seq;
     struct snapshot_node *prev, *next;
 } snapshot_node;
+
+/* A snapshot handle (lsm.h): the sequence it sees, registered in db->snapshots for its life. */
+struct lsm_snapshot {
+    lsm_db *db;                     /* constant */
+    snapshot_node node;             /* node.seq constant; links guarded by db->mu */
+};
 
 struct lsm_db {
     char *dir;                      /* constant after lsm_open */
@@ -62,7 +72,8 @@ struct lsm_db {
     uint64_t paced_bytes;           /* written since the last pacing pause (db_make_room);
                                        guarded by mu */
 
-    snapshot_node snapshots;        /* circular list of live iterator sequences; guarded by mu */
+    snapshot_node snapshots;        /* circular list of the sequences live iterators and snapshot
+                                       handles see, oldest first; guarded by mu */
 
     cache *bcache;                  /* data blocks; locks itself */
     table_cache tables;             /* open tables by file number; locks itself */
@@ -97,6 +108,14 @@ struct lsm_db {
     pthread_mutex_t errmu;
     char errmsg[LSM_ERRLEN];        /* last failure on this handle; guarded by errmu */
 
+    pthread_mutex_t logmu;          /* the queue of messages for the logger (logger.c); a leaf */
+    struct {
+        int level;
+        char msg[LSM_ERRLEN];
+    } logq[DB_LOG_QUEUE];           /* oldest first; guarded by logmu */
+    atomic_int logq_n;              /* messages queued; written under logmu, read without it */
+    int log_dropped;                /* messages lost to a full queue; guarded by logmu */
+
     /* statistics; atomics so the hot paths need no lock */
     atomic_uint_fast64_t st_blob_bytes, st_user_bytes, st_wal_bytes, st_flush_bytes, st_compact_bytes,
         st_compact_read, st_stall_micros, st_flushes, st_compactions, st_compactions_parallel,
@@ -117,6 +136,16 @@ int  db_open_fail(int rc, const char *msg);
 void db_set_bg_error(lsm_db *db, int rc, const char *msg); /* caller holds mu */
 uint64_t db_new_file_number(lsm_db *db);           /* takes mu */
 int  db_sync_dir(lsm_db *db, char *err);
+
+/* ---- logger.c: messages to the callback of lsm_options_set_logger (none set: nothing) ---- */
+/* Formats and delivers a message now; the caller holds no engine lock (mu, manifest_mu,
+   space_mu, a cache's lock). */
+void db_log(lsm_db *db, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Queues a message, under any lock, for the next db_log_drain (or db_log). */
+void db_log_later(lsm_db *db, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Delivers what is queued; the caller holds no engine lock. Cheap when nothing is. */
+void db_log_drain(lsm_db *db);
 
 /* ---- space.c: the reserve file and low-space mode (see the file's opening comment) ---- */
 void space_open(lsm_db *db);             /* at open, before recovery: gives the reserve back */
@@ -174,5 +203,8 @@ int  db_lookup(lsm_db *db, read_view *rv, const void *key, size_t klen, void **v
 
 /* ---- db_iter.c ---- */
 uint64_t db_oldest_snapshot(lsm_db *db);            /* caller holds mu */
+/* Links n (n->seq set) into db->snapshots in sequence order; caller holds mu. */
+void db_snapshot_link(lsm_db *db, snapshot_node *n);
+void db_snapshot_unlink(snapshot_node *n);          /* caller holds mu */
 
 #endif /* LSM_DB_IMPL_H */

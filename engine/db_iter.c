@@ -1,6 +1,7 @@
 /*
- * db_iter.c — lsm_iter: a snapshot iterator over the whole database, and the list of live snapshots
- * that tells compaction which old versions a reader may still need.
+ * db_iter.c — lsm_iter: a snapshot iterator over the whole database; snapshot handles
+ * (lsm_snapshot); and the list of live snapshots that tells compaction which old versions a reader
+ * may still need.
  *
  * An iterator pins a read view and registers its sequence number in db->snapshots, then merges
  * every source (memtables, each L0 table, one run iterator per deeper level) and shows, per user
@@ -10,6 +11,13 @@
  * current key, so that a read-mostly database compacts overlapping tables as a write-heavy one
  * would. It must never show an entry newer than its snapshot, and never let compaction drop a
  * version its snapshot can see (it stays registered until freed or refreshed).
+ *
+ * A snapshot handle is only a registered sequence number (LevelDB's GetSnapshot): it pins no
+ * memtable, version or file, because compaction keeps every version a registered sequence can
+ * see, and the blob files those versions name stay referenced by the tables that hold them. A
+ * read at a snapshot pins the current sources for the read and looks at them with the snapshot's
+ * sequence; an iterator made at one registers that older sequence itself, so the list stays in
+ * sequence order (insertion walks back from the newest end).
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -21,6 +29,8 @@ struct lsm_iter {
     lsm_db *db;
     iiter *m;                   /* merge of every source */
     read_view rv;               /* pinned; rv.snap is the sequence snap registers */
+    int at;                     /* made at a snapshot: rv.snap stays at_seq, even when refreshed */
+    uint64_t at_seq;
     snapshot_node snap;         /* registered in db->snapshots */
     int valid;
     int rc;                     /* sticky failure */
@@ -63,33 +73,58 @@ static void lsm_iter_sample(lsm_iter *it, slice ukey)
         compact_charge_seek(it->db, first, first_level);
 }
 
+/* Records a failure on the iterator's handle; a checksum failure goes to the logger too. */
+static int lsm_iter_fail(lsm_iter *it, int rc, const char *err)
+{
+    if (rc == LSM_CORRUPT)
+        db_log(it->db, LSM_LOG_ERROR, "iterator: %s", err);
+    return db_fail(it->db, rc, err);
+}
+
 uint64_t db_oldest_snapshot(lsm_db *db)
 {
     return db->snapshots.next != &db->snapshots ? db->snapshots.next->seq : db->last_seq;
+}
+
+void db_snapshot_link(lsm_db *db, snapshot_node *n)
+{
+    /* Nearly always the newest: the walk back stops at once, except for an iterator made at an
+       older snapshot handle. */
+    snapshot_node *after = db->snapshots.prev;
+    while (after != &db->snapshots && after->seq > n->seq)
+        after = after->prev;
+    n->prev = after;
+    n->next = after->next;
+    after->next->prev = n;
+    after->next = n;
+}
+
+void db_snapshot_unlink(snapshot_node *n)
+{
+    n->prev->next = n->next;
+    n->next->prev = n->prev;
 }
 
 /* Registers the snapshot of the iterator's pinned view (caller holds mu): nodes stay in sequence
    order, oldest first. */
 static void lsm_iter_register(lsm_iter *it)
 {
-    lsm_db *db = it->db;
     it->snap.seq = it->rv.snap;
-    it->snap.prev = db->snapshots.prev;
-    it->snap.next = &db->snapshots;
-    db->snapshots.prev->next = &it->snap;
-    db->snapshots.prev = &it->snap;
+    db_snapshot_link(it->db, &it->snap);
 }
 
 static void lsm_iter_unregister(lsm_iter *it)
 {
-    it->snap.prev->next = it->snap.next;
-    it->snap.next->prev = it->snap.prev;
+    db_snapshot_unlink(&it->snap);
 }
 
-/* Pins the current memtables and version and builds the merge over them (caller holds mu). */
+/* Pins the current memtables and version (seen at the iterator's snapshot, when made at one) and
+   registers the sequence (caller holds mu). */
 static void lsm_iter_attach(lsm_iter *it)
 {
     read_view_pin(it->db, &it->rv);
+    if (it->at)
+        it->rv.snap = it->at_seq;
     lsm_iter_register(it);
 }
 
@@ -121,10 +156,23 @@ static void lsm_iter_release(lsm_iter *it)
 
 int lsm_iter_new(lsm_db *db, lsm_iter **out)
 {
+    return lsm_iter_new_at(db, NULL, out);
+}
+
+int lsm_iter_new_at(lsm_db *db, const lsm_snapshot *s, lsm_iter **out)
+{
+    if (out)
+        *out = NULL;
     if (!db || !out)
         return LSM_INVALID;
+    if (s && s->db != db)
+        return db_fail(db, LSM_INVALID, "lsm_iter_new_at: the snapshot belongs to another handle");
     lsm_iter *it = xcalloc(1, sizeof *it);
     it->db = db;
+    if (s) {
+        it->at = 1;
+        it->at_seq = s->node.seq;
+    }
     pthread_mutex_lock(&db->mu);
     lsm_iter_attach(it);
     pthread_mutex_unlock(&db->mu);
@@ -155,8 +203,9 @@ int lsm_iter_refresh(lsm_iter *it)
     lsm_iter_unregister(it);
     if (it->rc == LSM_OK && it->rv.mem == db->mem && it->rv.imm == db->imm && it->rv.v == db->vs.current) {
         /* Same sources: the memtable iterators see newer entries by themselves, so only the
-           snapshot moves. This is what makes a refreshed iterator cheap. */
-        it->rv.snap = db->last_seq;
+           snapshot moves (not at all for an iterator made at a snapshot handle). This is what
+           makes a refreshed iterator cheap. */
+        it->rv.snap = it->at ? it->at_seq : db->last_seq;
         lsm_iter_register(it);
         pthread_mutex_unlock(&db->mu);
         return LSM_OK;
@@ -209,7 +258,7 @@ static void lsm_iter_find_next(lsm_iter *it, int skipping)
     char err[LSM_ERRLEN] = "";
     int rc = iiter_status(m, err);
     if (rc != LSM_OK)
-        it->rc = db_fail(it->db, rc, err);
+        it->rc = lsm_iter_fail(it, rc, err);
 }
 
 void lsm_iter_seek(lsm_iter *it, const void *key, size_t klen)
@@ -277,7 +326,7 @@ const void *lsm_iter_value(const lsm_iter *cit, size_t *vlen)
             rc = extent_read(it->db, &em, 0, it->blobval.p, (size_t)em.size, err);
         }
         if (rc != LSM_OK) {
-            it->rc = db_fail(it->db, rc, err);
+            it->rc = lsm_iter_fail(it, rc, err);
         } else {
             it->val = (slice){ it->blobval.p, (size_t)em.size };
             it->val_is_blob = 0;
@@ -293,7 +342,7 @@ const void *lsm_iter_value(const lsm_iter *cit, size_t *vlen)
             rc = blob_set_read(&it->db->blobs, it->val, 0, it->blobval.p, (size_t)len, &len, err);
         }
         if (rc != LSM_OK) {
-            it->rc = db_fail(it->db, rc, err);
+            it->rc = lsm_iter_fail(it, rc, err);
         } else {
             it->val = (slice){ it->blobval.p, (size_t)len };
             it->val_is_blob = 0;
@@ -327,4 +376,40 @@ void lsm_iter_free(lsm_iter *it)
     buf_free(&it->bound);
     buf_free(&it->blobval);
     free(it);
+}
+
+/* ---- snapshot handles ---- */
+
+int lsm_snapshot_new(lsm_db *db, lsm_snapshot **out)
+{
+    if (out)
+        *out = NULL;
+    if (!db || !out)
+        return LSM_INVALID;
+    lsm_snapshot *s = xcalloc(1, sizeof *s);
+    s->db = db;
+    pthread_mutex_lock(&db->mu);
+    s->node.seq = db->last_seq;
+    db_snapshot_link(db, &s->node);
+    pthread_mutex_unlock(&db->mu);
+    *out = s;
+    return LSM_OK;
+}
+
+uint64_t lsm_snapshot_sequence(const lsm_snapshot *s)
+{
+    return s ? s->node.seq : 0;
+}
+
+void lsm_snapshot_free(lsm_snapshot *s)
+{
+    if (!s)
+        return;
+    lsm_db *db = s->db;
+    pthread_mutex_lock(&db->mu);
+    db_snapshot_unlink(&s->node);
+    /* The oldest snapshot moved: a compaction may now drop what only this one kept. */
+    pthread_cond_broadcast(&db->compact_cv);
+    pthread_mutex_unlock(&db->mu);
+    free(s);
 }

@@ -328,6 +328,11 @@ static int env_posix_link(lsm_env *env, const char *from, const char *to)
     return link(from, to) < 0 ? -errno : 0;
 }
 
+static int env_posix_rmdir(lsm_env *env, const char *path)
+{
+    return rmdir(path) < 0 ? -errno : 0;
+}
+
 static int env_posix_unlock(lsm_env *env, lsm_file *f)
 {
     return env_posix_close(env, f);     /* closing the description releases its OFD lock */
@@ -372,6 +377,7 @@ static lsm_env env_posix_env = {
     .space = env_posix_space,
     .lock_shared = env_posix_lock_shared,
     .link = env_posix_link,
+    .rmdir = env_posix_rmdir,
 };
 
 lsm_env *env_posix(void)

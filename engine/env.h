@@ -81,6 +81,9 @@ struct lsm_env {
     /* Optional (NULL: callers copy instead): makes to a second name of the file from (link(2));
        -EXDEV across file systems, -EEXIST if to exists. */
     int     (*link)(lsm_env *env, const char *from, const char *to);
+    /* Optional (NULL: directories are never removed): removes the empty directory path;
+       -ENOTEMPTY (or -EEXIST) when it is not empty. */
+    int     (*rmdir)(lsm_env *env, const char *path);
 };
 
 lsm_env *env_posix(void);                 /* static; never freed */

@@ -10,6 +10,7 @@
  * are not yet in a table the manifest names.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <time.h>
 #include "builder.h"
 #include "db_impl.h"
@@ -19,7 +20,7 @@ static int db_flush_memtable(lsm_db *db, memtable *imm, uint64_t log_number, uin
                              char *err)
 {
     file_meta *f = NULL;
-    uint64_t bytes = 0;
+    uint64_t bytes = 0, t0 = now_micros();
     int rc = builder_write_memtable(db, imm, &f, &bytes, err);
     if (rc == LSM_OK && f)
         rc = db_sync_dir(db, err);
@@ -45,6 +46,10 @@ static int db_flush_memtable(lsm_db *db, memtable *imm, uint64_t log_number, uin
         file_path(db->dir, f->number, ".sst", path, sizeof path);
         db->env->unlink(db->env, path);
     }
+    if (rc == LSM_OK)
+        db_log(db, LSM_LOG_INFO, "flush: memtable of %zu bytes written as %s%06" PRIu64 ".sst, "
+               "%" PRIu64 " bytes, in %" PRIu64 " ms", memtable_usage(imm), f ? "" : "no table ",
+               f ? f->number : 0, bytes, (now_micros() - t0) / 1000);
     edit_free(&e);
     atomic_fetch_add(&db->st_flush_bytes, bytes);
     atomic_fetch_add(&db->st_flushes, 1);
@@ -76,6 +81,12 @@ void *db_flush_main(void *arg)
                unsynced writes are not held in this process for long. */
             if (db_flush_wait(db, 100) == ETIMEDOUT && db->wal)
                 logw_flush(db->wal, NULL);
+            if (atomic_load(&db->logq_n)) {
+                /* Messages queued under a lock (a full disk met by a writer, say). */
+                pthread_mutex_unlock(&db->mu);
+                db_log_drain(db);
+                pthread_mutex_lock(&db->mu);
+            }
         }
         if (!db->imm || db->bg_error)
             break;
@@ -98,6 +109,8 @@ void *db_flush_main(void *arg)
         if (retry) {
             /* Writers that wait for this flush fail instead (db_make_room); a delete may free
                the space, or another program may. */
+            if (!db->flush_nospace)
+                db_log_later(db, LSM_LOG_WARN, "flush postponed until space is freed: %s", err);
             db->flush_nospace = 1;
             db_fail(db, rc, err);
             pthread_cond_broadcast(&db->bg_cv);
@@ -122,5 +135,6 @@ void *db_flush_main(void *arg)
         }
     }
     pthread_mutex_unlock(&db->mu);
+    db_log_drain(db);
     return NULL;
 }

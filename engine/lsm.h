@@ -2,11 +2,11 @@
  * lsm.h — the public interface of liblsm, an embeddable, crash-safe LSM-tree key-value engine.
  *
  * Conventions, stated once:
- *  - Handles (lsm_db, lsm_iter, lsm_batch, lsm_options, lsm_value_writer, lsm_value_reader) are
- *    opaque; create them with the functions below. Nothing the ABI depends on is an open struct
- *    except lsm_stats, which callers pass with its size and which only ever grows at its end:
- *    adding an option or a counter never breaks a program built against an older lsm.h (soname
- *    liblsm.so.1).
+ *  - Handles (lsm_db, lsm_iter, lsm_batch, lsm_options, lsm_snapshot, lsm_value_writer,
+ *    lsm_value_reader) are opaque; create them with the functions below. Nothing the ABI depends
+ *    on is an open struct except lsm_stats, which callers pass with its size and which only ever
+ *    grows at its end: adding an option or a counter never breaks a program built against an
+ *    older lsm.h (soname liblsm.so.1).
  *  - Keys and values are (pointer, length) pairs of arbitrary bytes. Keys are 1..LSM_MAX_KEY bytes
  *    and compare bytewise (memcmp over the common prefix, then the shorter key first). Values are
  *    0..LSM_MAX_VALUE bytes, or up to LSM_MAX_EXTENT_VALUE written with a value writer.
@@ -16,8 +16,9 @@
  *    names a code; lsm_errmsg() gives the detail of the last failure on a handle (file, offset, why).
  *    A call that fails because of misuse (LSM_INVALID) changes nothing.
  *  - Thread safety: any number of threads may share one lsm_db. An lsm_iter or lsm_batch belongs to
- *    one thread at a time. The engine's own background threads (flush, compaction) block every
- *    signal but faults, so a signal sent to the process is always handled by a caller's thread.
+ *    one thread at a time; an lsm_snapshot may be read through by many threads at once. The
+ *    engine's own background threads (flush, compaction) block every signal but faults, so a
+ *    signal sent to the process is always handled by a caller's thread.
  *  - Out of memory inside the engine aborts the process (as LevelDB does), except where a call can
  *    say LSM_NOMEM (a value buffer too large to allocate).
  */
@@ -75,6 +76,7 @@ typedef struct lsm_db lsm_db;
 typedef struct lsm_iter lsm_iter;
 typedef struct lsm_batch lsm_batch;
 typedef struct lsm_options lsm_options;
+typedef struct lsm_snapshot lsm_snapshot;
 
 /* The library's version, "MAJOR.MINOR.PATCH", as built (may differ from LSM_VERSION_STRING, the
    header's, when a program runs against a newer liblsm.so.1). */
@@ -147,6 +149,29 @@ LSM_API int lsm_options_set_reserve_bytes(lsm_options *opt, size_t n);
    handle. The directory must hold a database (create_if_missing and error_if_exists are
    ignored). The writes the logs hold stay in memory for the handle's life. */
 LSM_API int lsm_options_set_read_only(lsm_options *opt, int on);
+
+/* Levels of the engine's messages (lsm_options_set_logger), most urgent first. */
+enum {
+    LSM_LOG_ERROR = 0,  /* a failure: a background error that stopped writes, a checksum failure a
+                           read met, an open or a close that failed */
+    LSM_LOG_WARN  = 1,  /* trouble survived: a torn log tail dropped, the disk full (reserve given
+                           back, low-space mode entered, a flush or compaction postponed) */
+    LSM_LOG_INFO  = 2,  /* what an operator wants in a log file: recovery, flushes, low-space mode
+                           left, orphan files removed */
+    LSM_LOG_DEBUG = 3   /* every compaction and table move, normal files removed at open */
+};
+/* What the engine calls with each message: level is an LSM_LOG_* value, msg one line without a
+   newline (borrowed for the call only), arg the pointer given to the setter. */
+typedef void (*lsm_log_fn)(void *arg, int level, const char *msg);
+/* Sets the function the handle reports to (default NULL: the engine says nothing, as without
+   this call). It receives every level; filter in it. It is called from the engine's background
+   threads and from the caller's own threads, possibly from several at once, so it must be
+   thread-safe. The engine calls it holding none of its locks (a message that arises under one
+   is queued and delivered soon after, by a thread that holds none), yet it must not call lsm_*
+   functions on the handle that reports (it may run inside lsm_open, lsm_close, or a flush that
+   a write waits for), and it should return quickly: a slow callback slows flushes and
+   compactions. fn NULL turns reporting off. */
+LSM_API int lsm_options_set_logger(lsm_options *opt, lsm_log_fn fn, void *arg);
 
 /* Opens (creating if allowed) the database in directory dir. opt NULL = defaults. On success *out is
    a handle to close with lsm_close(). On failure *out is NULL; the message is in lsm_errmsg(NULL)
@@ -305,6 +330,39 @@ LSM_API void lsm_iter_set_upper_bound(lsm_iter *it, const void *key, size_t klen
 LSM_API int  lsm_iter_refresh(lsm_iter *it);
 LSM_API void lsm_iter_free(lsm_iter *it);
 
+/* ---- snapshots ----
+   A snapshot is a consistent point-in-time view of the database: reads through it see exactly
+   the writes acknowledged before lsm_snapshot_new, never a later one, however many flushes and
+   compactions run meanwhile (it pins a sequence number, as LevelDB's GetSnapshot does, so
+   compaction keeps every version the snapshot can see, and the blob files those versions name).
+   It copies nothing and holds no file open, but while it lives the versions it sees stay on
+   disk, however often they are overwritten or deleted since: free snapshots promptly. Any number
+   may exist; one may be read through by many threads at once. On a read-only handle a snapshot
+   works too (nothing changes under it anyway). Free every snapshot, and every iterator made at
+   one, before lsm_close: a snapshot is not freed by lsm_close and must not be used or freed
+   after it. */
+
+/* Takes a snapshot of db now. On success *out is the snapshot, to free with lsm_snapshot_free;
+   LSM_INVALID for a NULL argument. Costs a lock and a small allocation. */
+LSM_API int  lsm_snapshot_new(lsm_db *db, lsm_snapshot **out);
+/* The sequence number the snapshot sees up to (lsm_stats.last_sequence at the time it was
+   taken); 0 for NULL. */
+LSM_API uint64_t lsm_snapshot_sequence(const lsm_snapshot *s);
+/* Releases the snapshot: compaction may drop what only it kept. Accepts NULL. Iterators made at
+   it must be freed first. */
+LSM_API void lsm_snapshot_free(lsm_snapshot *s);
+/* lsm_get as of snapshot s (NULL: now, as lsm_get). Same ownership and errors; LSM_INVALID when s
+   belongs to another handle. */
+LSM_API int  lsm_get_at(lsm_db *db, const lsm_snapshot *s, const void *key, size_t klen,
+                        void **val, size_t *vlen);
+/* lsm_get_range as of snapshot s (NULL: now); lsm_get_size as of s is this with n 0. */
+LSM_API int  lsm_get_range_at(lsm_db *db, const lsm_snapshot *s, const void *key, size_t klen,
+                              uint64_t off, void *buf, size_t n, size_t *nread, uint64_t *vlen);
+/* An iterator that sees the database as of snapshot s (NULL: now, as lsm_iter_new); everything
+   said of lsm_iter applies. lsm_iter_refresh on it rebuilds its sources but keeps s's view. Free
+   it before s. */
+LSM_API int  lsm_iter_new_at(lsm_db *db, const lsm_snapshot *s, lsm_iter **out);
+
 /* Flushes the memtable to a table and waits for it. */
 LSM_API int  lsm_flush(lsm_db *db);
 
@@ -360,6 +418,32 @@ LSM_API int lsm_check(lsm_db *db, lsm_check_fn report, void *arg);
    rebuilt (whatever was lost), else an error with the detail in lsm_errmsg(NULL); until it
    replaces CURRENT, as its last step, the directory is as it was. */
 LSM_API int lsm_repair(const char *dir, const lsm_options *opt, lsm_check_fn report, void *arg);
+
+/* Deletes the database in dir: every file the engine names (man/lsm-format.5, FILES: CURRENT,
+   CURRENT.tmp, MANIFEST-*, *.log, *.sst, *.blob, RESERVE and, last, LOCK), then dir itself if
+   that leaves it empty. Any other name is left alone, and so is lost/ (what lsm_repair set aside;
+   remove it by hand) and with them the directory. CURRENT goes first, so a destroy cut short
+   leaves no database that opens, only files a second lsm_destroy removes. Takes dir's lock for
+   the call: LSM_BUSY (naming the holder in lsm_errmsg(NULL)) while any handle, read-write or
+   read-only, holds it, in this process or another; a read-only handle on a directory that had no
+   LOCK holds nothing, and is not seen. An lsm_open racing with it fails with LSM_BUSY, or comes
+   after it and finds no database. LSM_OK when dir does not exist; on failure the detail is in
+   lsm_errmsg(NULL). */
+LSM_API int lsm_destroy(const char *dir);
+
+/* Estimates in *bytes the bytes on disk that the keys in [lo, hi) take (lo NULL: from the first
+   key; hi NULL: to the last), as LevelDB's GetApproximateSizes: the tables of the current version
+   wholly inside the range count whole, and a table the range cuts counts from the data block
+   where the range starts in it to the block where it ends (found through the table's index,
+   which is in memory once the table is open; opening a table may read its index and filter).
+   Counted are table bytes only: writes still in the memtables (lsm_flush first), and values kept
+   in blob files (at least blob_threshold long, or written with a value writer), count nothing
+   but their references. Overwritten and deleted versions that compaction has not dropped yet
+   count, as they take space. Granularity is a data block (block_bytes) per table the range cuts. An
+   empty or inverted range gives 0; a bound of 0 or more than LSM_MAX_KEY bytes is LSM_INVALID.
+   Reads no data blocks; safe on a read-only handle and while other threads write. */
+LSM_API int lsm_approximate_size(lsm_db *db, const void *lo, size_t lon, const void *hi,
+                                 size_t hin, uint64_t *bytes);
 
 #define LSM_MAX_LEVELS 7
 

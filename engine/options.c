@@ -117,3 +117,12 @@ int lsm_options_set_max_open_files(lsm_options *opt, int n)
     opt->max_open_files = n;
     return LSM_OK;
 }
+
+int lsm_options_set_logger(lsm_options *opt, lsm_log_fn fn, void *arg)
+{
+    if (!opt)
+        return LSM_INVALID;
+    opt->logger = fn;
+    opt->logger_arg = fn ? arg : NULL;
+    return LSM_OK;
+}

@@ -29,6 +29,8 @@ struct lsm_options {
     int    background_compaction;
     size_t reserve_bytes;
     int    read_only;
+    lsm_log_fn logger;          /* NULL: no messages */
+    void  *logger_arg;
     struct lsm_env *env;        /* NULL = POSIX; only the engine's tests substitute one (env.h) */
 };
 

@@ -31,6 +31,8 @@ struct recover_state {
     uint64_t *bytes;
     char torn[4096];            /* an earlier log that ended in a torn tail, or "" */
     uint64_t torn_bytes;        /* the bytes it dropped */
+    uint64_t records;           /* batch records replayed, for the logger */
+    uint64_t record_bytes;      /* their bytes */
 };
 
 /* Writes a memtable rebuilt from the logs as an L0 table added to edit. */
@@ -60,6 +62,8 @@ static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off
                        st->path, off);
     if (n >= BATCH_HEADER && dec_fixed32(p + 8) > 0 && last > st->max_seq)
         st->max_seq = last;
+    st->records++;
+    st->record_bytes += n;
     if (memtable_usage(*st->mem) >= st->db->opt.memtable_bytes && !st->db->opt.read_only) {
         /* Recovery flushes as it goes so a long log never needs more than one memtable. */
         int rc = db_recover_flush(st->db, *st->mem, st->edit, st->bytes, st->err);
@@ -116,7 +120,14 @@ static int db_replay_logs(lsm_db *db, version_edit *edit, char *err)
             snprintf(st.torn, sizeof st.torn, "%s", path);
             st.torn_bytes = dropped;
         }
+        if (rc == LSM_OK && dropped)
+            db_log(db, LSM_LOG_WARN, "recovery: %s: dropped a torn tail of %" PRIu64 " bytes "
+                   "(writes never acknowledged as synced, cut short by a crash)", path, dropped);
     }
+    if (nlogs)
+        db_log(db, LSM_LOG_INFO, "recovery: replayed %d log%s: %" PRIu64 " records, %" PRIu64
+               " bytes, up to sequence %" PRIu64, nlogs, nlogs == 1 ? "" : "s", st.records,
+               st.record_bytes, st.max_seq);
     free(logs);
     if (db->opt.read_only) {
         /* Nothing is written: the logs' writes stay in the memtable the handle reads. */
@@ -170,7 +181,14 @@ static void db_remove_obsolete(lsm_db *db)
         if (drop) {
             char path[4096];
             snprintf(path, sizeof path, "%s/%s", db->dir, names[i]);
-            db->env->unlink(db->env, path);
+            int e = db->env->unlink(db->env, path);
+            /* The replayed logs and the previous manifest go at every open; a table, a blob file
+               or a temporary nothing names was left by a crash (or a failed write). */
+            int normal = file_parse_name(names[i], ".log", &num) ||
+                         strncmp(names[i], "MANIFEST-", 9) == 0;
+            db_log(db, normal ? LSM_LOG_DEBUG : LSM_LOG_INFO, "recovery: removed %s %s%s%s",
+                   normal ? "obsolete" : "orphan file", path, e < 0 ? ": " : "",
+                   e < 0 ? strerror(-e) : "");
         }
     }
     env_free_list(names, n);
@@ -271,6 +289,9 @@ int db_recover(lsm_db *db, char *err)
         edit_free(&edit);
         return rc;
     }
+    if (rc == LSM_OK && edit.nadded)
+        db_log(db, LSM_LOG_INFO, "recovery: wrote %d level-0 table%s from the logs",
+               edit.nadded, edit.nadded == 1 ? "" : "s");
     if (rc == LSM_OK) {
         db->wal_number = db->vs.next_file++;
         rc = db_new_wal(db, db->wal_number, &db->wal, err);

@@ -16,7 +16,9 @@
  * back afterwards when it can.
  *
  * Without a reserve (the default of the library) a refused write still fails with LSM_NOSPACE
- * without stopping the handle, but nothing is held back for deletes. This module never deletes
+ * without stopping the handle, but nothing is held back for deletes. Entering and leaving the
+ * mode, and giving the reserve back, are told to the logger (queued: space_release may run under
+ * db->mu). This module never deletes
  * a file but RESERVE, and never refuses a delete-only batch.
  */
 #include <errno.h>
@@ -80,9 +82,14 @@ void space_refill(lsm_db *db, int now)
     if (!db->reserve_held && (now || t - db->reserve_tried >= SPACE_RETRY_MICROS)) {
         db->reserve_tried = t;
         db->reserve_held = space_take(db);
-        atomic_store(&db->low_space, !db->reserve_held);
+        int was_low = atomic_exchange(&db->low_space, !db->reserve_held);
+        if (was_low && db->reserve_held)
+            db_log_later(db, LSM_LOG_INFO, "%s: space is free again: reserve of %zu bytes taken "
+                         "back, low-space mode left (writes that add data are accepted)", db->dir,
+                         db->opt.reserve_bytes);
     }
     pthread_mutex_unlock(&db->space_mu);
+    db_log_drain(db);           /* callers hold no lock (this does I/O) */
 }
 
 int space_release(lsm_db *db)
@@ -94,9 +101,12 @@ int space_release(lsm_db *db)
         space_path(db, path, sizeof path);
         db->env->unlink(db->env, path);
         db->reserve_held = 0;
+        db_log_later(db, LSM_LOG_WARN, "%s: the disk is full: reserve of %zu bytes given back",
+                     db->dir, db->opt.reserve_bytes);
     }
-    if (db->opt.reserve_bytes)
-        atomic_store(&db->low_space, 1);
+    if (db->opt.reserve_bytes && !atomic_exchange(&db->low_space, 1))
+        db_log_later(db, LSM_LOG_WARN, "%s: low-space mode entered: only deletes and writes that "
+                     "free space are accepted until space is freed", db->dir);
     db->reserve_tried = now_micros();
     pthread_mutex_unlock(&db->space_mu);
     return had;

@@ -1347,6 +1347,12 @@ int sst_get(sst *t, const void *ukey, size_t uklen, uint64_t snap, int *found, i
     return rc;
 }
 
+uint64_t sst_approximate_offset(const sst *t, slice ikey)
+{
+    size_t i = sst_index_find(t, ikey);
+    return i < t->nidx ? t->idx[i].off : t->file_size;
+}
+
 uint64_t sst_entries(const sst *t)
 {
     return t->entries;

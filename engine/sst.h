@@ -74,6 +74,11 @@ iiter *sst_iter_new(sst *t);
 int  sst_salvage(sst *t, void (*entry)(void *arg, slice ikey, slice val),
                  void (*bad)(void *arg, const char *why), void *arg);
 
+/* Where in the file the entries at or after internal key ikey begin: the offset of the data block
+   that holds the first of them (found through the index in memory, reading nothing), or the file
+   size when ikey is past every entry. For approximate sizes. */
+uint64_t sst_approximate_offset(const sst *t, slice ikey);
+
 uint64_t sst_entries(const sst *t);
 uint64_t sst_file_size(const sst *t);
 

@@ -321,3 +321,57 @@ int table_cache_get(table_cache *tc, const version *v, const void *key, size_t k
         free(pr);
     return rc;
 }
+
+/* ---- approximate sizes ---- */
+
+/* Offset in table f where user key k's entries begin (0 before the table, its size past it). */
+static int table_cache_offset_of(table_cache *tc, const file_meta *f, slice k, uint64_t *off,
+                                 char *err)
+{
+    sst *t;
+    cache_handle *h;
+    int rc = table_cache_open(tc, f->number, f->size, &t, &h, err);
+    if (rc != LSM_OK)
+        return rc;
+    uint8_t stackbuf[256];
+    buf ik = { 0 };
+    if (k.n + LSM_TRAILER <= sizeof stackbuf) {
+        ik.p = stackbuf;
+        ik.cap = sizeof stackbuf;
+    }
+    ikey_build(&ik, k.p, k.n, LSM_MAX_SEQ, 0xff);   /* the first entry of user key k */
+    *off = sst_approximate_offset(t, (slice){ ik.p, ik.len });
+    if (ik.p != stackbuf)
+        buf_free(&ik);
+    table_cache_release(tc, h);
+    return LSM_OK;
+}
+
+int table_cache_approximate_size(table_cache *tc, const version *v, slice lo, slice hi,
+                                 uint64_t *bytes, char *err)
+{
+    uint64_t total = 0;
+    *bytes = 0;
+    if (lo.p && hi.p && ukey_cmp(lo.p, lo.n, hi.p, hi.n) >= 0)
+        return LSM_OK;
+    for (int l = 0; l < LSM_MAX_LEVELS; l++)
+        for (int i = 0; i < v->nfiles[l]; i++) {
+            const file_meta *f = v->files[l][i];
+            slice fl = file_meta_lo(f), fh = file_meta_hi(f);
+            if ((hi.p && ukey_cmp(fl.p, fl.n, hi.p, hi.n) >= 0) ||
+                (lo.p && ukey_cmp(fh.p, fh.n, lo.p, lo.n) < 0))
+                continue;       /* wholly outside */
+            uint64_t start = 0, end = f->size;
+            int rc = LSM_OK;
+            if (lo.p && ukey_cmp(lo.p, lo.n, fl.p, fl.n) > 0)
+                rc = table_cache_offset_of(tc, f, lo, &start, err);
+            if (rc == LSM_OK && hi.p && ukey_cmp(hi.p, hi.n, fh.p, fh.n) <= 0)
+                rc = table_cache_offset_of(tc, f, hi, &end, err);
+            if (rc != LSM_OK)
+                return rc;
+            if (end > start)
+                total += end - start;
+        }
+    *bytes = total;
+    return LSM_OK;
+}

@@ -50,4 +50,10 @@ int  table_cache_get(table_cache *tc, const version *v, const void *key, size_t 
                      int *found, int *type, value_range *r, void **val, size_t *vlen,
                      table_probe_stats *ps, char *err);
 
+/* Bytes of v's tables holding user keys in [lo, hi) (a slice with p NULL: unbounded), as LevelDB's
+   GetApproximateSizes: a table inside counts whole, one the range cuts from the block where the
+   range starts in it to the block where it ends (its index, opened through the cache). */
+int  table_cache_approximate_size(table_cache *tc, const version *v, slice lo, slice hi,
+                                  uint64_t *bytes, char *err);
+
 #endif /* LSM_TABLE_CACHE_H */

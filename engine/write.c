@@ -433,6 +433,7 @@ static int db_write(lsm_db *db, lsm_batch *b, int sync, int force_flush)
     db_write_done(db, &w, last, rc);
     pthread_mutex_unlock(&db->mu);
     pthread_cond_destroy(&w.cv);
+    db_log_drain(db);
     return db_fail(db, rc, err);
 }
 

@@ -302,6 +302,16 @@ static size_t main_default_reserve(const struct lsmfs *fs)
     return want;
 }
 
+/* The engine's messages (lsm_options_set_logger) go where the daemon's own go, at the matching
+   priority, so -o loglevel=debug shows compactions and the log file the full-disk events. It
+   calls nothing in the engine, as the engine requires, and takes no lock of ours. */
+static void main_engine_log(void *arg, int level, const char *msg)
+{
+    static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
+    (void)arg;
+    lsmfs_log(level >= 0 && level <= LSM_LOG_DEBUG ? prio[level] : LOG_DEBUG, "liblsm: %s", msg);
+}
+
 /* Opens the engine, creates the session and mounts. Prints the reason on stderr on failure. */
 static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *datadir_arg,
                  const char *mountpoint)
@@ -324,6 +334,7 @@ static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *data
     if (fs->reserve == SIZE_MAX)
         fs->reserve = fs->read_only ? 0 : main_default_reserve(fs);
     lsm_options_set_reserve_bytes(lo, fs->reserve);
+    lsm_options_set_logger(lo, main_engine_log, NULL);
     /* A daemon that was just unmounted may still be closing the database: give it a moment. */
     for (int tries = 0; (rc = lsm_open(fs->datadir, lo, &fs->db)) == LSM_BUSY && tries < 40;
          tries++)

@@ -335,3 +335,36 @@ before INT"
     [ "$status" -ne 0 ]
     [[ $output == *"loglevel=loud"* ]]
 }
+
+@test "the engine logs through the daemon: flushes at info, compactions at debug, with bytes and time" {
+    mount_fs -o logfile="$T/engine.log",loglevel=info,memtable_size=64K
+    for i in $(seq 1 600); do printf '%0300d' "$i" >"$MNT/f$i"; done
+    for i in $(seq 1 100); do grep -q "liblsm: flush: " "$T/engine.log" 2>/dev/null && break; sleep 0.1; done
+    grep -Eq "lsmfs\[$LSMFS_PID\]: info: liblsm: flush: .* bytes, in [0-9]+ ms" "$T/engine.log"
+    ! grep -q "debug:" "$T/engine.log"
+    unmount_fs
+    # debug adds what compaction does, and the files a reopen removes as a matter of course
+    require_lsmctl
+    mount_fs -o logfile="$T/debug.log",loglevel=debug
+    "$LSMCTL" -d "$MNT" compact
+    for i in $(seq 1 50); do grep -q "liblsm: compaction: " "$T/debug.log" && break; sleep 0.1; done
+    grep -Eq "debug: liblsm: compaction: .* bytes, in [0-9]+ ms" "$T/debug.log"
+    grep -q "debug: liblsm: recovery: removed obsolete" "$T/debug.log"
+    assert_eq "$(cat "$MNT/f7")" "$(printf '%0300d' 7)"
+}
+
+@test "the engine's full-disk events reach the log file: reserve given back, low-space mode entered" {
+    require_root
+    mount_tmpfs "$T/small" size=32m
+    DATA=$T/small/data
+    mount_fs -o logfile="$T/full.log",loglevel=info
+    local i
+    for ((i = 0; i < 100; i++)); do
+        head -c 1M /dev/urandom >"$MNT/f$i" 2>/dev/null || break
+    done
+    [ "$i" -lt 100 ]
+    for i in $(seq 1 50); do grep -q "low-space mode entered" "$T/full.log" && break; sleep 0.1; done
+    grep -Eq "warning: liblsm: .*the disk is full: reserve of [0-9]+ bytes given back" "$T/full.log"
+    grep -Eq "warning: liblsm: .*low-space mode entered" "$T/full.log"
+    pid_alive "$LSMFS_PID"
+}
