@@ -697,3 +697,22 @@ void names_free(char **names, int n)
         free(names[i]);
     free(names);
 }
+
+int db_fixture_new(void **state, const char *tag)
+{
+    fixture *f = calloc(1, sizeof *f);
+    f->tmp = tmpdir_new(tag);
+    f->dir = path_join(f->tmp, "db");
+    *state = f;
+    return 0;
+}
+
+int db_fixture_free(void **state)
+{
+    fixture *f = *state;
+    tmpdir_remove(f->tmp);
+    free(f->tmp);
+    free(f->dir);
+    free(f);
+    return 0;
+}

@@ -100,6 +100,21 @@ void check_db_equals_model(lsm_db *db, const model *m, const char *ctx);
 /* ---- temporary directories and files ---- */
 
 char *tmpdir_new(const char *tag);                  /* /tmp/lsmtest-tag-XXXXXX; caller frees */
+
+/* A test's database place: a fresh temp directory and tmp/db in it (not created). For cmocka
+   group setups: db_fixture_new(state, tag) and db_fixture_free(state). */
+typedef struct fixture {
+    char *tmp;                /* the temp directory */
+    char *dir;                /* tmp/db, the database directory */
+} fixture;
+int  db_fixture_new(void **state, const char *tag);
+int  db_fixture_free(void **state);
+/* Fails the running test when expr is not LSM_OK, with db's message. */
+#define CHECK_OK(db, expr) do { \
+        int rc_ = (expr); \
+        if (rc_ != LSM_OK) \
+            fail_msg("%s = %d (%s): %s", #expr, rc_, lsm_strerror(rc_), lsm_errmsg(db)); \
+    } while (0)
 void  tmpdir_remove(const char *path);              /* rm -rf; accepts NULL */
 char *path_join(const char *dir, const char *name); /* caller frees */
 int   dir_copy(const char *from, const char *to);   /* to must not exist; 0 or -1 */

@@ -30,34 +30,14 @@
 #include "lsm.h"
 #include "options.h"
 
-#define CHECK_OK(db, expr) do { \
-        int rc_ = (expr); \
-        if (rc_ != LSM_OK) \
-            fail_msg("%s = %d (%s): %s", #expr, rc_, lsm_strerror(rc_), lsm_errmsg(db)); \
-    } while (0)
-
-typedef struct fixture {
-    char *tmp;                /* the temp directory */
-    char *dir;                /* tmp/db, the database directory */
-} fixture;
-
 static int setup(void **state)
 {
-    fixture *f = calloc(1, sizeof *f);
-    f->tmp = tmpdir_new("api");
-    f->dir = path_join(f->tmp, "db");
-    *state = f;
-    return 0;
+    return db_fixture_new(state, "api");
 }
 
 static int teardown(void **state)
 {
-    fixture *f = *state;
-    tmpdir_remove(f->tmp);
-    free(f->tmp);
-    free(f->dir);
-    free(f);
-    return 0;
+    return db_fixture_free(state);
 }
 
 /* Small memtables and tables, blobs from 1 KiB, no background compaction (the tests compact
