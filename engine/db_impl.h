@@ -160,7 +160,7 @@ int  space_low(lsm_db *db);              /* in low-space mode */
 int  space_fits(lsm_db *db, uint64_t bytes);
 /* Whether rc is a refusal for want of space that left the manifest whole, so that the work may be
    tried again later (a log that failed half way through a record is not). */
-int  space_retryable(lsm_db *db, int rc);
+int  space_retryable(lsm_db *db, int rc);   /* takes no engine lock: callable under mu */
 
 /* ---- check.c: values kept in blob files (a blob reference or an extent map) ---- */
 /* Reads every chunk of blob file data the value (of entry type type) uses, verifying checksums;
