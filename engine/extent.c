@@ -1014,12 +1014,19 @@ int lsm_value_writer_commit_batch(lsm_value_writer *w, const lsm_batch *b, int s
         writer_free(w, 1);
         return db_fail(db, rc, err);
     }
-    /* The data and the file's name are durable before any map names them. */
+    /* The data and the file's name are durable before any durable map names them: a synced
+       commit syncs them now; an unsynced one leaves them pending, synced before anything makes
+       its map durable (blob_set_sync_pending). */
     if (w->bw) {
         uint64_t fsize = blob_writer_size(w->bw);
-        rc = blob_writer_finish(w->bw, err);
+        if (sync)
+            rc = blob_writer_finish(w->bw, err);
+        else
+            blob_set_pending_add(&db->blobs, w->file, blob_writer_detach(w->bw));
         w->bw = NULL;
-        if (rc == LSM_OK)
+        if (rc == LSM_OK && sync)
+            rc = blob_set_sync_pending(&db->blobs, err);     /* the others' */
+        if (rc == LSM_OK && sync)
             rc = db_sync_dir(db, err);
         if (rc != LSM_OK) {
             db->env->unlink(db->env, w->path);
