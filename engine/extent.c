@@ -94,6 +94,29 @@ int extent_map_decode(slice s, extent_map *m)
     return p == end ? 0 : -1;
 }
 
+int extent_map_present(lsm_db *db, slice map)
+{
+    extent_map m = { 0 };
+    int ok = extent_map_decode(map, &m) == 0;
+    uint64_t file = 0, size = 0;
+    for (size_t i = 0; i < m.n && ok; i++) {
+        const extent *e = &m.v[i];
+        if (i == 0 || e->file != file) {
+            char path[4096];
+            lsm_file *f = NULL;
+            file = e->file;
+            file_path(db->dir, file, ".blob", path, sizeof path);
+            ok = db->env->open(db->env, path, LSM_O_READ, &f) == 0 &&
+                 db->env->size(db->env, f, &size) == 0;
+            db->env->close(db->env, f);
+        }
+        uint64_t sums = (e->rec_len + BLOB_CHUNK - 1) / BLOB_CHUNK * 4;
+        ok = ok && size >= e->rec_off + e->rec_len + sums;
+    }
+    extent_map_free(&m);
+    return ok;
+}
+
 /* Index of the first extent ending after off. */
 static size_t extent_map_find(const extent_map *m, uint64_t off)
 {

@@ -31,6 +31,7 @@ struct recover_state {
     uint64_t *bytes;
     char torn[4096];            /* an earlier log that ended in a torn tail, or "" */
     uint64_t torn_bytes;        /* the bytes it dropped */
+    uint64_t missing_at;        /* offset of a record whose maps name missing blob bytes */
 };
 
 /* Writes a memtable rebuilt from the logs as an L0 table added to edit. */
@@ -47,6 +48,33 @@ static int db_recover_flush(lsm_db *db, memtable *mem, version_edit *edit, uint6
     return rc;
 }
 
+#define REPLAY_MISSING 1        /* db_recover_record: a map names blob bytes that are not there */
+
+/* Whether every extent map in batch record p names blob bytes that exist. A map whose WAL record
+   was synced does (its files were synced first: extent.c); one that was not may have reached the
+   disk before its blob file did, and then it is as torn as a record cut short. A malformed
+   record passes: db_batch_apply reports it. */
+static int db_record_maps_present(lsm_db *db, const uint8_t *p, size_t n)
+{
+    if (n < BATCH_HEADER)
+        return 1;
+    uint32_t count = dec_fixed32(p + 8);
+    const uint8_t *q = p + BATCH_HEADER, *end = p + n;
+    for (uint32_t i = 0; i < count && q < end; i++) {
+        slice k, v;
+        int type = *q++;
+        if (!(q = dec_lenslice(q, end, &k)))
+            return 1;
+        if (type == LSM_TYPE_DELETE)
+            continue;
+        if (!(q = dec_lenslice(q, end, &v)))
+            return 1;
+        if (type == LSM_TYPE_EXTENTS && !extent_map_present(db, v))
+            return 0;
+    }
+    return 1;
+}
+
 static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off)
 {
     struct recover_state *st = arg;
@@ -55,6 +83,10 @@ static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off
         return err_set(st->err, LSM_CORRUPT,
                        "%s: its last %" PRIu64 " bytes are damaged although a newer log (%s) "
                        "holds writes", st->torn, st->torn_bytes, st->path);
+    if (!db_record_maps_present(st->db, p, n)) {
+        st->missing_at = off;
+        return REPLAY_MISSING;
+    }
     if (db_batch_apply(st->db, *st->mem, p, n, &last) != LSM_OK)
         return err_set(st->err, LSM_CORRUPT, "%s: offset %" PRIu64 ": malformed batch record",
                        st->path, off);
@@ -107,6 +139,18 @@ static int db_replay_logs(lsm_db *db, version_edit *edit, char *err)
         file_path(db->dir, logs[i], ".log", path, sizeof path);
         st.path = path;
         rc = log_replay(db->env, path, WAL_MAGIC, db_recover_record, &st, &dropped, err);
+        if (rc == REPLAY_MISSING) {
+            /* The record and all after it are dropped, as a torn tail is (and, like one, are
+               damage if a newer log holds writes). */
+            rc = LSM_OK;
+            dropped = 1;
+            uint64_t size = 0;
+            lsm_file *f = NULL;
+            if (db->env->open(db->env, path, LSM_O_READ, &f) == 0 &&
+                db->env->size(db->env, f, &size) == 0 && size > st.missing_at)
+                dropped = size - st.missing_at;
+            db->env->close(db->env, f);
+        }
         /* A torn tail is normal only in the log that was live at the crash. An older log was
            sealed before a newer one received writes, so a torn tail there is damage, once a
            newer log shows writes. Newer logs without records were made by an open that crashed
