@@ -7,10 +7,17 @@
  * A writer appends what it is given to a blob file of its own: a run of sequential writes becomes
  * one blob record, written a chunk at a time (so a sequential copy of any size gives a handful of
  * extents and holds one 64 KiB chunk in memory); any other write starts a new record. The map lives
- * in the writer's memory and is laid over the base version's map. Commit syncs the blob file and
- * its directory entry, then writes the map as one entry through the WAL and group commit: after a
- * crash the key holds the old or the new map, and the new map never names unsynced bytes. A file
- * of a writer that never committed is named by nothing and goes at the next open.
+ * in the writer's memory and is laid over the base version's map. Commit writes the map as one
+ * entry through the WAL and group commit: after a crash the key holds the old or the new map, and
+ * a durable map never names unsynced bytes. That ordering is ext4's data=ordered: a synced commit
+ * syncs the blob file and its directory entry before the map goes to the WAL; an unsynced one
+ * syncs nothing, but hands its file to the blob set's pending list (blob.h) first, and whatever
+ * makes a WAL record durable — a synced write of any writer, the seal of a WAL at a memtable
+ * switch, a flush, a checkpoint, close — syncs that list and the directory before it. An
+ * unsynced WAL record that reached the disk anyway, ahead of the blob file it names (the OS
+ * writes pages back in any order), is found at recovery and dropped as a torn tail
+ * (extent_map_present). A file of a writer that never committed is named by nothing and goes at
+ * the next open.
  *
  * It must never let a blob file go while a map that some memtable, open writer or table holds
  * names it (pins and table references do that: blob.c), and never hold a whole large value in

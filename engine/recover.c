@@ -6,7 +6,9 @@
  * names exists, replays every WAL at or after the manifest's log number into level-0 tables
  * (flushing as it goes, so a long log never needs more than one memtable), starts a new WAL and a
  * fresh manifest, and records all of it in one edit. A torn tail is normal only in the log that was
- * live at the crash; in an older log it is damage, reported as such. Only then are orphan files
+ * live at the crash; in an older log it is damage, reported as such. A record whose extent map
+ * names blob bytes that are not there (an unsynced value writer commit whose WAL page reached the
+ * disk before its blob file did: extent.c) ends replay as a torn tail does. Only then are orphan files
  * (tables, logs and blob files no version names, old manifests, temporaries) deleted. It must never
  * start an empty database over files that may hold data, and never delete a file before the edit
  * that stops naming it is durable. A read-only open (lsm_options_set_read_only) stops after

@@ -3,8 +3,10 @@
  * holes, partial rewrites and truncates against an in-memory oracle with reopens between, range
  * reads, sparse values of several GiB and up to 1 TiB, sharing of unchanged extents (bytes written
  * for a small rewrite), power loss in the middle of writing and of committing (afterwards a value
- * is exactly an old or a new version), removal of orphan blob files at open, and garbage
- * collection giving back the space of dead extents (directory's allocated bytes measured).
+ * is exactly an old or a new version), unsynced commits (no sync of their own; their files synced
+ * before any later synced write, switch, flush or checkpoint makes their maps durable; a map
+ * written back ahead of its file dropped at recovery), removal of orphan blob files at open, and
+ * garbage collection giving back the space of dead extents (directory's allocated bytes measured).
  */
 #include <stdarg.h>
 #include <stddef.h>
