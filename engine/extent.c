@@ -16,7 +16,7 @@
  * switch, a flush, a checkpoint, close — syncs that list and the directory before it. An
  * unsynced WAL record that reached the disk anyway, ahead of the blob file it names (the OS
  * writes pages back in any order), is found at recovery and dropped as a torn tail
- * (extent_map_present). A file of a writer that never committed is named by nothing and goes at
+ * (recover.c). A file of a writer that never committed is named by nothing and goes at
  * the next open.
  *
  * It must never let a blob file go while a map that some memtable, open writer or table holds
@@ -99,29 +99,6 @@ int extent_map_decode(slice s, extent_map *m)
         m->n++;
     }
     return p == end ? 0 : -1;
-}
-
-int extent_map_present(lsm_db *db, slice map)
-{
-    extent_map m = { 0 };
-    int ok = extent_map_decode(map, &m) == 0;
-    uint64_t file = 0, size = 0;
-    for (size_t i = 0; i < m.n && ok; i++) {
-        const extent *e = &m.v[i];
-        if (i == 0 || e->file != file) {
-            char path[4096];
-            lsm_file *f = NULL;
-            file = e->file;
-            file_path(db->dir, file, ".blob", path, sizeof path);
-            ok = db->env->open(db->env, path, LSM_O_READ, &f) == 0 &&
-                 db->env->size(db->env, f, &size) == 0;
-            db->env->close(db->env, f);
-        }
-        uint64_t sums = (e->rec_len + BLOB_CHUNK - 1) / BLOB_CHUNK * 4;
-        ok = ok && size >= e->rec_off + e->rec_len + sums;
-    }
-    extent_map_free(&m);
-    return ok;
 }
 
 /* Index of the first extent ending after off. */

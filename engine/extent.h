@@ -39,10 +39,6 @@ void extent_map_encode(const extent_map *m, buf *out);
 int  extent_map_decode(slice s, extent_map *m);
 /* The logical size alone, from the map's first bytes; -1 if malformed. */
 int  extent_map_size(slice s, uint64_t *size);
-/* Whether every blob file that map (encoded) names exists and is long enough to hold the records
-   its extents lie in: 0 if not, or if the map is malformed. Recovery asks it of the maps it
-   replays (recover.c). */
-int  extent_map_present(lsm_db *db, slice map);
 /* Lays e over m: what e covers of older extents is cut away. Grows m->size to e's end. */
 void extent_map_put(extent_map *m, const extent *e);
 /* Sets m->size, dropping or cutting the extents past it. */
