@@ -48,6 +48,7 @@ TESTS      = tests/engine/test_bloom tests/engine/test_cache tests/engine/test_c
              tests/engine/test_extent tests/engine/test_ctl tests/engine/test_api
 TEST_HELPERS = tests/engine/helper_model.o tests/engine/faultenv.o
 BENCHES    = tests/bench/db_bench tests/bench/fsbench tests/bench/extent_bench \
+             tests/bench/append_bench \
              tests/bench/bigbench
 
 # What `make install` puts, each listed once; ITOOLS are tools installed with their man page.

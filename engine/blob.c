@@ -12,7 +12,9 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "blob.h"
 
 struct blob_writer {
@@ -177,6 +179,13 @@ int blob_writer_finish(blob_writer *w, char *err)
     return rc;
 }
 
+lsm_file *blob_writer_detach(blob_writer *w)
+{
+    lsm_file *f = w->f;
+    blob_writer_free(w);
+    return f;
+}
+
 void blob_writer_abandon(blob_writer *w)
 {
     if (!w)
@@ -292,13 +301,125 @@ void blob_set_init(blob_set *bs, lsm_env *env, const char *dir, size_t max_open)
     bs->dir = dir;
     bs->files = cache_new(max_open);
     pthread_mutex_init(&bs->mu, NULL);
+    pthread_mutex_init(&bs->pending_mu, NULL);
+    pthread_mutex_init(&bs->sync_mu, NULL);
 }
+
+/* A blob file whose sync is pending: held open while few are, else named by number. */
+struct blob_pending {
+    uint64_t number;
+    lsm_file *f;                /* or NULL: reopened by path to be synced */
+};
+
+#define BLOB_PENDING_OPEN 64    /* pending files held open at most */
 
 void blob_set_destroy(blob_set *bs)
 {
+    for (int i = 0; i < bs->npending; i++)
+        bs->env->close(bs->env, bs->pending[i].f);
+    free(bs->pending);
     cache_free(bs->files);
     free(bs->v);
+    pthread_mutex_destroy(&bs->sync_mu);
+    pthread_mutex_destroy(&bs->pending_mu);
     pthread_mutex_destroy(&bs->mu);
+}
+
+void blob_set_pending_add(blob_set *bs, uint64_t number, lsm_file *f)
+{
+    pthread_mutex_lock(&bs->pending_mu);
+    if (bs->npending == bs->pending_cap) {
+        bs->pending_cap = bs->pending_cap ? 2 * bs->pending_cap : 16;
+        bs->pending = xrealloc(bs->pending, (size_t)bs->pending_cap * sizeof *bs->pending);
+    }
+    /* Past the bound the handle is closed: the data stays in the page cache, and a later open
+       and fsync of the same inode makes it durable. File numbers are never reused, so the path
+       names this file or nothing. */
+    if (bs->pending_open >= BLOB_PENDING_OPEN) {
+        bs->env->close(bs->env, f);
+        f = NULL;
+    } else {
+        bs->pending_open++;
+    }
+    bs->pending[bs->npending++] = (struct blob_pending){ number, f };
+    pthread_mutex_unlock(&bs->pending_mu);
+}
+
+int blob_set_pending_count(blob_set *bs)
+{
+    pthread_mutex_lock(&bs->pending_mu);
+    int n = bs->npending;
+    pthread_mutex_unlock(&bs->pending_mu);
+    return n;
+}
+
+/* The set is deleting file number: it needs no sync any more. */
+static void blob_set_pending_drop(blob_set *bs, uint64_t number)
+{
+    pthread_mutex_lock(&bs->pending_mu);
+    for (int i = 0; i < bs->npending; i++)
+        if (bs->pending[i].number == number) {
+            if (bs->pending[i].f) {
+                bs->env->close(bs->env, bs->pending[i].f);
+                bs->pending_open--;
+            }
+            bs->pending[i] = bs->pending[--bs->npending];
+            break;
+        }
+    pthread_mutex_unlock(&bs->pending_mu);
+}
+
+int blob_set_sync_pending(blob_set *bs, char *err)
+{
+    pthread_mutex_lock(&bs->sync_mu);
+    int rc = bs->sync_rc;
+    if (rc != LSM_OK) {
+        err_set(err, rc, "%s", bs->sync_err);
+        pthread_mutex_unlock(&bs->sync_mu);
+        return rc;
+    }
+    /* The list is taken whole, and synced without pending_mu, so that adds and deletes go on
+       meanwhile; a file deleted while it is synced here is harmless (it is open or gone). A
+       caller that arrives meanwhile waits on sync_mu: what it needs synced is then either done
+       or still in the list. */
+    pthread_mutex_lock(&bs->pending_mu);
+    struct blob_pending *v = bs->pending;
+    int n = bs->npending;
+    bs->pending = NULL;
+    bs->npending = bs->pending_cap = bs->pending_open = 0;
+    pthread_mutex_unlock(&bs->pending_mu);
+    char path[4096];
+    for (int i = 0; i < n; i++) {
+        lsm_file *f = v[i].f;
+        file_path(bs->dir, v[i].number, ".blob", path, sizeof path);
+        if (!f && rc == LSM_OK) {
+            int e = bs->env->open(bs->env, path, LSM_O_READ, &f);
+            if (e == -ENOENT)
+                continue;       /* deleted: nothing names it */
+            if (e < 0)
+                rc = err_errno(err, e, "opening to sync", path);
+        }
+        if (f && rc == LSM_OK) {
+            int e = bs->env->sync(bs->env, f);
+            if (e < 0)
+                rc = err_errno(err, e, "syncing", path);
+        }
+        bs->env->close(bs->env, f);
+    }
+    free(v);
+    if (rc == LSM_OK && n > 0) {
+        int e = bs->env->sync_dir(bs->env, bs->dir);
+        if (e < 0)
+            rc = err_errno(err, e, "syncing directory", bs->dir);
+    }
+    if (rc != LSM_OK) {
+        rc = bs->sync_rc = LSM_IOERR;
+        snprintf(bs->sync_err, sizeof bs->sync_err, "%s (a pending blob file sync failed: no "
+                 "write is made durable after it)", err);
+        memcpy(err, bs->sync_err, LSM_ERRLEN);
+    }
+    pthread_mutex_unlock(&bs->sync_mu);
+    return rc;
 }
 
 /* Finds number's slot (caller holds mu); creates it when create is set. Slots are kept sorted
@@ -357,6 +478,7 @@ void blob_set_unref(blob_set *bs, const uint64_t *nums, int n)
         uint64_t number = b->number;
         blob_set_remove_slot(bs, b);
         cache_erase(bs->files, 0, number);
+        blob_set_pending_drop(bs, number);
         file_path(bs->dir, number, ".blob", path, sizeof path);
         bs->env->unlink(bs->env, path);
     }
@@ -405,6 +527,7 @@ void blob_set_unpin(blob_set *bs, const uint64_t *nums, int n, int drop)
         uint64_t number = b->number;
         blob_set_remove_slot(bs, b);
         cache_erase(bs->files, 0, number);
+        blob_set_pending_drop(bs, number);
         file_path(bs->dir, number, ".blob", path, sizeof path);
         bs->env->unlink(bs->env, path);
     }

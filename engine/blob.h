@@ -43,6 +43,9 @@ int  blob_writer_sync(blob_writer *w, char *err);
 int  blob_writer_finish(blob_writer *w, char *err);
 /* Closes, removes the file and frees; accepts NULL. */
 void blob_writer_abandon(blob_writer *w);
+/* Frees w without syncing or closing its file, which it returns (the caller owns it): for a
+   value writer's unsynced commit, whose file the blob set then keeps pending. */
+lsm_file *blob_writer_detach(blob_writer *w);
 
 /* Appends a reference to the value at (off, len) of blob file `file`; blob_set_ref_decode reads
    it back. */
@@ -58,6 +61,15 @@ typedef struct blob_set {
     struct blob_count *v;       /* live blob files, unsorted; guarded by mu */
     int n, cap;                 /* guarded by mu */
     int keep_unpinned;          /* unpins never delete any more (blob_set_keep_unpinned); mu */
+    /* Pending syncs (blob_set_pending_add): blob files, and the directory entries naming them,
+       that maps already written through the WAL (not synced) name. */
+    pthread_mutex_t pending_mu; /* a leaf lock, taken after mu when both are held */
+    struct blob_pending *pending; /* guarded by pending_mu */
+    int npending, pending_cap;  /* guarded by pending_mu */
+    int pending_open;           /* entries holding their file open; guarded by pending_mu */
+    pthread_mutex_t sync_mu;    /* serialises blob_set_sync_pending; taken before pending_mu */
+    int sync_rc;                /* a pending sync failed: every later one fails; sync_mu */
+    char sync_err[LSM_ERRLEN];  /* its message; guarded by sync_mu */
 } blob_set;
 
 void blob_set_init(blob_set *bs, lsm_env *env, const char *dir, size_t max_open);
@@ -89,6 +101,16 @@ void blob_set_keep_unpinned(blob_set *bs);
 void blob_set_add_garbage(blob_set *bs, uint64_t number, uint64_t bytes);
 /* Closes blob file number if the set holds it open (its writer removed it). */
 void blob_set_forget(blob_set *bs, uint64_t number);
+/* Pending syncs, the ext4 data=ordered idea (extent.c): an unsynced value writer commit does not
+   sync its blob file nor the directory; it hands the file here (f: its open handle, now owned by
+   the set) before its map goes to the WAL. Whatever makes a WAL record durable (a synced write,
+   the seal of a WAL, a memtable flush, a checkpoint, close) first calls blob_set_sync_pending,
+   which syncs every file handed over before the call and then the directory. A file the set
+   deletes before that is dropped from the list. After a failed pending sync every later call
+   fails (LSM_IOERR): a map whose bytes may be lost must never become durable. */
+void blob_set_pending_add(blob_set *bs, uint64_t number, lsm_file *f);
+int  blob_set_sync_pending(blob_set *bs, char *err);
+int  blob_set_pending_count(blob_set *bs);
 /* Sets the garbage of a live file from the manifest, at open. */
 void blob_set_load_garbage(blob_set *bs, uint64_t number, uint64_t bytes);
 /* The files whose garbage changed since the last call: *pairs (malloc'd) holds (number, total)

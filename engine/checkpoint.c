@@ -175,7 +175,9 @@ static int ckpt_make(lsm_db *db, const char *dest, char *err)
 
     version_edit edit;
     edit_init(&edit);
-    int rc = LSM_OK;
+    /* The copy's tables are synced: the blob files that the maps of the pinned memtables name,
+       pending after unsynced commits, are made durable first (blob.h). */
+    int rc = blob_set_sync_pending(&db->blobs, err);
     version *v = rv.v;
     uint64_t *blobs = NULL;     /* blob files of the copy: its tables name them */
     int nblobs = 0, capblobs = 0;

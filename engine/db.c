@@ -299,6 +299,8 @@ int lsm_close(lsm_db *db)
         db_stop_threads(db);
     int rc = db->bg_error;
     if (rc == LSM_OK && db->wal)
+        rc = blob_set_sync_pending(&db->blobs, err);   /* before the seal: see blob.h */
+    if (rc == LSM_OK && db->wal)
         rc = logw_seal(db->wal, err);
     db_log_drain(db);           /* the threads are gone: whatever they queued */
     if (rc != LSM_OK && rc != db->bg_error)

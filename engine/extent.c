@@ -7,10 +7,17 @@
  * A writer appends what it is given to a blob file of its own: a run of sequential writes becomes
  * one blob record, written a chunk at a time (so a sequential copy of any size gives a handful of
  * extents and holds one 64 KiB chunk in memory); any other write starts a new record. The map lives
- * in the writer's memory and is laid over the base version's map. Commit syncs the blob file and
- * its directory entry, then writes the map as one entry through the WAL and group commit: after a
- * crash the key holds the old or the new map, and the new map never names unsynced bytes. A file
- * of a writer that never committed is named by nothing and goes at the next open.
+ * in the writer's memory and is laid over the base version's map. Commit writes the map as one
+ * entry through the WAL and group commit: after a crash the key holds the old or the new map, and
+ * a durable map never names unsynced bytes. That ordering is ext4's data=ordered: a synced commit
+ * syncs the blob file and its directory entry before the map goes to the WAL; an unsynced one
+ * syncs nothing, but hands its file to the blob set's pending list (blob.h) first, and whatever
+ * makes a WAL record durable — a synced write of any writer, the seal of a WAL at a memtable
+ * switch, a flush, a checkpoint, close — syncs that list and the directory before it. An
+ * unsynced WAL record that reached the disk anyway, ahead of the blob file it names (the OS
+ * writes pages back in any order), is found at recovery and dropped as a torn tail
+ * (recover.c). A file of a writer that never committed is named by nothing and goes at
+ * the next open.
  *
  * It must never let a blob file go while a map that some memtable, open writer or table holds
  * names it (pins and table references do that: blob.c), and never hold a whole large value in
@@ -1014,12 +1021,19 @@ int lsm_value_writer_commit_batch(lsm_value_writer *w, const lsm_batch *b, int s
         writer_free(w, 1);
         return db_fail(db, rc, err);
     }
-    /* The data and the file's name are durable before any map names them. */
+    /* The data and the file's name are durable before any durable map names them: a synced
+       commit syncs them now; an unsynced one leaves them pending, synced before anything makes
+       its map durable (blob_set_sync_pending). */
     if (w->bw) {
         uint64_t fsize = blob_writer_size(w->bw);
-        rc = blob_writer_finish(w->bw, err);
+        if (sync)
+            rc = blob_writer_finish(w->bw, err);
+        else
+            blob_set_pending_add(&db->blobs, w->file, blob_writer_detach(w->bw));
         w->bw = NULL;
-        if (rc == LSM_OK)
+        if (rc == LSM_OK && sync)
+            rc = blob_set_sync_pending(&db->blobs, err);     /* the others' */
+        if (rc == LSM_OK && sync)
             rc = db_sync_dir(db, err);
         if (rc != LSM_OK) {
             db->env->unlink(db->env, w->path);

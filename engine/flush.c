@@ -21,7 +21,11 @@ static int db_flush_memtable(lsm_db *db, memtable *imm, uint64_t log_number, uin
 {
     file_meta *f = NULL;
     uint64_t bytes = 0, t0 = now_micros();
-    int rc = builder_write_memtable(db, imm, &f, &bytes, err);
+    /* The seal of imm's WAL synced the pending blob files its maps name; a table is as durable
+       as a synced WAL, so this holds whichever way imm came here. */
+    int rc = blob_set_sync_pending(&db->blobs, err);
+    if (rc == LSM_OK)
+        rc = builder_write_memtable(db, imm, &f, &bytes, err);
     if (rc == LSM_OK && f)
         rc = db_sync_dir(db, err);
     if (rc != LSM_OK) {

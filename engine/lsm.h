@@ -225,7 +225,7 @@ LSM_API int  lsm_get_range(lsm_db *db, const void *key, size_t klen, uint64_t of
    sequential writes extend one record, holding at most 64 KiB of them in memory. Nothing is
    visible until commit, which writes the new map as one atomic write (through the WAL, like
    lsm_put): after a crash the key holds the old version or the new one, never a mixture, and the
-   writer's bytes are synced before the map names them. A writer that is aborted, or never
+   writer's bytes are durable before a durable map names them. A writer that is aborted, or never
    committed because the process died, leaves nothing: its blob file is removed (at the next open
    after a crash). Values written this way may be up to LSM_MAX_EXTENT_VALUE bytes; lsm_get returns
    one only up to LSM_MAX_VALUE (larger: LSM_NOMEM, read it with lsm_get_range), and lsm_iter_value
@@ -263,7 +263,12 @@ LSM_API int lsm_value_writer_punch(lsm_value_writer *w, uint64_t off, uint64_t n
 LSM_API int lsm_value_writer_copy(lsm_value_writer *w, uint64_t off, const void *src,
                                   size_t srclen, uint64_t src_off, uint64_t n, uint64_t *copied);
 /* Makes the new value the key's value in one atomic write, syncing the WAL when sync is set (as
-   lsm_write's sync). Frees w, whatever the result. */
+   lsm_write's sync). Frees w, whatever the result. With sync set it costs three syncs: the
+   writer's blob file, the directory (the file is new), the WAL. Without, none: the blob file and
+   directory are synced later, before anything makes the map durable (the next synced write of
+   any writer, lsm_sync, a memtable switch or flush, lsm_checkpoint, lsm_close), so that write
+   pays for them; until then a power loss may lose the commit, as an unsynced lsm_write, but never
+   leaves a torn value. */
 LSM_API int lsm_value_writer_commit(lsm_value_writer *w, int sync);
 /* As lsm_value_writer_commit, with the entries of batch b (may be NULL; not changed) in the same
    atomic write, after the value: a file's content and its attribute record, say. */

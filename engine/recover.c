@@ -6,7 +6,9 @@
  * names exists, replays every WAL at or after the manifest's log number into level-0 tables
  * (flushing as it goes, so a long log never needs more than one memtable), starts a new WAL and a
  * fresh manifest, and records all of it in one edit. A torn tail is normal only in the log that was
- * live at the crash; in an older log it is damage, reported as such. Only then are orphan files
+ * live at the crash; in an older log it is damage, reported as such. A record whose extent map
+ * names blob bytes that are not there (an unsynced value writer commit whose WAL page reached the
+ * disk before its blob file did: extent.c) ends replay as a torn tail does. Only then are orphan files
  * (tables, logs and blob files no version names, old manifests, temporaries) deleted. It must never
  * start an empty database over files that may hold data, and never delete a file before the edit
  * that stops naming it is durable. A read-only open (lsm_options_set_read_only) stops after
@@ -33,7 +35,65 @@ struct recover_state {
     uint64_t torn_bytes;        /* the bytes it dropped */
     uint64_t records;           /* batch records replayed, for the logger */
     uint64_t record_bytes;      /* their bytes */
+    uint64_t missing_at;        /* offset of a record whose maps name missing blob bytes */
+    uint64_t *sizes;            /* blob file sizes seen by the check: (number + 1, size) pairs,
+                                   open addressing; a missing file has size 0 */
+    size_t nsizes, capsizes;    /* pairs used, slots */
 };
+
+/* The size of blob file number (0 if it is missing), looked up once per recovery: blob files do
+   not change while it runs. */
+static uint64_t db_recover_blob_size(struct recover_state *st, uint64_t number)
+{
+    if (2 * (st->nsizes + 1) > st->capsizes) {
+        size_t cap = st->capsizes ? 2 * st->capsizes : 256;
+        uint64_t *t = xcalloc(2 * cap, sizeof *t);
+        for (size_t i = 0; i < st->capsizes; i++)
+            if (st->sizes[2 * i]) {
+                size_t j = (size_t)(st->sizes[2 * i] * 0x9E3779B97F4A7C15u) & (cap - 1);
+                while (t[2 * j])
+                    j = (j + 1) & (cap - 1);
+                t[2 * j] = st->sizes[2 * i];
+                t[2 * j + 1] = st->sizes[2 * i + 1];
+            }
+        free(st->sizes);
+        st->sizes = t;
+        st->capsizes = cap;
+    }
+    size_t j = (size_t)((number + 1) * 0x9E3779B97F4A7C15u) & (st->capsizes - 1);
+    while (st->sizes[2 * j] && st->sizes[2 * j] != number + 1)
+        j = (j + 1) & (st->capsizes - 1);
+    if (!st->sizes[2 * j]) {
+        lsm_db *db = st->db;
+        char path[4096];
+        lsm_file *f = NULL;
+        uint64_t size = 0;
+        file_path(db->dir, number, ".blob", path, sizeof path);
+        if (db->env->open(db->env, path, LSM_O_READ, &f) != 0 || db->env->size(db->env, f, &size) != 0)
+            size = 0;
+        db->env->close(db->env, f);
+        st->sizes[2 * j] = number + 1;
+        st->sizes[2 * j + 1] = size;
+        st->nsizes++;
+    }
+    return st->sizes[2 * j + 1];
+}
+
+/* Whether every blob file that map names exists and is long enough to hold the records its
+   extents lie in. A malformed map passes: db_batch_apply reports it. */
+static int db_recover_map_present(struct recover_state *st, slice map)
+{
+    extent_map m = { 0 };
+    int ok = 1;
+    if (extent_map_decode(map, &m) == 0)
+        for (size_t i = 0; i < m.n && ok; i++) {
+            const extent *e = &m.v[i];
+            uint64_t sums = (e->rec_len + BLOB_CHUNK - 1) / BLOB_CHUNK * 4;
+            ok = db_recover_blob_size(st, e->file) >= e->rec_off + e->rec_len + sums;
+        }
+    extent_map_free(&m);
+    return ok;
+}
 
 /* Writes a memtable rebuilt from the logs as an L0 table added to edit. */
 static int db_recover_flush(lsm_db *db, memtable *mem, version_edit *edit, uint64_t *bytes,
@@ -49,6 +109,33 @@ static int db_recover_flush(lsm_db *db, memtable *mem, version_edit *edit, uint6
     return rc;
 }
 
+#define REPLAY_MISSING 1        /* db_recover_record: a map names blob bytes that are not there */
+
+/* Whether every extent map in batch record p names blob bytes that exist. A map whose WAL record
+   was synced does (its files were synced first: extent.c); one that was not may have reached the
+   disk before its blob file did, and then it is as torn as a record cut short. A malformed
+   record passes: db_batch_apply reports it. */
+static int db_record_maps_present(struct recover_state *st, const uint8_t *p, size_t n)
+{
+    if (n < BATCH_HEADER)
+        return 1;
+    uint32_t count = dec_fixed32(p + 8);
+    const uint8_t *q = p + BATCH_HEADER, *end = p + n;
+    for (uint32_t i = 0; i < count && q < end; i++) {
+        slice k, v;
+        int type = *q++;
+        if (!(q = dec_lenslice(q, end, &k)))
+            return 1;
+        if (type == LSM_TYPE_DELETE)
+            continue;
+        if (!(q = dec_lenslice(q, end, &v)))
+            return 1;
+        if (type == LSM_TYPE_EXTENTS && !db_recover_map_present(st, v))
+            return 0;
+    }
+    return 1;
+}
+
 static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off)
 {
     struct recover_state *st = arg;
@@ -57,6 +144,10 @@ static int db_recover_record(void *arg, const uint8_t *p, size_t n, uint64_t off
         return err_set(st->err, LSM_CORRUPT,
                        "%s: its last %" PRIu64 " bytes are damaged although a newer log (%s) "
                        "holds writes", st->torn, st->torn_bytes, st->path);
+    if (!db_record_maps_present(st, p, n)) {
+        st->missing_at = off;
+        return REPLAY_MISSING;
+    }
     if (db_batch_apply(st->db, *st->mem, p, n, &last) != LSM_OK)
         return err_set(st->err, LSM_CORRUPT, "%s: offset %" PRIu64 ": malformed batch record",
                        st->path, off);
@@ -111,6 +202,18 @@ static int db_replay_logs(lsm_db *db, version_edit *edit, char *err)
         file_path(db->dir, logs[i], ".log", path, sizeof path);
         st.path = path;
         rc = log_replay(db->env, path, WAL_MAGIC, db_recover_record, &st, &dropped, err);
+        if (rc == REPLAY_MISSING) {
+            /* The record and all after it are dropped, as a torn tail is (and, like one, are
+               damage if a newer log holds writes). */
+            rc = LSM_OK;
+            dropped = 1;
+            uint64_t size = 0;
+            lsm_file *f = NULL;
+            if (db->env->open(db->env, path, LSM_O_READ, &f) == 0 &&
+                db->env->size(db->env, f, &size) == 0 && size > st.missing_at)
+                dropped = size - st.missing_at;
+            db->env->close(db->env, f);
+        }
         /* A torn tail is normal only in the log that was live at the crash. An older log was
            sealed before a newer one received writes, so a torn tail there is damage, once a
            newer log shows writes. Newer logs without records were made by an open that crashed
@@ -129,6 +232,7 @@ static int db_replay_logs(lsm_db *db, version_edit *edit, char *err)
                " bytes, up to sequence %" PRIu64, nlogs, nlogs == 1 ? "" : "s", st.records,
                st.record_bytes, st.max_seq);
     free(logs);
+    free(st.sizes);
     if (db->opt.read_only) {
         /* Nothing is written: the logs' writes stay in the memtable the handle reads. */
         db->mem = mem;

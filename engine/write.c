@@ -169,7 +169,9 @@ static int db_switch_memtable(lsm_db *db, char *err)
     uint64_t num = db->vs.next_file++;
     logw *old = db->wal, *nw = NULL;
     pthread_mutex_unlock(&db->mu);
-    int rc = logw_seal(old, err);
+    int rc = blob_set_sync_pending(&db->blobs, err);   /* before the seal makes old durable */
+    if (rc == LSM_OK)
+        rc = logw_seal(old, err);
     if (rc == LSM_OK) {
         rc = db_new_wal(db, num, &nw, err);
         /* A full disk: the old log stays live (a seal mark does not end it), so this is worth
@@ -329,7 +331,13 @@ static void db_write_gather(lsm_db *db, writer *w, write_group *g)
 static int db_write_group(lsm_db *db, memtable *mem, logw *wal, const write_group *g,
                           uint64_t *last_seq, char *err)
 {
-    int rc = logw_reserve(wal, g->count > 0 ? g->len : 0, err);
+    /* Blob files of unsynced value writer commits are durable before any WAL record is: the
+       group's own writers handed theirs over before they queued, so before this point. Nothing
+       is appended if this fails (and it fails for good: blob.h). */
+    int rc = g->sync ? blob_set_sync_pending(&db->blobs, err) : LSM_OK;
+    if (rc != LSM_OK)
+        return rc;
+    rc = logw_reserve(wal, g->count > 0 ? g->len : 0, err);
     if (rc == LSM_OK && g->count > 0) {
         rc = logw_append(wal, g->rep, g->len, err);
         atomic_fetch_add(&db->st_wal_bytes, g->len + 8);

@@ -87,6 +87,7 @@ typedef struct faultenv {
     int fail_once;                 /* only the one call fails, then the fault disarms */
     int short_writes;              /* appends write at most half */
     long mutations;                /* mutating calls attempted so far */
+    long syncs;                    /* sync and sync_dir calls attempted so far */
     uint64_t rng;                  /* xorshift64 state for power loss's coin tosses */
     uint64_t capacity;             /* bytes the live files may hold; 0 = no limit */
 } faultenv;
@@ -384,6 +385,7 @@ static int faultenv_sync(lsm_env *env, lsm_file *f)
 {
     faultenv *fe = faultenv_of(env);
     pthread_mutex_lock(&fe->mu);
+    fe->syncs++;
     int r = faultenv_mutate(fe);
     if (r == 0) {
         f->ino->synced = f->ino->len;
@@ -495,6 +497,7 @@ static int faultenv_sync_dir(lsm_env *env, const char *dir)
 {
     faultenv *fe = faultenv_of(env);
     pthread_mutex_lock(&fe->mu);
+    fe->syncs++;
     int r = faultenv_mutate(fe);
     if (r < 0)
         goto out;
@@ -780,6 +783,15 @@ long faultenv_mutations(lsm_env *env)
     faultenv *fe = faultenv_of(env);
     pthread_mutex_lock(&fe->mu);
     long n = fe->mutations;
+    pthread_mutex_unlock(&fe->mu);
+    return n;
+}
+
+long faultenv_syncs(lsm_env *env)
+{
+    faultenv *fe = faultenv_of(env);
+    pthread_mutex_lock(&fe->mu);
+    long n = fe->syncs;
     pthread_mutex_unlock(&fe->mu);
     return n;
 }

@@ -33,6 +33,7 @@ void     faultenv_clear(lsm_env *env);
 /* Seeds the generator behind power loss's coin tosses (a fixed seed is used until then). */
 void     faultenv_seed(lsm_env *env, uint64_t seed);
 long     faultenv_mutations(lsm_env *env);     /* mutating calls so far */
+long     faultenv_syncs(lsm_env *env);         /* sync and sync_dir calls so far */
 /* Flips (xor 0xff) the byte at off of path, as both live and durable content; -ENOENT if none. */
 int      faultenv_corrupt(lsm_env *env, const char *path, uint64_t off);
 

@@ -3,8 +3,10 @@
  * holes, partial rewrites and truncates against an in-memory oracle with reopens between, range
  * reads, sparse values of several GiB and up to 1 TiB, sharing of unchanged extents (bytes written
  * for a small rewrite), power loss in the middle of writing and of committing (afterwards a value
- * is exactly an old or a new version), removal of orphan blob files at open, and garbage
- * collection giving back the space of dead extents (directory's allocated bytes measured).
+ * is exactly an old or a new version), unsynced commits (no sync of their own; their files synced
+ * before any later synced write, switch, flush or checkpoint makes their maps durable; a map
+ * written back ahead of its file dropped at recovery), removal of orphan blob files at open, and
+ * garbage collection giving back the space of dead extents (directory's allocated bytes measured).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -1270,6 +1272,305 @@ static void test_power_loss(void **state)
    then reopened without a power loss, so whatever reached the files stays): the value is the old
    or the new version, and readable. A map that went to the WAL although the commit failed must
    find its blob files at the next open. */
+
+static int write_other_synced(lsm_db *db)
+{
+    lsm_batch *b = lsm_batch_new();
+    lsm_batch_put(b, "other", 5, "x", 1);
+    int rc = lsm_write(b ? db : NULL, b, 1);
+    lsm_batch_free(b);
+    return rc;
+}
+
+/* ---- unsynced commits: their files are synced before anything makes their maps durable ---- */
+
+#define UNSYNCED_KEYS 4
+#define UNSYNCED_MAX_VERSIONS 64
+
+/* One key's versions since the last one known durable: after a power loss the key holds one of
+   them, complete. */
+typedef struct key_versions {
+    oracle v[UNSYNCED_MAX_VERSIONS];   /* v[0]: durable; v[1..n-1]: written since, maybe lost */
+    int n;
+} key_versions;
+
+static void kv_push(key_versions *k, const oracle *o)
+{
+    assert_true(k->n < UNSYNCED_MAX_VERSIONS);
+    oracle *d = &k->v[k->n++];
+    *d = (oracle){ 0 };
+    if (o->size == (uint64_t)-1) {
+        d->size = (uint64_t)-1;
+    } else {
+        oracle_truncate(d, 0);
+        if (o->size)
+            oracle_write(d, 0, o->p, o->size);
+        else
+            oracle_truncate(d, 0);
+    }
+}
+
+/* The newest version became durable: it is the only one left. */
+static void kv_settle(key_versions *k)
+{
+    for (int i = 0; i < k->n - 1; i++)
+        free(k->v[i].p);
+    k->v[0] = k->v[k->n - 1];
+    k->n = 1;
+}
+
+static void kv_free(key_versions *k)
+{
+    for (int i = 0; i < k->n; i++)
+        free(k->v[i].p);
+    k->n = 0;
+}
+
+/* A random model of unsynced commits (writers, some keeping the old value, some starting anew)
+   mixed with what makes the WAL durable: synced commits, a synced lsm_write of another key,
+   lsm_sync, lsm_flush (a memtable switch and a table), a checkpoint. The machine dies after a
+   random number of mutating calls, then the power goes. Each key must then hold one of the
+   versions written since its last durable one, complete and readable; where a synced call
+   succeeded after an unsynced commit, exactly the newest. */
+static void unsynced_round(uint64_t seed, int *settled_ok)
+{
+    trng r;
+    trng_seed(&r, seed);
+    lsm_env *env = faultenv_new();
+    faultenv_seed(env, trng_next(&r));
+    lsm_db *db = fopen_db(env);
+    key_versions kv[UNSYNCED_KEYS];
+    oracle cur[UNSYNCED_KEYS];
+    for (int k = 0; k < UNSYNCED_KEYS; k++) {
+        kv[k].n = 0;
+        cur[k] = (oracle){ .size = (uint64_t)-1 };
+        kv_push(&kv[k], &cur[k]);
+    }
+    long die_after = (long)trng_below(&r, 300);
+    faultenv_fail_after(env, die_after, EIO);
+    int ops = 10 + (int)trng_below(&r, 30), dead = 0;
+    uint8_t b[24 * 1024];
+    for (int i = 0; i < ops && !dead; i++) {
+        int what = (int)trng_below(&r, 100), rc;
+        if (what < 70) {
+            int k = (int)trng_below(&r, UNSYNCED_KEYS), keep = trng_below(&r, 4) != 0;
+            char key[2] = { (char)('a' + k), 0 };
+            lsm_value_writer *w = NULL;
+            rc = lsm_value_writer_open(db, key, 1, keep ? LSM_VW_KEEP : 0, &w);
+            oracle next = { 0 };
+            oracle_truncate(&next, 0);
+            if (keep && cur[k].size != (uint64_t)-1 && cur[k].size)
+                oracle_write(&next, 0, cur[k].p, cur[k].size);
+            int pieces = 1 + (int)trng_below(&r, 3);
+            for (int j = 0; rc == LSM_OK && j < pieces; j++) {
+                uint64_t off = trng_below(&r, 3) == 0 ? next.size : trng_below(&r, 160 * KiB);
+                size_t n = 1 + (size_t)trng_below(&r, sizeof b);
+                trng_fill(&r, b, n);
+                rc = lsm_value_writer_write(w, off, b, n);
+                oracle_write(&next, off, b, n);
+            }
+            if (rc == LSM_OK && trng_below(&r, 5) == 0) {
+                uint64_t size = trng_below(&r, 200 * KiB);
+                rc = lsm_value_writer_truncate(w, size);
+                oracle_truncate(&next, size);
+            }
+            int sync = trng_below(&r, 8) == 0;
+            if (rc == LSM_OK) {
+                rc = lsm_value_writer_commit(w, sync);
+                /* Failed or not, the map may be in the WAL: the version is possible. */
+                kv_push(&kv[k], &next);
+                free(cur[k].p);
+                cur[k] = next;
+            } else {
+                if (w)
+                    lsm_value_writer_abort(w);
+                free(next.p);
+            }
+            if (rc == LSM_OK && sync)
+                for (int x = 0; x < UNSYNCED_KEYS; x++)
+                    kv_settle(&kv[x]);
+        } else {
+            if (what < 82) {
+                /* A synced write of another key: its WAL sync makes every earlier map durable. */
+                lsm_batch *bt = lsm_batch_new();
+                lsm_batch_put(bt, "other", 5, "x", 1);
+                rc = lsm_write(db, bt, 1);
+                lsm_batch_free(bt);
+            } else if (what < 90) {
+                rc = lsm_sync(db);
+            } else if (what < 97) {
+                rc = lsm_flush(db);
+            } else {
+                char dest[64];
+                snprintf(dest, sizeof dest, "/ckpt%d", i);
+                rc = lsm_checkpoint(db, dest);
+            }
+            if (rc == LSM_OK && what < 97)
+                for (int x = 0; x < UNSYNCED_KEYS; x++)
+                    kv_settle(&kv[x]);
+        }
+        dead = faultenv_mutations(env) > die_after;
+    }
+    for (int k = 0; k < UNSYNCED_KEYS; k++)
+        if (kv[k].n == 1 && kv[k].v[0].size != (uint64_t)-1)
+            (*settled_ok)++;
+    /* The machine dies (if it has not), the process closes what it can, the power goes. */
+    faultenv_fail_after(env, 0, EIO);
+    lsm_close(db);
+    faultenv_power_loss(env);
+    db = fopen_db(env);
+    for (int k = 0; k < UNSYNCED_KEYS; k++) {
+        char key[2] = { (char)('a' + k), 0 };
+        int found = 0;
+        for (int j = 0; j < kv[k].n && !found; j++)
+            found = value_is(db, key, &kv[k].v[j]);
+        if (!found)
+            fail_msg("seed %" PRIu64 ": key %s holds none of its %d possible versions (%s)", seed,
+                     key, kv[k].n, kv[k].n == 1 ? "a synced call made it durable" : "torn?");
+    }
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    assert_int_equal(lsm_close(db), LSM_OK);
+    for (int k = 0; k < UNSYNCED_KEYS; k++) {
+        kv_free(&kv[k]);
+        free(cur[k].p);
+    }
+    faultenv_free(env);
+}
+
+static void test_unsynced_power_loss(void **state)
+{
+    uint64_t seed0 = test_seed("extent_unsynced", 31);
+    int rounds = (int)test_scale(150), settled = 0;
+    for (int i = 0; i < rounds; i++)
+        unsynced_round(seed0 + (uint64_t)i, &settled);
+    print_message("# %d rounds, %d keys made durable by a later synced call\n", rounds, settled);
+    assert_true(settled > rounds / 4);
+    (void)state;
+}
+
+/* An unsynced commit costs no sync; a synced one, or a synced write after unsynced commits, syncs
+   the files those commits left pending, then the directory, then the WAL. */
+static void test_unsynced_no_fsync(void **state)
+{
+    lsm_env *env = faultenv_new();
+    lsm_options o;
+    options_defaults(&o);
+    o.env = env;
+    lsm_db *db = NULL;
+    assert_int_equal(lsm_open(FDB, &o, &db), LSM_OK);
+    trng r;
+    trng_seed(&r, 5);
+    oracle or = { 0 };
+    write_dense(db, "log", 0, 10 * MiB, 0, &r, &or);
+    uint8_t line[100];
+    const int n = 50;
+    long s0 = faultenv_syncs(env);
+    for (int i = 0; i < n; i++) {
+        lsm_value_writer *w;
+        assert_int_equal(lsm_value_writer_open(db, "log", 3, LSM_VW_KEEP, &w), LSM_OK);
+        trng_fill(&r, line, sizeof line);
+        assert_int_equal(lsm_value_writer_write(w, or.size, line, sizeof line), LSM_OK);
+        oracle_write(&or, or.size, line, sizeof line);
+        assert_int_equal(lsm_value_writer_commit(w, 0), LSM_OK);
+    }
+    long s1 = faultenv_syncs(env);
+    print_message("# %d unsynced commits: %ld syncs\n", n, s1 - s0);
+    assert_int_equal(s1 - s0, 0);
+    /* A synced write of another key: the n files, the directory, the WAL. */
+    assert_int_equal(write_other_synced(db), LSM_OK);
+    long s2 = faultenv_syncs(env);
+    print_message("# then a synced write of another key: %ld syncs\n", s2 - s1);
+    assert_true(s2 - s1 >= n + 2);
+    /* A synced commit with nothing pending: its file, the directory, the WAL. */
+    lsm_value_writer *w;
+    assert_int_equal(lsm_value_writer_open(db, "log", 3, LSM_VW_KEEP, &w), LSM_OK);
+    assert_int_equal(lsm_value_writer_write(w, or.size, line, sizeof line), LSM_OK);
+    oracle_write(&or, or.size, line, sizeof line);
+    assert_int_equal(lsm_value_writer_commit(w, 1), LSM_OK);
+    long s3 = faultenv_syncs(env);
+    print_message("# a synced commit: %ld syncs\n", s3 - s2);
+    assert_true(s3 - s2 >= 3);
+    /* Nothing pending: a synced write syncs the WAL only. */
+    assert_int_equal(write_other_synced(db), LSM_OK);
+    long s4 = faultenv_syncs(env);
+    assert_true(s4 - s3 >= 1 && s4 - s3 <= 2);
+    /* And unsynced commits then lsm_sync survive a power loss. */
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(lsm_value_writer_open(db, "log", 3, LSM_VW_KEEP, &w), LSM_OK);
+        trng_fill(&r, line, sizeof line);
+        assert_int_equal(lsm_value_writer_write(w, or.size, line, sizeof line), LSM_OK);
+        oracle_write(&or, or.size, line, sizeof line);
+        assert_int_equal(lsm_value_writer_commit(w, 0), LSM_OK);
+    }
+    assert_int_equal(lsm_sync(db), LSM_OK);
+    faultenv_power_loss(env);
+    faultenv_fail_after(env, 0, EIO);
+    lsm_close(db);
+    faultenv_clear(env);
+    db = fopen_db(env);
+    assert_true(value_is(db, "log", &or));
+    assert_int_equal(lsm_close(db), LSM_OK);
+    free(or.p);
+    faultenv_free(env);
+    (void)state;
+}
+
+/* The OS may write an unsynced WAL record to the disk before the blob file its map names (the
+   log is preallocated: its pages need no metadata commit; the new file's entry does). After such
+   a power loss recovery drops that record and what follows as a torn tail: the old version. */
+static void test_unsynced_wal_first(void **state)
+{
+    lsm_env *env = faultenv_new();
+    lsm_options o;
+    small_options(&o);
+    o.env = env;
+    o.wal_buffer_bytes = 0;     /* each record goes to the env at once */
+    lsm_db *db = NULL;
+    assert_int_equal(lsm_open(FDB, &o, &db), LSM_OK);
+    trng r;
+    trng_seed(&r, 8);
+    oracle v1 = { 0 }, v2 = { 0 };
+    write_dense(db, "k", 0, 300 * KiB, 0, &r, &v1);
+    oracle_write(&v2, 0, v1.p, v1.size);
+    lsm_value_writer *w;
+    uint8_t b[50 * 1024];
+    trng_fill(&r, b, sizeof b);
+    assert_int_equal(lsm_value_writer_open(db, "k", 1, LSM_VW_KEEP, &w), LSM_OK);
+    assert_int_equal(lsm_value_writer_write(w, 280 * KiB, b, sizeof b), LSM_OK);
+    oracle_write(&v2, 280 * KiB, b, sizeof b);
+    assert_int_equal(lsm_value_writer_commit(w, 0), LSM_OK);
+    assert_int_equal(lsm_put(db, "after", 5, "x", 1), LSM_OK);
+    /* Writeback of the log alone. */
+    char **names, newest[64] = "", path[256];
+    int n;
+    assert_int_equal(env->list(env, FDB, &names, &n), 0);
+    for (int i = 0; i < n; i++)     /* numbers are zero-padded: the greatest name is the newest */
+        if (strstr(names[i], ".log") && strcmp(names[i], newest) > 0)
+            snprintf(newest, sizeof newest, "%s", names[i]);
+    env_free_list(names, n);
+    assert_true(newest[0] != 0);
+    snprintf(path, sizeof path, "%s/%s", FDB, newest);
+    lsm_file *f;
+    assert_int_equal(env->open(env, path, LSM_O_READ, &f), 0);
+    assert_int_equal(env->sync(env, f), 0);
+    env->close(env, f);
+    faultenv_fail_after(env, 0, EIO);
+    lsm_close(db);
+    faultenv_power_loss(env);
+    db = fopen_db(env);
+    assert_true(value_is(db, "k", &v1));
+    void *v = NULL;
+    size_t vl;
+    assert_int_equal(lsm_get(db, "after", 5, &v, &vl), LSM_NOTFOUND);   /* dropped after it */
+    assert_int_equal(lsm_compact(db), LSM_OK);
+    assert_true(value_is(db, "k", &v1));
+    assert_int_equal(lsm_close(db), LSM_OK);
+    free(v1.p);
+    free(v2.p);
+    faultenv_free(env);
+    (void)state;
+}
+
 static void test_commit_failure(void **state)
 {
     long steps = 0;
@@ -1327,6 +1628,9 @@ int main(void)
         cmocka_unit_test(test_power_loss),
         cmocka_unit_test(test_sigkill),
         cmocka_unit_test(test_commit_failure),
+        cmocka_unit_test(test_unsynced_power_loss),
+        cmocka_unit_test(test_unsynced_no_fsync),
+        cmocka_unit_test(test_unsynced_wal_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
