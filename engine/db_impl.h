@@ -178,7 +178,8 @@ int  db_recover(lsm_db *db, char *err);
 /* ---- write.c ---- */
 #define BATCH_HEADER 12     /* fixed64 first sequence | fixed32 count, before a batch's entries */
 /* Applies a batch in its WAL record form to m; LSM_CORRUPT if it is malformed. *last is the
-   sequence number of its last entry (first - 1 for an empty batch). */
+   sequence number of its last entry (first - 1 for an empty batch). db pins the blob files of
+   the maps it adds for m's life; NULL (repair, which deletes nothing meanwhile) pins nothing. */
 int  db_batch_apply(lsm_db *db, memtable *m, const uint8_t *p, size_t n, uint64_t *last);
 /* Creates WAL `number`, durable (header and directory entry) before any write is acknowledged. */
 int  db_new_wal(lsm_db *db, uint64_t number, logw **out, char *err);

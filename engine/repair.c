@@ -174,39 +174,11 @@ struct repair_log {
     memtable *m;
 };
 
-/* db_batch_apply without a handle: a map's blob files need no pin here, as nothing is deleted
-   while the repair runs. Entries before a malformed one stay applied. */
-static int repair_batch_apply(memtable *m, const uint8_t *p, size_t n, uint64_t *last)
-{
-    if (n < BATCH_HEADER)
-        return LSM_CORRUPT;
-    uint64_t seq = dec_fixed64(p);
-    uint32_t count = dec_fixed32(p + 8);
-    const uint8_t *q = p + BATCH_HEADER, *end = p + n;
-    for (uint32_t i = 0; i < count; i++) {
-        slice k, v = { NULL, 0 };
-        if (q >= end)
-            return LSM_CORRUPT;
-        int type = *q++;
-        if (!(q = dec_lenslice(q, end, &k)) || k.n == 0)
-            return LSM_CORRUPT;
-        if (type == LSM_TYPE_VALUE || type == LSM_TYPE_EXTENTS) {
-            if (!(q = dec_lenslice(q, end, &v)))
-                return LSM_CORRUPT;
-        } else if (type != LSM_TYPE_DELETE) {
-            return LSM_CORRUPT;
-        }
-        memtable_add(m, seq + i, type, k.p, k.n, v.p, v.n);
-    }
-    *last = seq + count - 1;
-    return q == end ? LSM_OK : LSM_CORRUPT;
-}
-
 static int repair_log_record(void *arg, const uint8_t *p, size_t n, uint64_t off)
 {
     struct repair_log *rl = arg;
     uint64_t last;
-    if (repair_batch_apply(rl->m, p, n, &last) != LSM_OK)
+    if (db_batch_apply(NULL, rl->m, p, n, &last) != LSM_OK)
         return err_set(rl->rs->err, LSM_CORRUPT, "offset %" PRIu64 ": malformed batch record",
                        off);
     if (n >= BATCH_HEADER && dec_fixed32(p + 8) > 0 && last > rl->rs->max_seq)

@@ -128,8 +128,9 @@ int db_batch_apply(lsm_db *db, memtable *m, const uint8_t *p, size_t n, uint64_t
         if (type == LSM_TYPE_VALUE || type == LSM_TYPE_EXTENTS) {
             if (!(q = dec_lenslice(q, end, &v)))
                 return LSM_CORRUPT;
-            /* A map's blob files stay pinned while this memtable lives (extent.c). */
-            if (type == LSM_TYPE_EXTENTS && extent_pin_memtable(db, m, v) != 0)
+            /* A map's blob files stay pinned while this memtable lives (extent.c); without a
+               handle (repair.c) nothing deletes them meanwhile, so there is nothing to pin. */
+            if (type == LSM_TYPE_EXTENTS && db && extent_pin_memtable(db, m, v) != 0)
                 return LSM_CORRUPT;
         } else if (type != LSM_TYPE_DELETE) {
             return LSM_CORRUPT;
