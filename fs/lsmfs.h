@@ -235,6 +235,12 @@ struct lsmfs {
    which serve .snapshots, refuse changes in snapshots and call these for the rest. */
 extern const struct fuse_lowlevel_ops lsmfs_base_ops;
 void  lsmfs_ops_table(struct fuse_lowlevel_ops *ops);
+/* The state of a file system (the live one or a view) on its open database fs->db: locks, inode
+   table, listing offsets. 0, or an errno with nothing left to undo but fs->db (view.c). */
+int   lsmfs_fs_open(struct lsmfs *fs);
+/* Frees that state (handles the kernel never released included) and closes fs->db; the
+   lsm_close result. */
+int   lsmfs_fs_close(struct lsmfs *fs);
 /* Makes the .snapshots directory of fs (view.c); 0 or ENOMEM. */
 int   lsmfs_views_init(struct lsmfs *fs);
 

@@ -345,19 +345,13 @@ static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *data
         fprintf(stderr, "lsmfs: %s: %s\n", datadir_arg, msg && *msg ? msg : lsm_strerror(rc));
         goto fail_0;
     }
-    pthread_rwlock_init(&fs->ns, NULL);
-    pthread_mutex_init(&fs->tmu, NULL);
-    pthread_mutex_init(&fs->bmu, NULL);
-    pthread_mutex_init(&fs->pool_mu, NULL);
-    pthread_mutex_init(&fs->handles_mu, NULL);
-    if ((rc = lsmfs_table_init(fs))) {
-        fprintf(stderr, "lsmfs: %s: cannot read the root directory or the inode number "
-                "counter: %s\n", datadir_arg, strerror(rc));
+    if ((rc = lsmfs_fs_open(fs))) {
+        if (rc == ENOMEM)
+            fprintf(stderr, "lsmfs: out of memory\n");
+        else
+            fprintf(stderr, "lsmfs: %s: cannot read the root directory or the inode number "
+                    "counter: %s\n", datadir_arg, strerror(rc));
         goto fail_1;
-    }
-    if (lsmfs_cookies_init(fs)) {
-        fprintf(stderr, "lsmfs: out of memory\n");
-        goto fail_2;
     }
     struct fuse_lowlevel_ops ops;
     lsmfs_ops_table(&ops);
@@ -385,8 +379,8 @@ fail_3:
     fs->se = NULL;
 fail_2:
     lsmfs_views_close(fs);
-    lsmfs_cookies_free(fs);
-    lsmfs_table_free(fs);
+    lsmfs_fs_close(fs);
+    goto fail_0;
 fail_1:
     lsm_close(fs->db);
     fs->db = NULL;
@@ -618,14 +612,11 @@ static int main_teardown(struct lsmfs *fs, const char *datadir_arg)
     fuse_session_unmount(fs->se);
     fuse_remove_signal_handlers(fs->se);
     fuse_session_destroy(fs->se);
-    lsmfs_handles_free(fs);
+    lsmfs_handles_free(fs);     /* writes back what they hold, before the rest */
     lsmfs_table_flush_all(fs);
     lsmfs_views_close(fs);
     lsmfs_reclaim_stop(fs);
-    lsmfs_table_free(fs);
-    lsmfs_cookies_free(fs);
-    lsmfs_iter_pool_free(fs);
-    int rc = lsm_close(fs->db);
+    int rc = lsmfs_fs_close(fs);
     if (rc != LSM_OK) {
         lsmfs_log(LOG_ERR, "%s: closing the database: %s", datadir_arg, lsm_strerror(rc));
         return -1;

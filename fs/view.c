@@ -128,6 +128,34 @@ static void view_dir_stat(struct lsmfs *fs, struct stat *st)
     pthread_mutex_unlock(&d->mu);
 }
 
+int lsmfs_fs_open(struct lsmfs *fs)
+{
+    pthread_rwlock_init(&fs->ns, NULL);
+    pthread_mutex_init(&fs->tmu, NULL);
+    pthread_mutex_init(&fs->bmu, NULL);
+    pthread_mutex_init(&fs->pool_mu, NULL);
+    pthread_mutex_init(&fs->handles_mu, NULL);
+    int rc = lsmfs_table_init(fs);
+    if (rc == 0 && lsmfs_cookies_init(fs) != 0)
+        rc = ENOMEM;
+    if (rc) {
+        lsmfs_table_free(fs);
+        lsmfs_iter_pool_free(fs);
+    }
+    return rc;
+}
+
+int lsmfs_fs_close(struct lsmfs *fs)
+{
+    lsmfs_handles_free(fs);
+    lsmfs_table_free(fs);
+    lsmfs_cookies_free(fs);
+    lsmfs_iter_pool_free(fs);
+    int rc = lsm_close(fs->db);
+    fs->db = NULL;
+    return rc;
+}
+
 /* Opens the snapshot name as a view: its database read-only, its inode table. */
 static int view_load(struct lsmfs *live, const char *name, struct lsmfs **out)
 {
@@ -166,15 +194,7 @@ static int view_load(struct lsmfs *live, const char *name, struct lsmfs **out)
         free(v);
         return rc == LSM_NOMEM ? ENOMEM : ENOENT;
     }
-    pthread_rwlock_init(&v->ns, NULL);
-    pthread_mutex_init(&v->tmu, NULL);
-    pthread_mutex_init(&v->bmu, NULL);
-    pthread_mutex_init(&v->pool_mu, NULL);
-    pthread_mutex_init(&v->handles_mu, NULL);
-    if ((rc = lsmfs_table_init(v)) == 0 && lsmfs_cookies_init(v) != 0)
-        rc = ENOMEM;
-    if (rc) {
-        lsmfs_table_free(v);
+    if ((rc = lsmfs_fs_open(v))) {
         lsm_close(v->db);
         free(v->datadir);
         free(v);
@@ -186,11 +206,7 @@ static int view_load(struct lsmfs *live, const char *name, struct lsmfs **out)
 
 static void view_close(struct lsmfs *v)
 {
-    lsmfs_handles_free(v);
-    lsmfs_table_free(v);
-    lsmfs_cookies_free(v);
-    lsmfs_iter_pool_free(v);
-    lsm_close(v->db);
+    lsmfs_fs_close(v);
     free(v->datadir);
     free(v);
 }
