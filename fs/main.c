@@ -39,6 +39,7 @@ struct cmdline {
     int ro;                      /* -o ro (kept for libfuse too) */
     int init;                    /* -o init: a database may start in a non-empty DATADIR */
     int show_help, show_version, has_fsname; /* -h, -V, -o fsname= seen */
+    int others, has_perms;       /* -o allow_other or allow_root, -o default_permissions seen */
 };
 
 enum { KEY_HELP, KEY_VERSION, KEY_FSNAME, KEY_RO, KEY_RW };
@@ -107,6 +108,10 @@ static int main_opt_proc(void *data, const char *arg, int key, struct fuse_args 
     case FUSE_OPT_KEY_OPT:
         if (strncmp(arg, "x-", 2) == 0)
             return 0;   /* x-systemd.* and friends are for other programs */
+        if (strcmp(arg, "allow_other") == 0 || strcmp(arg, "allow_root") == 0)
+            c->others = 1;
+        else if (strcmp(arg, "default_permissions") == 0)
+            c->has_perms = 1;
         return 1;
     case KEY_HELP:
         c->show_help = 1;
@@ -687,7 +692,14 @@ int main(int argc, char *argv[])
         goto out;
     if (main_check_paths(fs, &c) != 0)
         goto out;
-    if (fuse_opt_add_arg(&args, "-odefault_permissions") != 0 ||
+    /* The kernel checks permissions (default_permissions) unless only root can reach the mount:
+       root's own mount without allow_other, which the kernel refuses to every other user. Root
+       passes every check but a file's execute bits, which the kernel still checks, and
+       access(2), which lsmfs_access answers. What that saves: with default_permissions the
+       kernel asks for a directory's attributes (a GETATTR) before each create, unlink or
+       rename in it, because the previous change made them stale (lsmfs(1), OPTIONS). */
+    if (((c.others || geteuid() != 0 || getegid() != 0) && !c.has_perms &&
+         fuse_opt_add_arg(&args, "-odefault_permissions") != 0) ||
         (!c.has_fsname && main_add_opt(&args, "fsname", fs->datadir) != 0)) {
         fprintf(stderr, "lsmfs: out of memory\n");
         goto out;
