@@ -36,7 +36,7 @@ ENGINE_SRC = engine/util.c engine/env.c engine/options.c engine/wal.c engine/mem
              engine/write.c engine/flush.c engine/read.c engine/db_iter.c engine/compact_pick.c \
              engine/compact.c engine/space.c engine/extent.c engine/checkpoint.c \
              engine/check.c engine/repair.c engine/logger.c
-FS_SRC     = fs/main.c fs/ops.c fs/dir.c fs/cookie.c fs/inode.c fs/keys.c fs/reclaim.c fs/log.c \
+FS_SRC     = fs/main.c fs/pool.c fs/ops.c fs/dir.c fs/cookie.c fs/inode.c fs/keys.c fs/reclaim.c fs/log.c \
              fs/xattr.c fs/stats.c fs/notify.c fs/control.c fs/view.c tools/ctl_cmd.c tools/ctl_snapshot.c
 ITOOLS     = tools/lsmctl
 TOOLS      = $(ITOOLS)

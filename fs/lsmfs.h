@@ -229,6 +229,8 @@ struct lsmfs {
     int      stats_running;      /* stats_thread was started; main's */
     int      stats_stop;         /* tells stats_thread to end; __atomic builtins */
     struct lsmfs_notify *notify; /* notify.c's queue; NULL unless its thread runs */
+    struct lsmfs_pool *workq;    /* pool.c's workers; NULL unless they run (set and cleared
+                                    only while no request is being served) */
 };
 
 /* The callbacks proper (ops.c, dir.c, xattr.c). libfuse gets those of lsmfs_ops_table (view.c),
@@ -289,6 +291,13 @@ void  lsmfs_stats_stop(struct lsmfs *fs);
 void  lsmfs_notify_inode(struct lsmfs *fs, fuse_ino_t node);
 int   lsmfs_notify_start(struct lsmfs *fs);   /* once the session exists */
 void  lsmfs_notify_stop(struct lsmfs *fs);    /* sends what is queued; before the session ends */
+
+/* pool.c: wraps the callbacks of requests that may wait for the disk, so that while the pool
+   runs they are answered by its workers; starts n workers (ENOMEM, or pthread's error); stops
+   them after the work queued (the loop must have ended). */
+void  lsmfs_pool_ops(struct fuse_lowlevel_ops *ops);
+int   lsmfs_pool_start(struct lsmfs *fs, int n);
+void  lsmfs_pool_stop(struct lsmfs *fs);
 
 /* control.c: the control socket DATADIR/lsmfs.ctl through which lsmctl reaches the mount.
    Start returns 0 or an errno; stop waits for running commands (before lsm_close). */

@@ -40,6 +40,8 @@ struct cmdline {
     int init;                    /* -o init: a database may start in a non-empty DATADIR */
     int show_help, show_version, has_fsname; /* -h, -V, -o fsname= seen */
     int others, has_perms;       /* -o allow_other or allow_root, -o default_permissions seen */
+    int mt;                      /* -o mt: libfuse's multi-threaded loop */
+    char *workers;               /* -o workers=N; malloc'd, NULL when absent */
 };
 
 enum { KEY_HELP, KEY_VERSION, KEY_FSNAME, KEY_RO, KEY_RW };
@@ -58,6 +60,8 @@ static const struct fuse_opt spec[] = {
     OPT("snapshot=%s", snapshot),
     OPT("logfile=%s", logfile),
     OPT("loglevel=%s", loglevel),
+    OPT("workers=%s", workers),
+    { "mt", offsetof(struct cmdline, mt), 1 },
     { "init", offsetof(struct cmdline, init), 1 },
     FUSE_OPT_KEY("ro", KEY_RO),
     FUSE_OPT_KEY("rw", KEY_RW),
@@ -160,6 +164,10 @@ static void main_usage(FILE *f)
 "    -o init                start a database in a DATADIR that holds other files\n"
 "    -o logfile=PATH        append messages to PATH (default: stderr with -f, else syslog)\n"
 "    -o loglevel=LEVEL      err, warning, notice, info (default) or debug\n"
+"    -o workers=N           threads for requests that wait for the disk (default 4);\n"
+"                           one thread serves all others\n"
+"    -o mt                  libfuse's multi-threaded loop instead (clone_fd,\n"
+"                           max_threads and max_idle_threads apply to it)\n"
 "    SIZE takes a K, M, G or T suffix (powers of 1024).\n"
 "\n");
 }
@@ -360,6 +368,7 @@ static int main_setup(struct lsmfs *fs, struct fuse_args *args, const char *data
     }
     struct fuse_lowlevel_ops ops;
     lsmfs_ops_table(&ops);
+    lsmfs_pool_ops(&ops);
     if (lsmfs_views_init(fs)) {
         fprintf(stderr, "lsmfs: out of memory\n");
         goto fail_2;
@@ -589,13 +598,17 @@ static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
     return main_check_places(fs->datadir, c->mountpoint, c->mountpoint, c->datadir, c->init);
 }
 
-/* Runs libfuse's loop until unmount or a signal; the exit status to give. */
-static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts)
+/* Runs the loop until unmount or a signal; the exit status to give. By default one thread
+   serves the requests and `workers` threads those that wait for the disk (pool.c says why);
+   -s is that thread alone; -o mt, the options only libfuse's multi-threaded loop knows, and
+   -o sync=always (where every change waits for the disk) run that loop. */
+static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts, int mt,
+                      int workers)
 {
     int ret;
-    if (copts->singlethread) {
-        ret = fuse_session_loop(fs->se);
-    } else {
+    if (!copts->singlethread && (mt || copts->clone_fd || copts->max_threads != 10 ||
+                                 copts->max_idle_threads != UINT_MAX ||
+                                 fs->sync_mode == LSMFS_SYNC_ALWAYS)) {
         struct fuse_loop_config *cfg = fuse_loop_cfg_create();
         fuse_loop_cfg_set_clone_fd(cfg, copts->clone_fd);
         /* keep the workers alive between requests: spawning one per burst costs more than it */
@@ -604,7 +617,14 @@ static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts)
         fuse_loop_cfg_set_max_threads(cfg, copts->max_threads);
         ret = fuse_session_loop_mt(fs->se, cfg);
         fuse_loop_cfg_destroy(cfg);
+        return ret < 0 ? 1 : 0;
     }
+    int rc = 0;
+    if (!copts->singlethread && workers > 0 && (rc = lsmfs_pool_start(fs, workers)) != 0)
+        lsmfs_log(LOG_WARNING, "cannot start the threads for requests that wait for the disk "
+                  "(%s): one thread serves them all", strerror(rc));
+    ret = fuse_session_loop(fs->se);
+    lsmfs_pool_stop(fs);
     return ret < 0 ? 1 : 0;
 }
 
@@ -644,6 +664,7 @@ static void main_cmdline_free(struct cmdline *c)
     free(c->snapshot);
     free(c->logfile);
     free(c->loglevel);
+    free(c->workers);
     free(c->dir_cookies);
 }
 
@@ -687,6 +708,16 @@ int main(int argc, char *argv[])
     if (main_apply_options(fs, &c) != 0)
         goto out;
     fs->foreground = copts.foreground;
+    int workers = 4;
+    if (c.workers) {
+        char *end;
+        long v = strtol(c.workers, &end, 10);
+        if (end == c.workers || *end || v < 0 || v > 16) {
+            fprintf(stderr, "lsmfs: invalid workers '%s' (want 0 to 16 threads)\n", c.workers);
+            goto out;
+        }
+        workers = (int)v;
+    }
 
     if (c.snapshot && main_snapshot_path(&c, &args) != 0)
         goto out;
@@ -740,7 +771,7 @@ int main(int argc, char *argv[])
     if (lsmfs_notify_start(fs) != 0)
         lsmfs_log(LOG_WARNING, "cannot start the thread that invalidates the kernel's caches; "
                   "files the kernel wrote back and lsmfs refused may read stale until reopened");
-    ret = main_serve(fs, &copts);
+    ret = main_serve(fs, &copts, c.mt, workers);
     if (main_teardown(fs, c.datadir) != 0)
         ret = 1;
 out:

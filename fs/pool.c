@@ -1,0 +1,253 @@
+/*
+ * pool.c — how lsmfs serves requests: one thread takes every request from the kernel and
+ * answers it itself, except the few that wait for the disk, which it hands to a small pool of
+ * worker threads.
+ *
+ * What: lsmfs_pool_ops wraps the callbacks of the requests that may wait for the disk (fsync,
+ * fsyncdir, fallocate, copy_file_range, large reads, and flush and release when every close
+ * syncs) so that, while the pool runs, each is queued with a copy of its arguments and answered
+ * by a worker; lsmfs_pool_start and lsmfs_pool_stop run the workers around libfuse's
+ * single-threaded loop (main.c, main_serve).
+ *
+ * Why so: a FUSE request is a round trip between two threads, and on a small machine what it
+ * costs is mostly the scheduler waking a thread. libfuse's multi-threaded loop keeps several
+ * threads waiting on /dev/fuse and the kernel wakes the one that has waited longest, so each
+ * request lands on a thread that has gone cold, often on the other CPU. One thread that always
+ * takes the next request stays warm: measured side by side on the 2-core VM it made small-file
+ * creates, stats, renames and unlinks 1.3-2.5x as fast and `tar x` of /usr/include 2-3x (README,
+ * Performance). Almost every lsmfs request is short (memory, the engine's memtable and block
+ * cache), so answering them in order costs nothing; one that waits for the disk would make
+ * every other process wait behind it, so those go to the workers, where several can wait at
+ * once (and the engine groups their log syncs).
+ *
+ * Safety: libfuse's multi-threaded loop may run any requests at the same time, and every
+ * callback is written for that, so running some of them on workers while the loop runs the rest
+ * needs nothing new. A job carries copies of what libfuse lent the callback (the file info);
+ * nothing here reads the request buffer after the wrapper returns. fuse_reply_* may be called
+ * from any thread.
+ *
+ * Never: queue a request whose callback could wait for another request to be answered first;
+ * keep a job's pointers into libfuse's buffers.
+ */
+#include "lsmfs.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+
+/* Reads at least this large go to a worker: they are a large file's (readahead asks for up to
+   128 KiB at a time) and may wait for the disk; smaller ones are usually served from memory. */
+#define POOL_READ_MIN (128 * 1024)
+
+enum { JOB_FSYNC, JOB_FSYNCDIR, JOB_READ, JOB_FALLOCATE, JOB_COPY, JOB_FLUSH, JOB_RELEASE };
+
+struct pool_job {
+    struct pool_job *next;       /* queue order; guarded by the pool's mu */
+    int      op;                 /* JOB_* */
+    fuse_req_t req;
+    fuse_ino_t ino, ino_out;
+    struct fuse_file_info fi, fi_out;
+    off_t    off, off_out, len;
+    size_t   size;
+    int      arg;                /* datasync, fallocate's mode or copy_file_range's flags */
+};
+
+#define POOL_MAX 16
+
+struct lsmfs_pool {
+    pthread_mutex_t mu;          /* guards all below; a leaf */
+    pthread_cond_t  cv;          /* signalled when a job is queued or stop is set */
+    struct pool_job *head, **tail; /* the queue */
+    int       stop;              /* the workers should finish what is queued and exit */
+    int       n;                 /* workers started; constant after lsmfs_pool_start */
+    pthread_t thread[POOL_MAX];
+};
+
+/* The callbacks the wrappers stand in for; set once by lsmfs_pool_ops, before the session. */
+static struct fuse_lowlevel_ops inner;
+
+static void pool_run(const struct pool_job *j)
+{
+    struct fuse_file_info fi = j->fi, fi_out = j->fi_out;
+    switch (j->op) {
+    case JOB_FSYNC:
+        inner.fsync(j->req, j->ino, j->arg, &fi);
+        break;
+    case JOB_FSYNCDIR:
+        inner.fsyncdir(j->req, j->ino, j->arg, &fi);
+        break;
+    case JOB_READ:
+        inner.read(j->req, j->ino, j->size, j->off, &fi);
+        break;
+    case JOB_FALLOCATE:
+        inner.fallocate(j->req, j->ino, j->arg, j->off, j->len, &fi);
+        break;
+    case JOB_COPY:
+        inner.copy_file_range(j->req, j->ino, j->off, &fi, j->ino_out, j->off_out, &fi_out,
+                              j->size, j->arg);
+        break;
+    case JOB_FLUSH:
+        inner.flush(j->req, j->ino, &fi);
+        break;
+    case JOB_RELEASE:
+        inner.release(j->req, j->ino, &fi);
+        break;
+    }
+}
+
+static void *pool_worker(void *arg)
+{
+    struct lsmfs_pool *p = arg;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->head && !p->stop)
+            pthread_cond_wait(&p->cv, &p->mu);
+        struct pool_job *j = p->head;
+        if (!j)
+            break;   /* stop, and nothing left */
+        p->head = j->next;
+        if (!p->head)
+            p->tail = &p->head;
+        pthread_mutex_unlock(&p->mu);
+        pool_run(j);
+        free(j);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Queues j for a worker, or, with no pool or no memory for the job, runs it here. */
+static void pool_submit(struct pool_job *j)
+{
+    struct lsmfs *fs = fuse_req_userdata(j->req);
+    struct lsmfs_pool *p = fs->workq;
+    struct pool_job *q = p ? malloc(sizeof *q) : NULL;
+    if (!q) {
+        pool_run(j);
+        return;
+    }
+    *q = *j;
+    q->next = NULL;
+    pthread_mutex_lock(&p->mu);
+    *p->tail = q;
+    p->tail = &q->next;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void pool_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    pool_submit(&(struct pool_job){ .op = JOB_FSYNC, .req = req, .ino = ino, .arg = datasync,
+                                    .fi = *fi });
+}
+
+static void pool_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+                          struct fuse_file_info *fi)
+{
+    pool_submit(&(struct pool_job){ .op = JOB_FSYNCDIR, .req = req, .ino = ino,
+                                    .arg = datasync, .fi = *fi });
+}
+
+static void pool_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                      struct fuse_file_info *fi)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    if (!fs->workq || size < POOL_READ_MIN) {
+        inner.read(req, ino, size, off, fi);
+        return;
+    }
+    pool_submit(&(struct pool_job){ .op = JOB_READ, .req = req, .ino = ino, .size = size,
+                                    .off = off, .fi = *fi });
+}
+
+static void pool_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+                           struct fuse_file_info *fi)
+{
+    pool_submit(&(struct pool_job){ .op = JOB_FALLOCATE, .req = req, .ino = ino, .arg = mode,
+                                    .off = off, .len = len, .fi = *fi });
+}
+
+static void pool_copy(fuse_req_t req, fuse_ino_t ino_in, off_t off_in,
+                      struct fuse_file_info *fi_in, fuse_ino_t ino_out, off_t off_out,
+                      struct fuse_file_info *fi_out, size_t len, int flags)
+{
+    pool_submit(&(struct pool_job){ .op = JOB_COPY, .req = req, .ino = ino_in, .off = off_in,
+                                    .fi = *fi_in, .ino_out = ino_out, .off_out = off_out,
+                                    .fi_out = *fi_out, .size = len, .arg = flags });
+}
+
+/* flush and release go to a worker only when closing syncs (-o sync=close); otherwise a close
+   commits to the memtable and is answered at once. */
+static void pool_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    if (!fs->workq || fs->sync_mode == LSMFS_SYNC_FSYNC) {
+        inner.flush(req, ino, fi);
+        return;
+    }
+    pool_submit(&(struct pool_job){ .op = JOB_FLUSH, .req = req, .ino = ino, .fi = *fi });
+}
+
+static void pool_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct lsmfs *fs = fuse_req_userdata(req);
+    if (!fs->workq || fs->sync_mode == LSMFS_SYNC_FSYNC) {
+        inner.release(req, ino, fi);
+        return;
+    }
+    pool_submit(&(struct pool_job){ .op = JOB_RELEASE, .req = req, .ino = ino, .fi = *fi });
+}
+
+void lsmfs_pool_ops(struct fuse_lowlevel_ops *ops)
+{
+    inner = *ops;
+    ops->fsync = pool_fsync;
+    ops->fsyncdir = pool_fsyncdir;
+    ops->read = pool_read;
+    ops->fallocate = pool_fallocate;
+    ops->copy_file_range = pool_copy;
+    ops->flush = pool_flush;
+    ops->release = pool_release;
+}
+
+int lsmfs_pool_start(struct lsmfs *fs, int n)
+{
+    struct lsmfs_pool *p = calloc(1, sizeof *p);
+    if (!p)
+        return ENOMEM;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->tail = &p->head;
+    if (n > POOL_MAX)
+        n = POOL_MAX;
+    int rc = 0;
+    while (p->n < n && (rc = lsmfs_thread_start(&p->thread[p->n], pool_worker, p)) == 0)
+        p->n++;
+    if (p->n == 0) {
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->mu);
+        free(p);
+        return rc ? rc : EINVAL;
+    }
+    fs->workq = p;
+    return 0;
+}
+
+void lsmfs_pool_stop(struct lsmfs *fs)
+{
+    struct lsmfs_pool *p = fs->workq;
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n; i++)
+        pthread_join(p->thread[i], NULL);
+    fs->workq = NULL;
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
