@@ -72,7 +72,7 @@ range=$(awk 'BEGIN { lo = 0.3; hi = 1 }
 gnuplot <<EOF || { echo "plot.sh: gnuplot failed" >&2; exit 1; }
 set terminal $term size 1500,650 font ",10"
 set output "$out"
-set title "$what speed relative to ext4, on the same disk in the same run ($day)"
+set title "$what speed relative to ext4 (in each benchmark, ext4 and lsmfs on one ext4 image in one run; $day)"
 set ylabel "speed relative to ext4 (ext4 = 1, higher is better, log scale)"
 set xlabel "fsbench phase (ops/s ratio) and real program (ext4 time / lsmfs time)"
 set logscale y

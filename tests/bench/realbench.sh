@@ -277,6 +277,16 @@ awk -v dir="$out" -v list="${names[*]}" -v phases="$phases" '
             r = ratio($3, $2)
             printf " %-12s |\n", n < 2 || r == "-" ? "-" : ("<=" lim (r + 0 <= lim ? " met" : " missed"))
         }' "$out/realbench.dat"
+    case " $phases " in
+    *" fio "*)
+        printf '\nfio IOPS (read / write):'
+        for n in "${names[@]}"; do
+            printf ' %s %s;' "$n" "$(sed -n 's/^ *\(read\|write\): IOPS=\([^,]*\),.*/\2/p' "$out/$n.fio.log" 2>/dev/null |
+                paste -sd/ -)"
+        done
+        echo
+        ;;
+    esac
 } | tee "$out/realbench.txt"
 echo
 echo "realbench.sh: data in $out/realbench.dat, phase logs in $out"
