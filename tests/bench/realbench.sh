@@ -26,7 +26,7 @@
 # fio (randrw of 4 KiB blocks over 2000 files of 4 KiB, 64 MiB in all, files laid out first) and
 # fsx (tests/bench/fsxgen -n 10000: random writes, checked reads, truncates on one file).
 # Each phase runs after a sync and is timed with date +%s.%N; one that fails is reported, shown as
-# "-" and the run goes on. Needs root for the loop mount, and the Debian packages fio and postmark
+# "-" and the run goes on; the exit status is then 1. Needs root for the loop mount, and the Debian packages fio and postmark
 # for those phases. Everything it mounts is unmounted on exit, also on failure or ^C; it stops
 # only the daemons it started.
 set -u
@@ -57,7 +57,9 @@ mounts=()       # FUSE mount points, unmounted with fusermount3
 pids=()         # daemons started here
 kmount=""       # the ext4 image's mount point, unmounted last
 names=()        # file systems run, in order
+failed=0        # 1 once a phase or a mount failed: the exit status
 
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
     local m p i
     for m in "${mounts[@]}"; do
@@ -162,6 +164,7 @@ run_phases() {
         log=$out/$name.$p.log
         if ! prepare "$p" "$dir" >"$log" 2>&1; then
             echo "realbench.sh: $name: $p: preparation failed: $(tail -n 3 "$log")" >&2
+            failed=1
             echo "$p -" >>"$out/$name.times"
             continue
         fi
@@ -174,6 +177,7 @@ run_phases() {
             [ $rc -eq 124 ] && echo "realbench.sh: $name: $p timed out after $limit s" >&2
             echo "realbench.sh: $name: $p FAILED (status $rc); last lines of $log:" >&2
             tail -n 5 "$log" | sed 's/^/    /' >&2
+            failed=1
             echo "$p -" >>"$out/$name.times"
             continue
         fi
@@ -206,6 +210,7 @@ lsmfs_run() {  # lsmfs_run NAME [-o MODE]: a fresh lsmfs with its DATADIR on the
         du -sh "$disk/$name-data" >&2
     else
         echo "realbench.sh: $name did not mount: $(tail -n 5 "$out/$name.daemon.log")" >&2
+        failed=1
         : >"$out/$name.times"
     fi
     rm -rf "$disk/$name-data"
@@ -227,6 +232,7 @@ if [ -x "$LSMFS" ]; then
     done
 else
     echo "realbench.sh: $LSMFS not built: run make" >&2
+    failed=1
 fi
 
 # realbench.dat: one line per phase, its seconds on each file system ("-" when it failed).
@@ -290,3 +296,4 @@ awk -v dir="$out" -v list="${names[*]}" -v phases="$phases" '
 } | tee "$out/realbench.txt"
 echo
 echo "realbench.sh: data in $out/realbench.dat, phase logs in $out"
+exit $failed
