@@ -49,7 +49,7 @@ TESTS      = tests/engine/test_bloom tests/engine/test_cache tests/engine/test_c
 TEST_HELPERS = tests/engine/helper_model.o tests/engine/faultenv.o
 BENCHES    = tests/bench/db_bench tests/bench/fsbench tests/bench/extent_bench \
              tests/bench/append_bench \
-             tests/bench/bigbench
+             tests/bench/bigbench tests/bench/fsxgen
 
 # What `make install` puts, each listed once; ITOOLS are tools installed with their man page.
 ILIBS  = engine/liblsm.a engine/liblsm.so

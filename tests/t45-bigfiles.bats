@@ -284,3 +284,26 @@ EOF
     cmp "$T/a" "$MNT/b"
     assert_eq "$(ls "$MNT")" b
 }
+
+# A correctness check, not a timing: tests/bench/fsxgen checks every read against its model as it
+# goes and the whole file at the end, and writes the model's final content beside the mount.
+@test "fsxgen: 3000 random writes, reads, truncates, appends on the default mount and with -o writeback; the content survives a remount" {
+    local fsx=$REPO/tests/bench/fsxgen opts mmap=-m modes=("" "-o writeback")
+    if [ ! -x "$fsx" ]; then
+        echo "$fsx is not built: run make tests/bench/fsxgen" >&2
+        return 1
+    fi
+    # close_to_open has no shared mmap and does not combine with writeback
+    case " ${LSMFS_TEST_OPTS:-} " in *close_to_open*) mmap= modes=("") ;; esac
+    for opts in "${modes[@]}"; do
+        # shellcheck disable=SC2086 # opts is a list of words
+        mount_fs $opts
+        "$fsx" -n 3000 -s 4242 $mmap -c "$T/model" "$MNT/f"
+        # shellcheck disable=SC2086
+        remount $opts
+        assert_eq "$(stat -c %s "$MNT/f")" "$(stat -c %s "$T/model")"
+        cmp "$T/model" "$MNT/f"
+        unmount_fs
+        rm -rf "$DATA" "$T/model"
+    done
+}

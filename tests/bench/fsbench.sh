@@ -10,7 +10,9 @@
 #        LSMFS_BASE (another lsmfs binary, e.g. main's, run with its default mount as "base"),
 #        FSBENCH_DIR (where the temporary directories go, default /var/tmp),
 #        FSBENCH_LOOP (0: use FSBENCH_DIR's filesystem as is instead of a fresh ext4 loop image),
-#        FSBENCH_TREE (a tree to tar, default /usr/include; empty: no real-program phases)
+#        FSBENCH_TREE (a tree to tar, default /usr/include; empty: no real-program phases),
+#        FSBENCH_OUT (a directory: the ratio table is also written there as fsbench.dat, one line
+#          per phase, "-" where a value is missing, for tests/bench/plot.sh)
 # After fsbench's phases, three real-program ones time a whole tree (files/s, the wall time per
 # file inverted so that higher is better, like the rest): tar-x (tar xf of the tree's tarball),
 # diff-r (diff -r --no-dereference of the copy against the tree), rm-rf.
@@ -192,11 +194,16 @@ else
     echo "fsbench.sh: $LSMFS not built: run make" >&2
 fi
 
+datafile=""
+if [ -n "${FSBENCH_OUT:-}" ]; then
+    mkdir -p "$FSBENCH_OUT" && datafile=$FSBENCH_OUT/fsbench.dat
+fi
+
 echo
 echo "fsbench: $(sed -n 1p "$base/ext4.out" | awk '{ print $2 }') files; ops/s (readdir: names/s); ext4 is a fresh $fstype${LSMFS_OPTS:+; lsmfs -o $LSMFS_OPTS}"
 [ -s "$base/tree.tar" ] && echo "tar-x, diff-r, rm-rf: $tree ($treefiles files, $(du -sh "$tree" | cut -f1)), files/s"
 echo "lsmfs modes: lsmfs = default mount; lsmfs-MODE = -o MODE${LSMFS_BASE:+; base = $LSMFS_BASE, default mount}"
-awk -v dir="$base" -v list="$names" '
+awk -v dir="$base" -v list="$names" -v data="$datafile" '
     function ratio(a, b) { return (a != "" && b > 0) ? sprintf("%.2f", a / b) : "-" }
     BEGIN {
         n = split(list, fs, " ")
@@ -223,10 +230,20 @@ awk -v dir="$base" -v list="$names" '
         printf "\n%-10s", "ratio"
         for (j = 1; j <= nl; j++) printf " | %18s", lsm[j] "/ext4"
         printf " | %14s | %14s\n", "lsmfs/bindfs", "lsmfs/base"
+        if (data != "") {
+            printf "# phase" > data
+            for (j = 1; j <= nl; j++) printf " %s", lsm[j] "/ext4" > data
+            printf " lsmfs/bindfs lsmfs/base\n" > data
+        }
         for (p = 1; p <= np; p++) {
             ph = order[p]
             printf "%-10s", ph
             for (j = 1; j <= nl; j++) printf " | %18s", ratio(v[ph, lsm[j]], v[ph, "ext4"])
             printf " | %14s | %14s\n", ratio(v[ph, "lsmfs"], v[ph, "bindfs"]), ratio(v[ph, "lsmfs"], v[ph, "base"])
+            if (data != "") {
+                printf "%s", ph > data
+                for (j = 1; j <= nl; j++) printf " %s", ratio(v[ph, lsm[j]], v[ph, "ext4"]) > data
+                printf " %s %s\n", ratio(v[ph, "lsmfs"], v[ph, "bindfs"]), ratio(v[ph, "lsmfs"], v[ph, "base"]) > data
+            }
         }
     }'
