@@ -297,6 +297,9 @@ void  lsmfs_notify_stop(struct lsmfs *fs);    /* sends what is queued; before th
    them after the work queued (the loop must have ended). */
 void  lsmfs_pool_ops(struct fuse_lowlevel_ops *ops);
 int   lsmfs_pool_start(struct lsmfs *fs, int n);
+/* Makes the serving thread poll for spin_us before it sleeps (single-threaded loop only; once
+   the session is mounted). 0, or an errno. */
+int   lsmfs_pool_spin(struct lsmfs *fs, long spin_us);
 void  lsmfs_pool_stop(struct lsmfs *fs);
 
 /* control.c: the control socket DATADIR/lsmfs.ctl through which lsmctl reaches the mount.

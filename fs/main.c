@@ -41,7 +41,7 @@ struct cmdline {
     int show_help, show_version, has_fsname; /* -h, -V, -o fsname= seen */
     int others, has_perms;       /* -o allow_other or allow_root, -o default_permissions seen */
     int mt;                      /* -o mt: libfuse's multi-threaded loop */
-    char *workers;               /* -o workers=N; malloc'd, NULL when absent */
+    char *workers, *spin;        /* -o workers=N, -o spin=USEC; malloc'd, NULL when absent */
 };
 
 enum { KEY_HELP, KEY_VERSION, KEY_FSNAME, KEY_RO, KEY_RW };
@@ -61,6 +61,7 @@ static const struct fuse_opt spec[] = {
     OPT("logfile=%s", logfile),
     OPT("loglevel=%s", loglevel),
     OPT("workers=%s", workers),
+    OPT("spin=%s", spin),
     { "mt", offsetof(struct cmdline, mt), 1 },
     { "init", offsetof(struct cmdline, init), 1 },
     FUSE_OPT_KEY("ro", KEY_RO),
@@ -166,6 +167,8 @@ static void main_usage(FILE *f)
 "    -o loglevel=LEVEL      err, warning, notice, info (default) or debug\n"
 "    -o workers=N           threads for requests that wait for the disk (default 4);\n"
 "                           one thread serves all others\n"
+"    -o spin=USEC           the serving thread polls this long for the next request\n"
+"                           before it sleeps (default 50; 0 = sleep at once)\n"
 "    -o mt                  libfuse's multi-threaded loop instead (clone_fd,\n"
 "                           max_threads and max_idle_threads apply to it)\n"
 "    SIZE takes a K, M, G or T suffix (powers of 1024).\n"
@@ -599,11 +602,11 @@ static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
 }
 
 /* Runs the loop until unmount or a signal; the exit status to give. By default one thread
-   serves the requests and `workers` threads those that wait for the disk (pool.c says why);
-   -s is that thread alone; -o mt, the options only libfuse's multi-threaded loop knows, and
+   serves the requests, polling spin_us for the next before it sleeps, and `workers` threads
+   those that wait for the disk (pool.c says why); -s is that thread alone; -o mt, the options only libfuse's multi-threaded loop knows, and
    -o sync=always (where every change waits for the disk) run that loop. */
 static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts, int mt,
-                      int workers)
+                      int workers, long spin_us)
 {
     int ret;
     if (!copts->singlethread && (mt || copts->clone_fd || copts->max_threads != 10 ||
@@ -619,7 +622,10 @@ static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts, i
         fuse_loop_cfg_destroy(cfg);
         return ret < 0 ? 1 : 0;
     }
-    int rc = 0;
+    int rc = lsmfs_pool_spin(fs, spin_us);
+    if (rc != 0)
+        lsmfs_log(LOG_WARNING, "cannot poll /dev/fuse (%s): the serving thread sleeps between "
+                  "requests", strerror(rc));
     if (!copts->singlethread && workers > 0 && (rc = lsmfs_pool_start(fs, workers)) != 0)
         lsmfs_log(LOG_WARNING, "cannot start the threads for requests that wait for the disk "
                   "(%s): one thread serves them all", strerror(rc));
@@ -665,6 +671,7 @@ static void main_cmdline_free(struct cmdline *c)
     free(c->logfile);
     free(c->loglevel);
     free(c->workers);
+    free(c->spin);
     free(c->dir_cookies);
 }
 
@@ -717,6 +724,16 @@ int main(int argc, char *argv[])
             goto out;
         }
         workers = (int)v;
+    }
+    long spin_us = 50;
+    if (c.spin) {
+        char *end;
+        spin_us = strtol(c.spin, &end, 10);
+        if (end == c.spin || *end || spin_us < 0 || spin_us > 1000000) {
+            fprintf(stderr, "lsmfs: invalid spin '%s' (want 0 to 1000000 microseconds)\n",
+                    c.spin);
+            goto out;
+        }
     }
 
     if (c.snapshot && main_snapshot_path(&c, &args) != 0)
@@ -771,7 +788,7 @@ int main(int argc, char *argv[])
     if (lsmfs_notify_start(fs) != 0)
         lsmfs_log(LOG_WARNING, "cannot start the thread that invalidates the kernel's caches; "
                   "files the kernel wrote back and lsmfs refused may read stale until reopened");
-    ret = main_serve(fs, &copts, c.mt, workers);
+    ret = main_serve(fs, &copts, c.mt, workers, spin_us);
     if (main_teardown(fs, c.datadir) != 0)
         ret = 1;
 out:

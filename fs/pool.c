@@ -26,15 +26,29 @@
  * nothing here reads the request buffer after the wrapper returns. fuse_reply_* may be called
  * from any thread.
  *
+ * Waiting for the next request: the serving thread first polls /dev/fuse for spin_us (-o spin,
+ * default 50 us), yielding the CPU between polls, and only then sleeps in poll(2). On the
+ * 2-core VM a thread woken on an idle CPU costs tens of microseconds (the virtual CPU has to be
+ * woken too), several times what the request itself costs; a process that sends its next
+ * request within the window finds the thread awake. Yielding leaves the CPU to any other thread
+ * that wants it, so the window costs only CPU time nothing else wanted. Measured side by side
+ * (2-core VM, fsbench 5,000 files): stat 30k/s -> 50k/s, unlink 19k/s -> 27-38k/s against
+ * libfuse's multi-threaded loop on an idle machine, and 1-3x it on a busy one.
+ *
  * Never: queue a request whose callback could wait for another request to be answered first;
  * keep a job's pointers into libfuse's buffers.
  */
 #include "lsmfs.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <syslog.h>
+#include <unistd.h>
 
 /* Reads at least this large go to a worker: they are a large file's (readahead asks for up to
    128 KiB at a time) and may wait for the disk; smaller ones are usually served from memory. */
@@ -250,4 +264,55 @@ void lsmfs_pool_stop(struct lsmfs *fs)
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     free(p);
+}
+
+/* How long the serving thread polls before it sleeps; set once, before the loop. */
+static int64_t spin_ns;
+
+/* libfuse's read of the next request: polls the non-blocking device for spin_ns, yielding the
+   CPU between tries, then sleeps until a request comes. */
+static ssize_t pool_read_dev(int fd, void *buf, size_t len, void *userdata)
+{
+    (void)userdata;
+    int64_t start = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, len);
+        if (n >= 0 || errno != EAGAIN)
+            return n;
+        int64_t now = lsmfs_mono_ns();
+        if (start == 0) {
+            start = now;
+        } else if (now - start >= spin_ns) {
+            struct pollfd p = { .fd = fd, .events = POLLIN };
+            if (poll(&p, 1, -1) < 0)
+                return -1;   /* EINTR: libfuse looks whether it should exit */
+            start = 0;
+            continue;
+        }
+        sched_yield();
+    }
+}
+
+static ssize_t pool_write_dev(int fd, struct iovec *iov, int count, void *userdata)
+{
+    (void)userdata;
+    return writev(fd, iov, count);
+}
+
+int lsmfs_pool_spin(struct lsmfs *fs, long spin_us)
+{
+    static const struct fuse_custom_io io = { .read = pool_read_dev, .writev = pool_write_dev };
+    int fd = fuse_session_fd(fs->se);
+    int fl = fcntl(fd, F_GETFL);
+    if (spin_us <= 0)
+        return 0;
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return errno;
+    spin_ns = (int64_t)spin_us * 1000;
+    int rc = fuse_session_custom_io(fs->se, &io, fd);
+    if (rc != 0) {
+        fcntl(fd, F_SETFL, fl);
+        return -rc;
+    }
+    return 0;
 }
