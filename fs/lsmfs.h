@@ -297,9 +297,11 @@ void  lsmfs_notify_stop(struct lsmfs *fs);    /* sends what is queued; before th
    them after the work queued (the loop must have ended). */
 void  lsmfs_pool_ops(struct fuse_lowlevel_ops *ops);
 int   lsmfs_pool_start(struct lsmfs *fs, int n);
-/* Makes the serving thread poll for spin_us before it sleeps (single-threaded loop only; once
-   the session is mounted). 0, or an errno. */
-int   lsmfs_pool_spin(struct lsmfs *fs, long spin_us);
+/* Puts pool.c's reads and writes of /dev/fuse under libfuse (once the session is mounted,
+   before the loop): with spin_us > 0 (single-threaded loop only) the serving thread polls that
+   long before it sleeps; and the reply to INIT asks for FUSE_HANDLE_KILLPRIV_V2. 0, or an
+   errno. */
+int   lsmfs_pool_io(struct lsmfs *fs, long spin_us);
 void  lsmfs_pool_stop(struct lsmfs *fs);
 
 /* control.c: the control socket DATADIR/lsmfs.ctl through which lsmctl reaches the mount.

@@ -608,10 +608,14 @@ static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
 static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts, int mt,
                       int workers, long spin_us)
 {
-    int ret;
-    if (!copts->singlethread && (mt || copts->clone_fd || copts->max_threads != 10 ||
+    int ret, rc;
+    int multi = !copts->singlethread && (mt || copts->clone_fd || copts->max_threads != 10 ||
                                  copts->max_idle_threads != UINT_MAX ||
-                                 fs->sync_mode == LSMFS_SYNC_ALWAYS)) {
+                                 fs->sync_mode == LSMFS_SYNC_ALWAYS);
+    if ((rc = lsmfs_pool_io(fs, multi ? 0 : spin_us)) != 0)
+        lsmfs_log(LOG_WARNING, "cannot take over the reads of /dev/fuse (%s): the serving "
+                  "thread sleeps between requests", strerror(rc));
+    if (multi) {
         struct fuse_loop_config *cfg = fuse_loop_cfg_create();
         fuse_loop_cfg_set_clone_fd(cfg, copts->clone_fd);
         /* keep the workers alive between requests: spawning one per burst costs more than it */
@@ -622,10 +626,6 @@ static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts, i
         fuse_loop_cfg_destroy(cfg);
         return ret < 0 ? 1 : 0;
     }
-    int rc = lsmfs_pool_spin(fs, spin_us);
-    if (rc != 0)
-        lsmfs_log(LOG_WARNING, "cannot poll /dev/fuse (%s): the serving thread sleeps between "
-                  "requests", strerror(rc));
     if (!copts->singlethread && workers > 0 && (rc = lsmfs_pool_start(fs, workers)) != 0)
         lsmfs_log(LOG_WARNING, "cannot start the threads for requests that wait for the disk "
                   "(%s): one thread serves them all", strerror(rc));

@@ -41,6 +41,8 @@
 #include "lsmfs.h"
 
 #include <errno.h>
+#include <linux/fuse.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -266,17 +268,29 @@ void lsmfs_pool_stop(struct lsmfs *fs)
     free(p);
 }
 
-/* How long the serving thread polls before it sleeps; set once, before the loop. */
+/* How long the serving thread polls before it sleeps; set once, before the loop (0: it does
+   not, and the device stays blocking). */
 static int64_t spin_ns;
 
-/* libfuse's read of the next request: polls the non-blocking device for spin_ns, yielding the
-   CPU between tries, then sleeps until a request comes. */
+/* The INIT request's unique and the flags the kernel offered; the serving thread's (INIT is
+   the first request, answered before any other is read). */
+static uint64_t init_unique;
+static uint32_t init_offered;
+
+/* libfuse's read of the next request: with spin_ns, polls the non-blocking device that long,
+   yielding the CPU between tries, then sleeps until a request comes. */
 static ssize_t pool_read_dev(int fd, void *buf, size_t len, void *userdata)
 {
     (void)userdata;
     int64_t start = 0;
     for (;;) {
         ssize_t n = read(fd, buf, len);
+        if (n >= (ssize_t)(sizeof(struct fuse_in_header) + sizeof(struct fuse_init_in)) &&
+            ((struct fuse_in_header *)buf)->opcode == FUSE_INIT) {
+            init_unique = ((struct fuse_in_header *)buf)->unique;
+            init_offered = ((struct fuse_init_in *)((char *)buf +
+                                                    sizeof(struct fuse_in_header)))->flags;
+        }
         if (n >= 0 || errno != EAGAIN)
             return n;
         int64_t now = lsmfs_mono_ns();
@@ -293,24 +307,41 @@ static ssize_t pool_read_dev(int fd, void *buf, size_t len, void *userdata)
     }
 }
 
+/* libfuse's write of a reply or notification. In the reply to INIT it adds
+   FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 cannot ask for, when the kernel offered it: the
+   kernel then marks an inode found without set-user-ID bits or security.capability (S_NOSEC)
+   and stops asking for security.capability (a GETXATTR) before every write to it. What the
+   flag makes the daemon's job, clearing the set-user-ID and set-group-ID bits at a write or
+   truncate by an unprivileged process, lsmfs does anyway (ops.c, ops_kill_priv_locked); the
+   kernel still removes security.capability at the first write. */
 static ssize_t pool_write_dev(int fd, struct iovec *iov, int count, void *userdata)
 {
     (void)userdata;
+    if (init_unique && count >= 2 && iov[0].iov_len >= sizeof(struct fuse_out_header) &&
+        iov[1].iov_len >= offsetof(struct fuse_init_out, flags) + sizeof(uint32_t)) {
+        struct fuse_out_header *oh = iov[0].iov_base;
+        if (oh->unique == init_unique && oh->error == 0) {
+            init_unique = 0;
+            if (init_offered & FUSE_HANDLE_KILLPRIV_V2)
+                ((struct fuse_init_out *)iov[1].iov_base)->flags |= FUSE_HANDLE_KILLPRIV_V2;
+        }
+    }
     return writev(fd, iov, count);
 }
 
-int lsmfs_pool_spin(struct lsmfs *fs, long spin_us)
+int lsmfs_pool_io(struct lsmfs *fs, long spin_us)
 {
     static const struct fuse_custom_io io = { .read = pool_read_dev, .writev = pool_write_dev };
     int fd = fuse_session_fd(fs->se);
     int fl = fcntl(fd, F_GETFL);
-    if (spin_us <= 0)
-        return 0;
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+    if (fl < 0)
         return errno;
-    spin_ns = (int64_t)spin_us * 1000;
+    if (spin_us > 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return errno;
+    spin_ns = spin_us > 0 ? (int64_t)spin_us * 1000 : 0;
     int rc = fuse_session_custom_io(fs->se, &io, fd);
     if (rc != 0) {
+        spin_ns = 0;
         fcntl(fd, F_SETFL, fl);
         return -rc;
     }
