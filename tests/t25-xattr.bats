@@ -250,3 +250,20 @@ EOF
     rsync -aX "$MNT/rs/" "$T/src/back/"
     assert_eq "$(getfattr --only-values -n user.f "$T/src/back/f")" fv
 }
+
+@test "a write removes security.capability, also from a file written before (the kernel's S_NOSEC mark)" {
+    command -v setcap >/dev/null || skip "setcap (libcap2-bin) not installed"
+    printf 'one\n' >"$MNT/f"
+    printf 'two\n' >>"$MNT/f"         # the kernel has seen f without capabilities
+    setcap cap_net_raw+ep "$MNT/f"
+    [ "$(getcap "$MNT/f" | awk '{ print $2 }')" = "cap_net_raw=ep" ]
+    printf 'three\n' >>"$MNT/f"
+    [ -z "$(getcap "$MNT/f")" ]
+    [ "$(cat "$MNT/f")" = "$(printf 'one\ntwo\nthree')" ]
+    # and on a file the kernel has just looked up, after a remount
+    setcap cap_net_raw+ep "$MNT/f"
+    unmount_fs
+    mount_fs
+    printf 'four\n' >>"$MNT/f"
+    [ -z "$(getcap "$MNT/f")" ]
+}
