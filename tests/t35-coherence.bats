@@ -6,7 +6,8 @@
 # makes changes through the mount and checks, from other processes (cat, stat, ls, wc, python),
 # that they are seen at once: contents, sizes, mtimes, truncates, appends, overwrites, renames,
 # deletes, listings, mmap readers. Each runs every mode itself (default, writeback, close_to_open,
-# nokernel_cache), so LSMFS_TEST_OPTS does not apply here, and each runs its steps twice: with
+# nokernel_cache, and mt: libfuse's multi-threaded loop instead of one serving thread), so
+# LSMFS_TEST_OPTS does not apply here, and each runs its steps twice: with
 # warm caches, and with the kernel's caches dropped once in the middle.
 
 load helper
@@ -19,7 +20,7 @@ teardown() {
     common_teardown
 }
 
-MODES=(default writeback close_to_open nokernel_cache)
+MODES=(default writeback close_to_open nokernel_cache mt)
 
 # mount_mode MODE [OPTIONS...]: mounts $DATA with that mode's options only.
 mount_mode() {
