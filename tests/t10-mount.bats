@@ -81,6 +81,36 @@ teardown() {
 numbers"
 }
 
+@test "serving loops: default, -o workers=0, -o spin=0, -o mt, sync=close and sync=always all serve" {
+    for opts in "" "-o workers=0" "-o spin=0" "-o mt" "-o sync=close,workers=2" "-o sync=always" \
+                "-o mt,max_threads=2"; do
+        mount_fs $opts
+        seq 1 200000 >"$MNT/big"            # over 64 KiB: a large file's reads go to a worker
+        python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, b"synced\n"); os.fsync(fd); os.close(fd)
+d = os.open(sys.argv[2], os.O_RDONLY); os.fsync(d); os.close(d)' "$MNT/s" "$MNT"
+        fallocate -l 1M "$MNT/fa"
+        assert_eq "$(cat "$MNT/s")" synced
+        assert_eq "$(stat -c %s "$MNT/fa")" 1048576
+        unmount_fs
+        mount_fs
+        assert_eq "$(sha256sum <"$MNT/big")" "$(seq 1 200000 | sha256sum)"
+        assert_eq "$(cat "$MNT/s")" synced
+        rm "$MNT/big" "$MNT/s" "$MNT/fa"
+        unmount_fs
+    done
+}
+
+@test "-o workers and -o spin out of range: a clear error, nothing mounted" {
+    for bad in workers=17 workers=-1 workers=x spin=-5 spin=1000001 spin=; do
+        run "$LSMFS" -f -o "$bad" "$DATA" "$MNT"
+        [ "$status" -ne 0 ]
+        [[ "$output" == *"invalid ${bad%%=*}"* ]] || { echo "-o $bad: $output"; false; }
+        ! grep -q " $MNT " /proc/mounts
+    done
+}
+
 @test "-d prints FUSE debug output and still serves requests" {
     mount_fs -d
     echo z >"$MNT/z"
