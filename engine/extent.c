@@ -4,9 +4,13 @@
  * maps in memtables and open writers alive, and the live-byte accounting and relocation that
  * compaction does for them.
  *
- * A writer appends what it is given to a blob file of its own: a run of sequential writes becomes
- * one blob record, written a chunk at a time (so a sequential copy of any size gives a handful of
- * extents and holds one 64 KiB chunk in memory); any other write starts a new record. The map lives
+ * A writer appends what it is given to one blob file: a run of sequential writes becomes one blob
+ * record, written a chunk at a time (so a sequential copy of any size gives a handful of extents
+ * and holds one 64 KiB chunk in memory); any other write starts a new record. The file is a new
+ * one, or, for an LSM_VW_KEEP writer, the one its key's last writer appended to (the key's
+ * "tail", blob.h), so that a key's appends, commit after commit, make one file and not one each;
+ * a record that starts where a small extent ends absorbs it, so they do not make an extent each
+ * either. The map lives
  * in the writer's memory and is laid over the base version's map. Commit writes the map as one
  * entry through the WAL and group commit: after a crash the key holds the old or the new map, and
  * a durable map never names unsynced bytes. That ordering is ext4's data=ordered: a synced commit
@@ -16,12 +20,15 @@
  * switch, a flush, a checkpoint, close — syncs that list and the directory before it. An
  * unsynced WAL record that reached the disk anyway, ahead of the blob file it names (the OS
  * writes pages back in any order), is found at recovery and dropped as a torn tail
- * (recover.c). A file of a writer that never committed is named by nothing and goes at
- * the next open.
+ * (recover.c); in a reused file that means the file is shorter than the lost commit's records.
+ * A file a writer created and never committed is named by nothing and goes at the next open;
+ * what a writer appended to its key's file and never committed is garbage there.
  *
- * It must never let a blob file go while a map that some memtable, open writer or table holds
- * names it (pins and table references do that: blob.c), and never hold a whole large value in
- * memory on the compaction path (relocation copies EXTENT_MOVE_PIECE at a time).
+ * It must never change blob bytes a committed map names (a reused file only grows), never let a
+ * blob file go while a map that some memtable, open writer or table holds names it (pins and
+ * table references do that: blob.c), and never hold a whole large value in memory on the
+ * compaction path (relocation copies EXTENT_MOVE_PIECE at a time). It should not append to a file
+ * it knows another key or a checkpoint shares (that only costs space: those bytes are garbage).
  */
 #include <inttypes.h>
 #include <stdlib.h>
