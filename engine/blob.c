@@ -372,8 +372,9 @@ void blob_set_destroy(blob_set *bs)
 void blob_set_pending_add(blob_set *bs, uint64_t number, lsm_file *f, int created)
 {
     pthread_mutex_lock(&bs->pending_mu);
-    /* A reused file may be pending already: one entry, one sync (any handle of the inode will do). */
-    for (int i = 0; i < bs->npending; i++)
+    /* A reused file may be pending already: one entry, one sync (any handle of the inode will
+       do). A file just created cannot be. */
+    for (int i = 0; !created && i < bs->npending; i++)
         if (bs->pending[i].number == number) {
             struct blob_pending *p = &bs->pending[i];
             p->created |= created;
@@ -446,39 +447,43 @@ int blob_set_sync_pending(blob_set *bs, char *err)
     bs->pending = NULL;
     bs->npending = bs->pending_cap = bs->pending_open = 0;
     pthread_mutex_unlock(&bs->pending_mu);
-    /* One pass: every file is opened and sent to the device first (sync_file_range, where the env
-       can), so that the syncs that follow find their writes under way together instead of one
-       file at a time; then each is synced; then the directory, only if some file in the list was
-       created since the directory was last synced. */
+    /* One pass: the files are opened and sent to the device first (sync_file_range, where the
+       env can), so that the syncs that follow find their writes under way together instead of
+       one file at a time; then each is synced; then the directory, only if some file in the list
+       was created since the directory was last synced. Files closed while pending are reopened
+       BLOB_PENDING_OPEN at a time, so that this holds no more descriptors than the list did. */
     char path[4096];
     int created = 0;
-    for (int i = 0; i < n && rc == LSM_OK; i++) {
-        file_path(bs->dir, v[i].number, ".blob", path, sizeof path);
-        if (!v[i].f) {
-            int e = bs->env->open(bs->env, path, LSM_O_READ, &v[i].f);
-            if (e == -ENOENT) {
-                v[i].f = NULL;
-                continue;       /* deleted: nothing names it */
-            }
-            if (e < 0) {
-                v[i].f = NULL;
-                rc = err_errno(err, e, "opening to sync", path);
-                break;
-            }
-        }
-        created |= v[i].created;
-        if (bs->env->writeback)
-            bs->env->writeback(bs->env, v[i].f, 0, 0);     /* a hint: sync reports trouble */
-    }
-    for (int i = 0; i < n; i++) {
-        if (v[i].f && rc == LSM_OK) {
-            int e = bs->env->sync(bs->env, v[i].f);
-            if (e < 0) {
+    for (int lo = 0; lo < n; lo += BLOB_PENDING_OPEN) {
+        int hi = n - lo < BLOB_PENDING_OPEN ? n : lo + BLOB_PENDING_OPEN;
+        for (int i = lo; i < hi && rc == LSM_OK; i++) {
+            if (!v[i].f) {
                 file_path(bs->dir, v[i].number, ".blob", path, sizeof path);
-                rc = err_errno(err, e, "syncing", path);
+                int e = bs->env->open(bs->env, path, LSM_O_READ, &v[i].f);
+                if (e < 0)
+                    v[i].f = NULL;
+                if (e == -ENOENT)
+                    continue;   /* deleted: nothing names it */
+                if (e < 0) {
+                    rc = err_errno(err, e, "opening to sync", path);
+                    break;
+                }
             }
+            created |= v[i].created;
+            if (bs->env->writeback)
+                bs->env->writeback(bs->env, v[i].f, 0, 0);     /* a hint: sync reports trouble */
         }
-        bs->env->close(bs->env, v[i].f);
+        for (int i = lo; i < hi; i++) {
+            if (v[i].f && rc == LSM_OK) {
+                int e = bs->env->sync(bs->env, v[i].f);
+                if (e < 0) {
+                    file_path(bs->dir, v[i].number, ".blob", path, sizeof path);
+                    rc = err_errno(err, e, "syncing", path);
+                }
+            }
+            bs->env->close(bs->env, v[i].f);
+            v[i].f = NULL;
+        }
     }
     free(v);
     if (rc == LSM_OK && created) {
