@@ -80,6 +80,24 @@ static uint64_t dir_usage(const char *dir, const char *ext, int *count)
     return bytes;
 }
 
+/* Sum of the lengths (st_size) of the blob files in dir. */
+static uint64_t blob_lengths(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    uint64_t bytes = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[4096];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (strstr(e->d_name, ".blob") && stat(path, &st) == 0)
+            bytes += (uint64_t)st.st_size;
+    }
+    closedir(d);
+    return bytes;
+}
+
 /* The oracle: a value as a plain byte array. */
 typedef struct oracle {
     uint8_t *p;
@@ -1114,6 +1132,23 @@ static void test_reuse_appends(void **state)
         append_commit(db, "log", &r, &a, 100, i == 49);
     dir_usage(dir, ".blob", &n);
     assert_true(n <= after + 1);
+    /* A checkpoint may hard-link the key's file: later appends go to a new file, and the
+       checkpoint's files keep their length. */
+    char *ck = tmpdir_new("extent-ckpt"), ckdb[4200];
+    snprintf(ckdb, sizeof ckdb, "%s/db", ck);
+    assert_int_equal(lsm_checkpoint(db, ckdb), LSM_OK);
+    uint64_t ck_before = blob_lengths(ckdb);
+    assert_true(ck_before > MiB);
+    int ck_blobs;
+    dir_usage(dir, ".blob", &ck_blobs);
+    for (int i = 0; i < 20; i++)
+        append_commit(db, "log", &r, &a, 100, i == 19);
+    assert_int_equal(blob_lengths(ckdb), ck_before);
+    dir_usage(dir, ".blob", &n);
+    assert_int_equal(n, ck_blobs + 1);
+    check_value(db, "log", &a, &r);
+    tmpdir_remove(ck);
+    free(ck);
     /* A whole rewrite (no LSM_VW_KEEP) makes its own file, and the old ones go at compaction. */
     write_dense(db, "log", 0, 2 * MiB, 0, &r, &a);
     assert_int_equal(lsm_compact(db), LSM_OK);
