@@ -54,6 +54,29 @@ int blob_writer_open(lsm_env *env, const char *path, blob_writer **out, char *er
     return LSM_OK;
 }
 
+int blob_writer_reopen(lsm_env *env, const char *path, uint64_t size, blob_writer **out,
+                       char *err)
+{
+    blob_writer *w = xcalloc(1, sizeof *w);
+    w->env = env;
+    w->path = xmemdup(path, strlen(path) + 1);
+    int e = env->open(env, path, LSM_O_APPEND, &w->f);
+    uint64_t have = 0;
+    if (e == 0)
+        e = env->size(env, w->f, &have);
+    if (e == 0 && have != size)
+        e = -ESTALE;    /* someone else wrote to it: its records would not be where we think */
+    if (e < 0) {
+        env->close(env, w->f);
+        free(w->path);
+        free(w);
+        return err_errno(err, e, "reopening", path);
+    }
+    w->size = size;
+    *out = w;
+    return LSM_OK;
+}
+
 int blob_writer_add(blob_writer *w, slice val, uint64_t *off, char *err)
 {
     w->sums.len = 0;
@@ -186,6 +209,14 @@ lsm_file *blob_writer_detach(blob_writer *w)
     return f;
 }
 
+void blob_writer_close(blob_writer *w)
+{
+    if (!w)
+        return;
+    w->env->close(w->env, w->f);
+    blob_writer_free(w);
+}
+
 void blob_writer_abandon(blob_writer *w)
 {
     if (!w)
@@ -309,6 +340,16 @@ void blob_set_init(blob_set *bs, lsm_env *env, const char *dir, size_t max_open)
 struct blob_pending {
     uint64_t number;
     lsm_file *f;                /* or NULL: reopened by path to be synced */
+    int created;                /* its directory entry is new: the directory needs a sync too */
+};
+
+/* A blob file a value writer of one key left behind, which the next LSM_VW_KEEP writer of the
+   same key may append to (blob_set_tail_take). */
+struct blob_tail {
+    uint64_t number;
+    uint64_t size;              /* the file's length when its last writer finished */
+    void *key;                  /* malloc'd */
+    size_t klen;
 };
 
 #define BLOB_PENDING_OPEN 64    /* pending files held open at most */
@@ -318,6 +359,9 @@ void blob_set_destroy(blob_set *bs)
     for (int i = 0; i < bs->npending; i++)
         bs->env->close(bs->env, bs->pending[i].f);
     free(bs->pending);
+    for (int i = 0; i < bs->ntails; i++)
+        free(bs->tails[i].key);
+    free(bs->tails);
     cache_free(bs->files);
     free(bs->v);
     pthread_mutex_destroy(&bs->sync_mu);
@@ -325,9 +369,24 @@ void blob_set_destroy(blob_set *bs)
     pthread_mutex_destroy(&bs->mu);
 }
 
-void blob_set_pending_add(blob_set *bs, uint64_t number, lsm_file *f)
+void blob_set_pending_add(blob_set *bs, uint64_t number, lsm_file *f, int created)
 {
     pthread_mutex_lock(&bs->pending_mu);
+    /* A reused file may be pending already: one entry, one sync (any handle of the inode will
+       do). A file just created cannot be. */
+    for (int i = 0; !created && i < bs->npending; i++)
+        if (bs->pending[i].number == number) {
+            struct blob_pending *p = &bs->pending[i];
+            p->created |= created;
+            if (!p->f && bs->pending_open < BLOB_PENDING_OPEN) {
+                p->f = f;
+                bs->pending_open++;
+            } else {
+                bs->env->close(bs->env, f);
+            }
+            pthread_mutex_unlock(&bs->pending_mu);
+            return;
+        }
     if (bs->npending == bs->pending_cap) {
         bs->pending_cap = bs->pending_cap ? 2 * bs->pending_cap : 16;
         bs->pending = xrealloc(bs->pending, (size_t)bs->pending_cap * sizeof *bs->pending);
@@ -341,7 +400,7 @@ void blob_set_pending_add(blob_set *bs, uint64_t number, lsm_file *f)
     } else {
         bs->pending_open++;
     }
-    bs->pending[bs->npending++] = (struct blob_pending){ number, f };
+    bs->pending[bs->npending++] = (struct blob_pending){ number, f, created };
     pthread_mutex_unlock(&bs->pending_mu);
 }
 
@@ -388,26 +447,46 @@ int blob_set_sync_pending(blob_set *bs, char *err)
     bs->pending = NULL;
     bs->npending = bs->pending_cap = bs->pending_open = 0;
     pthread_mutex_unlock(&bs->pending_mu);
+    /* One pass: the files are opened and sent to the device first (sync_file_range, where the
+       env can), so that the syncs that follow find their writes under way together instead of
+       one file at a time; then each is synced; then the directory, only if some file in the list
+       was created since the directory was last synced. Files closed while pending are reopened
+       BLOB_PENDING_OPEN at a time, so that this holds no more descriptors than the list did. */
     char path[4096];
-    for (int i = 0; i < n; i++) {
-        lsm_file *f = v[i].f;
-        file_path(bs->dir, v[i].number, ".blob", path, sizeof path);
-        if (!f && rc == LSM_OK) {
-            int e = bs->env->open(bs->env, path, LSM_O_READ, &f);
-            if (e == -ENOENT)
-                continue;       /* deleted: nothing names it */
-            if (e < 0)
-                rc = err_errno(err, e, "opening to sync", path);
+    int created = 0;
+    for (int lo = 0; lo < n; lo += BLOB_PENDING_OPEN) {
+        int hi = n - lo < BLOB_PENDING_OPEN ? n : lo + BLOB_PENDING_OPEN;
+        for (int i = lo; i < hi && rc == LSM_OK; i++) {
+            if (!v[i].f) {
+                file_path(bs->dir, v[i].number, ".blob", path, sizeof path);
+                int e = bs->env->open(bs->env, path, LSM_O_READ, &v[i].f);
+                if (e < 0)
+                    v[i].f = NULL;
+                if (e == -ENOENT)
+                    continue;   /* deleted: nothing names it */
+                if (e < 0) {
+                    rc = err_errno(err, e, "opening to sync", path);
+                    break;
+                }
+            }
+            created |= v[i].created;
+            if (bs->env->writeback)
+                bs->env->writeback(bs->env, v[i].f, 0, 0);     /* a hint: sync reports trouble */
         }
-        if (f && rc == LSM_OK) {
-            int e = bs->env->sync(bs->env, f);
-            if (e < 0)
-                rc = err_errno(err, e, "syncing", path);
+        for (int i = lo; i < hi; i++) {
+            if (v[i].f && rc == LSM_OK) {
+                int e = bs->env->sync(bs->env, v[i].f);
+                if (e < 0) {
+                    file_path(bs->dir, v[i].number, ".blob", path, sizeof path);
+                    rc = err_errno(err, e, "syncing", path);
+                }
+            }
+            bs->env->close(bs->env, v[i].f);
+            v[i].f = NULL;
         }
-        bs->env->close(bs->env, f);
     }
     free(v);
-    if (rc == LSM_OK && n > 0) {
+    if (rc == LSM_OK && created) {
         int e = bs->env->sync_dir(bs->env, bs->dir);
         if (e < 0)
             rc = err_errno(err, e, "syncing directory", bs->dir);
@@ -452,8 +531,11 @@ static struct blob_count *blob_set_slot(blob_set *bs, uint64_t number, int creat
 }
 
 /* Removes slot b (caller holds mu), keeping the order. */
+static void blob_set_tail_drop_locked(blob_set *bs, uint64_t number);
+
 static void blob_set_remove_slot(blob_set *bs, struct blob_count *b)
 {
+    blob_set_tail_drop_locked(bs, b->number);
     size_t i = (size_t)(b - bs->v);
     memmove(b, b + 1, (bs->n - 1 - i) * sizeof *b);
     bs->n--;
@@ -531,6 +613,101 @@ void blob_set_unpin(blob_set *bs, const uint64_t *nums, int n, int drop)
         file_path(bs->dir, number, ".blob", path, sizeof path);
         bs->env->unlink(bs->env, path);
     }
+    pthread_mutex_unlock(&bs->mu);
+}
+
+/* ---- files a key's next writer may append to ---- */
+
+static void blob_set_tail_remove(blob_set *bs, int i)
+{
+    free(bs->tails[i].key);
+    memmove(bs->tails + i, bs->tails + i + 1, (size_t)(bs->ntails - 1 - i) * sizeof *bs->tails);
+    bs->ntails--;
+}
+
+static int blob_set_tail_find(blob_set *bs, const void *key, size_t klen)
+{
+    for (int i = 0; i < bs->ntails; i++)
+        if (bs->tails[i].klen == klen && memcmp(bs->tails[i].key, key, klen) == 0)
+            return i;
+    return -1;
+}
+
+static void blob_set_tail_drop_locked(blob_set *bs, uint64_t number)
+{
+    for (int i = 0; i < bs->ntails; i++)
+        if (bs->tails[i].number == number) {
+            blob_set_tail_remove(bs, i);
+            return;             /* a file is some one key's tail at most */
+        }
+}
+
+void blob_set_tail_put(blob_set *bs, const void *key, size_t klen, uint64_t number, uint64_t size,
+                       uint64_t gen)
+{
+    pthread_mutex_lock(&bs->mu);
+    if (gen != bs->tail_gen) {      /* a checkpoint may have linked the file since */
+        pthread_mutex_unlock(&bs->mu);
+        return;
+    }
+    int i = blob_set_tail_find(bs, key, klen);
+    if (i >= 0)
+        blob_set_tail_remove(bs, i);
+    blob_set_tail_drop_locked(bs, number);
+    struct blob_count *b = blob_set_slot(bs, number, 0);
+    if (b && (b->refs > 0 || b->pins > 0) && size < BLOB_REUSE_MAX) {
+        if (bs->ntails == BLOB_TAILS)
+            blob_set_tail_remove(bs, 0);    /* the least recently written */
+        if (bs->ntails == bs->tails_cap) {
+            bs->tails_cap = bs->tails_cap ? 2 * bs->tails_cap : 16;
+            bs->tails = xrealloc(bs->tails, (size_t)bs->tails_cap * sizeof *bs->tails);
+        }
+        bs->tails[bs->ntails++] = (struct blob_tail){ number, size, xmemdup(key, klen ? klen : 1),
+                                                      klen };
+    }
+    pthread_mutex_unlock(&bs->mu);
+}
+
+int blob_set_tail_take(blob_set *bs, const void *key, size_t klen, uint64_t *number,
+                       uint64_t *size)
+{
+    int found = 0;
+    pthread_mutex_lock(&bs->mu);
+    int i = blob_set_tail_find(bs, key, klen);
+    if (i >= 0) {
+        /* A file half garbage is still appended to: relocation moves what is live out of it
+           all the same (the bytes a map names never change), and BLOB_REUSE_MAX ends it. */
+        struct blob_count *b = blob_set_slot(bs, bs->tails[i].number, 0);
+        found = b && (b->refs > 0 || b->pins > 0);
+        *number = bs->tails[i].number;
+        *size = bs->tails[i].size;
+        blob_set_tail_remove(bs, i);
+    }
+    pthread_mutex_unlock(&bs->mu);
+    return found;
+}
+
+void blob_set_tail_drop(blob_set *bs, uint64_t number)
+{
+    pthread_mutex_lock(&bs->mu);
+    blob_set_tail_drop_locked(bs, number);
+    pthread_mutex_unlock(&bs->mu);
+}
+
+uint64_t blob_set_tail_gen(blob_set *bs)
+{
+    pthread_mutex_lock(&bs->mu);
+    uint64_t gen = bs->tail_gen;
+    pthread_mutex_unlock(&bs->mu);
+    return gen;
+}
+
+void blob_set_tail_clear(blob_set *bs)
+{
+    pthread_mutex_lock(&bs->mu);
+    bs->tail_gen++;
+    while (bs->ntails > 0)
+        blob_set_tail_remove(bs, bs->ntails - 1);
     pthread_mutex_unlock(&bs->mu);
 }
 

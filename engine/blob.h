@@ -4,7 +4,8 @@
  * tables that refer to each live blob file, deletes a file when the count falls to zero, and reads
  * values through a cache of open blob files.
  *
- * A blob file is written once, by one flush or compaction, then only read (format, and the
+ * A blob file is written once, by one flush or compaction, or by the value writers of one key
+ * (appending, commit after commit: extent.c), then only read (format, and the
  * reference a table entry of type LSM_TYPE_BLOB holds: man/lsm-format.5, section BLOB FILES). Each
  * value carries a checksum per BLOB_CHUNK bytes, so reading a byte range verifies only the chunks
  * it touches.
@@ -26,6 +27,11 @@ typedef struct blob_writer blob_writer;
 
 /* Creates path (truncating) and writes the header. */
 int  blob_writer_open(lsm_env *env, const char *path, blob_writer **out, char *err);
+/* Opens the existing blob file path, whose length must be size (else an error, and nothing
+   changes), to append more records after those it holds: a value writer reusing the file its
+   key's previous writer left (extent.c). */
+int  blob_writer_reopen(lsm_env *env, const char *path, uint64_t size, blob_writer **out,
+                        char *err);
 /* Appends a value; *off is where its bytes start. */
 int  blob_writer_add(blob_writer *w, slice val, uint64_t *off, char *err);
 uint64_t blob_writer_size(const blob_writer *w);
@@ -41,6 +47,8 @@ int  blob_record_end(blob_writer *w, uint64_t *len, char *err);
 int  blob_writer_sync(blob_writer *w, char *err);
 /* Syncs, closes and frees. */
 int  blob_writer_finish(blob_writer *w, char *err);
+/* Closes (no sync) and frees, leaving the file; accepts NULL. */
+void blob_writer_close(blob_writer *w);
 /* Closes, removes the file and frees; accepts NULL. */
 void blob_writer_abandon(blob_writer *w);
 /* Frees w without syncing or closing its file, which it returns (the caller owns it): for a
@@ -67,6 +75,9 @@ typedef struct blob_set {
     struct blob_pending *pending; /* guarded by pending_mu */
     int npending, pending_cap;  /* guarded by pending_mu */
     int pending_open;           /* entries holding their file open; guarded by pending_mu */
+    struct blob_tail *tails;    /* files keys' next writers may append to, oldest first; mu */
+    int ntails, tails_cap;      /* guarded by mu */
+    uint64_t tail_gen;          /* bumped by blob_set_tail_clear; guarded by mu */
     pthread_mutex_t sync_mu;    /* serialises blob_set_sync_pending; taken before pending_mu */
     int sync_rc;                /* a pending sync failed: every later one fails; sync_mu */
     char sync_err[LSM_ERRLEN];  /* its message; guarded by sync_mu */
@@ -105,12 +116,34 @@ void blob_set_forget(blob_set *bs, uint64_t number);
    sync its blob file nor the directory; it hands the file here (f: its open handle, now owned by
    the set) before its map goes to the WAL. Whatever makes a WAL record durable (a synced write,
    the seal of a WAL, a memtable flush, a checkpoint, close) first calls blob_set_sync_pending,
-   which syncs every file handed over before the call and then the directory. A file the set
+   which syncs every file handed over before the call (all sent to the device first, then each
+   synced) and then the directory, if one of them was created (created: the writer made the file
+   and nothing has synced the directory since). A file handed over twice (reused) is one entry. A file the set
    deletes before that is dropped from the list. After a failed pending sync every later call
    fails (LSM_IOERR): a map whose bytes may be lost must never become durable. */
-void blob_set_pending_add(blob_set *bs, uint64_t number, lsm_file *f);
+void blob_set_pending_add(blob_set *bs, uint64_t number, lsm_file *f, int created);
 int  blob_set_sync_pending(blob_set *bs, char *err);
 int  blob_set_pending_count(blob_set *bs);
+/* Per-key reuse (extent.c, doc/large-files.md): after a value writer of key commits, the file it
+   appended to is that key's "tail", size bytes long; the key's next LSM_VW_KEEP writer takes it
+   (blob_set_tail_take: removed from the set, so one writer appends at a time) and appends to it
+   instead of creating a file, then puts it back. Kept in memory only (at most BLOB_TAILS, the
+   oldest dropped; none after a reopen). tail_put keeps nothing for a file no table, memtable or
+   writer names, nor one past BLOB_REUSE_MAX; tail_take returns 0 for a file that went. A file deleted, shared with another key (lsm_value_writer_copy:
+   blob_set_tail_drop) or hard-linked into a checkpoint (blob_set_tail_clear, at the end of
+   lsm_checkpoint) is nobody's tail any more. (A writer that took a file before a checkpoint
+   linked it may still append to it, past every byte the checkpoint's maps name: garbage there.) */
+#define BLOB_TAILS      256
+#define BLOB_REUSE_MAX  (UINT64_C(64) << 20)
+void blob_set_tail_put(blob_set *bs, const void *key, size_t klen, uint64_t number, uint64_t size,
+                       uint64_t gen);
+int  blob_set_tail_take(blob_set *bs, const void *key, size_t klen, uint64_t *number,
+                        uint64_t *size);
+void blob_set_tail_drop(blob_set *bs, uint64_t number);
+/* gen: blob_set_tail_gen() read when the writer opened; a put with an older one is ignored, so
+   that a file a checkpoint linked meanwhile is never appended to after the checkpoint. */
+uint64_t blob_set_tail_gen(blob_set *bs);
+void blob_set_tail_clear(blob_set *bs);
 /* Sets the garbage of a live file from the manifest, at open. */
 void blob_set_load_garbage(blob_set *bs, uint64_t number, uint64_t bytes);
 /* The files whose garbage changed since the last call: *pairs (malloc'd) holds (number, total)

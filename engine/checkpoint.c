@@ -248,5 +248,8 @@ int lsm_checkpoint(lsm_db *db, const char *dest)
     if (!db || !dest || !*dest)
         return LSM_INVALID;
     char err[LSM_ERRLEN] = "";
-    return db_fail(db, ckpt_make(db, dest, err), err);
+    int rc = ckpt_make(db, dest, err);
+    /* The copy may share the blob files by hard link: no key's writer appends to them now. */
+    blob_set_tail_clear(&db->blobs);
+    return db_fail(db, rc, err);
 }

@@ -4,9 +4,13 @@
  * maps in memtables and open writers alive, and the live-byte accounting and relocation that
  * compaction does for them.
  *
- * A writer appends what it is given to a blob file of its own: a run of sequential writes becomes
- * one blob record, written a chunk at a time (so a sequential copy of any size gives a handful of
- * extents and holds one 64 KiB chunk in memory); any other write starts a new record. The map lives
+ * A writer appends what it is given to one blob file: a run of sequential writes becomes one blob
+ * record, written a chunk at a time (so a sequential copy of any size gives a handful of extents
+ * and holds one 64 KiB chunk in memory); any other write starts a new record. The file is a new
+ * one, or, for an LSM_VW_KEEP writer, the one its key's last writer appended to (the key's
+ * "tail", blob.h), so that a key's appends, commit after commit, make one file and not one each;
+ * a record that starts where a small extent ends absorbs it, so they do not make an extent each
+ * either. The map lives
  * in the writer's memory and is laid over the base version's map. Commit writes the map as one
  * entry through the WAL and group commit: after a crash the key holds the old or the new map, and
  * a durable map never names unsynced bytes. That ordering is ext4's data=ordered: a synced commit
@@ -16,12 +20,15 @@
  * switch, a flush, a checkpoint, close — syncs that list and the directory before it. An
  * unsynced WAL record that reached the disk anyway, ahead of the blob file it names (the OS
  * writes pages back in any order), is found at recovery and dropped as a torn tail
- * (recover.c). A file of a writer that never committed is named by nothing and goes at
- * the next open.
+ * (recover.c); in a reused file that means the file is shorter than the lost commit's records.
+ * A file a writer created and never committed is named by nothing and goes at the next open;
+ * what a writer appended to its key's file and never committed is garbage there.
  *
- * It must never let a blob file go while a map that some memtable, open writer or table holds
- * names it (pins and table references do that: blob.c), and never hold a whole large value in
- * memory on the compaction path (relocation copies EXTENT_MOVE_PIECE at a time).
+ * It must never change blob bytes a committed map names (a reused file only grows), never let a
+ * blob file go while a map that some memtable, open writer or table holds names it (pins and
+ * table references do that: blob.c), and never hold a whole large value in memory on the
+ * compaction path (relocation copies EXTENT_MOVE_PIECE at a time). It should not append to a file
+ * it knows another key or a checkpoint shares (that only costs space: those bytes are garbage).
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -651,10 +658,17 @@ struct lsm_value_writer {
     extent_map map;             /* the value as written so far, but the open record */
     uint64_t *pins;             /* blob files pinned while the writer is open */
     int npins;
-    blob_writer *bw;            /* the writer's own blob file, created at the first write */
+    blob_writer *bw;            /* the writer's blob file, opened at the first write */
     uint64_t file;              /* its number */
     char path[4096];
     uint64_t written;           /* data bytes appended to it */
+    int reuse;                  /* file is the key's tail (blob_set_tail_take): appended to */
+    uint64_t base;              /* the file's length before this writer: its records start here */
+    int created;                /* this writer created the file (not yet in a synced directory) */
+    uint64_t gen;               /* blob_set_tail_gen() at open */
+    /* The key's tail, left for a new file after EXTENT_REUSE_WRITE bytes (writer_leave_tail): */
+    lsm_file *tail_f;           /* its handle, or NULL */
+    uint64_t tail_num, tail_base, tail_size, tail_written;  /* as file, base, size, written */
     int open;                   /* a record is open: sequential writes extend it */
     uint64_t rec_off;           /* the open record's offset in the file */
     uint64_t rec_at;            /* logical offset of its first byte */
@@ -692,10 +706,73 @@ static int writer_close_record(lsm_value_writer *w)
     return LSM_OK;
 }
 
+/* Opens a record for logical offset off. A small extent that ends at off (an append after an
+   append, commit after commit) is copied to the record's start, so that the record replaces it:
+   the map does not grow by an extent per append. Its old bytes become garbage as any overwritten
+   bytes do. Up to EXTENT_COALESCE bytes are copied; a longer extent is left as it is. */
+static int writer_begin_record(lsm_value_writer *w, uint64_t off)
+{
+    uint8_t tmp[EXTENT_COALESCE];
+    extent e = { 0 };
+    size_t i = off ? extent_map_find(&w->map, off - 1) : w->map.n;
+    if (i < w->map.n && w->map.v[i].off + w->map.v[i].len == off &&
+        w->map.v[i].len <= EXTENT_COALESCE) {
+        char err[LSM_ERRLEN];
+        e = w->map.v[i];
+        /* A read that fails only costs the coalescing: the write goes on without it. */
+        if (blob_set_read_record(&w->db->blobs, e.file, e.rec_off, e.rec_len, e.start, tmp,
+                                 (size_t)e.len, err) != LSM_OK)
+            e.len = 0;
+    }
+    if (blob_record_begin(w->bw, &w->rec_off) != LSM_OK)
+        return err_set(w->err, LSM_INVALID, "internal: record already open");
+    w->open = 1;
+    w->rec_at = off;
+    if (e.len) {
+        int rc = blob_record_append(w->bw, tmp, (size_t)e.len, w->err);
+        if (rc != LSM_OK)
+            return rc;
+        w->rec_at = e.off;
+    }
+    return LSM_OK;
+}
+
+/* A writer that has appended EXTENT_REUSE_WRITE bytes to its key's tail goes on in a file of its
+   own: a large rewrite then leaves the old bytes' file mostly garbage, for relocation to empty, as
+   it would without reuse. What it wrote there stays (synced or made pending at commit). */
+static int writer_leave_tail(lsm_value_writer *w)
+{
+    int rc = writer_close_record(w);
+    if (rc != LSM_OK)
+        return rc;
+    w->tail_num = w->file;
+    w->tail_base = w->base;
+    w->tail_size = blob_writer_size(w->bw);
+    w->tail_written = w->written;
+    w->tail_f = blob_writer_detach(w->bw);
+    w->bw = NULL;
+    w->reuse = 0;
+    w->written = 0;
+    return LSM_OK;
+}
+
+/* Bytes of the records at or past base of file that the writer's map still uses. */
+static uint64_t writer_live(const lsm_value_writer *w, uint64_t file, uint64_t base)
+{
+    uint64_t live = 0;
+    for (size_t i = 0; i < w->map.n; i++)
+        if (w->map.v[i].file == file && w->map.v[i].rec_off >= base)
+            live += w->map.v[i].len;
+    return live;
+}
+
 static int writer_append_data(lsm_value_writer *w, uint64_t off, const uint8_t *p, size_t n)
 {
     lsm_db *db = w->db;
     int rc;
+    if (w->bw && w->reuse && blob_writer_size(w->bw) - w->base >= EXTENT_REUSE_WRITE &&
+        (rc = writer_leave_tail(w)) != LSM_OK)
+        return rc;
     if (space_low(db)) {
         space_refill(db, 0);
         if (space_low(db))
@@ -703,10 +780,22 @@ static int writer_append_data(lsm_value_writer *w, uint64_t off, const uint8_t *
                            "space are accepted until space is freed", db->dir);
     }
     if (!w->bw) {
-        w->file = db_new_file_number(db);
-        file_path(db->dir, w->file, ".blob", w->path, sizeof w->path);
-        if ((rc = blob_writer_open(db->env, w->path, &w->bw, w->err)) != LSM_OK)
-            return rc;
+        if (w->reuse) {
+            /* The key's tail: pinned already (the loaded map names it). Should it have changed
+               under us (size), a new file is made after all. */
+            file_path(db->dir, w->file, ".blob", w->path, sizeof w->path);
+            if (blob_writer_reopen(db->env, w->path, w->base, &w->bw, w->err) != LSM_OK)
+                w->reuse = 0;
+        }
+        if (!w->bw) {
+            w->reuse = 0;
+            w->file = db_new_file_number(db);
+            w->base = 0;
+            file_path(db->dir, w->file, ".blob", w->path, sizeof w->path);
+            if ((rc = blob_writer_open(db->env, w->path, &w->bw, w->err)) != LSM_OK)
+                return rc;
+            w->created = 1;
+        }
         writer_pin(w, &w->file, 1);
     }
     while (n > 0) {
@@ -714,12 +803,8 @@ static int writer_append_data(lsm_value_writer *w, uint64_t off, const uint8_t *
                         blob_record_length(w->bw) >= EXTENT_RECORD_MAX))
             if ((rc = writer_close_record(w)) != LSM_OK)
                 return rc;
-        if (!w->open) {
-            if ((rc = blob_record_begin(w->bw, &w->rec_off)) != LSM_OK)
-                return err_set(w->err, rc, "internal: record already open");
-            w->open = 1;
-            w->rec_at = off;
-        }
+        if (!w->open && (rc = writer_begin_record(w, off)) != LSM_OK)
+            return rc;
         uint64_t room = EXTENT_RECORD_MAX - blob_record_length(w->bw);
         size_t k = n < room ? n : (size_t)room;
         if ((rc = blob_record_append(w->bw, p, k, w->err)) != LSM_OK)
@@ -767,6 +852,16 @@ static int writer_load(lsm_value_writer *w, const void *key, size_t klen)
             uint64_t *nums;
             int n = extent_map_files(&w->map, &nums);
             writer_pin(w, nums, n);     /* before rv goes: its version keeps them alive now */
+            /* The file the key's last writer appended to, if this version still names it (so
+               that our pin keeps it): appended to again at the first write. */
+            uint64_t tail, size;
+            if (blob_set_tail_take(&db->blobs, key, klen, &tail, &size))
+                for (int i = 0; i < n && !w->reuse; i++)
+                    if (nums[i] == tail) {
+                        w->reuse = 1;
+                        w->file = tail;
+                        w->base = size;
+                    }
             free(nums);
         }
     } else if (rc == LSM_OK && type == LSM_TYPE_BLOB) {
@@ -807,6 +902,7 @@ int lsm_value_writer_open(lsm_db *db, const void *key, size_t klen, int flags,
         return rc;
     lsm_value_writer *w = xcalloc(1, sizeof *w);
     w->db = db;
+    w->gen = blob_set_tail_gen(&db->blobs);
     buf_append(&w->key, key, klen);
     if (flags & LSM_VW_KEEP)
         rc = writer_load(w, key, klen);
@@ -968,6 +1064,8 @@ int lsm_value_writer_copy(lsm_value_writer *w, uint64_t off, const void *src, si
                 e.off = off + (a - src_off);
                 extent_map_put(&w->map, &e);
                 nums[nn++] = e.file;
+                if (e.file != w->file)
+                    blob_set_tail_drop(&db->blobs, e.file);     /* shared: no key's tail */
             }
             writer_pin(w, nums, nn);    /* while rv still keeps them */
             free(nums);
@@ -987,13 +1085,29 @@ static void writer_free(lsm_value_writer *w, int remove)
 {
     if (w->map_failed)
         blob_set_keep_unpinned(&w->db->blobs);
-    if (w->bw) {
+    blob_set *bs = &w->db->blobs;
+    if (w->tail_f) {            /* not committed: what was appended to the key's tail is garbage */
+        w->db->env->close(w->db->env, w->tail_f);
+        blob_set_note_size(bs, w->tail_num, w->tail_size);
+        blob_set_add_garbage(bs, w->tail_num, w->tail_size - w->tail_base);
+    }
+    if (w->bw && remove && w->reuse) {
+        /* The file is the key's, named by committed maps: what this writer appended is garbage,
+           and the file stays the key's tail. */
+        uint64_t fsize = blob_writer_size(w->bw);
+        blob_writer_close(w->bw);
+        blob_set_note_size(bs, w->file, fsize);
+        blob_set_add_garbage(bs, w->file, fsize - w->base);
+        blob_set_tail_put(bs, w->key.p, w->key.len, w->file, fsize, w->gen);
+    } else if (w->bw) {
         if (remove) {
             blob_writer_abandon(w->bw);
-            blob_set_forget(&w->db->blobs, w->file);    /* lsm_value_writer_read opened it */
+            blob_set_forget(bs, w->file);   /* lsm_value_writer_read opened it */
         } else {
             blob_writer_finish(w->bw, NULL);
         }
+    } else if (remove && w->reuse) {
+        blob_set_tail_put(bs, w->key.p, w->key.len, w->file, w->base, w->gen);  /* unused */
     }
     blob_set_unpin(&w->db->blobs, w->pins, w->npins, 1);
     free(w->pins);
@@ -1024,27 +1138,51 @@ int lsm_value_writer_commit_batch(lsm_value_writer *w, const lsm_batch *b, int s
     /* The data and the file's name are durable before any durable map names them: a synced
        commit syncs them now; an unsynced one leaves them pending, synced before anything makes
        its map durable (blob_set_sync_pending). */
+    uint64_t fsize = w->base;   /* the tail it leaves: unchanged if it wrote nothing */
+    int wrote = w->bw != NULL;
+    if (w->tail_f) {            /* the key's tail, left for w->file: as the file below */
+        lsm_file *f = w->tail_f;
+        w->tail_f = NULL;
+        if (sync) {
+            char path[4096];
+            file_path(db->dir, w->tail_num, ".blob", path, sizeof path);
+            int e = db->env->sync(db->env, f);
+            if (e < 0)
+                rc = err_errno(err, e, "syncing", path);
+            db->env->close(db->env, f);
+        } else {
+            blob_set_pending_add(&db->blobs, w->tail_num, f, 0);
+        }
+        if (rc != LSM_OK) {
+            writer_free(w, 1);
+            return db_fail(db, rc, err);
+        }
+        blob_set_note_size(&db->blobs, w->tail_num, w->tail_size);
+        blob_set_add_garbage(&db->blobs, w->tail_num,
+                             w->tail_written - writer_live(w, w->tail_num, w->tail_base));
+    }
     if (w->bw) {
-        uint64_t fsize = blob_writer_size(w->bw);
+        fsize = blob_writer_size(w->bw);
         if (sync)
             rc = blob_writer_finish(w->bw, err);
         else
-            blob_set_pending_add(&db->blobs, w->file, blob_writer_detach(w->bw));
+            blob_set_pending_add(&db->blobs, w->file, blob_writer_detach(w->bw), w->created);
         w->bw = NULL;
         if (rc == LSM_OK && sync)
             rc = blob_set_sync_pending(&db->blobs, err);     /* the others' */
-        if (rc == LSM_OK && sync)
+        /* A reused file's name is durable already, or pending (created) and synced just now. */
+        if (rc == LSM_OK && sync && w->created)
             rc = db_sync_dir(db, err);
         if (rc != LSM_OK) {
-            db->env->unlink(db->env, w->path);
+            if (!w->reuse)      /* a reused file holds the key's committed records */
+                db->env->unlink(db->env, w->path);
+            w->reuse = 0;
             writer_free(w, 0);
             return db_fail(db, rc, err);
         }
-        /* Bytes written and then written over before the commit are garbage from the start. */
-        uint64_t live = 0;
-        for (size_t i = 0; i < w->map.n; i++)
-            if (w->map.v[i].file == w->file)
-                live += w->map.v[i].len;
+        /* Bytes written and then written over before the commit are garbage from the start.
+           Only this writer's records count: those at or past base. */
+        uint64_t live = writer_live(w, w->file, w->base);
         blob_set_note_size(&db->blobs, w->file, fsize);
         blob_set_add_garbage(&db->blobs, w->file, w->written - live);
     }
@@ -1058,6 +1196,10 @@ int lsm_value_writer_commit_batch(lsm_value_writer *w, const lsm_batch *b, int s
         rc = db_write_entry(db, LSM_TYPE_EXTENTS, w->key.p, w->key.len, enc.p, enc.len, b, sync);
         w->map_failed = rc != LSM_OK;
     }
+    /* The file this writer appended to (or the tail it took and left alone) becomes the key's
+       tail: its next LSM_VW_KEEP writer appends there (blob.h). */
+    if (rc == LSM_OK && (wrote || w->reuse))
+        blob_set_tail_put(&db->blobs, w->key.p, w->key.len, w->file, fsize, w->gen);
     buf_free(&enc);
     /* After a failed write the map may still be in the WAL: the file stays, and the next open
        removes it if nothing names it. */

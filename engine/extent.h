@@ -19,6 +19,10 @@
 #define EXTENT_MAP_FORMAT 1                     /* first byte of an encoded map */
 #define EXTENT_RECORD_MAX (UINT64_C(1) << 30)   /* a writer's record never grows past this */
 #define EXTENT_MOVE_PIECE (1u << 20)            /* bytes copied at a time by relocation */
+#define EXTENT_COALESCE   16384u                /* a writer's record absorbs a shorter extent
+                                                   that ends where it starts (extent.c) */
+#define EXTENT_REUSE_WRITE (1u << 20)           /* a writer appends at most about this much to
+                                                   its key's file before taking its own */
 
 typedef struct extent {
     uint64_t off, len;          /* logical bytes [off, off + len) of the value; len > 0 */
