@@ -194,6 +194,15 @@ static void lsmfs_setattr(fuse_req_t req, fuse_ino_t n, struct stat *attr, int t
         }
     }
     if (rc == 0) {
+        /* chown(2) of a regular file clears set-user-ID, and set-group-ID when group-execute is
+           set, whoever calls it (Linux since 2.2.13). With FUSE_HANDLE_KILLPRIV_V2 (pool.c) the
+           kernel leaves that to the daemon instead of sending the cleared mode. */
+        if ((to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && !(to_set & FUSE_SET_ATTR_MODE) &&
+            ino->m.type == LSMFS_REG) {
+            ino->m.mode &= ~(uint32_t)S_ISUID;
+            if (ino->m.mode & S_IXGRP)
+                ino->m.mode &= ~(uint32_t)S_ISGID;
+        }
         if (to_set & FUSE_SET_ATTR_MODE)
             ino->m.mode = (ino->m.mode & S_IFMT) | (attr->st_mode & 07777);
         if (to_set & FUSE_SET_ATTR_UID)
