@@ -15,6 +15,7 @@ LDCONFIG ?= ldconfig
 PKG_CONFIG ?= pkg-config
 FUSE_CFLAGS = $(shell $(PKG_CONFIG) --cflags fuse3)
 FUSE_LIBS   = $(shell $(PKG_CONFIG) --libs fuse3)
+URING_LIBS  = $(shell $(PKG_CONFIG) --libs liburing)
 CMOCKA_LIBS = -lcmocka
 # Other engines for side-by-side benchmarks, when their Debian packages are installed.
 BENCH_DEFS = $(if $(wildcard /usr/include/leveldb/c.h),-DHAVE_LEVELDB) \
@@ -37,7 +38,7 @@ ENGINE_SRC = engine/util.c engine/env.c engine/options.c engine/wal.c engine/mem
              engine/compact.c engine/space.c engine/extent.c engine/checkpoint.c \
              engine/check.c engine/repair.c engine/logger.c
 FS_SRC     = fs/main.c fs/pool.c fs/ops.c fs/dir.c fs/cookie.c fs/inode.c fs/keys.c fs/reclaim.c fs/log.c \
-             fs/xattr.c fs/stats.c fs/notify.c fs/control.c fs/view.c tools/ctl_cmd.c tools/ctl_snapshot.c
+             fs/xattr.c fs/stats.c fs/notify.c fs/control.c fs/view.c fs/uring.c tools/ctl_cmd.c tools/ctl_snapshot.c
 ITOOLS     = tools/lsmctl
 TOOLS      = $(ITOOLS)
 TESTS      = tests/engine/test_bloom tests/engine/test_cache tests/engine/test_corrupt \
@@ -83,7 +84,7 @@ engine/liblsm.a: $(ENGINE_OBJ)
 engine/liblsm.so: $(ENGINE_PIC)
 	$(LINK) -shared -Wl,-soname,$(SONAME) -o $@ $(ENGINE_PIC) $(LIBS)
 fs/lsmfs: $(FS_OBJ) engine/liblsm.a
-	$(LINK) -o $@ $(FS_OBJ) engine/liblsm.a $(FUSE_LIBS) $(LIBS)
+	$(LINK) -o $@ $(FS_OBJ) engine/liblsm.a $(FUSE_LIBS) $(URING_LIBS) $(LIBS)
 # The commands live in tools/ctl_cmd.c, which lsmfs will link too.
 $(TOOLS): %: %.o $(CTL_OBJ) engine/liblsm.a
 	$(LINK) -o $@ $@.o $(CTL_OBJ) engine/liblsm.a $(LIBS)

@@ -299,10 +299,19 @@ void  lsmfs_pool_ops(struct fuse_lowlevel_ops *ops);
 int   lsmfs_pool_start(struct lsmfs *fs, int n);
 /* Puts pool.c's reads and writes of /dev/fuse under libfuse (once the session is mounted,
    before the loop): with spin_us > 0 (single-threaded loop only) the serving thread polls that
-   long before it sleeps; and the reply to INIT asks for FUSE_HANDLE_KILLPRIV_V2. 0, or an
-   errno. */
-int   lsmfs_pool_io(struct lsmfs *fs, long spin_us);
+   long before it sleeps; the reply to INIT asks for FUSE_HANDLE_KILLPRIV_V2, and with uring
+   for FUSE_OVER_IO_URING, after which uring.c starts. 0, or an errno. */
+int   lsmfs_pool_io(struct lsmfs *fs, long spin_us, int uring);
 void  lsmfs_pool_stop(struct lsmfs *fs);
+
+/* uring.c (-o uring): FUSE over io_uring, one pinned thread and ring per CPU. Start, once
+   the kernel has the INIT reply that asked for it, with entries of payload bytes: 0, or the
+   errno that refused it (nothing then runs). lsmfs_uring_reply takes a reply (pool.c's write
+   hook) to a request that came by a ring: 1, with *n the bytes, else 0. Stop after the loop
+   and pool.c's workers have ended. */
+int   lsmfs_uring_start(struct fuse_session *se, int fd, size_t payload);
+int   lsmfs_uring_reply(const struct iovec *iov, int count, ssize_t *n);
+void  lsmfs_uring_stop(void);
 
 /* control.c: the control socket DATADIR/lsmfs.ctl through which lsmctl reaches the mount.
    Start returns 0 or an errno; stop waits for running commands (before lsm_close). */

@@ -41,6 +41,7 @@ struct cmdline {
     int show_help, show_version, has_fsname; /* -h, -V, -o fsname= seen */
     int others, has_perms;       /* -o allow_other or allow_root, -o default_permissions seen */
     int mt;                      /* -o mt: libfuse's multi-threaded loop */
+    int uring;                   /* -o uring: FUSE over io_uring (uring.c) */
     char *workers, *spin;        /* -o workers=N, -o spin=USEC; malloc'd, NULL when absent */
 };
 
@@ -63,6 +64,7 @@ static const struct fuse_opt spec[] = {
     OPT("workers=%s", workers),
     OPT("spin=%s", spin),
     { "mt", offsetof(struct cmdline, mt), 1 },
+    { "uring", offsetof(struct cmdline, uring), 1 },
     { "init", offsetof(struct cmdline, init), 1 },
     FUSE_OPT_KEY("ro", KEY_RO),
     FUSE_OPT_KEY("rw", KEY_RW),
@@ -171,6 +173,9 @@ static void main_usage(FILE *f)
 "                           before it sleeps (default 50; 0 = sleep at once)\n"
 "    -o mt                  libfuse's multi-threaded loop instead (clone_fd,\n"
 "                           max_threads and max_idle_threads apply to it)\n"
+"    -o uring               experimental: the kernel hands each request to a thread on\n"
+"                           the requester's CPU, by io_uring (Linux 6.14+, needs the fuse\n"
+"                           module's enable_uring=Y; else /dev/fuse, with a warning)\n"
 "    SIZE takes a K, M, G or T suffix (powers of 1024).\n"
 "\n");
 }
@@ -606,13 +611,13 @@ static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
    those that wait for the disk (pool.c says why); -s is that thread alone; -o mt, the options only libfuse's multi-threaded loop knows, and
    -o sync=always (where every change waits for the disk) run that loop. */
 static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts, int mt,
-                      int workers, long spin_us)
+                      int workers, long spin_us, int uring)
 {
     int ret, rc;
     int multi = !copts->singlethread && (mt || copts->clone_fd || copts->max_threads != 10 ||
                                  copts->max_idle_threads != UINT_MAX ||
                                  fs->sync_mode == LSMFS_SYNC_ALWAYS);
-    if ((rc = lsmfs_pool_io(fs, multi ? 0 : spin_us)) != 0)
+    if ((rc = lsmfs_pool_io(fs, multi ? 0 : spin_us, uring)) != 0)
         lsmfs_log(LOG_WARNING, "cannot take over the reads of /dev/fuse (%s): the serving "
                   "thread sleeps between requests", strerror(rc));
     if (multi) {
@@ -624,6 +629,7 @@ static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts, i
         fuse_loop_cfg_set_max_threads(cfg, copts->max_threads);
         ret = fuse_session_loop_mt(fs->se, cfg);
         fuse_loop_cfg_destroy(cfg);
+        lsmfs_uring_stop();
         return ret < 0 ? 1 : 0;
     }
     if (!copts->singlethread && workers > 0 && (rc = lsmfs_pool_start(fs, workers)) != 0)
@@ -631,6 +637,7 @@ static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts, i
                   "(%s): one thread serves them all", strerror(rc));
     ret = fuse_session_loop(fs->se);
     lsmfs_pool_stop(fs);
+    lsmfs_uring_stop();
     return ret < 0 ? 1 : 0;
 }
 
@@ -788,7 +795,7 @@ int main(int argc, char *argv[])
     if (lsmfs_notify_start(fs) != 0)
         lsmfs_log(LOG_WARNING, "cannot start the thread that invalidates the kernel's caches; "
                   "files the kernel wrote back and lsmfs refused may read stale until reopened");
-    ret = main_serve(fs, &copts, c.mt, workers, spin_us);
+    ret = main_serve(fs, &copts, c.mt, workers, spin_us, c.uring);
     if (main_teardown(fs, c.datadir) != 0)
         ret = 1;
 out:

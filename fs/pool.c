@@ -39,6 +39,7 @@
  * keep a job's pointers into libfuse's buffers.
  */
 #include "lsmfs.h"
+#include "fuse_uring_abi.h"
 
 #include <errno.h>
 #include <linux/fuse.h>
@@ -275,7 +276,12 @@ static int64_t spin_ns;
 /* The INIT request's unique and the flags the kernel offered; the serving thread's (INIT is
    the first request, answered before any other is read). */
 static uint64_t init_unique;
-static uint32_t init_offered;
+static uint32_t init_offered, init_offered2;
+
+/* -o uring: the reply to INIT asks for FUSE_OVER_IO_URING and uring.c takes over the requests;
+   both set once, before the loop. */
+static int uring_wanted;
+static struct fuse_session *uring_se;
 
 /* libfuse's read of the next request: with spin_ns, polls the non-blocking device that long,
    yielding the CPU between tries, then sleeps until a request comes. */
@@ -287,9 +293,11 @@ static ssize_t pool_read_dev(int fd, void *buf, size_t len, void *userdata)
         ssize_t n = read(fd, buf, len);
         if (n >= (ssize_t)(sizeof(struct fuse_in_header) + sizeof(struct fuse_init_in)) &&
             ((struct fuse_in_header *)buf)->opcode == FUSE_INIT) {
+            const struct fuse_init_in *in = (const struct fuse_init_in *)
+                ((char *)buf + sizeof(struct fuse_in_header));
             init_unique = ((struct fuse_in_header *)buf)->unique;
-            init_offered = ((struct fuse_init_in *)((char *)buf +
-                                                    sizeof(struct fuse_in_header)))->flags;
+            init_offered = in->flags;
+            init_offered2 = (in->flags & FUSE_INIT_EXT) ? in->flags2 : 0;
         }
         if (n >= 0 || errno != EAGAIN)
             return n;
@@ -307,29 +315,71 @@ static ssize_t pool_read_dev(int fd, void *buf, size_t len, void *userdata)
     }
 }
 
+/* -o uring: adds FUSE_OVER_IO_URING to the reply to INIT when the kernel offered it (the fuse
+   module's enable_uring is Y). Returns the payload size the ring's entries need (the kernel
+   refuses a buffer smaller than max(8 KiB, max_write, max_pages pages)), or 0 after a
+   warning. */
+static size_t pool_ask_uring(struct fuse_init_out *out, size_t len)
+{
+    if (!(init_offered2 & LSMFS_FUSE_OVER_IO_URING2) ||
+        len < offsetof(struct fuse_init_out, flags2) + sizeof(uint32_t)) {
+        lsmfs_log(LOG_WARNING, "-o uring: the kernel does not offer FUSE over io_uring (needs "
+                  "Linux 6.14+ and /sys/module/fuse/parameters/enable_uring = Y): requests are "
+                  "served through /dev/fuse");
+        return 0;
+    }
+    out->flags |= FUSE_INIT_EXT;
+    out->flags2 |= LSMFS_FUSE_OVER_IO_URING2;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t pages = (out->flags & FUSE_MAX_PAGES) && out->max_pages ? out->max_pages : 32;
+    size_t payload = 8192;
+    if (out->max_write > payload)
+        payload = out->max_write;
+    if (pages * page > payload)
+        payload = pages * page;
+    return payload;
+}
+
 /* libfuse's write of a reply or notification. In the reply to INIT it adds
    FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 cannot ask for, when the kernel offered it: the
    kernel then marks an inode found without set-user-ID bits or security.capability (S_NOSEC)
    and stops asking for security.capability (a GETXATTR) before every write to it. What the
    flag makes the daemon's job, clearing the set-user-ID and set-group-ID bits at a write or
    truncate by an unprivileged process, lsmfs does anyway (ops.c, ops_kill_priv_locked); the
-   kernel still removes security.capability at the first write. */
+   kernel still removes security.capability at the first write. With -o uring it asks for
+   FUSE_OVER_IO_URING too and, once the kernel has the reply, starts uring.c; from then on a
+   reply to a request that came by a ring goes to uring.c instead of /dev/fuse. */
 static ssize_t pool_write_dev(int fd, struct iovec *iov, int count, void *userdata)
 {
-    (void)userdata;
+    ssize_t n;
+    size_t payload = 0;
+    /* first: a ring's thread may answer a request before lsmfs_uring_start returns */
+    if (uring_wanted && lsmfs_uring_reply(iov, count, &n))
+        return n;
     if (init_unique && count >= 2 && iov[0].iov_len >= sizeof(struct fuse_out_header) &&
         iov[1].iov_len >= offsetof(struct fuse_init_out, flags) + sizeof(uint32_t)) {
         struct fuse_out_header *oh = iov[0].iov_base;
         if (oh->unique == init_unique && oh->error == 0) {
+            struct fuse_init_out *out = iov[1].iov_base;
             init_unique = 0;
             if (init_offered & FUSE_HANDLE_KILLPRIV_V2)
-                ((struct fuse_init_out *)iov[1].iov_base)->flags |= FUSE_HANDLE_KILLPRIV_V2;
+                out->flags |= FUSE_HANDLE_KILLPRIV_V2;
+            if (uring_wanted)
+                payload = pool_ask_uring(out, iov[1].iov_len);
         }
     }
-    return writev(fd, iov, count);
+    n = writev(fd, iov, count);
+    if (payload && n >= 0) {
+        /* the kernel has taken the reply: REGISTER works from now on */
+        int rc = lsmfs_uring_start(uring_se, fd, payload);
+        if (rc != 0)
+            lsmfs_log(LOG_WARNING, "-o uring: the kernel refused the ring (%s): requests are "
+                      "served through /dev/fuse", strerror(rc));
+    }
+    return n;
 }
 
-int lsmfs_pool_io(struct lsmfs *fs, long spin_us)
+int lsmfs_pool_io(struct lsmfs *fs, long spin_us, int uring)
 {
     static const struct fuse_custom_io io = { .read = pool_read_dev, .writev = pool_write_dev };
     int fd = fuse_session_fd(fs->se);
@@ -339,9 +389,12 @@ int lsmfs_pool_io(struct lsmfs *fs, long spin_us)
     if (spin_us > 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         return errno;
     spin_ns = spin_us > 0 ? (int64_t)spin_us * 1000 : 0;
+    uring_wanted = uring;
+    uring_se = fs->se;
     int rc = fuse_session_custom_io(fs->se, &io, fd);
     if (rc != 0) {
         spin_ns = 0;
+        uring_wanted = 0;
         fcntl(fd, F_SETFL, fl);
         return -rc;
     }

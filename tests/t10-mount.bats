@@ -9,6 +9,23 @@ setup() {
 
 teardown() {
     common_teardown
+    # a test that changed the fuse module's enable_uring puts it back
+    if [ -n "${URING_SAVED:-}" ]; then
+        echo "$URING_SAVED" >/sys/module/fuse/parameters/enable_uring
+    fi
+}
+
+URING_PARAM=/sys/module/fuse/parameters/enable_uring
+
+# uring_param VALUE: sets the fuse module's enable_uring for this test (teardown restores it);
+# skips where the kernel has no FUSE over io_uring or the test cannot change it.
+uring_param() {
+    [ -e "$URING_PARAM" ] || skip "this kernel has no FUSE over io_uring (Linux 6.14+)"
+    if [ "$(cat "$URING_PARAM")" != "$1" ]; then
+        [ "$(id -u)" = 0 ] || skip "needs root to set enable_uring=$1"
+        URING_SAVED=$(cat "$URING_PARAM")
+        echo "$1" >"$URING_PARAM"
+    fi
 }
 
 @test "-V and --version print the version and exit 0" {
@@ -100,6 +117,43 @@ d = os.open(sys.argv[2], os.O_RDONLY); os.fsync(d); os.close(d)' "$MNT/s" "$MNT"
         rm "$MNT/big" "$MNT/s" "$MNT/fa"
         unmount_fs
     done
+}
+
+@test "-o uring: the rings serve writes, fsync, fallocate, large reads and listings that survive a remount" {
+    uring_param Y
+    mount_fs -o uring
+    grep -q "uring: serving requests on" "$LOG"
+    seq 1 200000 >"$MNT/big"
+    python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, b"synced\n"); os.fsync(fd); os.close(fd)
+d = os.open(sys.argv[2], os.O_RDONLY); os.fsync(d); os.close(d)' "$MNT/s" "$MNT"
+    fallocate -l 1M "$MNT/fa"
+    mkdir "$MNT/d"
+    for i in $(seq 1 300); do echo "$i" >"$MNT/d/f$i"; done
+    mv "$MNT/d/f1" "$MNT/d/g1"
+    rm "$MNT/d/f2"
+    assert_eq "$(ls "$MNT/d" | wc -l)" 299
+    assert_eq "$(cat "$MNT/s")" synced
+    assert_eq "$(sha256sum <"$MNT/big")" "$(seq 1 200000 | sha256sum)"
+    unmount_fs
+    assert_eq "$DAEMON_STATUS" 0
+    grep -q "requests came by the rings" "$LOG"
+    mount_fs -o uring
+    assert_eq "$(sha256sum <"$MNT/big")" "$(seq 1 200000 | sha256sum)"
+    assert_eq "$(cat "$MNT/s") $(stat -c %s "$MNT/fa") $(cat "$MNT/d/g1") $(ls "$MNT/d" | wc -l)" \
+              "synced 1048576 1 299"
+    unmount_fs
+}
+
+@test "-o uring when the kernel does not offer it: one warning, and /dev/fuse serves" {
+    uring_param N
+    mount_fs -o uring
+    echo z >"$MNT/z"
+    assert_eq "$(cat "$MNT/z")" z
+    unmount_fs
+    assert_eq "$(grep -c "does not offer FUSE over io_uring" "$LOG")" 1
+    ! grep -q "requests came by the rings" "$LOG"
 }
 
 @test "-o workers and -o spin out of range: a clear error, nothing mounted" {
