@@ -6,7 +6,8 @@
 #
 # usage: sh tests/bench/fsbench.sh [fsbench options, e.g. -n 5000]
 # env:   LSMFS (daemon, default fs/lsmfs), LSMFS_OPTS (extra -o options for every lsmfs mount),
-#        LSMFS_MODES (lsmfs mounts to run, default "default writeback close_to_open"),
+#        LSMFS_MODES (lsmfs mounts to run, default "default mt uring writeback close_to_open";
+#          a mode with uring sets the fuse module's enable_uring to Y for its run, as root),
 #        LSMFS_BASE (another lsmfs binary, e.g. main's, run with its default mount as "base"),
 #        FSBENCH_DIR (where the temporary directories go, default /var/tmp),
 #        FSBENCH_LOOP (0: use FSBENCH_DIR's filesystem as is instead of a fresh ext4 loop image),
@@ -26,7 +27,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 LSMFS=${LSMFS:-$repo/fs/lsmfs}
 LSMFS_OPTS=${LSMFS_OPTS:-}
-LSMFS_MODES=${LSMFS_MODES:-default writeback close_to_open}
+LSMFS_MODES=${LSMFS_MODES:-default mt uring writeback close_to_open}
 LSMFS_BASE=${LSMFS_BASE:-}
 base=$(mktemp -d "${FSBENCH_DIR:-/var/tmp}/fsbench.XXXXXX") || exit 1
 mounts=""       # FUSE mount points, unmounted with fusermount3
@@ -35,6 +36,7 @@ lsmfs_pid=""
 names=""        # filesystems run, in order
 
 cleanup() {
+    [ -z "${uring_saved:-}" ] || uring_param restore
     for m in $mounts; do
         if grep -q " $m " /proc/mounts; then
             fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null
@@ -132,11 +134,22 @@ bench() {
     tree_bench "$name" "$dir"
 }
 
+# uring_param Y|restore: the fuse module's enable_uring, which -o uring needs (root only); the
+# value found first is put back by "restore" and at exit.
+uring_saved=""
+uring_param() {
+    f=/sys/module/fuse/parameters/enable_uring
+    [ -w "$f" ] || return 0
+    [ -n "$uring_saved" ] || uring_saved=$(cat "$f")
+    if [ "$1" = restore ]; then echo "$uring_saved" >"$f"; else echo "$1" >"$f"; fi
+}
+
 # lsmfs_bench NAME BINARY [-o OPTIONS]: mounts a fresh lsmfs, runs fsbench, unmounts
 lsmfs_bench() {
     name=$1
     lbin=$2
     shift 2
+    case "$*" in *uring*) uring_param Y ;; esac
     mkdir "$base/$name" "$disk/$name-data"
     mounts="$mounts $base/$name"
     "$lbin" -f ${LSMFS_OPTS:+-o "$LSMFS_OPTS"} "$@" "$disk/$name-data" "$base/$name" \
@@ -152,6 +165,7 @@ lsmfs_bench() {
     fi
     lsmfs_pid=""
     rm -rf "$disk/$name-data"
+    case "$*" in *uring*) uring_param restore ;; esac
 }
 
 fsargs="$*"

@@ -6,8 +6,9 @@
 #
 # usage: bash tests/bench/realbench.sh
 # env:   LSMFS (daemon, default fs/lsmfs), LSMFS_OPTS (extra -o options for every lsmfs mount),
-#        LSMFS_MODES (lsmfs mounts to run, default "default writeback"; MODE other than default
-#          mounts with -o MODE),
+#        LSMFS_MODES (lsmfs mounts to run, default "default mt uring writeback"; MODE other than default
+#          mounts with -o MODE; a mode with uring sets the fuse module's enable_uring to Y for its
+#          run, as root, and puts the old value back),
 #        REALBENCH_DIR (where the temporary directories go, default /var/tmp),
 #        REALBENCH_LOOP (0: use REALBENCH_DIR's file system as is instead of a fresh ext4 image),
 #        REALBENCH_OUT (where realbench.dat, the table and each phase's log are kept; default a new
@@ -35,7 +36,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 LSMFS=${LSMFS:-$repo/fs/lsmfs}
 LSMFS_OPTS=${LSMFS_OPTS:-}
-LSMFS_MODES=${LSMFS_MODES:-default writeback}
+LSMFS_MODES=${LSMFS_MODES:-default mt uring writeback}
 tree=${REALBENCH_TREE:-/usr/include}
 rtree=${REALBENCH_RSYNC:-}
 if [ -z "$rtree" ]; then
@@ -62,6 +63,7 @@ failed=0        # 1 once a phase or a mount failed: the exit status
 # shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
     local m p i
+    [ -z "${uring_saved:-}" ] || uring_param restore
     for m in "${mounts[@]}"; do
         if grep -q " $m " /proc/mounts; then
             fusermount3 -u "$m" 2>/dev/null || fusermount3 -uz "$m" 2>/dev/null
@@ -193,9 +195,20 @@ run_phases() {
     done
 }
 
+# uring_param [Y|N|restore]: the fuse module's enable_uring, which -o uring needs (root only);
+# the value found first is put back by "restore" and at exit.
+uring_saved=""
+uring_param() {
+    local f=/sys/module/fuse/parameters/enable_uring
+    [ -w "$f" ] || return 0
+    [ -n "$uring_saved" ] || uring_saved=$(cat "$f")
+    if [ "$1" = restore ]; then echo "$uring_saved" >"$f"; else echo "$1" >"$f"; fi
+}
+
 lsmfs_run() {  # lsmfs_run NAME [-o MODE]: a fresh lsmfs with its DATADIR on the disk
     local name=$1 pid
     shift
+    case "$*" in *uring*) uring_param Y ;; esac
     mkdir "$base/$name" "$disk/$name-data"
     mounts+=("$base/$name")
     names+=("$name")
@@ -214,6 +227,7 @@ lsmfs_run() {  # lsmfs_run NAME [-o MODE]: a fresh lsmfs with its DATADIR on the
         : >"$out/$name.times"
     fi
     rm -rf "$disk/$name-data"
+    case "$*" in *uring*) uring_param restore ;; esac
 }
 
 echo "realbench.sh: ext4 ..." >&2

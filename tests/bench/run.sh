@@ -80,12 +80,19 @@ if command -v gnuplot >/dev/null 2>&1; then
     if [ $# -gt 0 ]; then
         echo
         echo "== plot.sh"
+        data="$*"
         if [ "${BENCH_PLOT_REPO:-0}" = 1 ]; then set -- -r "$@"; fi
         sh "$here/plot.sh" "$@" || {
             rc=$?
             echo "run.sh: plot.sh failed (exit $rc)" >&2
             status=1
         }
+        # the same plot for -o uring, when it ran (ratios-uring.png beside the other)
+        if grep -q "lsmfs-uring" $data; then
+            where=$out
+            [ "${BENCH_PLOT_REPO:-0}" = 1 ] && where=$here
+            sh "$here/plot.sh" -m lsmfs-uring -o "$where/ratios-uring.png" $data || status=1
+        fi
     fi
 fi
 
