@@ -211,6 +211,21 @@ bad:
 
 /* The index in words (a NULL-terminated list) of the option value s, or -1 after saying what was
    wanted. */
+/* A whole number from lo to hi, as -o NAME=S gives it; -1 after saying why. */
+static int main_parse_range(const char *name, const char *s, long lo, long hi, const char *unit,
+                            long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || errno || v < lo || v > hi) {
+        fprintf(stderr, "lsmfs: invalid %s '%s' (want %ld to %ld %s)\n", name, s, lo, hi, unit);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 static int main_parse_word(const char *name, const char *s, const char *const *words)
 {
     for (int i = 0; words[i]; i++)
@@ -608,10 +623,11 @@ static int main_check_paths(struct lsmfs *fs, const struct cmdline *c)
 
 /* Runs the loop until unmount or a signal; the exit status to give. By default one thread
    serves the requests, polling spin_us for the next before it sleeps, and `workers` threads
-   those that wait for the disk (pool.c says why); -s is that thread alone; -o mt, the options only libfuse's multi-threaded loop knows, and
-   -o sync=always (where every change waits for the disk) run that loop. */
+   those that wait for the disk (pool.c says why); -s is that thread alone; -o mt, the options
+   only libfuse's multi-threaded loop knows, and -o sync=always (where every change waits for
+   the disk) run that loop. */
 static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts, int mt,
-                      int workers, long spin_us, int uring)
+                      long workers, long spin_us, int uring)
 {
     int ret, rc;
     int multi = !copts->singlethread && (mt || copts->clone_fd || copts->max_threads != 10 ||
@@ -632,7 +648,7 @@ static int main_serve(struct lsmfs *fs, const struct fuse_cmdline_opts *copts, i
         lsmfs_uring_stop();
         return ret < 0 ? 1 : 0;
     }
-    if (!copts->singlethread && workers > 0 && (rc = lsmfs_pool_start(fs, workers)) != 0)
+    if (!copts->singlethread && workers > 0 && (rc = lsmfs_pool_start(fs, (int)workers)) != 0)
         lsmfs_log(LOG_WARNING, "cannot start the threads for requests that wait for the disk "
                   "(%s): one thread serves them all", strerror(rc));
     ret = fuse_session_loop(fs->se);
@@ -722,26 +738,10 @@ int main(int argc, char *argv[])
     if (main_apply_options(fs, &c) != 0)
         goto out;
     fs->foreground = copts.foreground;
-    int workers = 4;
-    if (c.workers) {
-        char *end;
-        long v = strtol(c.workers, &end, 10);
-        if (end == c.workers || *end || v < 0 || v > 16) {
-            fprintf(stderr, "lsmfs: invalid workers '%s' (want 0 to 16 threads)\n", c.workers);
-            goto out;
-        }
-        workers = (int)v;
-    }
-    long spin_us = 50;
-    if (c.spin) {
-        char *end;
-        spin_us = strtol(c.spin, &end, 10);
-        if (end == c.spin || *end || spin_us < 0 || spin_us > 1000000) {
-            fprintf(stderr, "lsmfs: invalid spin '%s' (want 0 to 1000000 microseconds)\n",
-                    c.spin);
-            goto out;
-        }
-    }
+    long workers = 4, spin_us = 50;
+    if ((c.workers && main_parse_range("workers", c.workers, 0, 16, "threads", &workers) != 0) ||
+        (c.spin && main_parse_range("spin", c.spin, 0, 1000000, "microseconds", &spin_us) != 0))
+        goto out;
 
     if (c.snapshot && main_snapshot_path(&c, &args) != 0)
         goto out;
