@@ -211,12 +211,18 @@ int lsmfs_uring_reply(const struct iovec *iov, int count, ssize_t *n)
     struct uring_set *s = atomic_load_explicit(&active, memory_order_acquire);
     if (!s)
         return 0;
-    for (int i = 0; i < s->nq; i++)
+    /* Most replies come from the ring's own thread, inside fuse_session_process_buf: look in
+       its queue first, and in every queue (a worker's reply) only if not there. */
+    for (int k = -1; k < s->nq; k++) {
+        struct uring_queue *q = k < 0 ? self : &s->q[k];
+        if (!q || (k >= 0 && q == self))
+            continue;
         for (int j = 0; j < URING_DEPTH; j++)
-            if (atomic_load_explicit(&s->q[i].ent[j].unique, memory_order_relaxed) == unique) {
-                *n = uring_answer(&s->q[i].ent[j], iov, count);
+            if (atomic_load_explicit(&q->ent[j].unique, memory_order_relaxed) == unique) {
+                *n = uring_answer(&q->ent[j], iov, count);
                 return 1;
             }
+    }
     return 0;
 }
 
