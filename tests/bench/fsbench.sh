@@ -134,15 +134,7 @@ bench() {
     tree_bench "$name" "$dir"
 }
 
-# uring_param Y|restore: the fuse module's enable_uring, which -o uring needs (root only); the
-# value found first is put back by "restore" and at exit.
-uring_saved=""
-uring_param() {
-    f=/sys/module/fuse/parameters/enable_uring
-    [ -w "$f" ] || return 0
-    [ -n "$uring_saved" ] || uring_saved=$(cat "$f")
-    if [ "$1" = restore ]; then echo "$uring_saved" >"$f"; else echo "$1" >"$f"; fi
-}
+. "$here/uring.sh"   # uring_param
 
 # lsmfs_bench NAME BINARY [-o OPTIONS]: mounts a fresh lsmfs, runs fsbench, unmounts
 lsmfs_bench() {

@@ -195,15 +195,7 @@ run_phases() {
     done
 }
 
-# uring_param [Y|N|restore]: the fuse module's enable_uring, which -o uring needs (root only);
-# the value found first is put back by "restore" and at exit.
-uring_saved=""
-uring_param() {
-    local f=/sys/module/fuse/parameters/enable_uring
-    [ -w "$f" ] || return 0
-    [ -n "$uring_saved" ] || uring_saved=$(cat "$f")
-    if [ "$1" = restore ]; then echo "$uring_saved" >"$f"; else echo "$1" >"$f"; fi
-}
+. "$here/uring.sh"   # uring_param
 
 lsmfs_run() {  # lsmfs_run NAME [-o MODE]: a fresh lsmfs with its DATADIR on the disk
     local name=$1 pid

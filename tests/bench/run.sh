@@ -35,42 +35,28 @@ mkdir -p "$out" || exit 1
 
 status=0
 
-echo "== db_bench"
-"$here/db_bench" --dir="$work" "$@" || {
-    rc=$?
-    echo "run.sh: db_bench failed (exit $rc)" >&2
-    status=1
+# part NAME COMMAND...: prints the heading, runs the command, and on failure says so and sets
+# status, so that one failure does not hide the other parts' numbers
+part() {
+    name=$1
+    shift
+    echo
+    echo "== $name"
+    "$@" || {
+        rc=$?
+        echo "run.sh: $name failed (exit $rc)" >&2
+        status=1
+    }
 }
 
-if [ -f "$here/fsbench.sh" ]; then
-    echo
-    echo "== fsbench.sh"
-    (cd "$top" && FSBENCH_OUT="$out" sh "$here/fsbench.sh") || {
-        rc=$?
-        echo "run.sh: fsbench.sh failed (exit $rc)" >&2
-        status=1
-    }
-fi
+fsbench() { (cd "$top" && FSBENCH_OUT="$out" sh "$here/fsbench.sh"); }
+bigbench() { (cd "$top" && sh "$here/bigbench.sh"); }
+realbench() { (cd "$top" && REALBENCH_OUT="$out" bash "$here/realbench.sh"); }
 
-if [ -f "$here/bigbench.sh" ] && [ "$(id -u)" = 0 ]; then
-    echo
-    echo "== bigbench.sh"
-    (cd "$top" && sh "$here/bigbench.sh") || {
-        rc=$?
-        echo "run.sh: bigbench.sh failed (exit $rc)" >&2
-        status=1
-    }
-fi
-
-if [ -f "$here/realbench.sh" ] && [ "$(id -u)" = 0 ]; then
-    echo
-    echo "== realbench.sh"
-    (cd "$top" && REALBENCH_OUT="$out" bash "$here/realbench.sh") || {
-        rc=$?
-        echo "run.sh: realbench.sh failed (exit $rc)" >&2
-        status=1
-    }
-fi
+part db_bench "$here/db_bench" --dir="$work" "$@"
+[ -f "$here/fsbench.sh" ] && part fsbench.sh fsbench
+[ -f "$here/bigbench.sh" ] && [ "$(id -u)" = 0 ] && part bigbench.sh bigbench
+[ -f "$here/realbench.sh" ] && [ "$(id -u)" = 0 ] && part realbench.sh realbench
 
 if command -v gnuplot >/dev/null 2>&1; then
     set --
@@ -78,20 +64,13 @@ if command -v gnuplot >/dev/null 2>&1; then
         [ -s "$f" ] && set -- "$@" "$f"
     done
     if [ $# -gt 0 ]; then
-        echo
-        echo "== plot.sh"
-        data="$*"
-        if [ "${BENCH_PLOT_REPO:-0}" = 1 ]; then set -- -r "$@"; fi
-        sh "$here/plot.sh" "$@" || {
-            rc=$?
-            echo "run.sh: plot.sh failed (exit $rc)" >&2
-            status=1
-        }
+        where=$out
+        [ "${BENCH_PLOT_REPO:-0}" = 1 ] && where=$here
+        part plot.sh sh "$here/plot.sh" -o "$where/ratios.png" "$@"
         # the same plot for -o uring, when it ran (ratios-uring.png beside the other)
-        if grep -q "lsmfs-uring" $data; then
-            where=$out
-            [ "${BENCH_PLOT_REPO:-0}" = 1 ] && where=$here
-            sh "$here/plot.sh" -m lsmfs-uring -o "$where/ratios-uring.png" $data || status=1
+        if grep -q "lsmfs-uring" "$@"; then
+            part "plot.sh -m lsmfs-uring" sh "$here/plot.sh" -m lsmfs-uring \
+                -o "$where/ratios-uring.png" "$@"
         fi
     fi
 fi
